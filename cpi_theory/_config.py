@@ -169,6 +169,10 @@ def _check_rules(cfg: Config) -> None:
         f"must be > 2*delta_c (memory beats self-copy, paper Assumption 6), got delta_m={cfg.delta_m}, "
         f"delta_c={cfg.delta_c}",
     )
+    for key in ("o_c", "o_r"):
+        value = getattr(cfg, key)
+        # exp(o) enters the normaliser Z of the value table; beyond ~709 it overflows to inf.
+        rule(abs(value) <= 700.0, key, f"must lie in [-700, 700] (exp({key}) must be finite), got {value}")
     for key in ("lr_kq", "lr_v"):
         value = getattr(cfg, key)
         rule(value >= 0.0, key, f"must be >= 0 (a learning rate), got {value}")

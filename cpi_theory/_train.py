@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._metrics import metrics
+from ._metrics import loss_grad_and_class_metrics, metrics, probe_metrics
 from ._model import ToyState, training_loss
 from ._world import World
 
@@ -39,25 +39,40 @@ def recorded_steps(steps: int, record_every: int) -> np.ndarray:
     return recorded
 
 
+def apply_gradient(state: ToyState, grad: ToyState, lr_kq, lr_v) -> ToyState:
+    """W <- W - lr * grad, with separate rates for W_KQ and W_V."""
+    return ToyState(w_kq=state.w_kq - lr_kq * grad.w_kq, w_v=state.w_v - lr_v * grad.w_v)
+
+
 def gd_step(state: ToyState, world: World, lr_kq, lr_v):
-    """One exact full-batch step W <- W - lr * grad(mean loss); returns the new state and the loss before it."""
+    """One exact full-batch step on the mean loss; returns the new state and the loss before it."""
     loss, grad = jax.value_and_grad(training_loss)(state, world)
-    return ToyState(w_kq=state.w_kq - lr_kq * grad.w_kq, w_v=state.w_v - lr_v * grad.w_v), loss
+    return apply_gradient(state, grad, lr_kq, lr_v), loss
 
 
-def _run_steps(carry, world, lr_kq, lr_v, n_steps):
+def _block(carry, world, lr_kq, lr_v, n_steps):
+    """``n_steps`` GD steps; returns the metrics of the state at the start of the block.
+
+    Each step's forward/backward pass yields the training-set metrics of its (pre-update) state for free;
+    the probe point costs one small extra forward. Only the first step's metrics are kept.
+    """
+
     def body(carry, _):
         state, t, first_bad = carry
-        state, loss = gd_step(state, world, lr_kq, lr_v)
+        loss, grad, per_class = loss_grad_and_class_metrics(state, world)
         first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), t, first_bad)
-        return (state, t + 1, first_bad), None
+        return (apply_gradient(state, grad, lr_kq, lr_v), t + 1, first_bad), (loss, per_class)
 
-    carry, _ = jax.lax.scan(body, carry, None, length=n_steps)
-    return carry
+    start_state = carry[0]
+    carry, (losses, per_class) = jax.lax.scan(body, carry, None, length=n_steps)
+    record = probe_metrics(start_state, world)
+    record["loss"] = losses[0]
+    record["per_class"] = jax.tree.map(lambda x: x[0], per_class)
+    return carry, record
 
 
-def _stack(*trees):
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
+def _append(records, record):
+    return jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], axis=0), records, record)
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "record_every"))
@@ -67,16 +82,15 @@ def train(world: World, state0: ToyState, lr_kq, lr_v, *, steps: int, record_eve
     lr_kq = jnp.asarray(lr_kq, dtype=dtype)
     lr_v = jnp.asarray(lr_v, dtype=dtype)
     carry = (state0, jnp.asarray(0, dtype=jnp.int32), jnp.asarray(-1, dtype=jnp.int32))
-
-    def block(carry, _):
-        carry = _run_steps(carry, world, lr_kq, lr_v, record_every)
-        return carry, metrics(carry[0], world)
-
-    first = jax.tree.map(lambda x: x[None], metrics(state0, world))
-    carry, blocks = jax.lax.scan(block, carry, None, length=steps // record_every)
-    records = _stack(first, blocks)
-    remainder = steps % record_every
-    if remainder:
-        carry = _run_steps(carry, world, lr_kq, lr_v, remainder)
-        records = _stack(records, jax.tree.map(lambda x: x[None], metrics(carry[0], world)))
+    carry, records = jax.lax.scan(
+        lambda carry, _: _block(carry, world, lr_kq, lr_v, record_every),
+        carry,
+        None,
+        length=steps // record_every,
+    )
+    if steps % record_every:
+        carry, record = _block(carry, world, lr_kq, lr_v, steps % record_every)
+        records = _append(records, record)
+    # The final state is recorded too; no step follows it, so its metrics cost one extra pass.
+    records = _append(records, metrics(carry[0], world))
     return TrainResult(records=records, final_state=carry[0], first_nonfinite_step=carry[2])
