@@ -131,6 +131,16 @@ def check_finite(config: Config, first_nonfinite_step: int, recorded_loss: np.nd
 ENGINES: dict[str, Callable[[Config], Trajectory]] = {"full": _simulate_full}
 
 
+def _simulate_reduced(config: Config) -> Trajectory:
+    # Lazy import: the reduced engine imports this module (trajectory_from_records).
+    from ._reduced import simulate_reduced
+
+    return simulate_reduced(config)
+
+
+ENGINES["reduced"] = _simulate_reduced
+
+
 def simulate(config: Config | Mapping[str, Any] | None = None, *, engine: str = "full") -> Trajectory:
     """Train the toy model of SPEC.md from its pretrained state and record the trajectory.
 
