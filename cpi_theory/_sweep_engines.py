@@ -1,0 +1,164 @@
+"""How each engine turns a list of configs into batched inputs, and one run's inputs into its records.
+
+An engine for sweeps has four parts:
+- ``bucket_key(config)``: configs with equal keys give arrays of equal shapes (one compilation per key);
+- ``inputs(configs)``: host (NumPy) arrays for a chunk, ``(shared, per_run)``: ``shared`` is the same for
+  every run of the bucket (replicated on every device), ``per_run`` has a leading run axis (sharded);
+- ``run_one(shared, per_run_slice, steps=, record_every=)`` -> ``(records, first_nonfinite_step)``, pure JAX;
+- ``vmap_width``: how many runs one device advances together (``None``: its whole shard at once).
+"""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ._config import Config
+from ._init import pretrained_state
+from ._train import train
+from ._world import World, build_world
+
+# Keys that do not enter the world: the learning rates and the pretrained W_KQ scale are per-run scalars,
+# steps and record_every are fixed per sweep.
+_NOT_IN_WORLD = ("relation_score", "lr_kq", "lr_v", "steps", "record_every")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepEngine:
+    name: str
+    bucket_key: Callable[[Config], tuple]
+    inputs: Callable[[Sequence[Config]], tuple]
+    run_one: Callable
+    vmap_width: int | None
+    default_chunk_size: int
+
+
+# -- full engine: the d x d model ---------------------------------------------------------------------------
+def _full_bucket_key(config: Config) -> tuple:
+    """World shapes depend on the vocabulary and the number of points only (not on the class split)."""
+    return (config.n_subjects, config.n_answers, int(sum(config.class_counts())))
+
+
+def _world_key(config: Config) -> tuple:
+    return tuple(v for k, v in config.to_dict().items() if k not in _NOT_IN_WORLD)
+
+
+def _full_inputs(configs: Sequence[Config]):
+    worlds: dict[tuple, World] = {}  # runs that differ only in lrs/relation_score share one world
+    for config in configs:
+        key = _world_key(config)
+        if key not in worlds:
+            worlds[key] = jax_tree_to_numpy(build_world(config))
+    per_run_worlds = [worlds[_world_key(c)] for c in configs]
+    # Embeddings depend only on the vocabulary (the bucket), so one copy serves the chunk.
+    shared = per_run_worlds[0].embeddings
+    stacked = World(
+        **{
+            f.name: (
+                None if f.name == "embeddings" else np.stack([getattr(w, f.name) for w in per_run_worlds])
+            )
+            for f in dataclasses.fields(World)
+        }
+    )
+    scalars = {
+        key: np.asarray([getattr(c, key) for c in configs], dtype=np.float64)
+        for key in ("relation_score", "lr_kq", "lr_v")
+    }
+    return shared, (stacked, scalars)
+
+
+def jax_tree_to_numpy(world: World) -> World:
+    return World(**{f.name: np.asarray(getattr(world, f.name)) for f in dataclasses.fields(World)})
+
+
+def _full_run_one(embeddings, per_run, *, steps: int, record_every: int):
+    world, scalars = per_run
+    world = dataclasses.replace(world, embeddings=embeddings)
+    state0 = pretrained_state(world, scalars["relation_score"])
+    result = train(world, state0, scalars["lr_kq"], scalars["lr_v"], steps=steps, record_every=record_every)
+    return result.records, result.first_nonfinite_step
+
+
+FULL = SweepEngine(
+    name="full",
+    bucket_key=_full_bucket_key,
+    inputs=_full_inputs,
+    run_one=_full_run_one,
+    # The full engine is FLOP-bound on small d x d products: on CPU, wide vmaps spill the per-run
+    # state (~0.3 MB at the default size) out of cache, so each device advances a few runs at a time.
+    vmap_width=8,
+    default_chunk_size=256,
+)
+
+
+# -- reduced engine: the exact class-level dynamics (cpi_theory._reduced) -----------------------------------
+def _reduced_param_values(config: Config) -> dict[str, float]:
+    """The numbers of ``reduced_params(config)``, as Python floats (no device round trip per run).
+
+    ``_reduced_inputs`` checks them against ``reduced_params`` itself once per chunk.
+    """
+    n_c, n_cs, n_s, n_aug = config.class_counts()
+    return {
+        "n_C": n_c,
+        "n_CS": n_cs,
+        "n_S": n_s,
+        "n_AUG": n_aug,
+        "K_A": config.n_answers,
+        "K_S": config.n_subjects,
+        "o_c": config.o_c,
+        "o_r": config.o_r,
+        "delta_c": config.delta_c,
+        "delta_m": config.delta_m,
+        "relation_score": config.relation_score,
+        "lr_kq": config.lr_kq,
+        "lr_v": config.lr_v,
+    }
+
+
+def _reduced_inputs(configs: Sequence[Config]):
+    from ._reduced import reduced_params
+
+    rows = [_reduced_param_values(c) for c in configs]
+    params = {k: np.asarray([r[k] for r in rows], dtype=np.float64) for k in rows[0]}
+    # reduced_params costs milliseconds per call (device arrays); check our copy of it on one run.
+    reference = {k: np.asarray(v) for k, v in reduced_params(configs[0]).items()}
+    if set(reference) != set(params) or any(reference[k] != params[k][0] for k in reference):
+        raise RuntimeError("sweep inputs disagree with cpi_theory._reduced.reduced_params: update the sweep")
+    return None, params
+
+
+def _reduced_run_one(shared, params, *, steps: int, record_every: int):
+    from ._reduced import reduced_train
+
+    del shared
+    result = reduced_train(params, steps=steps, record_every=record_every)
+    return result.records, result.first_nonfinite_step
+
+
+REDUCED = SweepEngine(
+    name="reduced",
+    # No shape depends on vocabulary or class sizes: one bucket, one compilation per sweep.
+    bucket_key=lambda config: (),
+    inputs=_reduced_inputs,
+    run_one=_reduced_run_one,
+    # A step is a few thousand scalar operations: batching the whole shard turns them into vector ops.
+    vmap_width=None,
+    default_chunk_size=4096,
+)
+
+
+SWEEP_ENGINES: dict[str, SweepEngine] = {"full": FULL, "reduced": REDUCED}
+
+
+def sweep_engine(name: str) -> SweepEngine:
+    from ._errors import ConfigError
+
+    if name not in SWEEP_ENGINES:
+        raise ConfigError("engine", f"must be one of {sorted(SWEEP_ENGINES)}, got {name!r}")
+    if name == "reduced":
+        # Imported on demand: the reduced engine pulls in SymPy and derives its model once per process.
+        try:
+            from ._reduced import reduced_params, reduced_train  # noqa: F401
+        except ImportError as err:
+            raise ConfigError("engine", f"the reduced engine is not available ({err})") from None
+    return SWEEP_ENGINES[name]
