@@ -1,0 +1,277 @@
+"""A synthetic fact world: subjects, relations and answers as tokens, and the data built from them.
+
+Every sequence has one template, so all examples share a length and the answer is read at the last position:
+
+    [CTX, slot_1 .. slot_m, Q, s, R]  ->  answer
+
+``m = 1 + n_distractors`` context slots. Context QA puts the context answer token in one slot (the others hold
+distractor tokens); fact recall fills every slot with NONE (no context). This mirrors the toy's ``[c, s, r]``
+and ``[s, r]`` inputs, with the context span at a known place so attention on it can be measured.
+
+Subject pools (disjoint):
+- known facts, memorized in pretraining: the first ``n_probe`` are the held-out counterfactual probes, the
+  rest feed the finetuning C+S and S points;
+- unknown subjects for pretraining copy examples, for finetuning C points, and for the delta_C probe.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from .._errors import ConfigError
+
+# Special tokens; distractors, subjects and answers follow in that order.
+PAD, CTX, QUESTION, RELATION, NONE = 0, 1, 2, 3, 4
+N_SPECIAL = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldConfig:
+    """The fact world and both data mixtures. Rates and fractions are probabilities in [0, 1]."""
+
+    n_answers: int = 64
+    n_known_facts: int = 256  # memorized in pretraining (includes the probes)
+    n_probe: int = 64  # held-out memorized facts used for counterfactual probes (never finetuned on)
+    n_copy_subjects: int = 256  # unknown subjects seen in pretraining copy examples
+    n_distractors: int = 0  # distractor tokens in the context span besides the context answer
+    n_distractor_vocab: int = 16
+    # Pretraining mixture: the rest of each batch is closed-book fact recall on known subjects.
+    copy_rate: float = 0.0  # context-copy examples on unknown subjects
+    agree_rate: float = 0.0  # known subjects whose context agrees with memory
+    # Label noise sets the strengths the model converges to: recall targets are a random other answer with
+    # probability fact_noise (so p(fact) -> ~1 - fact_noise), copy targets with probability copy_noise.
+    fact_noise: float = 0.0
+    copy_noise: float = 0.0
+    # Finetuning mixture.
+    n_finetune: int = 64
+    cs_fraction: float = 0.5  # context-redundant (C+S) share
+    s_fraction: float = 0.0  # subject-only (S) share; context-critical (C) takes the rest
+    filter_cs: bool = False  # the filtering mitigation: drop the C+S points of this mixture
+    seed: int = 0
+
+    def __post_init__(self):
+        for key in ("n_answers", "n_known_facts", "n_probe", "n_finetune", "n_distractor_vocab"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, f"must be a positive integer, got {getattr(self, key)}")
+        for key in ("n_copy_subjects", "n_distractors"):
+            if getattr(self, key) < 0:
+                raise ConfigError(key, f"must be >= 0, got {getattr(self, key)}")
+        for key in ("copy_rate", "agree_rate", "fact_noise", "copy_noise", "cs_fraction", "s_fraction"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(key, f"must lie in [0, 1], got {value}")
+        if self.copy_rate + self.agree_rate > 1.0:
+            raise ConfigError("agree_rate", "copy_rate + agree_rate must be <= 1")
+        if self.cs_fraction + self.s_fraction > 1.0:
+            raise ConfigError("s_fraction", "cs_fraction + s_fraction must be <= 1")
+        if self.n_answers < 2:
+            raise ConfigError(
+                "n_answers", "needs at least 2 answers (a counterfactual differs from the fact)"
+            )
+        n_c, n_cs, n_s = self.class_counts
+        if n_cs + n_s > self.n_known_facts - self.n_probe:
+            raise ConfigError(
+                "n_known_facts",
+                f"must be >= n_probe + C+S + S points = {self.n_probe + n_cs + n_s}, got {self.n_known_facts}",
+            )
+        if self.filter_cs and n_c + n_s == 0:
+            raise ConfigError("filter_cs", "filtering the C+S points would leave no finetuning data")
+        if self.copy_rate > 0 and self.n_copy_subjects < 1:
+            raise ConfigError("n_copy_subjects", "copy_rate > 0 needs at least one copy subject")
+
+    @property
+    def class_counts(self) -> tuple[int, int, int]:
+        """(C, C+S, S) point counts of the unfiltered mixture: fractions rounded, C takes the remainder."""
+        n_cs = int(round(self.cs_fraction * self.n_finetune))
+        n_s = int(round(self.s_fraction * self.n_finetune))
+        return self.n_finetune - n_cs - n_s, n_cs, n_s
+
+    @property
+    def seq_len(self) -> int:
+        return self.n_distractors + 5
+
+    @property
+    def n_subjects(self) -> int:
+        # The C pool has room for an all-C mixture, so the vocabulary (and the model) is the same for every
+        # mixture of one world: finetuning runs on different mixtures start from one pretrained checkpoint.
+        return self.n_known_facts + self.n_copy_subjects + self.n_finetune + self.n_probe
+
+    @property
+    def vocab_size(self) -> int:
+        return N_SPECIAL + self.n_distractor_vocab + self.n_subjects + self.n_answers
+
+    @property
+    def context_slots(self) -> tuple[int, ...]:
+        """Positions of the context span (the tokens whose attention mass is measured)."""
+        return tuple(range(1, 2 + self.n_distractors))
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """A set of sequences with their targets. ``tokens`` is (n, L) int32, ``targets`` (n,) int32."""
+
+    tokens: np.ndarray
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    """Token ids of every pool, the memorized facts and the probe sets (all numpy, int32)."""
+
+    config: WorldConfig
+    known_subjects: np.ndarray  # (n_known_facts,)
+    known_answers: np.ndarray  # (n_known_facts,) the memorized answer of each known subject
+    copy_subjects: np.ndarray
+    finetune_unknown_subjects: np.ndarray  # subjects of the C points
+    probe_unknown_subjects: np.ndarray  # held-out unknown subjects for the delta_C probe
+    counterfactual_contexts: np.ndarray  # (n_probe,) conflicting context per probe fact, != its answer
+    copy_probe_contexts: np.ndarray  # (n_probe,) context answer per unknown probe subject
+    finetune: dict[str, Examples]  # "C", "C+S", "S"
+
+    @property
+    def probe_subjects(self) -> np.ndarray:
+        return self.known_subjects[: self.config.n_probe]
+
+    @property
+    def probe_answers(self) -> np.ndarray:
+        return self.known_answers[: self.config.n_probe]
+
+    def finetune_set(self) -> Examples:
+        """All finetuning points concatenated (C, then C+S, then S)."""
+        parts = [self.finetune[name] for name in ("C", "C+S", "S") if len(self.finetune[name])]
+        return Examples(np.concatenate([p.tokens for p in parts]), np.concatenate([p.targets for p in parts]))
+
+    def counterfactual_probe(self) -> Examples:
+        """Known probe facts with a conflicting context: target is the context answer c*."""
+        rng = np.random.default_rng([self.config.seed, 7])
+        tokens = sequences(self.config, self.probe_subjects, self.counterfactual_contexts, rng)
+        return Examples(tokens, self.counterfactual_contexts.copy())
+
+    def recall_probe(self) -> Examples:
+        """Known probe facts without context: target is the memorized answer (measures delta_M)."""
+        tokens = sequences(self.config, self.probe_subjects, None, None)
+        return Examples(tokens, self.probe_answers.copy())
+
+    def copy_probe(self) -> Examples:
+        """Held-out unknown subjects with a context: target is the context answer (measures delta_C)."""
+        rng = np.random.default_rng([self.config.seed, 8])
+        tokens = sequences(self.config, self.probe_unknown_subjects, self.copy_probe_contexts, rng)
+        return Examples(tokens, self.copy_probe_contexts.copy())
+
+
+def sequences(
+    config: WorldConfig, subjects: np.ndarray, contexts: np.ndarray | None, rng: np.random.Generator | None
+) -> np.ndarray:
+    """Build ``[CTX, slots, Q, s, R]`` rows; ``contexts=None`` gives fact recall (every slot NONE)."""
+    n = subjects.shape[0]
+    n_slots = config.n_distractors + 1
+    slots = np.full((n, n_slots), NONE, dtype=np.int32)
+    if contexts is not None:
+        if config.n_distractors:
+            slots = rng.integers(N_SPECIAL, N_SPECIAL + config.n_distractor_vocab, size=(n, n_slots))
+            slots = slots.astype(np.int32)
+            where = rng.integers(0, n_slots, size=n)
+        else:
+            where = np.zeros(n, dtype=np.int64)
+        slots[np.arange(n), where] = contexts
+    head = np.full((n, 1), CTX, dtype=np.int32)
+    tail = np.stack(
+        [
+            np.full(n, QUESTION, dtype=np.int32),
+            subjects.astype(np.int32),
+            np.full(n, RELATION, dtype=np.int32),
+        ],
+        axis=1,
+    )
+    return np.concatenate([head, slots, tail], axis=1).astype(np.int32)
+
+
+def _other_answer(rng: np.random.Generator, n_answers: int, avoid: np.ndarray) -> np.ndarray:
+    """One answer index per entry of ``avoid``, uniformly among the others."""
+    shift = rng.integers(1, n_answers, size=avoid.shape[0])
+    return (avoid + shift) % n_answers
+
+
+def make_world(config: WorldConfig) -> World:
+    """Draw the world deterministically from ``config.seed``.
+
+    Facts, probes and pools depend only on the seed and the pool sizes, never on the mixture fractions: two
+    mixtures of one seed share their facts, probes and pretraining corpus, and differ only in finetuning.
+    """
+    rng = np.random.default_rng([config.seed, 1])
+    first_subject = N_SPECIAL + config.n_distractor_vocab
+    first_answer = first_subject + config.n_subjects
+    subject_ids = first_subject + rng.permutation(config.n_subjects)
+    n_c, n_cs, n_s = config.class_counts
+    cuts = np.cumsum([config.n_known_facts, config.n_copy_subjects, config.n_finetune])
+    known, copy, ft_unknown, probe_unknown = np.split(subject_ids, cuts)
+    ft_unknown = ft_unknown[:n_c]
+
+    answer_idx = rng.integers(0, config.n_answers, size=config.n_known_facts)
+    counterfactual_idx = _other_answer(rng, config.n_answers, answer_idx[: config.n_probe])
+    copy_probe_idx = rng.integers(0, config.n_answers, size=config.n_probe)
+    c_context_idx = rng.integers(0, config.n_answers, size=config.n_finetune)[:n_c]
+    known_answers = (first_answer + answer_idx).astype(np.int32)
+
+    # Finetuning points use non-probe known facts: C+S first, then S, on distinct subjects.
+    ft_known = np.arange(config.n_probe, config.n_probe + n_cs + n_s)
+    cs_rows, s_rows = ft_known[:n_cs], ft_known[n_cs:]
+    ft_rng = np.random.default_rng([config.seed, 2])
+    c_contexts = (first_answer + c_context_idx).astype(np.int32)
+    finetune = {
+        "C": Examples(sequences(config, ft_unknown, c_contexts, ft_rng), c_contexts),
+        "C+S": Examples(
+            sequences(config, known[cs_rows], known_answers[cs_rows], ft_rng), known_answers[cs_rows].copy()
+        ),
+        "S": Examples(sequences(config, known[s_rows], None, None), known_answers[s_rows].copy()),
+    }
+    if config.filter_cs:
+        finetune["C+S"] = Examples(finetune["C+S"].tokens[:0], finetune["C+S"].targets[:0])
+    return World(
+        config=config,
+        known_subjects=known.astype(np.int32),
+        known_answers=known_answers,
+        copy_subjects=copy.astype(np.int32),
+        finetune_unknown_subjects=ft_unknown.astype(np.int32),
+        probe_unknown_subjects=probe_unknown.astype(np.int32),
+        counterfactual_contexts=(first_answer + counterfactual_idx).astype(np.int32),
+        copy_probe_contexts=(first_answer + copy_probe_idx).astype(np.int32),
+        finetune=finetune,
+    )
+
+
+def pretraining_batch(world: World, rng: np.random.Generator, batch_size: int) -> Examples:
+    """One pretraining batch: fact recall, copy examples on unknown subjects, and agreeing contexts.
+
+    Each row picks its kind with probabilities (1 - copy_rate - agree_rate, copy_rate, agree_rate); copy
+    contexts are fresh random answers, so the model learns copying as a skill rather than memorizing pairs.
+    Label noise (``fact_noise`` on recall, ``copy_noise`` on copy rows) replaces the target by a random other
+    answer; the context token itself is never changed, so a noisy copy row still shows the true context.
+    """
+    config = world.config
+    kind = rng.choice(
+        3,
+        size=batch_size,
+        p=[1.0 - config.copy_rate - config.agree_rate, config.copy_rate, config.agree_rate],
+    )
+    fact_rows = rng.integers(0, config.n_known_facts, size=batch_size)
+    subjects = world.known_subjects[fact_rows].copy()
+    targets = world.known_answers[fact_rows].copy()
+    is_copy = kind == 1
+    if is_copy.any():
+        subjects[is_copy] = rng.choice(world.copy_subjects, size=int(is_copy.sum()))
+        first_answer = config.vocab_size - config.n_answers
+        targets[is_copy] = first_answer + rng.integers(0, config.n_answers, size=int(is_copy.sum()))
+    has_context = kind > 0
+    tokens = sequences(config, subjects, None, None)
+    if has_context.any():
+        tokens[has_context] = sequences(config, subjects[has_context], targets[has_context], rng)
+    noise = np.where(kind == 0, config.fact_noise, np.where(is_copy, config.copy_noise, 0.0))
+    flip = rng.random(batch_size) < noise
+    if flip.any():
+        first_answer = config.vocab_size - config.n_answers
+        targets[flip] = first_answer + _other_answer(rng, config.n_answers, targets[flip] - first_answer)
+    return Examples(tokens, targets.astype(np.int32))
