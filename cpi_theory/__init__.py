@@ -63,3 +63,97 @@ __all__ = [
     "value_logits",
     "value_table",
 ]
+
+# Parameter sweeps (issue 5).
+from ._sweep import SweepResult, run_sweep, sweep  # noqa: E402
+from ._sweep_spec import SweepSpec, sweep_spec  # noqa: E402
+
+__all__ += ["SweepResult", "SweepSpec", "run_sweep", "sweep", "sweep_spec"]
+
+# Exact reduced dynamics (issue 3).
+from ._reduced import (  # noqa: E402
+    ReducedResult,
+    reduced_initial_state,
+    reduced_metrics,
+    reduced_params,
+    reduced_state_names,
+    reduced_step,
+    reduced_train,
+)
+
+__all__ += [
+    "ReducedResult",
+    "reduced_initial_state",
+    "reduced_metrics",
+    "reduced_params",
+    "reduced_state_names",
+    "reduced_step",
+    "reduced_train",
+]
+
+# Figure experiments (issue 4): batched runs, knowledge-consistency statistics, `cpi-theory reproduce`.
+from ._phenomena import (  # noqa: E402
+    inversion_depth,
+    inversion_summary,
+    kl_divergence,
+    pad_world,
+    partial_correlation,
+    rank_correlation,
+    stack_worlds,
+    train_batch,
+)
+from ._reproduce import reproduce  # noqa: E402
+
+__all__ += [
+    "inversion_depth",
+    "inversion_summary",
+    "kl_divergence",
+    "pad_world",
+    "partial_correlation",
+    "rank_correlation",
+    "reproduce",
+    "stack_worlds",
+    "train_batch",
+]
+
+# The paper as code and beyond (issue 3).
+from ._analysis import (  # noqa: E402
+    inversion_drop,
+    inversion_peak,
+    phase_boundary,
+    plateau,
+    value_rate_effect,
+)
+from ._flow import flow_peak, gradient_flow  # noqa: E402
+from ._paper import (  # noqa: E402
+    check_assumptions,
+    eta_star,
+    lemma3_value_logits,
+    lemma4_margins,
+    lemma4_values,
+    proposition2,
+    proposition3,
+    shared_direction_gradient,
+    theorem1,
+)
+from ._reduced import reduced_velocity  # noqa: E402
+
+__all__ += [
+    "check_assumptions",
+    "eta_star",
+    "flow_peak",
+    "gradient_flow",
+    "inversion_drop",
+    "inversion_peak",
+    "lemma3_value_logits",
+    "lemma4_margins",
+    "lemma4_values",
+    "phase_boundary",
+    "plateau",
+    "proposition2",
+    "proposition3",
+    "reduced_velocity",
+    "shared_direction_gradient",
+    "theorem1",
+    "value_rate_effect",
+]

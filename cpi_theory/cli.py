@@ -12,7 +12,13 @@ import sys
 from ._errors import ConfigError, DivergenceError, Float64Required
 
 # One entry per subcommand module; each exposes register(subparsers).
-_SUBCOMMAND_MODULES = ("cpi_theory._cli_simulate",)
+_SUBCOMMAND_MODULES = (
+    "cpi_theory._cli_simulate",
+    "cpi_theory._cli_sweep",
+    "cpi_theory.bridge._cli",
+    "cpi_theory._cli_reproduce",
+    "cpi_theory._cli_appendix",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
