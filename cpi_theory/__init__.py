@@ -2,10 +2,20 @@
 
 Theory code runs in float64: call :func:`enable_float64` once before using the package (the CLI and the
 tests do). See SPEC.md (shared/) for the model; every symbol there has one home here.
+
+- Foundation: ``Config``, the world, the pretrained state, the model, the exact GD trainer, ``simulate``.
+- Theory: the sympy-derived reduced dynamics (``reduced_*``), the paper's results (``eta_star``,
+  ``theorem1``, ...), the gradient flow and what the paper left open (``inversion_peak``, ``plateau``,
+  ``phase_boundary``, ``value_rate_effect``).
+- Sweeps: ``sweep_spec``, ``sweep``, ``run_sweep`` (vmapped, sharded, resumable, xarray results).
+- Figures: ``reproduce`` and the batched helpers of the experiments.
+- The bridge to real transformers lives in the subpackage :mod:`cpi_theory.bridge`.
 """
 
+from ._analysis import inversion_drop, inversion_peak, phase_boundary, plateau, value_rate_effect
 from ._config import DATA_CLASSES, Config, resolve_config
 from ._errors import ConfigError, DivergenceError, Float64Required
+from ._flow import flow_peak, gradient_flow
 from ._init import pretrained_state
 from ._metrics import class_metrics, metrics, probe_metrics
 from ._model import (
@@ -19,8 +29,42 @@ from ._model import (
     training_loss,
     value_logits,
 )
+from ._paper import (
+    check_assumptions,
+    eta_star,
+    lemma3_value_logits,
+    lemma4_margins,
+    lemma4_values,
+    proposition2,
+    proposition3,
+    shared_direction_gradient,
+    theorem1,
+)
+from ._phenomena import (
+    inversion_depth,
+    inversion_summary,
+    kl_divergence,
+    pad_world,
+    partial_correlation,
+    rank_correlation,
+    stack_worlds,
+    train_batch,
+)
 from ._precision import enable_float64, require_float64
+from ._reduced import (
+    ReducedResult,
+    reduced_initial_state,
+    reduced_metrics,
+    reduced_params,
+    reduced_state_names,
+    reduced_step,
+    reduced_train,
+    reduced_velocity,
+)
+from ._reproduce import reproduce
 from ._simulate import ENGINES, Trajectory, simulate, trajectory_from_records
+from ._sweep import SweepResult, run_sweep, sweep
+from ._sweep_spec import SweepSpec, sweep_spec
 from ._train import TrainResult, gd_step, recorded_steps, train
 from ._world import Vocabulary, World, build_world, embeddings, make_world, value_table
 
@@ -33,6 +77,9 @@ __all__ = [
     "ConfigError",
     "DivergenceError",
     "Float64Required",
+    "ReducedResult",
+    "SweepResult",
+    "SweepSpec",
     "ToyState",
     "TrainResult",
     "Trajectory",
@@ -40,120 +87,61 @@ __all__ = [
     "World",
     "attention",
     "build_world",
+    "check_assumptions",
     "class_metrics",
     "context_reliance",
     "cross_entropy",
     "embeddings",
     "enable_float64",
+    "eta_star",
+    "flow_peak",
     "forward",
     "gd_step",
+    "gradient_flow",
+    "inversion_depth",
+    "inversion_drop",
+    "inversion_peak",
+    "inversion_summary",
+    "kl_divergence",
+    "lemma3_value_logits",
+    "lemma4_margins",
+    "lemma4_values",
     "make_world",
     "metrics",
+    "pad_world",
+    "partial_correlation",
+    "phase_boundary",
+    "plateau",
     "point_losses",
     "pretrained_state",
     "probe_logits",
     "probe_metrics",
+    "proposition2",
+    "proposition3",
+    "rank_correlation",
     "recorded_steps",
-    "require_float64",
-    "resolve_config",
-    "simulate",
-    "train",
-    "training_loss",
-    "trajectory_from_records",
-    "value_logits",
-    "value_table",
-]
-
-# Parameter sweeps (issue 5).
-from ._sweep import SweepResult, run_sweep, sweep  # noqa: E402
-from ._sweep_spec import SweepSpec, sweep_spec  # noqa: E402
-
-__all__ += ["SweepResult", "SweepSpec", "run_sweep", "sweep", "sweep_spec"]
-
-# Exact reduced dynamics (issue 3).
-from ._reduced import (  # noqa: E402
-    ReducedResult,
-    reduced_initial_state,
-    reduced_metrics,
-    reduced_params,
-    reduced_state_names,
-    reduced_step,
-    reduced_train,
-)
-
-__all__ += [
-    "ReducedResult",
     "reduced_initial_state",
     "reduced_metrics",
     "reduced_params",
     "reduced_state_names",
     "reduced_step",
     "reduced_train",
-]
-
-# Figure experiments (issue 4): batched runs, knowledge-consistency statistics, `cpi-theory reproduce`.
-from ._phenomena import (  # noqa: E402
-    inversion_depth,
-    inversion_summary,
-    kl_divergence,
-    pad_world,
-    partial_correlation,
-    rank_correlation,
-    stack_worlds,
-    train_batch,
-)
-from ._reproduce import reproduce  # noqa: E402
-
-__all__ += [
-    "inversion_depth",
-    "inversion_summary",
-    "kl_divergence",
-    "pad_world",
-    "partial_correlation",
-    "rank_correlation",
-    "reproduce",
-    "stack_worlds",
-    "train_batch",
-]
-
-# The paper as code and beyond (issue 3).
-from ._analysis import (  # noqa: E402
-    inversion_drop,
-    inversion_peak,
-    phase_boundary,
-    plateau,
-    value_rate_effect,
-)
-from ._flow import flow_peak, gradient_flow  # noqa: E402
-from ._paper import (  # noqa: E402
-    check_assumptions,
-    eta_star,
-    lemma3_value_logits,
-    lemma4_margins,
-    lemma4_values,
-    proposition2,
-    proposition3,
-    shared_direction_gradient,
-    theorem1,
-)
-from ._reduced import reduced_velocity  # noqa: E402
-
-__all__ += [
-    "check_assumptions",
-    "eta_star",
-    "flow_peak",
-    "gradient_flow",
-    "inversion_drop",
-    "inversion_peak",
-    "lemma3_value_logits",
-    "lemma4_margins",
-    "lemma4_values",
-    "phase_boundary",
-    "plateau",
-    "proposition2",
-    "proposition3",
     "reduced_velocity",
+    "reproduce",
+    "require_float64",
+    "resolve_config",
+    "run_sweep",
     "shared_direction_gradient",
+    "simulate",
+    "stack_worlds",
+    "sweep",
+    "sweep_spec",
     "theorem1",
+    "train",
+    "train_batch",
+    "training_loss",
+    "trajectory_from_records",
+    "value_logits",
     "value_rate_effect",
+    "value_table",
 ]
