@@ -35,8 +35,12 @@ class SweepEngine:
 
 # -- full engine: the d x d model ---------------------------------------------------------------------------
 def _full_bucket_key(config: Config) -> tuple:
-    """World shapes depend on the vocabulary and the number of points only (not on the class split)."""
-    return (config.n_subjects, config.n_answers, int(sum(config.class_counts())))
+    """World shapes depend on the vocabulary and the number of points only (not on the class split).
+
+    Runs with W_V frozen (lr_v = 0) get buckets of their own: the trainer then skips the d x d products,
+    but only when lr_v is one number for the whole vmapped batch (a per-run lr_v makes its ``lax.cond``
+    a select that computes both paths)."""
+    return (config.n_subjects, config.n_answers, int(sum(config.class_counts())), config.lr_v == 0)
 
 
 def _world_key(config: Config) -> tuple:
@@ -50,8 +54,10 @@ def _full_inputs(configs: Sequence[Config]):
         if key not in worlds:
             worlds[key] = jax_tree_to_numpy(build_world(config))
     per_run_worlds = [worlds[_world_key(c)] for c in configs]
-    # Embeddings depend only on the vocabulary (the bucket), so one copy serves the chunk.
-    shared = per_run_worlds[0].embeddings
+    # Embeddings depend only on the vocabulary (the bucket), so one copy serves the chunk; so does lr_v = 0
+    # in a frozen-W_V bucket (None: per-run lr_v).
+    frozen = all(c.lr_v == 0 for c in configs)
+    shared = (per_run_worlds[0].embeddings, np.zeros((), dtype=np.float64) if frozen else None)
     stacked = World(
         **{
             f.name: (
@@ -71,11 +77,12 @@ def jax_tree_to_numpy(world: World) -> World:
     return World(**{f.name: np.asarray(getattr(world, f.name)) for f in dataclasses.fields(World)})
 
 
-def _full_run_one(embeddings, per_run, *, steps: int, record_every: int):
-    world, scalars = per_run
+def _full_run_one(shared, per_run, *, steps: int, record_every: int):
+    (embeddings, shared_lr_v), (world, scalars) = shared, per_run
     world = dataclasses.replace(world, embeddings=embeddings)
     state0 = pretrained_state(world, scalars["relation_score"])
-    result = train(world, state0, scalars["lr_kq"], scalars["lr_v"], steps=steps, record_every=record_every)
+    lr_v = scalars["lr_v"] if shared_lr_v is None else shared_lr_v
+    result = train(world, state0, scalars["lr_kq"], lr_v, steps=steps, record_every=record_every)
     return result.records, result.first_nonfinite_step
 
 

@@ -28,8 +28,9 @@ def test_grid_runs_equal_individual_simulations():
     result = run_sweep(spec, chunk_size=4, vmap_width=2)
     ds = result.dataset
     assert dict(ds.sizes) == {"lr_kq": 2, "n_non_context_critical": 2, "lr_v": 2, "step": 13, "data_class": 4}
-    assert result.n_buckets == 2  # 6 and 3 training points: two shapes, one compilation each
-    assert result.compilations <= 2
+    # 6 and 3 training points, each with W_V frozen (lr_v = 0) or trained: one compilation per bucket.
+    assert result.n_buckets == 4
+    assert result.compilations <= 4
     for lr_kq in (0.5, 2.0):
         for n_cs in (0, 3):
             for lr_v in (0.0, 0.3):
@@ -220,8 +221,9 @@ def test_chunks_bucket_by_shape_and_pad():
     from cpi_theory._sweep import plan_chunks
 
     chunks = plan_chunks(table, _sweep_engines.FULL, chunk_size=2)
-    # Buckets by total point count (1..5); the class split does not change shapes.
-    assert sorted({c.bucket for c in chunks}) == [(10, 12, n) for n in (1, 2, 3, 4, 5)]
+    # Buckets by total point count (1..5) and frozen W_V (lr_v = 0 in SMALL); the class split does not
+    # change shapes.
+    assert sorted({c.bucket for c in chunks}) == [(10, 12, n, True) for n in (1, 2, 3, 4, 5)]
     assert sorted(np.concatenate([c.runs for c in chunks]).tolist()) == list(range(9))
     assert all(c.runs.size <= 2 for c in chunks)
     assert [c.index for c in chunks] == list(range(len(chunks)))

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -43,6 +44,35 @@ def test_changing_learning_rates_does_not_retrace():
     for lr_kq, lr_v in [(0.5, 0.0), (3.0, 0.1), (1e-3, 2.0)]:
         cpi.train(world, state0, lr_kq, lr_v, steps=3)
     assert cpi.train._cache_size() == before
+
+
+@pytest.mark.parametrize("n_subject_only, n_augmented", [(0, 0), (3, 2)])
+def test_frozen_value_path_equals_the_general_step(n_subject_only, n_augmented):
+    """At lr_v = 0 the trainer runs on W_V's constant value logits; a plain loop of the general
+    ``gd_step`` and ``metrics`` (d x d products every step, autodiff through W_V) must give the same
+    trajectory and every recorded metric, Lemma 2's margins included."""
+    config = cpi.Config.from_mapping(
+        {"n_subject_only": n_subject_only, "n_counterfactual_augmented": n_augmented, "steps": 25}
+    )
+    world = cpi.build_world(config)
+    state = cpi.pretrained_state(world, config.relation_score)
+    fast = cpi.train(world, state, 2.0, 0.0, steps=25, record_every=5)
+    step = 0
+    for i, recorded in enumerate(cpi.recorded_steps(25, 5)):
+        for _ in range(recorded - step):
+            state, _ = cpi.gd_step(state, world, 2.0, 0.0)
+        step = recorded
+        expected = cpi.metrics(state, world)
+        got = jax.tree.map(lambda x, i=i: x[i], fast.records)
+        for key in ("context_reliance", "attention_context", "loss", "parametric_accuracy"):
+            np.testing.assert_allclose(got[key], expected[key], rtol=1e-11, err_msg=f"step {step}, {key}")
+        for key, value in expected["per_class"].items():
+            np.testing.assert_allclose(
+                got["per_class"][key], value, rtol=1e-11, atol=1e-12, err_msg=f"step {step}, {key}"
+            )
+    assert step == 25
+    np.testing.assert_array_equal(fast.final_state.w_v, cpi.pretrained_state(world, -30.0).w_v)
+    np.testing.assert_allclose(fast.final_state.w_kq, state.w_kq, rtol=1e-11, atol=1e-12)
 
 
 def test_divergence_is_detected_with_its_step():
