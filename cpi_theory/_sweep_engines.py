@@ -91,8 +91,8 @@ FULL = SweepEngine(
     bucket_key=_full_bucket_key,
     inputs=_full_inputs,
     run_one=_full_run_one,
-    # The full engine is FLOP-bound on small d x d products: on CPU, wide vmaps spill the per-run
-    # state (~0.3 MB at the default size) out of cache, so each device advances a few runs at a time.
+    # With W_V trained, each step is small d x d products: on CPU, wide vmaps spill the per-run state
+    # (~0.3 MB at the default size) out of cache, so each device advances a few runs at a time.
     vmap_width=8,
     default_chunk_size=256,
 )

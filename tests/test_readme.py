@@ -28,3 +28,13 @@ def test_ci_runs_the_readme_test_command(repo_root):
     ci = (repo_root / ".ci" / "run").read_text()
     readme = (repo_root / "README.md").read_text()
     assert "<!-- test-command -->" in readme and "test-command" in ci
+
+
+def test_theory_example_prints_what_the_readme_shows(repo_root, capsys):
+    """The README's theory snippet is run as written and its output compared with the block below it."""
+    text = (repo_root / "README.md").read_text()
+    section = text[text.index("## The theory") :]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    shown = re.search(r"<!-- theory-output -->\n```\n(.*?)```", section, flags=re.S).group(1)
+    exec(compile(code, "README.md (theory example)", "exec"), {})
+    assert capsys.readouterr().out == shown
