@@ -51,30 +51,34 @@ PARAM_NAMES = (
 )
 
 
+def reduced_param_values(config: Config) -> dict[str, float]:
+    """The numbers of :func:`reduced_params` as Python floats (no device arrays: cheap per run)."""
+    n_c, n_cs, n_s, n_aug = config.class_counts()
+    return {
+        "n_C": float(n_c),
+        "n_CS": float(n_cs),
+        "n_S": float(n_s),
+        "n_AUG": float(n_aug),
+        "K_A": float(config.n_answers),
+        "K_S": float(config.n_subjects),
+        "o_c": float(config.o_c),
+        "o_r": float(config.o_r),
+        "delta_c": float(config.delta_c),
+        "delta_m": float(config.delta_m),
+        "relation_score": float(config.relation_score),
+        "lr_kq": float(config.lr_kq),
+        "lr_v": float(config.lr_v),
+    }
+
+
 def reduced_params(config: Config | dict | None) -> dict:
     """Every number the reduced dynamics depend on, as float64 0-d arrays (a vmappable pytree).
 
     Keys: :data:`PARAM_NAMES`. A sweep may also build this dict directly (e.g. arrays with a batch axis for
     ``jax.vmap``); values outside a :class:`Config`'s rules are then not validated.
     """
-    config = resolve_config(config)
-    n_c, n_cs, n_s, n_aug = config.class_counts()
-    values = {
-        "n_C": n_c,
-        "n_CS": n_cs,
-        "n_S": n_s,
-        "n_AUG": n_aug,
-        "K_A": config.n_answers,
-        "K_S": config.n_subjects,
-        "o_c": config.o_c,
-        "o_r": config.o_r,
-        "delta_c": config.delta_c,
-        "delta_m": config.delta_m,
-        "relation_score": config.relation_score,
-        "lr_kq": config.lr_kq,
-        "lr_v": config.lr_v,
-    }
-    return {k: jnp.asarray(float(v), dtype=jnp.float64) for k, v in values.items()}
+    values = reduced_param_values(resolve_config(config))
+    return {k: jnp.asarray(v, dtype=jnp.float64) for k, v in values.items()}
 
 
 def reduced_state_names() -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from .._errors import ConfigError
 from ._fit import delta_c_for_start, fit_curve, toy_parameters
 from ._plot import plot_run
 from ._presets import REGIMES, SIZES
-from ._run import _jsonable, run_bridge, write_report
+from ._run import _jsonable, fit_report_fields, run_bridge, write_report
 from ._train import OPTIMIZERS, PARAM_SETS
 from ._trajectory_io import load_trajectory
 
@@ -96,13 +96,7 @@ def _fit(args) -> int:
         "source": str(args.trajectory),
         "real": {"step": steps.tolist(), "context_reliance": values.tolist()},
         "toy": {"step": fit["fit"]["step"], "context_reliance": fit["fit"]["context_reliance"]},
-        "fit": fit["fit"],
-        "prediction": fit["prediction"],
-        "extended_fit": fit.get("extended_fit"),
-        "prediction_calibrated": fit.get("prediction_calibrated"),
-        "measured": fit["measured"],
-        "inversion_real": fit["measured"]["inversion"],
-        "inversion_toy": fit["fit"]["summary"]["inversion"],
+        **fit_report_fields(fit),
         "mixture": {"cs_fraction": args.cs_fraction, "s_fraction": args.s_fraction},
     }
     out = Path(args.out)

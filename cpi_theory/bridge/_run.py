@@ -55,6 +55,23 @@ def pretrained_model(
     return model, world, seconds
 
 
+def fit_report_fields(fit: dict) -> dict:
+    """The report keys shared by ``bridge run`` and ``bridge fit``, from :func:`fit_curve`'s output.
+
+    ``inversion_toy`` is the a-priori prediction (toy parametrized from the measured start, before any
+    fitting); ``inversion_toy_fitted`` is the time-scale-fitted toy's."""
+    return {
+        "fit": fit["fit"],
+        "prediction": fit["prediction"],
+        "extended_fit": fit.get("extended_fit"),
+        "prediction_calibrated": fit.get("prediction_calibrated"),
+        "measured": fit["measured"],
+        "inversion_real": fit["measured"]["inversion"],
+        "inversion_toy": fit["prediction"]["summary"]["inversion"],
+        "inversion_toy_fitted": fit["fit"]["summary"]["inversion"],
+    }
+
+
 def finetune_and_fit(
     model,
     world: World,
@@ -85,14 +102,7 @@ def finetune_and_fit(
             "context_reliance": fit["fit"]["context_reliance"],
             "toy_time": [fit["fit"]["time_scale"] * (s - fit["fit"]["step"][0]) for s in fit["fit"]["step"]],
         },
-        "fit": fit["fit"],
-        "prediction": fit["prediction"],
-        "extended_fit": fit.get("extended_fit"),
-        "prediction_calibrated": fit.get("prediction_calibrated"),
-        "measured": fit["measured"],
-        "inversion_real": fit["measured"]["inversion"],
-        "inversion_toy": fit["prediction"]["summary"]["inversion"],
-        "inversion_toy_fitted": fit["fit"]["summary"]["inversion"],
+        **fit_report_fields(fit),
     }
 
 
