@@ -205,3 +205,15 @@ def load_dataset(path: str):
 
     with xr.open_dataset(path, engine="scipy") as ds:
         return ds.load()
+
+
+def write_figure_data(dataset, outdir: str, stem: str, plot) -> tuple:
+    """Save ``dataset`` as ``outdir/stem.nc``, read it back, and draw ``plot(ds, outdir/stem)`` (PNG + PDF)
+    from what was read, so that the figure and every number taken from the returned dataset come from the
+    data file. Returns (the dataset read back, the files written relative to ``outdir``)."""
+    import os
+
+    save_dataset(dataset, os.path.join(outdir, f"{stem}.nc"))
+    ds = load_dataset(os.path.join(outdir, f"{stem}.nc"))
+    plot(ds, os.path.join(outdir, stem))
+    return ds, [f"{stem}.nc", f"{stem}.png", f"{stem}.pdf"]

@@ -4,7 +4,6 @@ Panels: M_C and attention on the context of the counterfactual test point; atten
 C and C+S training points; per-class training loss. Start, peak and plateau are annotated.
 """
 
-import os
 import sys
 
 import numpy as np
@@ -128,10 +127,7 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
 
 def run(outdir: str, quick: bool) -> dict:
     ct.enable_float64()
-    data_path = os.path.join(outdir, f"{STEM}.nc")
-    ph.save_dataset(compute(quick), data_path)
-    ds = ph.load_dataset(data_path)  # everything below is read back from the file
-    plot(ds, os.path.join(outdir, STEM))
+    ds, files = ph.write_figure_data(compute(quick), outdir, STEM, plot)
     s = ph.inversion_summary(ds.step.values, ds.context_reliance.values)
     steps = int(ds.step.values[-1])
     numbers = {
@@ -162,7 +158,7 @@ def run(outdir: str, quick: bool) -> dict:
         "The peak is brute force (full model); in the full run the exact reduced engine's peak is listed as a "
         "cross-check.",
     ]
-    return {"files": [f"{STEM}.nc", f"{STEM}.png", f"{STEM}.pdf"], "numbers": numbers, "notes": notes}
+    return {"files": files, "numbers": numbers, "notes": notes}
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 time); at a large learning rate the one-step regime of Theorem 1 (M_C(1) > M_C(0) and M_C(1) > M_C(2)).
 """
 
-import os
 import sys
 
 import numpy as np
@@ -156,10 +155,7 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
 
 def run(outdir: str, quick: bool) -> dict:
     ct.enable_float64()
-    data_path = os.path.join(outdir, f"{STEM}.nc")
-    ph.save_dataset(compute(quick), data_path)
-    ds = ph.load_dataset(data_path)
-    plot(ds, os.path.join(outdir, STEM))
+    ds, files = ph.write_figure_data(compute(quick), outdir, STEM, plot)
     dev = collapse_deviation(ds)
     holds = theorem1_holds(ds)
     mc = ds.one_step_context_reliance.values
@@ -206,7 +202,7 @@ def run(outdir: str, quick: bool) -> dict:
         ),
         *saturation,
     ]
-    return {"files": [f"{STEM}.nc", f"{STEM}.png", f"{STEM}.pdf"], "numbers": numbers, "notes": notes}
+    return {"files": files, "numbers": numbers, "notes": notes}
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 delta_M (memorization strength), and over the C+S fraction x delta_C (self-copy strength).
 """
 
-import os
 import sys
 
 import numpy as np
@@ -146,10 +145,7 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
 
 def run(outdir: str, quick: bool) -> dict:
     ct.enable_float64()
-    data_path = os.path.join(outdir, f"{STEM}.nc")
-    ph.save_dataset(compute(quick), data_path)
-    ds = ph.load_dataset(data_path)
-    plot(ds, os.path.join(outdir, STEM))
+    ds, files = ph.write_figure_data(compute(quick), outdir, STEM, plot)
     frac = ds.cs_fraction.values
     depth_m = ds.depth_vs_delta_m.values
     low, high = frac <= 0.25, frac >= 0.5
@@ -195,7 +191,7 @@ def run(outdir: str, quick: bool) -> dict:
         "Depth is measured at a finite horizon (the step count in the title): where M_C is still falling at the "
         "last step, the depth is a lower bound.",
     ]
-    return {"files": [f"{STEM}.nc", f"{STEM}.png", f"{STEM}.pdf"], "numbers": numbers, "notes": notes}
+    return {"files": files, "numbers": numbers, "notes": notes}
 
 
 if __name__ == "__main__":

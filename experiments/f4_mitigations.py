@@ -2,7 +2,6 @@
 (a sweep of lr_v / lr_kq), and adding subject-only S points (Proposition 2).
 """
 
-import os
 import sys
 
 import numpy as np
@@ -105,10 +104,7 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
 
 def run(outdir: str, quick: bool) -> dict:
     ct.enable_float64()
-    data_path = os.path.join(outdir, f"{STEM}.nc")
-    ph.save_dataset(compute(quick), data_path)
-    ds = ph.load_dataset(data_path)
-    plot(ds, os.path.join(outdir, STEM))
+    ds, files = ph.write_figure_data(compute(quick), outdir, STEM, plot)
     mc = ds.context_reliance.values
     steps = int(ds.step.values[-1])
     numbers = {}
@@ -144,7 +140,7 @@ def run(outdir: str, quick: bool) -> dict:
             else "The S points push the plateau down, as Proposition 2 suggests."
         ),
     ]
-    return {"files": [f"{STEM}.nc", f"{STEM}.png", f"{STEM}.pdf"], "numbers": numbers, "notes": notes}
+    return {"files": files, "numbers": numbers, "notes": notes}
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ answer, which can be wrong), and mixes of incompatible and self-aligning targets
 are measured before and after: accuracy and knowledge consistency (rank correlation, KL).
 """
 
-import os
 import sys
 
 import jax
@@ -152,10 +151,7 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
 
 def run(outdir: str, quick: bool) -> dict:
     ct.enable_float64()
-    data_path = os.path.join(outdir, f"{STEM}.nc")
-    ph.save_dataset(compute(quick), data_path)
-    ds = ph.load_dataset(data_path)
-    plot(ds, os.path.join(outdir, STEM))
+    ds, files = ph.write_figure_data(compute(quick), outdir, STEM, plot)
     mean = lambda metric, cond: float(ds[metric].sel(condition=cond).mean())
     names = list(ds.condition.values)
     self_name, incompat_name = names[1], names[-1]
@@ -193,7 +189,7 @@ def run(outdir: str, quick: bool) -> dict:
         "Mechanism: every subject embedding shares theta_S, so a W_V update for a finetuned subject moves every "
         "held-out subject's answer distribution by half as much; incompatible targets need large updates.",
     ]
-    return {"files": [f"{STEM}.nc", f"{STEM}.png", f"{STEM}.pdf"], "numbers": numbers, "notes": notes}
+    return {"files": files, "numbers": numbers, "notes": notes}
 
 
 if __name__ == "__main__":

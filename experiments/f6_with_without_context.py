@@ -3,7 +3,6 @@ without ([s, r] -> a) or mixed; context attention, memorization in W_V, counterf
 closed-book performance; one mixed model vs two separately trained models with a router.
 """
 
-import os
 import sys
 
 import jax
@@ -142,10 +141,7 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
 
 def run(outdir: str, quick: bool) -> dict:
     ct.enable_float64()
-    data_path = os.path.join(outdir, f"{STEM}.nc")
-    ph.save_dataset(compute(quick), data_path)
-    ds = ph.load_dataset(data_path)
-    plot(ds, os.path.join(outdir, STEM))
+    ds, files = ph.write_figure_data(compute(quick), outdir, STEM, plot)
     numbers = {}
     for i, frac in enumerate(ds.context_fraction.values):
         numbers[
@@ -193,7 +189,7 @@ def run(outdir: str, quick: bool) -> dict:
         "Argmax accuracies saturate in this toy (an unknown subject's value row is uniform, so any gain makes the "
         "trained answer the argmax); the probabilities show the differences.",
     ]
-    return {"files": [f"{STEM}.nc", f"{STEM}.png", f"{STEM}.pdf"], "numbers": numbers, "notes": notes}
+    return {"files": files, "numbers": numbers, "notes": notes}
 
 
 if __name__ == "__main__":
