@@ -96,17 +96,19 @@ def spec_for(runs, seed=0):
 
 def step_cost_full():
     """XLA's flops and bytes for one recorded step of one run: the trainer's path with W_V frozen (the
-    workload has lr_v = 0), i.e. one forward/backward from W_V's constant value logits plus the probe."""
+    workload has lr_v = 0), i.e. one forward/backward in the relation query q = W_KQ phi(r) from W_V's
+    constant value logits, plus the probe."""
     from cpi_theory._metrics import frozen_loss_grad_and_class_metrics, frozen_probe_metrics, frozen_values
 
     config = cpi.Config()
     world = cpi.build_world(config)
     state = cpi.pretrained_state(world, config.relation_score)
     values = frozen_values(state, world)
+    query = cpi._model.relation_query(state, world)
     step = jax.jit(
-        lambda s, w, v: (frozen_loss_grad_and_class_metrics(s, w, v), frozen_probe_metrics(s, w, v))
+        lambda q, w, v: (frozen_loss_grad_and_class_metrics(q, w, v), frozen_probe_metrics(q, w, v))
     )
-    cost = step.lower(state, world, values).compile().cost_analysis()
+    cost = step.lower(query, world, values).compile().cost_analysis()
     return float(cost["flops"]), float(cost["bytes accessed"])
 
 

@@ -11,7 +11,16 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._config import DATA_CLASSES
-from ._model import CONTEXT, SUBJECT, ToyState, attention, cross_entropy, inputs, probe_logits
+from ._model import (
+    CONTEXT,
+    SUBJECT,
+    ToyState,
+    attention,
+    attention_from_query,
+    cross_entropy,
+    inputs,
+    probe_logits,
+)
 from ._world import World
 
 PROBE_METRICS = (
@@ -137,27 +146,26 @@ def frozen_values(state: ToyState, world: World) -> FrozenValues:
     return FrozenValues(x_Nx3xD, value_logits(x_Nx3xD), probe_x_3xD, value_logits(probe_x_3xD))
 
 
-def frozen_loss_grad_and_class_metrics(state: ToyState, world: World, values: FrozenValues):
-    """:func:`loss_grad_and_class_metrics` when W_V is frozen: the same loss, W_KQ gradient (the W_V gradient
-    is returned as zeros) and per-class metrics, from the constant value logits. Lemma 2's margin is read
-    off directly: m = <v(c) - v(s), e_target - softmax(z)>."""
+def frozen_loss_grad_and_class_metrics(query_D, world: World, values: FrozenValues):
+    """:func:`loss_grad_and_class_metrics` when W_V is frozen, as a function of the relation query
+    q = W_KQ phi(r): the loss, dL/dq (dL/dW_KQ = dL/dq phi(r)^T) and the per-class metrics, from the
+    constant value logits. Lemma 2's margin is read off directly: m = <v(c) - v(s), e_target - softmax(z)>."""
 
-    def loss(w_kq):
-        att_Nx3 = attention(dataclasses.replace(state, w_kq=w_kq), world, values.x_Nx3xD, world.has_context)
+    def loss(query_D):
+        att_Nx3 = attention_from_query(query_D, values.x_Nx3xD, world.has_context)
         logits_NxK = jnp.einsum("ns,nsk->nk", att_Nx3, values.v_Nx3xK)
         losses_N = cross_entropy(logits_NxK, world.target)
         return jnp.sum(world.weight * losses_N) / jnp.sum(world.weight), (losses_N, att_Nx3, logits_NxK)
 
-    (total, (losses_N, att_Nx3, logits_NxK)), grad_kq = jax.value_and_grad(loss, has_aux=True)(state.w_kq)
+    (total, (losses_N, att_Nx3, logits_NxK)), grad_D = jax.value_and_grad(loss, has_aux=True)(query_D)
     residual_NxK = jax.nn.one_hot(world.target, logits_NxK.shape[-1], dtype=logits_NxK.dtype)
     residual_NxK = residual_NxK - jax.nn.softmax(logits_NxK, axis=-1)
     gap_NxK = values.v_Nx3xK[:, CONTEXT] - values.v_Nx3xK[:, SUBJECT]
     margin_N = jnp.where(world.has_context, jnp.einsum("nk,nk->n", gap_NxK, residual_NxK), jnp.nan)
-    grad = ToyState(w_kq=grad_kq, w_v=jnp.zeros_like(state.w_v))
-    return total, grad, _per_class(world, losses_N, att_Nx3, margin_N)
+    return total, grad_D, _per_class(world, losses_N, att_Nx3, margin_N)
 
 
-def frozen_probe_metrics(state: ToyState, world: World, values: FrozenValues) -> dict[str, jax.Array]:
-    """:func:`probe_metrics` from the probe's constant value logits."""
-    att_3 = attention(state, world, values.probe_x_3xD[None], jnp.ones((1,), dtype=bool))[0]
+def frozen_probe_metrics(query_D, world: World, values: FrozenValues) -> dict[str, jax.Array]:
+    """:func:`probe_metrics` from the relation query and the probe's constant value logits."""
+    att_3 = attention_from_query(query_D, values.probe_x_3xD[None], jnp.ones((1,), dtype=bool))[0]
     return _probe_metrics_from(att_3 @ values.probe_v_3xK, att_3, world)

@@ -36,9 +36,17 @@ def inputs(world: World, context: Int[Array, " n"], subject: Int[Array, " n"]) -
     return world.embeddings.T[tokens_Nx3]
 
 
+def relation_query(state: ToyState, world: World) -> Float[Array, " d"]:
+    """q = W_KQ phi(r): the only way W_KQ enters the model (every point is read out at r)."""
+    return state.w_kq @ world.embeddings[:, world.relation]
+
+
 def attention(state: ToyState, world: World, x_Nx3xD, has_context) -> Float[Array, "n 3"]:
     """sigma over [c, s, r]; the context slot is masked out for points without context."""
-    query_D = state.w_kq @ world.embeddings[:, world.relation]
+    return attention_from_query(relation_query(state, world), x_Nx3xD, has_context)
+
+
+def attention_from_query(query_D, x_Nx3xD, has_context) -> Float[Array, "n 3"]:
     scores_Nx3 = x_Nx3xD @ query_D
     mask_Nx3 = jnp.stack([has_context, jnp.ones_like(has_context), jnp.ones_like(has_context)], axis=-1)
     scores_Nx3 = jnp.where(mask_Nx3, scores_Nx3, -jnp.inf)

@@ -20,7 +20,7 @@ from ._metrics import (
     metrics,
     probe_metrics,
 )
-from ._model import ToyState, training_loss
+from ._model import ToyState, relation_query, training_loss
 from ._world import World
 
 
@@ -58,45 +58,66 @@ def gd_step(state: ToyState, world: World, lr_kq, lr_v):
     return apply_gradient(state, grad, lr_kq, lr_v), loss
 
 
-def _block(carry, world, lr_kq, lr_v, n_steps, values):
+def _block(carry, n_steps, step, probe):
     """``n_steps`` GD steps; returns the metrics of the state at the start of the block.
 
-    Each step's forward/backward pass yields the training-set metrics of its (pre-update) state for free;
-    the probe point costs one small extra forward. Only the first step's metrics are kept. ``values``:
-    None for the general step, or the constant :class:`FrozenValues` when W_V is frozen (lr_v = 0).
+    ``step(params) -> (loss, new params, per-class metrics of params)``: each step's forward/backward pass
+    yields the training-set metrics of its (pre-update) state for free; ``probe(params)`` costs one small
+    extra forward. Only the first step's metrics are kept.
     """
 
     def body(carry, _):
-        state, t, first_bad = carry
-        if values is None:
-            loss, grad, per_class = loss_grad_and_class_metrics(state, world)
-        else:
-            loss, grad, per_class = frozen_loss_grad_and_class_metrics(state, world, values)
+        params, t, first_bad = carry
+        loss, params, per_class = step(params)
         first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), t, first_bad)
-        return (apply_gradient(state, grad, lr_kq, lr_v), t + 1, first_bad), (loss, per_class)
+        return (params, t + 1, first_bad), (loss, per_class)
 
-    start_state = carry[0]
+    record = probe(carry[0])
     carry, (losses, per_class) = jax.lax.scan(body, carry, None, length=n_steps)
-    if values is None:
-        record = probe_metrics(start_state, world)
-    else:
-        record = frozen_probe_metrics(start_state, world, values)
     record["loss"] = losses[0]
     record["per_class"] = jax.tree.map(lambda x: x[0], per_class)
     return carry, record
 
 
-def _run_blocks(carry, world, lr_kq, lr_v, steps, record_every, values):
+def _run_blocks(carry, steps, record_every, step, probe):
     carry, records = jax.lax.scan(
-        lambda carry, _: _block(carry, world, lr_kq, lr_v, record_every, values),
-        carry,
-        None,
-        length=steps // record_every,
+        lambda carry, _: _block(carry, record_every, step, probe), carry, None, length=steps // record_every
     )
     if steps % record_every:
-        carry, record = _block(carry, world, lr_kq, lr_v, steps % record_every, values)
+        carry, record = _block(carry, steps % record_every, step, probe)
         records = _append(records, record)
     return carry, records
+
+
+def _general_run(state0, world, lr_kq, lr_v, steps, record_every, counters):
+    def step(state):
+        loss, grad, per_class = loss_grad_and_class_metrics(state, world)
+        return loss, apply_gradient(state, grad, lr_kq, lr_v), per_class
+
+    return _run_blocks((state0, *counters), steps, record_every, step, lambda s: probe_metrics(s, world))
+
+
+def _frozen_run(state0, world, lr_kq, steps, record_every, counters):
+    """GD with W_V frozen, carrying the relation query q = W_KQ phi(r) instead of W_KQ.
+
+    W_KQ enters the loss only through q, so dL/dW_KQ = g phi(r)^T with g = dL/dq, a step moves q by
+    -lr_kq |phi(r)|^2 g, and W_KQ(t) = W_KQ(0) - lr_kq (sum of the g's) phi(r)^T is rebuilt once at the end.
+    Each step then costs O(n K) instead of d x d products and d x d memory traffic.
+    """
+    values = frozen_values(state0, world)
+    phi_r = world.embeddings[:, world.relation]
+
+    def step(params):
+        query_D, grad_sum_D = params
+        loss, grad_D, per_class = frozen_loss_grad_and_class_metrics(query_D, world, values)
+        return loss, (query_D - lr_kq * (phi_r @ phi_r) * grad_D, grad_sum_D + grad_D), per_class
+
+    query0_D = relation_query(state0, world)
+    carry0 = ((query0_D, jnp.zeros_like(query0_D)), *counters)
+    probe = lambda params: frozen_probe_metrics(params[0], world, values)
+    ((_, grad_sum_D), *counters), records = _run_blocks(carry0, steps, record_every, step, probe)
+    final = ToyState(w_kq=state0.w_kq - lr_kq * jnp.outer(grad_sum_D, phi_r), w_v=state0.w_v)
+    return (final, *counters), records
 
 
 def _append(records, record):
@@ -109,14 +130,14 @@ def train(world: World, state0: ToyState, lr_kq, lr_v, *, steps: int, record_eve
     dtype = state0.w_kq.dtype
     lr_kq = jnp.asarray(lr_kq, dtype=dtype)
     lr_v = jnp.asarray(lr_v, dtype=dtype)
-    carry = (state0, jnp.asarray(0, dtype=jnp.int32), jnp.asarray(-1, dtype=jnp.int32))
-    # With lr_v = 0 (QK-only finetuning) W_V never moves, so its value logits are computed once and each
-    # step avoids the d x d products (19x fewer flops at the default size). lax.cond keeps lr_v a traced
-    # argument: one compilation serves both; only the taken branch runs (under vmap both run, as a select).
+    counters = (jnp.asarray(0, dtype=jnp.int32), jnp.asarray(-1, dtype=jnp.int32))  # step, first bad step
+    # With lr_v = 0 (QK-only finetuning) W_V never moves: its value logits are computed once and the step
+    # runs on q = W_KQ phi(r) (see _frozen_run). lax.cond keeps lr_v a traced argument: one compilation
+    # serves both; only the taken branch runs (under vmap both run, as a select).
     carry, records = jax.lax.cond(
         lr_v == 0,
-        lambda: _run_blocks(carry, world, lr_kq, lr_v, steps, record_every, frozen_values(state0, world)),
-        lambda: _run_blocks(carry, world, lr_kq, lr_v, steps, record_every, None),
+        lambda: _frozen_run(state0, world, lr_kq, steps, record_every, counters),
+        lambda: _general_run(state0, world, lr_kq, lr_v, steps, record_every, counters),
     )
     # The final state is recorded too; no step follows it, so its metrics cost one extra pass.
     records = _append(records, metrics(carry[0], world))
