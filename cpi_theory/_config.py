@@ -7,6 +7,7 @@ meaning of each key. Every rule is checked at construction so a bad value fails 
 import dataclasses
 import json
 import math
+import pathlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,17 +70,7 @@ class Config:
     @classmethod
     def from_json_file(cls, path: str) -> "Config":
         """Read a JSON object of overrides (a reference file's ``config`` object works too)."""
-        try:
-            with open(path) as f:
-                text = f.read()
-        except FileNotFoundError:
-            raise ConfigError("--config", f"file not found: {path}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(
-                "--config", f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
-            ) from None
+        data = read_json_file(path, "--config")
         if isinstance(data, dict) and "config" in data and isinstance(data["config"], dict):
             data = data["config"]  # a trajectory file: take its config
         if not isinstance(data, dict):
@@ -199,3 +190,18 @@ def resolve_config(config: "Config | Mapping[str, Any] | None") -> Config:
     if isinstance(config, Config):
         return config
     return Config.from_mapping(config)
+
+
+def read_json_file(path, field: str):
+    """Parse a JSON file; a missing or malformed file raises :class:`ConfigError` naming ``field`` (the CLI
+    argument that gave the path)."""
+    try:
+        text = pathlib.Path(path).read_text()
+    except FileNotFoundError:
+        raise ConfigError(field, f"file not found: {path}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            field, f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
+        ) from None

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._config import Config
+from ._config import Config, read_json_file
 from ._errors import ConfigError
 from ._metrics import CLASS_METRICS, PROBE_METRICS
 
@@ -121,23 +121,16 @@ class SweepSpec:
     @classmethod
     def from_file(cls, path: str | pathlib.Path) -> "SweepSpec":
         """A ``.json`` or ``.toml`` spec file."""
-        path = pathlib.Path(path)
+        if pathlib.Path(path).suffix.lower() != ".toml":
+            return cls.from_mapping(read_json_file(path, "SPEC"))
         try:
-            text = path.read_text()
+            text = pathlib.Path(path).read_text()
         except FileNotFoundError:
             raise ConfigError("SPEC", f"file not found: {path}") from None
-        if path.suffix.lower() == ".toml":
-            try:
-                data = tomllib.loads(text)
-            except tomllib.TOMLDecodeError as err:
-                raise ConfigError("SPEC", f"{path} is not valid TOML ({err})") from None
-        else:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ConfigError(
-                    "SPEC", f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
-                ) from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError("SPEC", f"{path} is not valid TOML ({err})") from None
         return cls.from_mapping(data)
 
     def to_mapping(self) -> dict[str, Any]:
