@@ -59,9 +59,9 @@ if _ARGS is not None:
 import numpy as np  # noqa: E402
 
 import cpi_theory as cpi  # noqa: E402
-from cpi_theory import _sweep_engines  # noqa: E402
-from cpi_theory._sweep import _compiled_runner, run_sweep, sweep_mesh  # noqa: E402
-from cpi_theory._sweep_spec import SweepSpec  # noqa: E402
+from cpi_theory.sweep import _engines as _sweep_engines  # noqa: E402
+from cpi_theory.sweep._runner import _compiled_runner, run_sweep, sweep_mesh  # noqa: E402
+from cpi_theory.sweep._spec import SweepSpec  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from numpy_baseline import numpy_problem, numpy_simulate  # noqa: E402
@@ -98,7 +98,11 @@ def step_cost_full():
     """XLA's flops and bytes for one recorded step of one run: the trainer's path with W_V frozen (the
     workload has lr_v = 0), i.e. one forward/backward in the relation query q = W_KQ phi(r) from W_V's
     constant value logits, plus the probe."""
-    from cpi_theory._metrics import frozen_loss_grad_and_class_metrics, frozen_probe_metrics, frozen_values
+    from cpi_theory.model._metrics import (
+        frozen_loss_grad_and_class_metrics,
+        frozen_probe_metrics,
+        frozen_values,
+    )
 
     config = cpi.Config()
     world = cpi.build_world(config)
@@ -164,7 +168,12 @@ def compile_seconds(engine="full"):
 
 
 def step_cost_reduced():
-    from cpi_theory._reduced import reduced_initial_state, reduced_metrics, reduced_params, reduced_step
+    from cpi_theory.reduced._engine import (
+        reduced_initial_state,
+        reduced_metrics,
+        reduced_params,
+        reduced_step,
+    )
 
     params = reduced_params(cpi.Config())
     state = reduced_initial_state(params)
@@ -175,7 +184,7 @@ def step_cost_reduced():
 
 def reduced_loop():
     """reduced_train (jitted once) called once per run; returns (rate(n), compile seconds)."""
-    from cpi_theory._reduced import reduced_params, reduced_train
+    from cpi_theory.reduced._engine import reduced_params, reduced_train
 
     config = cpi.Config()
     t0 = time.perf_counter()
@@ -203,7 +212,7 @@ def memory_per_run(engine, chunk_size, vmap_width):
         d = config.n_subjects + config.n_answers + 3
         state = 2 * d * d * 8
     else:
-        from cpi_theory._reduced import reduced_state_names
+        from cpi_theory.reduced._engine import reduced_state_names
 
         state = len(reduced_state_names()) * 8
     eng = _sweep_engines.SWEEP_ENGINES[engine]

@@ -12,13 +12,12 @@ tests do). See SPEC.md (shared/) for the model; every symbol there has one home 
 - The bridge to real transformers lives in the subpackage :mod:`cpi_theory.bridge`.
 """
 
-from ._analysis import inversion_drop, inversion_peak, phase_boundary, plateau, value_rate_effect
-from ._config import DATA_CLASSES, Config, resolve_config
 from ._errors import ConfigError, DivergenceError, Float64Required
-from ._flow import flow_peak, gradient_flow
-from ._init import pretrained_state
-from ._metrics import class_metrics, metrics, probe_metrics
-from ._model import (
+from ._precision import enable_float64, require_float64
+from ._version import __version__ as __version__
+from .config._config import DATA_CLASSES, Config, resolve_config
+from .figures._reproduce import reproduce
+from .model._forward import (
     ToyState,
     attention,
     context_reliance,
@@ -29,7 +28,13 @@ from ._model import (
     training_loss,
     value_logits,
 )
-from ._paper import (
+from .model._metrics import class_metrics, metrics, probe_metrics
+from .model._pretrained import pretrained_state
+from .model._train import TrainResult, gd_step, recorded_steps, train
+from .model._world import Vocabulary, World, build_world, embeddings, make_world, value_table
+from .paper._analysis import inversion_drop, inversion_peak, phase_boundary, plateau, value_rate_effect
+from .paper._flow import flow_peak, gradient_flow
+from .paper._paper import (
     check_assumptions,
     eta_star,
     lemma3_value_logits,
@@ -40,7 +45,7 @@ from ._paper import (
     shared_direction_gradient,
     theorem1,
 )
-from ._phenomena import (
+from .phenomena._batch import (
     inversion_depth,
     inversion_summary,
     kl_divergence,
@@ -50,8 +55,7 @@ from ._phenomena import (
     stack_worlds,
     train_batch,
 )
-from ._precision import enable_float64, require_float64
-from ._reduced import (
+from .reduced._engine import (
     ReducedResult,
     reduced_initial_state,
     reduced_metrics,
@@ -61,14 +65,9 @@ from ._reduced import (
     reduced_train,
     reduced_velocity,
 )
-from ._reproduce import reproduce
-from ._simulate import ENGINES, Trajectory, simulate, trajectory_from_records
-from ._sweep import SweepResult, run_sweep, sweep
-from ._sweep_spec import SweepSpec, sweep_spec
-from ._train import TrainResult, gd_step, recorded_steps, train
-from ._world import Vocabulary, World, build_world, embeddings, make_world, value_table
-
-__version__ = "0.1.0"
+from .simulation._simulate import ENGINES, Trajectory, simulate, trajectory_from_records
+from .sweep._runner import SweepResult, run_sweep, sweep
+from .sweep._spec import SweepSpec, sweep_spec
 
 __all__ = [
     "DATA_CLASSES",

@@ -10,9 +10,9 @@ import numpy as np
 import xarray as xr
 
 import cpi_theory as ct
-from cpi_theory import _phenomena as ph
-from cpi_theory._reproduce import script_main
-from cpi_theory.plotting import PALETTE, apply_style, save_figure
+from cpi_theory.figures._plotting import PALETTE, apply_style, save_figure
+from cpi_theory.figures._reproduce import script_main
+from cpi_theory.phenomena import _batch as ph
 
 FIGURE = "F1"
 TITLE = "The inversion (paper default configuration)"
@@ -26,10 +26,10 @@ QUICK = {"steps": 300, "record_every": 1}
 
 def analytic(config, quick: bool) -> dict[str, float]:
     """The closed-form late-time plateau and (full mode) the exact reduced engine's peak, from
-    ``cpi_theory._analysis``; NaN where that layer is missing or (peak) in quick mode."""
+    ``cpi_theory.paper._analysis``; NaN where that layer is missing or (peak) in quick mode."""
     out = {"analytic_plateau": np.nan, "reduced_peak": np.nan, "reduced_peak_step": np.nan}
     try:
-        from cpi_theory import _analysis
+        from cpi_theory.paper import _analysis
     except ImportError:
         return out
     out["analytic_plateau"] = _analysis.plateau(config)["context_reliance"]
@@ -143,17 +143,17 @@ def run(outdir: str, quick: bool) -> dict:
     }
     plateau = float(ds.analytic_plateau.values)
     if np.isfinite(plateau):
-        numbers["analytic plateau M_C(inf) (closed form, cpi_theory._analysis)"] = plateau
+        numbers["analytic plateau M_C(inf) (closed form, cpi_theory.paper._analysis)"] = plateau
     if np.isfinite(float(ds.reduced_peak.values)):
         numbers["peak by the exact reduced engine (step)"] = (
             f"{float(ds.reduced_peak.values):.4f} ({int(ds.reduced_peak_step.values)})"
         )
     notes = [
         (
-            f"The dashed line is the closed-form late-time plateau M_C(inf) = {plateau:.4f} of cpi_theory._analysis; "
+            f"The dashed line is the closed-form late-time plateau M_C(inf) = {plateau:.4f} of cpi_theory.paper._analysis; "
             f"the full model is at {s['final']:.4f} at step {steps} and still approaching it."
             if np.isfinite(plateau)
-            else "No analytic plateau: cpi_theory._analysis is not available."
+            else "No analytic plateau: cpi_theory.paper._analysis is not available."
         ),
         "The peak is brute force (full model); in the full run the exact reduced engine's peak is listed as a "
         "cross-check.",

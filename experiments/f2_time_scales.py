@@ -8,9 +8,9 @@ import numpy as np
 import xarray as xr
 
 import cpi_theory as ct
-from cpi_theory import _phenomena as ph
-from cpi_theory._reproduce import script_main
-from cpi_theory.plotting import PALETTE, apply_style, save_figure
+from cpi_theory.figures._plotting import PALETTE, apply_style, save_figure
+from cpi_theory.figures._reproduce import script_main
+from cpi_theory.phenomena import _batch as ph
 
 FIGURE = "F2"
 TITLE = "Time scales: collapse in lr*t, and the one-step regime of Theorem 1"
@@ -39,14 +39,14 @@ def collapse_runs(lrs, flow_time):
 
 
 def analytic_eta_star(quick: bool) -> float:
-    """Proposition 1's eta* from the reduced model (cpi_theory._paper), NaN if that layer is missing.
+    """Proposition 1's eta* from the reduced model (cpi_theory.paper._paper), NaN if that layer is missing.
 
     Skipped in quick mode: building the symbolic reduced model takes tens of seconds.
     """
     if quick:
         return float("nan")
     try:
-        from cpi_theory._paper import eta_star
+        from cpi_theory.paper._paper import eta_star
     except ImportError:
         return float("nan")
     return float(eta_star(CONFIG))

@@ -8,9 +8,9 @@ import numpy as np
 import xarray as xr
 
 import cpi_theory as ct
-from cpi_theory import _phenomena as ph
-from cpi_theory._reproduce import script_main
-from cpi_theory.plotting import PALETTE, apply_style, save_figure
+from cpi_theory.figures._plotting import PALETTE, apply_style, save_figure
+from cpi_theory.figures._reproduce import script_main
+from cpi_theory.phenomena import _batch as ph
 
 FIGURE = "F3"
 TITLE = "Phase diagram of the inversion depth"
@@ -56,13 +56,13 @@ def depth_grid(n_cs_values, key, values, steps, record_every):
 
 def exact_boundary(key, values, steps, quick: bool) -> np.ndarray:
     """C+S fraction where the depth crosses 0.01, per value of ``key``: Brent's method on the exact reduced
-    engine with real class sizes (cpi_theory._analysis.phase_boundary). NaN in quick mode (compiling the
+    engine with real class sizes (cpi_theory.paper._analysis.phase_boundary). NaN in quick mode (compiling the
     reduced engine takes ~10 s), where the layer is missing, or where [0, 1] brackets no crossing."""
     out = np.full(len(values), np.nan)
     if quick:
         return out
     try:
-        from cpi_theory._analysis import phase_boundary
+        from cpi_theory.paper._analysis import phase_boundary
     except ImportError:
         return out
     for i, v in enumerate(values):
@@ -182,10 +182,10 @@ def run(outdir: str, quick: bool) -> dict:
         f"with only C+S points the depth is {depth_m[-1].min():.3f}..{depth_m[-1].max():.3f} over delta_M.",
         (
             "The dashed line is the exact phase boundary (depth = 0.01) found by root-finding on the reduced engine "
-            "with real class sizes (cpi_theory._analysis.phase_boundary); it should follow the brute-force 0.01 "
+            "with real class sizes (cpi_theory.paper._analysis.phase_boundary); it should follow the brute-force 0.01 "
             f"contour. Largest gap to the brute-force grid's crossing: {boundary_gap:.3f} in C+S fraction."
             if np.isfinite(boundary_gap)
-            else "No exact phase boundary overlaid (quick mode, or cpi_theory._analysis unavailable); the contours "
+            else "No exact phase boundary overlaid (quick mode, or cpi_theory.paper._analysis unavailable); the contours "
             "are brute-force depth levels of the full model."
         ),
         "Depth is measured at a finite horizon (the step count in the title): where M_C is still falling at the "

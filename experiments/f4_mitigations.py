@@ -8,9 +8,9 @@ import numpy as np
 import xarray as xr
 
 import cpi_theory as ct
-from cpi_theory import _phenomena as ph
-from cpi_theory._reproduce import script_main
-from cpi_theory.plotting import PALETTE, apply_style, save_figure
+from cpi_theory.figures._plotting import PALETTE, apply_style, save_figure
+from cpi_theory.figures._reproduce import script_main
+from cpi_theory.phenomena import _batch as ph
 
 FIGURE = "F4"
 TITLE = "Mitigations: filtering, counterfactual augmentation, training W_V, adding S points"

@@ -11,10 +11,10 @@ import numpy as np
 import xarray as xr
 
 import cpi_theory as ct
-from cpi_theory import _phenomena as ph
-from cpi_theory import _phenomena_facts as pf
-from cpi_theory._reproduce import script_main
-from cpi_theory.plotting import PALETTE, apply_style, save_figure
+from cpi_theory.figures._plotting import PALETTE, apply_style, save_figure
+from cpi_theory.figures._reproduce import script_main
+from cpi_theory.phenomena import _batch as ph
+from cpi_theory.phenomena import _self_aligning as pf
 
 FIGURE = "F5"
 TITLE = "Learning or self-aligning: finetuning targets vs held-out knowledge"

@@ -10,10 +10,10 @@ import numpy as np
 import xarray as xr
 
 import cpi_theory as ct
-from cpi_theory import _phenomena as ph
-from cpi_theory import _phenomena_context as pc
-from cpi_theory._reproduce import script_main
-from cpi_theory.plotting import PALETTE, apply_style, save_figure
+from cpi_theory.figures._plotting import PALETTE, apply_style, save_figure
+from cpi_theory.figures._reproduce import script_main
+from cpi_theory.phenomena import _batch as ph
+from cpi_theory.phenomena import _with_without_context as pc
 
 FIGURE = "F6"
 TITLE = "Training new facts with vs without context; mixed model vs router"

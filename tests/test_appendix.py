@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 
-from cpi_theory._appendix import FILES, build_pdf, render
+from cpi_theory.paper._appendix import FILES, build_pdf, render
 
 APPENDIX = pathlib.Path(__file__).resolve().parents[1] / "paper_appendix"
 

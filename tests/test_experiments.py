@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import cpi_theory as ct
-from cpi_theory import _phenomena as ph
-from cpi_theory import _reproduce as rp
 from cpi_theory.cli import main
+from cpi_theory.figures import _reproduce as rp
+from cpi_theory.phenomena import _batch as ph
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_f1_rise_then_fall(quick_run):
     assert s["peak"] > s["start"] + 0.3
     assert s["final"] < s["peak"] - 0.2
     assert s["final"] > s["start"]  # the plateau stays above the start (SPEC §5)
-    # The closed-form plateau of cpi_theory._analysis is approached from above.
+    # The closed-form plateau of cpi_theory.paper._analysis is approached from above.
     plateau = float(data(quick_run, "f1_inversion").analytic_plateau.values)
     assert 0 < s["final"] - plateau < 0.03
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import cpi_theory as cpi
-from cpi_theory import _paper as paper
+from cpi_theory.paper import _paper as paper
 
 
 def full_one_step(cfg, lr_kq, lr_v=0.0):

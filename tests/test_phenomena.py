@@ -1,4 +1,4 @@
-"""Batched training, padding and the statistics behind the figure experiments (cpi_theory._phenomena*)."""
+"""Batched training, padding and the statistics behind the figure experiments (cpi_theory.phenomena._batch*)."""
 
 import jax
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import scipy.stats
 
 import cpi_theory as ct
-from cpi_theory import _phenomena as ph
-from cpi_theory import _phenomena_context as pc
-from cpi_theory import _phenomena_facts as pf
+from cpi_theory.phenomena import _batch as ph
+from cpi_theory.phenomena import _self_aligning as pf
+from cpi_theory.phenomena import _with_without_context as pc
 
 
 def test_padding_changes_no_trajectory():

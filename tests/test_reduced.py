@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cpi_theory as cpi
-from cpi_theory._simulate import trajectory_from_records
+from cpi_theory.simulation._simulate import trajectory_from_records
 
 HERE = pathlib.Path(__file__).resolve().parent
 REFERENCE = HERE.parents[1] / "shared" / "reference"

@@ -10,10 +10,10 @@ import pytest
 import xarray as xr
 
 import cpi_theory as ct
-from cpi_theory import _sweep_engines
-from cpi_theory._sweep import run_sweep
-from cpi_theory._sweep_results import load
-from cpi_theory._sweep_spec import SweepSpec, build_run_table, sweep_spec
+from cpi_theory.sweep import _engines as _sweep_engines
+from cpi_theory.sweep._results import load
+from cpi_theory.sweep._runner import run_sweep
+from cpi_theory.sweep._spec import SweepSpec, build_run_table, sweep_spec
 
 # A small world keeps compilation and compute short; the sweep code does not care about sizes.
 SMALL = {"n_answers": 12, "n_subjects": 10, "n_context_critical": 3, "n_non_context_critical": 3, "steps": 12}
@@ -218,7 +218,7 @@ def test_diverged_runs_are_flagged_not_fatal(monkeypatch):
 def test_chunks_bucket_by_shape_and_pad():
     spec = sweep_spec(base=SMALL, grid={"n_context_critical": [1, 2, 3], "n_non_context_critical": [0, 1, 2]})
     table = build_run_table(spec)
-    from cpi_theory._sweep import plan_chunks
+    from cpi_theory.sweep._runner import plan_chunks
 
     chunks = plan_chunks(table, _sweep_engines.FULL, chunk_size=2)
     # Buckets by total point count (1..5) and frozen W_V (lr_v = 0 in SMALL); the class split does not

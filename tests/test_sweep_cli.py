@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from cpi_theory._sweep_results import load
+from cpi_theory.sweep._results import load
 
 CLI = [sys.executable, "-m", "cpi_theory.cli", "sweep"]
 
@@ -105,8 +105,8 @@ def test_two_host_sweep_with_jax_distributed_equals_one_host(tmp_path):
     """Two processes (2 CPU devices each) joined by jax.distributed form one 4-device mesh."""
     import socket
 
-    from cpi_theory._sweep import run_sweep
-    from cpi_theory._sweep_spec import SweepSpec
+    from cpi_theory.sweep._runner import run_sweep
+    from cpi_theory.sweep._spec import SweepSpec
 
     data = {
         "base": {

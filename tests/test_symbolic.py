@@ -5,8 +5,8 @@ import numpy as np
 import sympy as sp
 
 import cpi_theory as cpi
-from cpi_theory._reduced import _compiled, _forward, reduced_loss_and_gradient
-from cpi_theory._symbolic import CLASSES, reduced_model, symbolic_gradient
+from cpi_theory.reduced._engine import _compiled, _forward, reduced_loss_and_gradient
+from cpi_theory.reduced._symbolic import CLASSES, reduced_model, symbolic_gradient
 
 
 def test_orbits_tile_every_column_of_w_v():

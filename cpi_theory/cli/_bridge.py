@@ -1,0 +1,175 @@
+"""``cpi-theory bridge run|fit``: the bridge from the command line."""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .._errors import ConfigError
+from ..bridge._fit import delta_c_for_start, fit_curve, toy_parameters
+from ..bridge._plot import plot_run
+from ..bridge._presets import REGIMES, SIZES
+from ..bridge._run import _jsonable, fit_report_fields, run_bridge, write_report
+from ..bridge._train import OPTIMIZERS, PARAM_SETS
+from ..bridge._trajectory_io import load_trajectory
+
+
+def _fraction(key: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{key} must be a number, got {text!r}") from None
+        if not 0.0 <= value <= 1.0:
+            raise argparse.ArgumentTypeError(f"{key} must lie in [0, 1], got {value}")
+        return value
+
+    return parse
+
+
+def _run(args) -> int:
+    overrides = {
+        key: value
+        for key, value in (
+            ("params", args.params),
+            ("optimizer", args.optimizer),
+            ("lr", args.lr),
+            ("steps", args.steps),
+            ("measure_every", args.measure_every),
+        )
+        if value is not None
+    }
+    started = time.perf_counter()
+    report = run_bridge(
+        args.size,
+        args.regime,
+        args.seed,
+        cs_fraction=args.cs_fraction,
+        s_fraction=args.s_fraction,
+        filter_cs=args.filter_cs,
+        finetune_overrides=overrides,
+        checkpoint=args.checkpoint,
+        progress=not args.no_progress,
+    )
+    report["wall_seconds"] = time.perf_counter() - started
+    path = write_report(report, args.out)
+    figures = plot_run(report, Path(args.out) / "bridge")
+    m, p = report["measured"], report["prediction"]["summary"]
+    print(
+        f"start: delta_M {report['start']['delta_m']:.3f}, delta_C {report['start']['delta_c']:.3f}, "
+        f"M_C(0) {report['start']['context_reliance']:.3f}"
+    )
+    print(
+        f"real: {m['shape']} (start {m['start']:.3f}, peak {m['peak']:.3f} at step {m['peak_step']:g}, "
+        f"final {m['final']:.3f}); toy predicts: {p['shape']}"
+    )
+    print(
+        f"fit: time scale {report['fit']['time_scale']:.4g} toy-time/step, RMSE {report['fit']['curve_error']:.4f}"
+        + (
+            f"; extended RMSE {report['extended_fit']['curve_error']:.4f}"
+            if report.get("extended_fit")
+            else ""
+        )
+    )
+    print(f"wrote {path} and {', '.join(str(f) for f in figures)} in {report['wall_seconds']:.1f} s")
+    return 0
+
+
+def _fit(args) -> int:
+    steps, values = load_trajectory(args.trajectory)
+    delta_m = args.delta_m
+    if not 0.0 < delta_m < 1.0:
+        raise ConfigError("delta_m", f"must lie in (0, 1), got {delta_m}")
+    if args.delta_c is None:
+        start = min(max(float(values[0]), 1e-3), 1.0 - 1e-3)
+        delta_c = delta_c_for_start(delta_m, start)
+    else:
+        delta_c = args.delta_c
+        if not 0.0 < delta_c < 1.0:
+            raise ConfigError("delta_c", f"must lie in (0, 1), got {delta_c}")
+    if args.cs_fraction + args.s_fraction > 1.0:
+        raise ConfigError("s_fraction", "cs_fraction + s_fraction must be <= 1")
+    params = toy_parameters(delta_m, delta_c, args.cs_fraction, args.s_fraction)
+    fit = fit_curve(steps, values, params, extensions=not args.no_extensions)
+    report = {
+        "source": str(args.trajectory),
+        "real": {"step": steps.tolist(), "context_reliance": values.tolist()},
+        "toy": {"step": fit["fit"]["step"], "context_reliance": fit["fit"]["context_reliance"]},
+        **fit_report_fields(fit),
+        "mixture": {"cs_fraction": args.cs_fraction, "s_fraction": args.s_fraction},
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.json"
+    path.write_text(json.dumps(_jsonable(report), indent=1, allow_nan=False) + "\n")
+    figures = plot_run(report, out / "fit")
+    m = fit["measured"]
+    print(
+        f"measured: {m['shape']} (start {m['start']:.3f}, peak {m['peak']:.3f} at step {m['peak_step']:g}, "
+        f"final {m['final']:.3f})"
+    )
+    print(
+        f"toy (delta_M {params.delta_m:.3f}, delta_C {params.delta_c:.3f}): time scale "
+        f"{fit['fit']['time_scale']:.4g} toy-time/step, RMSE {fit['fit']['curve_error']:.4f}, "
+        f"fitted shape {fit['fit']['summary']['shape']}"
+    )
+    if fit.get("extended_fit"):
+        ext = fit["extended_fit"]
+        print(
+            f"extended toy (initial attention split from M_C(0), lr_v/lr_kq {ext['parameters']['lr_v_ratio']:g}): "
+            f"time scale {ext['time_scale']:.4g}, RMSE {ext['curve_error']:.4f}, "
+            f"fitted shape {ext['summary']['shape']}"
+        )
+    for note in params.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {path} and {', '.join(str(f) for f in figures)}")
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bridge",
+        help="train small real transformers and map the toy onto them",
+        description="The bridge: real transformers under the toy's data mixtures, and the toy fitted to them.",
+    )
+    sub = parser.add_subparsers(dest="bridge_command", required=True, metavar="BRIDGE_COMMAND")
+
+    run = sub.add_parser("run", help="pretrain, finetune, measure and fit one cell; writes DIR/report.json")
+    run.add_argument(
+        "--size",
+        default="tiny",
+        choices=[s for s in SIZES if s != "micro"] + ["micro"],
+        help="tiny: 2-core CPU, about a minute; small/base: GPU sizes; micro: tests only",
+    )
+    run.add_argument("--out", required=True, help="output directory (report.json, bridge.png/.pdf)")
+    run.add_argument(
+        "--regime", default="moderate", choices=sorted(REGIMES), help="pretrained copying regime"
+    )
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--cs-fraction", type=_fraction("cs_fraction"), default=0.5)
+    run.add_argument("--s-fraction", type=_fraction("s_fraction"), default=0.0)
+    run.add_argument("--filter-cs", action="store_true", help="mitigation: drop the C+S points")
+    run.add_argument("--params", choices=PARAM_SETS, help="finetune all parameters or only query/key")
+    run.add_argument("--optimizer", choices=OPTIMIZERS, help="gd = full-batch gradient descent")
+    run.add_argument("--lr", type=float)
+    run.add_argument("--steps", type=int)
+    run.add_argument("--measure-every", type=int)
+    run.add_argument("--checkpoint", help="pretrained checkpoint directory: loaded if present, else written")
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(func=_run)
+
+    fit = sub.add_parser("fit", help="fit the toy to an external trajectory (CSV or JSON of step, M_C)")
+    fit.add_argument("trajectory", help="CSV with step,context_reliance columns, or JSON")
+    fit.add_argument("--out", required=True)
+    fit.add_argument("--delta-m", type=float, default=0.6, help="memorization strength (default 0.6)")
+    fit.add_argument(
+        "--delta-c",
+        type=float,
+        default=None,
+        help="copying strength (default: the value that makes the toy start at the measured M_C(0))",
+    )
+    fit.add_argument("--cs-fraction", type=_fraction("cs_fraction"), default=0.5)
+    fit.add_argument("--s-fraction", type=_fraction("s_fraction"), default=0.0)
+    fit.add_argument("--no-extensions", action="store_true", help="fit the time scale only")
+    fit.set_defaults(func=_fit)

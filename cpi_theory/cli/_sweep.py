@@ -1,0 +1,126 @@
+"""``cpi-theory sweep SPEC --out results.nc``: a parameter sweep from a JSON/TOML spec, resumable."""
+
+import os
+import sys
+
+from .._errors import ConfigError
+
+
+def _positive_int(flag: str, value):
+    if value is None:
+        return None
+    if value < 1:
+        raise ConfigError(flag, f"must be >= 1, got {value}")
+    return value
+
+
+def _use_cpu_devices(count: int | None) -> None:
+    """Split the host CPU into ``count`` JAX devices (one per core by default) before JAX starts.
+
+    XLA runs the small products of one run on one thread, so one device per core is what keeps every
+    core busy. Ignored on GPU/TPU hosts, where the accelerators are the devices.
+    """
+    import jax
+
+    if count is None:
+        if os.environ.get("JAX_NUM_CPU_DEVICES"):
+            return
+        count = os.cpu_count() or 1
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # the backend is already up (e.g. when called from Python): keep its devices
+        pass
+
+
+def _start_distributed(args) -> None:
+    """Join a multi-host run: one process per host, all running the same command (see docs/sweeps.md)."""
+    import jax
+
+    # CPU hosts need a cross-process collective backend; GPU/TPU hosts ignore this setting.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {}
+    if args.coordinator:
+        kwargs = {
+            "coordinator_address": args.coordinator,
+            "num_processes": args.num_processes,
+            "process_id": args.process_id,
+        }
+        if args.num_processes is None or args.process_id is None:
+            raise ConfigError("--coordinator", "needs --num-processes and --process-id too")
+    jax.distributed.initialize(**kwargs)  # without arguments: auto-detected (SLURM, Open MPI, TPU pods...)
+
+
+def _run(args) -> int:
+    from ..sweep._engines import sweep_engine
+    from ..sweep._runner import run_sweep
+    from ..sweep._spec import SweepSpec
+
+    chunk_size = _positive_int("--chunk-size", args.chunk_size)
+    _positive_int("--cpu-devices", args.cpu_devices)
+    sweep_engine(args.engine)
+    spec = SweepSpec.from_file(args.spec)
+    if args.trajectory_every is not None:
+        if args.trajectory_every < 0:
+            raise ConfigError("--trajectory-every", f"must be >= 0, got {args.trajectory_every}")
+        data = spec.to_mapping()
+        data["trajectory_every"] = args.trajectory_every
+        spec = SweepSpec.from_mapping(data)
+    _use_cpu_devices(args.cpu_devices)
+    if args.distributed:
+        _start_distributed(args)
+    result = run_sweep(
+        spec,
+        args.out,
+        engine=args.engine,
+        chunk_size=chunk_size,
+        resume=args.resume,
+        progress=not args.no_progress,
+        keep_chunks=args.keep_chunks,
+    )
+    wrote = f"; wrote {args.out}" if result.dataset is not None else ""
+    print(f"cpi-theory sweep: {result.summary_line()}{wrote}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="run a parameter sweep (grid and/or random) and write an xarray Dataset (netCDF)",
+        description=(
+            "Run every configuration of a sweep spec (JSON or TOML: {'base': {...}, 'grid': {key: [values]}, "
+            "'random': {key: {'uniform': [lo, hi]}}, 'n_runs': N, 'seed': 0}) in vmapped chunks sharded over "
+            "the devices; finished chunks are kept in OUT.chunks/ so --resume continues after a crash."
+        ),
+    )
+    parser.add_argument("spec", metavar="SPEC", help="sweep spec file (.json or .toml)")
+    parser.add_argument("--out", required=True, metavar="FILE.nc", help="result Dataset (netCDF)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep into --out")
+    parser.add_argument(
+        "--chunk-size", type=int, metavar="N", help="runs per chunk (default: 256 full, 4096 reduced)"
+    )
+    parser.add_argument(
+        "--engine", default="full", help="full (d x d model) or reduced (exact class dynamics)"
+    )
+    parser.add_argument(
+        "--trajectory-every",
+        type=int,
+        metavar="K",
+        help="keep trajectories every K steps (0: summaries only); overrides the spec's trajectory_every",
+    )
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        metavar="N",
+        help="JAX devices to split a CPU host into (default: one per core)",
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first: shard the sweep over the devices of every host",
+    )
+    parser.add_argument("--coordinator", metavar="HOST:PORT", help="with --distributed: process 0's address")
+    parser.add_argument("--num-processes", type=int, metavar="N", help="with --coordinator: number of hosts")
+    parser.add_argument("--process-id", type=int, metavar="I", help="with --coordinator: this host's index")
+    parser.add_argument("--keep-chunks", action="store_true", help="keep OUT.chunks/ after the final write")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_run)

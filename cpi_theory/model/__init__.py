@@ -1,0 +1,1 @@
+"""cpi_theory.model."""

@@ -1,0 +1,144 @@
+"""How each engine turns a list of configs into batched inputs, and one run's inputs into its records.
+
+An engine for sweeps has four parts:
+- ``bucket_key(config)``: configs with equal keys give arrays of equal shapes (one compilation per key);
+- ``inputs(configs)``: host (NumPy) arrays for a chunk, ``(shared, per_run)``: ``shared`` is the same for
+  every run of the bucket (replicated on every device), ``per_run`` has a leading run axis (sharded);
+- ``run_one(shared, per_run_slice, steps=, record_every=)`` -> ``(records, first_nonfinite_step)``, pure JAX;
+- ``vmap_width``: how many runs one device advances together (``None``: its whole shard at once).
+"""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..config._config import Config
+from ..model._pretrained import pretrained_state
+from ..model._train import train
+from ..model._world import World, build_world
+
+# Keys that do not enter the world: the learning rates and the pretrained W_KQ scale are per-run scalars,
+# steps and record_every are fixed per sweep.
+_NOT_IN_WORLD = ("relation_score", "lr_kq", "lr_v", "steps", "record_every")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepEngine:
+    name: str
+    bucket_key: Callable[[Config], tuple]
+    inputs: Callable[[Sequence[Config]], tuple]
+    run_one: Callable
+    vmap_width: int | None
+    default_chunk_size: int
+
+
+# -- full engine: the d x d model ---------------------------------------------------------------------------
+def _full_bucket_key(config: Config) -> tuple:
+    """World shapes depend on the vocabulary and the number of points only (not on the class split).
+
+    Runs with W_V frozen (lr_v = 0) get buckets of their own: the trainer then skips the d x d products,
+    but only when lr_v is one number for the whole vmapped batch (a per-run lr_v makes its ``lax.cond``
+    a select that computes both paths)."""
+    return (config.n_subjects, config.n_answers, int(sum(config.class_counts())), config.lr_v == 0)
+
+
+def _world_key(config: Config) -> tuple:
+    return tuple(v for k, v in config.to_dict().items() if k not in _NOT_IN_WORLD)
+
+
+def _full_inputs(configs: Sequence[Config]):
+    worlds: dict[tuple, World] = {}  # runs that differ only in lrs/relation_score share one world
+    for config in configs:
+        key = _world_key(config)
+        if key not in worlds:
+            worlds[key] = jax_tree_to_numpy(build_world(config))
+    per_run_worlds = [worlds[_world_key(c)] for c in configs]
+    # Embeddings depend only on the vocabulary (the bucket), so one copy serves the chunk; so does lr_v = 0
+    # in a frozen-W_V bucket (None: per-run lr_v).
+    frozen = all(c.lr_v == 0 for c in configs)
+    shared = (per_run_worlds[0].embeddings, np.zeros((), dtype=np.float64) if frozen else None)
+    stacked = World(
+        **{
+            f.name: (
+                None if f.name == "embeddings" else np.stack([getattr(w, f.name) for w in per_run_worlds])
+            )
+            for f in dataclasses.fields(World)
+        }
+    )
+    scalars = {
+        key: np.asarray([getattr(c, key) for c in configs], dtype=np.float64)
+        for key in ("relation_score", "lr_kq", "lr_v")
+    }
+    return shared, (stacked, scalars)
+
+
+def jax_tree_to_numpy(world: World) -> World:
+    return World(**{f.name: np.asarray(getattr(world, f.name)) for f in dataclasses.fields(World)})
+
+
+def _full_run_one(shared, per_run, *, steps: int, record_every: int):
+    (embeddings, shared_lr_v), (world, scalars) = shared, per_run
+    world = dataclasses.replace(world, embeddings=embeddings)
+    state0 = pretrained_state(world, scalars["relation_score"])
+    lr_v = scalars["lr_v"] if shared_lr_v is None else shared_lr_v
+    result = train(world, state0, scalars["lr_kq"], lr_v, steps=steps, record_every=record_every)
+    return result.records, result.first_nonfinite_step
+
+
+FULL = SweepEngine(
+    name="full",
+    bucket_key=_full_bucket_key,
+    inputs=_full_inputs,
+    run_one=_full_run_one,
+    # With W_V trained, each step is small d x d products: on CPU, wide vmaps spill the per-run state
+    # (~0.3 MB at the default size) out of cache, so each device advances a few runs at a time.
+    vmap_width=8,
+    default_chunk_size=256,
+)
+
+
+# -- reduced engine: the exact class-level dynamics (cpi_theory.reduced._engine) -----------------------------------
+def _reduced_inputs(configs: Sequence[Config]):
+    from ..reduced._engine import reduced_param_values
+
+    # reduced_params builds device arrays (milliseconds per run): stack its plain-float values instead.
+    rows = [reduced_param_values(c) for c in configs]
+    return None, {k: np.asarray([r[k] for r in rows], dtype=np.float64) for k in rows[0]}
+
+
+def _reduced_run_one(shared, params, *, steps: int, record_every: int):
+    from ..reduced._engine import reduced_train
+
+    del shared
+    result = reduced_train(params, steps=steps, record_every=record_every)
+    return result.records, result.first_nonfinite_step
+
+
+REDUCED = SweepEngine(
+    name="reduced",
+    # No shape depends on vocabulary or class sizes: one bucket, one compilation per sweep.
+    bucket_key=lambda config: (),
+    inputs=_reduced_inputs,
+    run_one=_reduced_run_one,
+    # A step is a few thousand scalar operations: batching the whole shard turns them into vector ops.
+    vmap_width=None,
+    default_chunk_size=4096,
+)
+
+
+SWEEP_ENGINES: dict[str, SweepEngine] = {"full": FULL, "reduced": REDUCED}
+
+
+def sweep_engine(name: str) -> SweepEngine:
+    from .._errors import ConfigError
+
+    if name not in SWEEP_ENGINES:
+        raise ConfigError("engine", f"must be one of {sorted(SWEEP_ENGINES)}, got {name!r}")
+    if name == "reduced":
+        # Imported on demand: the reduced engine pulls in SymPy and derives its model once per process.
+        try:
+            from ..reduced._engine import reduced_params, reduced_train  # noqa: F401
+        except ImportError as err:
+            raise ConfigError("engine", f"the reduced engine is not available ({err})") from None
+    return SWEEP_ENGINES[name]
