@@ -168,7 +168,7 @@ def compile_seconds(engine="full"):
 
 
 def step_cost_reduced():
-    from cpi_theory.reduced._engine import (
+    from cpi_theory.reduced import (
         reduced_initial_state,
         reduced_metrics,
         reduced_params,
@@ -184,7 +184,7 @@ def step_cost_reduced():
 
 def reduced_loop():
     """reduced_train (jitted once) called once per run; returns (rate(n), compile seconds)."""
-    from cpi_theory.reduced._engine import reduced_params, reduced_train
+    from cpi_theory.reduced import reduced_params, reduced_train
 
     config = cpi.Config()
     t0 = time.perf_counter()
@@ -212,7 +212,7 @@ def memory_per_run(engine, chunk_size, vmap_width):
         d = config.n_subjects + config.n_answers + 3
         state = 2 * d * d * 8
     else:
-        from cpi_theory.reduced._engine import reduced_state_names
+        from cpi_theory.reduced import reduced_state_names
 
         state = len(reduced_state_names()) * 8
     eng = _sweep_engines.SWEEP_ENGINES[engine]

@@ -55,7 +55,7 @@ from .phenomena._batch import (
     stack_worlds,
     train_batch,
 )
-from .reduced._engine import (
+from .reduced import (
     ReducedResult,
     reduced_initial_state,
     reduced_metrics,

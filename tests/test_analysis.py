@@ -7,7 +7,7 @@ import pytest
 import cpi_theory as cpi
 from cpi_theory.paper import _analysis as analysis
 from cpi_theory.paper import _flow as flow
-from cpi_theory.reduced._engine import reduced_metrics_jit, reduced_step
+from cpi_theory.reduced import reduced_metrics_jit, reduced_step
 
 
 def gd_mc(cfg, lr, n_steps):

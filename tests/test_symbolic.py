@@ -5,7 +5,7 @@ import numpy as np
 import sympy as sp
 
 import cpi_theory as cpi
-from cpi_theory.reduced._engine import _compiled, _forward, reduced_loss_and_gradient
+from cpi_theory.reduced._compiled import _compiled, _forward, reduced_loss_and_gradient
 from cpi_theory.reduced._symbolic import CLASSES, reduced_model, symbolic_gradient
 
 

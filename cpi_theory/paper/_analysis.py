@@ -24,7 +24,7 @@ import scipy.optimize
 import sympy as sp
 
 from ..config._config import resolve_config
-from ..reduced._engine import reduced_params, reduced_train
+from ..reduced import reduced_params, reduced_train
 from ._paper import lemma3_value_logits
 
 # ---- peak ---------------------------------------------------------------------------------------------------

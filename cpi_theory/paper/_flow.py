@@ -14,7 +14,7 @@ import scipy.integrate
 import scipy.optimize
 
 from ..config._config import resolve_config
-from ..reduced._engine import reduced_initial_state, reduced_metrics_jit, reduced_params, reduced_velocity_jit
+from ..reduced import reduced_initial_state, reduced_metrics_jit, reduced_params, reduced_velocity_jit
 
 
 def _unit_rate_params(config):

@@ -13,7 +13,7 @@ import scipy.optimize
 import sympy as sp
 
 from ..config._config import Config, resolve_config
-from ..reduced._engine import (
+from ..reduced import (
     reduced_initial_state,
     reduced_metrics_jit,
     reduced_params,
@@ -274,7 +274,7 @@ def proposition3(config=None, *, lr_v: float = 1.0) -> dict[str, float]:
     a' an unused answer) at t = 0 and t = 1, and the same gap for a C+S point's subject as the yardstick
     of a memorized fact. Proposition 3: ``after > before = 0``, i.e. C points become C+S-like.
     """
-    from ..reduced._engine import _forward
+    from ..reduced._compiled import _forward
 
     cfg = resolve_config(config).replace(lr_kq=0.0, lr_v=lr_v)
     params = reduced_params(cfg)

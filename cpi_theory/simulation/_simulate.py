@@ -133,7 +133,7 @@ ENGINES: dict[str, Callable[[Config], Trajectory]] = {"full": _simulate_full}
 
 def _simulate_reduced(config: Config) -> Trajectory:
     # Lazy import: the reduced engine imports this module (trajectory_from_records).
-    from ..reduced._engine import simulate_reduced
+    from ..reduced import simulate_reduced
 
     return simulate_reduced(config)
 

@@ -100,7 +100,7 @@ FULL = SweepEngine(
 
 # -- reduced engine: the exact class-level dynamics (cpi_theory.reduced._engine) -----------------------------------
 def _reduced_inputs(configs: Sequence[Config]):
-    from ..reduced._engine import reduced_param_values
+    from ..reduced import reduced_param_values
 
     # reduced_params builds device arrays (milliseconds per run): stack its plain-float values instead.
     rows = [reduced_param_values(c) for c in configs]
@@ -108,7 +108,7 @@ def _reduced_inputs(configs: Sequence[Config]):
 
 
 def _reduced_run_one(shared, params, *, steps: int, record_every: int):
-    from ..reduced._engine import reduced_train
+    from ..reduced import reduced_train
 
     del shared
     result = reduced_train(params, steps=steps, record_every=record_every)
@@ -138,7 +138,7 @@ def sweep_engine(name: str) -> SweepEngine:
     if name == "reduced":
         # Imported on demand: the reduced engine pulls in SymPy and derives its model once per process.
         try:
-            from ..reduced._engine import reduced_params, reduced_train  # noqa: F401
+            from ..reduced import reduced_params, reduced_train  # noqa: F401
         except ImportError as err:
             raise ConfigError("engine", f"the reduced engine is not available ({err})") from None
     return SWEEP_ENGINES[name]

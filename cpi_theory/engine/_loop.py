@@ -1,0 +1,90 @@
+"""The one recorded loop: ``run_recorded`` drives any :class:`Engine` through ``steps`` exact GD steps as a
+``lax.scan``, recording at steps 0, k, 2k, ... and always the last step, and noting the first step whose
+loss is not finite. ``run_batched`` maps it over runs (``vmap``, or ``lax.map`` in groups of
+``vmap_width``); the sweep runner shards that over devices.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._interface import Engine
+
+
+@dataclasses.dataclass(frozen=True)
+class Recorded:
+    """What the loop returns: ``records`` (leading axis = recorded step, :func:`recorded_steps`), the
+    engine's final state, and the first step whose loss is not finite (-1 if none)."""
+
+    records: dict
+    final_state: Any
+    first_nonfinite_step: jax.Array
+
+
+jax.tree_util.register_dataclass(
+    Recorded, data_fields=["records", "final_state", "first_nonfinite_step"], meta_fields=[]
+)
+
+
+def recorded_steps(steps: int, record_every: int) -> np.ndarray:
+    """Steps at which the state is recorded: 0, k, 2k, ... and always the last step."""
+    recorded = np.arange(0, steps + 1, record_every)
+    if recorded[-1] != steps:
+        recorded = np.append(recorded, steps)
+    return recorded
+
+
+def _append(records, record):
+    return jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], axis=0), records, record)
+
+
+def _block(engine: Engine, inputs, carry, n_steps: int):
+    """``n_steps`` GD steps; returns the records of the state at the start of the block.
+
+    The step's own forward/backward pass yields some records of its pre-update state for free; only the
+    first step's are kept. ``observe`` adds the rest (for the full engine: one small probe forward).
+    """
+
+    def body(carry, _):
+        state, t, first_bad = carry
+        state, loss, free = engine.step(state, inputs)
+        first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), t, first_bad)
+        return (state, t + 1, first_bad), free
+
+    record = engine.observe(carry[0], inputs)
+    carry, free = jax.lax.scan(body, carry, None, length=n_steps)
+    return carry, {**record, **jax.tree.map(lambda x: x[0], free)}
+
+
+def run_recorded(engine: Engine, inputs, *, steps: int, record_every: int = 1, state0=None) -> Recorded:
+    """Run ``steps`` exact GD steps of ``engine`` from ``state0`` (default ``engine.init(inputs)``).
+
+    Pure JAX: jit it with ``steps`` and ``record_every`` static (they fix the scan lengths).
+    """
+    state = engine.init(inputs) if state0 is None else state0
+    carry = (state, jnp.asarray(0, dtype=jnp.int32), jnp.asarray(-1, dtype=jnp.int32))
+    carry, records = jax.lax.scan(
+        lambda carry, _: _block(engine, inputs, carry, record_every),
+        carry,
+        None,
+        length=steps // record_every,
+    )
+    if steps % record_every:
+        carry, record = _block(engine, inputs, carry, steps % record_every)
+        records = _append(records, record)
+    # The final state is recorded too; no step follows it, so its metrics cost one extra pass.
+    final_state, record = engine.finish(carry[0], inputs)
+    return Recorded(records=_append(records, record), final_state=final_state, first_nonfinite_step=carry[2])
+
+
+def run_batched(run_one: Callable, per_run, vmap_width: int | None = None):
+    """``run_one`` over the leading run axis of ``per_run``: all runs in one ``vmap`` (``vmap_width`` None or
+    at least the number of runs), else ``lax.map`` advancing ``vmap_width`` runs together."""
+    n_runs = jax.tree.leaves(per_run)[0].shape[0]
+    if vmap_width is None or vmap_width >= n_runs:
+        return jax.vmap(run_one)(per_run)
+    return jax.lax.map(run_one, per_run, batch_size=vmap_width)
