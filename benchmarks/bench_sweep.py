@@ -59,7 +59,7 @@ if _ARGS is not None:
 import numpy as np  # noqa: E402
 
 import cpi_theory as cpi  # noqa: E402
-from cpi_theory.sweep import _engines as _sweep_engines  # noqa: E402
+from cpi_theory.simulation import _registry as registry  # noqa: E402
 from cpi_theory.sweep._runner import _compiled_runner, run_sweep, sweep_mesh  # noqa: E402
 from cpi_theory.sweep._spec import SweepSpec  # noqa: E402
 
@@ -108,7 +108,7 @@ def step_cost_full():
     world = cpi.build_world(config)
     state = cpi.pretrained_state(world, config.relation_score)
     values = frozen_values(state, world)
-    query = cpi._model.relation_query(state, world)
+    query = cpi.model.relation_query(state, world)
     step = jax.jit(
         lambda q, w, v: (frozen_loss_grad_and_class_metrics(q, w, v), frozen_probe_metrics(q, w, v))
     )
@@ -150,7 +150,7 @@ def paired(sweep, loop_rate, loop_runs):
 
 def timed_sweep(runs, engine="full", vmap_width="engine", chunk_size=None):
     """Warm up (compile) on a one-chunk sweep of the same shapes, then time the whole sweep."""
-    chunk = chunk_size or _sweep_engines.SWEEP_ENGINES[engine].default_chunk_size
+    chunk = chunk_size or registry.ENGINES[engine].default_chunk_size
     chunk = min(chunk, runs)
     run_sweep(spec_for(chunk, seed=99), engine=engine, vmap_width=vmap_width, chunk_size=chunk)
     result = run_sweep(spec_for(runs), engine=engine, vmap_width=vmap_width, chunk_size=chunk)
@@ -206,7 +206,7 @@ def memory_per_run(engine, chunk_size, vmap_width):
     """Bytes per run: the state, the recorded metrics, and XLA's buffers for one compiled chunk."""
     config = cpi.Config()
     n_records = STEPS // config.record_every + 1
-    record_scalars = len(cpi._metrics.PROBE_METRICS) + 4 * len(cpi._metrics.CLASS_METRICS)
+    record_scalars = len(cpi.engine.PROBE_METRICS) + 4 * len(cpi.engine.CLASS_METRICS)
     records = n_records * record_scalars * 8
     if engine == "full":
         d = config.n_subjects + config.n_answers + 3
@@ -215,7 +215,7 @@ def memory_per_run(engine, chunk_size, vmap_width):
         from cpi_theory.reduced import reduced_state_names
 
         state = len(reduced_state_names()) * 8
-    eng = _sweep_engines.SWEEP_ENGINES[engine]
+    eng = registry.ENGINES[engine]
     mesh = sweep_mesh()
     shared, per_run = eng.inputs([config] * chunk_size)
     runner = _compiled_runner(eng, STEPS, config.record_every, vmap_width, mesh)
@@ -252,7 +252,7 @@ def main(args):
     rows.append(
         (
             "full",
-            f"sweep (chunk {full.chunk_size}, vmap width {_sweep_engines.FULL.vmap_width}, {n_dev} devices)",
+            f"sweep (chunk {full.chunk_size}, vmap width {registry.FULL.vmap_width}, {n_dev} devices)",
             full.n_runs,
             full_rate,
             full_loop_rate,
@@ -278,7 +278,7 @@ def main(args):
         rows.append(("full", f"sweep, vmap width {w.strip()}", args.width_runs, rate, around))
     np_rate = numpy_rate(args.numpy_runs, args.numpy_steps)
     flops, nbytes = step_cost_full()
-    mem_full = memory_per_run("full", full.chunk_size, _sweep_engines.FULL.vmap_width)
+    mem_full = memory_per_run("full", full.chunk_size, registry.FULL.vmap_width)
 
     # Reduced engine.
     costs = [("full", flops, nbytes, full_rate, full_loop_rate)]
@@ -288,7 +288,7 @@ def main(args):
         "for the one-run loop"
     ]
     try:
-        _sweep_engines.sweep_engine("reduced")
+        registry.get_engine("reduced")
         has_reduced = args.reduced_runs > 0
     except cpi.ConfigError:
         has_reduced = False

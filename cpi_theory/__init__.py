@@ -1,146 +1,92 @@
 """cpi_theory: the exact theory of context-parametric inversion in a one-layer attention toy model.
 
 Theory code runs in float64: call :func:`enable_float64` once before using the package (the CLI and the
-tests do). See SPEC.md (shared/) for the model; every symbol there has one home here.
+tests do). See SPEC.md (shared/) for the model; every symbol there has one home here. Data flows one way:
+config -> world -> pretrained state -> engine step -> recorded trajectory -> summary -> experiment data ->
+figure. Subpackages, each with one face:
 
-- Foundation: ``Config``, the world, the pretrained state, the model, the exact GD trainer, ``simulate``.
-- Theory: the sympy-derived reduced dynamics (``reduced_*``), the paper's results (``eta_star``,
-  ``theorem1``, ...), the gradient flow and what the paper left open (``inversion_peak``, ``plateau``,
-  ``phase_boundary``, ``value_rate_effect``).
-- Sweeps: ``sweep_spec``, ``sweep``, ``run_sweep`` (vmapped, sharded, resumable, xarray results).
-- Figures: ``reproduce`` and the batched helpers of the experiments.
-- The bridge to real transformers lives in the subpackage :mod:`cpi_theory.bridge`.
+- :mod:`cpi_theory.config`: ``Config`` and the data-class vocabulary ``DataClass``;
+- :mod:`cpi_theory.engine`: the engine interface, the one recorded loop, ``Trajectory`` and its summary;
+- :mod:`cpi_theory.model` (SPEC §1-4): world, pretrained state, forward pass, metrics, the full engine;
+- :mod:`cpi_theory.reduced` (SPEC §6): the sympy-derived reduced dynamics and their engine;
+- :mod:`cpi_theory.simulation`: the engine registry and ``simulate``;
+- :mod:`cpi_theory.paper` (SPEC §5 and beyond): lemmas, propositions, theorem, flow, peak, plateau, boundary;
+- :mod:`cpi_theory.phenomena` (SPEC §7), :mod:`cpi_theory.sweep`, :mod:`cpi_theory.figures`,
+  :mod:`cpi_theory.cli`, and :mod:`cpi_theory.bridge` (real transformers).
+
+The names below are the everyday ones; each subpackage's face has the rest.
 """
 
-from ._errors import ConfigError, DivergenceError, Float64Required
-from ._precision import enable_float64, require_float64
-from ._version import __version__ as __version__
-from .config._config import DATA_CLASSES, Config, resolve_config
-from .figures._reproduce import reproduce
-from .model._forward import (
-    ToyState,
-    attention,
-    context_reliance,
-    cross_entropy,
-    forward,
-    point_losses,
-    probe_logits,
-    training_loss,
-    value_logits,
-)
-from .model._metrics import class_metrics, metrics, probe_metrics
-from .model._pretrained import pretrained_state
-from .model._train import TrainResult, gd_step, recorded_steps, train
-from .model._world import Vocabulary, World, build_world, embeddings, make_world, value_table
-from .paper._analysis import inversion_drop, inversion_peak, phase_boundary, plateau, value_rate_effect
-from .paper._flow import flow_peak, gradient_flow
-from .paper._paper import (
-    check_assumptions,
-    eta_star,
-    lemma3_value_logits,
-    lemma4_margins,
-    lemma4_values,
-    proposition2,
-    proposition3,
-    shared_direction_gradient,
-    theorem1,
-)
-from .phenomena._batch import (
-    inversion_depth,
-    inversion_summary,
-    kl_divergence,
-    pad_world,
-    partial_correlation,
-    rank_correlation,
-    stack_worlds,
-    train_batch,
-)
-from .reduced import (
-    ReducedResult,
-    reduced_initial_state,
-    reduced_metrics,
-    reduced_params,
-    reduced_state_names,
-    reduced_step,
-    reduced_train,
-    reduced_velocity,
-)
-from .simulation._simulate import ENGINES, Trajectory, simulate, trajectory_from_records
-from .sweep._runner import SweepResult, run_sweep, sweep
-from .sweep._spec import SweepSpec, sweep_spec
+# ruff: noqa: I001  (grouped by concern, in the order data flows, not alphabetically)
 
-__all__ = [
-    "DATA_CLASSES",
-    "ENGINES",
-    "Config",
-    "ConfigError",
-    "DivergenceError",
-    "Float64Required",
-    "ReducedResult",
-    "SweepResult",
-    "SweepSpec",
-    "ToyState",
-    "TrainResult",
-    "Trajectory",
-    "Vocabulary",
-    "World",
-    "attention",
-    "build_world",
-    "check_assumptions",
-    "class_metrics",
-    "context_reliance",
-    "cross_entropy",
-    "embeddings",
-    "enable_float64",
-    "eta_star",
-    "flow_peak",
-    "forward",
-    "gd_step",
-    "gradient_flow",
-    "inversion_depth",
-    "inversion_drop",
-    "inversion_peak",
-    "inversion_summary",
-    "kl_divergence",
-    "lemma3_value_logits",
-    "lemma4_margins",
-    "lemma4_values",
-    "make_world",
-    "metrics",
-    "pad_world",
-    "partial_correlation",
-    "phase_boundary",
-    "plateau",
-    "point_losses",
-    "pretrained_state",
-    "probe_logits",
-    "probe_metrics",
-    "proposition2",
-    "proposition3",
-    "rank_correlation",
-    "recorded_steps",
-    "reduced_initial_state",
-    "reduced_metrics",
-    "reduced_params",
-    "reduced_state_names",
-    "reduced_step",
-    "reduced_train",
-    "reduced_velocity",
-    "reproduce",
-    "require_float64",
-    "resolve_config",
-    "run_sweep",
-    "shared_direction_gradient",
-    "simulate",
-    "stack_worlds",
-    "sweep",
-    "sweep_spec",
-    "theorem1",
-    "train",
-    "train_batch",
-    "training_loss",
-    "trajectory_from_records",
-    "value_logits",
-    "value_rate_effect",
-    "value_table",
-]
+# Precision and errors.
+from ._errors import ConfigError as ConfigError
+from ._errors import DivergenceError as DivergenceError
+from ._errors import Float64Required as Float64Required
+from ._precision import enable_float64 as enable_float64
+from ._precision import require_float64 as require_float64
+from ._version import __version__ as __version__
+
+# Configuration and the data-class vocabulary.
+from .config import DATA_CLASSES as DATA_CLASSES
+from .config import Config as Config
+from .config import DataClass as DataClass
+from .config import resolve_config as resolve_config
+
+# The engine interface, the recorded loop and the one result type.
+from .engine import Engine as Engine
+from .engine import Recorded as Recorded
+from .engine import Summary as Summary
+from .engine import Trajectory as Trajectory
+from .engine import recorded_steps as recorded_steps
+from .engine import run_recorded as run_recorded
+from .engine import summarize as summarize
+from .engine import trajectory_from_records as trajectory_from_records
+
+# The model (SPEC §1-4) and the full engine.
+from .model import ToyState as ToyState
+from .model import Vocabulary as Vocabulary
+from .model import World as World
+from .model import build_world as build_world
+from .model import context_reliance as context_reliance
+from .model import forward as forward
+from .model import gd_step as gd_step
+from .model import metrics as metrics
+from .model import pretrained_state as pretrained_state
+from .model import train as train
+from .model import training_loss as training_loss
+from .model import value_logits as value_logits
+
+# The reduced dynamics (SPEC §6).
+from .reduced import reduced_initial_state as reduced_initial_state
+from .reduced import reduced_params as reduced_params
+from .reduced import reduced_state_names as reduced_state_names
+from .reduced import reduced_train as reduced_train
+
+# One run through a named engine.
+from .simulation import simulate as simulate
+
+# The paper's results (SPEC §5) and what it left open.
+from .paper import check_assumptions as check_assumptions
+from .paper import eta_star as eta_star
+from .paper import flow_peak as flow_peak
+from .paper import gradient_flow as gradient_flow
+from .paper import inversion_peak as inversion_peak
+from .paper import lemma3_value_logits as lemma3_value_logits
+from .paper import lemma4_margins as lemma4_margins
+from .paper import lemma4_values as lemma4_values
+from .paper import phase_boundary as phase_boundary
+from .paper import plateau as plateau
+from .paper import proposition2 as proposition2
+from .paper import proposition3 as proposition3
+from .paper import shared_direction_gradient as shared_direction_gradient
+from .paper import theorem1 as theorem1
+from .paper import value_rate_effect as value_rate_effect
+
+# Sweeps and figures.
+from .sweep import SweepResult as SweepResult
+from .sweep import SweepSpec as SweepSpec
+from .sweep import run_sweep as run_sweep
+from .sweep import sweep as sweep
+from .sweep import sweep_spec as sweep_spec
+from .figures import reproduce as reproduce

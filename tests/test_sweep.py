@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 import cpi_theory as ct
-from cpi_theory.sweep import _engines as _sweep_engines
+from cpi_theory.simulation import _registry as registry
 from cpi_theory.sweep._results import load
 from cpi_theory.sweep._runner import run_sweep
 from cpi_theory.sweep._spec import SweepSpec, build_run_table, sweep_spec
@@ -195,15 +195,16 @@ def _exploding_run_one(shared, per_run, *, steps, record_every):
 
 
 def test_diverged_runs_are_flagged_not_fatal(monkeypatch):
-    fake = _sweep_engines.SweepEngine(
+    fake = registry.RegisteredEngine(
         name="exploding",
+        run_config=None,
         bucket_key=lambda config: (),
         inputs=lambda configs: (None, {"lr_kq": np.asarray([c.lr_kq for c in configs], dtype=np.float64)}),
         run_one=_exploding_run_one,
         vmap_width=None,
         default_chunk_size=4,
     )
-    monkeypatch.setitem(_sweep_engines.SWEEP_ENGINES, "exploding", fake)
+    monkeypatch.setitem(registry.ENGINES, "exploding", fake)
     spec = sweep_spec(
         base={"steps": 40}, grid={"lr_kq": [0.1, 1e100]}, trajectory_metrics=["context_reliance"]
     )
@@ -220,7 +221,7 @@ def test_chunks_bucket_by_shape_and_pad():
     table = build_run_table(spec)
     from cpi_theory.sweep._runner import plan_chunks
 
-    chunks = plan_chunks(table, _sweep_engines.FULL, chunk_size=2)
+    chunks = plan_chunks(table, registry.FULL, chunk_size=2)
     # Buckets by total point count (1..5) and frozen W_V (lr_v = 0 in SMALL); the class split does not
     # change shapes.
     assert sorted({c.bucket for c in chunks}) == [(10, 12, n, True) for n in (1, 2, 3, 4, 5)]

@@ -82,9 +82,7 @@ def test_divergence_is_detected_with_its_step():
     assert int(result.first_nonfinite_step) == 1
     config = cpi.Config.from_mapping({"steps": 4})
     with pytest.raises(cpi.DivergenceError, match="step 1"):
-        cpi.simulation._simulate.check_finite(
-            config, int(result.first_nonfinite_step), np.asarray(result.records["loss"])
-        )
+        cpi.simulation.check_finite(config, int(result.first_nonfinite_step), result.records)
 
 
 def test_per_class_outputs_follow_the_classes_present():

@@ -23,7 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from ._shape import curve_summary
+from ..config import DataClass, resolve_config
+from ..engine import summarize, trajectory_from_records
+from ..model import Vocabulary, build_world, context_reliance, pretrained_state, train
+from ..simulation import simulate
 
 TOY_POINTS = 20  # C + C+S + S points of the toy mixture (vocabulary: 40 subjects, 50 answers)
 TOY_HORIZON = 300  # toy steps at lr_kq = 1 for the a-priori prediction and the fitting grid
@@ -81,13 +84,29 @@ class ToyParameters:
         return out
 
 
-def toy_class_counts(
-    cs_fraction: float, s_fraction: float, n_points: int = TOY_POINTS
-) -> tuple[int, int, int]:
-    """(C, C+S, S) counts of a toy mixture with the given fractions (rounded; C takes the rest)."""
+def summary_record(step, values) -> dict:
+    """The report record of a curve's :func:`cpi_theory.engine.summarize` (``inversion``: its shape is
+    rise-then-fall; ``peak_step`` a float, as the reports have always written it)."""
+    summary = summarize(step, values)
+    return {
+        "start": summary.start,
+        "peak": summary.peak,
+        "peak_step": float(summary.peak_step),
+        "final": summary.final,
+        "shape": summary.shape,
+        "inversion": summary.inversion,
+    }
+
+
+def toy_class_counts(cs_fraction: float, s_fraction: float, n_points: int = TOY_POINTS) -> dict[DataClass, int]:
+    """Point count per class of a toy mixture with the given fractions (rounded; C takes the rest)."""
     n_cs = int(round(cs_fraction * n_points))
     n_s = int(round(s_fraction * n_points))
-    return n_points - n_cs - n_s, n_cs, n_s
+    return {
+        DataClass.CONTEXT_CRITICAL: n_points - n_cs - n_s,
+        DataClass.NON_CONTEXT_CRITICAL: n_cs,
+        DataClass.SUBJECT_ONLY: n_s,
+    }
 
 
 def toy_parameters(
@@ -102,51 +121,46 @@ def toy_parameters(
     dc = min(max(float(delta_c), _EPS), dc_max)
     if dc != delta_c:
         notes.append(f"delta_c {delta_c:.4f} clipped to {dc:.4f} (toy needs delta_M > 2 delta_C)")
-    n_c, n_cs, n_s = toy_class_counts(cs_fraction, s_fraction)
-    if n_c < 1 and n_cs < 1:
+    counts = toy_class_counts(cs_fraction, s_fraction)
+    if all(n < 1 for data_class, n in counts.items() if data_class.has_context):
         raise ValueError("mixture: the toy needs at least one point with context (C or C+S)")
     return ToyParameters(
         delta_m=dm,
         delta_c=dc,
-        n_context_critical=n_c,
-        n_non_context_critical=n_cs,
-        n_subject_only=n_s,
+        **{data_class.count_key: n for data_class, n in counts.items()},
         lr_v_ratio=float(lr_v_ratio),
         notes=tuple(notes),
     )
 
 
 def _toy_start(params: ToyParameters, steps: int):
-    """(config, world, state0, tilt) of the toy; ``state0`` has the initial attention split of ``params``.
+    """(config, toy_world, state0, tilt) of the toy; ``state0`` has the initial attention split of ``params``.
 
     The tilt adds ``beta v phi(r)^T`` to W_KQ(0) with v = (theta_C - theta_S) / sqrt(2): every context
     token's score rises by beta / 2 and every subject's falls by beta / 2 (phi . theta = 1/sqrt(2)), so the
     initial attention ratio context : subject is e^beta. Nothing else in the toy changes.
     """
-    import cpi_theory as cpi
-
-    config = cpi.resolve_config(params.overrides(steps))
-    world = cpi.build_world(config)
-    state0 = cpi.pretrained_state(world, config.relation_score)
-    vocab = cpi.Vocabulary(config.n_subjects, config.n_answers)
+    config = resolve_config(params.overrides(steps))
+    toy_world = build_world(config)
+    state0 = pretrained_state(toy_world, config.relation_score)
+    vocab = Vocabulary(config.n_subjects, config.n_answers)
     v = np.zeros(vocab.dim)
     v[vocab.theta_c], v[vocab.theta_s] = 1.0 / math.sqrt(2.0), -1.0 / math.sqrt(2.0)
-    tilt = jnp.asarray(np.outer(v, np.asarray(world.embeddings[:, world.relation])), dtype=state0.w_kq.dtype)
+    relation_D = np.asarray(toy_world.embeddings[:, toy_world.relation])
+    tilt = jnp.asarray(np.outer(v, relation_D), dtype=state0.w_kq.dtype)
     if params.context_bias:
         state0 = dataclasses.replace(state0, w_kq=state0.w_kq + params.context_bias * tilt)
-    return config, world, state0, tilt
+    return config, toy_world, state0, tilt
 
 
 def simulate_toy(params: ToyParameters, steps: int = TOY_HORIZON) -> tuple[np.ndarray, np.ndarray]:
     """(toy time, M_C) of the toy with these parameters, every step recorded."""
-    import cpi_theory as cpi
-
     if not params.context_bias:
-        traj = cpi.simulate(params.overrides(steps))
+        traj = simulate(params.overrides(steps))
     else:
-        config, world, state0, _ = _toy_start(params, steps)
-        result = cpi.train(world, state0, config.lr_kq, config.lr_v, steps=config.steps, record_every=1)
-        traj = cpi.trajectory_from_records(config, "full", result.records)
+        config, toy_world, state0, _ = _toy_start(params, steps)
+        result = train(toy_world, state0, config.lr_kq, config.lr_v, steps=config.steps, record_every=1)
+        traj = trajectory_from_records(config, "full", result.records)
     return np.asarray(traj.step, dtype=np.float64), np.asarray(traj.context_reliance, dtype=np.float64)
 
 
@@ -156,11 +170,9 @@ def context_bias_for_start(params: ToyParameters, start_reliance: float, bound: 
     M_C(0) increases with beta (more attention on c* raises its logit and lowers a*'s); beta is clipped to
     [-bound, bound] when the target is out of reach.
     """
-    import cpi_theory as cpi
-
-    _, world, state0, tilt = _toy_start(dataclasses.replace(params, context_bias=0.0), 0)
+    _, toy_world, state0, tilt = _toy_start(dataclasses.replace(params, context_bias=0.0), 0)
     start_jit = jax.jit(
-        lambda beta: cpi.context_reliance(dataclasses.replace(state0, w_kq=state0.w_kq + beta * tilt), world)
+        lambda beta: context_reliance(dataclasses.replace(state0, w_kq=state0.w_kq + beta * tilt), toy_world)
     )
 
     def start_of(beta: float) -> float:
@@ -221,7 +233,7 @@ def _fitted_curve(params: ToyParameters, steps, values, horizon: int, toy_curve=
         "curve_error": error,
         "step": [float(x) for x in steps],
         "context_reliance": fitted.tolist(),
-        "summary": curve_summary(steps, fitted),
+        "summary": summary_record(steps, fitted),
     }
 
 
@@ -245,13 +257,13 @@ def fit_curve(
     values = np.asarray(values, dtype=np.float64)
     toy_time, toy_values = simulate_toy(params, horizon)
     out = {
-        "measured": curve_summary(steps, values),
+        "measured": summary_record(steps, values),
         "prediction": {
             "parameters": params.to_dict(),
             "toy_start_reliance": toy_start_reliance(params.delta_m, params.delta_c),
             "step": toy_time.tolist(),
             "context_reliance": toy_values.tolist(),
-            "summary": curve_summary(toy_time, toy_values),
+            "summary": summary_record(toy_time, toy_values),
         },
         "fit": _fitted_curve(params, steps, values, horizon, (toy_time, toy_values)),
     }
@@ -264,7 +276,7 @@ def fit_curve(
             "parameters": calibrated.to_dict(),
             "step": split_time.tolist(),
             "context_reliance": split_values.tolist(),
-            "summary": curve_summary(split_time, split_values),
+            "summary": summary_record(split_time, split_values),
         }
         candidates = [
             _fitted_curve(

@@ -16,9 +16,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ._world import World
+from ..config._data_class import DataClass
+from ._world import FactWorld
 
-CLASS_LOSS_KEYS = {"C": "loss_c", "C+S": "loss_cs", "S": "loss_s"}
+#: The measurement (and report field) holding each finetuning class's loss.
+CLASS_LOSS_KEYS = {
+    DataClass.CONTEXT_CRITICAL: "loss_c",
+    DataClass.NON_CONTEXT_CRITICAL: "loss_cs",
+    DataClass.SUBJECT_ONLY: "loss_s",
+}
 
 
 def _last_log_probs(model, tokens_BxL: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -59,27 +65,28 @@ def _class_loss(graphdef, states, tokens_BxL, targets_B):
     return -_pick(logp_BxV, targets_B).mean()
 
 
-def make_measure_fn(graphdef: nnx.GraphDef, world: World):
+def make_measure_fn(graphdef: nnx.GraphDef, fact_world: FactWorld):
     """``measure(*states) -> dict`` of scalars (``attention_context`` is an (n_layers,) array).
 
     The jitted kernels take the probe arrays as arguments, so they compile once per model and probe shape,
     not once per finetuning run.
     """
-    counterfactual, recall, copy = world.counterfactual_probe(), world.recall_probe(), world.copy_probe()
+    counterfactual = fact_world.counterfactual_probe()
+    recall, copy = fact_world.recall_probe(), fact_world.copy_probe()
     i32 = functools.partial(jnp.asarray, dtype=jnp.int32)
     probes = {
         "cf_tokens": i32(counterfactual.tokens),
         "cf_context": i32(counterfactual.targets),
-        "cf_memory": i32(world.probe_answers),
+        "cf_memory": i32(fact_world.probe_answers),
         "recall_tokens": i32(recall.tokens),
         "copy_tokens": i32(copy.tokens),
         "copy_targets": i32(copy.targets),
     }
-    slots = tuple(world.config.context_slots)
+    slots = tuple(fact_world.config.context_slots)
     classes = {
         key: (i32(ex.tokens), i32(ex.targets))
-        for name, key in CLASS_LOSS_KEYS.items()
-        if len(ex := world.finetune[name])
+        for data_class, key in CLASS_LOSS_KEYS.items()
+        if len(ex := fact_world.finetune[data_class])
     }
 
     def measure(*states):

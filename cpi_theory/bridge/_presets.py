@@ -13,14 +13,14 @@ import dataclasses
 from .._errors import ConfigError
 from ._model import ModelConfig
 from ._train import FinetuneConfig, PretrainConfig
-from ._world import WorldConfig
+from ._world import FactWorldConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class Size:
     name: str
-    model: dict
-    world: dict
+    model: dict  # ModelConfig fields
+    world: dict  # FactWorldConfig fields
     pretrain: PretrainConfig
     finetune: FinetuneConfig
 
@@ -78,12 +78,13 @@ def get_size(name: str) -> Size:
     return SIZES[name]
 
 
-def world_config(size: Size, regime: str, seed: int, **mixture) -> WorldConfig:
-    """The world of ``size`` pretrained in ``regime`` with the given finetuning mixture overrides."""
+def fact_world_config(size: Size, regime: str, seed: int, **mixture) -> FactWorldConfig:
+    """The fact world of ``size`` pretrained in ``regime`` with the given finetuning mixture overrides."""
     if regime not in REGIMES:
         raise ConfigError("regime", f"must be one of {sorted(REGIMES)}, got {regime!r}")
-    return WorldConfig(**size.world, **REGIMES[regime], fact_noise=FACT_NOISE, seed=seed, **mixture)
+    return FactWorldConfig(**size.world, **REGIMES[regime], fact_noise=FACT_NOISE, seed=seed, **mixture)
 
 
-def model_config(size: Size, world: WorldConfig, seed: int) -> ModelConfig:
-    return ModelConfig(vocab_size=world.vocab_size, seq_len=world.seq_len, seed=seed, **size.model)
+def model_config(size: Size, config: FactWorldConfig, seed: int) -> ModelConfig:
+    """The transformer of ``size`` for the vocabulary and sequence length of the fact world ``config``."""
+    return ModelConfig(vocab_size=config.vocab_size, seq_len=config.seq_len, seed=seed, **size.model)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .._errors import ConfigError, DivergenceError
 from ._measure import make_measure_fn
 from ._model import ModelConfig, Transformer, qk_filter
-from ._world import World, pretraining_batch
+from ._world import FactWorld, pretraining_batch
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 PARAM_SETS = ("all", "qk")
@@ -112,20 +112,20 @@ def _check_finite(losses: np.ndarray, first_step: int) -> None:
 
 
 def pretrain(
-    world: World, model_config: ModelConfig, config: PretrainConfig, progress: bool = True
+    fact_world: FactWorld, model_config: ModelConfig, config: PretrainConfig, progress: bool = True
 ) -> tuple[Transformer, np.ndarray]:
     """Train a fresh model with Adam on minibatches of the pretraining corpus. Returns (model, losses)."""
     model = Transformer(model_config)
     graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
     tx = make_tx("adam", config.lr)
     opt_state = _init_opt(tx, params)
-    rng = np.random.default_rng([config.seed, world.config.seed, 11])
+    rng = np.random.default_rng([config.seed, fact_world.config.seed, 11])
     losses = []
     bar = tqdm(total=config.steps, desc="pretrain", disable=not progress, leave=False)
     done = 0
     while done < config.steps:
         n = min(config.chunk, config.steps - done)
-        batches = [pretraining_batch(world, rng, config.batch_size) for _ in range(n)]
+        batches = [pretraining_batch(fact_world, rng, config.batch_size) for _ in range(n)]
         tokens = jnp.asarray(np.stack([b.tokens for b in batches]), dtype=jnp.int32)
         targets = jnp.asarray(np.stack([b.targets for b in batches]), dtype=jnp.int32)
         params, opt_state, chunk_losses = scan_steps(graphdef, tx, params, frozen, opt_state, tokens, targets)
@@ -141,21 +141,21 @@ def pretrain(
 
 
 def finetune(
-    model: Transformer, world: World, config: FinetuneConfig, progress: bool = True
+    model: Transformer, fact_world: FactWorld, config: FinetuneConfig, progress: bool = True
 ) -> tuple[Transformer, dict[str, np.ndarray]]:
-    """Finetune a copy of ``model`` on the world's mixture, measuring every ``measure_every`` steps.
+    """Finetune a copy of ``model`` on the fact world's mixture, measuring every ``measure_every`` steps.
 
     Returns (finetuned model, trajectory) where the trajectory maps each measurement name (and ``step``)
     to an array with one entry per measurement, step 0 (before any update) included.
     """
-    data = world.finetune_set()
+    data = fact_world.finetune_set()
     n_points = len(data)
     trainable_filter = qk_filter() if config.params == "qk" else nnx.Param
     graphdef, trainable, frozen = nnx.split(nnx.clone(model), trainable_filter, ...)
     tx = make_tx(config.optimizer, config.lr)
     opt_state = _init_opt(tx, trainable)
-    measure = make_measure_fn(graphdef, world)
-    rng = np.random.default_rng([config.seed, world.config.seed, 13])
+    measure = make_measure_fn(graphdef, fact_world)
+    rng = np.random.default_rng([config.seed, fact_world.config.seed, 13])
 
     def batches(n_steps):
         if config.optimizer == "gd":
@@ -191,10 +191,10 @@ def finetune(
     return nnx.merge(graphdef, trainable, frozen), trajectory
 
 
-def measure_model(model: Transformer, world: World) -> dict[str, np.ndarray]:
+def measure_model(model: Transformer, fact_world: FactWorld) -> dict[str, np.ndarray]:
     """The measurements of :func:`cpi_theory.bridge.make_measure_fn` on one model, as numpy."""
     graphdef, state = nnx.split(model)
-    return {k: np.asarray(v) for k, v in jax.device_get(make_measure_fn(graphdef, world)(state)).items()}
+    return {k: np.asarray(v) for k, v in jax.device_get(make_measure_fn(graphdef, fact_world)(state)).items()}
 
 
 def _flat_params(model: Transformer) -> dict[str, jax.Array]:

@@ -19,14 +19,18 @@ import dataclasses
 import numpy as np
 
 from .._errors import ConfigError
+from ..config._data_class import DataClass
 
 # Special tokens; distractors, subjects and answers follow in that order.
 PAD, CTX, QUESTION, RELATION, NONE = 0, 1, 2, 3, 4
 N_SPECIAL = 5
 
+#: The classes of a finetuning mixture, in the order :meth:`FactWorld.finetune_set` concatenates them.
+FINETUNE_CLASSES = (DataClass.CONTEXT_CRITICAL, DataClass.NON_CONTEXT_CRITICAL, DataClass.SUBJECT_ONLY)
+
 
 @dataclasses.dataclass(frozen=True)
-class WorldConfig:
+class FactWorldConfig:
     """The fact world and both data mixtures. Rates and fractions are probabilities in [0, 1]."""
 
     n_answers: int = 64
@@ -68,7 +72,8 @@ class WorldConfig:
             raise ConfigError(
                 "n_answers", "needs at least 2 answers (a counterfactual differs from the fact)"
             )
-        n_c, n_cs, n_s = self.class_counts
+        counts = self.class_counts
+        n_c, n_cs, n_s = (counts[data_class] for data_class in FINETUNE_CLASSES)
         if n_cs + n_s > self.n_known_facts - self.n_probe:
             raise ConfigError(
                 "n_known_facts",
@@ -80,11 +85,15 @@ class WorldConfig:
             raise ConfigError("n_copy_subjects", "copy_rate > 0 needs at least one copy subject")
 
     @property
-    def class_counts(self) -> tuple[int, int, int]:
-        """(C, C+S, S) point counts of the unfiltered mixture: fractions rounded, C takes the remainder."""
+    def class_counts(self) -> dict[DataClass, int]:
+        """Point count per class of the unfiltered mixture: fractions rounded, C takes the remainder."""
         n_cs = int(round(self.cs_fraction * self.n_finetune))
         n_s = int(round(self.s_fraction * self.n_finetune))
-        return self.n_finetune - n_cs - n_s, n_cs, n_s
+        return {
+            DataClass.CONTEXT_CRITICAL: self.n_finetune - n_cs - n_s,
+            DataClass.NON_CONTEXT_CRITICAL: n_cs,
+            DataClass.SUBJECT_ONLY: n_s,
+        }
 
     @property
     def seq_len(self) -> int:
@@ -118,10 +127,14 @@ class Examples:
 
 
 @dataclasses.dataclass(frozen=True)
-class World:
-    """Token ids of every pool, the memorized facts and the probe sets (all numpy, int32)."""
+class FactWorld:
+    """Token ids of every pool, the memorized facts and the probe sets (all numpy, int32).
 
-    config: WorldConfig
+    Not the toy's :class:`cpi_theory.World` (embeddings and data points of the one-layer model): this is
+    the token-level world a real transformer is trained on.
+    """
+
+    config: FactWorldConfig
     known_subjects: np.ndarray  # (n_known_facts,)
     known_answers: np.ndarray  # (n_known_facts,) the memorized answer of each known subject
     copy_subjects: np.ndarray
@@ -129,7 +142,7 @@ class World:
     probe_unknown_subjects: np.ndarray  # held-out unknown subjects for the delta_C probe
     counterfactual_contexts: np.ndarray  # (n_probe,) conflicting context per probe fact, != its answer
     copy_probe_contexts: np.ndarray  # (n_probe,) context answer per unknown probe subject
-    finetune: dict[str, Examples]  # "C", "C+S", "S"
+    finetune: dict[DataClass, Examples]  # the FINETUNE_CLASSES, in that order
 
     @property
     def probe_subjects(self) -> np.ndarray:
@@ -141,7 +154,9 @@ class World:
 
     def finetune_set(self) -> Examples:
         """All finetuning points concatenated (C, then C+S, then S)."""
-        parts = [self.finetune[name] for name in ("C", "C+S", "S") if len(self.finetune[name])]
+        parts = [
+            self.finetune[data_class] for data_class in FINETUNE_CLASSES if len(self.finetune[data_class])
+        ]
         return Examples(np.concatenate([p.tokens for p in parts]), np.concatenate([p.targets for p in parts]))
 
     def counterfactual_probe(self) -> Examples:
@@ -163,7 +178,10 @@ class World:
 
 
 def sequences(
-    config: WorldConfig, subjects: np.ndarray, contexts: np.ndarray | None, rng: np.random.Generator | None
+    config: FactWorldConfig,
+    subjects: np.ndarray,
+    contexts: np.ndarray | None,
+    rng: np.random.Generator | None,
 ) -> np.ndarray:
     """Build ``[CTX, slots, Q, s, R]`` rows; ``contexts=None`` gives fact recall (every slot NONE)."""
     n = subjects.shape[0]
@@ -195,7 +213,7 @@ def _other_answer(rng: np.random.Generator, n_answers: int, avoid: np.ndarray) -
     return (avoid + shift) % n_answers
 
 
-def make_world(config: WorldConfig) -> World:
+def make_fact_world(config: FactWorldConfig) -> FactWorld:
     """Draw the world deterministically from ``config.seed``.
 
     Facts, probes and pools depend only on the seed and the pool sizes, never on the mixture fractions: two
@@ -205,7 +223,8 @@ def make_world(config: WorldConfig) -> World:
     first_subject = N_SPECIAL + config.n_distractor_vocab
     first_answer = first_subject + config.n_subjects
     subject_ids = first_subject + rng.permutation(config.n_subjects)
-    n_c, n_cs, n_s = config.class_counts
+    counts = config.class_counts
+    n_c, n_cs, n_s = (counts[data_class] for data_class in FINETUNE_CLASSES)
     cuts = np.cumsum([config.n_known_facts, config.n_copy_subjects, config.n_finetune])
     known, copy, ft_unknown, probe_unknown = np.split(subject_ids, cuts)
     ft_unknown = ft_unknown[:n_c]
@@ -221,16 +240,19 @@ def make_world(config: WorldConfig) -> World:
     cs_rows, s_rows = ft_known[:n_cs], ft_known[n_cs:]
     ft_rng = np.random.default_rng([config.seed, 2])
     c_contexts = (first_answer + c_context_idx).astype(np.int32)
+    cs = DataClass.NON_CONTEXT_CRITICAL
     finetune = {
-        "C": Examples(sequences(config, ft_unknown, c_contexts, ft_rng), c_contexts),
-        "C+S": Examples(
+        DataClass.CONTEXT_CRITICAL: Examples(sequences(config, ft_unknown, c_contexts, ft_rng), c_contexts),
+        cs: Examples(
             sequences(config, known[cs_rows], known_answers[cs_rows], ft_rng), known_answers[cs_rows].copy()
         ),
-        "S": Examples(sequences(config, known[s_rows], None, None), known_answers[s_rows].copy()),
+        DataClass.SUBJECT_ONLY: Examples(
+            sequences(config, known[s_rows], None, None), known_answers[s_rows].copy()
+        ),
     }
     if config.filter_cs:
-        finetune["C+S"] = Examples(finetune["C+S"].tokens[:0], finetune["C+S"].targets[:0])
-    return World(
+        finetune[cs] = Examples(finetune[cs].tokens[:0], finetune[cs].targets[:0])
+    return FactWorld(
         config=config,
         known_subjects=known.astype(np.int32),
         known_answers=known_answers,
@@ -243,7 +265,7 @@ def make_world(config: WorldConfig) -> World:
     )
 
 
-def pretraining_batch(world: World, rng: np.random.Generator, batch_size: int) -> Examples:
+def pretraining_batch(fact_world: FactWorld, rng: np.random.Generator, batch_size: int) -> Examples:
     """One pretraining batch: fact recall, copy examples on unknown subjects, and agreeing contexts.
 
     Each row picks its kind with probabilities (1 - copy_rate - agree_rate, copy_rate, agree_rate); copy
@@ -251,18 +273,18 @@ def pretraining_batch(world: World, rng: np.random.Generator, batch_size: int) -
     Label noise (``fact_noise`` on recall, ``copy_noise`` on copy rows) replaces the target by a random other
     answer; the context token itself is never changed, so a noisy copy row still shows the true context.
     """
-    config = world.config
+    config = fact_world.config
     kind = rng.choice(
         3,
         size=batch_size,
         p=[1.0 - config.copy_rate - config.agree_rate, config.copy_rate, config.agree_rate],
     )
     fact_rows = rng.integers(0, config.n_known_facts, size=batch_size)
-    subjects = world.known_subjects[fact_rows].copy()
-    targets = world.known_answers[fact_rows].copy()
+    subjects = fact_world.known_subjects[fact_rows].copy()
+    targets = fact_world.known_answers[fact_rows].copy()
     is_copy = kind == 1
     if is_copy.any():
-        subjects[is_copy] = rng.choice(world.copy_subjects, size=int(is_copy.sum()))
+        subjects[is_copy] = rng.choice(fact_world.copy_subjects, size=int(is_copy.sum()))
         first_answer = config.vocab_size - config.n_answers
         targets[is_copy] = first_answer + rng.integers(0, config.n_answers, size=int(is_copy.sum()))
     has_context = kind > 0

@@ -51,13 +51,13 @@ def _start_distributed(args) -> None:
 
 
 def _run(args) -> int:
-    from ..sweep._engines import sweep_engine
+    from ..simulation import get_engine
     from ..sweep._runner import run_sweep
     from ..sweep._spec import SweepSpec
 
     chunk_size = _positive_int("--chunk-size", args.chunk_size)
     _positive_int("--cpu-devices", args.cpu_devices)
-    sweep_engine(args.engine)
+    get_engine(args.engine)
     spec = SweepSpec.from_file(args.spec)
     if args.trajectory_every is not None:
         if args.trajectory_every < 0:

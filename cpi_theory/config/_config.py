@@ -12,16 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._errors import ConfigError
+from ._data_class import DataClass
 
-# The four data classes of SPEC.md §4 and §7, in the order used by every per-class array.
-DATA_CLASSES = ("context_critical", "non_context_critical", "subject_only", "counterfactual_augmented")
-
-_CLASS_COUNT_KEYS = (
-    "n_context_critical",
-    "n_non_context_critical",
-    "n_subject_only",
-    "n_counterfactual_augmented",
-)
+# The Config fields holding the point counts of the data classes (SPEC.md §4, §7), in DataClass order.
+_CLASS_COUNT_KEYS = tuple(data_class.count_key for data_class in DataClass)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +79,7 @@ class Config:
 
     # -- derived quantities -------------------------------------------------------------------------------
     def class_counts(self) -> tuple[int | float, ...]:
-        """Points per data class, in :data:`DATA_CLASSES` order."""
+        """Points per data class, in :class:`DataClass` order."""
         return tuple(getattr(self, k) for k in _CLASS_COUNT_KEYS)
 
     def subjects_needed(self) -> int | float:

@@ -1,11 +1,14 @@
-"""One shared figure style: colour-blind-safe palette (Okabe-Ito), labelled axes, byte-stable files."""
+"""One shared figure style: colour-blind-safe palette (Okabe-Ito), labelled axes, byte-stable files.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects, outside pyplot: importing or using this
+module neither selects a backend nor registers figures in pyplot's global state. ``savefig`` picks the
+Agg / PDF canvas for the file format. The style applies only inside :func:`figure_style`.
+"""
 
 import os
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 # Okabe & Ito (2008), safe for the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -27,8 +30,24 @@ STYLE = {
 }
 
 
-def apply_style() -> None:
-    plt.rcParams.update(STYLE)
+def figure_style():
+    """The figure style in effect for a block or, as ``@figure_style()``, for a drawing function.
+
+    rcParams are read when the figure, its artists and its files are made, so drawing and saving both
+    happen inside; the caller's rcParams are restored afterwards.
+    """
+    return matplotlib.rc_context(STYLE)
+
+
+def new_figure(nrows: int, ncols: int, *, figsize: tuple[float, float], **subplots_kwargs):
+    """``(figure, axes)``: a constrained-layout figure with an ``nrows`` x ``ncols`` grid of axes."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, **subplots_kwargs)
+
+
+def _metadata(fmt: str) -> dict:
+    # No creation dates or software versions in the files: same inputs, same bytes.
+    return {"CreationDate": None, "ModDate": None} if fmt == "pdf" else {"Software": None}
 
 
 def save_figure(fig, path_stem: str, formats=("png", "pdf")) -> list[str]:
@@ -37,22 +56,20 @@ def save_figure(fig, path_stem: str, formats=("png", "pdf")) -> list[str]:
     paths = []
     for fmt in formats:
         path = f"{path_stem}.{fmt}"
-        metadata = {"CreationDate": None, "ModDate": None} if fmt == "pdf" else {"Software": None}
-        fig.savefig(path, format=fmt, metadata=metadata)
+        fig.savefig(path, format=fmt, metadata=_metadata(fmt))
         paths.append(path)
-    plt.close(fig)
     return paths
 
 
+@figure_style()
 def plot_trajectory(traj, path: str) -> None:
     """M_C and attention on the test point, per-class attention on context, and losses vs step."""
-    apply_style()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
+    fig, axes = new_figure(1, 3, figsize=(12, 3.4))
     ax = axes[0]
     ax.plot(traj.step, traj.context_reliance, label="context reliance $M_C$")
     ax.plot(traj.step, traj.attention_context, "--", label="attention on $c^*$")
     s = traj.summary()
-    ax.plot([s["peak_step"]], [s["peak"]], "o", color=PALETTE[1], label=f"peak {s['peak']:.3f}")
+    ax.plot([s.peak_step], [s.peak], "o", color=PALETTE[1], label=f"peak {s.peak:.3f}")
     ax.set(xlabel="step $t$", ylabel="probability", title="counterfactual test point", ylim=(0, 1))
     ax.legend()
     for name, series in traj.per_class.items():
@@ -63,8 +80,6 @@ def plot_trajectory(traj, path: str) -> None:
     axes[2].set(xlabel="step $t$", ylabel="cross-entropy (nats)", title="training loss")
     axes[1].legend()
     axes[2].legend()
-    root, ext = os.path.splitext(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    metadata = {"CreationDate": None, "ModDate": None} if ext == ".pdf" else {"Software": None}
-    fig.savefig(path, metadata=metadata)
-    plt.close(fig)
+    # The format follows the file name (PNG or PDF); savefig infers it too.
+    fig.savefig(path, metadata=_metadata(os.path.splitext(path)[1].lstrip(".").lower()))

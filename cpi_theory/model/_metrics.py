@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..config._config import DATA_CLASSES
+from ..config._data_class import DataClass
 from ._forward import (
     CONTEXT,
     SUBJECT,
@@ -22,16 +22,6 @@ from ._forward import (
     probe_logits,
 )
 from ._world import World
-
-PROBE_METRICS = (
-    "context_reliance",
-    "attention_context",
-    "attention_subject",
-    "counterfactual_accuracy",
-    "parametric_accuracy",
-    "loss",
-)
-CLASS_METRICS = ("loss", "attention_context", "attention_subject", "margin")
 
 
 def probe_metrics(state: ToyState, world: World) -> dict[str, jax.Array]:
@@ -69,7 +59,7 @@ def _loss_with_aux(state: ToyState, world: World, h_shift_NxD):
 
 def _per_class(world: World, losses_N, att_Nx3, margin_N) -> dict[str, jax.Array]:
     """Weighted per-class means of point losses, attention on c and s, and margins."""
-    classes = jnp.arange(len(DATA_CLASSES), dtype=world.data_class.dtype)
+    classes = jnp.arange(len(DataClass), dtype=world.data_class.dtype)
     members_NxC = (world.data_class[:, None] == classes[None, :]).astype(losses_N.dtype)
     members_NxC = members_NxC * world.weight[:, None]
     size_C = jnp.sum(members_NxC, axis=0)

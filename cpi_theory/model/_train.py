@@ -1,8 +1,10 @@
-"""Exact full-batch gradient descent on the toy model, as one jitted ``lax.scan``.
+"""The full d x d engine (SPEC.md §2-4): exact full-batch gradient descent on W_KQ and W_V.
 
-Learning rates are traced arguments: changing them reuses the compiled trainer (with lr_v = 0 the step
-runs from W_V's constant value logits, see :func:`train`). ``steps`` and ``record_every`` fix the scan
-lengths and therefore the compiled shape.
+Two step functions implement :class:`cpi_theory.engine.Engine` for it: the general one (W_V trained) and,
+with lr_v = 0 (the paper's QK-only finetuning), one that steps the relation query q = W_KQ phi(r) from
+W_V's constant value logits. :func:`train` runs either through the one loop,
+:func:`cpi_theory.engine.run_recorded`. Learning rates are traced arguments: changing them reuses the
+compiled trainer; ``steps`` and ``record_every`` fix the scan lengths and therefore the compiled shape.
 """
 
 import dataclasses
@@ -10,10 +12,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from jaxtyping import Array, Float
 
+from ..engine._interface import Engine
+from ..engine._loop import Recorded, run_recorded
 from ._forward import ToyState, relation_query, training_loss
 from ._metrics import (
+    FrozenValues,
     frozen_loss_grad_and_class_metrics,
     frozen_probe_metrics,
     frozen_values,
@@ -25,26 +30,16 @@ from ._world import World
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainResult:
-    """Recorded metrics (leading axis = record), the final state, and the first step with a non-finite loss
-    (-1 if none)."""
+class FullInputs:
+    """What one run of the full engine is given: the world, the pretrained state and the learning rates."""
 
-    records: dict
-    final_state: ToyState
-    first_nonfinite_step: jax.Array
-
-
-jax.tree_util.register_dataclass(
-    TrainResult, data_fields=["records", "final_state", "first_nonfinite_step"], meta_fields=[]
-)
+    world: World
+    state0: ToyState
+    lr_kq: Float[Array, ""]
+    lr_v: Float[Array, ""]
 
 
-def recorded_steps(steps: int, record_every: int) -> np.ndarray:
-    """Steps at which the state is recorded: 0, k, 2k, ... and always the last step."""
-    recorded = np.arange(0, steps + 1, record_every)
-    if recorded[-1] != steps:
-        recorded = np.append(recorded, steps)
-    return recorded
+jax.tree_util.register_dataclass(FullInputs, data_fields=["world", "state0", "lr_kq", "lr_v"], meta_fields=[])
 
 
 def apply_gradient(state: ToyState, grad: ToyState, lr_kq, lr_v) -> ToyState:
@@ -58,87 +53,87 @@ def gd_step(state: ToyState, world: World, lr_kq, lr_v):
     return apply_gradient(state, grad, lr_kq, lr_v), loss
 
 
-def _block(carry, n_steps, step, probe):
-    """``n_steps`` GD steps; returns the metrics of the state at the start of the block.
-
-    ``step(params) -> (loss, new params, per-class metrics of params)``: each step's forward/backward pass
-    yields the training-set metrics of its (pre-update) state for free; ``probe(params)`` costs one small
-    extra forward. Only the first step's metrics are kept.
-    """
-
-    def body(carry, _):
-        params, t, first_bad = carry
-        loss, params, per_class = step(params)
-        first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), t, first_bad)
-        return (params, t + 1, first_bad), (loss, per_class)
-
-    record = probe(carry[0])
-    carry, (losses, per_class) = jax.lax.scan(body, carry, None, length=n_steps)
-    record["loss"] = losses[0]
-    record["per_class"] = jax.tree.map(lambda x: x[0], per_class)
-    return carry, record
+# ---- W_V trained: the general step ---------------------------------------------------------------------
 
 
-def _run_blocks(carry, steps, record_every, step, probe):
-    carry, records = jax.lax.scan(
-        lambda carry, _: _block(carry, record_every, step, probe), carry, None, length=steps // record_every
+def _general_step(state: ToyState, inputs: FullInputs):
+    # One forward/backward pass yields the training-set metrics of the pre-update state for free.
+    loss, grad, per_class = loss_grad_and_class_metrics(state, inputs.world)
+    new_state = apply_gradient(state, grad, inputs.lr_kq, inputs.lr_v)
+    return new_state, loss, {"loss": loss, "per_class": per_class}
+
+
+FULL_ENGINE = Engine(
+    name="full",
+    init=lambda inputs: inputs.state0,
+    step=_general_step,
+    observe=lambda state, inputs: probe_metrics(state, inputs.world),
+    finish=lambda state, inputs: (state, metrics(state, inputs.world)),
+)
+
+
+# ---- W_V frozen (lr_v = 0): step the relation query ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenValuesState:
+    """GD state with W_V frozen: the relation query q = W_KQ phi(r), the sum of its gradients (to rebuild
+    W_KQ once at the end) and W_V's constant value logits."""
+
+    query_D: Float[Array, " d"]
+    grad_sum_D: Float[Array, " d"]
+    values: FrozenValues
+
+
+jax.tree_util.register_dataclass(
+    FrozenValuesState, data_fields=["query_D", "grad_sum_D", "values"], meta_fields=[]
+)
+
+
+def _frozen_init(inputs: FullInputs) -> FrozenValuesState:
+    query0_D = relation_query(inputs.state0, inputs.world)
+    return FrozenValuesState(query0_D, jnp.zeros_like(query0_D), frozen_values(inputs.state0, inputs.world))
+
+
+def _frozen_step(state: FrozenValuesState, inputs: FullInputs):
+    """W_KQ enters the loss only through q, so dL/dW_KQ = g phi(r)^T with g = dL/dq and a step moves q by
+    -lr_kq |phi(r)|^2 g: O(n K) per step instead of d x d products and d x d memory traffic."""
+    phi_r = inputs.world.embeddings[:, inputs.world.relation]
+    loss, grad_D, per_class = frozen_loss_grad_and_class_metrics(state.query_D, inputs.world, state.values)
+    new_state = FrozenValuesState(
+        state.query_D - inputs.lr_kq * (phi_r @ phi_r) * grad_D, state.grad_sum_D + grad_D, state.values
     )
-    if steps % record_every:
-        carry, record = _block(carry, steps % record_every, step, probe)
-        records = _append(records, record)
-    return carry, records
+    return new_state, loss, {"loss": loss, "per_class": per_class}
 
 
-def _general_run(state0, world, lr_kq, lr_v, steps, record_every, counters):
-    def step(state):
-        loss, grad, per_class = loss_grad_and_class_metrics(state, world)
-        return loss, apply_gradient(state, grad, lr_kq, lr_v), per_class
-
-    return _run_blocks((state0, *counters), steps, record_every, step, lambda s: probe_metrics(s, world))
-
-
-def _frozen_run(state0, world, lr_kq, steps, record_every, counters):
-    """GD with W_V frozen, carrying the relation query q = W_KQ phi(r) instead of W_KQ.
-
-    W_KQ enters the loss only through q, so dL/dW_KQ = g phi(r)^T with g = dL/dq, a step moves q by
-    -lr_kq |phi(r)|^2 g, and W_KQ(t) = W_KQ(0) - lr_kq (sum of the g's) phi(r)^T is rebuilt once at the end.
-    Each step then costs O(n K) instead of d x d products and d x d memory traffic.
-    """
-    values = frozen_values(state0, world)
-    phi_r = world.embeddings[:, world.relation]
-
-    def step(params):
-        query_D, grad_sum_D = params
-        loss, grad_D, per_class = frozen_loss_grad_and_class_metrics(query_D, world, values)
-        return loss, (query_D - lr_kq * (phi_r @ phi_r) * grad_D, grad_sum_D + grad_D), per_class
-
-    query0_D = relation_query(state0, world)
-    carry0 = ((query0_D, jnp.zeros_like(query0_D)), *counters)
-    probe = lambda params: frozen_probe_metrics(params[0], world, values)
-    ((_, grad_sum_D), *counters), records = _run_blocks(carry0, steps, record_every, step, probe)
-    final = ToyState(w_kq=state0.w_kq - lr_kq * jnp.outer(grad_sum_D, phi_r), w_v=state0.w_v)
-    return (final, *counters), records
+def _frozen_finish(state: FrozenValuesState, inputs: FullInputs):
+    """W_KQ(t) = W_KQ(0) - lr_kq (sum of the g's) phi(r)^T, rebuilt once; then all metrics of it."""
+    phi_r = inputs.world.embeddings[:, inputs.world.relation]
+    state0 = inputs.state0
+    final = ToyState(w_kq=state0.w_kq - inputs.lr_kq * jnp.outer(state.grad_sum_D, phi_r), w_v=state0.w_v)
+    return final, metrics(final, inputs.world)
 
 
-def _append(records, record):
-    return jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], axis=0), records, record)
+FROZEN_VALUES_ENGINE = Engine(
+    name="full",
+    init=_frozen_init,
+    step=_frozen_step,
+    observe=lambda state, inputs: frozen_probe_metrics(state.query_D, inputs.world, state.values),
+    finish=_frozen_finish,
+)
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "record_every"))
-def train(world: World, state0: ToyState, lr_kq, lr_v, *, steps: int, record_every: int = 1) -> TrainResult:
-    """Run ``steps`` GD updates from ``state0``, recording :func:`metrics` at :func:`recorded_steps`."""
+def train(world: World, state0: ToyState, lr_kq, lr_v, *, steps: int, record_every: int = 1) -> Recorded:
+    """Run ``steps`` GD updates from ``state0``, recording :func:`metrics` at the recorded steps
+    (:func:`cpi_theory.engine.recorded_steps`). The final state is a :class:`ToyState`."""
     dtype = state0.w_kq.dtype
-    lr_kq = jnp.asarray(lr_kq, dtype=dtype)
-    lr_v = jnp.asarray(lr_v, dtype=dtype)
-    counters = (jnp.asarray(0, dtype=jnp.int32), jnp.asarray(-1, dtype=jnp.int32))  # step, first bad step
+    inputs = FullInputs(world, state0, jnp.asarray(lr_kq, dtype=dtype), jnp.asarray(lr_v, dtype=dtype))
     # With lr_v = 0 (QK-only finetuning) W_V never moves: its value logits are computed once and the step
-    # runs on q = W_KQ phi(r) (see _frozen_run). lax.cond keeps lr_v a traced argument: one compilation
-    # serves both; only the taken branch runs (under vmap both run, as a select).
-    carry, records = jax.lax.cond(
-        lr_v == 0,
-        lambda: _frozen_run(state0, world, lr_kq, steps, record_every, counters),
-        lambda: _general_run(state0, world, lr_kq, lr_v, steps, record_every, counters),
+    # runs on q. lax.cond keeps lr_v a traced argument: one compilation serves both; only the taken branch
+    # runs (under vmap both run, as a select: sweeps bucket frozen-W_V runs apart).
+    return jax.lax.cond(
+        inputs.lr_v == 0,
+        lambda: run_recorded(FROZEN_VALUES_ENGINE, inputs, steps=steps, record_every=record_every),
+        lambda: run_recorded(FULL_ENGINE, inputs, steps=steps, record_every=record_every),
     )
-    # The final state is recorded too; no step follows it, so its metrics cost one extra pass.
-    records = _append(records, metrics(carry[0], world))
-    return TrainResult(records=records, final_state=carry[0], first_nonfinite_step=carry[2])

@@ -13,7 +13,8 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from .._errors import ConfigError
-from ..config._config import DATA_CLASSES, Config
+from ..config._config import Config
+from ..config._data_class import DataClass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +230,7 @@ def build_world(config: Config, dtype=jnp.float64) -> World:
         subject=np.concatenate([s_c, s_cs, s_s, s_aug]),
         target=np.concatenate([a_c, a_cs, a_s, c_aug]),
         has_context=np.concatenate([np.ones(n_c + n_cs, bool), np.zeros(n_s, bool), np.ones(n_aug, bool)]),
-        data_class=np.repeat(np.arange(len(DATA_CLASSES)), [n_c, n_cs, n_s, n_aug]),
+        data_class=np.repeat(np.arange(len(DataClass)), [n_c, n_cs, n_s, n_aug]),
         probe=(c_star, s_star, a_star),
         dtype=dtype,
     )

@@ -12,8 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
+from ..engine._divergence import first_bad_step, raise_if_diverged
+from ..engine._loop import Recorded, recorded_steps, run_batched
 from ..model._pretrained import pretrained_state
-from ..model._train import TrainResult, train
+from ..model._train import train
 from ..model._world import World
 
 
@@ -59,17 +61,12 @@ def stack_worlds(worlds) -> World:
 
 @functools.partial(jax.jit, static_argnames=("steps", "record_every"))
 def _batched_train(worlds, lr_kq, lr_v, relation_score, *, steps, record_every):
-    def one(world, lr_kq, lr_v):
-        return train(
-            world,
-            pretrained_state(world, relation_score),
-            lr_kq,
-            lr_v,
-            steps=steps,
-            record_every=record_every,
-        )
+    def one(per_run):
+        world, lr_kq, lr_v = per_run
+        state0 = pretrained_state(world, relation_score)
+        return train(world, state0, lr_kq, lr_v, steps=steps, record_every=record_every)
 
-    return jax.vmap(one)(worlds, lr_kq, lr_v)
+    return run_batched(one, (worlds, lr_kq, lr_v))
 
 
 def train_batch(
@@ -80,11 +77,13 @@ def train_batch(
     relation_score: float,
     steps: int,
     record_every: int = 1,
-) -> TrainResult:
-    """Train every world from its pretrained state; returns a TrainResult with a leading batch axis.
+) -> Recorded:
+    """Train every world from its pretrained state; returns the loop's :class:`Recorded` with a leading
+    batch axis.
 
     ``worlds`` is a sequence of worlds (padded and stacked here) or an already stacked World; ``lr_kq``
-    and ``lr_v`` are scalars or one value per world. Raises ValueError if any run diverged.
+    and ``lr_v`` are scalars or one value per world. Raises :class:`DivergenceError` naming the first run
+    and step that stopped being finite.
     """
     if not isinstance(worlds, World):
         worlds = stack_worlds(worlds)
@@ -95,40 +94,11 @@ def train_batch(
     result = _batched_train(
         worlds, lr_kq, lr_v, jnp.asarray(relation_score, dtype=dtype), steps=steps, record_every=record_every
     )
-    bad = np.asarray(result.first_nonfinite_step)
-    if np.any(bad >= 0):
-        index = int(np.flatnonzero(bad >= 0)[0])
-        raise ValueError(
-            f"run {index} of the batch diverged at step {int(bad[index])}; lower the learning rate"
-        )
+    step = recorded_steps(steps, record_every)
+    records = result.records
+    bad = first_bad_step(result.first_nonfinite_step, step, records["loss"], records["context_reliance"])
+    raise_if_diverged(bad, "lower the learning rate")
     return result
-
-
-def stacked_initial_states(worlds: World, relation_score: float):
-    """Pretrained states of a stacked World (leading batch axis)."""
-    return jax.vmap(lambda w: pretrained_state(w, relation_score))(worlds)
-
-
-# -- curve statistics ---------------------------------------------------------------------------------------
-
-
-def inversion_summary(steps, curve) -> dict[str, float]:
-    """Start, peak (value and step), final value and inversion depth (peak - final) of an M_C curve."""
-    curve = np.asarray(curve, dtype=np.float64)
-    peak = int(np.argmax(curve))
-    return {
-        "start": float(curve[0]),
-        "peak": float(curve[peak]),
-        "peak_step": float(np.asarray(steps)[peak]),
-        "final": float(curve[-1]),
-        "depth": float(curve[peak] - curve[-1]),
-    }
-
-
-def inversion_depth(curves) -> np.ndarray:
-    """Peak minus final value along the last axis (0 for a curve that never falls)."""
-    curves = np.asarray(curves, dtype=np.float64)
-    return curves.max(axis=-1) - curves[..., -1]
 
 
 # -- knowledge consistency (Ren et al.) ---------------------------------------------------------------------

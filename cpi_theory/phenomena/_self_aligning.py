@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config._config import DATA_CLASSES
+from ..config._data_class import DataClass
 from ..model._forward import forward
 from ..model._world import Vocabulary, World, make_world, value_table
 
 TARGET_KINDS = ("harmonious", "incompatible", "self_aligning")
-_SUBJECT_ONLY = DATA_CLASSES.index("subject_only")
+_SUBJECT_ONLY = DataClass.SUBJECT_ONLY.index
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config._config import DATA_CLASSES
+from ..config._data_class import DataClass
 from ..model._forward import forward, value_logits
 from ..model._world import Vocabulary, World, make_world, value_table
 
-_WITH_CONTEXT = DATA_CLASSES.index("context_critical")
-_WITHOUT_CONTEXT = DATA_CLASSES.index("subject_only")
+_WITH_CONTEXT = DataClass.CONTEXT_CRITICAL.index
+_WITHOUT_CONTEXT = DataClass.SUBJECT_ONLY.index
 QUERY_TYPES = ("closed_book", "context", "counterfactual")
 SUITE_METRICS = (
     "closed_book_accuracy",

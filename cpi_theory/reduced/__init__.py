@@ -6,13 +6,12 @@ from ._compiled import reduced_metrics_jit as reduced_metrics_jit
 from ._compiled import reduced_velocity as reduced_velocity
 from ._compiled import reduced_velocity_jit as reduced_velocity_jit
 from ._engine import PARAM_NAMES as PARAM_NAMES
-from ._engine import ReducedResult as ReducedResult
+from ._engine import REDUCED_ENGINE as REDUCED_ENGINE
 from ._engine import reduced_initial_state as reduced_initial_state
 from ._engine import reduced_param_values as reduced_param_values
 from ._engine import reduced_params as reduced_params
 from ._engine import reduced_state_names as reduced_state_names
 from ._engine import reduced_step as reduced_step
 from ._engine import reduced_train as reduced_train
-from ._engine import simulate_reduced as simulate_reduced
 from ._symbolic import ReducedModel as ReducedModel
 from ._symbolic import reduced_model as reduced_model

@@ -23,14 +23,14 @@ longer a data set of points. ``per_class`` records follow :data:`cpi_theory.DATA
 for classes of size 0 (as the full engine does); S points have no margin (NaN).
 """
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ..config._config import Config, resolve_config
+from ..engine._interface import Engine
+from ..engine._loop import Recorded, run_recorded
 from ._compiled import _as_f64, reduced_metrics, reduced_velocity, reduced_velocity_jit
 from ._symbolic import reduced_model
 
@@ -95,78 +95,34 @@ def reduced_initial_state(params: dict) -> jax.Array:
 
 
 def _gradient_step(state, params):
-    """One exact GD step on the reduced state; returns the new state and the loss before the step."""
+    """One exact GD step on the reduced state: the new state, the loss before the step, no free records
+    (the reduced metrics are computed by ``observe`` only where a record is kept)."""
     velocity, loss = reduced_velocity(state, params)
-    return state + velocity, loss
+    return state + velocity, loss, {}
 
 
-@dataclasses.dataclass(frozen=True)
-class ReducedResult:
-    """Records shaped like :class:`cpi_theory.TrainResult`'s, the final reduced state, first bad step."""
-
-    records: dict
-    final_state: jax.Array
-    first_nonfinite_step: jax.Array
-
-
-jax.tree_util.register_dataclass(
-    ReducedResult, data_fields=["records", "final_state", "first_nonfinite_step"], meta_fields=[]
+REDUCED_ENGINE = Engine(
+    name="reduced",
+    init=reduced_initial_state,
+    step=_gradient_step,
+    observe=reduced_metrics,
+    finish=lambda state, params: (state, reduced_metrics(state, params)),
 )
 
 
-def _run_steps(carry, params, n_steps):
-    def body(carry, _):
-        state, t, first_bad = carry
-        state, loss = _gradient_step(state, params)
-        first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), t, first_bad)
-        return (state, t + 1, first_bad), None
-
-    carry, _ = jax.lax.scan(body, carry, None, length=n_steps)
-    return carry
-
-
-def _stack(*trees):
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
-
-
 @functools.partial(jax.jit, static_argnames=("steps", "record_every"))
-def reduced_train(params: dict, *, steps: int, record_every: int = 1, state0=None) -> ReducedResult:
+def reduced_train(params: dict, *, steps: int, record_every: int = 1, state0=None) -> Recorded:
     """Run ``steps`` exact GD updates of the reduced dynamics, recording at 0, k, 2k, ... and the last step.
 
     ``params``: :func:`reduced_params` (vmappable: stack several with ``jax.tree.map(jnp.stack, ...)``).
-    ``state0`` defaults to the pretrained state. Returns :class:`ReducedResult` whose ``records`` have the
-    keys of the full trainer's (``context_reliance``, ..., ``loss``, ``per_class`` with (R, 4) arrays).
+    ``state0`` defaults to the pretrained state. The records have the keys of the full engine's
+    (``context_reliance``, ..., ``loss``, ``per_class`` with (R, 4) arrays); the final state is the reduced
+    state vector.
     """
-    state0 = reduced_initial_state(params) if state0 is None else state0
-    carry = (state0, jnp.asarray(0, dtype=jnp.int32), jnp.asarray(-1, dtype=jnp.int32))
-
-    def block(carry, _):
-        carry = _run_steps(carry, params, record_every)
-        return carry, reduced_metrics(carry[0], params)
-
-    first = jax.tree.map(lambda x: x[None], reduced_metrics(state0, params))
-    carry, blocks = jax.lax.scan(block, carry, None, length=steps // record_every)
-    records = _stack(first, blocks)
-    remainder = steps % record_every
-    if remainder:
-        carry = _run_steps(carry, params, remainder)
-        records = _stack(records, jax.tree.map(lambda x: x[None], reduced_metrics(carry[0], params)))
-    return ReducedResult(records=records, final_state=carry[0], first_nonfinite_step=carry[2])
+    return run_recorded(REDUCED_ENGINE, params, steps=steps, record_every=record_every, state0=state0)
 
 
-# Jitted once, shared by the paper, flow and analysis modules (params are traced: no recompilation per
-# configuration).
 def reduced_step(state, params):
     """One exact GD step: ``(new_state, loss_before)`` (the jitted velocity plus the state)."""
     velocity, loss = reduced_velocity_jit(state, params)
     return state + velocity, loss
-
-
-def simulate_reduced(config: Config):
-    """The ``reduced`` engine of :func:`cpi_theory.simulate`."""
-    from ..simulation._simulate import check_finite, trajectory_from_records
-
-    params = reduced_params(config)
-    result = reduced_train(params, steps=config.steps, record_every=config.record_every)
-    check_finite(config, int(result.first_nonfinite_step), np.asarray(result.records["loss"]))
-    return trajectory_from_records(config, "reduced", result.records, final_state=result.final_state)

@@ -146,23 +146,68 @@ def _softmax(values: dict, shift) -> dict:
     return {y: ev / total for y, ev in e.items()}
 
 
-@functools.lru_cache(maxsize=1)
-def reduced_model() -> ReducedModel:
-    """Build the class-level forward pass and loss and differentiate them (about a second; cached)."""
+@dataclasses.dataclass(frozen=True)
+class _Symbols:
+    """What every stage of :func:`reduced_model` reads: the state and parameter symbols, the class sizes
+    and the numbers of untrained tokens (functions of the vocabulary and class sizes)."""
+
+    kappa: dict
+    w: dict
+    p: dict
+    n: dict  # class -> its size symbol n_k
+    unused_answers: sp.Expr  # includes c*, a*
+    unused_subjects: sp.Expr  # includes s*
+
+    def dw(self, k, row, col):
+        """Delta W_V[row direction, column direction] seen from class k's point (0 where no gradient reaches).
+
+        A shared column does not distinguish the row token's point from the others of its class.
+        """
+        if col[0] == "shared" and row[0] in ("same", "other"):
+            row = ("train", k if row[0] == "same" else row[1], row[-1])
+        return self.w.get((row, col), sp.Integer(0))
+
+
+def _symbols() -> _Symbols:
     kappa, w = _state_symbols()
     p = _params()
     n = {k: p[f"n_{k}"] for k in CLASSES}
     n_total = sum(n.values())
-    unused_answers = p["K_A"] - (n["C"] + n["CS"] + n["S"] + 2 * n["AUG"])  # includes c*, a*
-    unused_subjects = p["K_S"] - n_total  # includes s*
-    z_norm = (p["K_A"] - 1) * sp.exp(p["o_c"]) + sp.exp(p["o_r"]) + p["K_S"]
-    lam_c = sp.log(p["delta_c"] / (1 - p["delta_c"])) + sp.log(z_norm)
-    lam_m = sp.log(p["delta_m"] / (1 - p["delta_m"])) + sp.log(z_norm)
+    return _Symbols(
+        kappa=kappa,
+        w=w,
+        p=p,
+        n=n,
+        unused_answers=p["K_A"] - (n["C"] + n["CS"] + n["S"] + 2 * n["AUG"]),
+        unused_subjects=p["K_S"] - n_total,
+    )
 
+
+def _shared_of(slot: str) -> str:
+    return "thS" if _is_subject(slot) else "thC"
+
+
+# ---- Lemma 3 and the orbit sizes ---------------------------------------------------------------------------
+
+
+def _lemma3_entries(s: _Symbols) -> dict:
+    """Lemma 3's table entries V[c, c] and V[a, s] in closed form."""
+    p = s.p
+    z_norm = (p["K_A"] - 1) * sp.exp(p["o_c"]) + sp.exp(p["o_r"]) + p["K_S"]
+    return dict(
+        lam_c=sp.log(p["delta_c"] / (1 - p["delta_c"])) + sp.log(z_norm),
+        lam_m=sp.log(p["delta_m"] / (1 - p["delta_m"])) + sp.log(z_norm),
+    )
+
+
+def _orbit_sizes(s: _Symbols) -> dict:
+    """|O| of every state symbol: the number of matrix entries its orbit indicator B_O covers."""
+    n = s.n
+    untrained = {"nA": s.unused_answers, "nS": s.unused_subjects}
     orbit_size = {}
-    for key, sym in kappa.items():
+    for key, sym in s.kappa.items():
         orbit_size[sym] = n[key[1]] if key[0] == "own" else sp.Integer(1)
-    for (row, col), sym in w.items():
+    for (row, col), sym in s.w.items():
         if col[0] == "own":
             k = col[1]
             if row[0] == "same":
@@ -170,32 +215,23 @@ def reduced_model() -> ReducedModel:
             elif row[0] == "other":
                 per_column = n[row[1]] - (1 if row[1] == k else 0)
             else:
-                per_column = {"nA": unused_answers, "nS": unused_subjects}.get(row[0], sp.Integer(1))
+                per_column = untrained.get(row[0], sp.Integer(1))
             orbit_size[sym] = n[k] * per_column
         else:
-            sizes = {"nA": unused_answers, "nS": unused_subjects}
-            orbit_size[sym] = n[row[1]] if row[0] == "train" else sizes.get(row[0], sp.Integer(1))
+            orbit_size[sym] = n[row[1]] if row[0] == "train" else untrained.get(row[0], sp.Integer(1))
+    return dict(orbit_size=orbit_size)
 
-    def dw(k, row, col):
-        """Delta W_V[row direction, column direction] seen from class k's point (0 where no gradient reaches).
 
-        A shared column does not distinguish the row token's point from the others of its class.
-        """
-        if col[0] == "shared" and row[0] in ("same", "other"):
-            row = ("train", k if row[0] == "same" else row[1], row[-1])
-        return w.get((row, col), sp.Integer(0))
+# ---- attention: scores u = phi(y)^T q, then softmax over the input ----------------------------------------
 
-    def shared_of(slot):
-        return "thS" if _is_subject(slot) else "thC"
 
-    # ---- attention: scores u = phi(y)^T q, then softmax over the input ------------------------------
-    groups = (*CLASSES, "probe")
-    att_shift = {g: sp.Symbol(f"ashift_{g}", real=True) for g in groups}
-    logit_shift = {g: sp.Symbol(f"zshift_{g}", real=True) for g in groups}
+def _scores(s: _Symbols) -> dict:
+    """Attention scores u(kappa) of each group's input slots (the probe sees the shared components only)."""
+    kappa = s.kappa
     score_expr = {}
     for k in CLASSES:
         u = {
-            rho: SQRT_HALF * (kappa[("own", k, rho)] + kappa[("shared", shared_of(rho))])
+            rho: SQRT_HALF * (kappa[("own", k, rho)] + kappa[("shared", _shared_of(rho))])
             for rho in INPUT_SLOTS[k]
         }
         u["r"] = kappa[("shared", "er")]
@@ -205,6 +241,14 @@ def reduced_model() -> ReducedModel:
         "s": SQRT_HALF * kappa[("shared", "thS")],
         "r": kappa[("shared", "er")],
     }
+    return score_expr
+
+
+def _attention(s: _Symbols) -> dict:
+    """Scores, the softmax in the score symbols and its Jacobian in the attention symbols."""
+    groups = (*CLASSES, "probe")
+    att_shift = {g: sp.Symbol(f"ashift_{g}", real=True) for g in groups}
+    score_expr = _scores(s)
     score_sym = {g: {y: sp.Symbol(f"u_{g}_{y}", real=True) for y in score_expr[g]} for g in groups}
     attention_expr = {g: _softmax(score_sym[g], att_shift[g]) for g in groups}
     attention_sym = {g: {y: sp.Symbol(f"sigma_{g}_{y}", real=True) for y in score_expr[g]} for g in groups}
@@ -222,90 +266,153 @@ def reduced_model() -> ReducedModel:
                 d = sp.factor(d).subs(sigma_sum, 1)
                 attention_jacobian_expr[(g, y, v)] = d
                 attention_jacobian_sym[(g, y, v)] = sp.Symbol(f"J_{g}_{y}_{v}", real=True)
+    return dict(
+        score_expr=score_expr,
+        score_sym=score_sym,
+        att_shift=att_shift,
+        attention_expr=attention_expr,
+        attention_sym=attention_sym,
+        attention_jacobian_expr=attention_jacobian_expr,
+        attention_jacobian_sym=attention_jacobian_sym,
+    )
 
-    # ---- value logits by role ------------------------------------------------------------------------
-    def phi_rows(kind, role):
-        """Row directions (and coefficients) of phi(token) for a token of the given role."""
-        if kind == "relation":
-            return {("er",): sp.Integer(1)}
-        return {role: SQRT_HALF, (("thS",) if kind == "subject" else ("thC",)): SQRT_HALF}
 
-    def value0(k, token, input_slot):
-        """Pretrained table V0[token, input token] for class k's representative point (SPEC §3)."""
-        kind, role = token
-        if kind == "relation":
-            return p["o_r"]
-        if kind == "subject":
-            return sp.Integer(0)
-        if input_slot != "r" and role == ("same", input_slot) and input_slot in SELF_COPY[k]:
-            return p["lambda_C"]
-        if input_slot != "r" and role[0] == "same" and FACTS[k].get(input_slot) == role[1]:
-            return p["lambda_M"]
-        return p["o_c"]
+# ---- value logits by role -------------------------------------------------------------------------------------
 
-    def roles_of(k):
-        """Token roles seen by class k's representative point, with their multiplicities."""
-        roles = {}
-        for sigma in SLOTS[k]:
-            roles[("subject" if _is_subject(sigma) else "answer", ("same", sigma))] = sp.Integer(1)
-        for other in CLASSES:
-            for sigma in SLOTS[other]:
-                kind = "subject" if _is_subject(sigma) else "answer"
-                roles[(kind, ("other", other, sigma))] = n[other] - (1 if other == k else 0)
-        roles[("answer", ("nA",))] = unused_answers
-        roles[("subject", ("nS",))] = unused_subjects
-        roles[("relation", ("r",))] = sp.Integer(1)
-        return roles
 
-    def logit(k, token, alpha):
-        """z[token] = V0[token, :] alpha + phi(token)^T Delta h, h = sum_y alpha_y phi(y) (own point)."""
-        z = sum(alpha[y] * value0(k, token, y) for y in alpha)
-        cols = {}
-        for y, a in alpha.items():
-            if y == "r":
-                cols[("shared", "er")] = cols.get(("shared", "er"), 0) + a
-            else:
-                cols[("own", k, y)] = cols.get(("own", k, y), 0) + SQRT_HALF * a
-                sh = ("shared", shared_of(y))
-                cols[sh] = cols.get(sh, 0) + SQRT_HALF * a
-        for row, rc in phi_rows(*token).items():
-            for col, cc in cols.items():
-                z += rc * cc * dw(k, row, col)
-        return sp.expand(z)
+def _phi_rows(kind, role) -> dict:
+    """Row directions (and coefficients) of phi(token) for a token of the given role."""
+    if kind == "relation":
+        return {("er",): sp.Integer(1)}
+    return {role: SQRT_HALF, (("thS",) if kind == "subject" else ("thC",)): SQRT_HALF}
 
-    def _name(token):
-        return "_".join(str(x) for x in (token[1] if isinstance(token, tuple) else (token,)))
 
+def _value0(s: _Symbols, k, token, input_slot):
+    """Pretrained table V0[token, input token] for class k's representative point (SPEC §3)."""
+    p = s.p
+    kind, role = token
+    if kind == "relation":
+        return p["o_r"]
+    if kind == "subject":
+        return sp.Integer(0)
+    if input_slot != "r" and role == ("same", input_slot) and input_slot in SELF_COPY[k]:
+        return p["lambda_C"]
+    if input_slot != "r" and role[0] == "same" and FACTS[k].get(input_slot) == role[1]:
+        return p["lambda_M"]
+    return p["o_c"]
+
+
+def _roles_of(s: _Symbols, k) -> dict:
+    """Token roles seen by class k's representative point, with their multiplicities."""
+    n = s.n
+    roles = {}
+    for sigma in SLOTS[k]:
+        roles[("subject" if _is_subject(sigma) else "answer", ("same", sigma))] = sp.Integer(1)
+    for other in CLASSES:
+        for sigma in SLOTS[other]:
+            kind = "subject" if _is_subject(sigma) else "answer"
+            roles[(kind, ("other", other, sigma))] = n[other] - (1 if other == k else 0)
+    roles[("answer", ("nA",))] = s.unused_answers
+    roles[("subject", ("nS",))] = s.unused_subjects
+    roles[("relation", ("r",))] = sp.Integer(1)
+    return roles
+
+
+def _logit(s: _Symbols, k, token, alpha):
+    """z[token] = V0[token, :] alpha + phi(token)^T Delta h, h = sum_y alpha_y phi(y) (own point)."""
+    z = sum(alpha[y] * _value0(s, k, token, y) for y in alpha)
+    cols = {}
+    for y, a in alpha.items():
+        if y == "r":
+            cols[("shared", "er")] = cols.get(("shared", "er"), 0) + a
+        else:
+            cols[("own", k, y)] = cols.get(("own", k, y), 0) + SQRT_HALF * a
+            sh = ("shared", _shared_of(y))
+            cols[sh] = cols.get(sh, 0) + SQRT_HALF * a
+    for row, rc in _phi_rows(*token).items():
+        for col, cc in cols.items():
+            z += rc * cc * s.dw(k, row, col)
+    return sp.expand(z)
+
+
+def _token_name(token) -> str:
+    return "_".join(str(x) for x in (token[1] if isinstance(token, tuple) else (token,)))
+
+
+def _value_logits(s: _Symbols, attention_sym: dict) -> dict:
+    """Each class's role logits (bilinear in attention and the w), their symbols and multiplicities, its
+    target role, and (classes with a context) the value logits of its own context and subject."""
     logit_expr, logit_sym, column_expr, multiplicity, targets = {}, {}, {}, {}, {}
-    class_loss, margin, loss_grad_sym, loss_grad_expr = {}, {}, {}, {}
     for k in CLASSES:
-        roles = roles_of(k)
-        logit_expr[k] = {t: logit(k, t, attention_sym[k]) for t in roles}
-        logit_sym[k] = {t: sp.Symbol(f"z_{k}_{_name(t)}", real=True) for t in roles}
+        roles = _roles_of(s, k)
+        logit_expr[k] = {t: _logit(s, k, t, attention_sym[k]) for t in roles}
+        logit_sym[k] = {t: sp.Symbol(f"z_{k}_{_token_name(t)}", real=True) for t in roles}
         multiplicity[k] = roles
         targets[k] = ("subject" if _is_subject(TARGET[k]) else "answer", ("same", TARGET[k]))
-        zs = logit_sym[k]
-        weights = {t: m * sp.exp(zs[t] - logit_shift[k]) for t, m in roles.items()}
-        z_total = sum(weights.values())
-        class_loss[k] = sp.log(z_total) + logit_shift[k] - zs[targets[k]]
-        loss_grad_sym[k] = {t: sp.Symbol(f"g_{k}_{_name(t)}", real=True) for t in roles}
-        loss_grad_expr[k] = {t: sp.diff(class_loss[k], zs[t]) for t in roles}
         if "c" in INPUT_SLOTS[k]:
-            column_expr[k] = {y: {t: logit(k, t, {y: sp.Integer(1)}) for t in roles} for y in ("c", "s")}
-            # Lemma 2's margin <v(c) - v(s), e_target - softmax(z)>, summed over roles with multiplicity.
-            vc = {t: sp.Symbol(f"vc_{k}_{_name(t)}", real=True) for t in roles}
-            vs = {t: sp.Symbol(f"vs_{k}_{_name(t)}", real=True) for t in roles}
-            margin[k] = (
-                sum((vc[t] - vs[t]) * ((1 if t == targets[k] else 0) * z_total - weights[t]) for t in roles)
-                / z_total,
-                vc,
-                vs,
-            )
-    class_loss_sym = {k: sp.Symbol(f"loss_{k}", real=True) for k in CLASSES}
-    loss = sum(n[k] * class_loss_sym[k] for k in CLASSES) / n_total
+            column_expr[k] = {y: {t: _logit(s, k, t, {y: sp.Integer(1)}) for t in roles} for y in ("c", "s")}
+    return dict(
+        logit_expr=logit_expr,
+        logit_sym=logit_sym,
+        column_expr=column_expr,
+        multiplicity=multiplicity,
+        targets=targets,
+    )
 
-    # ---- the counterfactual probe [c*, s*, r] --------------------------------------------------------
-    a = attention_sym["probe"]
+
+# ---- losses and margins ---------------------------------------------------------------------------------------
+
+
+def _role_weights(zs: dict, multiplicity: dict, shift) -> dict:
+    """Unnormalised softmax weight of each role (its multiplicity times exp(z - shift))."""
+    return {t: m * sp.exp(zs[t] - shift) for t, m in multiplicity.items()}
+
+
+def _losses(s: _Symbols, logits: dict) -> dict:
+    """Class losses (cross-entropy over roles with multiplicity) and their logit derivatives, and the
+    training loss as the class-size-weighted mean of the class-loss symbols."""
+    logit_shift = {g: sp.Symbol(f"zshift_{g}", real=True) for g in (*CLASSES, "probe")}
+    class_loss, loss_grad_sym, loss_grad_expr = {}, {}, {}
+    for k in CLASSES:
+        zs = logits["logit_sym"][k]
+        weights = _role_weights(zs, logits["multiplicity"][k], logit_shift[k])
+        class_loss[k] = sp.log(sum(weights.values())) + logit_shift[k] - zs[logits["targets"][k]]
+        loss_grad_sym[k] = {t: sp.Symbol(f"g_{k}_{_token_name(t)}", real=True) for t in zs}
+        loss_grad_expr[k] = {t: sp.diff(class_loss[k], zs[t]) for t in zs}
+    class_loss_sym = {k: sp.Symbol(f"loss_{k}", real=True) for k in CLASSES}
+    return dict(
+        logit_shift=logit_shift,
+        class_loss=class_loss,
+        loss=sum(s.n[k] * class_loss_sym[k] for k in CLASSES) / sum(s.n.values()),
+        class_loss_sym=class_loss_sym,
+        loss_grad_sym=loss_grad_sym,
+        loss_grad_expr=loss_grad_expr,
+    )
+
+
+def _margins(logits: dict, logit_shift: dict) -> dict:
+    """Lemma 2's margin <v(c) - v(s), e_target - softmax(z)> of each class with a context, summed over roles
+    with multiplicity, in the logit symbols and the symbols ``vc``, ``vs`` of the two value-logit columns."""
+    margin = {}
+    for k in logits["column_expr"]:
+        zs, target = logits["logit_sym"][k], logits["targets"][k]
+        weights = _role_weights(zs, logits["multiplicity"][k], logit_shift[k])
+        z_total = sum(weights.values())
+        vc = {t: sp.Symbol(f"vc_{k}_{_token_name(t)}", real=True) for t in zs}
+        vs = {t: sp.Symbol(f"vs_{k}_{_token_name(t)}", real=True) for t in zs}
+        margin[k] = (
+            sum((vc[t] - vs[t]) * ((1 if t == target else 0) * z_total - weights[t]) for t in zs) / z_total,
+            vc,
+            vs,
+        )
+    return dict(margin=margin)
+
+
+# ---- the counterfactual probe [c*, s*, r] ---------------------------------------------------------------------
+
+
+def _probe_roles(s: _Symbols) -> tuple[dict, dict]:
+    """The probe's token roles (name -> (kind, role)) and their multiplicities."""
     probe_roles = {
         "c*": ("answer", ("nA",)),
         "a*": ("answer", ("nA",)),
@@ -318,8 +425,8 @@ def reduced_model() -> ReducedModel:
         "c*": sp.Integer(1),
         "a*": sp.Integer(1),
         "s*": sp.Integer(1),
-        "nA": unused_answers - 2,
-        "nS": unused_subjects - 1,
+        "nA": s.unused_answers - 2,
+        "nS": s.unused_subjects - 1,
         "r": sp.Integer(1),
     }
     for other in CLASSES:
@@ -328,7 +435,14 @@ def reduced_model() -> ReducedModel:
                 "subject" if _is_subject(sigma) else "answer",
                 ("train", other, sigma),
             )
-            probe_multiplicity[(other, sigma)] = n[other]
+            probe_multiplicity[(other, sigma)] = s.n[other]
+    return probe_roles, probe_multiplicity
+
+
+def _probe(s: _Symbols, a: dict) -> dict:
+    """The probe's role logits in its attention symbols ``a`` (c* self-copies, a* is s*'s memorized fact)."""
+    p = s.p
+    probe_roles, probe_multiplicity = _probe_roles(s)
     probe_cols = {
         ("shared", "thC"): SQRT_HALF * a["c"],
         ("shared", "thS"): SQRT_HALF * a["s"],
@@ -343,40 +457,36 @@ def reduced_model() -> ReducedModel:
         else:
             z = (p["lambda_C"] if name == "c*" else p["o_c"]) * a["c"]
             z += (p["lambda_M"] if name == "a*" else p["o_c"]) * a["s"] + p["o_c"] * a["r"]
-        for row, rc in phi_rows(kind, role).items():
+        for row, rc in _phi_rows(kind, role).items():
             for col, cc in probe_cols.items():
-                z += rc * cc * dw(None, row, col)
+                z += rc * cc * s.dw(None, row, col)
         probe_logit_expr[name] = sp.expand(z)
+    return dict(probe_logit_expr=probe_logit_expr, probe_multiplicity=probe_multiplicity)
 
+
+@functools.lru_cache(maxsize=1)
+def reduced_model() -> ReducedModel:
+    """Build the class-level forward pass and loss and differentiate them (about a second; cached).
+
+    Stages: Lemma 3's entries and the orbit sizes, attention (scores, softmax, Jacobian), value logits by
+    role, class losses, margins, and the probe.
+    """
+    s = _symbols()
+    attention = _attention(s)
+    logits = _value_logits(s, attention["attention_sym"])
+    losses = _losses(s, logits)
     return ReducedModel(
-        state=(*kappa.values(), *w.values()),
-        kappa=kappa,
-        w=w,
-        orbit_size=orbit_size,
-        params=p,
-        lam_c=lam_c,
-        lam_m=lam_m,
-        score_expr=score_expr,
-        score_sym=score_sym,
-        att_shift=att_shift,
-        attention_expr=attention_expr,
-        attention_sym=attention_sym,
-        attention_jacobian_expr=attention_jacobian_expr,
-        attention_jacobian_sym=attention_jacobian_sym,
-        logit_expr=logit_expr,
-        logit_sym=logit_sym,
-        column_expr=column_expr,
-        multiplicity=multiplicity,
-        targets=targets,
-        logit_shift=logit_shift,
-        class_loss=class_loss,
-        loss=loss,
-        class_loss_sym=class_loss_sym,
-        margin=margin,
-        probe_logit_expr=probe_logit_expr,
-        probe_multiplicity=probe_multiplicity,
-        loss_grad_sym=loss_grad_sym,
-        loss_grad_expr=loss_grad_expr,
+        state=(*s.kappa.values(), *s.w.values()),
+        kappa=s.kappa,
+        w=s.w,
+        params=s.p,
+        **_lemma3_entries(s),
+        **_orbit_sizes(s),
+        **attention,
+        **logits,
+        **losses,
+        **_margins(logits, losses["logit_shift"]),
+        **_probe(s, attention["attention_sym"]["probe"]),
     )
 
 

@@ -1,1 +1,7 @@
-"""cpi_theory.simulation."""
+"""One configuration through a named engine: the engine registry and :func:`simulate`."""
+
+from ._registry import ENGINES as ENGINES
+from ._registry import RegisteredEngine as RegisteredEngine
+from ._registry import get_engine as get_engine
+from ._simulate import check_finite as check_finite
+from ._simulate import simulate as simulate

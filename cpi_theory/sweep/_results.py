@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config._config import DATA_CLASSES
-from ..model._train import recorded_steps
+from ..config._data_class import DATA_CLASSES
+from ..engine._divergence import first_bad_step
+from ..engine._loop import recorded_steps
+from ..engine._summary import summarize
 from ._spec import PER_CLASS_PREFIX, RunTable, SweepSpec
 
 if TYPE_CHECKING:
@@ -36,29 +38,26 @@ def stored_record_indices(spec: SweepSpec) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def summarize(recorded: np.ndarray, mc: np.ndarray, loss: np.ndarray, first_nonfinite: np.ndarray) -> dict:
-    """Per-run start, peak (and its step), final M_C and inversion depth, with divergence flags.
+def summarize_runs(
+    recorded: np.ndarray, mc: np.ndarray, loss: np.ndarray, first_nonfinite: np.ndarray
+) -> dict:
+    """Per-run summary variables: the one summary (:func:`cpi_theory.engine.summarize`) of each run's M_C
+    and the one divergence check (:func:`cpi_theory.engine.first_bad_step`).
 
     ``mc`` and ``loss`` are (runs, records). A run diverged when the trainer saw a non-finite loss or a
     recorded M_C or loss is not finite; its summaries are NaN (steps -1) and ``diverged_step`` names the
-    first bad step (the trainer's, else the first bad recorded step).
+    first bad step. ``inversion_depth`` (the file's name, kept) is the summary's ``depth``.
     """
-    bad_records = ~(np.isfinite(mc) & np.isfinite(loss))
-    diverged = (first_nonfinite >= 0) | bad_records.any(axis=1)
-    first_bad_record = np.where(bad_records.any(axis=1), np.argmax(bad_records, axis=1), 0)
-    diverged_step = np.where(
-        first_nonfinite >= 0, first_nonfinite, np.where(diverged, recorded[first_bad_record], -1)
-    ).astype(np.int32)
-    peak_index = np.argmax(np.where(bad_records, -np.inf, mc), axis=1)
-    rows = np.arange(mc.shape[0])
-    start, peak, final = mc[:, 0], mc[rows, peak_index], mc[:, -1]
+    diverged_step = first_bad_step(first_nonfinite, recorded, mc, loss)
+    diverged = diverged_step >= 0
+    summary = summarize(recorded, mc)
     nan = np.float64(np.nan)
     return {
-        "start": np.where(diverged, nan, start),
-        "peak": np.where(diverged, nan, peak),
-        "peak_step": np.where(diverged, -1, recorded[peak_index]).astype(np.int32),
-        "final": np.where(diverged, nan, final),
-        "inversion_depth": np.where(diverged, nan, peak - final),
+        "start": np.where(diverged, nan, summary.start),
+        "peak": np.where(diverged, nan, summary.peak),
+        "peak_step": np.where(diverged, -1, summary.peak_step).astype(np.int32),
+        "final": np.where(diverged, nan, summary.final),
+        "inversion_depth": np.where(diverged, nan, summary.depth),
         "diverged": diverged,
         "diverged_step": diverged_step,
     }
@@ -71,7 +70,7 @@ def chunk_dataset(
     recorded = recorded_steps(spec.base.steps, spec.base.record_every)
     mc = np.asarray(records["context_reliance"], dtype=np.float64)
     loss = np.asarray(records["loss"], dtype=np.float64)
-    summary = summarize(recorded, mc, loss, np.asarray(first_nonfinite))
+    summary = summarize_runs(recorded, mc, loss, np.asarray(first_nonfinite))
     data = {name: ((CHUNK_DIM,), values) for name, values in summary.items()}
     keep = stored_record_indices(spec)
     for name in spec.trajectory_metrics:

@@ -25,7 +25,8 @@ from jax.sharding import PartitionSpec as P
 
 from .._errors import ConfigError
 from .._precision import require_float64
-from ._engines import SweepEngine, sweep_engine
+from ..engine._loop import run_batched
+from ..simulation._registry import RegisteredEngine, get_engine
 from ._results import assemble, chunk_dataset, load, write_atomic, write_json_atomic
 from ._spec import RunTable, SweepSpec, build_run_table
 
@@ -70,7 +71,7 @@ class SweepResult:
         return f"{line}; diverged: {diverged}; largest inversion depth: {deepest}"
 
 
-def plan_chunks(table: RunTable, engine: SweepEngine, chunk_size: int) -> list[Chunk]:
+def plan_chunks(table: RunTable, engine: RegisteredEngine, chunk_size: int) -> list[Chunk]:
     """Buckets in sorted order, each cut into chunks of ``chunk_size`` consecutive runs."""
     buckets: dict[tuple, list[int]] = {}
     for i, config in enumerate(table.configs):
@@ -98,14 +99,11 @@ _TRACES = [0]
 
 
 @functools.cache
-def _compiled_runner(engine: SweepEngine, steps: int, record_every: int, vmap_width, mesh: Mesh):
+def _compiled_runner(engine: RegisteredEngine, steps: int, record_every: int, vmap_width, mesh: Mesh):
     def local(shared, per_run):
         _TRACES[0] += 1
         one = functools.partial(engine.run_one, shared, steps=steps, record_every=record_every)
-        n_local = jax.tree.leaves(per_run)[0].shape[0]
-        if vmap_width is None or vmap_width >= n_local:
-            return jax.vmap(one)(per_run)
-        return jax.lax.map(one, per_run, batch_size=vmap_width)
+        return run_batched(one, per_run, vmap_width)
 
     # check_vma=False: the trainer's scan starts from constants that are the same on every device.
     sharded = jax.shard_map(
@@ -164,7 +162,7 @@ def run_sweep(
     """
     require_float64()
     started = time.perf_counter()
-    eng = sweep_engine(engine)
+    eng = get_engine(engine)
     width = eng.vmap_width if vmap_width == "engine" else vmap_width
     if width is not None and (not isinstance(width, int) or width < 1):
         raise ConfigError("vmap_width", f"must be a positive integer or None, got {width!r}")

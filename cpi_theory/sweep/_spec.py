@@ -28,7 +28,7 @@ import numpy as np
 
 from .._errors import ConfigError
 from ..config._config import Config, read_json_file
-from ..model._metrics import CLASS_METRICS, PROBE_METRICS
+from ..engine._trajectory import CLASS_METRICS, PROBE_METRICS
 
 SPEC_KEYS = ("base", "grid", "random", "n_runs", "seed", "trajectory_every", "trajectory_metrics")
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice")

@@ -1,11 +1,14 @@
-"""How each engine turns a list of configs into batched inputs, and one run's inputs into its records.
+"""The one engine registry: for each engine, how configurations become runs (one, or a batch of one shape).
 
-An engine for sweeps has four parts:
+A registered engine has:
+- ``run_config(config)`` -> :class:`cpi_theory.engine.Recorded`: one run (what :func:`simulate` calls);
 - ``bucket_key(config)``: configs with equal keys give arrays of equal shapes (one compilation per key);
 - ``inputs(configs)``: host (NumPy) arrays for a chunk, ``(shared, per_run)``: ``shared`` is the same for
   every run of the bucket (replicated on every device), ``per_run`` has a leading run axis (sharded);
 - ``run_one(shared, per_run_slice, steps=, record_every=)`` -> ``(records, first_nonfinite_step)``, pure JAX;
 - ``vmap_width``: how many runs one device advances together (``None``: its whole shard at once).
+
+Both paths call the same jitted loop (:func:`cpi_theory.engine.run_recorded`) through the engine's trainer.
 """
 
 import dataclasses
@@ -13,10 +16,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .._errors import ConfigError
 from ..config._config import Config
+from ..engine._loop import Recorded
 from ..model._pretrained import pretrained_state
 from ..model._train import train
 from ..model._world import World, build_world
+from ..reduced._engine import reduced_param_values, reduced_params, reduced_train
 
 # Keys that do not enter the world: the learning rates and the pretrained W_KQ scale are per-run scalars,
 # steps and record_every are fixed per sweep.
@@ -24,8 +30,11 @@ _NOT_IN_WORLD = ("relation_score", "lr_kq", "lr_v", "steps", "record_every")
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepEngine:
+class RegisteredEngine:
+    """How the configurations of one engine become runs: one (``run_config``) or a batch (the rest)."""
+
     name: str
+    run_config: Callable[[Config], Recorded]
     bucket_key: Callable[[Config], tuple]
     inputs: Callable[[Sequence[Config]], tuple]
     run_one: Callable
@@ -34,6 +43,14 @@ class SweepEngine:
 
 
 # -- full engine: the d x d model ---------------------------------------------------------------------------
+def _full_run_config(config: Config) -> Recorded:
+    world = build_world(config)
+    state0 = pretrained_state(world, config.relation_score)
+    return train(
+        world, state0, config.lr_kq, config.lr_v, steps=config.steps, record_every=config.record_every
+    )
+
+
 def _full_bucket_key(config: Config) -> tuple:
     """World shapes depend on the vocabulary and the number of points only (not on the class split).
 
@@ -86,8 +103,9 @@ def _full_run_one(shared, per_run, *, steps: int, record_every: int):
     return result.records, result.first_nonfinite_step
 
 
-FULL = SweepEngine(
+FULL = RegisteredEngine(
     name="full",
+    run_config=_full_run_config,
     bucket_key=_full_bucket_key,
     inputs=_full_inputs,
     run_one=_full_run_one,
@@ -99,24 +117,25 @@ FULL = SweepEngine(
 
 
 # -- reduced engine: the exact class-level dynamics (cpi_theory.reduced._engine) -----------------------------------
-def _reduced_inputs(configs: Sequence[Config]):
-    from ..reduced import reduced_param_values
+def _reduced_run_config(config: Config) -> Recorded:
+    return reduced_train(reduced_params(config), steps=config.steps, record_every=config.record_every)
 
+
+def _reduced_inputs(configs: Sequence[Config]):
     # reduced_params builds device arrays (milliseconds per run): stack its plain-float values instead.
     rows = [reduced_param_values(c) for c in configs]
     return None, {k: np.asarray([r[k] for r in rows], dtype=np.float64) for k in rows[0]}
 
 
 def _reduced_run_one(shared, params, *, steps: int, record_every: int):
-    from ..reduced import reduced_train
-
     del shared
     result = reduced_train(params, steps=steps, record_every=record_every)
     return result.records, result.first_nonfinite_step
 
 
-REDUCED = SweepEngine(
+REDUCED = RegisteredEngine(
     name="reduced",
+    run_config=_reduced_run_config,
     # No shape depends on vocabulary or class sizes: one bucket, one compilation per sweep.
     bucket_key=lambda config: (),
     inputs=_reduced_inputs,
@@ -127,18 +146,12 @@ REDUCED = SweepEngine(
 )
 
 
-SWEEP_ENGINES: dict[str, SweepEngine] = {"full": FULL, "reduced": REDUCED}
+# Engines by name: the one registry that simulate, sweeps and figures use.
+ENGINES: dict[str, RegisteredEngine] = {"full": FULL, "reduced": REDUCED}
 
 
-def sweep_engine(name: str) -> SweepEngine:
-    from .._errors import ConfigError
-
-    if name not in SWEEP_ENGINES:
-        raise ConfigError("engine", f"must be one of {sorted(SWEEP_ENGINES)}, got {name!r}")
-    if name == "reduced":
-        # Imported on demand: the reduced engine pulls in SymPy and derives its model once per process.
-        try:
-            from ..reduced import reduced_params, reduced_train  # noqa: F401
-        except ImportError as err:
-            raise ConfigError("engine", f"the reduced engine is not available ({err})") from None
-    return SWEEP_ENGINES[name]
+def get_engine(name: str) -> RegisteredEngine:
+    """The registered engine called ``name``; a :class:`ConfigError` naming ``engine`` otherwise."""
+    if name not in ENGINES:
+        raise ConfigError("engine", f"must be one of {sorted(ENGINES)}, got {name!r}")
+    return ENGINES[name]
