@@ -19,15 +19,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cpi_theory.bridge import Transformer, get_size, make_world, model_config, qk_filter, world_config
+from cpi_theory.bridge import (
+    Transformer,
+    fact_world_config,
+    get_size,
+    make_fact_world,
+    model_config,
+    qk_filter,
+)
 from cpi_theory.bridge._train import _init_opt, make_tx, scan_steps
 
 
 def bench(size_name: str, params: str, steps: int, chunk: int, repeats: int) -> dict:
     size = get_size(size_name)
-    world = make_world(world_config(size, "moderate", 0))
-    data = world.finetune_set()
-    model = Transformer(model_config(size, world.config, 0))
+    fact_world = make_fact_world(fact_world_config(size, "moderate", 0))
+    data = fact_world.finetune_set()
+    model = Transformer(model_config(size, fact_world.config, 0))
     trainable_filter = qk_filter() if params == "qk" else nnx.Param
     graphdef, trainable, frozen = nnx.split(model, trainable_filter, ...)
     ft = dataclasses.replace(size.finetune, params=params)
@@ -54,10 +61,10 @@ def bench(size_name: str, params: str, steps: int, chunk: int, repeats: int) -> 
         "size": size_name,
         "params": params,
         "batch": len(data),
-        "seq_len": world.config.seq_len,
+        "seq_len": fact_world.config.seq_len,
         "compile_s": compile_s,
         "steps_per_s": n_steps / best,
-        "tokens_per_s": n_steps * len(data) * world.config.seq_len / best,
+        "tokens_per_s": n_steps * len(data) * fact_world.config.seq_len / best,
     }
 
 

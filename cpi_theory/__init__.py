@@ -23,6 +23,7 @@ The names below are the everyday ones; each subpackage's face has the rest.
 from ._errors import ConfigError as ConfigError
 from ._errors import DivergenceError as DivergenceError
 from ._errors import Float64Required as Float64Required
+from ._errors import PrecisionLossError as PrecisionLossError
 from ._precision import enable_float64 as enable_float64
 from ._precision import require_float64 as require_float64
 from ._version import __version__ as __version__

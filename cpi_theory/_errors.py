@@ -22,6 +22,22 @@ class DivergenceError(FloatingPointError):
         super().__init__(f"training diverged: the loss is not finite at step {self.step}{extra}")
 
 
+class PrecisionLossError(DivergenceError):
+    """Float64 can no longer resolve what M_C depends on: at ``step`` the probe's logits and scores reached
+    ``magnitude``, so rounding alone moves M_C's logit gap by about ``magnitude * 2.2e-16``."""
+
+    def __init__(self, step: int, magnitude: float, detail: str = ""):
+        self.step = int(step)
+        self.magnitude = float(magnitude)
+        extra = f"; {detail}" if detail else ""
+        FloatingPointError.__init__(
+            self,
+            f"precision lost at step {self.step}: the probe's logits and attention scores reached magnitude "
+            f"{self.magnitude:.3g} (|z_c*| + |z_a*| + sum sigma |u|), so float64 rounding moves M_C's logit gap "
+            f"by ~{self.magnitude * 2.220446049250313e-16:.2g}, above the 1e-9 the results promise{extra}",
+        )
+
+
 class Float64Required(RuntimeError):
     """Theory code needs float64, but JAX runs in float32 (the default)."""
 

@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 import cpi_theory as cpi
-from cpi_theory.bridge import CELLS, REGIMES, run_study
-from cpi_theory.bridge._study import summarize_cells, write_study
+from cpi_theory.bridge import CELLS, REGIMES, run_study, summarize_cells, write_study
 
 
 def main(argv=None) -> int:

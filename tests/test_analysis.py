@@ -38,13 +38,13 @@ def test_gd_converges_to_the_gradient_flow_at_rate_eta():
 def test_peak_against_the_full_engine_and_the_flow():
     peak = analysis.inversion_peak()
     full = cpi.simulate().summary()
-    assert peak["peak_step"] == full["peak_step"] and peak["interior"]
-    assert abs(peak["peak"] - full["peak"]) < 1e-10 and abs(peak["final"] - full["final"]) < 1e-10
+    assert peak.peak_step == full.peak_step and 0 < peak.peak_step < peak.final_step  # an interior peak
+    assert abs(peak.peak - full.peak) < 1e-10 and abs(peak.final - full.final) < 1e-10
     # The flow's peak (time tau = lr_kq t) is the small-lr limit of GD's: GD at lr 0.5 is within O(lr).
     fp = flow.flow_peak(cpi.Config(steps=60))
     mc, _ = gd_mc(cpi.Config(), 0.5, 120)
     i = int(np.argmax(mc))
-    assert abs(0.5 * i - fp["tau"]) < 1.0 and abs(mc[i] - fp["height"]) < 3e-3
+    assert fp.interior and abs(0.5 * i - fp.peak_tau) < 1.0 and abs(mc[i] - fp.peak) < 3e-3
 
 
 def test_plateau_closed_form_against_a_long_full_simulation():
@@ -52,10 +52,10 @@ def test_plateau_closed_form_against_a_long_full_simulation():
     # Brute force: the full d x d model, 2e4 steps at lr 10 (tau = 2e5), then tau = 2e4 as a check of the trend.
     late = cpi.simulate(cpi.Config(lr_kq=10.0, steps=20000, record_every=2000))
     mc = late.context_reliance
-    errors = np.abs(mc[1:] - pred["context_reliance"])
+    errors = np.abs(mc[1:] - pred.context_reliance)
     assert errors[-1] < 1e-4  # stated tolerance at tau = 2e5 (the approach is ~log(t)/t)
     assert errors[-1] < errors[0]
-    assert abs(late.attention_context[-1] - pred["attention_context"]) < 1e-4
+    assert abs(late.attention_context[-1] - pred.attention_context) < 1e-4
     with pytest.raises(ValueError, match="no plateau"):
         analysis.plateau(cpi.Config(n_context_critical=8))
     with pytest.raises(ValueError, match="lr_v"):
@@ -83,28 +83,28 @@ def test_phase_boundary_in_the_cs_fraction_against_integer_class_counts():
     k = int(np.floor(f_star * 20))
     below = cpi.simulate(cpi.Config(n_context_critical=20 - k, n_non_context_critical=k)).summary()
     above = cpi.simulate(cpi.Config(n_context_critical=19 - k, n_non_context_critical=k + 1)).summary()
-    assert below["peak"] - below["final"] < threshold < above["peak"] - above["final"]
+    assert below.depth < threshold < above.depth
 
 
 @pytest.mark.parametrize("axis, bounds", [("delta_m", (0.9, 0.99)), ("delta_c", (0.01, 0.05))])
 def test_phase_boundary_in_delta_against_the_full_engine(axis, bounds):
     threshold = 0.01
     star = analysis.phase_boundary(axis=axis, bounds=bounds, threshold=threshold)
-    drops = []
+    depths = []
     for d in (star - 2e-3, star + 2e-3):
         s = cpi.simulate(cpi.Config(**{axis: d})).summary()
-        drops.append(s["peak"] - s["final"])
-    assert (drops[0] - threshold) * (drops[1] - threshold) < 0
-    assert abs(analysis.inversion_drop(cpi.Config(**{axis: star})) - threshold) < 1e-8
+        depths.append(s.depth)
+    assert (depths[0] - threshold) * (depths[1] - threshold) < 0
+    assert abs(analysis.inversion_depth(cpi.Config(**{axis: star})) - threshold) < 1e-8
 
 
 def test_value_rate_effect_against_the_full_engine():
     effect = analysis.value_rate_effect(ratios=(0.0, 0.3))
     full = cpi.simulate(cpi.Config(lr_v=0.3)).summary()
-    assert effect[0.3]["peak_step"] == full["peak_step"]
-    assert abs(effect[0.3]["final"] - full["final"]) < 1e-10
+    assert effect[0.3].peak_step == full.peak_step
+    assert abs(effect[0.3].final - full.final) < 1e-10
     # Training W_V as well delays the peak and shrinks the fall (C points become C+S-like, Prop. 3).
-    assert effect[0.3]["peak_step"] > effect[0.0]["peak_step"] and effect[0.3]["drop"] < effect[0.0]["drop"]
+    assert effect[0.3].peak_step > effect[0.0].peak_step and effect[0.3].depth < effect[0.0].depth
 
 
 def test_flow_rejects_zero_lr_kq():

@@ -8,7 +8,6 @@ import pytest
 
 import cpi_theory as cpi
 from cpi_theory.bridge import (
-    classify_shape,
     context_bias_for_start,
     delta_c_for_start,
     fit_curve,
@@ -20,6 +19,7 @@ from cpi_theory.bridge import (
 )
 from cpi_theory.bridge._fit import _toy_start
 from cpi_theory.cli import main
+from cpi_theory.engine import classify_shape, summarize
 
 cpi.enable_float64()
 
@@ -65,6 +65,20 @@ def test_fit_curve_reports_prediction_fit_and_extension():
     assert out["fit"]["time_scale"] == pytest.approx(1.5, rel=0.05)
     assert out["extended_fit"]["curve_error"] <= max(out["extended_fit"]["lr_v_ratio_errors"].values())
     assert set(out["extended_fit"]["lr_v_ratio_errors"]) == {"0.0", "0.1"}
+    # Every curve summary in the report is the engine's one summary, in the report's fields and types.
+    summary = summarize(truth.step, truth.context_reliance)
+    assert out["measured"] == {
+        "start": summary.start,
+        "peak": summary.peak,
+        "peak_step": float(summary.peak_step),
+        "final": summary.final,
+        "shape": summary.shape,
+        "inversion": summary.inversion,
+    }
+    assert type(out["measured"]["peak_step"]) is float and out["measured"]["inversion"] is True
+    for key in ("prediction", "fit", "extended_fit", "prediction_calibrated"):
+        curve = out[key]
+        assert curve["summary"]["shape"] == summarize(curve["step"], curve["context_reliance"]).shape
 
 
 @pytest.mark.parametrize(
@@ -119,6 +133,37 @@ def test_cli_fit_rejects_bad_input_with_exit_code_2(tmp_path, capsys):
     )
     assert main(["bridge", "fit", str(unsorted), "--out", str(tmp_path / "o")]) == 2
     assert "step" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "step, context_reliance, message",
+    [
+        ("-5,0,5,10", "0.3,0.4,0.5,0.4", "step: {path}: must be >= 0, got -5 at record 1"),
+        ("0,5,nan,10", "0.3,0.4,0.5,0.4", "step: {path}: must be finite, got nan at record 3"),
+        ("0,5,inf,10", "0.3,0.4,0.5,0.4", "step: {path}: must be finite, got inf at record 3"),
+        (
+            "0,5,5,10",
+            "0.3,0.4,0.5,0.4",
+            "step: {path}: must be strictly increasing, got 5 after 5 at record 3",
+        ),
+        (
+            "0,5,10,15",
+            "0.3,nan,0.5,0.4",
+            "context_reliance: {path}: must be finite, got nan at record 2",
+        ),
+    ],
+)
+def test_cli_fit_refuses_bad_steps_with_one_line_naming_the_column_and_rule(
+    tmp_path, capsys, step, context_reliance, message
+):
+    path = tmp_path / "run.csv"
+    rows = zip(step.split(","), context_reliance.split(","), strict=True)
+    path.write_text("step,context_reliance\n" + "".join(f"{s},{v}\n" for s, v in rows))
+    out = tmp_path / "fit"
+    assert main(["bridge", "fit", str(path), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"cpi-theory bridge: error: {message.format(path=path)}\n"
+    assert captured.out == "" and not out.exists()
 
 
 def test_initial_attention_split_extension_reaches_starts_the_paper_toy_cannot():

@@ -10,13 +10,13 @@ import pytest
 from flax import nnx
 
 from cpi_theory.bridge import (
+    FactWorldConfig,
     FinetuneConfig,
     ModelConfig,
     Transformer,
-    WorldConfig,
     finetune,
     load_checkpoint,
-    make_world,
+    make_fact_world,
     measure_model,
     save_checkpoint,
 )
@@ -35,7 +35,7 @@ MICRO_MODEL = dict(n_layers=2, n_heads=2, d_model=32, d_mlp=64)
 
 
 def _micro(seed=0):
-    world = make_world(WorldConfig(**MICRO_WORLD, seed=seed))
+    world = make_fact_world(FactWorldConfig(**MICRO_WORLD, seed=seed))
     return world, ModelConfig(
         vocab_size=world.config.vocab_size, seq_len=world.config.seq_len, seed=seed, **MICRO_MODEL
     )

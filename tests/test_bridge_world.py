@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 
 from cpi_theory import ConfigError
-from cpi_theory.bridge import WorldConfig, make_world, pretraining_batch
+from cpi_theory.bridge import FactWorldConfig, make_fact_world, pretraining_batch
 from cpi_theory.bridge._world import CTX, N_SPECIAL, NONE, QUESTION, RELATION
+from cpi_theory.config import DataClass
+
+C, CS, S = DataClass.CONTEXT_CRITICAL, DataClass.NON_CONTEXT_CRITICAL, DataClass.SUBJECT_ONLY
 
 BASE = dict(
     n_answers=32,
@@ -30,8 +33,8 @@ def _context_tokens(config, tokens):
 
 
 def test_same_seed_same_world_and_different_seed_differs():
-    a, b = make_world(WorldConfig(**BASE, seed=3)), make_world(WorldConfig(**BASE, seed=3))
-    c = make_world(WorldConfig(**BASE, seed=4))
+    a, b = make_fact_world(FactWorldConfig(**BASE, seed=3)), make_fact_world(FactWorldConfig(**BASE, seed=3))
+    c = make_fact_world(FactWorldConfig(**BASE, seed=4))
     np.testing.assert_array_equal(a.known_answers, b.known_answers)
     np.testing.assert_array_equal(a.finetune_set().tokens, b.finetune_set().tokens)
     batch_a = pretraining_batch(a, np.random.default_rng(0), 64)
@@ -42,14 +45,16 @@ def test_same_seed_same_world_and_different_seed_differs():
 
 @pytest.mark.parametrize("cs_fraction, s_fraction", [(0.0, 0.0), (0.25, 0.0), (0.5, 0.25), (0.75, 0.0)])
 def test_fractions_are_honoured_and_classes_have_their_structure(cs_fraction, s_fraction):
-    config = WorldConfig(**BASE, cs_fraction=cs_fraction, s_fraction=s_fraction)
-    world = make_world(config)
+    config = FactWorldConfig(**BASE, cs_fraction=cs_fraction, s_fraction=s_fraction)
+    world = make_fact_world(config)
     counts = {k: len(v) for k, v in world.finetune.items()}
-    assert counts["C+S"] == round(cs_fraction * config.n_finetune)
-    assert counts["S"] == round(s_fraction * config.n_finetune)
+    assert list(counts) == [C, CS, S]
+    assert counts[CS] == round(cs_fraction * config.n_finetune)
+    assert counts[S] == round(s_fraction * config.n_finetune)
     assert sum(counts.values()) == config.n_finetune
+    assert counts == config.class_counts
     fact = dict(zip(world.known_subjects.tolist(), world.known_answers.tolist(), strict=True))
-    c, cs, s = world.finetune["C"], world.finetune["C+S"], world.finetune["S"]
+    c, cs, s = world.finetune[C], world.finetune[CS], world.finetune[S]
     # C: unknown subjects, target = the context answer, which sits in the context span.
     assert not set(_subject(c.tokens).tolist()) & set(fact)
     assert all(t in row for t, row in zip(c.targets, _context_tokens(config, c.tokens), strict=True))
@@ -67,8 +72,8 @@ def test_fractions_are_honoured_and_classes_have_their_structure(cs_fraction, s_
 
 
 def test_counterfactual_facts_never_leak_into_training():
-    config = WorldConfig(**BASE, cs_fraction=0.5, s_fraction=0.25)
-    world = make_world(config)
+    config = FactWorldConfig(**BASE, cs_fraction=0.5, s_fraction=0.25)
+    world = make_fact_world(config)
     probe = world.counterfactual_probe()
     assert np.all(world.counterfactual_contexts != world.probe_answers)  # the context really conflicts
     probe_subjects = set(world.probe_subjects.tolist())
@@ -90,8 +95,8 @@ def test_counterfactual_facts_never_leak_into_training():
 
 
 def test_mixtures_share_facts_probes_and_vocabulary():
-    a = make_world(WorldConfig(**BASE, cs_fraction=0.0))
-    b = make_world(WorldConfig(**BASE, cs_fraction=0.75))
+    a = make_fact_world(FactWorldConfig(**BASE, cs_fraction=0.0))
+    b = make_fact_world(FactWorldConfig(**BASE, cs_fraction=0.75))
     assert a.config.vocab_size == b.config.vocab_size
     np.testing.assert_array_equal(a.known_subjects, b.known_subjects)
     np.testing.assert_array_equal(a.known_answers, b.known_answers)
@@ -99,15 +104,15 @@ def test_mixtures_share_facts_probes_and_vocabulary():
 
 
 def test_filtering_drops_exactly_the_cs_points():
-    full = make_world(WorldConfig(**BASE, cs_fraction=0.5))
-    filtered = make_world(WorldConfig(**BASE, cs_fraction=0.5, filter_cs=True))
-    assert len(filtered.finetune["C+S"]) == 0 and len(full.finetune["C+S"]) == 20
-    np.testing.assert_array_equal(full.finetune["C"].tokens, filtered.finetune["C"].tokens)
+    full = make_fact_world(FactWorldConfig(**BASE, cs_fraction=0.5))
+    filtered = make_fact_world(FactWorldConfig(**BASE, cs_fraction=0.5, filter_cs=True))
+    assert len(filtered.finetune[CS]) == 0 and len(full.finetune[CS]) == 20
+    np.testing.assert_array_equal(full.finetune[C].tokens, filtered.finetune[C].tokens)
 
 
 def test_pretraining_rates_and_label_noise_are_honoured():
-    config = WorldConfig(**BASE)
-    world = make_world(config)
+    config = FactWorldConfig(**BASE)
+    world = make_fact_world(config)
     batch = pretraining_batch(world, np.random.default_rng(5), 40000)
     has_context = np.any(_context_tokens(config, batch.tokens) != NONE, axis=1)
     is_copy = np.isin(_subject(batch.tokens), world.copy_subjects)
@@ -141,5 +146,5 @@ def test_pretraining_rates_and_label_noise_are_honoured():
 )
 def test_bad_world_config_names_the_field(overrides, key):
     with pytest.raises(ConfigError) as err:
-        WorldConfig(**{**BASE, **overrides})
+        FactWorldConfig(**{**BASE, **overrides})
     assert err.value.key == key

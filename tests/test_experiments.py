@@ -1,28 +1,42 @@
-"""The figure experiments: `reproduce --quick` runs F1-F6 once (module fixture, ~2-3 min on 2 cores) and each
-figure's headline claim is asserted from the data it wrote; determinism and the CLI are checked too."""
+"""The figures: `reproduce --quick` runs F1-F6 once (module fixture, ~2-3 min on 2 cores) and each figure's
+headline claim is asserted from the data it wrote; determinism, the repository's thin scripts, running from
+an empty directory, plotting outside pyplot and the CLI are checked too."""
 
+import os
 import re
+import runpy
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import cpi_theory as ct
 from cpi_theory.cli import main
+from cpi_theory.engine import summarize
 from cpi_theory.figures import _reproduce as rp
-from cpi_theory.phenomena import _batch as ph
+from cpi_theory.figures import load_dataset, packaged_figures
+
+STEMS = (
+    "f1_inversion",
+    "f2_time_scales",
+    "f3_phase_diagram",
+    "f4_mitigations",
+    "f5_self_aligning",
+    "f6_with_without_context",
+)
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory, repo_root):
+def quick_run(tmp_path_factory):
+    # The figures shipped in the package (no experiments/ directory involved).
     outdir = tmp_path_factory.mktemp("figures")
-    entries = ct.reproduce(
-        str(outdir), quick=True, experiments_dir=str(repo_root / "experiments"), progress=False
-    )
+    entries = ct.reproduce(str(outdir), quick=True, progress=False)
     return outdir, {e["figure"]: e for e in entries}
 
 
 def data(quick_run, stem):
-    return ph.load_dataset(str(quick_run[0] / f"{stem}.nc"))
+    return load_dataset(str(quick_run[0] / f"{stem}.nc"))
 
 
 def test_all_figures_written_and_indexed(quick_run):
@@ -36,6 +50,10 @@ def test_all_figures_written_and_indexed(quick_run):
     for figure in entries:
         assert f"## {figure}:" in index
         assert f"cpi-theory reproduce --quick --only {figure}" in index
+    # The index names the repository's scripts, as when they were run from experiments/.
+    for figure, stem in zip(entries, STEMS, strict=True):
+        assert entries[figure]["script"] == f"{stem}.py"
+        assert f"(or `python experiments/{stem}.py --quick --outdir <dir>`)" in index
 
 
 def test_index_numbers_match_data(quick_run):
@@ -49,15 +67,13 @@ def test_index_numbers_match_data(quick_run):
 
 
 def test_f1_rise_then_fall(quick_run):
-    s = ph.inversion_summary(
-        *(lambda d: (d.step.values, d.context_reliance.values))(data(quick_run, "f1_inversion"))
-    )
-    assert s["peak"] > s["start"] + 0.3
-    assert s["final"] < s["peak"] - 0.2
-    assert s["final"] > s["start"]  # the plateau stays above the start (SPEC §5)
+    s = summarize(*(lambda d: (d.step.values, d.context_reliance.values))(data(quick_run, "f1_inversion")))
+    assert s.peak > s.start + 0.3
+    assert s.final < s.peak - 0.2
+    assert s.final > s.start  # the plateau stays above the start (SPEC §5)
     # The closed-form plateau of cpi_theory.paper._analysis is approached from above.
     plateau = float(data(quick_run, "f1_inversion").analytic_plateau.values)
-    assert 0 < s["final"] - plateau < 0.03
+    assert 0 < s.final - plateau < 0.03
 
 
 def test_f2_curves_collapse_in_lr_t(quick_run):
@@ -91,7 +107,7 @@ def test_f3_depth_larger_at_high_cs_fraction(quick_run):
 def test_f4_mitigations(quick_run):
     ds = data(quick_run, "f4_mitigations")
     mc = ds.context_reliance.values
-    depth = ph.inversion_depth(mc)
+    depth = summarize(ds.step.values, mc).depth
     fam = ds.family.values
     filtering = np.flatnonzero(fam == "filtering")
     assert depth[filtering[0]] > 0.2  # paper default
@@ -125,7 +141,8 @@ def test_f6_context_training_memorizes_less_and_router_wins(quick_run):
 
 
 def test_quick_experiment_is_byte_deterministic(quick_run, repo_root, tmp_path):
-    """Run F1 and F6 again into a fresh directory: data, PDF and PNG files are byte-identical."""
+    """Run F1 and F6 again into a fresh directory, through the repository's thin scripts (--experiments-dir):
+    data, PDF and PNG files are byte-identical to the package's run."""
     ct.reproduce(
         str(tmp_path),
         quick=True,
@@ -157,15 +174,96 @@ def test_cli_errors(tmp_path, capsys, repo_root):
         == 2
     )
     assert "unknown figure(s) F9" in capsys.readouterr().err
+    assert main(["reproduce", "--only", "F9", "--outdir", str(tmp_path)]) == 2
+    assert "unknown figure(s) F9 (available: F1, F2, F3, F4, F5, F6)" in capsys.readouterr().err
     assert main(["reproduce", "--experiments-dir", str(tmp_path / "nope"), "--outdir", str(tmp_path)]) == 2
     assert "no such directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["reproduce", "--experiments-dir", str(tmp_path / "empty"), "--outdir", str(tmp_path)]) == 2
+    assert "no figure files (fN_*.py)" in capsys.readouterr().err
 
 
-def test_find_experiments_dir(tmp_path, monkeypatch, repo_root):
+def test_packaged_figures_in_order(tmp_path, monkeypatch, repo_root):
+    figures = packaged_figures()
+    assert list(figures) == ["F1", "F2", "F3", "F4", "F5", "F6"]
+    assert [rp.script_name(m) for m in figures.values()] == [f"{stem}.py" for stem in STEMS]
+    for module in figures.values():
+        assert module.__name__.startswith("cpi_theory.figures._f")
+        assert callable(module.run) and module.TITLE
+    # --experiments-dir loads the files of that directory, by path.
+    assert list(rp.experiment_files(rp.find_experiments_dir(str(repo_root / "experiments")))) == list(figures)
     monkeypatch.chdir(tmp_path)
-    # Not in the cwd: falls back to the clone next to the package source (editable install).
-    assert rp.find_experiments_dir() == repo_root / "experiments"
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "f1_x.py").write_text("")
-    assert rp.find_experiments_dir() == tmp_path / "experiments"
+    assert rp.find_experiments_dir("experiments").resolve() == (tmp_path / "experiments").resolve()
+    with pytest.raises(ValueError, match="does not define FIGURE"):
+        rp.load_experiment(tmp_path / "experiments" / "f1_x.py")
     assert rp.select(["F1", "F2"], "f2") == ["F2"]
+
+
+def test_reproduce_from_an_empty_directory(quick_run, tmp_path):
+    """`python -m cpi_theory.cli reproduce` needs no experiments/ directory: the figures ship in the package."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cpi_theory.cli", "reproduce", "--quick", "--only", "F1", "--outdir", "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 1 figure(s) and out/INDEX.md: F1" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    out = tmp_path / "out"
+    assert re.findall(r"^## (F\d):", (out / "INDEX.md").read_text(), flags=re.M) == ["F1"]
+    for ext in ("nc", "pdf", "png"):
+        assert (out / f"f1_inversion.{ext}").read_bytes() == (
+            quick_run[0] / f"f1_inversion.{ext}"
+        ).read_bytes()
+
+
+def test_thin_script_runs_the_packaged_figure(quick_run, repo_root, tmp_path, monkeypatch, capsys):
+    """`python experiments/f1_inversion.py --quick --outdir DIR` (run here in-process) writes the same files."""
+    monkeypatch.setattr(sys, "argv", ["f1_inversion.py", "--quick", "--outdir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(repo_root / "experiments" / "f1_inversion.py"), run_name="__main__")
+    assert exit_.value.code == 0
+    entry = quick_run[1]["F1"]
+    assert f"M_C peak: {entry['numbers']['M_C peak']:.4g}" in capsys.readouterr().out
+    for ext in ("nc", "pdf", "png"):
+        assert (tmp_path / f"f1_inversion.{ext}").read_bytes() == (
+            quick_run[0] / f"f1_inversion.{ext}"
+        ).read_bytes()
+
+
+_PLOT_OUTSIDE_PYPLOT = """
+import sys
+import matplotlib
+
+matplotlib.use("svg")  # the user's choice: importing or using the figures must not change it
+before = dict(matplotlib.rcParams)
+from cpi_theory.figures import load_dataset, packaged_figures
+
+module = packaged_figures()["F1"]
+module.plot(load_dataset(sys.argv[1]), sys.argv[2])
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+assert "matplotlib.pyplot" not in sys.modules, "the figures must not use pyplot"
+assert dict(matplotlib.rcParams) == before, "the figure style leaked into the caller's rcParams"
+"""
+
+
+def test_figures_plot_outside_pyplot(quick_run, tmp_path):
+    """No backend switch at import, no pyplot state, rcParams restored; the bytes are those of the run."""
+    stem = tmp_path / "f1_inversion"
+    proc = subprocess.run(
+        [sys.executable, "-c", _PLOT_OUTSIDE_PYPLOT, str(quick_run[0] / "f1_inversion.nc"), str(stem)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for ext in ("pdf", "png"):
+        assert (tmp_path / f"f1_inversion.{ext}").read_bytes() == (
+            quick_run[0] / f"f1_inversion.{ext}"
+        ).read_bytes()

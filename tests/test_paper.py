@@ -35,10 +35,10 @@ def test_lemma3_value_logits_match_the_pretrained_table():
     c, s_cs, a_cs = int(world.context[0]), int(world.subject[10]), int(world.target[10])
     v_c = np.asarray(cpi.value_logits(state, world, jnp.asarray(c)))
     v_s = np.asarray(cpi.value_logits(state, world, jnp.asarray(s_cs)))
-    assert abs(v_c[c] - lem["self_copy"]) < 1e-12 and abs(v_s[a_cs] - lem["memory"]) < 1e-12
+    assert abs(v_c[c] - lem.self_copy) < 1e-12 and abs(v_s[a_cs] - lem.memory) < 1e-12
     assert abs(np.exp(v_c[c]) / np.exp(v_c).sum() - cfg.delta_c) < 1e-12
     assert abs(np.exp(v_s[a_cs]) / np.exp(v_s).sum() - cfg.delta_m) < 1e-12
-    assert abs(lem["p_self_copy"] - cfg.delta_c) < 1e-12 and abs(lem["p_memory"] - cfg.delta_m) < 1e-12
+    assert abs(lem.p_self_copy - cfg.delta_c) < 1e-12 and abs(lem.p_memory - cfg.delta_m) < 1e-12
 
 
 @pytest.mark.parametrize(
@@ -48,20 +48,23 @@ def test_lemma4_closed_forms_match_the_full_margin_at_t0(overrides):
     cfg = cpi.Config(steps=0, **overrides)
     lem = paper.lemma4_values(cfg)
     full = cpi.simulate(cfg)
-    assert abs(lem["m_C"] - full.per_class["context_critical"]["margin"][0]) < 1e-12
-    assert abs(lem["m_CS"] - full.per_class["non_context_critical"]["margin"][0]) < 1e-12
-    assert lem["signs_hold"] and lem["size_holds"]
+    assert abs(lem.m_c - full.per_class["context_critical"]["margin"][0]) < 1e-12
+    assert abs(lem.m_cs - full.per_class["non_context_critical"]["margin"][0]) < 1e-12
+    assert lem.signs_hold and lem.size_holds and lem.holds
     # The closed forms do not involve the state: only Lemma 3's entries, vocabulary sizes and sigma_0.
-    names = {str(s) for e in paper.lemma4_margins().values() for s in e.free_symbols}
+    margins = paper.lemma4_margins()
+    names = {str(s) for e in (margins.m_c, margins.m_cs) for s in e.free_symbols}
     assert names <= {"lambda_C", "lambda_M", "o_c", "o_r", "K_A", "K_S", "sigma_0"}
 
 
 def test_assumption_check_names_each_violation():
-    assert paper.check_assumptions(cpi.Config()) == {}
+    default = paper.check_assumptions(cpi.Config())
+    assert default.holds and default.violated == {}
     bad = paper.check_assumptions(
         cpi.Config(lr_v=0.1, n_context_critical=8, n_subject_only=2, o_c=1.0, relation_score=-1.0)
     )
-    assert set(bad) >= {
+    assert not bad.holds
+    assert set(bad.violated) >= {
         "frozen_w_v",
         "balanced_classes",
         "no_subject_only_points",
@@ -101,9 +104,9 @@ def test_eta_star_is_where_the_full_models_shared_gradient_flips(default_eta_sta
 def test_theorem1_at_eta_star_against_the_full_model(default_eta_star):
     lr = 1.05 * default_eta_star
     check = paper.theorem1(lr=lr)
-    assert check["holds"]
+    assert check.holds and check.lr == lr
     full = cpi.simulate(cpi.Config(steps=2, lr_kq=lr))
-    np.testing.assert_allclose(check["M_C"], full.context_reliance, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(check.context_reliance, full.context_reliance, rtol=0, atol=1e-10)
 
 
 def test_proposition2_against_the_full_model():
@@ -121,10 +124,10 @@ def test_proposition2_against_the_full_model():
 
 def test_proposition3_one_value_step_makes_c_subjects_vote_for_their_answers():
     prop = paper.proposition3(lr_v=1.0)
-    assert prop["before"] == 0.0 and prop["after"] > 0
+    assert prop.before == 0.0 and prop.after > 0 and prop.holds
     cfg = cpi.Config()
     world, _, state1 = full_one_step(cfg, 0.0, 1.0)
     s, c = int(world.subject[0]), int(world.context[0])
     unused = world.relation - 1  # the last answer token is never used
     v = np.asarray(cpi.value_logits(state1, world, jnp.asarray(s)))
-    assert abs((v[c] - v[unused]) - prop["after"]) < 1e-12
+    assert abs((v[c] - v[unused]) - prop.after) < 1e-12

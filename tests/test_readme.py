@@ -21,7 +21,7 @@ def test_worked_example_table_matches_simulation(repo_root):
             err_msg=f"README row for step {t}",
         )
     s = traj.summary()
-    assert f"M_C: start {s['start']:.3f}, peak {s['peak']:.3f} at step {s['peak_step']}" in text
+    assert f"M_C: start {s.start:.3f}, peak {s.peak:.3f} at step {s.peak_step}" in text
 
 
 def test_ci_runs_the_readme_test_command(repo_root):

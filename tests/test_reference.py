@@ -36,6 +36,6 @@ def test_local_copy_matches_shared(name):
 def test_paper_default_shape_of_the_inversion():
     """SPEC §5: 0.290 at t=0, a peak near 0.89 within the first 50 steps, a plateau well above the start."""
     s = cpi.simulate().summary()
-    assert abs(s["start"] - 1 / (1 + np.sqrt(6))) < 1e-12  # Lemma 3: sqrt of the odds ratio 1.5 / 0.25
-    assert 0.88 < s["peak"] < 0.90 and 20 <= s["peak_step"] <= 50
-    assert 0.55 < s["final"] < 0.62
+    assert abs(s.start - 1 / (1 + np.sqrt(6))) < 1e-12  # Lemma 3: sqrt of the odds ratio 1.5 / 0.25
+    assert 0.88 < s.peak < 0.90 and 20 <= s.peak_step <= 50
+    assert 0.55 < s.final < 0.62

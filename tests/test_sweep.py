@@ -41,11 +41,11 @@ def test_grid_runs_equal_individual_simulations():
                 margin = run.per_class_margin.sel(data_class="context_critical")
                 np.testing.assert_allclose(margin, traj.per_class["context_critical"]["margin"], rtol=1e-11)
                 summary = traj.summary()
-                assert int(run.peak_step) == summary["peak_step"]
+                assert int(run.peak_step) == summary.peak_step
                 for name in ("start", "peak", "final"):
-                    assert float(run[name]) == pytest.approx(summary[name], abs=1e-13)
+                    assert float(run[name]) == pytest.approx(getattr(summary, name), abs=1e-13)
                 assert float(run.inversion_depth) == pytest.approx(
-                    summary["peak"] - summary["final"], abs=1e-13
+                    summary.depth, abs=1e-13
                 )
                 assert not bool(run.diverged) and int(run.diverged_step) == -1
 

@@ -46,14 +46,14 @@ def test_symbolic_chain_rule_gradient_equals_the_engine():
     env = {s: sp.Float(float(v)) for s, v in zip(m.state, np.asarray(state), strict=True)}
     for key in ("n_C", "n_CS", "n_S", "n_AUG", "K_A", "K_S", "o_c", "o_r", "delta_c", "delta_m"):
         env[m.params[key]] = sp.Float(float(params[key]))
-    lam = c["lam_fn"](*[params[k] for k in ("K_A", "K_S", "o_c", "o_r", "delta_c", "delta_m")])
+    lam = c.lam_fn(*[params[k] for k in ("K_A", "K_S", "o_c", "o_r", "delta_c", "delta_m")])
     env[m.params["lambda_C"]], env[m.params["lambda_M"]] = sp.Float(float(lam[0])), sp.Float(float(lam[1]))
     for k in CLASSES:
-        grp = c["groups"][k]
+        grp, f = c.groups[k], fw.classes[k]
         for i, y in enumerate(grp.slots):
-            env[m.attention_sym[k][y]] = sp.Float(float(fw[k]["sigma"][i]))
+            env[m.attention_sym[k][y]] = sp.Float(float(f.sigma[i]))
         for i, t in enumerate(grp.roles):
-            env[m.loss_grad_sym[k][t]] = sp.Float(float(fw[k]["dloss_dz"][i]))
+            env[m.loss_grad_sym[k][t]] = sp.Float(float(f.dloss_dz[i]))
         for (g, y, v), sym in m.attention_jacobian_sym.items():
             if g == k:
                 env[sym] = sp.Float(float(m.attention_jacobian_expr[(g, y, v)].xreplace(env)))

@@ -1,86 +1,60 @@
 """The bridge: small real transformers trained under the toy's data mixtures, and the toy fitted to them.
 
-It is the package's verification path: a synthetic fact world (``make_world``), a decoder-only transformer
-(``Transformer``), pretraining to a controlled regime and finetuning on a mixture (``pretrain``,
-``finetune``), the toy's quantities measured on the real model (``make_measure_fn``), the toy parametrized
-from the measured start and fitted to the measured curve (``toy_parameters``, ``fit_curve``), one run
-(``run_bridge``) and the verification study (``run_study``). See README.md beside this file.
+It is the package's verification path: a synthetic fact world (``make_fact_world``; not the toy's
+``cpi_theory.World``), a decoder-only transformer (``Transformer``), pretraining to a controlled regime and
+finetuning on a mixture (``pretrain``, ``finetune``), the toy's quantities measured on the real model
+(``make_measure_fn``), the toy parametrized from the measured start and fitted to the measured curve
+(``toy_parameters``, ``fit_curve``), one run (``run_bridge``) and the verification study (``run_study``).
+Curves are summarized and shape-classified by :func:`cpi_theory.engine.summarize`. See README.md beside
+this file.
 """
 
-from ._fit import (
-    LR_V_RATIOS,
-    TOY_HORIZON,
-    TOY_POINTS,
-    ToyParameters,
-    context_bias_for_start,
-    delta_c_for_start,
-    fit_curve,
-    fit_time_scale,
-    simulate_toy,
-    toy_class_counts,
-    toy_parameters,
-    toy_start_reliance,
-)
-from ._measure import make_measure_fn
-from ._model import ModelConfig, Transformer, qk_filter
-from ._presets import REGIMES, SIZES, get_size, model_config, world_config
-from ._run import run_bridge, write_report
-from ._shape import SHAPES, classify_shape, curve_summary
-from ._study import CELLS, run_study, study_table
-from ._train import (
-    FinetuneConfig,
-    PretrainConfig,
-    finetune,
-    load_checkpoint,
-    measure_model,
-    pretrain,
-    save_checkpoint,
-)
-from ._trajectory_io import load_trajectory
-from ._world import Examples, World, WorldConfig, make_world, pretraining_batch, sequences
+# The fact world and its data.
+from ._world import Examples as Examples
+from ._world import FactWorld as FactWorld
+from ._world import FactWorldConfig as FactWorldConfig
+from ._world import make_fact_world as make_fact_world
+from ._world import pretraining_batch as pretraining_batch
 
-__all__ = [
-    "CELLS",
-    "LR_V_RATIOS",
-    "REGIMES",
-    "SHAPES",
-    "SIZES",
-    "TOY_HORIZON",
-    "TOY_POINTS",
-    "Examples",
-    "FinetuneConfig",
-    "ModelConfig",
-    "PretrainConfig",
-    "ToyParameters",
-    "Transformer",
-    "World",
-    "WorldConfig",
-    "classify_shape",
-    "context_bias_for_start",
-    "curve_summary",
-    "delta_c_for_start",
-    "finetune",
-    "fit_curve",
-    "fit_time_scale",
-    "get_size",
-    "load_checkpoint",
-    "load_trajectory",
-    "make_measure_fn",
-    "make_world",
-    "measure_model",
-    "model_config",
-    "pretrain",
-    "pretraining_batch",
-    "qk_filter",
-    "run_bridge",
-    "run_study",
-    "save_checkpoint",
-    "sequences",
-    "simulate_toy",
-    "study_table",
-    "toy_class_counts",
-    "toy_parameters",
-    "toy_start_reliance",
-    "world_config",
-    "write_report",
-]
+# isort: split
+# The transformer, its training and what is measured on it.
+from ._measure import make_measure_fn as make_measure_fn
+from ._model import ModelConfig as ModelConfig
+from ._model import Transformer as Transformer
+from ._model import qk_filter as qk_filter
+from ._train import FinetuneConfig as FinetuneConfig
+from ._train import PretrainConfig as PretrainConfig
+from ._train import finetune as finetune
+from ._train import load_checkpoint as load_checkpoint
+from ._train import measure_model as measure_model
+from ._train import pretrain as pretrain
+from ._train import save_checkpoint as save_checkpoint
+
+# isort: split
+# Named sizes and pretrained regimes.
+from ._presets import REGIMES as REGIMES
+from ._presets import SIZES as SIZES
+from ._presets import fact_world_config as fact_world_config
+from ._presets import get_size as get_size
+from ._presets import model_config as model_config
+
+# isort: split
+# The toy parametrized from a measured start and fitted to a measured curve.
+from ._fit import ToyParameters as ToyParameters
+from ._fit import context_bias_for_start as context_bias_for_start
+from ._fit import delta_c_for_start as delta_c_for_start
+from ._fit import fit_curve as fit_curve
+from ._fit import fit_time_scale as fit_time_scale
+from ._fit import simulate_toy as simulate_toy
+from ._fit import toy_parameters as toy_parameters
+from ._fit import toy_start_reliance as toy_start_reliance
+from ._trajectory_io import load_trajectory as load_trajectory
+
+# isort: split
+# One run and the verification study.
+from ._run import run_bridge as run_bridge
+from ._run import write_report as write_report
+from ._study import CELLS as CELLS
+from ._study import run_study as run_study
+from ._study import summarize_cells as summarize_cells
+from ._study import write_study as write_study

@@ -98,7 +98,9 @@ def summary_record(step, values) -> dict:
     }
 
 
-def toy_class_counts(cs_fraction: float, s_fraction: float, n_points: int = TOY_POINTS) -> dict[DataClass, int]:
+def toy_class_counts(
+    cs_fraction: float, s_fraction: float, n_points: int = TOY_POINTS
+) -> dict[DataClass, int]:
     """Point count per class of a toy mixture with the given fractions (rounded; C takes the rest)."""
     n_cs = int(round(cs_fraction * n_points))
     n_s = int(round(s_fraction * n_points))

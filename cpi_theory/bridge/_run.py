@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import DataClass
 from ._fit import fit_curve, toy_parameters
-from ._presets import get_size, model_config, world_config
+from ._presets import fact_world_config, get_size, model_config
 from ._train import FinetuneConfig, finetune, load_checkpoint, measure_model, pretrain, save_checkpoint
-from ._world import World, make_world
+from ._world import FINETUNE_CLASSES, FactWorld, make_fact_world
 
 
 def _jsonable(x):
@@ -41,18 +42,20 @@ def start_state(measured: dict) -> dict:
 def pretrained_model(
     size_name: str, regime: str, seed: int, checkpoint: str | Path | None = None, progress=True
 ):
-    """(model, world, seconds): loaded from ``checkpoint/`` when it holds one, else pretrained (and saved)."""
+    """(model, fact world, seconds): loaded from ``checkpoint/`` when it holds one, else pretrained (and
+    saved there)."""
     size = get_size(size_name)
-    world = make_world(world_config(size, regime, seed))
+    fact_world = make_fact_world(fact_world_config(size, regime, seed))
     if checkpoint is not None and (Path(checkpoint) / "params.npz").exists():
-        return load_checkpoint(checkpoint), world, 0.0
+        return load_checkpoint(checkpoint), fact_world, 0.0
     started = time.perf_counter()
     pretrain_cfg = dataclasses.replace(size.pretrain, seed=seed)
-    model, _ = pretrain(world, model_config(size, world.config, seed), pretrain_cfg, progress=progress)
+    config = model_config(size, fact_world.config, seed)
+    model, _ = pretrain(fact_world, config, pretrain_cfg, progress=progress)
     seconds = time.perf_counter() - started
     if checkpoint is not None:
         save_checkpoint(model, checkpoint)
-    return model, world, seconds
+    return model, fact_world, seconds
 
 
 def fit_report_fields(fit: dict) -> dict:
@@ -74,27 +77,32 @@ def fit_report_fields(fit: dict) -> dict:
 
 def finetune_and_fit(
     model,
-    world: World,
+    fact_world: FactWorld,
     finetune_cfg: FinetuneConfig,
     start: dict,
     *,
     extensions: bool = True,
     progress: bool = True,
 ) -> dict:
-    """Finetune ``model`` on ``world``'s mixture and fit the toy parametrized from ``start``."""
+    """Finetune ``model`` on ``fact_world``'s mixture and fit the toy parametrized from ``start``."""
     started = time.perf_counter()
-    _, trajectory = finetune(model, world, finetune_cfg, progress=progress)
+    _, trajectory = finetune(model, fact_world, finetune_cfg, progress=progress)
     seconds = time.perf_counter() - started
-    n_c, n_cs, n_s = (len(world.finetune[k]) for k in ("C", "C+S", "S"))
-    n = n_c + n_cs + n_s
-    params = toy_parameters(start["delta_m"], start["delta_c"], n_cs / n, n_s / n)
+    counts = {data_class: len(fact_world.finetune[data_class]) for data_class in FINETUNE_CLASSES}
+    n = sum(counts.values())
+    params = toy_parameters(
+        start["delta_m"],
+        start["delta_c"],
+        counts[DataClass.NON_CONTEXT_CRITICAL] / n,
+        counts[DataClass.SUBJECT_ONLY] / n,
+    )
     fit = fit_curve(trajectory["step"], trajectory["context_reliance"], params, extensions=extensions)
     real = {k: v for k, v in trajectory.items() if k != "train_loss"}
     real["attention_context"] = np.asarray(trajectory["attention_context"]).T  # (n_layers, n_records)
     return {
         "real": _jsonable(real),
         "train_loss": _jsonable(trajectory["train_loss"]),
-        "class_counts": {"C": n_c, "C+S": n_cs, "S": n_s},
+        "class_counts": {data_class.label: count for data_class, count in counts.items()},
         "finetune": dataclasses.asdict(finetune_cfg),
         "finetune_seconds": seconds,
         "toy": {
@@ -120,29 +128,35 @@ def run_bridge(
 ) -> dict:
     """The whole bridge for one cell; returns the report (see ``cpi-theory bridge run``)."""
     size = get_size(size_name)
-    model, pre_world, pretrain_seconds = pretrained_model(size_name, regime, seed, checkpoint, progress)
-    start = start_state(measure_model(model, pre_world))
-    world = make_world(
-        world_config(size, regime, seed, cs_fraction=cs_fraction, s_fraction=s_fraction, filter_cs=filter_cs)
+    model, pretraining_world, pretrain_seconds = pretrained_model(
+        size_name, regime, seed, checkpoint, progress
     )
+    start = start_state(measure_model(model, pretraining_world))
+    mixture = dict(cs_fraction=cs_fraction, s_fraction=s_fraction, filter_cs=filter_cs)
+    fact_world = make_fact_world(fact_world_config(size, regime, seed, **mixture))
     finetune_cfg = dataclasses.replace(size.finetune, seed=seed, **(finetune_overrides or {}))
-    report = finetune_and_fit(model, world, finetune_cfg, start, progress=progress)
+    report = finetune_and_fit(model, fact_world, finetune_cfg, start, progress=progress)
     return {
         "size": size_name,
         "regime": regime,
         "seed": seed,
-        "mixture": {"cs_fraction": cs_fraction, "s_fraction": s_fraction, "filter_cs": filter_cs},
+        "mixture": mixture,
         "model": dataclasses.asdict(model.config),
-        "world": dataclasses.asdict(world.config),
+        "world": dataclasses.asdict(fact_world.config),
         "start": start,
         "pretrain_seconds": pretrain_seconds,
         **report,
     }
 
 
-def write_report(report: dict, out_dir: str | Path) -> Path:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "report.json"
-    path.write_text(json.dumps(_jsonable(report), indent=1, allow_nan=False) + "\n")
+def write_json(data: dict, path: str | Path) -> Path:
+    """Write ``data`` as the bridge's JSON files are written (NaN as null, indent 1, final newline)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(data), indent=1, allow_nan=False) + "\n")
     return path
+
+
+def write_report(report: dict, out_dir: str | Path) -> Path:
+    """Write ``out_dir/report.json`` (``out_dir`` is created)."""
+    return write_json(report, Path(out_dir) / "report.json")

@@ -9,21 +9,20 @@ lr_v / lr_kq) is fitted to the mean.
 
 import collections
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._fit import fit_curve, toy_parameters
+from ..config import DataClass
+from ._fit import fit_curve, summary_record, toy_parameters
 from ._measure import CLASS_LOSS_KEYS
 from ._plot import plot_study
-from ._presets import REGIMES, get_size, world_config
-from ._run import _jsonable, finetune_and_fit, pretrained_model, start_state
-from ._shape import curve_summary
+from ._presets import REGIMES, fact_world_config, get_size
+from ._run import finetune_and_fit, pretrained_model, start_state, write_json
 from ._train import measure_model
-from ._world import make_world
+from ._world import make_fact_world
 
 # Columns of the grid: the four mixtures, filtering (the 0.5 mixture without its C+S points) and QK-only
 # finetuning (the 0.5 mixture, only query/key weights train).
@@ -66,14 +65,16 @@ def run_study(
     bar = tqdm(total=len(regimes) * len(seeds) * (1 + len(cells)), desc="study", disable=not progress)
     for regime in regimes:
         for seed in seeds:
-            model, pre_world, pretrain_seconds = pretrained_model(size_name, regime, seed, progress=False)
-            start = start_state(measure_model(model, pre_world))
+            model, pretraining_world, pretrain_seconds = pretrained_model(
+                size_name, regime, seed, progress=False
+            )
+            start = start_state(measure_model(model, pretraining_world))
             bar.update(1)
             for cell, spec in cells.items():
                 mixture = {k: v for k, v in spec.items() if k != "params"}
-                world = make_world(world_config(size, regime, seed, **mixture))
+                fact_world = make_fact_world(fact_world_config(size, regime, seed, **mixture))
                 ft = dataclasses.replace(size.finetune, seed=seed, params=spec.get("params", "all"))
-                report = finetune_and_fit(model, world, ft, start, extensions=False, progress=False)
+                report = finetune_and_fit(model, fact_world, ft, start, extensions=False, progress=False)
                 runs.append(
                     {
                         "regime": regime,
@@ -112,14 +113,14 @@ def _summarize_cell(regime: str, cell: str, runs: list[dict]) -> dict:
     std = curves.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(mean)
     toy_fits = np.stack([r["fit"]["context_reliance"] for r in runs])
     starts = [r["start"] for r in runs]
-    counts = runs[0]["class_counts"]
+    counts = runs[0]["class_counts"]  # report JSON: keyed by DataClass.label
     n = sum(counts.values())
     # The extended toy on the seed-mean curve, from the seed-mean start.
     params = toy_parameters(
         float(np.mean([s["delta_m"] for s in starts])),
         float(np.mean([s["delta_c"] for s in starts])),
-        counts["C+S"] / n,
-        counts["S"] / n,
+        counts[DataClass.NON_CONTEXT_CRITICAL.label] / n,
+        counts[DataClass.SUBJECT_ONLY.label] / n,
     )
     extended_out = fit_curve(steps, mean, params)
     extended = extended_out["extended_fit"]
@@ -136,7 +137,7 @@ def _summarize_cell(regime: str, cell: str, runs: list[dict]) -> dict:
         "observed_shape": _majority([m["shape"] for m in per_seed]),
         "observed_shapes": [m["shape"] for m in per_seed],
         "observed_inversion": _majority([str(m["inversion"]) for m in per_seed]),
-        "mean_curve": curve_summary(steps, mean),
+        "mean_curve": summary_record(steps, mean),
         "peak_step": _mean_std([m["peak_step"] for m in per_seed]),
         "peak": _mean_std([m["peak"] for m in per_seed]),
         "final": _mean_std([m["final"] for m in per_seed]),
@@ -209,7 +210,7 @@ def summarize_cells(runs: list[dict], regimes, cells) -> list[dict]:
 def write_study(result: dict, out_dir: str | Path, regimes: list[str], columns: list[str]) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study_report.json").write_text(json.dumps(_jsonable(result), indent=1, allow_nan=False) + "\n")
+    write_json(result, out / "study_report.json")
     (out / "study_table.md").write_text(study_table(result))
     return [
         out / "study_report.json",

@@ -3,6 +3,10 @@
 CSV: a header row naming ``step`` and ``context_reliance`` columns (other columns ignored). JSON: an object
 with ``step`` and ``context_reliance`` lists, or such an object under ``real`` (a bridge report), or a list
 of ``{"step": .., "context_reliance": ..}`` records.
+
+The rules (a :class:`ConfigError` naming the column otherwise, "record N" counting data rows from 1): at
+least 3 records, every value finite, ``step`` >= 0 (optimizer steps counted from the start of finetuning)
+and strictly increasing (the fit interpolates along it), ``context_reliance`` in [0, 1].
 """
 
 import csv
@@ -24,12 +28,20 @@ def _validate(path: Path, steps, values) -> tuple[np.ndarray, np.ndarray]:
         ) from None
     if s.ndim != 1 or s.shape != v.shape or s.size < 3:
         raise ConfigError("trajectory", f"{path}: need step and context_reliance of equal length >= 3")
-    if not (np.all(np.isfinite(s)) and np.all(np.isfinite(v))):
-        raise ConfigError("trajectory", f"{path}: step and context_reliance must be finite")
-    if np.any(np.diff(s) <= 0):
-        raise ConfigError("step", f"{path}: must be strictly increasing")
-    if np.any((v < 0) | (v > 1)):
-        raise ConfigError("context_reliance", f"{path}: must lie in [0, 1]")
+    for column, x in (("step", s), ("context_reliance", v)):
+        if (bad := np.flatnonzero(~np.isfinite(x))).size:
+            raise ConfigError(column, f"{path}: must be finite, got {x[bad[0]]} at record {bad[0] + 1}")
+    if (bad := np.flatnonzero(s < 0)).size:
+        raise ConfigError("step", f"{path}: must be >= 0, got {s[bad[0]]:g} at record {bad[0] + 1}")
+    if (bad := np.flatnonzero(np.diff(s) <= 0)).size:
+        i = bad[0] + 1
+        raise ConfigError(
+            "step", f"{path}: must be strictly increasing, got {s[i]:g} after {s[i - 1]:g} at record {i + 1}"
+        )
+    if (bad := np.flatnonzero((v < 0) | (v > 1))).size:
+        raise ConfigError(
+            "context_reliance", f"{path}: must lie in [0, 1], got {v[bad[0]]:g} at record {bad[0] + 1}"
+        )
     return s, v
 
 

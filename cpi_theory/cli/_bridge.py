@@ -1,7 +1,6 @@
 """``cpi-theory bridge run|fit``: the bridge from the command line."""
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -10,7 +9,7 @@ from .._errors import ConfigError
 from ..bridge._fit import delta_c_for_start, fit_curve, toy_parameters
 from ..bridge._plot import plot_run
 from ..bridge._presets import REGIMES, SIZES
-from ..bridge._run import _jsonable, fit_report_fields, run_bridge, write_report
+from ..bridge._run import fit_report_fields, run_bridge, write_report
 from ..bridge._train import OPTIMIZERS, PARAM_SETS
 from ..bridge._trajectory_io import load_trajectory
 
@@ -99,11 +98,8 @@ def _fit(args) -> int:
         **fit_report_fields(fit),
         "mixture": {"cs_fraction": args.cs_fraction, "s_fraction": args.s_fraction},
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "report.json"
-    path.write_text(json.dumps(_jsonable(report), indent=1, allow_nan=False) + "\n")
-    figures = plot_run(report, out / "fit")
+    path = write_report(report, args.out)
+    figures = plot_run(report, Path(args.out) / "fit")
     m = fit["measured"]
     print(
         f"measured: {m['shape']} (start {m['start']:.3f}, peak {m['peak']:.3f} at step {m['peak_step']:g}, "

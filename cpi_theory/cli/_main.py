@@ -6,19 +6,17 @@ Each subcommand lives in its own module exposing ``register(subparsers)``, which
 """
 
 import argparse
-import importlib
 import sys
 
 from .._errors import ConfigError, DivergenceError, Float64Required
+from ._appendix import register as register_appendix
+from ._bridge import register as register_bridge
+from ._reproduce import register as register_reproduce
+from ._simulate import register as register_simulate
+from ._sweep import register as register_sweep
 
-# One entry per subcommand module; each exposes register(subparsers).
-_SUBCOMMAND_MODULES = (
-    "cpi_theory.cli._simulate",
-    "cpi_theory.cli._sweep",
-    "cpi_theory.cli._bridge",
-    "cpi_theory.cli._reproduce",
-    "cpi_theory.cli._appendix",
-)
+# The subcommands, in the order ``cpi-theory --help`` lists them.
+_REGISTER = (register_simulate, register_sweep, register_bridge, register_reproduce, register_appendix)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Context-parametric inversion: exact toy-model theory, experiments, sweeps and bridge.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _SUBCOMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for register in _REGISTER:
+        register(subparsers)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""``cpi-theory reproduce``: regenerate the figures of ``experiments/`` and write ``INDEX.md``."""
+"""``cpi-theory reproduce``: regenerate the figures F1-F6 (shipped in the package) and write ``INDEX.md``."""
 
 import sys
 
@@ -24,14 +24,17 @@ def _run(args) -> int:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "reproduce",
-        help="regenerate every figure (experiments/fN_*.py) and figures/INDEX.md",
-        description="Run the figure experiments (from experiments/ in the current directory, or next to the "
-        "package source of an editable install) with a progress bar, and write INDEX.md with each figure's "
-        "command and key numbers.",
+        help="regenerate every figure (F1-F6) and figures/INDEX.md",
+        description="Run the figure definitions shipped in the package (cpi_theory/figures/, from any "
+        "directory) with a progress bar, and write INDEX.md with each figure's command and key numbers.",
     )
     parser.add_argument("--quick", action="store_true", help="small configurations (minutes, for CI)")
     parser.add_argument("--only", metavar="F1,F3", help="comma-separated figure ids to run (default: all)")
     parser.add_argument("--outdir", default="figures", help="output directory (default: figures)")
-    parser.add_argument("--experiments-dir", metavar="DIR", help="where the fN_*.py files are")
+    parser.add_argument(
+        "--experiments-dir",
+        metavar="DIR",
+        help="run the fN_*.py files of DIR instead of the package's figures (e.g. experiments/)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run)

@@ -36,7 +36,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args) -> int:
-    from ..simulation._simulate import ENGINES, simulate
+    from ..simulation import ENGINES, simulate
 
     if args.engine not in ENGINES:
         raise ConfigError("--engine", f"must be one of {sorted(ENGINES)}, got {args.engine!r}")

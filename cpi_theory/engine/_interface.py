@@ -26,6 +26,9 @@ class Engine:
     - ``observe(state, inputs) -> records``: the remaining metrics of a state (those ``step`` does not give).
     - ``finish(state, inputs) -> (final_state, records)``: the state handed back to the user and *all*
       metrics of the final state (no step follows it).
+    - ``magnitude(state, inputs) -> scalar``: how large the numbers M_C is computed from have grown (for the
+      toy: |z_c*| + |z_a*| + sum_y sigma_y |u_y| on the probe); float64 rounds M_C's inputs by about eps
+      times it, and the loop stops trusting a run once that exceeds :data:`PRECISION_TOLERANCE`.
     """
 
     name: str
@@ -33,3 +36,10 @@ class Engine:
     step: Callable[[State, Inputs], tuple[State, Any, Records]]
     observe: Callable[[State, Inputs], Records]
     finish: Callable[[State, Inputs], tuple[Any, Records]]
+    magnitude: Callable[[State, Inputs], Any]
+
+
+# The absolute rounding error (eps * magnitude) that M_C's inputs may carry before a run is reported as
+# having lost precision: far below any difference the theory or the figures resolve, far above rounding
+# in every configuration the paper and the figures use (magnitudes of order 10 there; the limit is ~4.5e6).
+PRECISION_TOLERANCE = 1e-9

@@ -12,21 +12,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._interface import Engine
+from ._interface import PRECISION_TOLERANCE, Engine
 
 
 @dataclasses.dataclass(frozen=True)
 class Recorded:
     """What the loop returns: ``records`` (leading axis = recorded step, :func:`recorded_steps`), the
-    engine's final state, and the first step whose loss is not finite (-1 if none)."""
+    engine's final state, the first step whose loss is not finite (-1 if none), and the first recorded step
+    at which float64 stopped resolving M_C's inputs (-1 if none) with the engine's ``magnitude`` there."""
 
     records: dict
     final_state: Any
     first_nonfinite_step: jax.Array
+    first_imprecise_step: jax.Array
+    imprecise_magnitude: jax.Array
 
 
 jax.tree_util.register_dataclass(
-    Recorded, data_fields=["records", "final_state", "first_nonfinite_step"], meta_fields=[]
+    Recorded,
+    data_fields=[
+        "records",
+        "final_state",
+        "first_nonfinite_step",
+        "first_imprecise_step",
+        "imprecise_magnitude",
+    ],
+    meta_fields=[],
 )
 
 
@@ -42,6 +53,16 @@ def _append(records, record):
     return jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], axis=0), records, record)
 
 
+def _check_precision(engine: Engine, inputs, carry):
+    """Note the first recorded step whose state float64 can no longer resolve (see ``Engine.magnitude``)."""
+    state, t, first_bad, (first_imprecise, at_magnitude) = carry
+    magnitude = engine.magnitude(state, inputs)
+    eps = jnp.finfo(magnitude.dtype).eps
+    newly = (first_imprecise < 0) & (magnitude * eps > PRECISION_TOLERANCE)
+    imprecise = (jnp.where(newly, t, first_imprecise), jnp.where(newly, magnitude, at_magnitude))
+    return state, t, first_bad, imprecise
+
+
 def _block(engine: Engine, inputs, carry, n_steps: int):
     """``n_steps`` GD steps; returns the records of the state at the start of the block.
 
@@ -50,11 +71,12 @@ def _block(engine: Engine, inputs, carry, n_steps: int):
     """
 
     def body(carry, _):
-        state, t, first_bad = carry
+        state, t, first_bad, imprecise = carry
         state, loss, free = engine.step(state, inputs)
         first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), t, first_bad)
-        return (state, t + 1, first_bad), free
+        return (state, t + 1, first_bad, imprecise), free
 
+    carry = _check_precision(engine, inputs, carry)
     record = engine.observe(carry[0], inputs)
     carry, free = jax.lax.scan(body, carry, None, length=n_steps)
     return carry, {**record, **jax.tree.map(lambda x: x[0], free)}
@@ -66,7 +88,9 @@ def run_recorded(engine: Engine, inputs, *, steps: int, record_every: int = 1, s
     Pure JAX: jit it with ``steps`` and ``record_every`` static (they fix the scan lengths).
     """
     state = engine.init(inputs) if state0 is None else state0
-    carry = (state, jnp.asarray(0, dtype=jnp.int32), jnp.asarray(-1, dtype=jnp.int32))
+    never = jnp.asarray(-1, dtype=jnp.int32)
+    no_magnitude = jnp.zeros((), dtype=jnp.result_type(float))
+    carry = (state, jnp.asarray(0, dtype=jnp.int32), never, (never, no_magnitude))
     carry, records = jax.lax.scan(
         lambda carry, _: _block(engine, inputs, carry, record_every),
         carry,
@@ -77,8 +101,15 @@ def run_recorded(engine: Engine, inputs, *, steps: int, record_every: int = 1, s
         carry, record = _block(engine, inputs, carry, steps % record_every)
         records = _append(records, record)
     # The final state is recorded too; no step follows it, so its metrics cost one extra pass.
-    final_state, record = engine.finish(carry[0], inputs)
-    return Recorded(records=_append(records, record), final_state=final_state, first_nonfinite_step=carry[2])
+    state, _, first_bad, (first_imprecise, magnitude) = _check_precision(engine, inputs, carry)
+    final_state, record = engine.finish(state, inputs)
+    return Recorded(
+        records=_append(records, record),
+        final_state=final_state,
+        first_nonfinite_step=first_bad,
+        first_imprecise_step=first_imprecise,
+        imprecise_magnitude=magnitude,
+    )
 
 
 def run_batched(run_one: Callable, per_run, vmap_width: int | None = None):

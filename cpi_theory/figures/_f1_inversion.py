@@ -30,10 +30,10 @@ def analytic(config, quick: bool) -> dict[str, float]:
     from ..paper import _analysis
 
     out = {"analytic_plateau": np.nan, "reduced_peak": np.nan, "reduced_peak_step": np.nan}
-    out["analytic_plateau"] = _analysis.plateau(config)["context_reliance"]
+    out["analytic_plateau"] = _analysis.plateau(config).context_reliance
     if not quick:  # compiling the reduced engine costs ~10 s; the brute-force peak is shown anyway
         peak = _analysis.inversion_peak(config)
-        out["reduced_peak"], out["reduced_peak_step"] = peak["peak"], float(peak["peak_step"])
+        out["reduced_peak"], out["reduced_peak_step"] = peak.peak, float(peak.peak_step)
     return out
 
 

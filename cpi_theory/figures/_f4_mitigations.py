@@ -141,4 +141,3 @@ def run(outdir: str, quick: bool) -> dict:
         ),
     ]
     return {"files": files, "numbers": numbers, "notes": notes}
-

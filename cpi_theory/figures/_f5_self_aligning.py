@@ -51,7 +51,9 @@ def compute(quick: bool) -> xr.Dataset:
         bank = self_aligning.fact_bank(seed, wrong_fraction=float(wrong), **BANK)
         base = self_aligning.finetuning_world(bank, bank.true_answer[:k])
         state0 = pretrained_state(base, RELATION_SCORE)
-        dist = np.asarray(self_aligning.answer_distributions(state0, base, bank.vocab, np.arange(bank.n_subjects)))
+        dist = np.asarray(
+            self_aligning.answer_distributions(state0, base, bank.vocab, np.arange(bank.n_subjects))
+        )
         own = np.argmax(dist, axis=-1)
         incompatible = self_aligning.finetuning_targets(bank, own, ["incompatible"] * k, seed=10_000 + seed)
         targets = [bank.true_answer[:k]]
@@ -68,7 +70,9 @@ def compute(quick: bool) -> xr.Dataset:
     values = np.zeros((len(worlds), len(METRICS)))
     for i, (world, bank, dist) in enumerate(zip(worlds, banks, pre, strict=True)):
         state = jax.tree.map(lambda x, i=i: x[i], result.final_state)
-        post = np.asarray(self_aligning.answer_distributions(state, world, bank.vocab, np.arange(bank.n_subjects)))
+        post = np.asarray(
+            self_aligning.answer_distributions(state, world, bank.vocab, np.arange(bank.n_subjects))
+        )
         report = self_aligning.consistency_report(bank, dist[k:], post[k:])
         target = np.asarray(world.target) - bank.vocab.n_subjects
         report["finetune_fit"] = float(np.mean(np.argmax(post[:k], axis=-1) == target))
@@ -187,4 +191,3 @@ def run(outdir: str, quick: bool) -> dict:
         "held-out subject's answer distribution by half as much; incompatible targets need large updates.",
     ]
     return {"files": files, "numbers": numbers, "notes": notes}
-

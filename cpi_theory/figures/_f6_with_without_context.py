@@ -187,4 +187,3 @@ def run(outdir: str, quick: bool) -> dict:
         "trained answer the argmax); the probabilities show the differences.",
     ]
     return {"files": files, "numbers": numbers, "notes": notes}
-

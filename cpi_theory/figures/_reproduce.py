@@ -1,9 +1,12 @@
-"""Regenerate every figure: locate ``experiments/fN_*.py``, run them, write ``INDEX.md``.
+"""Regenerate every figure: run the figure modules shipped in the package, write ``INDEX.md``.
 
-The package never imports ``experiments`` as a package: each experiment file is loaded by path. An
-experiment module defines ``FIGURE`` (e.g. ``"F1"``), ``TITLE`` and ``run(outdir, quick) -> dict`` with keys
-``files`` (paths written, relative to ``outdir``), ``numbers`` (name -> value, read back from the data it
-wrote) and ``notes`` (sentences for the index, e.g. where the toy disagrees with a paper).
+The figures F1-F6 are modules of this package (``cpi_theory.figures._f1_inversion`` ...), found by import,
+so ``reproduce`` works from an installed wheel in any directory. ``--experiments-dir DIR`` runs the
+``fN_*.py`` files of ``DIR`` instead, each loaded by path (the repository's ``experiments/`` scripts call
+the package modules). A figure module defines ``FIGURE`` (e.g. ``"F1"``), ``TITLE`` and
+``run(outdir, quick) -> dict`` with keys ``files`` (paths written, relative to ``outdir``), ``numbers``
+(name -> value, read back from the data it wrote) and ``notes`` (sentences for the index, e.g. where the
+toy disagrees with a paper).
 """
 
 import argparse
@@ -13,30 +16,50 @@ import pathlib
 import re
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 _EXPERIMENT_FILE = re.compile(r"^f(\d+)_[a-z0-9_]+\.py$")
+_REQUIRED = ("FIGURE", "TITLE", "run")
 
 
-def find_experiments_dir(explicit: str | None = None) -> pathlib.Path:
-    """``explicit`` if given; else ``./experiments``; else ``experiments/`` next to the package's source tree
-    (an editable install from a clone). Raises FileNotFoundError naming the places searched."""
-    if explicit is not None:
-        path = pathlib.Path(explicit)
-        if not path.is_dir():
-            raise FileNotFoundError(f"--experiments-dir: no such directory: {explicit}")
-        return path
-    candidates = [
-        pathlib.Path.cwd() / "experiments",
-        pathlib.Path(__file__).resolve().parents[2] / "experiments",
-    ]
-    for path in candidates:
-        if path.is_dir() and any(_EXPERIMENT_FILE.match(p.name) for p in path.iterdir()):
-            return path
-    raise FileNotFoundError(
-        "cannot find the experiments/ directory (looked in "
-        + ", ".join(str(c) for c in candidates)
-        + "); run from a clone of the repository or pass --experiments-dir"
+def packaged_figures() -> dict[str, ModuleType]:
+    """Figure id (``"F1"``) -> the figure's module in the package, in figure order.
+
+    Imported on first use, not with the package: the figures pull in matplotlib and xarray.
+    """
+    from . import (
+        _f1_inversion,
+        _f2_time_scales,
+        _f3_phase_diagram,
+        _f4_mitigations,
+        _f5_self_aligning,
+        _f6_with_without_context,
     )
+
+    modules = (
+        _f1_inversion,
+        _f2_time_scales,
+        _f3_phase_diagram,
+        _f4_mitigations,
+        _f5_self_aligning,
+        _f6_with_without_context,
+    )
+    return {module.FIGURE: module for module in modules}
+
+
+def script_name(module: ModuleType) -> str:
+    """The repository script of a packaged figure (``experiments/<STEM>.py``), named in ``INDEX.md``."""
+    return f"{module.STEM}.py"
+
+
+def find_experiments_dir(explicit: str) -> pathlib.Path:
+    """The ``--experiments-dir`` folder, checked: it exists and holds at least one ``fN_*.py`` file."""
+    path = pathlib.Path(explicit)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--experiments-dir: no such directory: {explicit}")
+    if not experiment_files(path):
+        raise FileNotFoundError(f"--experiments-dir: no figure files (fN_*.py) in {explicit}")
+    return path
 
 
 def experiment_files(directory: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -49,13 +72,13 @@ def experiment_files(directory: pathlib.Path) -> dict[str, pathlib.Path]:
     return dict(sorted(found.items(), key=lambda kv: int(kv[0][1:])))
 
 
-def load_experiment(path: pathlib.Path):
+def load_experiment(path: pathlib.Path) -> ModuleType:
     """Import one experiment file by path (as module ``cpi_experiment_<stem>``)."""
     name = f"cpi_experiment_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for attr in ("FIGURE", "TITLE", "run"):
+    for attr in _REQUIRED:
         if not hasattr(module, attr):
             raise ValueError(f"experiment {path} does not define {attr}")
     return module
@@ -122,7 +145,10 @@ def reproduce(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Run the selected experiments into ``outdir`` and write ``outdir/INDEX.md``; returns their entries.
+    """Run the selected figures into ``outdir`` and write ``outdir/INDEX.md``; returns their entries.
+
+    The figures are the package's (:func:`packaged_figures`), or the ``fN_*.py`` files of
+    ``experiments_dir`` when given.
 
     Each figure's entry is also kept as ``outdir/index/<figure>.json``, and INDEX.md lists every entry
     found there: ``--only F3`` updates F3's entry and keeps the others.
@@ -131,20 +157,26 @@ def reproduce(
 
     from tqdm import tqdm
 
-    directory = find_experiments_dir(experiments_dir)
-    files = experiment_files(directory)
-    chosen = select(list(files), only)
+    if experiments_dir is None:
+        modules = packaged_figures()
+        scripts = {figure: script_name(module) for figure, module in modules.items()}
+        load = modules.__getitem__
+    else:
+        files = experiment_files(find_experiments_dir(experiments_dir))
+        scripts = {figure: path.name for figure, path in files.items()}
+        load = lambda figure: load_experiment(files[figure])
+    chosen = select(list(scripts), only)
     os.makedirs(outdir, exist_ok=True)
     entries = []
     bar = tqdm(chosen, desc="reproduce", unit="figure", disable=not progress, file=sys.stderr)
     for figure in bar:
         bar.set_postfix_str(figure)
-        module = load_experiment(files[figure])
+        module = load(figure)
         result = module.run(outdir, quick)
         entry = {
             "figure": figure,
             "title": module.TITLE,
-            "script": files[figure].name,
+            "script": scripts[figure],
             "quick": bool(quick),
             "files": list(result["files"]),
             "numbers": dict(result["numbers"]),

@@ -20,6 +20,7 @@ from ._forward import (
     cross_entropy,
     inputs,
     probe_logits,
+    relation_query,
 )
 from ._world import World
 
@@ -40,6 +41,22 @@ def _probe_metrics_from(logits_K, att_3, world: World) -> dict[str, jax.Array]:
         "counterfactual_accuracy": (prediction == c_star).astype(logits_K.dtype),
         "parametric_accuracy": (prediction == a_star).astype(logits_K.dtype),
     }
+
+
+def _gap_magnitude(logits_K, scores_3, att_3, world: World):
+    """|z_c*| + |z_a*| + sum_y sigma_y |u_y| on the probe: float64 rounds M_C's logit gap z_c* - z_a* by
+    about eps times this (the attention's share through its scores), so it bounds how many digits of M_C
+    the arithmetic keeps."""
+    gap_terms = jnp.abs(logits_K[world.probe_context]) + jnp.abs(logits_K[world.probe_memorized])
+    return gap_terms + jnp.sum(att_3 * jnp.abs(scores_3))
+
+
+def probe_magnitude(state: ToyState, world: World) -> jax.Array:
+    """:func:`_gap_magnitude` of a full state (the engine's ``magnitude``)."""
+    probe_x_3xD = inputs(world, world.probe_context[None], world.probe_subject[None])[0]
+    scores_3 = probe_x_3xD @ relation_query(state, world)
+    logits_K, att_3 = probe_logits(state, world)
+    return _gap_magnitude(logits_K, scores_3, att_3, world)
 
 
 def _loss_with_aux(state: ToyState, world: World, h_shift_NxD):
@@ -153,6 +170,13 @@ def frozen_loss_grad_and_class_metrics(query_D, world: World, values: FrozenValu
     gap_NxK = values.v_Nx3xK[:, CONTEXT] - values.v_Nx3xK[:, SUBJECT]
     margin_N = jnp.where(world.has_context, jnp.einsum("nk,nk->n", gap_NxK, residual_NxK), jnp.nan)
     return total, grad_D, _per_class(world, losses_N, att_Nx3, margin_N)
+
+
+def frozen_probe_magnitude(query_D, world: World, values: FrozenValues) -> jax.Array:
+    """:func:`probe_magnitude` from the relation query and the probe's constant value logits."""
+    scores_3 = values.probe_x_3xD @ query_D
+    att_3 = attention_from_query(query_D, values.probe_x_3xD[None], jnp.ones((1,), dtype=bool))[0]
+    return _gap_magnitude(att_3 @ values.probe_v_3xK, scores_3, att_3, world)
 
 
 def frozen_probe_metrics(query_D, world: World, values: FrozenValues) -> dict[str, jax.Array]:

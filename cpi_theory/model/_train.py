@@ -20,10 +20,12 @@ from ._forward import ToyState, relation_query, training_loss
 from ._metrics import (
     FrozenValues,
     frozen_loss_grad_and_class_metrics,
+    frozen_probe_magnitude,
     frozen_probe_metrics,
     frozen_values,
     loss_grad_and_class_metrics,
     metrics,
+    probe_magnitude,
     probe_metrics,
 )
 from ._world import World
@@ -69,6 +71,7 @@ FULL_ENGINE = Engine(
     step=_general_step,
     observe=lambda state, inputs: probe_metrics(state, inputs.world),
     finish=lambda state, inputs: (state, metrics(state, inputs.world)),
+    magnitude=lambda state, inputs: probe_magnitude(state, inputs.world),
 )
 
 
@@ -120,6 +123,7 @@ FROZEN_VALUES_ENGINE = Engine(
     step=_frozen_step,
     observe=lambda state, inputs: frozen_probe_metrics(state.query_D, inputs.world, state.values),
     finish=_frozen_finish,
+    magnitude=lambda state, inputs: frozen_probe_magnitude(state.query_D, inputs.world, state.values),
 )
 
 

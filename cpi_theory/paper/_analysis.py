@@ -19,11 +19,14 @@ and M_C(inf) = sigmoid(s_c (lambda_C - o_c) - s_s (lambda_M - o_c)), ``s_c = sig
 log t: no plateau, M_C creeps (logarithmically) toward the larger class's preference.
 """
 
+import dataclasses
+
 import numpy as np
 import scipy.optimize
 import sympy as sp
 
 from ..config._config import resolve_config
+from ..engine import Summary, summarize
 from ..reduced import reduced_params, reduced_train
 from ._paper import lemma3_value_logits
 
@@ -37,31 +40,36 @@ def mc_trajectory(config=None) -> np.ndarray:
     return np.asarray(out.records["context_reliance"])
 
 
-def inversion_peak(config=None) -> dict:
-    """Peak step and height of M_C over ``steps``, the final value, and ``drop`` = peak - final.
+def inversion_peak(config=None) -> Summary:
+    """The one :class:`cpi_theory.engine.Summary` of M_C over steps 0..steps (exact GD, reduced engine):
+    start, peak and its step, final, ``depth`` = peak - final, and the shape class.
 
-    ``interior`` is True when the maximum lies strictly inside the horizon (a rise then a fall).
+    The peak is *interior* (a rise then a fall within the horizon) when ``0 < s.peak_step < s.final_step``:
+    the first maximum is neither the start nor the last step. ``s.inversion`` is the stricter shape class
+    (a rise and a fall of more than the summary's tolerance).
     """
     mc = mc_trajectory(config)
-    i = int(np.argmax(mc))
-    return {
-        "peak_step": i,
-        "peak": float(mc[i]),
-        "start": float(mc[0]),
-        "final": float(mc[-1]),
-        "drop": float(mc[i] - mc[-1]),
-        "interior": 0 < i < len(mc) - 1,
-    }
+    return summarize(np.arange(mc.shape[0]), mc)
 
 
 # ---- plateau ------------------------------------------------------------------------------------------------
 
 
-def plateau(config=None) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Plateau:
+    """The late-time limit of the dynamics in closed form (:func:`plateau`)."""
+
+    context_reliance: float  # M_C(inf)
+    score_gap: float  # D_inf: the limit of the probe's score gap kappa_thC - kappa_thS
+    attention_context: float  # the probe's attention on its context in the limit, sigmoid(D_inf / sqrt2)
+    a_c: float  # a_C = (lambda_C - o_c)(1 - delta_C): the C points' saturation amplitude
+    a_cs: float  # a_CS = (lambda_M - lambda_C)(1 - delta_M): the C+S points' saturation amplitude
+
+
+def plateau(config=None) -> Plateau:
     """The late-time limit of M_C in closed form (see the module docstring), for lr_v = 0 and C / C+S data.
 
-    Returns ``context_reliance`` (M_C(inf)), ``score_gap`` (D_inf), ``attention_context`` and the two
-    saturation amplitudes. Raises ValueError outside the regime where the limit exists.
+    Raises ValueError outside the regime where the limit exists.
     """
     cfg = resolve_config(config)
     n_c, n_cs, n_s, n_aug = cfg.class_counts()
@@ -72,36 +80,45 @@ def plateau(config=None) -> dict:
             f"no plateau: with |D_C| = {n_c} != |D_C+S| = {n_cs} the probe's score gap drifts like log t"
         )
     lem = lemma3_value_logits(cfg)
-    lam_c, lam_m, o_c = lem["self_copy"], lem["memory"], cfg.o_c
+    lam_c, lam_m, o_c = lem.self_copy, lem.memory, cfg.o_c
     a_c = (lam_c - o_c) * (1 - cfg.delta_c)
     a_cs = (lam_m - lam_c) * (1 - cfg.delta_m)
     gap = np.sqrt(2.0) * np.log(a_c / a_cs) / (2.0 + 1.0 / n_c)
     s_c = 1.0 / (1.0 + np.exp(-gap / np.sqrt(2.0)))
     logit = s_c * (lam_c - o_c) - (1.0 - s_c) * (lam_m - o_c)
-    return {
-        "context_reliance": float(1.0 / (1.0 + np.exp(-logit))),
-        "score_gap": float(gap),
-        "attention_context": float(s_c),
-        "a_C": float(a_c),
-        "a_CS": float(a_cs),
-    }
+    return Plateau(
+        context_reliance=float(1.0 / (1.0 + np.exp(-logit))),
+        score_gap=float(gap),
+        attention_context=float(s_c),
+        a_c=float(a_c),
+        a_cs=float(a_cs),
+    )
 
 
-def plateau_expressions() -> dict:
-    """The plateau's closed form as sympy expressions (for the appendix; :func:`plateau` evaluates it)."""
+@dataclasses.dataclass(frozen=True)
+class PlateauExpressions:
+    """The plateau's closed form as sympy equations ``symbol = expression`` (for the appendix)."""
+
+    a_c: sp.Eq  # a_C = (lambda_C - o_c)(1 - delta_c)
+    a_cs: sp.Eq  # a_CS = (lambda_M - lambda_C)(1 - delta_m)
+    score_gap: sp.Eq  # D_infty in a_C, a_CS and the class size n
+    context_reliance: sp.Eq  # M_C(infty) in D_infty
+
+
+def plateau_expressions() -> PlateauExpressions:
+    """The plateau's closed form as sympy equations (for the appendix; :func:`plateau` evaluates it)."""
     lam_c, lam_m, o_c, d_c, d_m, n = sp.symbols("lambda_C lambda_M o_c delta_c delta_m n", real=True)
     a_c = (lam_c - o_c) * (1 - d_c)
     a_cs = (lam_m - lam_c) * (1 - d_m)
     gap = sp.sqrt(2) * sp.log(sp.Symbol("a_C") / sp.Symbol("a_CS")) / (2 + 1 / n)
     s_c = 1 / (1 + sp.exp(-sp.Symbol("D_infty") / sp.sqrt(2)))
     m_inf = 1 / (1 + sp.exp(-(s_c * (lam_c - o_c) - (1 - s_c) * (lam_m - o_c))))
-    symbols = {
-        "a_C": sp.Symbol("a_C"),
-        "a_CS": sp.Symbol("a_CS"),
-        "D_inf": sp.Symbol("D_infty"),
-        "M_inf": sp.Symbol(r"M_C(\infty)"),
-    }
-    return {"a_C": a_c, "a_CS": a_cs, "D_inf": gap, "M_inf": m_inf, "symbols": symbols}
+    return PlateauExpressions(
+        a_c=sp.Eq(sp.Symbol("a_C"), a_c),
+        a_cs=sp.Eq(sp.Symbol("a_CS"), a_cs),
+        score_gap=sp.Eq(sp.Symbol("D_infty"), gap),
+        context_reliance=sp.Eq(sp.Symbol(r"M_C(\infty)"), m_inf),
+    )
 
 
 # ---- phase boundary -----------------------------------------------------------------------------------------
@@ -116,16 +133,16 @@ def _with_axis(cfg, axis: str, value: float):
     return cfg.replace(**{axis: float(value)})
 
 
-def inversion_drop(config=None) -> float:
-    """Peak minus final M_C over the configuration's horizon (0 when M_C only rises or only falls to its max
-    at the end): the size of the inversion."""
-    return inversion_peak(config)["drop"]
+def inversion_depth(config=None) -> float:
+    """The size of the inversion: the summary's ``depth`` = peak - final M_C over the configuration's
+    horizon (0 when M_C only rises or reaches its maximum at the end)."""
+    return inversion_peak(config).depth
 
 
 def phase_boundary(
     config=None, *, axis: str = "cs_fraction", bounds: tuple[float, float], threshold: float = 0.01
 ) -> float:
-    """The value of ``axis`` in ``bounds`` where the inversion (peak - final M_C over ``steps``) crosses
+    """The value of ``axis`` in ``bounds`` where the inversion's depth (peak - final M_C over ``steps``) crosses
     ``threshold``: below/above it the inversion exists, on the other side it has disappeared.
 
     ``axis``: ``cs_fraction`` (C+S share of the C and C+S points at fixed total; real class sizes),
@@ -135,12 +152,12 @@ def phase_boundary(
     if axis not in _AXES:
         raise ValueError(f"axis must be one of {_AXES}, got {axis!r}")
     cfg = resolve_config(config)
-    f = lambda v: inversion_drop(_with_axis(cfg, axis, v)) - threshold
+    f = lambda v: inversion_depth(_with_axis(cfg, axis, v)) - threshold
     lo, hi = bounds
     f_lo, f_hi = f(lo), f(hi)
     if np.sign(f_lo) == np.sign(f_hi):
         raise ValueError(
-            f"{axis} in {bounds} does not bracket the boundary: drop - threshold = {f_lo:.4g}, {f_hi:.4g}"
+            f"{axis} in {bounds} does not bracket the boundary: depth - threshold = {f_lo:.4g}, {f_hi:.4g}"
         )
     return float(scipy.optimize.brentq(f, lo, hi, xtol=1e-10))
 
@@ -148,18 +165,20 @@ def phase_boundary(
 # ---- lr_v / lr_kq -----------------------------------------------------------------------------------------
 
 
-def value_rate_effect(config=None, ratios=(0.0, 0.1, 0.3, 1.0)) -> dict[float, dict]:
-    """:func:`inversion_peak` at each ratio lr_v / lr_kq (lr_kq from the configuration)."""
+def value_rate_effect(config=None, ratios=(0.0, 0.1, 0.3, 1.0)) -> dict[float, Summary]:
+    """:func:`inversion_peak` at each ratio lr_v / lr_kq (lr_kq from the configuration): ratio -> summary."""
     cfg = resolve_config(config)
     return {float(r): inversion_peak(cfg.replace(lr_v=float(r) * cfg.lr_kq)) for r in ratios}
 
 
 __all__ = [
-    "plateau_expressions",
-    "inversion_drop",
+    "Plateau",
+    "PlateauExpressions",
+    "inversion_depth",
     "inversion_peak",
     "mc_trajectory",
     "phase_boundary",
     "plateau",
+    "plateau_expressions",
     "value_rate_effect",
 ]

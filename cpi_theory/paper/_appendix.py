@@ -5,6 +5,7 @@ when the appendix is generated (predicted by the theory next to the brute-force 
 Regeneration is deterministic: numbers are printed to 6 significant digits.
 """
 
+import dataclasses
 import pathlib
 import shutil
 import subprocess
@@ -33,161 +34,245 @@ def _fmt(x) -> str:
     return f"{float(x):.6g}"
 
 
-def _equations() -> list[tuple[str, str]]:
-    """(caption, LaTeX) pairs, all from sympy objects."""
-    m = reduced_model()
-    eqs = []
-    eqs.append(("Lemma 3, self-copy entry", sp.latex(sp.Eq(m.params["lambda_C"], m.lam_c))))
-    eqs.append(("Lemma 3, memory entry", sp.latex(sp.Eq(m.params["lambda_M"], m.lam_m))))
-    u = sp.Symbol("u_{C,c}")
-    eqs.append(("attention score of a C point's context", sp.latex(sp.Eq(u, m.score_expr["C"]["c"]))))
-    eqs.append(
-        (
-            "attention score of the probe's context c* (shared direction only)",
-            sp.latex(sp.Eq(sp.Symbol("u_{c^*}"), m.score_expr["probe"]["c"])),
-        )
-    )
+# ---- equations ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Equation:
+    """One displayed equation: its caption and the ``sympy.latex`` of a sympy object."""
+
+    caption: str
+    latex: str
+
+
+def _eq(caption: str, lhs, rhs) -> Equation:
+    return Equation(caption, sp.latex(sp.Eq(lhs, rhs)))
+
+
+def _model_equations(m) -> dict[str, Equation]:
+    """Lemma 3's two value-table entries."""
+    return {
+        "lemma3_self_copy": _eq("Lemma 3, self-copy entry", m.params["lambda_C"], m.lam_c),
+        "lemma3_memory": _eq("Lemma 3, memory entry", m.params["lambda_M"], m.lam_m),
+    }
+
+
+def _reduced_equations(m) -> dict[str, Equation]:
+    """The reduced model's stages (scores, logits, losses), an orbit size, the softmax Jacobian and the
+    exact GD update."""
     target = m.targets["C"]
-    eqs.append(
-        (
-            "logit of a C point's own context (target), bilinear in attention and the W_V orbit scalars",
-            sp.latex(sp.Eq(m.logit_sym["C"][target], m.logit_expr["C"][target])),
-        )
-    )
     shift0 = {s: 0 for s in m.logit_shift.values()}
-    eqs.append(
-        (
-            "class loss of an S point: role logits with multiplicities",
-            sp.latex(sp.Eq(m.class_loss_sym["S"], m.class_loss["S"].subs(shift0))),
-        )
-    )
-    eqs.append(("training loss", sp.latex(sp.Eq(sp.Symbol("L"), m.loss))))
-    k = m.w[(("other", "CS", "c"), ("own", "C", "c"))]
-    eqs.append(
-        (
-            "orbit size of one W_V scalar (rows: other C+S contexts; columns: C contexts)",
-            sp.latex(sp.Eq(sp.Symbol(r"|O|"), m.orbit_size[k])),
-        )
-    )
-    eqs.append(
-        (
-            "softmax Jacobian (by sympy)",
-            sp.latex(
-                sp.Eq(m.attention_jacobian_sym[("C", "c", "s")], m.attention_jacobian_expr[("C", "c", "s")])
-            ),
-        )
-    )
+    orbit = m.w[(("other", "CS", "c"), ("own", "C", "c"))]
+    jacobian = ("C", "c", "s")
     theta, eta, size = sp.symbols(r"\theta_O \eta |O|")
-    t = sp.Symbol("t")
     f = sp.Function(r"\theta_O")
-    eqs.append(
-        (
+    t = sp.Symbol("t")
+    return {
+        "score_c": _eq(
+            "attention score of a C point's context", sp.Symbol("u_{C,c}"), m.score_expr["C"]["c"]
+        ),
+        "score_probe_c": _eq(
+            "attention score of the probe's context c* (shared direction only)",
+            sp.Symbol("u_{c^*}"),
+            m.score_expr["probe"]["c"],
+        ),
+        "logit_target": _eq(
+            "logit of a C point's own context (target), bilinear in attention and the W_V orbit scalars",
+            m.logit_sym["C"][target],
+            m.logit_expr["C"][target],
+        ),
+        "class_loss_s": _eq(
+            "class loss of an S point: role logits with multiplicities",
+            m.class_loss_sym["S"],
+            m.class_loss["S"].subs(shift0),
+        ),
+        "training_loss": _eq("training loss", sp.Symbol("L"), m.loss),
+        "orbit_size": _eq(
+            "orbit size of one W_V scalar (rows: other C+S contexts; columns: C contexts)",
+            sp.Symbol(r"|O|"),
+            m.orbit_size[orbit],
+        ),
+        "softmax_jacobian": _eq(
+            "softmax Jacobian (by sympy)",
+            m.attention_jacobian_sym[jacobian],
+            m.attention_jacobian_expr[jacobian],
+        ),
+        "gd_update": _eq(
             "exact GD update of every reduced coordinate",
-            sp.latex(sp.Eq(f(t + 1), f(t) - eta / size * sp.Derivative(sp.Symbol("L"), theta))),
-        )
-    )
+            f(t + 1),
+            f(t) - eta / size * sp.Derivative(sp.Symbol("L"), theta),
+        ),
+    }
+
+
+def _flow_equations() -> dict[str, Equation]:
+    theta, size = sp.symbols(r"\theta_O |O|")
+    f = sp.Function(r"\theta_O")
     tau = sp.Symbol(r"\tau")
-    eqs.append(
-        (
+    return {
+        "gradient_flow": _eq(
             "gradient flow (eta -> 0 at tau = eta t; r_O = 1 for W_KQ, lr_v/lr_kq for W_V)",
-            sp.latex(
-                sp.Eq(
-                    sp.Derivative(f(tau), tau),
-                    -sp.Symbol("r_O") / size * sp.Derivative(sp.Symbol("L"), theta),
-                )
-            ),
+            sp.Derivative(f(tau), tau),
+            -sp.Symbol("r_O") / size * sp.Derivative(sp.Symbol("L"), theta),
         )
-    )
-    lem4 = _paper.lemma4_margins()
-    eqs.append(("Lemma 4, m_C at t = 0", sp.latex(sp.Eq(sp.Symbol("m_C"), lem4["m_C"]))))
-    eqs.append(("Lemma 4, m_{C+S} at t = 0", sp.latex(sp.Eq(sp.Symbol("m_{C+S}"), lem4["m_CS"]))))
-    plat = _analysis.plateau_expressions()
-    for name in ("a_C", "a_CS", "D_inf", "M_inf"):
-        eqs.append((f"plateau: {name}", sp.latex(sp.Eq(plat["symbols"][name], plat[name]))))
-    return eqs
+    }
 
 
-def appendix_numbers() -> dict[str, tuple[str, str, str]]:
-    """Name -> (quantity, predicted, simulated) for the default configuration."""
-    cfg = Config()
-    rows = {}
-    full = simulate(cfg)
+def _lemma4_equations() -> dict[str, Equation]:
+    margins = _paper.lemma4_margins()
+    return {
+        "lemma4_m_c": _eq("Lemma 4, m_C at t = 0", sp.Symbol("m_C"), margins.m_c),
+        "lemma4_m_cs": _eq("Lemma 4, m_{C+S} at t = 0", sp.Symbol("m_{C+S}"), margins.m_cs),
+    }
+
+
+def _plateau_equations() -> dict[str, Equation]:
+    plateau = _analysis.plateau_expressions()
+    # The captions keep the names the appendix has always shown.
+    return {
+        "plateau_a_c": Equation("plateau: a_C", sp.latex(plateau.a_c)),
+        "plateau_a_cs": Equation("plateau: a_CS", sp.latex(plateau.a_cs)),
+        "plateau_score_gap": Equation("plateau: D_inf", sp.latex(plateau.score_gap)),
+        "plateau_context_reliance": Equation("plateau: M_inf", sp.latex(plateau.context_reliance)),
+    }
+
+
+def _equations() -> dict[str, Equation]:
+    """Every displayed equation by name, all from sympy objects."""
+    m = reduced_model()
+    return {
+        **_model_equations(m),
+        **_reduced_equations(m),
+        **_flow_equations(),
+        **_lemma4_equations(),
+        **_plateau_equations(),
+    }
+
+
+# ---- predicted vs simulated -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AppendixRow:
+    """One row of the predicted-vs-simulated table (numbers already formatted)."""
+
+    quantity: str
+    predicted: str  # closed form, root finding, flow or reduced engine
+    simulated: str  # the full d x d model
+
+
+def _lemma4_rows(cfg: Config, full) -> dict[str, AppendixRow]:
     lem4 = _paper.lemma4_values(cfg)
-    rows["m_C"] = (
-        "Lemma 4: m_C at t = 0",
-        _fmt(lem4["m_C"]),
-        _fmt(full.per_class["context_critical"]["margin"][0]),
-    )
-    rows["m_CS"] = (
-        "Lemma 4: m_C+S at t = 0",
-        _fmt(lem4["m_CS"]),
-        _fmt(full.per_class["non_context_critical"]["margin"][0]),
-    )
-    eta = _paper.eta_star(cfg)
+    margins = full.per_class
+    return {
+        "m_C": AppendixRow(
+            "Lemma 4: m_C at t = 0", _fmt(lem4.m_c), _fmt(margins["context_critical"]["margin"][0])
+        ),
+        "m_CS": AppendixRow(
+            "Lemma 4: m_C+S at t = 0", _fmt(lem4.m_cs), _fmt(margins["non_context_critical"]["margin"][0])
+        ),
+    }
+
+
+def _full_shared_gradient_sign(cfg: Config, lr: float) -> str:
+    """Sign of the full model's shared-direction gradient theta_C^T (-grad_{W_KQ} L) e_r after one step."""
     world = build_world(cfg)
     vocab = Vocabulary(cfg.n_subjects, cfg.n_answers)
-    signs = []
-    for lr in (eta * (1 - 1e-6), eta * (1 + 1e-6)):
-        state1, _ = gd_step(pretrained_state(world, cfg.relation_score), world, lr, 0.0)
-        grad = jax.grad(training_loss)(state1, world).w_kq
-        signs.append("+" if -float(grad[vocab.theta_c, vocab.e_r]) > 0 else "-")
-    rows["eta_star"] = (
-        "Prop. 1: eta* (full model: sign of the t = 1 shared gradient at eta*(1 -/+ 1e-6))",
-        _fmt(eta),
-        " / ".join(signs),
-    )
-    th = _paper.theorem1(cfg, lr=1.05 * eta)
-    full_th = simulate(cfg.replace(steps=2, lr_kq=1.05 * eta)).context_reliance
-    rows["theorem1"] = (
-        "Thm. 1 at 1.05 eta*: M_C(0), M_C(1), M_C(2)",
-        ", ".join(_fmt(v) for v in th["M_C"]),
-        ", ".join(_fmt(v) for v in full_th),
-    )
+    state1, _ = gd_step(pretrained_state(world, cfg.relation_score), world, lr, 0.0)
+    grad = jax.grad(training_loss)(state1, world).w_kq
+    return "+" if -float(grad[vocab.theta_c, vocab.e_r]) > 0 else "-"
+
+
+def _eta_star_rows(cfg: Config) -> dict[str, AppendixRow]:
+    eta = _paper.eta_star(cfg)
+    signs = [_full_shared_gradient_sign(cfg, lr) for lr in (eta * (1 - 1e-6), eta * (1 + 1e-6))]
+    theorem = _paper.theorem1(cfg, lr=1.05 * eta)
+    full_theorem = simulate(cfg.replace(steps=2, lr_kq=1.05 * eta)).context_reliance
+    return {
+        "eta_star": AppendixRow(
+            "Prop. 1: eta* (full model: sign of the t = 1 shared gradient at eta*(1 -/+ 1e-6))",
+            _fmt(eta),
+            " / ".join(signs),
+        ),
+        "theorem1": AppendixRow(
+            "Thm. 1 at 1.05 eta*: M_C(0), M_C(1), M_C(2)",
+            ", ".join(_fmt(v) for v in theorem.context_reliance),
+            ", ".join(_fmt(v) for v in full_theorem),
+        ),
+    }
+
+
+def _peak_and_plateau_rows(cfg: Config, full) -> dict[str, AppendixRow]:
     summary = full.summary()
-    fp = _flow.flow_peak(cfg.replace(steps=60))
-    rows["peak"] = (
-        "peak of M_C: flow (tau, height) vs GD at lr 1 (step, height)",
-        f"{_fmt(fp['tau'])}, {_fmt(fp['height'])}",
-        f"{summary['peak_step']}, {_fmt(summary['peak'])}",
-    )
-    plat = _analysis.plateau(cfg)
+    flow = _flow.flow_peak(cfg.replace(steps=60))
+    plateau = _analysis.plateau(cfg)
     late = simulate(cfg.replace(lr_kq=10.0, steps=20000, record_every=20000))
-    rows["plateau"] = (
-        "late plateau M_C(inf) (closed form) vs full model at tau = 2e5",
-        _fmt(plat["context_reliance"]),
-        _fmt(late.context_reliance[-1]),
-    )
+    return {
+        "peak": AppendixRow(
+            "peak of M_C: flow (tau, height) vs GD at lr 1 (step, height)",
+            f"{_fmt(flow.peak_tau)}, {_fmt(flow.peak)}",
+            f"{summary.peak_step}, {_fmt(summary.peak)}",
+        ),
+        "plateau": AppendixRow(
+            "late plateau M_C(inf) (closed form) vs full model at tau = 2e5",
+            _fmt(plateau.context_reliance),
+            _fmt(late.context_reliance[-1]),
+        ),
+    }
+
+
+def _boundary_rows(cfg: Config) -> dict[str, AppendixRow]:
+    """Each phase boundary (depth = 0.01) by root finding, and the full model's depth on either side."""
     f_star = _analysis.phase_boundary(cfg, axis="cs_fraction", bounds=(0.3, 0.45), threshold=0.01)
     k = int(np.floor(f_star * 20))
-    drops = []
-    for n_cs in (k, k + 1):
-        s = simulate(cfg.replace(n_context_critical=20 - n_cs, n_non_context_critical=n_cs)).summary()
-        drops.append(_fmt(s["peak"] - s["final"]))
-    rows["boundary_cs"] = (
-        f"phase boundary: C+S fraction where the drop crosses 0.01 (full: drop at {k}/20 and {k + 1}/20)",
-        _fmt(f_star),
-        " / ".join(drops),
-    )
+    depths = [
+        _fmt(simulate(cfg.replace(n_context_critical=20 - n_cs, n_non_context_critical=n_cs)).summary().depth)
+        for n_cs in (k, k + 1)
+    ]
+    rows = {
+        "boundary_cs": AppendixRow(
+            f"phase boundary: C+S fraction where the drop crosses 0.01 (full: drop at {k}/20 and {k + 1}/20)",
+            _fmt(f_star),
+            " / ".join(depths),
+        )
+    }
     for axis, bounds, name in (("delta_m", (0.9, 0.99), "delta_M"), ("delta_c", (0.01, 0.05), "delta_C")):
         star = _analysis.phase_boundary(cfg, axis=axis, bounds=bounds, threshold=0.01)
-        drops = []
-        for d in (star - 2e-3, star + 2e-3):
-            s = simulate(cfg.replace(**{axis: d})).summary()
-            drops.append(_fmt(s["peak"] - s["final"]))
-        rows[f"boundary_{axis}"] = (
+        depths = [
+            _fmt(simulate(cfg.replace(**{axis: d})).summary().depth) for d in (star - 2e-3, star + 2e-3)
+        ]
+        rows[f"boundary_{axis}"] = AppendixRow(
             f"phase boundary: {name} in {bounds} where the drop crosses 0.01 (full: drop at {name}* -/+ 2e-3)",
             _fmt(star),
-            " / ".join(drops),
-        )
-    effect = _analysis.value_rate_effect(cfg, ratios=(0.0, 0.1, 0.3, 1.0))
-    for r, e in effect.items():
-        s = simulate(cfg.replace(lr_v=r)).summary()
-        rows[f"lr_v_{r}"] = (
-            f"lr_v/lr_kq = {r}: peak step, peak, final M_C",
-            f"{e['peak_step']}, {_fmt(e['peak'])}, {_fmt(e['final'])}",
-            f"{s['peak_step']}, {_fmt(s['peak'])}, {_fmt(s['final'])}",
+            " / ".join(depths),
         )
     return rows
+
+
+def _value_rate_rows(cfg: Config) -> dict[str, AppendixRow]:
+    rows = {}
+    for r, e in _analysis.value_rate_effect(cfg, ratios=(0.0, 0.1, 0.3, 1.0)).items():
+        s = simulate(cfg.replace(lr_v=r)).summary()
+        rows[f"lr_v_{r}"] = AppendixRow(
+            f"lr_v/lr_kq = {r}: peak step, peak, final M_C",
+            f"{e.peak_step}, {_fmt(e.peak)}, {_fmt(e.final)}",
+            f"{s.peak_step}, {_fmt(s.peak)}, {_fmt(s.final)}",
+        )
+    return rows
+
+
+def appendix_numbers() -> dict[str, AppendixRow]:
+    """Name -> :class:`AppendixRow` (quantity, predicted, simulated) for the default configuration, in table
+    order."""
+    cfg = Config()
+    full = simulate(cfg)
+    return {
+        **_lemma4_rows(cfg, full),
+        **_eta_star_rows(cfg),
+        **_peak_and_plateau_rows(cfg, full),
+        **_boundary_rows(cfg),
+        **_value_rate_rows(cfg),
+    }
 
 
 _PROSE = {
@@ -230,10 +315,44 @@ _PROSE = {
 }
 
 
-def render() -> dict[str, str]:
-    """The two files' contents."""
-    eqs = _equations()
-    rows = appendix_numbers()
+# Sections in order: title, prose (a key of _PROSE or None) and the names of the equations shown.
+_SECTIONS = (
+    ("The model", "model", ("lemma3_self_copy", "lemma3_memory")),
+    (
+        "The reduced dynamics",
+        "reduced",
+        (
+            "score_c",
+            "score_probe_c",
+            "logit_target",
+            "class_loss_s",
+            "training_loss",
+            "orbit_size",
+            "softmax_jacobian",
+            "gd_update",
+        ),
+    ),
+    ("The gradient flow", "flow", ("gradient_flow",)),
+    ("Closed forms at t = 0 (Lemma 4)", None, ("lemma4_m_c", "lemma4_m_cs")),
+    (
+        "The late plateau",
+        "plateau",
+        ("plateau_a_c", "plateau_a_cs", "plateau_score_gap", "plateau_context_reliance"),
+    ),
+    ("The phase boundary", "boundary", ()),
+)
+
+
+def _placed_equations(equations: dict[str, Equation]) -> None:
+    """Every equation is shown exactly once: none is dropped or repeated by the section list."""
+    placed = [name for _, _, names in _SECTIONS for name in names]
+    if sorted(placed) != sorted(equations):
+        raise RuntimeError(
+            f"appendix sections place {sorted(placed)} but the equations are {sorted(equations)}"
+        )
+
+
+def _header() -> tuple[list[str], list[str]]:
     md = ["# Appendix: exact reduced dynamics of context-parametric inversion", ""]
     md += ["*Generated by `cpi-theory appendix`; do not edit by hand.*", ""]
     tex = [
@@ -245,36 +364,44 @@ def render() -> dict[str, str]:
         r"\emph{Generated by \texttt{cpi-theory appendix}; do not edit by hand.}",
         "",
     ]
-    sections = [
-        ("The model", "model", eqs[:2]),
-        ("The reduced dynamics", "reduced", eqs[2:10]),
-        ("The gradient flow", "flow", eqs[10:11]),
-        ("Closed forms at t = 0 (Lemma 4)", None, eqs[11:13]),
-        ("The late plateau", "plateau", eqs[13:]),
-        ("The phase boundary", "boundary", []),
+    return md, tex
+
+
+def _table(rows: dict[str, AppendixRow]) -> tuple[list[str], list[str]]:
+    md = ["## Predicted vs simulated (default configuration)", ""]
+    md += [
+        "| quantity | predicted (closed form, root finding, flow or reduced engine) | simulated (full d x d model) |",
+        "| --- | --- | --- |",
     ]
-    for title, prose, block in sections:
+    tex = [r"\subsection*{Predicted vs simulated (default configuration)}", r"\begin{tabular}{p{8cm}ll}"]
+    tex += [r"quantity & predicted & simulated \\ \hline"]
+    for row in rows.values():
+        md.append(f"| {row.quantity} | {row.predicted} | {row.simulated} |")
+        tex.append(
+            f"{_tex_escape(row.quantity)} & {_tex_escape(row.predicted)} & {_tex_escape(row.simulated)} \\\\"
+        )
+    tex += [r"\end{tabular}", r"\end{document}", ""]
+    md.append("")
+    return md, tex
+
+
+def render() -> dict[str, str]:
+    """The two files' contents."""
+    equations = _equations()
+    _placed_equations(equations)
+    rows = appendix_numbers()
+    md, tex = _header()
+    for title, prose, names in _SECTIONS:
         md += [f"## {title}", ""]
         tex += [rf"\subsection*{{{title}}}"]
         if prose:
             md += [_PROSE[prose], ""]
             tex += [_tex_escape(_PROSE[prose]), ""]
-        for caption, latex in block:
-            md += [f"{caption}:", "", "$$", latex, "$$", ""]
-            tex += [_tex_escape(caption) + ":", r"\begin{equation*}", latex, r"\end{equation*}", ""]
-    md += ["## Predicted vs simulated (default configuration)", ""]
-    md += [
-        "| quantity | predicted (closed form, root finding, flow or reduced engine) | simulated (full d x d model) |",
-        "| --- | --- | --- |",
-    ]
-    tex += [r"\subsection*{Predicted vs simulated (default configuration)}", r"\begin{tabular}{p{8cm}ll}"]
-    tex += [r"quantity & predicted & simulated \\ \hline"]
-    for quantity, pred, sim in rows.values():
-        md.append(f"| {quantity} | {pred} | {sim} |")
-        tex.append(f"{_tex_escape(quantity)} & {_tex_escape(pred)} & {_tex_escape(sim)} \\\\")
-    tex += [r"\end{tabular}", r"\end{document}", ""]
-    md.append("")
-    return {"appendix.md": "\n".join(md), "appendix.tex": "\n".join(tex)}
+        for eq in (equations[name] for name in names):
+            md += [f"{eq.caption}:", "", "$$", eq.latex, "$$", ""]
+            tex += [_tex_escape(eq.caption) + ":", r"\begin{equation*}", eq.latex, r"\end{equation*}", ""]
+    table_md, table_tex = _table(rows)
+    return {"appendix.md": "\n".join(md + table_md), "appendix.tex": "\n".join(tex + table_tex)}
 
 
 def _tex_escape(text: str) -> str:
@@ -317,4 +444,4 @@ def build_pdf(outdir) -> list[pathlib.Path]:
     return [outdir / "appendix.pdf"]
 
 
-__all__ = ["appendix_numbers", "build_pdf", "render", "write_appendix"]
+__all__ = ["AppendixRow", "Equation", "appendix_numbers", "build_pdf", "render", "write_appendix"]

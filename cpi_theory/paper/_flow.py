@@ -69,7 +69,16 @@ def gradient_flow(
     return FlowSolution(params=params, solution=sol.sol, t_max=t_max)
 
 
-def flow_peak(config=None, *, t_max: float | None = None, grid: int = 400) -> dict[str, float]:
+@dataclasses.dataclass(frozen=True)
+class FlowPeak:
+    """The maximum of M_C along the gradient flow (:func:`flow_peak`), named as in the one summary."""
+
+    peak_tau: float  # its time tau = lr_kq * t
+    peak: float  # M_C there
+    interior: bool  # strictly inside [0, t_max] (refined); False: at an end of the grid (not refined)
+
+
+def flow_peak(config=None, *, t_max: float | None = None, grid: int = 400) -> FlowPeak:
     """Peak time (in tau = lr_kq * t) and height of M_C along the gradient flow.
 
     A grid over [0, t_max] locates the maximum; a bounded scalar search on the dense solution refines it.
@@ -79,14 +88,14 @@ def flow_peak(config=None, *, t_max: float | None = None, grid: int = 400) -> di
     mc = flow.context_reliance(taus)
     i = int(np.argmax(mc))
     if i in (0, grid - 1):
-        return {"tau": float(taus[i]), "height": float(mc[i]), "interior": False}
+        return FlowPeak(peak_tau=float(taus[i]), peak=float(mc[i]), interior=False)
     res = scipy.optimize.minimize_scalar(
         lambda t: -flow.context_reliance(t)[0],
         bounds=(taus[i - 1], taus[i + 1]),
         method="bounded",
         options={"xatol": 1e-9},
     )
-    return {"tau": float(res.x), "height": float(-res.fun), "interior": True}
+    return FlowPeak(peak_tau=float(res.x), peak=float(-res.fun), interior=True)
 
 
-__all__ = ["FlowSolution", "flow_peak", "gradient_flow"]
+__all__ = ["FlowPeak", "FlowSolution", "flow_peak", "gradient_flow"]

@@ -20,32 +20,47 @@ from ..reduced import (
     reduced_step,
     reduced_velocity_jit,
 )
+from ..reduced._compiled import _forward
 from ..reduced._symbolic import reduced_model
 
 # ---- Lemma 3: the pretrained value logits --------------------------------------------------------------
 
 
-def lemma3_value_logits(config=None) -> dict[str, float]:
-    """Lemma 3 / SPEC §3: the pretrained table entries and the probabilities they encode.
+@dataclasses.dataclass(frozen=True)
+class Lemma3ValueLogits:
+    """Lemma 3 / SPEC §3: the pretrained value-table entries and the probabilities they encode.
 
-    ``self_copy`` = V[c, c] = logit(delta_C) + log Z, ``memory`` = V[a, s] = logit(delta_M) + log Z with
-    Z = (K_A - 1) e^{o_c} + e^{o_r} + K_S; ``p_self_copy`` = softmax(v(c))[c] (= delta_C) and
-    ``p_memory`` = softmax(v(s))[a] (= delta_M), evaluated from the table rather than assumed.
+    ``self_copy`` = V[c, c] = logit(delta_C) + log Z and ``memory`` = V[a, s] = logit(delta_M) + log Z with
+    Z = (K_A - 1) e^{o_c} + e^{o_r} + K_S; the other entries of a column: ``other_answer`` (o_c),
+    ``relation`` (o_r) and ``subject`` (0). ``p_self_copy`` = softmax(v(c))[c] (= delta_C) and ``p_memory``
+    = softmax(v(s))[a] (= delta_M), evaluated from the table rather than assumed.
     """
+
+    self_copy: float
+    memory: float
+    other_answer: float
+    relation: float
+    subject: float
+    p_self_copy: float
+    p_memory: float
+
+
+def lemma3_value_logits(config=None) -> Lemma3ValueLogits:
+    """Lemma 3's table entries for a configuration (:class:`Lemma3ValueLogits`)."""
     cfg = resolve_config(config)
     m = reduced_model()
     subs = _param_subs(cfg)
     lam_c, lam_m = float(m.lam_c.subs(subs)), float(m.lam_m.subs(subs))
     rest = (cfg.n_answers - 1) * np.exp(cfg.o_c) + np.exp(cfg.o_r) + cfg.n_subjects
-    return {
-        "self_copy": lam_c,
-        "memory": lam_m,
-        "other_answer": cfg.o_c,
-        "relation": cfg.o_r,
-        "subject": 0.0,
-        "p_self_copy": float(np.exp(lam_c) / (np.exp(lam_c) + rest)),
-        "p_memory": float(np.exp(lam_m) / (np.exp(lam_m) + rest)),
-    }
+    return Lemma3ValueLogits(
+        self_copy=lam_c,
+        memory=lam_m,
+        other_answer=cfg.o_c,
+        relation=cfg.o_r,
+        subject=0.0,
+        p_self_copy=float(np.exp(lam_c) / (np.exp(lam_c) + rest)),
+        p_memory=float(np.exp(lam_m) / (np.exp(lam_m) + rest)),
+    )
 
 
 def _param_subs(cfg: Config) -> dict:
@@ -71,39 +86,71 @@ def _param_subs(cfg: Config) -> dict:
 SIGMA0 = sp.Symbol("sigma_0", positive=True)  # attention on c (and on s) at t = 0: 1 / (2 + e^rho)
 
 
+@dataclasses.dataclass(frozen=True)
+class Lemma4Margins:
+    """Closed forms (sympy) of Lemma 4's margins at t = 0, in ``lambda_C``, ``lambda_M``, ``o_c``, ``o_r``,
+    ``K_A``, ``K_S`` and ``sigma_0``."""
+
+    m_c: sp.Expr  # m_C: a C point's margin
+    m_cs: sp.Expr  # m_{C+S}: a C+S point's margin
+
+
 @functools.lru_cache(maxsize=1)
-def lemma4_margins() -> dict[str, sp.Expr]:
+def lemma4_margins() -> Lemma4Margins:
     """Closed forms of m_C and m_{C+S} at t = 0, derived by sympy from the reduced model's margin.
 
     Substitutes the pretrained state (Delta W_V = 0, attention sigma_0 on c and on s, 1 - 2 sigma_0 on r)
-    into Lemma 2's margin <v(c) - v(s), e_c - softmax(z)> and simplifies. In terms of ``lambda_C``,
-    ``lambda_M`` (Lemma 3), ``o_c``, ``o_r``, ``K_A``, ``K_S`` and ``sigma_0``; class sizes drop out.
+    into Lemma 2's margin <v(c) - v(s), e_c - softmax(z)> and simplifies. Class sizes drop out.
     """
+    return Lemma4Margins(m_c=_margin_at_t0("C"), m_cs=_margin_at_t0("CS"))
+
+
+def _margin_at_t0(k: str) -> sp.Expr:
+    """Class ``k``'s margin (reduced model) at the pretrained state, simplified."""
     m = reduced_model()
-    out = {}
-    for k, name in (("C", "m_C"), ("CS", "m_CS")):
-        expr, vc, vs = m.margin[k]
-        subs = {s: 0 for s in m.w.values()}
-        subs[m.logit_shift[k]] = 0
-        sigma = m.attention_sym[k]
-        at0 = {sigma["c"]: SIGMA0, sigma["s"]: SIGMA0, sigma["r"]: 1 - 2 * SIGMA0}
-        for t in m.logit_sym[k]:
-            subs[m.logit_sym[k][t]] = m.logit_expr[k][t].subs(subs).subs(at0)
-            subs[vc[t]] = m.column_expr[k]["c"][t].subs(subs)
-            subs[vs[t]] = m.column_expr[k]["s"][t].subs(subs)
-        out[name] = sp.simplify(sp.factor_terms(sp.together(expr.subs(subs))))
-    return out
+    expr, vc, vs = m.margin[k]
+    subs = {s: 0 for s in m.w.values()}
+    subs[m.logit_shift[k]] = 0
+    sigma = m.attention_sym[k]
+    at0 = {sigma["c"]: SIGMA0, sigma["s"]: SIGMA0, sigma["r"]: 1 - 2 * SIGMA0}
+    for t in m.logit_sym[k]:
+        subs[m.logit_sym[k][t]] = m.logit_expr[k][t].subs(subs).subs(at0)
+        subs[vc[t]] = m.column_expr[k]["c"][t].subs(subs)
+        subs[vs[t]] = m.column_expr[k]["s"][t].subs(subs)
+    return sp.simplify(sp.factor_terms(sp.together(expr.subs(subs))))
 
 
-def lemma4_values(config=None) -> dict[str, float]:
-    """Lemma 4's m_C and m_{C+S} at t = 0 for a configuration (and the paper's sign/size claims)."""
+@dataclasses.dataclass(frozen=True)
+class Lemma4Values:
+    """Lemma 4's margins m_C and m_{C+S} at t = 0 for a configuration, and the paper's claims about them."""
+
+    m_c: float
+    m_cs: float
+
+    @property
+    def signs_hold(self) -> bool:
+        """m_C > 0 > m_{C+S}: at t = 0 C points pull attention to the context, C+S points to the subject."""
+        return self.m_c > 0 > self.m_cs
+
+    @property
+    def size_holds(self) -> bool:
+        """|m_C| > |m_{C+S}|: the pull of C points dominates."""
+        return abs(self.m_c) > abs(self.m_cs)
+
+    @property
+    def holds(self) -> bool:
+        return self.signs_hold and self.size_holds
+
+
+def lemma4_values(config=None) -> Lemma4Values:
+    """Lemma 4's m_C and m_{C+S} at t = 0 for a configuration (:class:`Lemma4Values`)."""
     cfg = resolve_config(config)
     p = reduced_model().params
     lem3 = lemma3_value_logits(cfg)
     sigma0 = 1.0 / (2.0 + np.exp(cfg.relation_score))
     subs = {
-        p["lambda_C"]: lem3["self_copy"],
-        p["lambda_M"]: lem3["memory"],
+        p["lambda_C"]: lem3.self_copy,
+        p["lambda_M"]: lem3.memory,
         p["o_c"]: cfg.o_c,
         p["o_r"]: cfg.o_r,
         p["K_A"]: cfg.n_answers,
@@ -112,16 +159,43 @@ def lemma4_values(config=None) -> dict[str, float]:
     }
     n_c, n_cs, n_s, n_aug = cfg.class_counts()
     subs.update({p["n_C"]: n_c, p["n_CS"]: n_cs, p["n_S"]: n_s, p["n_AUG"]: n_aug})
-    exprs = lemma4_margins()
-    m_c, m_cs = (float(sp.N(exprs[k].subs(subs), 20)) for k in ("m_C", "m_CS"))
-    return {"m_C": m_c, "m_CS": m_cs, "signs_hold": m_c > 0 > m_cs, "size_holds": abs(m_c) > abs(m_cs)}
+    margins = lemma4_margins()
+    return Lemma4Values(
+        m_c=float(sp.N(margins.m_c.subs(subs), 20)), m_cs=float(sp.N(margins.m_cs.subs(subs), 20))
+    )
 
 
 # ---- Assumptions -----------------------------------------------------------------------------------------
 
 
-def check_assumptions(config=None) -> dict[str, str]:
-    """The paper's assumptions that ``config`` violates: name -> why (empty dict: none violated).
+@dataclasses.dataclass(frozen=True)
+class Assumptions:
+    """The paper's assumptions for one configuration: each field is None where the assumption holds, else
+    why it is violated (:func:`check_assumptions`)."""
+
+    frozen_w_v: str | None  # Proposition 1 trains W_KQ only (lr_v = 0)
+    balanced_classes: str | None  # |D_C| = |D_C+S|
+    no_subject_only_points: str | None  # the base setting has no S points
+    no_augmentation: str | None  # nor counterfactual-augmented points
+    uniform_value_logits: str | None  # Lemma 3: o_c = o_r = 0
+    relation_ignored: str | None  # Assumption 5: sigma_r(0) < 1e-6
+    memory_beats_self_copy: str | None  # Assumption 6: delta_M > 2 delta_C
+    lemma4_margins: str | None  # Lemma 4: m_C > 0 > m_C+S, |m_C| > |m_C+S|
+
+    @property
+    def violated(self) -> dict[str, str]:
+        """Name -> why, for the violated assumptions (in field order; empty if none)."""
+        reasons = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: why for name, why in reasons.items() if why is not None}
+
+    @property
+    def holds(self) -> bool:
+        """No assumption is violated."""
+        return not self.violated
+
+
+def check_assumptions(config=None) -> Assumptions:
+    """Check the paper's assumptions against ``config`` (:class:`Assumptions`).
 
     Checked: Proposition 1's setting (W_V frozen, |D_C| = |D_C+S|, no S or augmented points), Lemma 3's
     uniform off-target value logits (o_c = o_r = 0), Assumption 5 (r gets ~no attention: sigma_r(0) < 1e-6),
@@ -130,30 +204,32 @@ def check_assumptions(config=None) -> dict[str, str]:
     """
     cfg = resolve_config(config)
     n_c, n_cs, n_s, n_aug = cfg.class_counts()
-    violated = {}
-    if cfg.lr_v != 0:
-        violated["frozen_w_v"] = f"Proposition 1 trains W_KQ only; lr_v = {cfg.lr_v}"
-    if n_c != n_cs:
-        violated["balanced_classes"] = f"Proposition 1 assumes |D_C| = |D_C+S|; got {n_c} vs {n_cs}"
-    if n_s:
-        violated["no_subject_only_points"] = (
-            f"the base setting has no S points; got {n_s} (Prop. 2 adds them)"
-        )
-    if n_aug:
-        violated["no_augmentation"] = f"the paper's model has no augmented points; got {n_aug}"
-    if cfg.o_c != 0 or cfg.o_r != 0:
-        violated["uniform_value_logits"] = f"Lemma 3 takes o_c = o_r = 0; got o_c={cfg.o_c}, o_r={cfg.o_r}"
     sigma_r = np.exp(cfg.relation_score) / (2.0 + np.exp(cfg.relation_score))
-    if sigma_r >= 1e-6:
-        violated["relation_ignored"] = (
-            f"Assumption 5 needs r to get ~no attention; sigma_r(0) = {sigma_r:.3g}"
-        )
-    if not cfg.delta_m > 2 * cfg.delta_c:
-        violated["memory_beats_self_copy"] = "Assumption 6: delta_M > 2 delta_C"
     lem4 = lemma4_values(cfg)
-    if not (lem4["signs_hold"] and lem4["size_holds"]):
-        violated["lemma4_margins"] = f"m_C = {lem4['m_C']:.4g}, m_C+S = {lem4['m_CS']:.4g}"
-    return violated
+    return Assumptions(
+        frozen_w_v=f"Proposition 1 trains W_KQ only; lr_v = {cfg.lr_v}" if cfg.lr_v != 0 else None,
+        balanced_classes=(
+            f"Proposition 1 assumes |D_C| = |D_C+S|; got {n_c} vs {n_cs}" if n_c != n_cs else None
+        ),
+        no_subject_only_points=(
+            f"the base setting has no S points; got {n_s} (Prop. 2 adds them)" if n_s else None
+        ),
+        no_augmentation=f"the paper's model has no augmented points; got {n_aug}" if n_aug else None,
+        uniform_value_logits=(
+            f"Lemma 3 takes o_c = o_r = 0; got o_c={cfg.o_c}, o_r={cfg.o_r}"
+            if cfg.o_c != 0 or cfg.o_r != 0
+            else None
+        ),
+        relation_ignored=(
+            f"Assumption 5 needs r to get ~no attention; sigma_r(0) = {sigma_r:.3g}"
+            if sigma_r >= 1e-6
+            else None
+        ),
+        memory_beats_self_copy=(
+            "Assumption 6: delta_M > 2 delta_C" if not cfg.delta_m > 2 * cfg.delta_c else None
+        ),
+        lemma4_margins=None if lem4.holds else f"m_C = {lem4.m_c:.4g}, m_C+S = {lem4.m_cs:.4g}",
+    )
 
 
 # ---- Proposition 1: eta* --------------------------------------------------------------------------------
@@ -267,35 +343,69 @@ def _with_room(cfg: Config, **overrides) -> Config:
 # ---- Proposition 3: one step on W_V ------------------------------------------------------------------------
 
 
-def proposition3(config=None, *, lr_v: float = 1.0) -> dict[str, float]:
-    """One step on W_V alone (lr_kq = 0): how much a C point's subject now votes for its answer.
+@dataclasses.dataclass(frozen=True)
+class Proposition3:
+    """One step on W_V alone (lr_kq = 0, at ``lr_v``): how much a C point's subject votes for its answer.
 
-    Returns ``before``/``after``: v(s)[c] - v(s)[a'] for a C point (s its subject, c its context/answer,
-    a' an unused answer) at t = 0 and t = 1, and the same gap for a C+S point's subject as the yardstick
-    of a memorized fact. Proposition 3: ``after > before = 0``, i.e. C points become C+S-like.
+    ``before``/``after``: v(s)[c] - v(s)[a'] for a C point (s its subject, c its context/answer, a' an
+    unused answer) at t = 0 and t = 1; ``memorized_gap``: the same gap for a C+S point's subject at t = 0,
+    the yardstick of a memorized fact.
     """
-    from ..reduced._compiled import _forward
 
+    lr_v: float
+    before: float
+    after: float
+    memorized_gap: float
+
+    @property
+    def holds(self) -> bool:
+        """Proposition 3: ``after > before = 0``, i.e. C points become C+S-like."""
+        return self.before == 0.0 and self.after > self.before
+
+
+def proposition3(config=None, *, lr_v: float = 1.0) -> Proposition3:
+    """One step on W_V alone (lr_kq = 0) from the pretrained state (:class:`Proposition3`)."""
     cfg = resolve_config(config).replace(lr_kq=0.0, lr_v=lr_v)
     params = reduced_params(cfg)
     x0 = reduced_initial_state(params)
     x1, _ = reduced_step(x0, params)
+    return Proposition3(
+        lr_v=float(lr_v),
+        before=_answer_vote(x0, params, "C"),
+        after=_answer_vote(x1, params, "C"),
+        memorized_gap=_answer_vote(x0, params, "CS"),
+    )
 
-    def gap(x, cls):
-        fw = _forward(x, params, (cls,))[cls]
-        m = reduced_model()
-        roles = list(m.logit_expr[cls])
-        s_row = fw["dz_dsigma"][list(m.attention_sym[cls]).index("s")]
-        return float(s_row[roles.index(("answer", ("same", "c")))] - s_row[roles.index(("answer", ("nA",)))])
 
-    return {"before": gap(x0, "C"), "after": gap(x1, "C"), "memorized_gap": gap(x0, "CS")}
+def _answer_vote(x, params, cls: str) -> float:
+    """v(s)[c] - v(s)[a'] of class ``cls``'s point at reduced state ``x``: its subject's value logit for its
+    own context/answer minus that for an unused answer."""
+    forward = _forward(x, params, (cls,)).classes[cls]
+    m = reduced_model()
+    roles = list(m.logit_expr[cls])
+    s_row = forward.dz_dsigma[list(m.attention_sym[cls]).index("s")]
+    return float(s_row[roles.index(("answer", ("same", "c")))] - s_row[roles.index(("answer", ("nA",)))])
 
 
 # ---- Theorem 1 ----------------------------------------------------------------------------------------------
 
 
-def theorem1(config=None, *, lr=None) -> dict:
-    """Theorem 1's check: M_C(1) > M_C(0) and M_C(1) > M_C(2) at learning rate ``lr``.
+@dataclasses.dataclass(frozen=True)
+class Theorem1:
+    """M_C at t = 0, 1, 2 of exact GD at learning rate ``lr`` (W_KQ only, as the configuration's lr_v)."""
+
+    lr: float
+    context_reliance: tuple[float, float, float]  # M_C(0), M_C(1), M_C(2)
+
+    @property
+    def holds(self) -> bool:
+        """Theorem 1: M_C(1) > M_C(0) and M_C(1) > M_C(2) (one step overshoots, the next falls back)."""
+        mc = self.context_reliance
+        return mc[1] > mc[0] and mc[1] > mc[2]
+
+
+def theorem1(config=None, *, lr=None) -> Theorem1:
+    """Theorem 1's check at learning rate ``lr`` (:class:`Theorem1`).
 
     The default is 1.05 eta*: just past the flip, where Proposition 1's t = 1 gradient is strictly negative
     (at eta* itself M_C(2) - M_C(1) is second order and can round either way).
@@ -308,11 +418,17 @@ def theorem1(config=None, *, lr=None) -> dict:
     for _ in range(3):
         mc.append(float(reduced_metrics_jit(x, params)["context_reliance"]))
         x, _ = reduced_step(x, params)
-    return {"lr": lr, "M_C": mc, "holds": mc[1] > mc[0] and mc[1] > mc[2]}
+    return Theorem1(lr=lr, context_reliance=tuple(mc))
 
 
 __all__ = [
+    "Assumptions",
+    "Lemma3ValueLogits",
+    "Lemma4Margins",
+    "Lemma4Values",
     "Proposition2",
+    "Proposition3",
+    "Theorem1",
     "check_assumptions",
     "eta_star",
     "lemma3_value_logits",

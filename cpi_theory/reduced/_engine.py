@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from ..config._config import Config, resolve_config
 from ..engine._interface import Engine
 from ..engine._loop import Recorded, run_recorded
-from ._compiled import _as_f64, reduced_metrics, reduced_velocity, reduced_velocity_jit
+from ._compiled import _as_f64, _compiled, _forward, reduced_metrics, reduced_velocity, reduced_velocity_jit
 from ._symbolic import reduced_model
 
 PARAM_NAMES = (
@@ -101,12 +101,21 @@ def _gradient_step(state, params):
     return state + velocity, loss, {}
 
 
+def reduced_magnitude(state, params):
+    """|z_c*| + |z_a*| + sum_y sigma_y |u_y| on the probe (as the full engine's ``probe_magnitude``)."""
+    probe = _forward(state, params, ("probe",)).probe
+    roles = _compiled().groups["probe"].roles
+    gap_terms = jnp.abs(probe.z[roles.index("c*")]) + jnp.abs(probe.z[roles.index("a*")])
+    return gap_terms + jnp.sum(probe.sigma * jnp.abs(probe.u))
+
+
 REDUCED_ENGINE = Engine(
     name="reduced",
     init=reduced_initial_state,
     step=_gradient_step,
     observe=reduced_metrics,
     finish=lambda state, params: (state, reduced_metrics(state, params)),
+    magnitude=reduced_magnitude,
 )
 
 
