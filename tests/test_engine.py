@@ -1,5 +1,7 @@
 """The engine interface's shared pieces: the one summary, the one divergence check, the one loop."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,6 +66,7 @@ def _counting_engine():
         step=lambda x, inputs: (x + 1.0, x, {"loss": x}),
         observe=lambda x, inputs: {"context_reliance": x},
         finish=lambda x, inputs: (x, {"context_reliance": x, "loss": x}),
+        magnitude=lambda x, inputs: x,
     )
 
 
@@ -76,6 +79,16 @@ def test_the_loop_records_at_the_recorded_steps(steps, every):
     np.testing.assert_array_equal(out.records["context_reliance"], expected)
     np.testing.assert_array_equal(out.records["loss"], expected)
     assert float(out.final_state) == steps and int(out.first_nonfinite_step) == -1
+    assert int(out.first_imprecise_step) == -1  # magnitudes up to 7: far below the limit
+
+
+def test_the_loop_notes_the_first_recorded_step_float64_cannot_resolve():
+    # magnitude = x grows by 1e6 per step: eps * x passes 1e-9 once x > 4.5e6, at step 5 (x = 5e6).
+    engine = dataclasses.replace(_counting_engine(), step=lambda x, inputs: (x + 1e6, x, {"loss": x}))
+    out = run_recorded(engine, jnp.asarray(0.0), steps=9, record_every=1)
+    assert int(out.first_imprecise_step) == 5 and float(out.imprecise_magnitude) == 5e6
+    coarse = run_recorded(engine, jnp.asarray(0.0), steps=9, record_every=3)
+    assert int(coarse.first_imprecise_step) == 6  # checked at the recorded steps 0, 3, 6, 9
 
 
 def test_the_loop_counts_the_first_non_finite_loss():
@@ -85,6 +98,7 @@ def test_the_loop_counts_the_first_non_finite_loss():
         step=lambda x, inputs: (x * 1e200, x, {}),
         observe=lambda x, inputs: {"loss": x},
         finish=lambda x, inputs: (x, {"loss": x}),
+        magnitude=lambda x, inputs: jnp.zeros(()),
     )
     out = run_recorded(engine, jnp.asarray(1.0), steps=5)
     assert int(out.first_nonfinite_step) == 2  # 1, 1e200, inf

@@ -22,8 +22,8 @@ CONTEXT, SUBJECT, RELATION = 0, 1, 2
 class ToyState:
     """The trainable parameters: W_KQ and W_V, both d x d."""
 
-    w_kq: Float[Array, "d d"]
-    w_v: Float[Array, "d d"]
+    w_kq: Float[Array, "*batch d d"]
+    w_v: Float[Array, "*batch d d"]
 
 
 jax.tree_util.register_dataclass(ToyState, data_fields=["w_kq", "w_v"], meta_fields=[])

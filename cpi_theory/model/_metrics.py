@@ -135,10 +135,10 @@ class FrozenValues:
     products of the general path (``loss_grad_and_class_metrics``) drop out of every step.
     """
 
-    x_Nx3xD: Float[Array, "n 3 d"]
-    v_Nx3xK: Float[Array, "n 3 K"]
-    probe_x_3xD: Float[Array, "3 d"]
-    probe_v_3xK: Float[Array, "3 K"]
+    x_Nx3xD: Float[Array, "*batch n 3 d"]
+    v_Nx3xK: Float[Array, "*batch n 3 K"]
+    probe_x_3xD: Float[Array, "*batch 3 d"]
+    probe_v_3xK: Float[Array, "*batch 3 K"]
 
 
 jax.tree_util.register_dataclass(

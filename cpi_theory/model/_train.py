@@ -37,8 +37,8 @@ class FullInputs:
 
     world: World
     state0: ToyState
-    lr_kq: Float[Array, ""]
-    lr_v: Float[Array, ""]
+    lr_kq: Float[Array, "*batch"]
+    lr_v: Float[Array, "*batch"]
 
 
 jax.tree_util.register_dataclass(FullInputs, data_fields=["world", "state0", "lr_kq", "lr_v"], meta_fields=[])
@@ -83,8 +83,8 @@ class FrozenValuesState:
     """GD state with W_V frozen: the relation query q = W_KQ phi(r), the sum of its gradients (to rebuild
     W_KQ once at the end) and W_V's constant value logits."""
 
-    query_D: Float[Array, " d"]
-    grad_sum_D: Float[Array, " d"]
+    query_D: Float[Array, "*batch d"]
+    grad_sum_D: Float[Array, "*batch d"]
     values: FrozenValues
 
 

@@ -116,27 +116,32 @@ def _dataclass_pytree(cls, meta=()):
     return jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=list(meta))
 
 
+# Worlds are built on the host (NumPy) for sweep chunks and live on the device (jax.Array) in training.
+HostOrDevice = Array | np.ndarray
+
+
 @dataclasses.dataclass(frozen=True)
 class World:
     """Everything fixed during finetuning: embeddings, pretrained value table, training points, test point.
 
-    A pytree: its arrays are traced arguments of the trainer (vmap over worlds of equal shape works).
+    A pytree: its arrays are traced arguments of the trainer (vmap over worlds of equal shape works; a
+    stacked world has leading ``batch`` axes; sweeps build it from NumPy arrays on the host).
     A training point is ``[c, s, r] -> target`` or, where ``has_context`` is False, ``[s, r] -> target``.
     ``weight`` multiplies each point's loss; the training loss is ``sum(weight * loss) / sum(weight)``.
     The probe is the counterfactual test point ``[c*, s*, r]`` whose subject memorized ``a*``.
     """
 
-    embeddings: Float[Array, "d K"]
-    value_table: Float[Array, "K K"]
-    context: Int[Array, " n"]
-    subject: Int[Array, " n"]
-    target: Int[Array, " n"]
-    has_context: Bool[Array, " n"]
-    weight: Float[Array, " n"]
-    data_class: Int[Array, " n"]
-    probe_context: Int[Array, ""]
-    probe_subject: Int[Array, ""]
-    probe_memorized: Int[Array, ""]
+    embeddings: Float[HostOrDevice, "*batch d K"] | None  # None: shared by a sweep chunk, given apart
+    value_table: Float[HostOrDevice, "*batch K K"]
+    context: Int[HostOrDevice, "*batch n"]
+    subject: Int[HostOrDevice, "*batch n"]
+    target: Int[HostOrDevice, "*batch n"]
+    has_context: Bool[HostOrDevice, "*batch n"]
+    weight: Float[HostOrDevice, "*batch n"]
+    data_class: Int[HostOrDevice, "*batch n"]
+    probe_context: Int[HostOrDevice, "*batch"]
+    probe_subject: Int[HostOrDevice, "*batch"]
+    probe_memorized: Int[HostOrDevice, "*batch"]
 
     @property
     def relation(self) -> int:
@@ -159,7 +164,7 @@ def make_world(
     target,
     has_context,
     data_class,
-    probe: tuple[int, int, int],
+    probe: tuple[int | np.integer, int | np.integer, int | np.integer],
     weight=None,
     dtype=jnp.float64,
 ) -> World:

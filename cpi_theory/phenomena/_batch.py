@@ -128,7 +128,7 @@ def rank_correlation(p, q, *, decimals: int = 9) -> np.ndarray:
         return np.where(denom > 0, (rp * rq).sum(axis=-1) / np.where(denom > 0, denom, 1.0), np.nan)
 
 
-def kl_divergence(p, q) -> np.ndarray:
+def kl_divergence(p, q) -> np.ndarray | np.floating:
     """KL(p || q) in nats along the last axis (p, q strictly positive distributions)."""
     p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
     if p.shape != q.shape:

@@ -16,6 +16,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from ..config._data_class import DataClass
 from ..model._forward import forward
@@ -97,7 +98,7 @@ def fact_bank(
     return FactBank(vocab, n_finetune, true_answer, true_strength, wrong_answer, wrong_strength, table)
 
 
-def answer_distributions(state, world: World, vocab: Vocabulary, subjects) -> np.ndarray:
+def answer_distributions(state, world: World, vocab: Vocabulary, subjects) -> Float[Array, "n K_A"]:
     """The model's closed-book ([s, r]) distribution over the answer tokens, one row per subject."""
     subjects = jnp.asarray(np.asarray(subjects), dtype=jnp.int32)
     no_context = jnp.zeros(subjects.shape, dtype=bool)

@@ -34,7 +34,7 @@ class RegisteredEngine:
     """How the configurations of one engine become runs: one (``run_config``) or a batch (the rest)."""
 
     name: str
-    run_config: Callable[[Config], Recorded]
+    run_config: Callable[[Config], Recorded] | None  # None: an engine for batches only (sweeps)
     bucket_key: Callable[[Config], tuple]
     inputs: Callable[[Sequence[Config]], tuple]
     run_one: Callable
