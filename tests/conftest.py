@@ -1,4 +1,6 @@
-"""Test-wide JAX settings: float64, strict dtype promotion, and 4 simulated CPU devices for sharding tests.
+"""Test-wide JAX settings: float64, strict dtype promotion, rank promotion "raise" (no silent broadcasting
+of arrays of different ranks), and 4 simulated CPU devices for sharding tests. Shapes in annotations are
+checked at run time (jaxtyping's hook with beartype, see ``addopts`` in pyproject.toml).
 
 These must run before any JAX computation, hence at conftest import time.
 """
@@ -7,6 +9,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_num_cpu_devices", 4)
 
 import pathlib  # noqa: E402

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,9 @@ from ._data_class import DataClass
 _CLASS_COUNT_KEYS = tuple(data_class.count_key for data_class in DataClass)
 
 
+# no_type_check: the fields' types are what Config *stores*; what it is given is checked by its own rules,
+# which name the key and the rule (a runtime type checker would refuse first, without either).
+@typing.no_type_check
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Toy-model configuration (SPEC.md). Build with :meth:`Config.from_mapping` or keyword overrides."""

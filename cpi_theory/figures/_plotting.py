@@ -39,7 +39,7 @@ def figure_style():
     return matplotlib.rc_context(STYLE)
 
 
-def new_figure(nrows: int, ncols: int, *, figsize: tuple[float, float], **subplots_kwargs):
+def new_figure(nrows: int, ncols: int, *, figsize: tuple[float | int, float | int], **subplots_kwargs):
     """``(figure, axes)``: a constrained-layout figure with an ``nrows`` x ``ncols`` grid of axes."""
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(nrows, ncols, **subplots_kwargs)

@@ -32,10 +32,8 @@ class Vocabulary:
         """d = K_S + K_A + 3."""
         return self.n_subjects + self.n_answers + 3
 
-    def subject(self, i):
-        return i
-
     def answer(self, j):
+        """Token id of answer ``j`` (subjects are ``0 .. K_S-1``: their ids are their indices)."""
         return self.n_subjects + j
 
     @property

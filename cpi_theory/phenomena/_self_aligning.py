@@ -21,6 +21,7 @@ from jaxtyping import Array, Float
 from ..config._data_class import DataClass
 from ..model._forward import forward
 from ..model._world import Vocabulary, World, make_world, value_table
+from ._batch import kl_divergence, rank_correlation
 
 TARGET_KINDS = ("harmonious", "incompatible", "self_aligning")
 _SUBJECT_ONLY = DataClass.SUBJECT_ONLY.index
@@ -159,8 +160,6 @@ def consistency_report(bank: FactBank, pre, post) -> dict[str, float]:
     ``pre``, ``post``: answer distributions of the held-out subjects (rows in held-out order). KL is
     KL(pre || post) per fact, averaged.
     """
-    from ._batch import kl_divergence, rank_correlation
-
     truth = bank.true_answer[bank.n_finetune :]
     return {
         "accuracy_pre": float(np.mean(np.argmax(pre, axis=-1) == truth)),

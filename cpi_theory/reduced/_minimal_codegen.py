@@ -186,20 +186,21 @@ class _Program:
         return symbol
 
     def render(self, outputs: list, prefix: str) -> tuple[list, list]:
-        """The assignments (in dependency order) and the outputs, after one ``sympy.cse`` of the program."""
+        """The assignments the outputs need (in dependency order) and the outputs, after one ``sympy.cse``."""
         exprs = [e for _, e in self.lines] + [self.hoist(o) for o in outputs]
         temps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols(f"{prefix}_t"), order="canonical")
         items = [(s, e) for s, e in temps] + [(s, e) for (s, _), e in zip(self.lines, reduced, strict=False)]
-        return _topological(items), reduced[len(self.lines) :]
+        outputs = reduced[len(self.lines) :]
+        return _needed_in_order(items, outputs), outputs
 
 
-def _topological(items) -> list:
-    """Assignments ordered so that each follows what it uses (cse temps may use later stage symbols)."""
+def _needed_in_order(items, outputs) -> list:
+    """The assignments the outputs use, each after what it uses (cse temps may use later stage symbols)."""
     defined = {s: (i, e) for i, (s, e) in enumerate(items)}
     done, ordered = set(), []
 
     def emit(symbol):
-        if symbol in done:
+        if symbol in done or symbol not in defined:
             return
         done.add(symbol)
         e = defined[symbol][1]
@@ -207,8 +208,9 @@ def _topological(items) -> list:
             emit(dep)
         ordered.append((symbol, e))
 
-    for symbol, _ in items:
-        emit(symbol)
+    for output in outputs:
+        for symbol in sorted((d for d in output.free_symbols if d in defined), key=lambda d: defined[d][0]):
+            emit(symbol)
     return ordered
 
 
@@ -536,7 +538,6 @@ One fused, straight-line exact GD update per regime of :mod:`cpi_theory.reduced.
 
 import jax
 import jax.numpy as jnp
-
 '''
 
 

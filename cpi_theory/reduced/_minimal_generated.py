@@ -8,7 +8,6 @@ One fused, straight-line exact GD update per regime of :mod:`cpi_theory.reduced.
 import jax
 import jax.numpy as jnp
 
-
 # ---- qk: 7 moving coordinates, 26 constants; classes C, CS
 
 
@@ -151,21 +150,6 @@ def qk_step(x, k):
         k25,
     ) = k
     s_t0 = 0.7071067811865476
-    u_CS_c = s_t0 * (kappa_CS_c + kappa_thC)
-    u_CS_s = s_t0 * (kappa_CS_s + kappa_thS)
-    u_CS_r = kappa_er
-    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    E_CS_c = jnp.exp(u_CS_c - ashift_CS)
-    E_CS_s = jnp.exp(u_CS_s - ashift_CS)
-    E_CS_r = jnp.exp(u_CS_r - ashift_CS)
-    rden_CS = 1.0 / (E_CS_c + E_CS_r + E_CS_s)
-    sigma_CS_c = E_CS_c * rden_CS
-    sigma_CS_s = E_CS_s * rden_CS
-    z_CS_0 = k1 + k0 * sigma_CS_c + k8 * sigma_CS_s
-    e_CS_0 = jnp.exp(k3 + z_CS_0)
-    S_CS = jnp.where(k9 != 0, e_CS_0 + k5, 1.0)
-    rS_CS = 1.0 / S_CS
-    s_t1 = e_CS_0 * rS_CS
     u_C_c = s_t0 * (kappa_C_c + kappa_thC)
     u_C_s = s_t0 * (kappa_C_s + kappa_thS)
     u_C_r = kappa_er
@@ -184,6 +168,21 @@ def qk_step(x, k):
     s_t2 = sigma_C_c * (a_C_c - abar_C)
     sigma_C_s = E_C_s * rden_C
     s_t3 = abar_C * sigma_C_s
+    u_CS_c = s_t0 * (kappa_CS_c + kappa_thC)
+    u_CS_s = s_t0 * (kappa_CS_s + kappa_thS)
+    u_CS_r = kappa_er
+    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
+    E_CS_c = jnp.exp(u_CS_c - ashift_CS)
+    E_CS_s = jnp.exp(u_CS_s - ashift_CS)
+    E_CS_r = jnp.exp(u_CS_r - ashift_CS)
+    rden_CS = 1.0 / (E_CS_c + E_CS_r + E_CS_s)
+    sigma_CS_c = E_CS_c * rden_CS
+    sigma_CS_s = E_CS_s * rden_CS
+    z_CS_0 = k1 + k0 * sigma_CS_c + k8 * sigma_CS_s
+    e_CS_0 = jnp.exp(k3 + z_CS_0)
+    S_CS = jnp.where(k9 != 0, e_CS_0 + k5, 1.0)
+    rS_CS = 1.0 / S_CS
+    s_t1 = e_CS_0 * rS_CS
     a_CS_c = k7 + s_t1 * k0
     a_CS_s = k10 + s_t1 * k8
     abar_CS = a_CS_c * sigma_CS_c + a_CS_s * sigma_CS_s
@@ -191,8 +190,8 @@ def qk_step(x, k):
     s_t5 = sigma_CS_c * (s_t4 + a_CS_c)
     s_t6 = sigma_CS_s * (s_t4 + a_CS_s)
     sigma_C_r = E_C_r * rden_C
-    loss_C = k6 - z_C_0 + jnp.log(S_C)
     sigma_CS_r = E_CS_r * rden_CS
+    loss_C = k6 - z_C_0 + jnp.log(S_C)
     loss_CS = k6 - z_CS_0 + jnp.log(S_CS)
     new_state = (
         kappa_C_c + s_t2 * k11,
@@ -264,7 +263,6 @@ def qk_probe(x, k):
     sigma_c = E_c * rden
     p_t1 = k0 * sigma_c
     sigma_s = E_s * rden
-    sigma_r = E_r * rden
     mc_gap = p_t1 + k10 * sigma_s
     z_0 = p_t1 + k1
     z_1 = k1 + k8 * sigma_s
@@ -472,21 +470,6 @@ def qk_aug_step(x, k):
         k32,
     ) = k
     s_t0 = 0.7071067811865476
-    u_CS_c = s_t0 * (kappa_CS_c + kappa_thC)
-    u_CS_s = s_t0 * (kappa_CS_s + kappa_thS)
-    u_CS_r = kappa_er
-    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    E_CS_c = jnp.exp(u_CS_c - ashift_CS)
-    E_CS_s = jnp.exp(u_CS_s - ashift_CS)
-    E_CS_r = jnp.exp(u_CS_r - ashift_CS)
-    rden_CS = 1.0 / (E_CS_c + E_CS_r + E_CS_s)
-    sigma_CS_c = E_CS_c * rden_CS
-    sigma_CS_s = E_CS_s * rden_CS
-    z_CS_0 = k1 + k0 * sigma_CS_c + k8 * sigma_CS_s
-    e_CS_0 = jnp.exp(k3 + z_CS_0)
-    S_CS = jnp.where(k9 != 0, e_CS_0 + k5, 1.0)
-    rS_CS = 1.0 / S_CS
-    s_t1 = e_CS_0 * rS_CS
     u_C_c = s_t0 * (kappa_C_c + kappa_thC)
     u_C_s = s_t0 * (kappa_C_s + kappa_thS)
     u_C_r = kappa_er
@@ -505,6 +488,21 @@ def qk_aug_step(x, k):
     s_t2 = sigma_C_c * (a_C_c - abar_C)
     sigma_C_s = E_C_s * rden_C
     s_t3 = abar_C * sigma_C_s
+    u_CS_c = s_t0 * (kappa_CS_c + kappa_thC)
+    u_CS_s = s_t0 * (kappa_CS_s + kappa_thS)
+    u_CS_r = kappa_er
+    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
+    E_CS_c = jnp.exp(u_CS_c - ashift_CS)
+    E_CS_s = jnp.exp(u_CS_s - ashift_CS)
+    E_CS_r = jnp.exp(u_CS_r - ashift_CS)
+    rden_CS = 1.0 / (E_CS_c + E_CS_r + E_CS_s)
+    sigma_CS_c = E_CS_c * rden_CS
+    sigma_CS_s = E_CS_s * rden_CS
+    z_CS_0 = k1 + k0 * sigma_CS_c + k8 * sigma_CS_s
+    e_CS_0 = jnp.exp(k3 + z_CS_0)
+    S_CS = jnp.where(k9 != 0, e_CS_0 + k5, 1.0)
+    rS_CS = 1.0 / S_CS
+    s_t1 = e_CS_0 * rS_CS
     a_CS_c = k7 + s_t1 * k0
     a_CS_s = k10 + s_t1 * k8
     abar_CS = a_CS_c * sigma_CS_c + a_CS_s * sigma_CS_s
@@ -534,10 +532,10 @@ def qk_aug_step(x, k):
     s_t8 = sigma_AUG_c * (s_t7 + a_AUG_c)
     s_t9 = sigma_AUG_s * (s_t7 + a_AUG_s)
     sigma_C_r = E_C_r * rden_C
-    loss_C = k6 - z_C_0 + jnp.log(S_C)
     sigma_CS_r = E_CS_r * rden_CS
-    loss_CS = k6 - z_CS_0 + jnp.log(S_CS)
     sigma_AUG_r = E_AUG_r * rden_AUG
+    loss_C = k6 - z_C_0 + jnp.log(S_C)
+    loss_CS = k6 - z_CS_0 + jnp.log(S_CS)
     loss_AUG = k6 - z_AUG_0 + jnp.log(S_AUG)
     new_state = (
         kappa_C_c + s_t2 * k13,
@@ -622,7 +620,6 @@ def qk_aug_probe(x, k):
     sigma_c = E_c * rden
     p_t1 = k0 * sigma_c
     sigma_s = E_s * rden
-    sigma_r = E_r * rden
     mc_gap = p_t1 + k10 * sigma_s
     z_0 = p_t1 + k1
     z_1 = k1 + k8 * sigma_s
@@ -828,21 +825,6 @@ def qk_s_step(x, k):
         k31,
     ) = k
     s_t0 = 0.7071067811865476
-    u_CS_c = s_t0 * (kappa_CS_c + kappa_thC)
-    u_CS_s = s_t0 * (kappa_CS_s + kappa_thS)
-    u_CS_r = kappa_er
-    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    E_CS_c = jnp.exp(u_CS_c - ashift_CS)
-    E_CS_s = jnp.exp(u_CS_s - ashift_CS)
-    E_CS_r = jnp.exp(u_CS_r - ashift_CS)
-    rden_CS = 1.0 / (E_CS_c + E_CS_r + E_CS_s)
-    sigma_CS_c = E_CS_c * rden_CS
-    sigma_CS_s = E_CS_s * rden_CS
-    z_CS_0 = k1 + k0 * sigma_CS_c + k8 * sigma_CS_s
-    e_CS_0 = jnp.exp(k3 + z_CS_0)
-    S_CS = jnp.where(k9 != 0, e_CS_0 + k5, 1.0)
-    rS_CS = 1.0 / S_CS
-    s_t1 = e_CS_0 * rS_CS
     u_C_c = s_t0 * (kappa_C_c + kappa_thC)
     u_C_s = s_t0 * (kappa_C_s + kappa_thS)
     u_C_r = kappa_er
@@ -861,6 +843,21 @@ def qk_s_step(x, k):
     s_t2 = sigma_C_c * (a_C_c - abar_C)
     sigma_C_s = E_C_s * rden_C
     s_t3 = abar_C * sigma_C_s
+    u_CS_c = s_t0 * (kappa_CS_c + kappa_thC)
+    u_CS_s = s_t0 * (kappa_CS_s + kappa_thS)
+    u_CS_r = kappa_er
+    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
+    E_CS_c = jnp.exp(u_CS_c - ashift_CS)
+    E_CS_s = jnp.exp(u_CS_s - ashift_CS)
+    E_CS_r = jnp.exp(u_CS_r - ashift_CS)
+    rden_CS = 1.0 / (E_CS_c + E_CS_r + E_CS_s)
+    sigma_CS_c = E_CS_c * rden_CS
+    sigma_CS_s = E_CS_s * rden_CS
+    z_CS_0 = k1 + k0 * sigma_CS_c + k8 * sigma_CS_s
+    e_CS_0 = jnp.exp(k3 + z_CS_0)
+    S_CS = jnp.where(k9 != 0, e_CS_0 + k5, 1.0)
+    rS_CS = 1.0 / S_CS
+    s_t1 = e_CS_0 * rS_CS
     a_CS_c = k7 + s_t1 * k0
     a_CS_s = k10 + s_t1 * k8
     abar_CS = a_CS_c * sigma_CS_c + a_CS_s * sigma_CS_s
@@ -882,10 +879,10 @@ def qk_s_step(x, k):
     abar_S = a_S_s * sigma_S_s
     s_t7 = sigma_S_s * (a_S_s - abar_S)
     sigma_C_r = E_C_r * rden_C
-    loss_C = k6 - z_C_0 + jnp.log(S_C)
     sigma_CS_r = E_CS_r * rden_CS
-    loss_CS = k6 - z_CS_0 + jnp.log(S_CS)
     sigma_S_r = E_S_r * rden_S
+    loss_C = k6 - z_C_0 + jnp.log(S_C)
+    loss_CS = k6 - z_CS_0 + jnp.log(S_CS)
     loss_S = k6 - z_S_1 + jnp.log(S_S)
     new_state = (
         kappa_C_c + s_t2 * k12,
@@ -966,7 +963,6 @@ def qk_s_probe(x, k):
     sigma_c = E_c * rden
     p_t1 = k0 * sigma_c
     sigma_s = E_s * rden
-    sigma_r = E_r * rden
     mc_gap = p_t1 + k10 * sigma_s
     z_0 = p_t1 + k1
     z_1 = k1 + k8 * sigma_s
@@ -1201,21 +1197,6 @@ def qk_s_aug_step(x, k):
         k38,
     ) = k
     s_t0 = 0.7071067811865476
-    u_CS_c = s_t0 * (kappa_CS_c + kappa_thC)
-    u_CS_s = s_t0 * (kappa_CS_s + kappa_thS)
-    u_CS_r = kappa_er
-    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    E_CS_c = jnp.exp(u_CS_c - ashift_CS)
-    E_CS_s = jnp.exp(u_CS_s - ashift_CS)
-    E_CS_r = jnp.exp(u_CS_r - ashift_CS)
-    rden_CS = 1.0 / (E_CS_c + E_CS_r + E_CS_s)
-    sigma_CS_c = E_CS_c * rden_CS
-    sigma_CS_s = E_CS_s * rden_CS
-    z_CS_0 = k1 + k0 * sigma_CS_c + k8 * sigma_CS_s
-    e_CS_0 = jnp.exp(k3 + z_CS_0)
-    S_CS = jnp.where(k9 != 0, e_CS_0 + k5, 1.0)
-    rS_CS = 1.0 / S_CS
-    s_t1 = e_CS_0 * rS_CS
     u_C_c = s_t0 * (kappa_C_c + kappa_thC)
     u_C_s = s_t0 * (kappa_C_s + kappa_thS)
     u_C_r = kappa_er
@@ -1234,6 +1215,21 @@ def qk_s_aug_step(x, k):
     s_t2 = sigma_C_c * (a_C_c - abar_C)
     sigma_C_s = E_C_s * rden_C
     s_t3 = abar_C * sigma_C_s
+    u_CS_c = s_t0 * (kappa_CS_c + kappa_thC)
+    u_CS_s = s_t0 * (kappa_CS_s + kappa_thS)
+    u_CS_r = kappa_er
+    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
+    E_CS_c = jnp.exp(u_CS_c - ashift_CS)
+    E_CS_s = jnp.exp(u_CS_s - ashift_CS)
+    E_CS_r = jnp.exp(u_CS_r - ashift_CS)
+    rden_CS = 1.0 / (E_CS_c + E_CS_r + E_CS_s)
+    sigma_CS_c = E_CS_c * rden_CS
+    sigma_CS_s = E_CS_s * rden_CS
+    z_CS_0 = k1 + k0 * sigma_CS_c + k8 * sigma_CS_s
+    e_CS_0 = jnp.exp(k3 + z_CS_0)
+    S_CS = jnp.where(k9 != 0, e_CS_0 + k5, 1.0)
+    rS_CS = 1.0 / S_CS
+    s_t1 = e_CS_0 * rS_CS
     a_CS_c = k7 + s_t1 * k0
     a_CS_s = k10 + s_t1 * k8
     abar_CS = a_CS_c * sigma_CS_c + a_CS_s * sigma_CS_s
@@ -1277,12 +1273,12 @@ def qk_s_aug_step(x, k):
     s_t9 = sigma_AUG_c * (s_t8 + a_AUG_c)
     s_t10 = sigma_AUG_s * (s_t8 + a_AUG_s)
     sigma_C_r = E_C_r * rden_C
-    loss_C = k6 - z_C_0 + jnp.log(S_C)
     sigma_CS_r = E_CS_r * rden_CS
-    loss_CS = k6 - z_CS_0 + jnp.log(S_CS)
     sigma_S_r = E_S_r * rden_S
-    loss_S = k6 - z_S_1 + jnp.log(S_S)
     sigma_AUG_r = E_AUG_r * rden_AUG
+    loss_C = k6 - z_C_0 + jnp.log(S_C)
+    loss_CS = k6 - z_CS_0 + jnp.log(S_CS)
+    loss_S = k6 - z_S_1 + jnp.log(S_S)
     loss_AUG = k6 - z_AUG_0 + jnp.log(S_AUG)
     new_state = (
         kappa_C_c + s_t2 * k14,
@@ -1382,7 +1378,6 @@ def qk_s_aug_probe(x, k):
     sigma_c = E_c * rden
     p_t1 = k0 * sigma_c
     sigma_s = E_s * rden
-    sigma_r = E_r * rden
     mc_gap = p_t1 + k10 * sigma_s
     z_0 = p_t1 + k1
     z_1 = k1 + k8 * sigma_s
@@ -1859,57 +1854,6 @@ def qkv_step(x, k):
         k67,
     ) = k
     s_t0 = 0.7071067811865476
-    s_t1 = 0.5 * w_thC_thC
-    s_t2 = s_t1 + 0.5 * w_thC_C_c
-    s_t3 = s_t0 * w_C_c_er
-    s_t4 = s_t0 * w_thC_er
-    s_t5 = -s_t4
-    s_t6 = s_t5 - s_t3
-    s_t7 = s_t6 + 0.5 * w_C_c_thC
-    s_t8 = s_t2 + s_t7
-    s_t9 = 0.5 * w_thC_thS
-    s_t10 = s_t9 + 0.5 * w_thC_C_s
-    s_t11 = s_t6 + 0.5 * w_C_c_thS
-    s_t12 = s_t10 + s_t11
-    s_t13 = s_t4 + k1
-    s_t14 = s_t13 + s_t3
-    s_t15 = 0.5 * w_thS_thC
-    s_t16 = s_t15 + 0.5 * w_thS_C_c
-    s_t17 = s_t0 * w_C_s_er
-    s_t18 = s_t0 * w_thS_er
-    s_t19 = -s_t18
-    s_t20 = s_t19 - s_t17
-    s_t21 = s_t20 + 0.5 * w_C_s_thC
-    s_t22 = s_t16 + s_t21
-    s_t23 = 0.5 * w_thS_thS
-    s_t24 = s_t23 + 0.5 * w_thS_C_s
-    s_t25 = s_t20 + 0.5 * w_C_s_thS
-    s_t26 = s_t24 + s_t25
-    s_t27 = s_t17 + s_t18
-    s_t28 = s_t0 * w_CS_c_er
-    s_t29 = s_t5 - s_t28
-    s_t30 = s_t29 + 0.5 * w_CS_c_thC
-    s_t31 = s_t29 + 0.5 * w_CS_c_thS
-    s_t32 = s_t13 + s_t28
-    s_t33 = s_t0 * w_CS_s_er
-    s_t34 = s_t19 - s_t33
-    s_t35 = s_t34 + 0.5 * w_CS_s_thC
-    s_t36 = s_t34 + 0.5 * w_CS_s_thS
-    s_t37 = s_t18 + s_t33
-    s_t38 = s_t0 * w_nA_er
-    s_t39 = s_t5 - s_t38
-    s_t40 = s_t39 + 0.5 * w_nA_thC
-    s_t41 = s_t39 + 0.5 * w_nA_thS
-    s_t42 = s_t13 + s_t38
-    s_t43 = s_t0 * w_nS_er
-    s_t44 = s_t19 - s_t43
-    s_t45 = s_t44 + 0.5 * w_nS_thC
-    s_t46 = s_t44 + 0.5 * w_nS_thS
-    s_t47 = s_t18 + s_t43
-    s_t48 = -w_er_er
-    s_t49 = s_t48 + s_t0 * w_er_thC
-    s_t50 = s_t48 + s_t0 * w_er_thS
-    s_t51 = k2 + w_er_er
     u_C_c = s_t0 * (kappa_C_c + kappa_thC)
     u_C_s = s_t0 * (kappa_C_s + kappa_thS)
     u_C_r = kappa_er
@@ -1920,10 +1864,37 @@ def qkv_step(x, k):
     rden_C = 1.0 / (E_C_c + E_C_r + E_C_s)
     sigma_C_c = E_C_c * rden_C
     sigma_C_s = E_C_s * rden_C
+    s_t3 = s_t0 * w_C_c_er
+    s_t4 = s_t0 * w_thC_er
+    s_t13 = s_t4 + k1
+    s_t14 = s_t13 + s_t3
+    s_t1 = 0.5 * w_thC_thC
+    s_t2 = s_t1 + 0.5 * w_thC_C_c
+    s_t5 = -s_t4
+    s_t6 = s_t5 - s_t3
+    s_t7 = s_t6 + 0.5 * w_C_c_thC
+    s_t8 = s_t2 + s_t7
     D_C_c_0 = s_t8 + k0 + 0.5 * w_same_C_c_C_c
+    s_t9 = 0.5 * w_thC_thS
+    s_t10 = s_t9 + 0.5 * w_thC_C_s
+    s_t11 = s_t6 + 0.5 * w_C_c_thS
+    s_t12 = s_t10 + s_t11
     D_C_s_0 = s_t12 + 0.5 * w_same_C_c_C_s
     z_C_0 = s_t14 + D_C_c_0 * sigma_C_c + D_C_s_0 * sigma_C_s
+    s_t17 = s_t0 * w_C_s_er
+    s_t18 = s_t0 * w_thS_er
+    s_t27 = s_t17 + s_t18
+    s_t15 = 0.5 * w_thS_thC
+    s_t16 = s_t15 + 0.5 * w_thS_C_c
+    s_t19 = -s_t18
+    s_t20 = s_t19 - s_t17
+    s_t21 = s_t20 + 0.5 * w_C_s_thC
+    s_t22 = s_t16 + s_t21
     D_C_c_1 = s_t22 + 0.5 * w_same_C_s_C_c
+    s_t23 = 0.5 * w_thS_thS
+    s_t24 = s_t23 + 0.5 * w_thS_C_s
+    s_t25 = s_t20 + 0.5 * w_C_s_thS
+    s_t26 = s_t24 + s_t25
     D_C_s_1 = s_t26 + 0.5 * w_same_C_s_C_s
     z_C_1 = s_t27 + D_C_c_1 * sigma_C_c + D_C_s_1 * sigma_C_s
     D_C_c_2 = s_t8 + 0.5 * w_other_C_c_C_c
@@ -1932,19 +1903,43 @@ def qkv_step(x, k):
     D_C_c_3 = s_t22 + 0.5 * w_other_C_s_C_c
     D_C_s_3 = s_t26 + 0.5 * w_other_C_s_C_s
     z_C_3 = s_t27 + D_C_c_3 * sigma_C_c + D_C_s_3 * sigma_C_s
+    s_t28 = s_t0 * w_CS_c_er
+    s_t32 = s_t13 + s_t28
+    s_t29 = s_t5 - s_t28
+    s_t30 = s_t29 + 0.5 * w_CS_c_thC
     D_C_c_4 = s_t2 + s_t30 + 0.5 * w_other_CS_c_C_c
+    s_t31 = s_t29 + 0.5 * w_CS_c_thS
     D_C_s_4 = s_t10 + s_t31 + 0.5 * w_other_CS_c_C_s
     z_C_4 = s_t32 + D_C_c_4 * sigma_C_c + D_C_s_4 * sigma_C_s
+    s_t33 = s_t0 * w_CS_s_er
+    s_t37 = s_t18 + s_t33
+    s_t34 = s_t19 - s_t33
+    s_t35 = s_t34 + 0.5 * w_CS_s_thC
     D_C_c_5 = s_t16 + s_t35 + 0.5 * w_other_CS_s_C_c
+    s_t36 = s_t34 + 0.5 * w_CS_s_thS
     D_C_s_5 = s_t24 + s_t36 + 0.5 * w_other_CS_s_C_s
     z_C_5 = s_t37 + D_C_c_5 * sigma_C_c + D_C_s_5 * sigma_C_s
+    s_t38 = s_t0 * w_nA_er
+    s_t42 = s_t13 + s_t38
+    s_t39 = s_t5 - s_t38
+    s_t40 = s_t39 + 0.5 * w_nA_thC
     D_C_c_6 = s_t2 + s_t40 + 0.5 * w_nA_C_c
+    s_t41 = s_t39 + 0.5 * w_nA_thS
     D_C_s_6 = s_t10 + s_t41 + 0.5 * w_nA_C_s
     z_C_6 = s_t42 + D_C_c_6 * sigma_C_c + D_C_s_6 * sigma_C_s
+    s_t43 = s_t0 * w_nS_er
+    s_t47 = s_t18 + s_t43
+    s_t44 = s_t19 - s_t43
+    s_t45 = s_t44 + 0.5 * w_nS_thC
     D_C_c_7 = s_t16 + s_t45 + 0.5 * w_nS_C_c
+    s_t46 = s_t44 + 0.5 * w_nS_thS
     D_C_s_7 = s_t24 + s_t46 + 0.5 * w_nS_C_s
     z_C_7 = s_t47 + D_C_c_7 * sigma_C_c + D_C_s_7 * sigma_C_s
+    s_t51 = k2 + w_er_er
+    s_t48 = -w_er_er
+    s_t49 = s_t48 + s_t0 * w_er_thC
     D_C_c_8 = s_t49 + s_t0 * w_er_C_c
+    s_t50 = s_t48 + s_t0 * w_er_thS
     D_C_s_8 = s_t50 + s_t0 * w_er_C_s
     z_C_8 = s_t51 + D_C_c_8 * sigma_C_c + D_C_s_8 * sigma_C_s
     zshift_C = jnp.maximum(
@@ -1979,14 +1974,37 @@ def qkv_step(x, k):
     s_t57 = e_C_6 * k6
     e_C_7 = jnp.exp(s_t52 + z_C_7)
     s_t58 = e_C_7 * k7
-    s_t59 = s_t1 + 0.5 * w_thC_CS_c
-    s_t60 = s_t30 + s_t59
-    s_t61 = s_t9 + 0.5 * w_thC_CS_s
-    s_t62 = s_t31 + s_t61
-    s_t63 = s_t15 + 0.5 * w_thS_CS_c
-    s_t64 = s_t35 + s_t63
-    s_t65 = s_t23 + 0.5 * w_thS_CS_s
-    s_t66 = s_t36 + s_t65
+    e_C_0 = jnp.exp(s_t52 + z_C_0)
+    e_C_1 = jnp.exp(s_t52 + z_C_1)
+    e_C_8 = jnp.exp(s_t52 + z_C_8)
+    S_C = jnp.where(k5 != 0, s_t53 + s_t54 + s_t55 + s_t56 + s_t57 + s_t58 + e_C_0 + e_C_1 + e_C_8, 1.0)
+    rS_C = 1.0 / S_C
+    a_C_c = -D_C_c_0 + rS_C * (
+        s_t53 * D_C_c_2
+        + s_t54 * D_C_c_3
+        + s_t55 * D_C_c_4
+        + s_t56 * D_C_c_5
+        + s_t57 * D_C_c_6
+        + s_t58 * D_C_c_7
+        + D_C_c_0 * e_C_0
+        + D_C_c_1 * e_C_1
+        + D_C_c_8 * e_C_8
+    )
+    a_C_s = -D_C_s_0 + rS_C * (
+        s_t53 * D_C_s_2
+        + s_t54 * D_C_s_3
+        + s_t55 * D_C_s_4
+        + s_t56 * D_C_s_5
+        + s_t57 * D_C_s_6
+        + s_t58 * D_C_s_7
+        + D_C_s_0 * e_C_0
+        + D_C_s_1 * e_C_1
+        + D_C_s_8 * e_C_8
+    )
+    abar_C = a_C_c * sigma_C_c + a_C_s * sigma_C_s
+    s_t74 = -abar_C
+    s_t75 = sigma_C_c * (s_t74 + a_C_c)
+    s_t76 = sigma_C_s * (s_t74 + a_C_s)
     u_CS_c = s_t0 * (kappa_CS_c + kappa_thC)
     u_CS_s = s_t0 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
@@ -1997,10 +2015,18 @@ def qkv_step(x, k):
     rden_CS = 1.0 / (E_CS_c + E_CS_r + E_CS_s)
     sigma_CS_c = E_CS_c * rden_CS
     sigma_CS_s = E_CS_s * rden_CS
+    s_t59 = s_t1 + 0.5 * w_thC_CS_c
+    s_t60 = s_t30 + s_t59
     D_CS_c_0 = s_t60 + k0 + 0.5 * w_same_CS_c_CS_c
+    s_t61 = s_t9 + 0.5 * w_thC_CS_s
+    s_t62 = s_t31 + s_t61
     D_CS_s_0 = s_t62 + k8 + 0.5 * w_same_CS_c_CS_s
     z_CS_0 = s_t32 + D_CS_c_0 * sigma_CS_c + D_CS_s_0 * sigma_CS_s
+    s_t63 = s_t15 + 0.5 * w_thS_CS_c
+    s_t64 = s_t35 + s_t63
     D_CS_c_1 = s_t64 + 0.5 * w_same_CS_s_CS_c
+    s_t65 = s_t23 + 0.5 * w_thS_CS_s
+    s_t66 = s_t36 + s_t65
     D_CS_s_1 = s_t66 + 0.5 * w_same_CS_s_CS_s
     z_CS_1 = s_t37 + D_CS_c_1 * sigma_CS_c + D_CS_s_1 * sigma_CS_s
     D_CS_c_2 = s_t59 + s_t7 + 0.5 * w_other_C_c_CS_c
@@ -2056,37 +2082,6 @@ def qkv_step(x, k):
     s_t72 = e_CS_6 * k6
     e_CS_7 = jnp.exp(s_t67 + z_CS_7)
     s_t73 = e_CS_7 * k7
-    e_C_0 = jnp.exp(s_t52 + z_C_0)
-    e_C_1 = jnp.exp(s_t52 + z_C_1)
-    e_C_8 = jnp.exp(s_t52 + z_C_8)
-    S_C = jnp.where(k5 != 0, s_t53 + s_t54 + s_t55 + s_t56 + s_t57 + s_t58 + e_C_0 + e_C_1 + e_C_8, 1.0)
-    rS_C = 1.0 / S_C
-    a_C_c = -D_C_c_0 + rS_C * (
-        s_t53 * D_C_c_2
-        + s_t54 * D_C_c_3
-        + s_t55 * D_C_c_4
-        + s_t56 * D_C_c_5
-        + s_t57 * D_C_c_6
-        + s_t58 * D_C_c_7
-        + D_C_c_0 * e_C_0
-        + D_C_c_1 * e_C_1
-        + D_C_c_8 * e_C_8
-    )
-    a_C_s = -D_C_s_0 + rS_C * (
-        s_t53 * D_C_s_2
-        + s_t54 * D_C_s_3
-        + s_t55 * D_C_s_4
-        + s_t56 * D_C_s_5
-        + s_t57 * D_C_s_6
-        + s_t58 * D_C_s_7
-        + D_C_s_0 * e_C_0
-        + D_C_s_1 * e_C_1
-        + D_C_s_8 * e_C_8
-    )
-    abar_C = a_C_c * sigma_C_c + a_C_s * sigma_C_s
-    s_t74 = -abar_C
-    s_t75 = sigma_C_c * (s_t74 + a_C_c)
-    s_t76 = sigma_C_s * (s_t74 + a_C_s)
     e_CS_0 = jnp.exp(s_t67 + z_CS_0)
     e_CS_1 = jnp.exp(s_t67 + z_CS_1)
     e_CS_8 = jnp.exp(s_t67 + z_CS_8)
@@ -2118,6 +2113,8 @@ def qkv_step(x, k):
     s_t77 = -abar_CS
     s_t78 = sigma_CS_c * (s_t77 + a_CS_c)
     s_t79 = sigma_CS_s * (s_t77 + a_CS_s)
+    sigma_C_r = E_C_r * rden_C
+    sigma_CS_r = E_CS_r * rden_CS
     s_t80 = e_C_0 * rS_C
     s_t81 = k20 + s_t80 * k19
     s_t82 = s_t81 * sigma_C_c
@@ -2186,10 +2183,8 @@ def qkv_step(x, k):
     s_t145 = s_t108 * k45
     s_t146 = s_t83 * k47
     s_t147 = s_t83 * k49
-    sigma_CS_r = E_CS_r * rden_CS
     s_t148 = rS_CS * sigma_CS_r
     s_t149 = s_t148 * k15
-    sigma_C_r = E_C_r * rden_C
     s_t150 = rS_C * sigma_C_r
     s_t151 = s_t150 * k55
     s_t152 = s_t0 * sigma_C_r
@@ -2513,38 +2508,33 @@ def qkv_probe(x, k):
     ) = k
     p_t0 = 1.4142135623730951
     p_t1 = 0.5 * p_t0
+    u_c = p_t1 * kappa_thC
+    u_s = p_t1 * kappa_thS
+    u_r = kappa_er
+    ashift = jnp.maximum(jnp.maximum(u_c, u_s), u_r)
+    E_c = jnp.exp(u_c - ashift)
+    E_s = jnp.exp(u_s - ashift)
+    E_r = jnp.exp(u_r - ashift)
+    rden = 1.0 / (E_c + E_r + E_s)
+    sigma_c = E_c * rden
+    sigma_s = E_s * rden
+    mc_gap = k0 * sigma_c + k65 * sigma_s
     p_t2 = p_t1 * w_nA_er
     p_t3 = p_t1 * w_thC_er
     p_t4 = -p_t2 - p_t3
     p_t5 = -0.5 * w_thC_thS
     p_t6 = p_t2 + p_t3
     p_t7 = p_t6 + k1
-    u_s = p_t1 * kappa_thS
-    u_c = p_t1 * kappa_thC
-    u_r = kappa_er
-    ashift = jnp.maximum(jnp.maximum(u_c, u_s), u_r)
-    E_s = jnp.exp(u_s - ashift)
-    E_c = jnp.exp(u_c - ashift)
-    E_r = jnp.exp(u_r - ashift)
-    rden = 1.0 / (E_c + E_r + E_s)
-    sigma_s = E_s * rden
     p_t8 = p_t7 + sigma_s * (0.5 * w_nA_thS - p_t5 - p_t6)
+    z_0 = p_t8 + sigma_c * (p_t4 + k0 + 0.5 * w_nA_thC + 0.5 * w_thC_thC)
     p_t9 = -0.5 * w_thC_thC
-    sigma_c = E_c * rden
     p_t10 = sigma_c * (0.5 * w_nA_thC - p_t6 - p_t9)
+    z_1 = p_t10 + p_t7 + sigma_s * (p_t4 + k8 + 0.5 * w_nA_thS + 0.5 * w_thC_thS)
     p_t11 = -0.5 * w_thS_thC
     p_t12 = p_t1 * w_thS_er
     p_t13 = p_t12 + p_t1 * w_nS_er
     p_t14 = -0.5 * w_thS_thS
     p_t15 = p_t13 + sigma_c * (0.5 * w_nS_thC - p_t11 - p_t13) + sigma_s * (0.5 * w_nS_thS - p_t13 - p_t14)
-    p_t16 = p_t3 + p_t1 * w_C_c_er
-    p_t17 = p_t12 + p_t1 * w_C_s_er
-    p_t18 = p_t3 + p_t1 * w_CS_c_er
-    p_t19 = p_t12 + p_t1 * w_CS_s_er
-    sigma_r = E_r * rden
-    mc_gap = k0 * sigma_c + k65 * sigma_s
-    z_0 = p_t8 + sigma_c * (p_t4 + k0 + 0.5 * w_nA_thC + 0.5 * w_thC_thC)
-    z_1 = p_t10 + p_t7 + sigma_s * (p_t4 + k8 + 0.5 * w_nA_thS + 0.5 * w_thC_thS)
     z_2 = p_t15
     z_3 = p_t10 + p_t8
     z_4 = p_t15
@@ -2554,11 +2544,15 @@ def qkv_probe(x, k):
         + sigma_c * (-w_er_er + 0.5 * p_t0 * w_er_thC)
         + sigma_s * (-w_er_er + 0.5 * p_t0 * w_er_thS)
     )
+    p_t16 = p_t3 + p_t1 * w_C_c_er
     z_6 = p_t16 + k1 + sigma_c * (0.5 * w_C_c_thC - p_t16 - p_t9) + sigma_s * (0.5 * w_C_c_thS - p_t16 - p_t5)
+    p_t17 = p_t12 + p_t1 * w_C_s_er
     z_7 = p_t17 + sigma_c * (0.5 * w_C_s_thC - p_t11 - p_t17) + sigma_s * (0.5 * w_C_s_thS - p_t14 - p_t17)
+    p_t18 = p_t3 + p_t1 * w_CS_c_er
     z_8 = (
         p_t18 + k1 + sigma_c * (0.5 * w_CS_c_thC - p_t18 - p_t9) + sigma_s * (0.5 * w_CS_c_thS - p_t18 - p_t5)
     )
+    p_t19 = p_t12 + p_t1 * w_CS_s_er
     z_9 = p_t19 + sigma_c * (0.5 * w_CS_s_thC - p_t11 - p_t19) + sigma_s * (0.5 * w_CS_s_thS - p_t14 - p_t19)
     return (
         jax.nn.sigmoid(mc_gap),
@@ -3233,72 +3227,6 @@ def qkv_aug_step(x, k):
         k96,
     ) = k
     s_t0 = 0.7071067811865476
-    s_t1 = 0.5 * w_thC_thC
-    s_t2 = s_t1 + 0.5 * w_thC_C_c
-    s_t3 = s_t0 * w_C_c_er
-    s_t4 = s_t0 * w_thC_er
-    s_t5 = -s_t4
-    s_t6 = s_t5 - s_t3
-    s_t7 = s_t6 + 0.5 * w_C_c_thC
-    s_t8 = s_t2 + s_t7
-    s_t9 = 0.5 * w_thC_thS
-    s_t10 = s_t9 + 0.5 * w_thC_C_s
-    s_t11 = s_t6 + 0.5 * w_C_c_thS
-    s_t12 = s_t10 + s_t11
-    s_t13 = s_t4 + k1
-    s_t14 = s_t13 + s_t3
-    s_t15 = 0.5 * w_thS_thC
-    s_t16 = s_t15 + 0.5 * w_thS_C_c
-    s_t17 = s_t0 * w_C_s_er
-    s_t18 = s_t0 * w_thS_er
-    s_t19 = -s_t18
-    s_t20 = s_t19 - s_t17
-    s_t21 = s_t20 + 0.5 * w_C_s_thC
-    s_t22 = s_t16 + s_t21
-    s_t23 = 0.5 * w_thS_thS
-    s_t24 = s_t23 + 0.5 * w_thS_C_s
-    s_t25 = s_t20 + 0.5 * w_C_s_thS
-    s_t26 = s_t24 + s_t25
-    s_t27 = s_t17 + s_t18
-    s_t28 = s_t0 * w_CS_c_er
-    s_t29 = s_t5 - s_t28
-    s_t30 = s_t29 + 0.5 * w_CS_c_thC
-    s_t31 = s_t29 + 0.5 * w_CS_c_thS
-    s_t32 = s_t13 + s_t28
-    s_t33 = s_t0 * w_CS_s_er
-    s_t34 = s_t19 - s_t33
-    s_t35 = s_t34 + 0.5 * w_CS_s_thC
-    s_t36 = s_t34 + 0.5 * w_CS_s_thS
-    s_t37 = s_t18 + s_t33
-    s_t38 = s_t0 * w_AUG_c_er
-    s_t39 = s_t5 - s_t38
-    s_t40 = s_t39 + 0.5 * w_AUG_c_thC
-    s_t41 = s_t39 + 0.5 * w_AUG_c_thS
-    s_t42 = s_t13 + s_t38
-    s_t43 = s_t0 * w_AUG_s_er
-    s_t44 = s_t19 - s_t43
-    s_t45 = s_t44 + 0.5 * w_AUG_s_thC
-    s_t46 = s_t44 + 0.5 * w_AUG_s_thS
-    s_t47 = s_t18 + s_t43
-    s_t48 = s_t0 * w_AUG_m_er
-    s_t49 = s_t5 - s_t48
-    s_t50 = s_t49 + 0.5 * w_AUG_m_thC
-    s_t51 = s_t49 + 0.5 * w_AUG_m_thS
-    s_t52 = s_t13 + s_t48
-    s_t53 = s_t0 * w_nA_er
-    s_t54 = s_t5 - s_t53
-    s_t55 = s_t54 + 0.5 * w_nA_thC
-    s_t56 = s_t54 + 0.5 * w_nA_thS
-    s_t57 = s_t13 + s_t53
-    s_t58 = s_t0 * w_nS_er
-    s_t59 = s_t19 - s_t58
-    s_t60 = s_t59 + 0.5 * w_nS_thC
-    s_t61 = s_t59 + 0.5 * w_nS_thS
-    s_t62 = s_t18 + s_t58
-    s_t63 = -w_er_er
-    s_t64 = s_t63 + s_t0 * w_er_thC
-    s_t65 = s_t63 + s_t0 * w_er_thS
-    s_t66 = k2 + w_er_er
     u_C_c = s_t0 * (kappa_C_c + kappa_thC)
     u_C_s = s_t0 * (kappa_C_s + kappa_thS)
     u_C_r = kappa_er
@@ -3309,10 +3237,37 @@ def qkv_aug_step(x, k):
     rden_C = 1.0 / (E_C_c + E_C_r + E_C_s)
     sigma_C_c = E_C_c * rden_C
     sigma_C_s = E_C_s * rden_C
+    s_t3 = s_t0 * w_C_c_er
+    s_t4 = s_t0 * w_thC_er
+    s_t13 = s_t4 + k1
+    s_t14 = s_t13 + s_t3
+    s_t1 = 0.5 * w_thC_thC
+    s_t2 = s_t1 + 0.5 * w_thC_C_c
+    s_t5 = -s_t4
+    s_t6 = s_t5 - s_t3
+    s_t7 = s_t6 + 0.5 * w_C_c_thC
+    s_t8 = s_t2 + s_t7
     D_C_c_0 = s_t8 + k0 + 0.5 * w_same_C_c_C_c
+    s_t9 = 0.5 * w_thC_thS
+    s_t10 = s_t9 + 0.5 * w_thC_C_s
+    s_t11 = s_t6 + 0.5 * w_C_c_thS
+    s_t12 = s_t10 + s_t11
     D_C_s_0 = s_t12 + 0.5 * w_same_C_c_C_s
     z_C_0 = s_t14 + D_C_c_0 * sigma_C_c + D_C_s_0 * sigma_C_s
+    s_t17 = s_t0 * w_C_s_er
+    s_t18 = s_t0 * w_thS_er
+    s_t27 = s_t17 + s_t18
+    s_t15 = 0.5 * w_thS_thC
+    s_t16 = s_t15 + 0.5 * w_thS_C_c
+    s_t19 = -s_t18
+    s_t20 = s_t19 - s_t17
+    s_t21 = s_t20 + 0.5 * w_C_s_thC
+    s_t22 = s_t16 + s_t21
     D_C_c_1 = s_t22 + 0.5 * w_same_C_s_C_c
+    s_t23 = 0.5 * w_thS_thS
+    s_t24 = s_t23 + 0.5 * w_thS_C_s
+    s_t25 = s_t20 + 0.5 * w_C_s_thS
+    s_t26 = s_t24 + s_t25
     D_C_s_1 = s_t26 + 0.5 * w_same_C_s_C_s
     z_C_1 = s_t27 + D_C_c_1 * sigma_C_c + D_C_s_1 * sigma_C_s
     D_C_c_2 = s_t8 + 0.5 * w_other_C_c_C_c
@@ -3321,28 +3276,67 @@ def qkv_aug_step(x, k):
     D_C_c_3 = s_t22 + 0.5 * w_other_C_s_C_c
     D_C_s_3 = s_t26 + 0.5 * w_other_C_s_C_s
     z_C_3 = s_t27 + D_C_c_3 * sigma_C_c + D_C_s_3 * sigma_C_s
+    s_t28 = s_t0 * w_CS_c_er
+    s_t32 = s_t13 + s_t28
+    s_t29 = s_t5 - s_t28
+    s_t30 = s_t29 + 0.5 * w_CS_c_thC
     D_C_c_4 = s_t2 + s_t30 + 0.5 * w_other_CS_c_C_c
+    s_t31 = s_t29 + 0.5 * w_CS_c_thS
     D_C_s_4 = s_t10 + s_t31 + 0.5 * w_other_CS_c_C_s
     z_C_4 = s_t32 + D_C_c_4 * sigma_C_c + D_C_s_4 * sigma_C_s
+    s_t33 = s_t0 * w_CS_s_er
+    s_t37 = s_t18 + s_t33
+    s_t34 = s_t19 - s_t33
+    s_t35 = s_t34 + 0.5 * w_CS_s_thC
     D_C_c_5 = s_t16 + s_t35 + 0.5 * w_other_CS_s_C_c
+    s_t36 = s_t34 + 0.5 * w_CS_s_thS
     D_C_s_5 = s_t24 + s_t36 + 0.5 * w_other_CS_s_C_s
     z_C_5 = s_t37 + D_C_c_5 * sigma_C_c + D_C_s_5 * sigma_C_s
+    s_t38 = s_t0 * w_AUG_c_er
+    s_t42 = s_t13 + s_t38
+    s_t39 = s_t5 - s_t38
+    s_t40 = s_t39 + 0.5 * w_AUG_c_thC
     D_C_c_6 = s_t2 + s_t40 + 0.5 * w_other_AUG_c_C_c
+    s_t41 = s_t39 + 0.5 * w_AUG_c_thS
     D_C_s_6 = s_t10 + s_t41 + 0.5 * w_other_AUG_c_C_s
     z_C_6 = s_t42 + D_C_c_6 * sigma_C_c + D_C_s_6 * sigma_C_s
+    s_t43 = s_t0 * w_AUG_s_er
+    s_t47 = s_t18 + s_t43
+    s_t44 = s_t19 - s_t43
+    s_t45 = s_t44 + 0.5 * w_AUG_s_thC
     D_C_c_7 = s_t16 + s_t45 + 0.5 * w_other_AUG_s_C_c
+    s_t46 = s_t44 + 0.5 * w_AUG_s_thS
     D_C_s_7 = s_t24 + s_t46 + 0.5 * w_other_AUG_s_C_s
     z_C_7 = s_t47 + D_C_c_7 * sigma_C_c + D_C_s_7 * sigma_C_s
+    s_t48 = s_t0 * w_AUG_m_er
+    s_t52 = s_t13 + s_t48
+    s_t49 = s_t5 - s_t48
+    s_t50 = s_t49 + 0.5 * w_AUG_m_thC
     D_C_c_8 = s_t2 + s_t50 + 0.5 * w_other_AUG_m_C_c
+    s_t51 = s_t49 + 0.5 * w_AUG_m_thS
     D_C_s_8 = s_t10 + s_t51 + 0.5 * w_other_AUG_m_C_s
     z_C_8 = s_t52 + D_C_c_8 * sigma_C_c + D_C_s_8 * sigma_C_s
+    s_t53 = s_t0 * w_nA_er
+    s_t57 = s_t13 + s_t53
+    s_t54 = s_t5 - s_t53
+    s_t55 = s_t54 + 0.5 * w_nA_thC
     D_C_c_9 = s_t2 + s_t55 + 0.5 * w_nA_C_c
+    s_t56 = s_t54 + 0.5 * w_nA_thS
     D_C_s_9 = s_t10 + s_t56 + 0.5 * w_nA_C_s
     z_C_9 = s_t57 + D_C_c_9 * sigma_C_c + D_C_s_9 * sigma_C_s
+    s_t58 = s_t0 * w_nS_er
+    s_t62 = s_t18 + s_t58
+    s_t59 = s_t19 - s_t58
+    s_t60 = s_t59 + 0.5 * w_nS_thC
     D_C_c_10 = s_t16 + s_t60 + 0.5 * w_nS_C_c
+    s_t61 = s_t59 + 0.5 * w_nS_thS
     D_C_s_10 = s_t24 + s_t61 + 0.5 * w_nS_C_s
     z_C_10 = s_t62 + D_C_c_10 * sigma_C_c + D_C_s_10 * sigma_C_s
+    s_t66 = k2 + w_er_er
+    s_t63 = -w_er_er
+    s_t64 = s_t63 + s_t0 * w_er_thC
     D_C_c_11 = s_t64 + s_t0 * w_er_C_c
+    s_t65 = s_t63 + s_t0 * w_er_thS
     D_C_s_11 = s_t65 + s_t0 * w_er_C_s
     z_C_11 = s_t66 + D_C_c_11 * sigma_C_c + D_C_s_11 * sigma_C_s
     zshift_C = jnp.maximum(
@@ -3394,14 +3388,47 @@ def qkv_aug_step(x, k):
     s_t75 = e_C_8 * k5
     e_C_9 = jnp.exp(s_t67 + z_C_9)
     s_t76 = e_C_9 * k8
-    s_t77 = s_t1 + 0.5 * w_thC_CS_c
-    s_t78 = s_t30 + s_t77
-    s_t79 = s_t9 + 0.5 * w_thC_CS_s
-    s_t80 = s_t31 + s_t79
-    s_t81 = s_t15 + 0.5 * w_thS_CS_c
-    s_t82 = s_t35 + s_t81
-    s_t83 = s_t23 + 0.5 * w_thS_CS_s
-    s_t84 = s_t36 + s_t83
+    e_C_0 = jnp.exp(s_t67 + z_C_0)
+    e_C_1 = jnp.exp(s_t67 + z_C_1)
+    e_C_11 = jnp.exp(s_t67 + z_C_11)
+    S_C = jnp.where(
+        k6 != 0,
+        s_t68 + s_t69 + s_t70 + s_t71 + s_t72 + s_t73 + s_t74 + s_t75 + s_t76 + e_C_0 + e_C_1 + e_C_11,
+        1.0,
+    )
+    rS_C = 1.0 / S_C
+    a_C_c = -D_C_c_0 + rS_C * (
+        s_t68 * D_C_c_10
+        + s_t69 * D_C_c_2
+        + s_t70 * D_C_c_3
+        + s_t71 * D_C_c_4
+        + s_t72 * D_C_c_5
+        + s_t73 * D_C_c_6
+        + s_t74 * D_C_c_7
+        + s_t75 * D_C_c_8
+        + s_t76 * D_C_c_9
+        + D_C_c_0 * e_C_0
+        + D_C_c_1 * e_C_1
+        + D_C_c_11 * e_C_11
+    )
+    a_C_s = -D_C_s_0 + rS_C * (
+        s_t68 * D_C_s_10
+        + s_t69 * D_C_s_2
+        + s_t70 * D_C_s_3
+        + s_t71 * D_C_s_4
+        + s_t72 * D_C_s_5
+        + s_t73 * D_C_s_6
+        + s_t74 * D_C_s_7
+        + s_t75 * D_C_s_8
+        + s_t76 * D_C_s_9
+        + D_C_s_0 * e_C_0
+        + D_C_s_1 * e_C_1
+        + D_C_s_11 * e_C_11
+    )
+    abar_C = a_C_c * sigma_C_c + a_C_s * sigma_C_s
+    s_t115 = -abar_C
+    s_t116 = sigma_C_c * (s_t115 + a_C_c)
+    s_t117 = sigma_C_s * (s_t115 + a_C_s)
     u_CS_c = s_t0 * (kappa_CS_c + kappa_thC)
     u_CS_s = s_t0 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
@@ -3412,10 +3439,18 @@ def qkv_aug_step(x, k):
     rden_CS = 1.0 / (E_CS_c + E_CS_r + E_CS_s)
     sigma_CS_c = E_CS_c * rden_CS
     sigma_CS_s = E_CS_s * rden_CS
+    s_t77 = s_t1 + 0.5 * w_thC_CS_c
+    s_t78 = s_t30 + s_t77
     D_CS_c_0 = s_t78 + k0 + 0.5 * w_same_CS_c_CS_c
+    s_t79 = s_t9 + 0.5 * w_thC_CS_s
+    s_t80 = s_t31 + s_t79
     D_CS_s_0 = s_t80 + k9 + 0.5 * w_same_CS_c_CS_s
     z_CS_0 = s_t32 + D_CS_c_0 * sigma_CS_c + D_CS_s_0 * sigma_CS_s
+    s_t81 = s_t15 + 0.5 * w_thS_CS_c
+    s_t82 = s_t35 + s_t81
     D_CS_c_1 = s_t82 + 0.5 * w_same_CS_s_CS_c
+    s_t83 = s_t23 + 0.5 * w_thS_CS_s
+    s_t84 = s_t36 + s_t83
     D_CS_s_1 = s_t84 + 0.5 * w_same_CS_s_CS_s
     z_CS_1 = s_t37 + D_CS_c_1 * sigma_CS_c + D_CS_s_1 * sigma_CS_s
     D_CS_c_2 = s_t7 + s_t77 + 0.5 * w_other_C_c_CS_c
@@ -3497,16 +3532,47 @@ def qkv_aug_step(x, k):
     s_t93 = e_CS_8 * k5
     e_CS_9 = jnp.exp(s_t85 + z_CS_9)
     s_t94 = e_CS_9 * k8
-    s_t95 = s_t1 + 0.5 * w_thC_AUG_c
-    s_t96 = s_t40 + s_t95
-    s_t97 = s_t9 + 0.5 * w_thC_AUG_s
-    s_t98 = s_t41 + s_t97
-    s_t99 = s_t15 + 0.5 * w_thS_AUG_c
-    s_t100 = s_t45 + s_t99
-    s_t101 = s_t23 + 0.5 * w_thS_AUG_s
-    s_t102 = s_t101 + s_t46
-    s_t103 = s_t50 + s_t95
-    s_t104 = s_t51 + s_t97
+    e_CS_0 = jnp.exp(s_t85 + z_CS_0)
+    e_CS_1 = jnp.exp(s_t85 + z_CS_1)
+    e_CS_11 = jnp.exp(s_t85 + z_CS_11)
+    S_CS = jnp.where(
+        k12 != 0,
+        s_t86 + s_t87 + s_t88 + s_t89 + s_t90 + s_t91 + s_t92 + s_t93 + s_t94 + e_CS_0 + e_CS_1 + e_CS_11,
+        1.0,
+    )
+    rS_CS = 1.0 / S_CS
+    a_CS_c = -D_CS_c_0 + rS_CS * (
+        s_t86 * D_CS_c_10
+        + s_t87 * D_CS_c_2
+        + s_t88 * D_CS_c_3
+        + s_t89 * D_CS_c_4
+        + s_t90 * D_CS_c_5
+        + s_t91 * D_CS_c_6
+        + s_t92 * D_CS_c_7
+        + s_t93 * D_CS_c_8
+        + s_t94 * D_CS_c_9
+        + D_CS_c_0 * e_CS_0
+        + D_CS_c_1 * e_CS_1
+        + D_CS_c_11 * e_CS_11
+    )
+    a_CS_s = -D_CS_s_0 + rS_CS * (
+        s_t86 * D_CS_s_10
+        + s_t87 * D_CS_s_2
+        + s_t88 * D_CS_s_3
+        + s_t89 * D_CS_s_4
+        + s_t90 * D_CS_s_5
+        + s_t91 * D_CS_s_6
+        + s_t92 * D_CS_s_7
+        + s_t93 * D_CS_s_8
+        + s_t94 * D_CS_s_9
+        + D_CS_s_0 * e_CS_0
+        + D_CS_s_1 * e_CS_1
+        + D_CS_s_11 * e_CS_11
+    )
+    abar_CS = a_CS_c * sigma_CS_c + a_CS_s * sigma_CS_s
+    s_t118 = -abar_CS
+    s_t119 = sigma_CS_c * (s_t118 + a_CS_c)
+    s_t120 = sigma_CS_s * (s_t118 + a_CS_s)
     u_AUG_c = s_t0 * (kappa_AUG_c + kappa_thC)
     u_AUG_s = s_t0 * (kappa_AUG_s + kappa_thS)
     u_AUG_r = kappa_er
@@ -3517,13 +3583,23 @@ def qkv_aug_step(x, k):
     rden_AUG = 1.0 / (E_AUG_c + E_AUG_r + E_AUG_s)
     sigma_AUG_c = E_AUG_c * rden_AUG
     sigma_AUG_s = E_AUG_s * rden_AUG
+    s_t95 = s_t1 + 0.5 * w_thC_AUG_c
+    s_t96 = s_t40 + s_t95
     D_AUG_c_0 = s_t96 + k0 + 0.5 * w_same_AUG_c_AUG_c
+    s_t97 = s_t9 + 0.5 * w_thC_AUG_s
+    s_t98 = s_t41 + s_t97
     D_AUG_s_0 = s_t98 + 0.5 * w_same_AUG_c_AUG_s
     z_AUG_0 = s_t42 + D_AUG_c_0 * sigma_AUG_c + D_AUG_s_0 * sigma_AUG_s
+    s_t99 = s_t15 + 0.5 * w_thS_AUG_c
+    s_t100 = s_t45 + s_t99
     D_AUG_c_1 = s_t100 + 0.5 * w_same_AUG_s_AUG_c
+    s_t101 = s_t23 + 0.5 * w_thS_AUG_s
+    s_t102 = s_t101 + s_t46
     D_AUG_s_1 = s_t102 + 0.5 * w_same_AUG_s_AUG_s
     z_AUG_1 = s_t47 + D_AUG_c_1 * sigma_AUG_c + D_AUG_s_1 * sigma_AUG_s
+    s_t103 = s_t50 + s_t95
     D_AUG_c_2 = s_t103 + 0.5 * w_same_AUG_m_AUG_c
+    s_t104 = s_t51 + s_t97
     D_AUG_s_2 = s_t104 + k9 + 0.5 * w_same_AUG_m_AUG_s
     z_AUG_2 = s_t52 + D_AUG_c_2 * sigma_AUG_c + D_AUG_s_2 * sigma_AUG_s
     D_AUG_c_3 = s_t7 + s_t95 + 0.5 * w_other_C_c_AUG_c
@@ -3606,88 +3682,6 @@ def qkv_aug_step(x, k):
     s_t113 = e_AUG_8 * k13
     e_AUG_9 = jnp.exp(jnp.where(k13 != 0, s_t105 + z_AUG_9, -jnp.inf))
     s_t114 = e_AUG_9 * k13
-    e_C_0 = jnp.exp(s_t67 + z_C_0)
-    e_C_1 = jnp.exp(s_t67 + z_C_1)
-    e_C_11 = jnp.exp(s_t67 + z_C_11)
-    S_C = jnp.where(
-        k6 != 0,
-        s_t68 + s_t69 + s_t70 + s_t71 + s_t72 + s_t73 + s_t74 + s_t75 + s_t76 + e_C_0 + e_C_1 + e_C_11,
-        1.0,
-    )
-    rS_C = 1.0 / S_C
-    a_C_c = -D_C_c_0 + rS_C * (
-        s_t68 * D_C_c_10
-        + s_t69 * D_C_c_2
-        + s_t70 * D_C_c_3
-        + s_t71 * D_C_c_4
-        + s_t72 * D_C_c_5
-        + s_t73 * D_C_c_6
-        + s_t74 * D_C_c_7
-        + s_t75 * D_C_c_8
-        + s_t76 * D_C_c_9
-        + D_C_c_0 * e_C_0
-        + D_C_c_1 * e_C_1
-        + D_C_c_11 * e_C_11
-    )
-    a_C_s = -D_C_s_0 + rS_C * (
-        s_t68 * D_C_s_10
-        + s_t69 * D_C_s_2
-        + s_t70 * D_C_s_3
-        + s_t71 * D_C_s_4
-        + s_t72 * D_C_s_5
-        + s_t73 * D_C_s_6
-        + s_t74 * D_C_s_7
-        + s_t75 * D_C_s_8
-        + s_t76 * D_C_s_9
-        + D_C_s_0 * e_C_0
-        + D_C_s_1 * e_C_1
-        + D_C_s_11 * e_C_11
-    )
-    abar_C = a_C_c * sigma_C_c + a_C_s * sigma_C_s
-    s_t115 = -abar_C
-    s_t116 = sigma_C_c * (s_t115 + a_C_c)
-    s_t117 = sigma_C_s * (s_t115 + a_C_s)
-    e_CS_0 = jnp.exp(s_t85 + z_CS_0)
-    e_CS_1 = jnp.exp(s_t85 + z_CS_1)
-    e_CS_11 = jnp.exp(s_t85 + z_CS_11)
-    S_CS = jnp.where(
-        k12 != 0,
-        s_t86 + s_t87 + s_t88 + s_t89 + s_t90 + s_t91 + s_t92 + s_t93 + s_t94 + e_CS_0 + e_CS_1 + e_CS_11,
-        1.0,
-    )
-    rS_CS = 1.0 / S_CS
-    a_CS_c = -D_CS_c_0 + rS_CS * (
-        s_t86 * D_CS_c_10
-        + s_t87 * D_CS_c_2
-        + s_t88 * D_CS_c_3
-        + s_t89 * D_CS_c_4
-        + s_t90 * D_CS_c_5
-        + s_t91 * D_CS_c_6
-        + s_t92 * D_CS_c_7
-        + s_t93 * D_CS_c_8
-        + s_t94 * D_CS_c_9
-        + D_CS_c_0 * e_CS_0
-        + D_CS_c_1 * e_CS_1
-        + D_CS_c_11 * e_CS_11
-    )
-    a_CS_s = -D_CS_s_0 + rS_CS * (
-        s_t86 * D_CS_s_10
-        + s_t87 * D_CS_s_2
-        + s_t88 * D_CS_s_3
-        + s_t89 * D_CS_s_4
-        + s_t90 * D_CS_s_5
-        + s_t91 * D_CS_s_6
-        + s_t92 * D_CS_s_7
-        + s_t93 * D_CS_s_8
-        + s_t94 * D_CS_s_9
-        + D_CS_s_0 * e_CS_0
-        + D_CS_s_1 * e_CS_1
-        + D_CS_s_11 * e_CS_11
-    )
-    abar_CS = a_CS_c * sigma_CS_c + a_CS_s * sigma_CS_s
-    s_t118 = -abar_CS
-    s_t119 = sigma_CS_c * (s_t118 + a_CS_c)
-    s_t120 = sigma_CS_s * (s_t118 + a_CS_s)
     e_AUG_0 = jnp.exp(s_t105 + z_AUG_0)
     e_AUG_1 = jnp.exp(s_t105 + z_AUG_1)
     e_AUG_2 = jnp.exp(s_t105 + z_AUG_2)
@@ -3744,6 +3738,9 @@ def qkv_aug_step(x, k):
     s_t121 = -abar_AUG
     s_t122 = sigma_AUG_c * (s_t121 + a_AUG_c)
     s_t123 = sigma_AUG_s * (s_t121 + a_AUG_s)
+    sigma_C_r = E_C_r * rden_C
+    sigma_CS_r = E_CS_r * rden_CS
+    sigma_AUG_r = E_AUG_r * rden_AUG
     s_t124 = e_C_0 * rS_C
     s_t125 = k26 + s_t124 * k25
     s_t126 = s_t125 * sigma_C_c
@@ -3868,13 +3865,10 @@ def qkv_aug_step(x, k):
     s_t245 = s_t127 * k67
     s_t246 = s_t127 * k70
     s_t247 = s_t127 * k68
-    sigma_AUG_r = E_AUG_r * rden_AUG
     s_t248 = rS_AUG * sigma_AUG_r
     s_t249 = s_t248 * k18
-    sigma_CS_r = E_CS_r * rden_CS
     s_t250 = rS_CS * sigma_CS_r
     s_t251 = s_t250 * k20
-    sigma_C_r = E_C_r * rden_C
     s_t252 = rS_C * sigma_C_r
     s_t253 = s_t252 * k78
     s_t254 = s_t0 * sigma_C_r
@@ -4398,41 +4392,33 @@ def qkv_aug_probe(x, k):
     ) = k
     p_t0 = 1.4142135623730951
     p_t1 = 0.5 * p_t0
+    u_c = p_t1 * kappa_thC
+    u_s = p_t1 * kappa_thS
+    u_r = kappa_er
+    ashift = jnp.maximum(jnp.maximum(u_c, u_s), u_r)
+    E_c = jnp.exp(u_c - ashift)
+    E_s = jnp.exp(u_s - ashift)
+    E_r = jnp.exp(u_r - ashift)
+    rden = 1.0 / (E_c + E_r + E_s)
+    sigma_c = E_c * rden
+    sigma_s = E_s * rden
+    mc_gap = k0 * sigma_c + k94 * sigma_s
     p_t2 = p_t1 * w_nA_er
     p_t3 = p_t1 * w_thC_er
     p_t4 = -p_t2 - p_t3
     p_t5 = -0.5 * w_thC_thS
     p_t6 = p_t2 + p_t3
     p_t7 = p_t6 + k1
-    u_s = p_t1 * kappa_thS
-    u_c = p_t1 * kappa_thC
-    u_r = kappa_er
-    ashift = jnp.maximum(jnp.maximum(u_c, u_s), u_r)
-    E_s = jnp.exp(u_s - ashift)
-    E_c = jnp.exp(u_c - ashift)
-    E_r = jnp.exp(u_r - ashift)
-    rden = 1.0 / (E_c + E_r + E_s)
-    sigma_s = E_s * rden
     p_t8 = p_t7 + sigma_s * (0.5 * w_nA_thS - p_t5 - p_t6)
+    z_0 = p_t8 + sigma_c * (p_t4 + k0 + 0.5 * w_nA_thC + 0.5 * w_thC_thC)
     p_t9 = -0.5 * w_thC_thC
-    sigma_c = E_c * rden
     p_t10 = sigma_c * (0.5 * w_nA_thC - p_t6 - p_t9)
+    z_1 = p_t10 + p_t7 + sigma_s * (p_t4 + k9 + 0.5 * w_nA_thS + 0.5 * w_thC_thS)
     p_t11 = -0.5 * w_thS_thC
     p_t12 = p_t1 * w_thS_er
     p_t13 = p_t12 + p_t1 * w_nS_er
     p_t14 = -0.5 * w_thS_thS
     p_t15 = p_t13 + sigma_c * (0.5 * w_nS_thC - p_t11 - p_t13) + sigma_s * (0.5 * w_nS_thS - p_t13 - p_t14)
-    p_t16 = p_t3 + p_t1 * w_C_c_er
-    p_t17 = p_t12 + p_t1 * w_C_s_er
-    p_t18 = p_t3 + p_t1 * w_CS_c_er
-    p_t19 = p_t12 + p_t1 * w_CS_s_er
-    p_t20 = p_t3 + p_t1 * w_AUG_c_er
-    p_t21 = p_t12 + p_t1 * w_AUG_s_er
-    p_t22 = p_t3 + p_t1 * w_AUG_m_er
-    sigma_r = E_r * rden
-    mc_gap = k0 * sigma_c + k94 * sigma_s
-    z_0 = p_t8 + sigma_c * (p_t4 + k0 + 0.5 * w_nA_thC + 0.5 * w_thC_thC)
-    z_1 = p_t10 + p_t7 + sigma_s * (p_t4 + k9 + 0.5 * w_nA_thS + 0.5 * w_thC_thS)
     z_2 = p_t15
     z_3 = p_t10 + p_t8
     z_4 = p_t15
@@ -4442,21 +4428,28 @@ def qkv_aug_probe(x, k):
         + sigma_c * (-w_er_er + 0.5 * p_t0 * w_er_thC)
         + sigma_s * (-w_er_er + 0.5 * p_t0 * w_er_thS)
     )
+    p_t16 = p_t3 + p_t1 * w_C_c_er
     z_6 = p_t16 + k1 + sigma_c * (0.5 * w_C_c_thC - p_t16 - p_t9) + sigma_s * (0.5 * w_C_c_thS - p_t16 - p_t5)
+    p_t17 = p_t12 + p_t1 * w_C_s_er
     z_7 = p_t17 + sigma_c * (0.5 * w_C_s_thC - p_t11 - p_t17) + sigma_s * (0.5 * w_C_s_thS - p_t14 - p_t17)
+    p_t18 = p_t3 + p_t1 * w_CS_c_er
     z_8 = (
         p_t18 + k1 + sigma_c * (0.5 * w_CS_c_thC - p_t18 - p_t9) + sigma_s * (0.5 * w_CS_c_thS - p_t18 - p_t5)
     )
+    p_t19 = p_t12 + p_t1 * w_CS_s_er
     z_9 = p_t19 + sigma_c * (0.5 * w_CS_s_thC - p_t11 - p_t19) + sigma_s * (0.5 * w_CS_s_thS - p_t14 - p_t19)
+    p_t20 = p_t3 + p_t1 * w_AUG_c_er
     z_10 = (
         p_t20
         + k1
         + sigma_c * (0.5 * w_AUG_c_thC - p_t20 - p_t9)
         + sigma_s * (0.5 * w_AUG_c_thS - p_t20 - p_t5)
     )
+    p_t21 = p_t12 + p_t1 * w_AUG_s_er
     z_11 = (
         p_t21 + sigma_c * (0.5 * w_AUG_s_thC - p_t11 - p_t21) + sigma_s * (0.5 * w_AUG_s_thS - p_t14 - p_t21)
     )
+    p_t22 = p_t3 + p_t1 * w_AUG_m_er
     z_12 = (
         p_t22
         + k1
@@ -5090,67 +5083,6 @@ def qkv_s_step(x, k):
         k96,
     ) = k
     s_t0 = 0.7071067811865476
-    s_t1 = 0.5 * w_thC_thC
-    s_t2 = s_t1 + 0.5 * w_thC_C_c
-    s_t3 = s_t0 * w_C_c_er
-    s_t4 = s_t0 * w_thC_er
-    s_t5 = -s_t4
-    s_t6 = s_t5 - s_t3
-    s_t7 = s_t6 + 0.5 * w_C_c_thC
-    s_t8 = s_t2 + s_t7
-    s_t9 = 0.5 * w_thC_thS
-    s_t10 = s_t9 + 0.5 * w_thC_C_s
-    s_t11 = s_t6 + 0.5 * w_C_c_thS
-    s_t12 = s_t10 + s_t11
-    s_t13 = s_t4 + k1
-    s_t14 = s_t13 + s_t3
-    s_t15 = 0.5 * w_thS_thC
-    s_t16 = s_t15 + 0.5 * w_thS_C_c
-    s_t17 = s_t0 * w_C_s_er
-    s_t18 = s_t0 * w_thS_er
-    s_t19 = -s_t18
-    s_t20 = s_t19 - s_t17
-    s_t21 = s_t20 + 0.5 * w_C_s_thC
-    s_t22 = s_t16 + s_t21
-    s_t23 = 0.5 * w_thS_thS
-    s_t24 = s_t23 + 0.5 * w_thS_C_s
-    s_t25 = s_t20 + 0.5 * w_C_s_thS
-    s_t26 = s_t24 + s_t25
-    s_t27 = s_t17 + s_t18
-    s_t28 = s_t0 * w_CS_c_er
-    s_t29 = s_t5 - s_t28
-    s_t30 = s_t29 + 0.5 * w_CS_c_thC
-    s_t31 = s_t29 + 0.5 * w_CS_c_thS
-    s_t32 = s_t13 + s_t28
-    s_t33 = s_t0 * w_CS_s_er
-    s_t34 = s_t19 - s_t33
-    s_t35 = s_t34 + 0.5 * w_CS_s_thC
-    s_t36 = s_t34 + 0.5 * w_CS_s_thS
-    s_t37 = s_t18 + s_t33
-    s_t38 = s_t0 * w_S_s_er
-    s_t39 = s_t19 - s_t38
-    s_t40 = s_t39 + 0.5 * w_S_s_thC
-    s_t41 = s_t39 + 0.5 * w_S_s_thS
-    s_t42 = s_t18 + s_t38
-    s_t43 = s_t0 * w_S_a_er
-    s_t44 = s_t5 - s_t43
-    s_t45 = s_t44 + 0.5 * w_S_a_thC
-    s_t46 = s_t44 + 0.5 * w_S_a_thS
-    s_t47 = s_t13 + s_t43
-    s_t48 = s_t0 * w_nA_er
-    s_t49 = s_t5 - s_t48
-    s_t50 = s_t49 + 0.5 * w_nA_thC
-    s_t51 = s_t49 + 0.5 * w_nA_thS
-    s_t52 = s_t13 + s_t48
-    s_t53 = s_t0 * w_nS_er
-    s_t54 = s_t19 - s_t53
-    s_t55 = s_t54 + 0.5 * w_nS_thC
-    s_t56 = s_t54 + 0.5 * w_nS_thS
-    s_t57 = s_t18 + s_t53
-    s_t58 = -w_er_er
-    s_t59 = s_t58 + s_t0 * w_er_thC
-    s_t60 = s_t58 + s_t0 * w_er_thS
-    s_t61 = k2 + w_er_er
     u_C_c = s_t0 * (kappa_C_c + kappa_thC)
     u_C_s = s_t0 * (kappa_C_s + kappa_thS)
     u_C_r = kappa_er
@@ -5161,10 +5093,37 @@ def qkv_s_step(x, k):
     rden_C = 1.0 / (E_C_c + E_C_r + E_C_s)
     sigma_C_c = E_C_c * rden_C
     sigma_C_s = E_C_s * rden_C
+    s_t3 = s_t0 * w_C_c_er
+    s_t4 = s_t0 * w_thC_er
+    s_t13 = s_t4 + k1
+    s_t14 = s_t13 + s_t3
+    s_t1 = 0.5 * w_thC_thC
+    s_t2 = s_t1 + 0.5 * w_thC_C_c
+    s_t5 = -s_t4
+    s_t6 = s_t5 - s_t3
+    s_t7 = s_t6 + 0.5 * w_C_c_thC
+    s_t8 = s_t2 + s_t7
     D_C_c_0 = s_t8 + k0 + 0.5 * w_same_C_c_C_c
+    s_t9 = 0.5 * w_thC_thS
+    s_t10 = s_t9 + 0.5 * w_thC_C_s
+    s_t11 = s_t6 + 0.5 * w_C_c_thS
+    s_t12 = s_t10 + s_t11
     D_C_s_0 = s_t12 + 0.5 * w_same_C_c_C_s
     z_C_0 = s_t14 + D_C_c_0 * sigma_C_c + D_C_s_0 * sigma_C_s
+    s_t17 = s_t0 * w_C_s_er
+    s_t18 = s_t0 * w_thS_er
+    s_t27 = s_t17 + s_t18
+    s_t15 = 0.5 * w_thS_thC
+    s_t16 = s_t15 + 0.5 * w_thS_C_c
+    s_t19 = -s_t18
+    s_t20 = s_t19 - s_t17
+    s_t21 = s_t20 + 0.5 * w_C_s_thC
+    s_t22 = s_t16 + s_t21
     D_C_c_1 = s_t22 + 0.5 * w_same_C_s_C_c
+    s_t23 = 0.5 * w_thS_thS
+    s_t24 = s_t23 + 0.5 * w_thS_C_s
+    s_t25 = s_t20 + 0.5 * w_C_s_thS
+    s_t26 = s_t24 + s_t25
     D_C_s_1 = s_t26 + 0.5 * w_same_C_s_C_s
     z_C_1 = s_t27 + D_C_c_1 * sigma_C_c + D_C_s_1 * sigma_C_s
     D_C_c_2 = s_t8 + 0.5 * w_other_C_c_C_c
@@ -5173,25 +5132,59 @@ def qkv_s_step(x, k):
     D_C_c_3 = s_t22 + 0.5 * w_other_C_s_C_c
     D_C_s_3 = s_t26 + 0.5 * w_other_C_s_C_s
     z_C_3 = s_t27 + D_C_c_3 * sigma_C_c + D_C_s_3 * sigma_C_s
+    s_t28 = s_t0 * w_CS_c_er
+    s_t32 = s_t13 + s_t28
+    s_t29 = s_t5 - s_t28
+    s_t30 = s_t29 + 0.5 * w_CS_c_thC
     D_C_c_4 = s_t2 + s_t30 + 0.5 * w_other_CS_c_C_c
+    s_t31 = s_t29 + 0.5 * w_CS_c_thS
     D_C_s_4 = s_t10 + s_t31 + 0.5 * w_other_CS_c_C_s
     z_C_4 = s_t32 + D_C_c_4 * sigma_C_c + D_C_s_4 * sigma_C_s
+    s_t33 = s_t0 * w_CS_s_er
+    s_t37 = s_t18 + s_t33
+    s_t34 = s_t19 - s_t33
+    s_t35 = s_t34 + 0.5 * w_CS_s_thC
     D_C_c_5 = s_t16 + s_t35 + 0.5 * w_other_CS_s_C_c
+    s_t36 = s_t34 + 0.5 * w_CS_s_thS
     D_C_s_5 = s_t24 + s_t36 + 0.5 * w_other_CS_s_C_s
     z_C_5 = s_t37 + D_C_c_5 * sigma_C_c + D_C_s_5 * sigma_C_s
+    s_t38 = s_t0 * w_S_s_er
+    s_t42 = s_t18 + s_t38
+    s_t39 = s_t19 - s_t38
+    s_t40 = s_t39 + 0.5 * w_S_s_thC
     D_C_c_6 = s_t16 + s_t40 + 0.5 * w_other_S_s_C_c
+    s_t41 = s_t39 + 0.5 * w_S_s_thS
     D_C_s_6 = s_t24 + s_t41 + 0.5 * w_other_S_s_C_s
     z_C_6 = s_t42 + D_C_c_6 * sigma_C_c + D_C_s_6 * sigma_C_s
+    s_t43 = s_t0 * w_S_a_er
+    s_t47 = s_t13 + s_t43
+    s_t44 = s_t5 - s_t43
+    s_t45 = s_t44 + 0.5 * w_S_a_thC
     D_C_c_7 = s_t2 + s_t45 + 0.5 * w_other_S_a_C_c
+    s_t46 = s_t44 + 0.5 * w_S_a_thS
     D_C_s_7 = s_t10 + s_t46 + 0.5 * w_other_S_a_C_s
     z_C_7 = s_t47 + D_C_c_7 * sigma_C_c + D_C_s_7 * sigma_C_s
+    s_t48 = s_t0 * w_nA_er
+    s_t52 = s_t13 + s_t48
+    s_t49 = s_t5 - s_t48
+    s_t50 = s_t49 + 0.5 * w_nA_thC
     D_C_c_8 = s_t2 + s_t50 + 0.5 * w_nA_C_c
+    s_t51 = s_t49 + 0.5 * w_nA_thS
     D_C_s_8 = s_t10 + s_t51 + 0.5 * w_nA_C_s
     z_C_8 = s_t52 + D_C_c_8 * sigma_C_c + D_C_s_8 * sigma_C_s
+    s_t53 = s_t0 * w_nS_er
+    s_t57 = s_t18 + s_t53
+    s_t54 = s_t19 - s_t53
+    s_t55 = s_t54 + 0.5 * w_nS_thC
     D_C_c_9 = s_t16 + s_t55 + 0.5 * w_nS_C_c
+    s_t56 = s_t54 + 0.5 * w_nS_thS
     D_C_s_9 = s_t24 + s_t56 + 0.5 * w_nS_C_s
     z_C_9 = s_t57 + D_C_c_9 * sigma_C_c + D_C_s_9 * sigma_C_s
+    s_t61 = k2 + w_er_er
+    s_t58 = -w_er_er
+    s_t59 = s_t58 + s_t0 * w_er_thC
     D_C_c_10 = s_t59 + s_t0 * w_er_C_c
+    s_t60 = s_t58 + s_t0 * w_er_thS
     D_C_s_10 = s_t60 + s_t0 * w_er_C_s
     z_C_10 = s_t61 + D_C_c_10 * sigma_C_c + D_C_s_10 * sigma_C_s
     zshift_C = jnp.maximum(
@@ -5238,14 +5231,43 @@ def qkv_s_step(x, k):
     s_t69 = e_C_8 * k7
     e_C_9 = jnp.exp(s_t62 + z_C_9)
     s_t70 = e_C_9 * k8
-    s_t71 = s_t1 + 0.5 * w_thC_CS_c
-    s_t72 = s_t30 + s_t71
-    s_t73 = s_t9 + 0.5 * w_thC_CS_s
-    s_t74 = s_t31 + s_t73
-    s_t75 = s_t15 + 0.5 * w_thS_CS_c
-    s_t76 = s_t35 + s_t75
-    s_t77 = s_t23 + 0.5 * w_thS_CS_s
-    s_t78 = s_t36 + s_t77
+    e_C_0 = jnp.exp(s_t62 + z_C_0)
+    e_C_1 = jnp.exp(s_t62 + z_C_1)
+    e_C_10 = jnp.exp(s_t62 + z_C_10)
+    S_C = jnp.where(
+        k6 != 0, s_t63 + s_t64 + s_t65 + s_t66 + s_t67 + s_t68 + s_t69 + s_t70 + e_C_0 + e_C_1 + e_C_10, 1.0
+    )
+    rS_C = 1.0 / S_C
+    a_C_c = -D_C_c_0 + rS_C * (
+        s_t63 * D_C_c_2
+        + s_t64 * D_C_c_3
+        + s_t65 * D_C_c_4
+        + s_t66 * D_C_c_5
+        + s_t67 * D_C_c_6
+        + s_t68 * D_C_c_7
+        + s_t69 * D_C_c_8
+        + s_t70 * D_C_c_9
+        + D_C_c_0 * e_C_0
+        + D_C_c_1 * e_C_1
+        + D_C_c_10 * e_C_10
+    )
+    a_C_s = -D_C_s_0 + rS_C * (
+        s_t63 * D_C_s_2
+        + s_t64 * D_C_s_3
+        + s_t65 * D_C_s_4
+        + s_t66 * D_C_s_5
+        + s_t67 * D_C_s_6
+        + s_t68 * D_C_s_7
+        + s_t69 * D_C_s_8
+        + s_t70 * D_C_s_9
+        + D_C_s_0 * e_C_0
+        + D_C_s_1 * e_C_1
+        + D_C_s_10 * e_C_10
+    )
+    abar_C = a_C_c * sigma_C_c + a_C_s * sigma_C_s
+    s_t101 = -abar_C
+    s_t102 = sigma_C_c * (s_t101 + a_C_c)
+    s_t103 = sigma_C_s * (s_t101 + a_C_s)
     u_CS_c = s_t0 * (kappa_CS_c + kappa_thC)
     u_CS_s = s_t0 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
@@ -5256,10 +5278,18 @@ def qkv_s_step(x, k):
     rden_CS = 1.0 / (E_CS_c + E_CS_r + E_CS_s)
     sigma_CS_c = E_CS_c * rden_CS
     sigma_CS_s = E_CS_s * rden_CS
+    s_t71 = s_t1 + 0.5 * w_thC_CS_c
+    s_t72 = s_t30 + s_t71
     D_CS_c_0 = s_t72 + k0 + 0.5 * w_same_CS_c_CS_c
+    s_t73 = s_t9 + 0.5 * w_thC_CS_s
+    s_t74 = s_t31 + s_t73
     D_CS_s_0 = s_t74 + k9 + 0.5 * w_same_CS_c_CS_s
     z_CS_0 = s_t32 + D_CS_c_0 * sigma_CS_c + D_CS_s_0 * sigma_CS_s
+    s_t75 = s_t15 + 0.5 * w_thS_CS_c
+    s_t76 = s_t35 + s_t75
     D_CS_c_1 = s_t76 + 0.5 * w_same_CS_s_CS_c
+    s_t77 = s_t23 + 0.5 * w_thS_CS_s
+    s_t78 = s_t36 + s_t77
     D_CS_s_1 = s_t78 + 0.5 * w_same_CS_s_CS_s
     z_CS_1 = s_t37 + D_CS_c_1 * sigma_CS_c + D_CS_s_1 * sigma_CS_s
     D_CS_c_2 = s_t7 + s_t71 + 0.5 * w_other_C_c_CS_c
@@ -5333,10 +5363,45 @@ def qkv_s_step(x, k):
     s_t86 = e_CS_8 * k7
     e_CS_9 = jnp.exp(s_t79 + z_CS_9)
     s_t87 = e_CS_9 * k8
-    s_t88 = s_t23 + 0.5 * w_thS_S_s
-    s_t89 = s_t41 + s_t88
-    s_t90 = s_t9 + 0.5 * w_thC_S_s
-    s_t91 = s_t46 + s_t90
+    e_CS_0 = jnp.exp(s_t79 + z_CS_0)
+    e_CS_1 = jnp.exp(s_t79 + z_CS_1)
+    e_CS_10 = jnp.exp(s_t79 + z_CS_10)
+    S_CS = jnp.where(
+        k12 != 0,
+        s_t80 + s_t81 + s_t82 + s_t83 + s_t84 + s_t85 + s_t86 + s_t87 + e_CS_0 + e_CS_1 + e_CS_10,
+        1.0,
+    )
+    rS_CS = 1.0 / S_CS
+    a_CS_c = -D_CS_c_0 + rS_CS * (
+        s_t80 * D_CS_c_2
+        + s_t81 * D_CS_c_3
+        + s_t82 * D_CS_c_4
+        + s_t83 * D_CS_c_5
+        + s_t84 * D_CS_c_6
+        + s_t85 * D_CS_c_7
+        + s_t86 * D_CS_c_8
+        + s_t87 * D_CS_c_9
+        + D_CS_c_0 * e_CS_0
+        + D_CS_c_1 * e_CS_1
+        + D_CS_c_10 * e_CS_10
+    )
+    a_CS_s = -D_CS_s_0 + rS_CS * (
+        s_t80 * D_CS_s_2
+        + s_t81 * D_CS_s_3
+        + s_t82 * D_CS_s_4
+        + s_t83 * D_CS_s_5
+        + s_t84 * D_CS_s_6
+        + s_t85 * D_CS_s_7
+        + s_t86 * D_CS_s_8
+        + s_t87 * D_CS_s_9
+        + D_CS_s_0 * e_CS_0
+        + D_CS_s_1 * e_CS_1
+        + D_CS_s_10 * e_CS_10
+    )
+    abar_CS = a_CS_c * sigma_CS_c + a_CS_s * sigma_CS_s
+    s_t104 = -abar_CS
+    s_t105 = sigma_CS_c * (s_t104 + a_CS_c)
+    s_t106 = sigma_CS_s * (s_t104 + a_CS_s)
     u_S_s = s_t0 * (kappa_S_s + kappa_thS)
     u_S_r = kappa_er
     ashift_S = jnp.maximum(u_S_s, u_S_r)
@@ -5344,8 +5409,12 @@ def qkv_s_step(x, k):
     E_S_r = jnp.exp(u_S_r - ashift_S)
     rden_S = 1.0 / (E_S_r + E_S_s)
     sigma_S_s = E_S_s * rden_S
+    s_t88 = s_t23 + 0.5 * w_thS_S_s
+    s_t89 = s_t41 + s_t88
     D_S_s_0 = s_t89 + 0.5 * w_same_S_s_S_s
     z_S_0 = s_t42 + D_S_s_0 * sigma_S_s
+    s_t90 = s_t9 + 0.5 * w_thC_S_s
+    s_t91 = s_t46 + s_t90
     D_S_s_1 = s_t91 + k9 + 0.5 * w_same_S_a_S_s
     z_S_1 = s_t47 + D_S_s_1 * sigma_S_s
     D_S_s_2 = s_t11 + s_t90 + 0.5 * w_other_C_c_S_s
@@ -5410,82 +5479,6 @@ def qkv_s_step(x, k):
     s_t99 = e_S_8 * k7
     e_S_9 = jnp.exp(s_t92 + z_S_9)
     s_t100 = e_S_9 * k8
-    e_C_0 = jnp.exp(s_t62 + z_C_0)
-    e_C_1 = jnp.exp(s_t62 + z_C_1)
-    e_C_10 = jnp.exp(s_t62 + z_C_10)
-    S_C = jnp.where(
-        k6 != 0, s_t63 + s_t64 + s_t65 + s_t66 + s_t67 + s_t68 + s_t69 + s_t70 + e_C_0 + e_C_1 + e_C_10, 1.0
-    )
-    rS_C = 1.0 / S_C
-    a_C_c = -D_C_c_0 + rS_C * (
-        s_t63 * D_C_c_2
-        + s_t64 * D_C_c_3
-        + s_t65 * D_C_c_4
-        + s_t66 * D_C_c_5
-        + s_t67 * D_C_c_6
-        + s_t68 * D_C_c_7
-        + s_t69 * D_C_c_8
-        + s_t70 * D_C_c_9
-        + D_C_c_0 * e_C_0
-        + D_C_c_1 * e_C_1
-        + D_C_c_10 * e_C_10
-    )
-    a_C_s = -D_C_s_0 + rS_C * (
-        s_t63 * D_C_s_2
-        + s_t64 * D_C_s_3
-        + s_t65 * D_C_s_4
-        + s_t66 * D_C_s_5
-        + s_t67 * D_C_s_6
-        + s_t68 * D_C_s_7
-        + s_t69 * D_C_s_8
-        + s_t70 * D_C_s_9
-        + D_C_s_0 * e_C_0
-        + D_C_s_1 * e_C_1
-        + D_C_s_10 * e_C_10
-    )
-    abar_C = a_C_c * sigma_C_c + a_C_s * sigma_C_s
-    s_t101 = -abar_C
-    s_t102 = sigma_C_c * (s_t101 + a_C_c)
-    s_t103 = sigma_C_s * (s_t101 + a_C_s)
-    e_CS_0 = jnp.exp(s_t79 + z_CS_0)
-    e_CS_1 = jnp.exp(s_t79 + z_CS_1)
-    e_CS_10 = jnp.exp(s_t79 + z_CS_10)
-    S_CS = jnp.where(
-        k12 != 0,
-        s_t80 + s_t81 + s_t82 + s_t83 + s_t84 + s_t85 + s_t86 + s_t87 + e_CS_0 + e_CS_1 + e_CS_10,
-        1.0,
-    )
-    rS_CS = 1.0 / S_CS
-    a_CS_c = -D_CS_c_0 + rS_CS * (
-        s_t80 * D_CS_c_2
-        + s_t81 * D_CS_c_3
-        + s_t82 * D_CS_c_4
-        + s_t83 * D_CS_c_5
-        + s_t84 * D_CS_c_6
-        + s_t85 * D_CS_c_7
-        + s_t86 * D_CS_c_8
-        + s_t87 * D_CS_c_9
-        + D_CS_c_0 * e_CS_0
-        + D_CS_c_1 * e_CS_1
-        + D_CS_c_10 * e_CS_10
-    )
-    a_CS_s = -D_CS_s_0 + rS_CS * (
-        s_t80 * D_CS_s_2
-        + s_t81 * D_CS_s_3
-        + s_t82 * D_CS_s_4
-        + s_t83 * D_CS_s_5
-        + s_t84 * D_CS_s_6
-        + s_t85 * D_CS_s_7
-        + s_t86 * D_CS_s_8
-        + s_t87 * D_CS_s_9
-        + D_CS_s_0 * e_CS_0
-        + D_CS_s_1 * e_CS_1
-        + D_CS_s_10 * e_CS_10
-    )
-    abar_CS = a_CS_c * sigma_CS_c + a_CS_s * sigma_CS_s
-    s_t104 = -abar_CS
-    s_t105 = sigma_CS_c * (s_t104 + a_CS_c)
-    s_t106 = sigma_CS_s * (s_t104 + a_CS_s)
     e_S_0 = jnp.exp(s_t92 + z_S_0)
     e_S_1 = jnp.exp(s_t92 + z_S_1)
     e_S_10 = jnp.exp(s_t92 + z_S_10)
@@ -5508,6 +5501,9 @@ def qkv_s_step(x, k):
     )
     abar_S = a_S_s * sigma_S_s
     s_t107 = sigma_S_s * (a_S_s - abar_S)
+    sigma_C_r = E_C_r * rden_C
+    sigma_CS_r = E_CS_r * rden_CS
+    sigma_S_r = E_S_r * rden_S
     s_t108 = e_C_0 * rS_C
     s_t109 = k26 + s_t108 * k25
     s_t110 = s_t109 * sigma_C_c
@@ -5609,13 +5605,10 @@ def qkv_s_step(x, k):
     s_t206 = s_t111 * k64
     s_t207 = s_t111 * k68
     s_t208 = s_t111 * k70
-    sigma_CS_r = E_CS_r * rden_CS
     s_t209 = rS_CS * sigma_CS_r
     s_t210 = s_t209 * k19
-    sigma_C_r = E_C_r * rden_C
     s_t211 = rS_C * sigma_C_r
     s_t212 = s_t211 * k78
-    sigma_S_r = E_S_r * rden_S
     s_t213 = rS_S * sigma_S_r
     s_t214 = s_t213 * k20
     s_t215 = s_t0 * sigma_C_r
@@ -6065,40 +6058,33 @@ def qkv_s_probe(x, k):
     ) = k
     p_t0 = 1.4142135623730951
     p_t1 = 0.5 * p_t0
+    u_c = p_t1 * kappa_thC
+    u_s = p_t1 * kappa_thS
+    u_r = kappa_er
+    ashift = jnp.maximum(jnp.maximum(u_c, u_s), u_r)
+    E_c = jnp.exp(u_c - ashift)
+    E_s = jnp.exp(u_s - ashift)
+    E_r = jnp.exp(u_r - ashift)
+    rden = 1.0 / (E_c + E_r + E_s)
+    sigma_c = E_c * rden
+    sigma_s = E_s * rden
+    mc_gap = k0 * sigma_c + k94 * sigma_s
     p_t2 = p_t1 * w_nA_er
     p_t3 = p_t1 * w_thC_er
     p_t4 = -p_t2 - p_t3
     p_t5 = -0.5 * w_thC_thS
     p_t6 = p_t2 + p_t3
     p_t7 = p_t6 + k1
-    u_s = p_t1 * kappa_thS
-    u_c = p_t1 * kappa_thC
-    u_r = kappa_er
-    ashift = jnp.maximum(jnp.maximum(u_c, u_s), u_r)
-    E_s = jnp.exp(u_s - ashift)
-    E_c = jnp.exp(u_c - ashift)
-    E_r = jnp.exp(u_r - ashift)
-    rden = 1.0 / (E_c + E_r + E_s)
-    sigma_s = E_s * rden
     p_t8 = p_t7 + sigma_s * (0.5 * w_nA_thS - p_t5 - p_t6)
+    z_0 = p_t8 + sigma_c * (p_t4 + k0 + 0.5 * w_nA_thC + 0.5 * w_thC_thC)
     p_t9 = -0.5 * w_thC_thC
-    sigma_c = E_c * rden
     p_t10 = sigma_c * (0.5 * w_nA_thC - p_t6 - p_t9)
+    z_1 = p_t10 + p_t7 + sigma_s * (p_t4 + k9 + 0.5 * w_nA_thS + 0.5 * w_thC_thS)
     p_t11 = -0.5 * w_thS_thC
     p_t12 = p_t1 * w_thS_er
     p_t13 = p_t12 + p_t1 * w_nS_er
     p_t14 = -0.5 * w_thS_thS
     p_t15 = p_t13 + sigma_c * (0.5 * w_nS_thC - p_t11 - p_t13) + sigma_s * (0.5 * w_nS_thS - p_t13 - p_t14)
-    p_t16 = p_t3 + p_t1 * w_C_c_er
-    p_t17 = p_t12 + p_t1 * w_C_s_er
-    p_t18 = p_t3 + p_t1 * w_CS_c_er
-    p_t19 = p_t12 + p_t1 * w_CS_s_er
-    p_t20 = p_t12 + p_t1 * w_S_s_er
-    p_t21 = p_t3 + p_t1 * w_S_a_er
-    sigma_r = E_r * rden
-    mc_gap = k0 * sigma_c + k94 * sigma_s
-    z_0 = p_t8 + sigma_c * (p_t4 + k0 + 0.5 * w_nA_thC + 0.5 * w_thC_thC)
-    z_1 = p_t10 + p_t7 + sigma_s * (p_t4 + k9 + 0.5 * w_nA_thS + 0.5 * w_thC_thS)
     z_2 = p_t15
     z_3 = p_t10 + p_t8
     z_4 = p_t15
@@ -6108,13 +6094,19 @@ def qkv_s_probe(x, k):
         + sigma_c * (-w_er_er + 0.5 * p_t0 * w_er_thC)
         + sigma_s * (-w_er_er + 0.5 * p_t0 * w_er_thS)
     )
+    p_t16 = p_t3 + p_t1 * w_C_c_er
     z_6 = p_t16 + k1 + sigma_c * (0.5 * w_C_c_thC - p_t16 - p_t9) + sigma_s * (0.5 * w_C_c_thS - p_t16 - p_t5)
+    p_t17 = p_t12 + p_t1 * w_C_s_er
     z_7 = p_t17 + sigma_c * (0.5 * w_C_s_thC - p_t11 - p_t17) + sigma_s * (0.5 * w_C_s_thS - p_t14 - p_t17)
+    p_t18 = p_t3 + p_t1 * w_CS_c_er
     z_8 = (
         p_t18 + k1 + sigma_c * (0.5 * w_CS_c_thC - p_t18 - p_t9) + sigma_s * (0.5 * w_CS_c_thS - p_t18 - p_t5)
     )
+    p_t19 = p_t12 + p_t1 * w_CS_s_er
     z_9 = p_t19 + sigma_c * (0.5 * w_CS_s_thC - p_t11 - p_t19) + sigma_s * (0.5 * w_CS_s_thS - p_t14 - p_t19)
+    p_t20 = p_t12 + p_t1 * w_S_s_er
     z_10 = p_t20 + sigma_c * (0.5 * w_S_s_thC - p_t11 - p_t20) + sigma_s * (0.5 * w_S_s_thS - p_t14 - p_t20)
+    p_t21 = p_t3 + p_t1 * w_S_a_er
     z_11 = (
         p_t21 + k1 + sigma_c * (0.5 * w_S_a_thC - p_t21 - p_t9) + sigma_s * (0.5 * w_S_a_thS - p_t21 - p_t5)
     )
@@ -6977,82 +6969,6 @@ def qkv_s_aug_step(x, k):
         k128,
     ) = k
     s_t0 = 0.7071067811865476
-    s_t1 = 0.5 * w_thC_thC
-    s_t2 = s_t1 + 0.5 * w_thC_C_c
-    s_t3 = s_t0 * w_C_c_er
-    s_t4 = s_t0 * w_thC_er
-    s_t5 = -s_t4
-    s_t6 = s_t5 - s_t3
-    s_t7 = s_t6 + 0.5 * w_C_c_thC
-    s_t8 = s_t2 + s_t7
-    s_t9 = 0.5 * w_thC_thS
-    s_t10 = s_t9 + 0.5 * w_thC_C_s
-    s_t11 = s_t6 + 0.5 * w_C_c_thS
-    s_t12 = s_t10 + s_t11
-    s_t13 = s_t4 + k1
-    s_t14 = s_t13 + s_t3
-    s_t15 = 0.5 * w_thS_thC
-    s_t16 = s_t15 + 0.5 * w_thS_C_c
-    s_t17 = s_t0 * w_C_s_er
-    s_t18 = s_t0 * w_thS_er
-    s_t19 = -s_t18
-    s_t20 = s_t19 - s_t17
-    s_t21 = s_t20 + 0.5 * w_C_s_thC
-    s_t22 = s_t16 + s_t21
-    s_t23 = 0.5 * w_thS_thS
-    s_t24 = s_t23 + 0.5 * w_thS_C_s
-    s_t25 = s_t20 + 0.5 * w_C_s_thS
-    s_t26 = s_t24 + s_t25
-    s_t27 = s_t17 + s_t18
-    s_t28 = s_t0 * w_CS_c_er
-    s_t29 = s_t5 - s_t28
-    s_t30 = s_t29 + 0.5 * w_CS_c_thC
-    s_t31 = s_t29 + 0.5 * w_CS_c_thS
-    s_t32 = s_t13 + s_t28
-    s_t33 = s_t0 * w_CS_s_er
-    s_t34 = s_t19 - s_t33
-    s_t35 = s_t34 + 0.5 * w_CS_s_thC
-    s_t36 = s_t34 + 0.5 * w_CS_s_thS
-    s_t37 = s_t18 + s_t33
-    s_t38 = s_t0 * w_S_s_er
-    s_t39 = s_t19 - s_t38
-    s_t40 = s_t39 + 0.5 * w_S_s_thC
-    s_t41 = s_t39 + 0.5 * w_S_s_thS
-    s_t42 = s_t18 + s_t38
-    s_t43 = s_t0 * w_S_a_er
-    s_t44 = s_t5 - s_t43
-    s_t45 = s_t44 + 0.5 * w_S_a_thC
-    s_t46 = s_t44 + 0.5 * w_S_a_thS
-    s_t47 = s_t13 + s_t43
-    s_t48 = s_t0 * w_AUG_c_er
-    s_t49 = s_t5 - s_t48
-    s_t50 = s_t49 + 0.5 * w_AUG_c_thC
-    s_t51 = s_t49 + 0.5 * w_AUG_c_thS
-    s_t52 = s_t13 + s_t48
-    s_t53 = s_t0 * w_AUG_s_er
-    s_t54 = s_t19 - s_t53
-    s_t55 = s_t54 + 0.5 * w_AUG_s_thC
-    s_t56 = s_t54 + 0.5 * w_AUG_s_thS
-    s_t57 = s_t18 + s_t53
-    s_t58 = s_t0 * w_AUG_m_er
-    s_t59 = s_t5 - s_t58
-    s_t60 = s_t59 + 0.5 * w_AUG_m_thC
-    s_t61 = s_t59 + 0.5 * w_AUG_m_thS
-    s_t62 = s_t13 + s_t58
-    s_t63 = s_t0 * w_nA_er
-    s_t64 = s_t5 - s_t63
-    s_t65 = s_t64 + 0.5 * w_nA_thC
-    s_t66 = s_t64 + 0.5 * w_nA_thS
-    s_t67 = s_t13 + s_t63
-    s_t68 = s_t0 * w_nS_er
-    s_t69 = s_t19 - s_t68
-    s_t70 = s_t69 + 0.5 * w_nS_thC
-    s_t71 = s_t69 + 0.5 * w_nS_thS
-    s_t72 = s_t18 + s_t68
-    s_t73 = -w_er_er
-    s_t74 = s_t73 + s_t0 * w_er_thC
-    s_t75 = s_t73 + s_t0 * w_er_thS
-    s_t76 = k2 + w_er_er
     u_C_c = s_t0 * (kappa_C_c + kappa_thC)
     u_C_s = s_t0 * (kappa_C_s + kappa_thS)
     u_C_r = kappa_er
@@ -7063,10 +6979,37 @@ def qkv_s_aug_step(x, k):
     rden_C = 1.0 / (E_C_c + E_C_r + E_C_s)
     sigma_C_c = E_C_c * rden_C
     sigma_C_s = E_C_s * rden_C
+    s_t3 = s_t0 * w_C_c_er
+    s_t4 = s_t0 * w_thC_er
+    s_t13 = s_t4 + k1
+    s_t14 = s_t13 + s_t3
+    s_t1 = 0.5 * w_thC_thC
+    s_t2 = s_t1 + 0.5 * w_thC_C_c
+    s_t5 = -s_t4
+    s_t6 = s_t5 - s_t3
+    s_t7 = s_t6 + 0.5 * w_C_c_thC
+    s_t8 = s_t2 + s_t7
     D_C_c_0 = s_t8 + k0 + 0.5 * w_same_C_c_C_c
+    s_t9 = 0.5 * w_thC_thS
+    s_t10 = s_t9 + 0.5 * w_thC_C_s
+    s_t11 = s_t6 + 0.5 * w_C_c_thS
+    s_t12 = s_t10 + s_t11
     D_C_s_0 = s_t12 + 0.5 * w_same_C_c_C_s
     z_C_0 = s_t14 + D_C_c_0 * sigma_C_c + D_C_s_0 * sigma_C_s
+    s_t17 = s_t0 * w_C_s_er
+    s_t18 = s_t0 * w_thS_er
+    s_t27 = s_t17 + s_t18
+    s_t15 = 0.5 * w_thS_thC
+    s_t16 = s_t15 + 0.5 * w_thS_C_c
+    s_t19 = -s_t18
+    s_t20 = s_t19 - s_t17
+    s_t21 = s_t20 + 0.5 * w_C_s_thC
+    s_t22 = s_t16 + s_t21
     D_C_c_1 = s_t22 + 0.5 * w_same_C_s_C_c
+    s_t23 = 0.5 * w_thS_thS
+    s_t24 = s_t23 + 0.5 * w_thS_C_s
+    s_t25 = s_t20 + 0.5 * w_C_s_thS
+    s_t26 = s_t24 + s_t25
     D_C_s_1 = s_t26 + 0.5 * w_same_C_s_C_s
     z_C_1 = s_t27 + D_C_c_1 * sigma_C_c + D_C_s_1 * sigma_C_s
     D_C_c_2 = s_t8 + 0.5 * w_other_C_c_C_c
@@ -7075,34 +7018,83 @@ def qkv_s_aug_step(x, k):
     D_C_c_3 = s_t22 + 0.5 * w_other_C_s_C_c
     D_C_s_3 = s_t26 + 0.5 * w_other_C_s_C_s
     z_C_3 = s_t27 + D_C_c_3 * sigma_C_c + D_C_s_3 * sigma_C_s
+    s_t28 = s_t0 * w_CS_c_er
+    s_t32 = s_t13 + s_t28
+    s_t29 = s_t5 - s_t28
+    s_t30 = s_t29 + 0.5 * w_CS_c_thC
     D_C_c_4 = s_t2 + s_t30 + 0.5 * w_other_CS_c_C_c
+    s_t31 = s_t29 + 0.5 * w_CS_c_thS
     D_C_s_4 = s_t10 + s_t31 + 0.5 * w_other_CS_c_C_s
     z_C_4 = s_t32 + D_C_c_4 * sigma_C_c + D_C_s_4 * sigma_C_s
+    s_t33 = s_t0 * w_CS_s_er
+    s_t37 = s_t18 + s_t33
+    s_t34 = s_t19 - s_t33
+    s_t35 = s_t34 + 0.5 * w_CS_s_thC
     D_C_c_5 = s_t16 + s_t35 + 0.5 * w_other_CS_s_C_c
+    s_t36 = s_t34 + 0.5 * w_CS_s_thS
     D_C_s_5 = s_t24 + s_t36 + 0.5 * w_other_CS_s_C_s
     z_C_5 = s_t37 + D_C_c_5 * sigma_C_c + D_C_s_5 * sigma_C_s
+    s_t38 = s_t0 * w_S_s_er
+    s_t42 = s_t18 + s_t38
+    s_t39 = s_t19 - s_t38
+    s_t40 = s_t39 + 0.5 * w_S_s_thC
     D_C_c_6 = s_t16 + s_t40 + 0.5 * w_other_S_s_C_c
+    s_t41 = s_t39 + 0.5 * w_S_s_thS
     D_C_s_6 = s_t24 + s_t41 + 0.5 * w_other_S_s_C_s
     z_C_6 = s_t42 + D_C_c_6 * sigma_C_c + D_C_s_6 * sigma_C_s
+    s_t43 = s_t0 * w_S_a_er
+    s_t47 = s_t13 + s_t43
+    s_t44 = s_t5 - s_t43
+    s_t45 = s_t44 + 0.5 * w_S_a_thC
     D_C_c_7 = s_t2 + s_t45 + 0.5 * w_other_S_a_C_c
+    s_t46 = s_t44 + 0.5 * w_S_a_thS
     D_C_s_7 = s_t10 + s_t46 + 0.5 * w_other_S_a_C_s
     z_C_7 = s_t47 + D_C_c_7 * sigma_C_c + D_C_s_7 * sigma_C_s
+    s_t48 = s_t0 * w_AUG_c_er
+    s_t52 = s_t13 + s_t48
+    s_t49 = s_t5 - s_t48
+    s_t50 = s_t49 + 0.5 * w_AUG_c_thC
     D_C_c_8 = s_t2 + s_t50 + 0.5 * w_other_AUG_c_C_c
+    s_t51 = s_t49 + 0.5 * w_AUG_c_thS
     D_C_s_8 = s_t10 + s_t51 + 0.5 * w_other_AUG_c_C_s
     z_C_8 = s_t52 + D_C_c_8 * sigma_C_c + D_C_s_8 * sigma_C_s
+    s_t53 = s_t0 * w_AUG_s_er
+    s_t57 = s_t18 + s_t53
+    s_t54 = s_t19 - s_t53
+    s_t55 = s_t54 + 0.5 * w_AUG_s_thC
     D_C_c_9 = s_t16 + s_t55 + 0.5 * w_other_AUG_s_C_c
+    s_t56 = s_t54 + 0.5 * w_AUG_s_thS
     D_C_s_9 = s_t24 + s_t56 + 0.5 * w_other_AUG_s_C_s
     z_C_9 = s_t57 + D_C_c_9 * sigma_C_c + D_C_s_9 * sigma_C_s
+    s_t58 = s_t0 * w_AUG_m_er
+    s_t62 = s_t13 + s_t58
+    s_t59 = s_t5 - s_t58
+    s_t60 = s_t59 + 0.5 * w_AUG_m_thC
     D_C_c_10 = s_t2 + s_t60 + 0.5 * w_other_AUG_m_C_c
+    s_t61 = s_t59 + 0.5 * w_AUG_m_thS
     D_C_s_10 = s_t10 + s_t61 + 0.5 * w_other_AUG_m_C_s
     z_C_10 = s_t62 + D_C_c_10 * sigma_C_c + D_C_s_10 * sigma_C_s
+    s_t63 = s_t0 * w_nA_er
+    s_t67 = s_t13 + s_t63
+    s_t64 = s_t5 - s_t63
+    s_t65 = s_t64 + 0.5 * w_nA_thC
     D_C_c_11 = s_t2 + s_t65 + 0.5 * w_nA_C_c
+    s_t66 = s_t64 + 0.5 * w_nA_thS
     D_C_s_11 = s_t10 + s_t66 + 0.5 * w_nA_C_s
     z_C_11 = s_t67 + D_C_c_11 * sigma_C_c + D_C_s_11 * sigma_C_s
+    s_t68 = s_t0 * w_nS_er
+    s_t72 = s_t18 + s_t68
+    s_t69 = s_t19 - s_t68
+    s_t70 = s_t69 + 0.5 * w_nS_thC
     D_C_c_12 = s_t16 + s_t70 + 0.5 * w_nS_C_c
+    s_t71 = s_t69 + 0.5 * w_nS_thS
     D_C_s_12 = s_t24 + s_t71 + 0.5 * w_nS_C_s
     z_C_12 = s_t72 + D_C_c_12 * sigma_C_c + D_C_s_12 * sigma_C_s
+    s_t76 = k2 + w_er_er
+    s_t73 = -w_er_er
+    s_t74 = s_t73 + s_t0 * w_er_thC
     D_C_c_13 = s_t74 + s_t0 * w_er_C_c
+    s_t75 = s_t73 + s_t0 * w_er_thS
     D_C_s_13 = s_t75 + s_t0 * w_er_C_s
     z_C_13 = s_t76 + D_C_c_13 * sigma_C_c + D_C_s_13 * sigma_C_s
     zshift_C = jnp.maximum(
@@ -7165,14 +7157,64 @@ def qkv_s_aug_step(x, k):
     s_t87 = e_C_8 * k6
     e_C_9 = jnp.exp(jnp.where(k6 != 0, s_t77 + z_C_9, -jnp.inf))
     s_t88 = e_C_9 * k6
-    s_t89 = s_t1 + 0.5 * w_thC_CS_c
-    s_t90 = s_t30 + s_t89
-    s_t91 = s_t9 + 0.5 * w_thC_CS_s
-    s_t92 = s_t31 + s_t91
-    s_t93 = s_t15 + 0.5 * w_thS_CS_c
-    s_t94 = s_t35 + s_t93
-    s_t95 = s_t23 + 0.5 * w_thS_CS_s
-    s_t96 = s_t36 + s_t95
+    e_C_0 = jnp.exp(s_t77 + z_C_0)
+    e_C_1 = jnp.exp(s_t77 + z_C_1)
+    e_C_13 = jnp.exp(s_t77 + z_C_13)
+    S_C = jnp.where(
+        k7 != 0,
+        s_t78
+        + s_t79
+        + s_t80
+        + s_t81
+        + s_t82
+        + s_t83
+        + s_t84
+        + s_t85
+        + s_t86
+        + s_t87
+        + s_t88
+        + e_C_0
+        + e_C_1
+        + e_C_13,
+        1.0,
+    )
+    rS_C = 1.0 / S_C
+    a_C_c = -D_C_c_0 + rS_C * (
+        s_t78 * D_C_c_10
+        + s_t79 * D_C_c_11
+        + s_t80 * D_C_c_12
+        + s_t81 * D_C_c_2
+        + s_t82 * D_C_c_3
+        + s_t83 * D_C_c_4
+        + s_t84 * D_C_c_5
+        + s_t85 * D_C_c_6
+        + s_t86 * D_C_c_7
+        + s_t87 * D_C_c_8
+        + s_t88 * D_C_c_9
+        + D_C_c_0 * e_C_0
+        + D_C_c_1 * e_C_1
+        + D_C_c_13 * e_C_13
+    )
+    a_C_s = -D_C_s_0 + rS_C * (
+        s_t78 * D_C_s_10
+        + s_t79 * D_C_s_11
+        + s_t80 * D_C_s_12
+        + s_t81 * D_C_s_2
+        + s_t82 * D_C_s_3
+        + s_t83 * D_C_s_4
+        + s_t84 * D_C_s_5
+        + s_t85 * D_C_s_6
+        + s_t86 * D_C_s_7
+        + s_t87 * D_C_s_8
+        + s_t88 * D_C_s_9
+        + D_C_s_0 * e_C_0
+        + D_C_s_1 * e_C_1
+        + D_C_s_13 * e_C_13
+    )
+    abar_C = a_C_c * sigma_C_c + a_C_s * sigma_C_s
+    s_t147 = -abar_C
+    s_t148 = sigma_C_c * (s_t147 + a_C_c)
+    s_t149 = sigma_C_s * (s_t147 + a_C_s)
     u_CS_c = s_t0 * (kappa_CS_c + kappa_thC)
     u_CS_s = s_t0 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
@@ -7183,10 +7225,18 @@ def qkv_s_aug_step(x, k):
     rden_CS = 1.0 / (E_CS_c + E_CS_r + E_CS_s)
     sigma_CS_c = E_CS_c * rden_CS
     sigma_CS_s = E_CS_s * rden_CS
+    s_t89 = s_t1 + 0.5 * w_thC_CS_c
+    s_t90 = s_t30 + s_t89
     D_CS_c_0 = s_t90 + k0 + 0.5 * w_same_CS_c_CS_c
+    s_t91 = s_t9 + 0.5 * w_thC_CS_s
+    s_t92 = s_t31 + s_t91
     D_CS_s_0 = s_t92 + k10 + 0.5 * w_same_CS_c_CS_s
     z_CS_0 = s_t32 + D_CS_c_0 * sigma_CS_c + D_CS_s_0 * sigma_CS_s
+    s_t93 = s_t15 + 0.5 * w_thS_CS_c
+    s_t94 = s_t35 + s_t93
     D_CS_c_1 = s_t94 + 0.5 * w_same_CS_s_CS_c
+    s_t95 = s_t23 + 0.5 * w_thS_CS_s
+    s_t96 = s_t36 + s_t95
     D_CS_s_1 = s_t96 + 0.5 * w_same_CS_s_CS_s
     z_CS_1 = s_t37 + D_CS_c_1 * sigma_CS_c + D_CS_s_1 * sigma_CS_s
     D_CS_c_2 = s_t7 + s_t89 + 0.5 * w_other_C_c_CS_c
@@ -7285,10 +7335,64 @@ def qkv_s_aug_step(x, k):
     s_t107 = e_CS_8 * k6
     e_CS_9 = jnp.exp(jnp.where(k6 != 0, s_t97 + z_CS_9, -jnp.inf))
     s_t108 = e_CS_9 * k6
-    s_t109 = s_t23 + 0.5 * w_thS_S_s
-    s_t110 = s_t109 + s_t41
-    s_t111 = s_t9 + 0.5 * w_thC_S_s
-    s_t112 = s_t111 + s_t46
+    e_CS_0 = jnp.exp(s_t97 + z_CS_0)
+    e_CS_1 = jnp.exp(s_t97 + z_CS_1)
+    e_CS_13 = jnp.exp(s_t97 + z_CS_13)
+    S_CS = jnp.where(
+        k13 != 0,
+        s_t100
+        + s_t101
+        + s_t102
+        + s_t103
+        + s_t104
+        + s_t105
+        + s_t106
+        + s_t107
+        + s_t108
+        + s_t98
+        + s_t99
+        + e_CS_0
+        + e_CS_1
+        + e_CS_13,
+        1.0,
+    )
+    rS_CS = 1.0 / S_CS
+    a_CS_c = -D_CS_c_0 + rS_CS * (
+        s_t100 * D_CS_c_12
+        + s_t101 * D_CS_c_2
+        + s_t102 * D_CS_c_3
+        + s_t103 * D_CS_c_4
+        + s_t104 * D_CS_c_5
+        + s_t105 * D_CS_c_6
+        + s_t106 * D_CS_c_7
+        + s_t107 * D_CS_c_8
+        + s_t108 * D_CS_c_9
+        + s_t98 * D_CS_c_10
+        + s_t99 * D_CS_c_11
+        + D_CS_c_0 * e_CS_0
+        + D_CS_c_1 * e_CS_1
+        + D_CS_c_13 * e_CS_13
+    )
+    a_CS_s = -D_CS_s_0 + rS_CS * (
+        s_t100 * D_CS_s_12
+        + s_t101 * D_CS_s_2
+        + s_t102 * D_CS_s_3
+        + s_t103 * D_CS_s_4
+        + s_t104 * D_CS_s_5
+        + s_t105 * D_CS_s_6
+        + s_t106 * D_CS_s_7
+        + s_t107 * D_CS_s_8
+        + s_t108 * D_CS_s_9
+        + s_t98 * D_CS_s_10
+        + s_t99 * D_CS_s_11
+        + D_CS_s_0 * e_CS_0
+        + D_CS_s_1 * e_CS_1
+        + D_CS_s_13 * e_CS_13
+    )
+    abar_CS = a_CS_c * sigma_CS_c + a_CS_s * sigma_CS_s
+    s_t150 = -abar_CS
+    s_t151 = sigma_CS_c * (s_t150 + a_CS_c)
+    s_t152 = sigma_CS_s * (s_t150 + a_CS_s)
     u_S_s = s_t0 * (kappa_S_s + kappa_thS)
     u_S_r = kappa_er
     ashift_S = jnp.maximum(u_S_s, u_S_r)
@@ -7296,8 +7400,12 @@ def qkv_s_aug_step(x, k):
     E_S_r = jnp.exp(u_S_r - ashift_S)
     rden_S = 1.0 / (E_S_r + E_S_s)
     sigma_S_s = E_S_s * rden_S
+    s_t109 = s_t23 + 0.5 * w_thS_S_s
+    s_t110 = s_t109 + s_t41
     D_S_s_0 = s_t110 + 0.5 * w_same_S_s_S_s
     z_S_0 = s_t42 + D_S_s_0 * sigma_S_s
+    s_t111 = s_t9 + 0.5 * w_thC_S_s
+    s_t112 = s_t111 + s_t46
     D_S_s_1 = s_t112 + k10 + 0.5 * w_same_S_a_S_s
     z_S_1 = s_t47 + D_S_s_1 * sigma_S_s
     D_S_s_2 = s_t11 + s_t111 + 0.5 * w_other_C_c_S_s
@@ -7384,16 +7492,46 @@ def qkv_s_aug_step(x, k):
     s_t123 = e_S_8 * k6
     e_S_9 = jnp.exp(jnp.where(k6 != 0, s_t113 + z_S_9, -jnp.inf))
     s_t124 = e_S_9 * k6
-    s_t125 = s_t1 + 0.5 * w_thC_AUG_c
-    s_t126 = s_t125 + s_t50
-    s_t127 = s_t9 + 0.5 * w_thC_AUG_s
-    s_t128 = s_t127 + s_t51
-    s_t129 = s_t15 + 0.5 * w_thS_AUG_c
-    s_t130 = s_t129 + s_t55
-    s_t131 = s_t23 + 0.5 * w_thS_AUG_s
-    s_t132 = s_t131 + s_t56
-    s_t133 = s_t125 + s_t60
-    s_t134 = s_t127 + s_t61
+    e_S_0 = jnp.exp(s_t113 + z_S_0)
+    e_S_1 = jnp.exp(s_t113 + z_S_1)
+    e_S_13 = jnp.exp(s_t113 + z_S_13)
+    S_S = jnp.where(
+        k15 != 0,
+        s_t114
+        + s_t115
+        + s_t116
+        + s_t117
+        + s_t118
+        + s_t119
+        + s_t120
+        + s_t121
+        + s_t122
+        + s_t123
+        + s_t124
+        + e_S_0
+        + e_S_1
+        + e_S_13,
+        1.0,
+    )
+    rS_S = 1.0 / S_S
+    a_S_s = -D_S_s_1 + rS_S * (
+        s_t114 * D_S_s_10
+        + s_t115 * D_S_s_11
+        + s_t116 * D_S_s_12
+        + s_t117 * D_S_s_2
+        + s_t118 * D_S_s_3
+        + s_t119 * D_S_s_4
+        + s_t120 * D_S_s_5
+        + s_t121 * D_S_s_6
+        + s_t122 * D_S_s_7
+        + s_t123 * D_S_s_8
+        + s_t124 * D_S_s_9
+        + D_S_s_0 * e_S_0
+        + D_S_s_1 * e_S_1
+        + D_S_s_13 * e_S_13
+    )
+    abar_S = a_S_s * sigma_S_s
+    s_t153 = sigma_S_s * (a_S_s - abar_S)
     u_AUG_c = s_t0 * (kappa_AUG_c + kappa_thC)
     u_AUG_s = s_t0 * (kappa_AUG_s + kappa_thS)
     u_AUG_r = kappa_er
@@ -7404,13 +7542,23 @@ def qkv_s_aug_step(x, k):
     rden_AUG = 1.0 / (E_AUG_c + E_AUG_r + E_AUG_s)
     sigma_AUG_c = E_AUG_c * rden_AUG
     sigma_AUG_s = E_AUG_s * rden_AUG
+    s_t125 = s_t1 + 0.5 * w_thC_AUG_c
+    s_t126 = s_t125 + s_t50
     D_AUG_c_0 = s_t126 + k0 + 0.5 * w_same_AUG_c_AUG_c
+    s_t127 = s_t9 + 0.5 * w_thC_AUG_s
+    s_t128 = s_t127 + s_t51
     D_AUG_s_0 = s_t128 + 0.5 * w_same_AUG_c_AUG_s
     z_AUG_0 = s_t52 + D_AUG_c_0 * sigma_AUG_c + D_AUG_s_0 * sigma_AUG_s
+    s_t129 = s_t15 + 0.5 * w_thS_AUG_c
+    s_t130 = s_t129 + s_t55
     D_AUG_c_1 = s_t130 + 0.5 * w_same_AUG_s_AUG_c
+    s_t131 = s_t23 + 0.5 * w_thS_AUG_s
+    s_t132 = s_t131 + s_t56
     D_AUG_s_1 = s_t132 + 0.5 * w_same_AUG_s_AUG_s
     z_AUG_1 = s_t57 + D_AUG_c_1 * sigma_AUG_c + D_AUG_s_1 * sigma_AUG_s
+    s_t133 = s_t125 + s_t60
     D_AUG_c_2 = s_t133 + 0.5 * w_same_AUG_m_AUG_c
+    s_t134 = s_t127 + s_t61
     D_AUG_s_2 = s_t134 + k10 + 0.5 * w_same_AUG_m_AUG_s
     z_AUG_2 = s_t62 + D_AUG_c_2 * sigma_AUG_c + D_AUG_s_2 * sigma_AUG_s
     D_AUG_c_3 = s_t125 + s_t7 + 0.5 * w_other_C_c_AUG_c
@@ -7509,162 +7657,6 @@ def qkv_s_aug_step(x, k):
     s_t145 = e_AUG_8 * k5
     e_AUG_9 = jnp.exp(jnp.where(k16 != 0, s_t135 + z_AUG_9, -jnp.inf))
     s_t146 = e_AUG_9 * k16
-    e_C_0 = jnp.exp(s_t77 + z_C_0)
-    e_C_1 = jnp.exp(s_t77 + z_C_1)
-    e_C_13 = jnp.exp(s_t77 + z_C_13)
-    S_C = jnp.where(
-        k7 != 0,
-        s_t78
-        + s_t79
-        + s_t80
-        + s_t81
-        + s_t82
-        + s_t83
-        + s_t84
-        + s_t85
-        + s_t86
-        + s_t87
-        + s_t88
-        + e_C_0
-        + e_C_1
-        + e_C_13,
-        1.0,
-    )
-    rS_C = 1.0 / S_C
-    a_C_c = -D_C_c_0 + rS_C * (
-        s_t78 * D_C_c_10
-        + s_t79 * D_C_c_11
-        + s_t80 * D_C_c_12
-        + s_t81 * D_C_c_2
-        + s_t82 * D_C_c_3
-        + s_t83 * D_C_c_4
-        + s_t84 * D_C_c_5
-        + s_t85 * D_C_c_6
-        + s_t86 * D_C_c_7
-        + s_t87 * D_C_c_8
-        + s_t88 * D_C_c_9
-        + D_C_c_0 * e_C_0
-        + D_C_c_1 * e_C_1
-        + D_C_c_13 * e_C_13
-    )
-    a_C_s = -D_C_s_0 + rS_C * (
-        s_t78 * D_C_s_10
-        + s_t79 * D_C_s_11
-        + s_t80 * D_C_s_12
-        + s_t81 * D_C_s_2
-        + s_t82 * D_C_s_3
-        + s_t83 * D_C_s_4
-        + s_t84 * D_C_s_5
-        + s_t85 * D_C_s_6
-        + s_t86 * D_C_s_7
-        + s_t87 * D_C_s_8
-        + s_t88 * D_C_s_9
-        + D_C_s_0 * e_C_0
-        + D_C_s_1 * e_C_1
-        + D_C_s_13 * e_C_13
-    )
-    abar_C = a_C_c * sigma_C_c + a_C_s * sigma_C_s
-    s_t147 = -abar_C
-    s_t148 = sigma_C_c * (s_t147 + a_C_c)
-    s_t149 = sigma_C_s * (s_t147 + a_C_s)
-    e_CS_0 = jnp.exp(s_t97 + z_CS_0)
-    e_CS_1 = jnp.exp(s_t97 + z_CS_1)
-    e_CS_13 = jnp.exp(s_t97 + z_CS_13)
-    S_CS = jnp.where(
-        k13 != 0,
-        s_t100
-        + s_t101
-        + s_t102
-        + s_t103
-        + s_t104
-        + s_t105
-        + s_t106
-        + s_t107
-        + s_t108
-        + s_t98
-        + s_t99
-        + e_CS_0
-        + e_CS_1
-        + e_CS_13,
-        1.0,
-    )
-    rS_CS = 1.0 / S_CS
-    a_CS_c = -D_CS_c_0 + rS_CS * (
-        s_t100 * D_CS_c_12
-        + s_t101 * D_CS_c_2
-        + s_t102 * D_CS_c_3
-        + s_t103 * D_CS_c_4
-        + s_t104 * D_CS_c_5
-        + s_t105 * D_CS_c_6
-        + s_t106 * D_CS_c_7
-        + s_t107 * D_CS_c_8
-        + s_t108 * D_CS_c_9
-        + s_t98 * D_CS_c_10
-        + s_t99 * D_CS_c_11
-        + D_CS_c_0 * e_CS_0
-        + D_CS_c_1 * e_CS_1
-        + D_CS_c_13 * e_CS_13
-    )
-    a_CS_s = -D_CS_s_0 + rS_CS * (
-        s_t100 * D_CS_s_12
-        + s_t101 * D_CS_s_2
-        + s_t102 * D_CS_s_3
-        + s_t103 * D_CS_s_4
-        + s_t104 * D_CS_s_5
-        + s_t105 * D_CS_s_6
-        + s_t106 * D_CS_s_7
-        + s_t107 * D_CS_s_8
-        + s_t108 * D_CS_s_9
-        + s_t98 * D_CS_s_10
-        + s_t99 * D_CS_s_11
-        + D_CS_s_0 * e_CS_0
-        + D_CS_s_1 * e_CS_1
-        + D_CS_s_13 * e_CS_13
-    )
-    abar_CS = a_CS_c * sigma_CS_c + a_CS_s * sigma_CS_s
-    s_t150 = -abar_CS
-    s_t151 = sigma_CS_c * (s_t150 + a_CS_c)
-    s_t152 = sigma_CS_s * (s_t150 + a_CS_s)
-    e_S_0 = jnp.exp(s_t113 + z_S_0)
-    e_S_1 = jnp.exp(s_t113 + z_S_1)
-    e_S_13 = jnp.exp(s_t113 + z_S_13)
-    S_S = jnp.where(
-        k15 != 0,
-        s_t114
-        + s_t115
-        + s_t116
-        + s_t117
-        + s_t118
-        + s_t119
-        + s_t120
-        + s_t121
-        + s_t122
-        + s_t123
-        + s_t124
-        + e_S_0
-        + e_S_1
-        + e_S_13,
-        1.0,
-    )
-    rS_S = 1.0 / S_S
-    a_S_s = -D_S_s_1 + rS_S * (
-        s_t114 * D_S_s_10
-        + s_t115 * D_S_s_11
-        + s_t116 * D_S_s_12
-        + s_t117 * D_S_s_2
-        + s_t118 * D_S_s_3
-        + s_t119 * D_S_s_4
-        + s_t120 * D_S_s_5
-        + s_t121 * D_S_s_6
-        + s_t122 * D_S_s_7
-        + s_t123 * D_S_s_8
-        + s_t124 * D_S_s_9
-        + D_S_s_0 * e_S_0
-        + D_S_s_1 * e_S_1
-        + D_S_s_13 * e_S_13
-    )
-    abar_S = a_S_s * sigma_S_s
-    s_t153 = sigma_S_s * (a_S_s - abar_S)
     e_AUG_0 = jnp.exp(s_t135 + z_AUG_0)
     e_AUG_1 = jnp.exp(s_t135 + z_AUG_1)
     e_AUG_2 = jnp.exp(s_t135 + z_AUG_2)
@@ -7727,6 +7719,10 @@ def qkv_s_aug_step(x, k):
     s_t154 = -abar_AUG
     s_t155 = sigma_AUG_c * (s_t154 + a_AUG_c)
     s_t156 = sigma_AUG_s * (s_t154 + a_AUG_s)
+    sigma_C_r = E_C_r * rden_C
+    sigma_CS_r = E_CS_r * rden_CS
+    sigma_S_r = E_S_r * rden_S
+    sigma_AUG_r = E_AUG_r * rden_AUG
     s_t157 = e_C_0 * rS_C
     s_t158 = k32 + s_t157 * k31
     s_t159 = s_t158 * sigma_C_c
@@ -7893,16 +7889,12 @@ def qkv_s_aug_step(x, k):
     s_t320 = s_t160 * k91
     s_t321 = s_t160 * k93
     s_t322 = s_t160 * k88
-    sigma_AUG_r = E_AUG_r * rden_AUG
     s_t323 = rS_AUG * sigma_AUG_r
     s_t324 = s_t323 * k22
-    sigma_CS_r = E_CS_r * rden_CS
     s_t325 = rS_CS * sigma_CS_r
     s_t326 = s_t325 * k24
-    sigma_C_r = E_C_r * rden_C
     s_t327 = rS_C * sigma_C_r
     s_t328 = s_t327 * k103
-    sigma_S_r = E_S_r * rden_S
     s_t329 = rS_S * sigma_S_r
     s_t330 = s_t329 * k25
     s_t331 = s_t0 * sigma_C_r
@@ -8611,43 +8603,33 @@ def qkv_s_aug_probe(x, k):
     ) = k
     p_t0 = 1.4142135623730951
     p_t1 = 0.5 * p_t0
+    u_c = p_t1 * kappa_thC
+    u_s = p_t1 * kappa_thS
+    u_r = kappa_er
+    ashift = jnp.maximum(jnp.maximum(u_c, u_s), u_r)
+    E_c = jnp.exp(u_c - ashift)
+    E_s = jnp.exp(u_s - ashift)
+    E_r = jnp.exp(u_r - ashift)
+    rden = 1.0 / (E_c + E_r + E_s)
+    sigma_c = E_c * rden
+    sigma_s = E_s * rden
+    mc_gap = k0 * sigma_c + k126 * sigma_s
     p_t2 = p_t1 * w_nA_er
     p_t3 = p_t1 * w_thC_er
     p_t4 = -p_t2 - p_t3
     p_t5 = -0.5 * w_thC_thS
     p_t6 = p_t2 + p_t3
     p_t7 = p_t6 + k1
-    u_s = p_t1 * kappa_thS
-    u_c = p_t1 * kappa_thC
-    u_r = kappa_er
-    ashift = jnp.maximum(jnp.maximum(u_c, u_s), u_r)
-    E_s = jnp.exp(u_s - ashift)
-    E_c = jnp.exp(u_c - ashift)
-    E_r = jnp.exp(u_r - ashift)
-    rden = 1.0 / (E_c + E_r + E_s)
-    sigma_s = E_s * rden
     p_t8 = p_t7 + sigma_s * (0.5 * w_nA_thS - p_t5 - p_t6)
+    z_0 = p_t8 + sigma_c * (p_t4 + k0 + 0.5 * w_nA_thC + 0.5 * w_thC_thC)
     p_t9 = -0.5 * w_thC_thC
-    sigma_c = E_c * rden
     p_t10 = sigma_c * (0.5 * w_nA_thC - p_t6 - p_t9)
+    z_1 = p_t10 + p_t7 + sigma_s * (p_t4 + k10 + 0.5 * w_nA_thS + 0.5 * w_thC_thS)
     p_t11 = -0.5 * w_thS_thC
     p_t12 = p_t1 * w_thS_er
     p_t13 = p_t12 + p_t1 * w_nS_er
     p_t14 = -0.5 * w_thS_thS
     p_t15 = p_t13 + sigma_c * (0.5 * w_nS_thC - p_t11 - p_t13) + sigma_s * (0.5 * w_nS_thS - p_t13 - p_t14)
-    p_t16 = p_t3 + p_t1 * w_C_c_er
-    p_t17 = p_t12 + p_t1 * w_C_s_er
-    p_t18 = p_t3 + p_t1 * w_CS_c_er
-    p_t19 = p_t12 + p_t1 * w_CS_s_er
-    p_t20 = p_t12 + p_t1 * w_S_s_er
-    p_t21 = p_t3 + p_t1 * w_S_a_er
-    p_t22 = p_t3 + p_t1 * w_AUG_c_er
-    p_t23 = p_t12 + p_t1 * w_AUG_s_er
-    p_t24 = p_t3 + p_t1 * w_AUG_m_er
-    sigma_r = E_r * rden
-    mc_gap = k0 * sigma_c + k126 * sigma_s
-    z_0 = p_t8 + sigma_c * (p_t4 + k0 + 0.5 * w_nA_thC + 0.5 * w_thC_thC)
-    z_1 = p_t10 + p_t7 + sigma_s * (p_t4 + k10 + 0.5 * w_nA_thS + 0.5 * w_thC_thS)
     z_2 = p_t15
     z_3 = p_t10 + p_t8
     z_4 = p_t15
@@ -8657,25 +8639,34 @@ def qkv_s_aug_probe(x, k):
         + sigma_c * (-w_er_er + 0.5 * p_t0 * w_er_thC)
         + sigma_s * (-w_er_er + 0.5 * p_t0 * w_er_thS)
     )
+    p_t16 = p_t3 + p_t1 * w_C_c_er
     z_6 = p_t16 + k1 + sigma_c * (0.5 * w_C_c_thC - p_t16 - p_t9) + sigma_s * (0.5 * w_C_c_thS - p_t16 - p_t5)
+    p_t17 = p_t12 + p_t1 * w_C_s_er
     z_7 = p_t17 + sigma_c * (0.5 * w_C_s_thC - p_t11 - p_t17) + sigma_s * (0.5 * w_C_s_thS - p_t14 - p_t17)
+    p_t18 = p_t3 + p_t1 * w_CS_c_er
     z_8 = (
         p_t18 + k1 + sigma_c * (0.5 * w_CS_c_thC - p_t18 - p_t9) + sigma_s * (0.5 * w_CS_c_thS - p_t18 - p_t5)
     )
+    p_t19 = p_t12 + p_t1 * w_CS_s_er
     z_9 = p_t19 + sigma_c * (0.5 * w_CS_s_thC - p_t11 - p_t19) + sigma_s * (0.5 * w_CS_s_thS - p_t14 - p_t19)
+    p_t20 = p_t12 + p_t1 * w_S_s_er
     z_10 = p_t20 + sigma_c * (0.5 * w_S_s_thC - p_t11 - p_t20) + sigma_s * (0.5 * w_S_s_thS - p_t14 - p_t20)
+    p_t21 = p_t3 + p_t1 * w_S_a_er
     z_11 = (
         p_t21 + k1 + sigma_c * (0.5 * w_S_a_thC - p_t21 - p_t9) + sigma_s * (0.5 * w_S_a_thS - p_t21 - p_t5)
     )
+    p_t22 = p_t3 + p_t1 * w_AUG_c_er
     z_12 = (
         p_t22
         + k1
         + sigma_c * (0.5 * w_AUG_c_thC - p_t22 - p_t9)
         + sigma_s * (0.5 * w_AUG_c_thS - p_t22 - p_t5)
     )
+    p_t23 = p_t12 + p_t1 * w_AUG_s_er
     z_13 = (
         p_t23 + sigma_c * (0.5 * w_AUG_s_thC - p_t11 - p_t23) + sigma_s * (0.5 * w_AUG_s_thS - p_t14 - p_t23)
     )
+    p_t24 = p_t3 + p_t1 * w_AUG_m_er
     z_14 = (
         p_t24
         + k1

@@ -36,8 +36,10 @@ import functools
 
 import sympy as sp
 
+from ..config._data_class import DataClass
+
 # Class labels in DATA_CLASSES order: context-critical, non-context-critical (C+S), subject-only, augmented.
-CLASSES = ("C", "CS", "S", "AUG")
+CLASSES = tuple(data_class.symbol for data_class in DataClass)  # ("C", "CS", "S", "AUG")
 # Tokens owned by one point of each class: c = context, s = subject, a = S-point target, m = memorized
 # answer of an augmented point's subject (different from its context).
 SLOTS = {"C": ("c", "s"), "CS": ("c", "s"), "S": ("s", "a"), "AUG": ("c", "s", "m")}
