@@ -94,10 +94,12 @@ def test_save_dataset_is_byte_deterministic(tmp_path):
     ds = xr.Dataset(
         {"a": (("x",), np.arange(3.0))}, coords={"x": np.arange(3), "name": ("x", ["u", "v", "w"])}
     )
-    ph.save_dataset(ds, str(tmp_path / "a.nc"))
-    ph.save_dataset(ds, str(tmp_path / "b.nc"))
+    from cpi_theory import figures
+
+    figures.save_dataset(ds, str(tmp_path / "a.nc"))
+    figures.save_dataset(ds, str(tmp_path / "b.nc"))
     assert (tmp_path / "a.nc").read_bytes() == (tmp_path / "b.nc").read_bytes()
-    back = ph.load_dataset(str(tmp_path / "a.nc"))
+    back = figures.load_dataset(str(tmp_path / "a.nc"))
     np.testing.assert_array_equal(back.a.values, ds.a.values)
     assert list(back.name.values) == ["u", "v", "w"]
 

@@ -1,6 +1,7 @@
 """The README's numbers come from the code: its worked-example table is regenerated and compared."""
 
 import re
+import subprocess
 
 import numpy as np
 
@@ -25,9 +26,19 @@ def test_worked_example_table_matches_simulation(repo_root):
 
 
 def test_ci_runs_the_readme_test_command(repo_root):
+    """The command `.ci/run` evaluates is the README's test command: its own extraction line is run on the
+    README and compared with the fenced block between the markers, and the script evaluates what it read."""
     ci = (repo_root / ".ci" / "run").read_text()
     readme = (repo_root / "README.md").read_text()
-    assert "<!-- test-command -->" in readme and "test-command" in ci
+    extraction = re.search(r'^test_command="\$\((.*)\)"$', ci, flags=re.M)
+    assert extraction, "no test_command extraction line in .ci/run"
+    assert re.search(r'^eval "\$test_command"$', ci, flags=re.M), ".ci/run does not run what it extracted"
+    done = subprocess.run(
+        ["bash", "-c", extraction.group(1)], cwd=repo_root, capture_output=True, text=True, check=True
+    )
+    shown = re.search(r"<!-- test-command -->\n```\n(.*?)\n```\n<!-- /test-command -->", readme, flags=re.S)
+    assert shown, "no test command block in README.md"
+    assert done.stdout.strip() == shown.group(1).strip() != ""
 
 
 def test_theory_example_prints_what_the_readme_shows(repo_root, capsys):

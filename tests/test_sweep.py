@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import jax
 import jax.numpy as jnp
@@ -44,9 +45,7 @@ def test_grid_runs_equal_individual_simulations():
                 assert int(run.peak_step) == summary.peak_step
                 for name in ("start", "peak", "final"):
                     assert float(run[name]) == pytest.approx(getattr(summary, name), abs=1e-13)
-                assert float(run.inversion_depth) == pytest.approx(
-                    summary.depth, abs=1e-13
-                )
+                assert float(run.inversion_depth) == pytest.approx(summary.depth, abs=1e-13)
                 assert not bool(run.diverged) and int(run.diverged_step) == -1
 
 
@@ -219,7 +218,7 @@ def test_diverged_runs_are_flagged_not_fatal(monkeypatch):
 def test_chunks_bucket_by_shape_and_pad():
     spec = sweep_spec(base=SMALL, grid={"n_context_critical": [1, 2, 3], "n_non_context_critical": [0, 1, 2]})
     table = build_run_table(spec)
-    from cpi_theory.sweep._runner import plan_chunks
+    from cpi_theory.sweep._plan import plan_chunks
 
     chunks = plan_chunks(table, registry.FULL, chunk_size=2)
     # Buckets by total point count (1..5) and frozen W_V (lr_v = 0 in SMALL); the class split does not
@@ -255,3 +254,133 @@ def test_reduced_engine_sweep_is_one_bucket_and_equals_the_full_engine():
     with pytest.raises(ct.ConfigError) as info:
         build_run_table(spec, engine="full")
     assert info.value.key == "n_non_context_critical"
+
+
+# -- planning without a Config per run ---------------------------------------------------------------------
+# Grids that cross every Config rule: vocabulary sizes too small for some class counts, delta_m <= 2 delta_c,
+# out-of-range values, empty training sets and (for the full engine) real class sizes.
+RULE_GRIDS = [
+    {
+        "n_answers": [2, 8, 12, 30],
+        "n_subjects": [1, 6, 10],
+        "n_context_critical": [0, 2, 3],
+        "n_non_context_critical": [0, 1.5, 3],
+        "n_counterfactual_augmented": [0, 2],
+    },
+    {"delta_c": [0.05, 0.2, 0.3, 0.999], "delta_m": [0.3, 0.41, 0.6, 0.9999], "o_c": [-700.0, 0.0, 700.0]},
+    {"n_subject_only": [0, 1, 2.5], "n_subjects": [8, 9, 10], "lr_v": [0.0, 0.5]},
+]
+
+
+@pytest.mark.parametrize("engine", ["full", "reduced"])
+@pytest.mark.parametrize("grid", RULE_GRIDS)
+def test_the_column_rules_accept_exactly_the_runs_config_accepts(grid, engine):
+    from cpi_theory.sweep._spec import RunTable, draw_random, first_invalid_run, valid_runs
+
+    base = {"n_answers": 12, "n_subjects": 10, "n_context_critical": 3, "n_non_context_critical": 3}
+    spec = SweepSpec.from_mapping({"base": base, "grid": grid})
+    table = RunTable(spec=spec, engine=engine, draws={0: draw_random(spec, 0)}, dims=spec.dims, coords={})
+    accepted = []
+    for run in range(table.n_total):
+        try:
+            table.config(run)
+            accepted.append(True)
+        except ct.ConfigError:
+            accepted.append(False)
+    assert 0 < sum(accepted) < len(accepted)  # the grid crosses the rules both ways
+    np.testing.assert_array_equal(valid_runs(table, np.arange(table.n_total)), accepted)
+    assert first_invalid_run(table) == accepted.index(False)
+
+
+def test_random_draws_are_validated_by_the_column_rules():
+    from cpi_theory.sweep._spec import valid_runs
+
+    data = {
+        "base": SMALL,
+        "random": {"n_answers": {"uniform": [2, 14]}, "delta_m": {"uniform": [0.3, 0.7]}},
+        "grid": {"seed": [0, 1]},
+        "n_runs": 40,
+    }
+    spec = SweepSpec.from_mapping(data)
+    with pytest.raises(ct.ConfigError) as info:
+        build_run_table(spec)
+    # Config itself names the key and the first run (C order over (seed, run)) that breaks a rule.
+    from cpi_theory.sweep._spec import RunTable, draw_random
+
+    table = RunTable(spec, "full", {s: draw_random(spec, s) for s in (0, 1)}, spec.dims, {})
+    first = next(i for i in range(table.n_total) if not valid_runs(table, np.asarray([i]))[0])
+    with pytest.raises(ct.ConfigError) as expected:
+        table.config(first)
+    assert str(info.value) == str(expected.value) and "(in the run with" in str(info.value)
+
+
+def _plan_from_one_config_per_run(table, engine, chunk_size):
+    """The plan as it was made before planning was vectorized: a Config (and a bucket key) per run."""
+    buckets: dict[tuple, list[int]] = {}
+    for i in range(table.n_total):
+        buckets.setdefault(engine.bucket_key(table.config(i)), []).append(i)
+    chunks = []
+    for key in sorted(buckets):
+        runs = np.asarray(buckets[key])
+        for start in range(0, runs.size, chunk_size):
+            chunks.append((len(chunks), key, runs[start : start + chunk_size].tolist()))
+    return chunks
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        {"n_context_critical": [1, 2, 3], "lr_kq": [0.5, 1.0], "lr_v": [0.0, 0.1, 0.2]},
+        {"lr_v": [0.0, 0.3], "n_answers": [12, 20], "lr_kq": [1.0, 2.0, 3.0], "n_subjects": [10, 12]},
+        {"lr_kq": [0.5, 1.0, 2.0, 4.0, 8.0]},
+    ],
+)
+@pytest.mark.parametrize("chunk_size", [1, 3, 8])
+def test_vectorized_plan_equals_the_plan_of_one_config_per_run(grid, chunk_size):
+    from cpi_theory.sweep._plan import ChunkPlan
+
+    table = build_run_table(sweep_spec(base=SMALL, grid=grid))
+    expected = _plan_from_one_config_per_run(table, registry.FULL, chunk_size)
+    plan = ChunkPlan(table, registry.FULL, chunk_size)
+    for block in (5, None):  # a small block carries buckets' runs across blocks
+        got = sorted((c.index, c.bucket, c.runs.tolist()) for c in plan.chunks(block=block))
+        assert got == expected
+    assert plan.n_chunks == len(expected)
+    assert plan.chunk_lengths().tolist() == [len(runs) for _, _, runs in expected]
+    # The column form of the bucket key is the engine's own, run by run.
+    ids = plan.bucket_ids(np.arange(table.n_total))
+    assert [plan.buckets[i] for i in ids] == [registry.FULL.bucket_key(c) for c in table.configs]
+
+
+def test_a_hundred_million_run_grid_plans_in_seconds_in_bounded_memory():
+    import time
+    import tracemalloc
+
+    from cpi_theory.sweep._plan import ChunkPlan
+
+    grid = {"lr_kq": [1.0 + i for i in range(10_000)], "lr_v": [0.001 * i for i in range(10_000)]}
+    tracemalloc.start()
+    started = time.perf_counter()
+    spec = SweepSpec.from_mapping({"grid": grid, "trajectory_every": 0})
+    table = build_run_table(spec)
+    plan = ChunkPlan(table, registry.FULL, 256)
+    chunks = plan.chunks()
+    first, second = next(chunks), next(chunks)
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert table.n_total == 10**8 and seconds < 20 and peak < 256 * 2**20, (seconds, peak)
+    # Two buckets (W_V trained, W_V frozen at lr_v = 0, every 10,000th run), in sorted order.
+    assert [key[-1] for key in plan.buckets] == [False, True]
+    assert plan.bucket_sizes == (10**8 - 10**4, 10**4)
+    assert plan.n_chunks == math.ceil((10**8 - 10**4) / 256) + math.ceil(10**4 / 256)
+    assert (first.index, first.runs.tolist()) == (0, list(range(1, 257)))
+    assert (second.index, second.runs[0]) == (1, 257)
+    assert table.config(10**4).lr_v == 0.0 and table.config(10**4).lr_kq == 2.0
+
+
+def test_an_empty_spec_is_refused_naming_grid():
+    for data in ({}, {"base": SMALL}, {"grid": {}}, {"random": {}}):
+        with pytest.raises(ct.ConfigError, match="sweeps nothing") as info:
+            SweepSpec.from_mapping(data)
+        assert info.value.key == "grid"

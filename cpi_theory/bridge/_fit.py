@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from .._precision import requires_float64
 from ..config import DataClass, resolve_config
 from ..engine import summarize, trajectory_from_records
 from ..model import Vocabulary, build_world, context_reliance, pretrained_state, train
@@ -166,6 +167,7 @@ def simulate_toy(params: ToyParameters, steps: int = TOY_HORIZON) -> tuple[np.nd
     return np.asarray(traj.step, dtype=np.float64), np.asarray(traj.context_reliance, dtype=np.float64)
 
 
+@requires_float64
 def context_bias_for_start(params: ToyParameters, start_reliance: float, bound: float = 30.0) -> float:
     """The initial attention tilt beta at which the toy's M_C(0) equals ``start_reliance`` (bisection).
 

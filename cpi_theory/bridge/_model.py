@@ -12,6 +12,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 F32 = jnp.float32
@@ -39,10 +40,13 @@ class LayerNorm(nnx.Module):
         self.scale = nnx.Param(jnp.ones((d,), dtype=F32))
         self.bias = nnx.Param(jnp.zeros((d,), dtype=F32))
 
+    # Parameters broadcast explicitly ([None, None]): the tests run with rank promotion "raise".
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         mean_BxLx1 = x_BxLxD.mean(axis=-1, keepdims=True)
         var_BxLx1 = jnp.square(x_BxLxD - mean_BxLx1).mean(axis=-1, keepdims=True)
-        return (x_BxLxD - mean_BxLx1) * jax.lax.rsqrt(var_BxLx1 + 1e-5) * self.scale[...] + self.bias[...]
+        return (x_BxLxD - mean_BxLx1) * jax.lax.rsqrt(var_BxLx1 + 1e-5) * self.scale[...][
+            None, None
+        ] + self.bias[...][None, None]
 
 
 class CausalAttention(nnx.Module):
@@ -85,9 +89,9 @@ class Block(nnx.Module):
         attn_BxLxD, att_BxHxLxL = self.attn(self.norm_attn(x_BxLxD))
         x_BxLxD = x_BxLxD + attn_BxLxD
         h_BxLxF = jnp.einsum("bld,df->blf", self.norm_mlp(x_BxLxD), self.w_mlp_in[...], precision=HIGHEST)
-        h_BxLxF = jax.nn.gelu(h_BxLxF + self.b_mlp_in[...])
+        h_BxLxF = jax.nn.gelu(h_BxLxF + self.b_mlp_in[...][None, None])
         mlp_BxLxD = jnp.einsum("blf,fd->bld", h_BxLxF, self.w_mlp_out[...], precision=HIGHEST)
-        return x_BxLxD + mlp_BxLxD + self.b_mlp_out[...], att_BxHxLxL
+        return x_BxLxD + mlp_BxLxD + self.b_mlp_out[...][None, None], att_BxHxLxL
 
 
 class Transformer(nnx.Module):
@@ -102,9 +106,11 @@ class Transformer(nnx.Module):
         self.norm_out = LayerNorm(cfg.d_model)
         self.w_unembed = _normal(rngs, (cfg.d_model, cfg.vocab_size), cfg.init_std)
 
-    def embed_tokens(self, tokens_BxL: jax.Array) -> jax.Array:
+    def embed_tokens(self, tokens_BxL: jax.Array | np.ndarray) -> jax.Array:
         tokens_BxL = jnp.asarray(tokens_BxL, dtype=jnp.int32)
-        return jnp.take(self.embed[...], tokens_BxL, axis=0) + self.pos_embed[...][: tokens_BxL.shape[1]]
+        return (
+            jnp.take(self.embed[...], tokens_BxL, axis=0) + self.pos_embed[...][None, : tokens_BxL.shape[1]]
+        )
 
     def from_embeddings(self, x_BxLxD: jax.Array) -> tuple[jax.Array, jax.Array]:
         x_BxLxD = jnp.asarray(x_BxLxD, dtype=F32)
@@ -117,7 +123,7 @@ class Transformer(nnx.Module):
         )
         return logits_BxLxV, jnp.stack(atts)
 
-    def __call__(self, tokens_BxL: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, tokens_BxL: jax.Array | np.ndarray) -> tuple[jax.Array, jax.Array]:
         return self.from_embeddings(self.embed_tokens(tokens_BxL))
 
 

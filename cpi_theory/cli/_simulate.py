@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import os
+import pathlib
 import sys
 
 from .._errors import ConfigError
@@ -36,22 +38,46 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args) -> int:
+    try:
+        return _work(args)
+    except KeyboardInterrupt:
+        # A computation XLA is still running would hold the interpreter's exit until it is done; every
+        # file is written atomically, so nothing partial is left: leave now.
+        print("cpi-theory simulate: interrupted", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+
+
+def _work(args) -> int:
     from ..simulation import ENGINES, simulate
 
     if args.engine not in ENGINES:
         raise ConfigError("--engine", f"must be one of {sorted(ENGINES)}, got {args.engine!r}")
     config = config_from_args(args)
-    traj = simulate(config, engine=args.engine)
+    traj = simulate(config, engine=args.engine, progress=True)
     if args.out:
-        traj.to_json(args.out)
+        _write_atomic(args.out, lambda tmp: pathlib.Path(tmp).write_text(traj.to_json() + "\n"))
     else:
         sys.stdout.write(traj.to_json() + "\n")
     if args.plot:
         from ..figures._plotting import plot_trajectory
 
-        plot_trajectory(traj, args.plot)
+        _write_atomic(args.plot, lambda tmp: plot_trajectory(traj, tmp))
     print(traj.summary_line(), file=sys.stderr)
     return 0
+
+
+def _write_atomic(path: str, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it: an interrupted write (Ctrl-C, a
+    kill) leaves no partial file. The temporary name keeps the suffix (the plot's format comes from it)."""
+    target = pathlib.Path(path)
+    tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}{target.suffix}")
+    try:
+        write(str(tmp))
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def register(subparsers) -> None:

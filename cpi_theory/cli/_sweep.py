@@ -51,6 +51,18 @@ def _start_distributed(args) -> None:
 
 
 def _run(args) -> int:
+    try:
+        return _work(args)
+    except KeyboardInterrupt:
+        # A computation XLA is still running would hold the interpreter's exit until it is done; every
+        # file is written atomically, so nothing partial is left: leave now.
+        print("cpi-theory sweep: interrupted", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+
+
+def _work(args) -> int:
     from ..simulation import get_engine
     from ..sweep._runner import run_sweep
     from ..sweep._spec import SweepSpec

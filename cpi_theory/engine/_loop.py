@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._precision import requires_float64
 from ._interface import PRECISION_TOLERANCE, Engine
 
 
@@ -82,6 +83,7 @@ def _block(engine: Engine, inputs, carry, n_steps: int):
     return carry, {**record, **jax.tree.map(lambda x: x[0], free)}
 
 
+@requires_float64
 def run_recorded(engine: Engine, inputs, *, steps: int, record_every: int = 1, state0=None) -> Recorded:
     """Run ``steps`` exact GD steps of ``engine`` from ``state0`` (default ``engine.init(inputs)``).
 
@@ -112,6 +114,7 @@ def run_recorded(engine: Engine, inputs, *, steps: int, record_every: int = 1, s
     )
 
 
+@requires_float64
 def run_batched(run_one: Callable, per_run, vmap_width: int | None = None):
     """``run_one`` over the leading run axis of ``per_run``: all runs in one ``vmap`` (``vmap_width`` None or
     at least the number of runs), else ``lax.map`` advancing ``vmap_width`` runs together."""

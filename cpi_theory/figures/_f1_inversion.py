@@ -10,6 +10,7 @@ import xarray as xr
 from .._precision import enable_float64
 from ..config._config import Config
 from ..engine._summary import summarize
+from ..paper import _analysis
 from ..simulation._simulate import simulate
 from ._data import write_figure_data
 from ._plotting import PALETTE, figure_style, new_figure, save_figure
@@ -27,8 +28,6 @@ QUICK = {"steps": 300, "record_every": 1}
 def analytic(config, quick: bool) -> dict[str, float]:
     """The closed-form late-time plateau and (full mode) the exact reduced engine's peak, from
     ``cpi_theory.paper._analysis``; NaN (peak) in quick mode."""
-    from ..paper import _analysis
-
     out = {"analytic_plateau": np.nan, "reduced_peak": np.nan, "reduced_peak_step": np.nan}
     out["analytic_plateau"] = _analysis.plateau(config).context_reliance
     if not quick:  # compiling the reduced engine costs ~10 s; the brute-force peak is shown anyway

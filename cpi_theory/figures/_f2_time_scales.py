@@ -8,6 +8,7 @@ import xarray as xr
 from .._precision import enable_float64
 from ..config._config import Config
 from ..model._world import build_world
+from ..paper._paper import eta_star
 from ..phenomena._batch import train_batch
 from ._data import write_figure_data
 from ._plotting import PALETTE, figure_style, new_figure, save_figure
@@ -45,8 +46,6 @@ def analytic_eta_star(quick: bool) -> float:
     """
     if quick:
         return float("nan")
-    from ..paper._paper import eta_star
-
     return float(eta_star(CONFIG))
 
 

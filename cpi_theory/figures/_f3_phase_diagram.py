@@ -10,6 +10,7 @@ from ..config._config import Config
 from ..engine._loop import recorded_steps
 from ..engine._summary import summarize
 from ..model._world import build_world
+from ..paper._analysis import phase_boundary
 from ..phenomena._batch import train_batch
 from ._data import write_figure_data
 from ._plotting import PALETTE, figure_style, new_figure, save_figure
@@ -64,8 +65,6 @@ def exact_boundary(key, values, steps, quick: bool) -> np.ndarray:
     out = np.full(len(values), np.nan)
     if quick:
         return out
-    from ..paper._analysis import phase_boundary
-
     for i, v in enumerate(values):
         config = BASE.replace(
             n_context_critical=N_POINTS // 2, n_non_context_critical=N_POINTS // 2, steps=steps, **{key: v}

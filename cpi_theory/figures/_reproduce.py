@@ -11,12 +11,15 @@ toy disagrees with a paper).
 
 import argparse
 import importlib.util
+import json
 import os
 import pathlib
 import re
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
+
+from .._precision import enable_float64
 
 _EXPERIMENT_FILE = re.compile(r"^f(\d+)_[a-z0-9_]+\.py$")
 _REQUIRED = ("FIGURE", "TITLE", "run")
@@ -153,9 +156,7 @@ def reproduce(
     Each figure's entry is also kept as ``outdir/index/<figure>.json``, and INDEX.md lists every entry
     found there: ``--only F3`` updates F3's entry and keeps the others.
     """
-    import json
-
-    from tqdm import tqdm
+    from tqdm import tqdm  # lazily: only reproduce shows a progress bar
 
     if experiments_dir is None:
         modules = packaged_figures()
@@ -194,8 +195,6 @@ def reproduce(
 
 def write_index(outdir: str) -> str:
     """Rebuild ``outdir/INDEX.md`` from the entries in ``outdir/index/*.json`` (figure order)."""
-    import json
-
     folder = os.path.join(outdir, "index")
     entries = []
     for name in os.listdir(folder) if os.path.isdir(folder) else []:
@@ -211,8 +210,6 @@ def write_index(outdir: str) -> str:
 
 def script_main(module_globals: dict, argv: list[str] | None = None) -> int:
     """``python experiments/fN_*.py [--quick] [--outdir DIR]``: run one experiment as a script."""
-    from .._precision import enable_float64
-
     parser = argparse.ArgumentParser(description=module_globals.get("__doc__"))
     parser.add_argument("--quick", action="store_true", help="small configuration (seconds)")
     parser.add_argument("--outdir", default="figures", help="where data and figures go (default: figures)")

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from .._precision import requires_float64
 from ._world import World
 
 # Slots of a point: 0 = context c, 1 = subject s, 2 = relation r.
@@ -41,6 +42,7 @@ def relation_query(state: ToyState, world: World) -> Float[Array, " d"]:
     return state.w_kq @ world.embeddings[:, world.relation]
 
 
+@requires_float64
 def attention(state: ToyState, world: World, x_Nx3xD, has_context) -> Float[Array, "n 3"]:
     """sigma over [c, s, r]; the context slot is masked out for points without context."""
     return attention_from_query(relation_query(state, world), x_Nx3xD, has_context)
@@ -59,6 +61,7 @@ def output_logits(state: ToyState, world: World, x_Nx3xD, att_Nx3) -> Float[Arra
     return (h_NxD @ state.w_v.T) @ world.embeddings
 
 
+@requires_float64
 def forward(state: ToyState, world: World, context, subject, has_context):
     """Output logits z (n x K) and attention sigma (n x 3) for points given by token ids."""
     x_Nx3xD = inputs(world, context, subject)
@@ -66,16 +69,19 @@ def forward(state: ToyState, world: World, context, subject, has_context):
     return output_logits(state, world, x_Nx3xD, att_Nx3), att_Nx3
 
 
+@requires_float64
 def cross_entropy(logits_NxK, target_N) -> Float[Array, " n"]:
     target_logit = jnp.take_along_axis(logits_NxK, target_N[:, None], axis=-1)[:, 0]
     return jax.nn.logsumexp(logits_NxK, axis=-1) - target_logit
 
 
+@requires_float64
 def point_losses(state: ToyState, world: World) -> Float[Array, " n"]:
     logits_NxK, _ = forward(state, world, world.context, world.subject, world.has_context)
     return cross_entropy(logits_NxK, world.target)
 
 
+@requires_float64
 def training_loss(state: ToyState, world: World) -> Float[Array, ""]:
     """Weighted mean cross-entropy over the training points (plain mean for unit weights)."""
     return jnp.sum(world.weight * point_losses(state, world)) / jnp.sum(world.weight)
@@ -87,6 +93,7 @@ def value_logits(state: ToyState, world: World, tokens) -> Float[Array, "... K"]
     return (phi[:, tokens].T @ state.w_v.T) @ phi
 
 
+@requires_float64
 def probe_logits(state: ToyState, world: World):
     """Output logits and attention on the counterfactual test point [c*, s*, r]."""
     logits_1xK, att_1x3 = forward(
@@ -99,6 +106,7 @@ def probe_logits(state: ToyState, world: World):
     return logits_1xK[0], att_1x3[0]
 
 
+@requires_float64
 def context_reliance(state: ToyState, world: World) -> Float[Array, ""]:
     """M_C = p(c*) / (p(c*) + p(a*)) on the counterfactual test point (paper §5.3)."""
     logits_K, _ = probe_logits(state, world)

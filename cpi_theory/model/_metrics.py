@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._precision import requires_float64
 from ..config._data_class import DataClass
 from ._forward import (
     CONTEXT,
@@ -25,6 +26,7 @@ from ._forward import (
 from ._world import World
 
 
+@requires_float64
 def probe_metrics(state: ToyState, world: World) -> dict[str, jax.Array]:
     logits_K, att_3 = probe_logits(state, world)
     return _probe_metrics_from(logits_K, att_3, world)
@@ -111,12 +113,14 @@ def loss_grad_and_class_metrics(state: ToyState, world: World):
     return total, grad, _per_class(world, losses_N, att_Nx3, margin_N)
 
 
+@requires_float64
 def class_metrics(state: ToyState, world: World) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total training loss and per-class metrics (see :func:`loss_grad_and_class_metrics`)."""
     total, _, per_class = loss_grad_and_class_metrics(state, world)
     return total, per_class
 
 
+@requires_float64
 def metrics(state: ToyState, world: World) -> dict[str, jax.Array]:
     """Everything recorded at one step: probe metrics, ``loss`` and ``per_class`` (arrays over classes)."""
     out = probe_metrics(state, world)

@@ -2,10 +2,12 @@
 
 import jax.numpy as jnp
 
+from .._precision import requires_float64
 from ._forward import ToyState
 from ._world import World
 
 
+@requires_float64
 def pretrained_state(world: World, relation_score) -> ToyState:
     """W_KQ(0) = rho phi(r) phi(r)^T and W_V(0) = P^T V P with P = pinv(Phi).
 

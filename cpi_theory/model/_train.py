@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._precision import requires_float64
 from ..engine._interface import Engine
 from ..engine._loop import Recorded, run_recorded
 from ._forward import ToyState, relation_query, training_loss
@@ -49,6 +50,7 @@ def apply_gradient(state: ToyState, grad: ToyState, lr_kq, lr_v) -> ToyState:
     return ToyState(w_kq=state.w_kq - lr_kq * grad.w_kq, w_v=state.w_v - lr_v * grad.w_v)
 
 
+@requires_float64
 def gd_step(state: ToyState, world: World, lr_kq, lr_v):
     """One exact full-batch step on the mean loss; returns the new state and the loss before it."""
     loss, grad = jax.value_and_grad(training_loss)(state, world)
@@ -127,6 +129,7 @@ FROZEN_VALUES_ENGINE = Engine(
 )
 
 
+@requires_float64
 @functools.partial(jax.jit, static_argnames=("steps", "record_every"))
 def train(world: World, state0: ToyState, lr_kq, lr_v, *, steps: int, record_every: int = 1) -> Recorded:
     """Run ``steps`` GD updates from ``state0``, recording :func:`metrics` at the recorded steps

@@ -13,6 +13,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from .._errors import ConfigError
+from .._precision import requires_float64
 from ..config._config import Config
 from ..config._data_class import DataClass
 
@@ -153,6 +154,7 @@ class World:
 _dataclass_pytree(World)
 
 
+@requires_float64
 def make_world(
     vocab: Vocabulary,
     table: np.ndarray,
@@ -189,6 +191,7 @@ def make_world(
     )
 
 
+@requires_float64
 def build_world(config: Config, dtype=jnp.float64) -> World:
     """The world of a configuration (SPEC.md §3-4, §7), with distinct subjects and answers per point.
 

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.optimize
 import sympy as sp
 
+from .._precision import requires_float64
 from ..config._config import resolve_config
 from ..engine import Summary, summarize
 from ..reduced import reduced_params, reduced_train
@@ -33,6 +34,7 @@ from ._paper import lemma3_value_logits
 # ---- peak ---------------------------------------------------------------------------------------------------
 
 
+@requires_float64
 def mc_trajectory(config=None) -> np.ndarray:
     """M_C at every step 0..steps of the exact GD dynamics (reduced engine)."""
     cfg = resolve_config(config)
@@ -40,6 +42,7 @@ def mc_trajectory(config=None) -> np.ndarray:
     return np.asarray(out.records["context_reliance"])
 
 
+@requires_float64
 def inversion_peak(config=None) -> Summary:
     """The one :class:`cpi_theory.engine.Summary` of M_C over steps 0..steps (exact GD, reduced engine):
     start, peak and its step, final, ``depth`` = peak - final, and the shape class.
@@ -133,12 +136,14 @@ def _with_axis(cfg, axis: str, value: float):
     return cfg.replace(**{axis: float(value)})
 
 
+@requires_float64
 def inversion_depth(config=None) -> float:
     """The size of the inversion: the summary's ``depth`` = peak - final M_C over the configuration's
     horizon (0 when M_C only rises or reaches its maximum at the end)."""
     return inversion_peak(config).depth
 
 
+@requires_float64
 def phase_boundary(
     config=None, *, axis: str = "cs_fraction", bounds: tuple[float, float], threshold: float = 0.01
 ) -> float:
@@ -165,6 +170,7 @@ def phase_boundary(
 # ---- lr_v / lr_kq -----------------------------------------------------------------------------------------
 
 
+@requires_float64
 def value_rate_effect(config=None, ratios=(0.0, 0.1, 0.3, 1.0)) -> dict[float, Summary]:
     """:func:`inversion_peak` at each ratio lr_v / lr_kq (lr_kq from the configuration): ratio -> summary."""
     cfg = resolve_config(config)

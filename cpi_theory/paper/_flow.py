@@ -13,6 +13,7 @@ import numpy as np
 import scipy.integrate
 import scipy.optimize
 
+from .._precision import requires_float64
 from ..config._config import resolve_config
 from ..reduced import reduced_initial_state, reduced_metrics_jit, reduced_params, reduced_velocity_jit
 
@@ -46,6 +47,7 @@ class FlowSolution:
         )
 
 
+@requires_float64
 def gradient_flow(
     config=None, *, t_max: float | None = None, rtol: float = 1e-11, atol: float = 1e-12
 ) -> FlowSolution:
@@ -78,6 +80,7 @@ class FlowPeak:
     interior: bool  # strictly inside [0, t_max] (refined); False: at an end of the grid (not refined)
 
 
+@requires_float64
 def flow_peak(config=None, *, t_max: float | None = None, grid: int = 400) -> FlowPeak:
     """Peak time (in tau = lr_kq * t) and height of M_C along the gradient flow.
 

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.optimize
 import sympy as sp
 
+from .._precision import requires_float64
 from ..config._config import Config, resolve_config
 from ..reduced import (
     reduced_initial_state,
@@ -258,12 +259,14 @@ def _drift_of_q(config, lr, step: int):
     return {name: float(velocity[_kappa_index(name)]) for name in ("thS", "thC", "er")}
 
 
+@requires_float64
 def shared_direction_gradient(config=None, *, lr=None, step: int = 1) -> float:
     """theta_C^T (-grad_{W_KQ} L) phi(r) at step 0 or 1 (one step at ``lr``, default the config's lr_kq)."""
     cfg = resolve_config(config)
     return _drift_of_q(cfg, cfg.lr_kq if lr is None else lr, step)["thC"]
 
 
+@requires_float64
 def eta_star(config=None, *, lr_max: float = 100.0, grid: int = 200, xtol: float = 1e-13) -> float:
     """Proposition 1's eta*: the smallest learning rate at which the shared-direction gradient
     theta_C^T(-grad L)phi(r) at t = 1 is no longer positive (root of the reduced one-step map).
@@ -315,6 +318,7 @@ class Proposition2:
         return all(w < wo for w, wo in zip(self.gap_push_with, self.gap_push_without, strict=True))
 
 
+@requires_float64
 def proposition2(config=None, *, n_subject_only: int | float = 10, lr=None) -> Proposition2:
     """Compare the configuration without S points and with ``n_subject_only`` memorized S points.
 
@@ -363,6 +367,7 @@ class Proposition3:
         return self.before == 0.0 and self.after > self.before
 
 
+@requires_float64
 def proposition3(config=None, *, lr_v: float = 1.0) -> Proposition3:
     """One step on W_V alone (lr_kq = 0) from the pretrained state (:class:`Proposition3`)."""
     cfg = resolve_config(config).replace(lr_kq=0.0, lr_v=lr_v)
@@ -404,6 +409,7 @@ class Theorem1:
         return mc[1] > mc[0] and mc[1] > mc[2]
 
 
+@requires_float64
 def theorem1(config=None, *, lr=None) -> Theorem1:
     """Theorem 1's check at learning rate ``lr`` (:class:`Theorem1`).
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
+from .._precision import requires_float64
 from ..engine._divergence import first_bad_step, raise_if_diverged
 from ..engine._loop import Recorded, recorded_steps, run_batched
 from ..model._pretrained import pretrained_state
@@ -19,6 +20,7 @@ from ..model._train import train
 from ..model._world import World
 
 
+@requires_float64
 def pad_world(world: World, n_points: int) -> World:
     """``world`` with zero-weight dummy points appended up to ``n_points`` (a no-op if already that size).
 
@@ -51,6 +53,7 @@ def pad_world(world: World, n_points: int) -> World:
     )
 
 
+@requires_float64
 def stack_worlds(worlds) -> World:
     """One World whose arrays have a leading batch axis (all worlds padded to the largest)."""
     worlds = list(worlds)
@@ -69,6 +72,7 @@ def _batched_train(worlds, lr_kq, lr_v, relation_score, *, steps, record_every):
     return run_batched(one, (worlds, lr_kq, lr_v))
 
 
+@requires_float64
 def train_batch(
     worlds,
     lr_kq,

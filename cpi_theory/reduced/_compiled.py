@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
+from .._precision import requires_float64
 from ._symbolic import CLASSES, ReducedModel, reduced_model
 
 
@@ -218,6 +219,7 @@ def _forward(state, params, groups=_GROUPS) -> ForwardPass:
     return ForwardPass(classes=classes, probe=probe, class_weight=class_weight, base=base)
 
 
+@requires_float64
 def reduced_loss_and_gradient(state, params):
     """Training loss and its gradient dL/dtheta_O in every reduced coordinate (chain rule, sympy pieces)."""
     c = _compiled()
@@ -238,6 +240,7 @@ def reduced_loss_and_gradient(state, params):
     return loss, jnp.concatenate([grad_k, grad_w])
 
 
+@requires_float64
 def reduced_velocity(state, params):
     """The GD update direction per unit learning rate: ``-lr_ratio * dL/dtheta_O / |O|`` for every reduced
     coordinate (lr_kq for kappa, lr_v for w), and the loss. ``state - velocity`` would be one GD step; the
@@ -316,6 +319,7 @@ def _per_class_metrics(c: CompiledReducedModel, fw: ForwardPass, params) -> dict
     }
 
 
+@requires_float64
 def reduced_metrics(state, params) -> dict:
     """The full engine's :func:`cpi_theory.metrics` computed on a reduced state."""
     c = _compiled()

@@ -28,6 +28,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .._precision import requires_float64
 from ..config._config import Config, resolve_config
 from ..engine._interface import Engine
 from ..engine._loop import Recorded, run_recorded
@@ -71,6 +72,7 @@ def reduced_param_values(config: Config) -> dict[str, float]:
     }
 
 
+@requires_float64
 def reduced_params(config: Config | dict | None) -> dict:
     """Every number the reduced dynamics depend on, as float64 0-d arrays (a vmappable pytree).
 
@@ -86,6 +88,7 @@ def reduced_state_names() -> tuple[str, ...]:
     return tuple(str(s) for s in reduced_model().state)
 
 
+@requires_float64
 def reduced_initial_state(params: dict) -> jax.Array:
     """The pretrained state: q = relation_score * e_r, Delta W_V = 0."""
     m = reduced_model()
@@ -119,6 +122,7 @@ REDUCED_ENGINE = Engine(
 )
 
 
+@requires_float64
 @functools.partial(jax.jit, static_argnames=("steps", "record_every"))
 def reduced_train(params: dict, *, steps: int, record_every: int = 1, state0=None) -> Recorded:
     """Run ``steps`` exact GD updates of the reduced dynamics, recording at 0, k, 2k, ... and the last step.
@@ -131,6 +135,7 @@ def reduced_train(params: dict, *, steps: int, record_every: int = 1, state0=Non
     return run_recorded(REDUCED_ENGINE, params, steps=steps, record_every=record_every, state0=state0)
 
 
+@requires_float64
 def reduced_step(state, params):
     """One exact GD step: ``(new_state, loss_before)`` (the jitted velocity plus the state)."""
     velocity, loss = reduced_velocity_jit(state, params)

@@ -4,19 +4,27 @@ Files are netCDF written by xarray's ``scipy`` engine (netCDF3, 64-bit offsets):
 dependency, and netCDF3 stores float64 as IEEE-754 doubles, so values round-trip bit for bit (NaN included).
 Every file is written to a temporary name in the same folder and then ``os.replace``d into place, so a
 file that exists is complete: that is what makes ``--resume`` safe after a kill at any moment.
+
+A summaries-only sweep (``trajectory_every: 0``) stores no trajectory points. netCDF3 cannot hold a
+zero-length dimension (length 0 means "unlimited", the record dimension, which must come first), so such
+a file has no ``step`` axis and no trajectory variables at all rather than empty ones: SciPy's reader
+cannot read a zero-length ``step`` back.
 """
 
 import json
+import math
 import os
 import pathlib
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._errors import ConfigError
 from ..config._data_class import DATA_CLASSES
 from ..engine._divergence import first_bad_step
 from ..engine._loop import recorded_steps
 from ..engine._summary import summarize
+from ._faults import fault_point
 from ._spec import PER_CLASS_PREFIX, RunTable, SweepSpec
 
 if TYPE_CHECKING:
@@ -73,24 +81,46 @@ def chunk_dataset(
     summary = summarize_runs(recorded, mc, loss, np.asarray(first_nonfinite))
     data = {name: ((CHUNK_DIM,), values) for name, values in summary.items()}
     keep = stored_record_indices(spec)
-    for name in spec.trajectory_metrics:
+    coords = {CHUNK_DIM: np.asarray(run_index, dtype=np.int32)}
+    if keep.size:  # summaries only: no step axis (see the module docstring)
+        coords["step"] = recorded[keep].astype(np.int32)
+    for name in spec.trajectory_metrics if keep.size else ():
         if name.startswith(PER_CLASS_PREFIX):
             values = np.asarray(records["per_class"][name[len(PER_CLASS_PREFIX) :]])[:, keep, :]
             data[name] = ((CHUNK_DIM, "step", "data_class"), values)
         else:
             data[name] = ((CHUNK_DIM, "step"), np.asarray(records[name])[:, keep])
-    coords = {CHUNK_DIM: np.asarray(run_index, dtype=np.int32), "step": recorded[keep].astype(np.int32)}
     import xarray as xr
 
     return xr.Dataset(data, coords=coords)
 
 
-def write_atomic(dataset: "xr.Dataset", path: pathlib.Path) -> None:
+def check_netcdf_limits(spec: SweepSpec, n_total: int) -> None:
+    """Refuse, before any work, a results file that netCDF3 (64-bit offsets) cannot hold: a dimension
+    beyond 2**31 - 1 or a variable of 4 GiB or more."""
+    if n_total > _NETCDF_MAX_DIM:
+        raise ConfigError(
+            "grid", f"the sweep has {n_total} runs; a netCDF3 file holds at most {_NETCDF_MAX_DIM}"
+        )
+    for name, (_, extra_shape, dtype) in result_variables(spec).items():
+        size = n_total * math.prod(extra_shape) * np.dtype(dtype).itemsize
+        if size >= _NETCDF_MAX_VARIABLE:
+            key = "trajectory_every" if extra_shape else "grid"
+            raise ConfigError(
+                key,
+                f"the results variable {name} would take {size / 2**30:.3g} GiB for {n_total} runs; a netCDF3 "
+                'variable must stay below 4 GiB: use a larger trajectory_every ("trajectory_every": 0 keeps '
+                "summaries only) or split the sweep into smaller specs",
+            )
+
+
+def write_atomic(dataset: "xr.Dataset", path: pathlib.Path, drill: str = "write") -> None:
     """Write ``dataset`` to ``path`` so that ``path`` either does not exist or holds the whole file."""
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary(path)
     try:
         dataset.to_netcdf(tmp, engine=NETCDF_ENGINE)
+        fault_point(drill, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -101,9 +131,37 @@ def write_atomic(dataset: "xr.Dataset", path: pathlib.Path) -> None:
 
 def write_json_atomic(data: dict, path: pathlib.Path) -> None:
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    tmp = _temporary(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _temporary(path: pathlib.Path) -> pathlib.Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def remove_stale_temporaries(folder: pathlib.Path, name: str = "*") -> None:
+    """Remove the temporary files that killed writers of ``folder/name`` left (their process is gone)."""
+    for tmp in pathlib.Path(folder).glob(f".{name}.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def load(path) -> "xr.Dataset":
@@ -113,41 +171,89 @@ def load(path) -> "xr.Dataset":
     return xr.load_dataset(path, engine=NETCDF_ENGINE)
 
 
+def result_variables(spec: SweepSpec) -> dict[str, tuple[tuple[str, ...], tuple[int, ...], type]]:
+    """The variables of a sweep's results: name -> (dimensions after the swept ones, their sizes, dtype)."""
+    variables: dict[str, tuple[tuple[str, ...], tuple[int, ...], type]] = {
+        name: ((), (), dtype) for name, dtype in _SUMMARY_DTYPES.items()
+    }
+    n_stored = stored_record_indices(spec).size
+    if n_stored:  # summaries only: no step axis (see the module docstring)
+        for name in spec.trajectory_metrics:
+            if name.startswith(PER_CLASS_PREFIX):
+                variables[name] = (("step", "data_class"), (n_stored, len(DATA_CLASSES)), np.float64)
+            else:
+                variables[name] = (("step",), (n_stored,), np.float64)
+    return variables
+
+
+class ResultArrays:
+    """Every run's results, one flat array per variable, filled chunk by chunk: memory is the results
+    themselves (the chunks are not kept), whatever the number of chunks."""
+
+    def __init__(self, spec: SweepSpec, table: RunTable):
+        self.spec = spec
+        self.table = table
+        self.filled = np.zeros(table.n_total, dtype=bool)
+        self.flat = {}
+        for name, (_, extra_shape, dtype) in result_variables(spec).items():
+            fill = -1 if np.dtype(dtype).kind == "i" else (False if dtype is bool else np.nan)
+            self.flat[name] = np.full((table.n_total, *extra_shape), fill, dtype=dtype)
+
+    def add(self, chunk: "xr.Dataset") -> None:
+        """Scatter one chunk's runs into place (by their global run index)."""
+        index = np.asarray(chunk[CHUNK_DIM].values, dtype=np.int64)
+        for name, values in self.flat.items():
+            values[index] = chunk[name].values
+        self.filled[index] = True
+
+    def to_dataset(self, attrs: dict) -> "xr.Dataset":
+        """The labelled results: every variable over the spec's dimensions."""
+        import xarray as xr
+
+        if not self.filled.all():
+            raise RuntimeError(f"sweep results are missing {int((~self.filled).sum())} runs")  # a bug
+        dim_names = tuple(name for name, _ in self.table.dims)
+        shape = self.table.shape
+        variables = result_variables(self.spec)
+        data_vars = {
+            name: (dim_names + variables[name][0], values.reshape(shape + values.shape[1:]))
+            for name, values in self.flat.items()
+        }
+        coords = {key: (dims, values) for key, (dims, values) in self.table.coords.items()}
+        keep = stored_record_indices(self.spec)
+        if keep.size:  # absent in a summaries-only sweep
+            steps = recorded_steps(self.spec.base.steps, self.spec.base.record_every)
+            coords["step"] = ("step", steps[keep].astype(np.int32))
+        if any("data_class" in dims for dims, _, _ in variables.values()):
+            # object strings, as a netCDF file reads back (the file's bytes are the same either way)
+            coords["data_class"] = ("data_class", np.asarray(DATA_CLASSES, dtype=object))
+        dataset = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+        for name, doc in _DESCRIPTIONS.items():
+            if name in dataset:
+                dataset[name].attrs["description"] = doc
+        return dataset
+
+
 def assemble(spec: SweepSpec, table: RunTable, chunks: list, attrs: dict) -> "xr.Dataset":
     """Scatter the chunks' runs into arrays over the spec's dimensions: the sweep's labelled result."""
-    import xarray as xr
-
-    n_total = len(table.configs)
-    dim_names = tuple(name for name, _ in table.dims)
-    shape = tuple(size for _, size in table.dims)
-    first = chunks[0]
-    steps = first["step"].values
-    filled = np.zeros(n_total, dtype=bool)
-    flat = {}
-    for name, var in first.data_vars.items():
-        fill = -1 if var.dtype.kind == "i" else (False if var.dtype.kind == "b" else np.nan)
-        flat[name] = np.full((n_total,) + var.shape[1:], fill, dtype=var.dtype)
+    results = ResultArrays(spec, table)
     for chunk in chunks:
-        index = chunk[CHUNK_DIM].values
-        filled[index] = True
-        for name in flat:
-            flat[name][index] = chunk[name].values
-    if not filled.all():
-        raise RuntimeError(f"sweep results are missing {int((~filled).sum())} runs")  # a bug, not bad input
-    data_vars = {}
-    for name, values in flat.items():
-        extra = first[name].dims[1:]
-        data_vars[name] = (dim_names + extra, values.reshape(shape + values.shape[1:]))
-    coords = {key: (dims, values) for key, (dims, values) in table.coords.items()}
-    coords["step"] = ("step", steps)
-    if any(name.startswith(PER_CLASS_PREFIX) for name in spec.trajectory_metrics):
-        coords["data_class"] = ("data_class", np.asarray(DATA_CLASSES))
-    dataset = xr.Dataset(data_vars, coords=coords, attrs=attrs)
-    for name, doc in _DESCRIPTIONS.items():
-        if name in dataset:
-            dataset[name].attrs["description"] = doc
-    return dataset
+        results.add(chunk)
+    return results.to_dataset(attrs)
 
+
+_SUMMARY_DTYPES = {
+    "start": np.float64,
+    "peak": np.float64,
+    "peak_step": np.int32,
+    "final": np.float64,
+    "inversion_depth": np.float64,
+    "diverged": bool,
+    "diverged_step": np.int32,
+}
+# netCDF3 with 64-bit offsets: 32-bit signed dimension lengths, and every variable (but the last) below 4 GiB.
+_NETCDF_MAX_DIM = 2**31 - 1
+_NETCDF_MAX_VARIABLE = 2**32 - 4
 
 _DESCRIPTIONS = {
     "start": "context reliance M_C at step 0 (NaN if the run diverged)",

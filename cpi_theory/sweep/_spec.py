@@ -10,18 +10,18 @@ A spec is a mapping (JSON, TOML or Python)::
 
 Grid and random combine: every grid point is crossed with the same N random draws. The toy model is
 deterministic, so a seed only drives the sampling of configurations; ``seed`` may also be a grid key
-(one independent set of N draws per seed value). Every run is validated by :class:`Config` before any work
-starts, so a bad value or an incompatible combination fails at once, naming the key.
+(one independent set of N draws per seed value). Every run is validated against :class:`Config`'s rules
+before any work starts (on whole columns of values, never one Config per run), so a bad value or an
+incompatible combination fails at once, naming the key. A spec with nothing to sweep is refused.
 """
 
 import dataclasses
-import itertools
 import json
 import math
 import pathlib
 import tomllib
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,6 +108,12 @@ class SweepSpec:
                 raise ConfigError(
                     "trajectory_metrics", f"unknown metric {name!r} (valid: {TRAJECTORY_METRICS})"
                 )
+        if not grid and not random:
+            raise ConfigError(
+                "grid",
+                "the spec sweeps nothing (no grid and no random keys): give at least one key a list of "
+                "values, or run the one configuration with `cpi-theory simulate`",
+            )
         return cls(
             base=base,
             grid=grid,
@@ -271,74 +277,249 @@ def draw_random(spec: SweepSpec, seed: int) -> dict[str, np.ndarray]:
     return draws
 
 
-@dataclasses.dataclass(frozen=True)
-class RunTable:
-    """Every run of a sweep, in C order over :attr:`SweepSpec.dims`.
-
-    ``configs[i]`` is run i's validated Config; ``coords`` maps each swept key to ``(dims, values)`` for the
-    result dataset (grid keys on their own dimension; random keys on ``run``, or ``(seed, run)``).
-    """
-
-    configs: tuple[Config, ...]
-    dims: tuple[tuple[str, int], ...]
-    coords: dict[str, tuple[tuple[str, ...], np.ndarray]]
+# Integer coordinates are stored as int32 (netCDF3 has no int64); larger ones as float64, exact to 2**53.
+_INT32 = np.iinfo(np.int32)
+_EXACT_FLOAT = 2**53
 
 
 def _coord_values(key: str, values) -> np.ndarray:
-    values = list(values)
-    if all(_is_int(v) or (isinstance(v, np.integer)) for v in values):
-        return np.asarray(values, dtype=np.int32)  # netCDF3 has no int64; counts and sizes fit
-    return np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
+    if values.dtype.kind in "iu" or all(_is_int(v) or isinstance(v, np.integer) for v in values.ravel()):
+        as_int = np.asarray(values.tolist(), dtype=object)
+        if all(_INT32.min <= int(v) <= _INT32.max for v in as_int.ravel()):
+            return values.astype(np.int32)
+        if not all(abs(int(v)) <= _EXACT_FLOAT for v in as_int.ravel()):
+            raise ConfigError(
+                key, f"integer values beyond 2**53 cannot be stored exactly, got {values.max()}"
+            )
+        return values.astype(np.float64)
+    return values.astype(np.float64)
 
 
-def build_run_table(spec: SweepSpec, engine: str = "full") -> RunTable:
-    """Expand the spec into validated runs; raises :class:`ConfigError` naming the key of the first bad run."""
-    grid_keys = [k for k, _ in spec.grid]
-    seeds = dict(spec.grid).get(SEED_KEY, (spec.seed,))
-    draws = {seed: draw_random(spec, seed) for seed in seeds}
-    configs = []
-    base = spec.base.to_dict()
-    grid_axes = [range(len(v)) for _, v in spec.grid] + ([range(spec.n_runs)] if spec.random else [])
-    for index in itertools.product(*grid_axes):
-        overrides = {}
-        seed = spec.seed
-        for axis, key in enumerate(grid_keys):
-            value = spec.grid[axis][1][index[axis]]
-            if key == SEED_KEY:
-                seed = value
+class _LazyConfigs(Sequence):
+    """``table.configs[i]``: run i's Config, built when asked for (a sweep never holds one per run)."""
+
+    def __init__(self, table: "RunTable"):
+        self._table = table
+
+    def __len__(self) -> int:
+        return self._table.n_total
+
+    def __getitem__(self, run):
+        if isinstance(run, slice):
+            return [self._table.config(i) for i in range(*run.indices(len(self)))]
+        run = int(run) + (len(self) if run < 0 else 0)
+        if not 0 <= run < len(self):
+            raise IndexError(f"run index out of range (the sweep has {len(self)} runs)")
+        return self._table.config(run)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunTable:
+    """Every run of a sweep, in C order over :attr:`SweepSpec.dims`, without building them one by one.
+
+    Run i's swept values follow from i: a grid key's from i's position on its dimension, a random key's from
+    the draws (``draws[seed][key]``, ``n_runs`` values). ``config(i)`` builds run i's Config, ``values(key,
+    coords)`` any key's values for many runs at once (the vectorized validation and the chunk planning use
+    it); ``coords`` maps each swept key to ``(dims, values)`` for the result dataset (grid keys on their own
+    dimension; random keys on ``run``, or ``(seed, run)``).
+    """
+
+    spec: SweepSpec
+    engine: str
+    draws: dict[int, dict[str, np.ndarray]]
+    dims: tuple[tuple[str, int], ...]
+    coords: dict[str, tuple[tuple[str, ...], np.ndarray]]
+    _float_columns: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(size for _, size in self.dims)
+
+    @property
+    def n_total(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def configs(self) -> Sequence[Config]:
+        return _LazyConfigs(self)
+
+    # -- where each key lives -----------------------------------------------------------------------------
+    def axes_of(self, key: str) -> tuple[int, ...]:
+        """Positions in :attr:`dims` that ``key``'s value depends on (``()``: the base value)."""
+        grid_keys = [k for k, _ in self.spec.grid]
+        if key in grid_keys:
+            return (grid_keys.index(key),)
+        if key in dict(self.spec.random):
+            run_axis = len(grid_keys)
+            return (grid_keys.index(SEED_KEY), run_axis) if SEED_KEY in grid_keys else (run_axis,)
+        return ()
+
+    def values(self, key: str, coords: Mapping[int, np.ndarray]) -> np.ndarray | np.float64:
+        """float64 values of ``key`` at the runs whose positions on its axes are ``coords`` (axis -> index
+        array); a base key gives its one value (broadcasts)."""
+        axes = self.axes_of(key)
+        if not axes:
+            return np.float64(getattr(self.spec.base, key))
+        column = self._float_column(key)
+        if key in dict(self.spec.grid):
+            return column[coords[axes[0]]]
+        if len(axes) == 2:  # seed is a grid key: one set of draws per seed
+            return column[coords[axes[0]], coords[axes[1]]]
+        return column[0, coords[axes[0]]]
+
+    def _float_column(self, key: str) -> np.ndarray:
+        """A grid key's values, or a random key's draws (seeds x n_runs), as float64 (kept once made)."""
+        if key not in self._float_columns:
+            if key in dict(self.spec.grid):
+                column = np.asarray(dict(self.spec.grid)[key], dtype=np.float64)
             else:
-                overrides[key] = value
-        if spec.random:
-            run = index[-1]
-            for key, values in draws[seed].items():
-                overrides[key] = values[run].item()
+                seeds = dict(self.spec.grid).get(SEED_KEY, (self.spec.seed,))
+                column = np.stack([self.draws[seed][key] for seed in seeds]).astype(np.float64)
+            self._float_columns[key] = column
+        return self._float_columns[key]
+
+    # -- one run ------------------------------------------------------------------------------------------
+    def overrides(self, run: int) -> dict[str, Any]:
+        """Run ``run``'s swept values as Python numbers (the form a spec gives them in)."""
+        index = np.unravel_index(run, self.shape) if self.dims else ()
+        overrides: dict[str, Any] = {}
+        seed = self.spec.seed
+        for axis, (key, values) in enumerate(self.spec.grid):
+            if key == SEED_KEY:
+                seed = values[index[axis]]
+            else:
+                overrides[key] = values[index[axis]]
+        if self.spec.random:
+            for key, values in self.draws[seed].items():
+                overrides[key] = values[index[-1]].item()
+        return overrides
+
+    def config(self, run: int) -> Config:
+        """Run ``run``'s validated Config; a :class:`ConfigError` names the key and the run otherwise."""
+        overrides = self.overrides(run)
         try:
-            config = Config(**{**base, **overrides})
+            config = Config(**{**self.spec.base.to_dict(), **overrides})
         except ConfigError as err:
             raise ConfigError(err.key, f"{_rule(err)} (in the run with {_describe(overrides)})") from None
-        if engine == "full" and not config.has_integer_class_counts():
+        if self.engine == "full" and not config.has_integer_class_counts():
             bad = next(k for k in _COUNT_KEYS if not isinstance(getattr(config, k), int))
             raise ConfigError(
                 bad,
                 f"the full engine needs integer class counts, got {getattr(config, bad)!r} "
                 f"(in the run with {_describe(overrides)}); real class sizes need --engine reduced",
             )
-        configs.append(config)
+        return config
 
+
+def build_run_table(spec: SweepSpec, engine: str = "full") -> RunTable:
+    """The runs of ``spec``, validated: raises :class:`ConfigError` naming the key of the first bad run.
+
+    No Config is built per run: Config's rules are checked on whole columns of values (:data:`_RULES`), each
+    over the grid of only the dimensions its keys live on, and the first run that breaks one is built as a
+    Config, which raises the error Config itself gives. A 10^8-run grid validates in seconds.
+    """
+    seeds = dict(spec.grid).get(SEED_KEY, (spec.seed,))
+    draws = {seed: draw_random(spec, seed) for seed in seeds}
     coords: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
     for key, values in spec.grid:
         coords[key] = ((key,), _coord_values(key, values))
     for key, _ in spec.random:
-        if SEED_KEY in grid_keys:
-            stacked = np.stack([draws[s][key] for s in seeds])
-            coords[key] = (
-                (SEED_KEY, RUN_DIM),
-                stacked.astype(np.int32) if stacked.dtype.kind == "i" else stacked,
-            )
+        if SEED_KEY in dict(spec.grid):
+            coords[key] = ((SEED_KEY, RUN_DIM), _coord_values(key, np.stack([draws[s][key] for s in seeds])))
         else:
-            values = draws[spec.seed][key]
-            coords[key] = ((RUN_DIM,), values.astype(np.int32) if values.dtype.kind == "i" else values)
-    return RunTable(configs=tuple(configs), dims=spec.dims, coords=coords)
+            coords[key] = ((RUN_DIM,), _coord_values(key, draws[spec.seed][key]))
+    table = RunTable(spec=spec, engine=engine, draws=draws, dims=spec.dims, coords=coords)
+    bad_run = first_invalid_run(table)
+    if bad_run is not None:
+        table.config(bad_run)  # raises the ConfigError Config gives for this run
+        raise AssertionError(f"run {bad_run} breaks a sweep rule that Config accepts: {_RULES} disagree")
+    return table
+
+
+# -- Config's rules on columns ----------------------------------------------------------------------------
+# A mirror of ``cpi_theory.config._config._check_rules`` (and the full engine's integer class counts) on
+# float64 columns: (the keys a rule reads, the rule). tests/test_sweep.py checks, run by run, that these
+# accept exactly the runs Config accepts. Integer keys must also hold integral values (Config's coercion).
+def _sum_counts(v):
+    return (
+        v["n_context_critical"]
+        + v["n_non_context_critical"]
+        + v["n_subject_only"]
+        + v["n_counterfactual_augmented"]
+    )
+
+
+_RULES: tuple[tuple[tuple[str, ...], Callable], ...] = (
+    *(((key,), lambda v, key=key: v[key] == np.floor(v[key])) for key in _INT_KEYS),
+    (("n_answers",), lambda v: v["n_answers"] >= 2),
+    (("n_subjects",), lambda v: v["n_subjects"] >= 1),
+    *(((key,), lambda v, key=key: v[key] >= 0) for key in _COUNT_KEYS),
+    (_COUNT_KEYS, lambda v: _sum_counts(v) > 0),
+    *(((key,), lambda v, key=key: (v[key] > 0) & (v[key] < 1)) for key in ("delta_c", "delta_m")),
+    (("delta_c", "delta_m"), lambda v: v["delta_m"] > 2 * v["delta_c"]),
+    *(((key,), lambda v, key=key: np.abs(v[key]) <= 700.0) for key in ("o_c", "o_r")),
+    *(((key,), lambda v, key=key: v[key] >= 0) for key in ("lr_kq", "lr_v")),
+    (("n_subjects", *_COUNT_KEYS), lambda v: v["n_subjects"] >= _sum_counts(v) + 1),
+    (
+        ("n_answers", *_COUNT_KEYS),
+        lambda v: (
+            v["n_answers"]
+            >= v["n_context_critical"]
+            + v["n_non_context_critical"]
+            + v["n_subject_only"]
+            + 2 * v["n_counterfactual_augmented"]
+            + 2
+        ),
+    ),
+)
+_FULL_ENGINE_RULES = tuple(((key,), lambda v, key=key: v[key] == np.floor(v[key])) for key in _COUNT_KEYS)
+# Runs checked at once: bounds the memory of validation and planning (a few float64 columns of this length).
+BLOCK = 1 << 20
+
+
+def grid_blocks(table: RunTable, axes: tuple[int, ...]):
+    """The grid over the dimensions ``axes`` of ``table`` in C order, in blocks: ``(flat, coords)`` with
+    ``coords`` mapping each axis to its index array."""
+    shape = tuple(table.shape[a] for a in axes)
+    size = math.prod(shape)
+    for start in range(0, size, BLOCK):
+        flat = np.arange(start, min(start + BLOCK, size), dtype=np.int64)
+        index = np.unravel_index(flat, shape) if axes else ()
+        yield flat, dict(zip(axes, index, strict=True))
+
+
+def _first_breaking(table: RunTable, keys: tuple[str, ...], rule: Callable) -> int | None:
+    """The first run (C order) that breaks ``rule``; it is evaluated over the dimensions of its keys only."""
+    axes = tuple(sorted({a for key in keys for a in table.axes_of(key)}))
+    for flat, coords in grid_blocks(table, axes):
+        ok = np.broadcast_to(rule({key: table.values(key, coords) for key in keys}), flat.shape)
+        if not ok.all():
+            first = int(np.argmin(ok))
+            # The earliest run with these coordinates: every other dimension at index 0.
+            index = [0] * len(table.shape)
+            for axis, positions in coords.items():
+                index[axis] = int(positions[first])
+            return int(np.ravel_multi_index(index, table.shape)) if table.shape else 0
+    return None
+
+
+def valid_runs(table: RunTable, runs: np.ndarray) -> np.ndarray:
+    """Whether each of the global runs ``runs`` passes every rule (what Config would say, run by run)."""
+    index = np.unravel_index(np.asarray(runs, dtype=np.int64), table.shape)
+    coords = dict(enumerate(index))
+    ok = np.ones(np.shape(runs), dtype=bool)
+    for keys, rule in _RULES + (_FULL_ENGINE_RULES if table.engine == "full" else ()):
+        ok &= np.broadcast_to(rule({key: table.values(key, coords) for key in keys}), ok.shape)
+    return ok
+
+
+def first_invalid_run(table: RunTable) -> int | None:
+    """The first run that Config (or the engine's need for integer class counts) would refuse, or None."""
+    rules = _RULES + (_FULL_ENGINE_RULES if table.engine == "full" else ())
+    firsts = [_first_breaking(table, keys, rule) for keys, rule in rules]
+    firsts = [run for run in firsts if run is not None]
+    return min(firsts) if firsts else None
 
 
 def _rule(err: ConfigError) -> str:
