@@ -13,9 +13,9 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cpi_theory"
 
-# Lowest first. Top-level private modules (errors, precision, version) are the base every layer may use.
+# Lowest first. Top-level private modules (errors, interrupt, precision, version) are the base every layer may use.
 LAYERS = (
-    ("_errors", "_precision", "_version"),
+    ("_errors", "_interrupt", "_precision", "_version"),
     ("config",),
     ("engine",),
     ("model",),

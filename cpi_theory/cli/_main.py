@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from .._errors import ConfigError, DivergenceError, Float64Required
+from .._interrupt import install as install_interrupt_handler
 from ._appendix import register as register_appendix
 from ._bridge import register as register_bridge
 from ._reproduce import register as register_reproduce
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from .._precision import enable_float64
 
     enable_float64()
+    install_interrupt_handler()  # Ctrl-C is remembered even where Python swallows it (_interrupt.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

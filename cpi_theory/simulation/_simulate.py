@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import PrecisionLossError
+from .._interrupt import raise_if_interrupted
 from .._precision import require_float64
 from ..config._config import Config, resolve_config
 from ..engine._divergence import first_bad_step, raise_if_diverged
@@ -51,6 +52,7 @@ def wait_for(result, *, label: str = "", progress: bool = False) -> None:
     terminal = sys.stderr.isatty()
     shown = None  # when the progress line was last written
     while not all(x.is_ready() for x in leaves):
+        raise_if_interrupted()
         time.sleep(0.02)
         elapsed = time.monotonic() - started
         every = 1.0 if terminal else 60.0
@@ -62,6 +64,7 @@ def wait_for(result, *, label: str = "", progress: bool = False) -> None:
             shown = elapsed
     if shown is not None and terminal:
         sys.stderr.write("\n")
+    raise_if_interrupted()
 
 
 def simulate(

@@ -29,6 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from .._errors import ConfigError
+from .._interrupt import raise_if_interrupted
 from .._precision import require_float64
 from .._version import __version__
 from ..engine._loop import run_batched
@@ -132,7 +133,9 @@ def _to_host(tree):
     # Wait in Python, not inside XLA, so that Ctrl-C interrupts a long chunk at once.
     leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "is_ready")]
     while not all(x.is_ready() for x in leaves):
+        raise_if_interrupted()
         time.sleep(0.01)
+    raise_if_interrupted()
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
@@ -419,6 +422,7 @@ def _compute(spec, table, plan: ChunkPlan, settings: _Settings, done: set[int], 
         if chunk.index in done:
             continue
         fault_point("chunk")
+        raise_if_interrupted()
         outputs = launch(chunk)
         if pending is not None:
             finish(*pending)
