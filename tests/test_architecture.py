@@ -13,9 +13,9 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cpi_theory"
 
-# Lowest first. Top-level private modules (errors, interrupt, precision, version) are the base every layer may use.
+# Lowest first. Top-level private modules (atomic files, errors, interrupt, precision, version) are the base every layer may use.
 LAYERS = (
-    ("_errors", "_interrupt", "_precision", "_version"),
+    ("_atomic", "_errors", "_interrupt", "_precision", "_version"),
     ("config",),
     ("engine",),
     ("model",),

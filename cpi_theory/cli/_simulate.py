@@ -6,8 +6,10 @@ import os
 import pathlib
 import sys
 
+from .._atomic import replace_atomically
 from .._errors import ConfigError
 from ..config._config import Config
+from ._exit import exit_at_once_on_interrupt
 
 
 def parse_set(items: list[str]) -> dict:
@@ -37,19 +39,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@exit_at_once_on_interrupt("simulate")
 def _run(args) -> int:
-    try:
-        return _work(args)
-    except KeyboardInterrupt:
-        # A computation XLA is still running would hold the interpreter's exit until it is done; every
-        # file is written atomically, so nothing partial is left: leave now.
-        print("cpi-theory simulate: interrupted", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
-
-
-def _work(args) -> int:
     from ..simulation import ENGINES, simulate
 
     if args.engine not in ENGINES:
@@ -73,11 +64,7 @@ def _write_atomic(path: str, write) -> None:
     kill) leaves no partial file. The temporary name keeps the suffix (the plot's format comes from it)."""
     target = pathlib.Path(path)
     tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}{target.suffix}")
-    try:
-        write(str(tmp))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_atomically(target, lambda t: write(str(t)), tmp)
 
 
 def register(subparsers) -> None:

@@ -4,6 +4,7 @@ import os
 import sys
 
 from .._errors import ConfigError
+from ._exit import exit_at_once_on_interrupt
 
 
 def _positive_int(flag: str, value):
@@ -50,19 +51,8 @@ def _start_distributed(args) -> None:
     jax.distributed.initialize(**kwargs)  # without arguments: auto-detected (SLURM, Open MPI, TPU pods...)
 
 
+@exit_at_once_on_interrupt("sweep")
 def _run(args) -> int:
-    try:
-        return _work(args)
-    except KeyboardInterrupt:
-        # A computation XLA is still running would hold the interpreter's exit until it is done; every
-        # file is written atomically, so nothing partial is left: leave now.
-        print("cpi-theory sweep: interrupted", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
-
-
-def _work(args) -> int:
     from ..simulation import get_engine
     from ..sweep._runner import run_sweep
     from ..sweep._spec import SweepSpec

@@ -15,3 +15,12 @@ from ._engine import reduced_step as reduced_step
 from ._engine import reduced_train as reduced_train
 from ._symbolic import ReducedModel as ReducedModel
 from ._symbolic import reduced_model as reduced_model
+from ._minimal import GENERAL as GENERAL
+from ._minimal import MinimalState as MinimalState
+from ._minimal import Regime as Regime
+from ._minimal import REGIMES as REGIMES
+from ._minimal import initial_state as minimal_initial_state
+from ._minimal import minimal_train as minimal_train
+from ._minimal import regime_of as regime_of
+from ._minimal import state_names as minimal_state_names
+from ._minimal import velocity_fn as minimal_velocity

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._atomic import replace_atomically
 from .._errors import ConfigError
 from ..config._data_class import DATA_CLASSES
 from ..engine._divergence import first_bad_step
@@ -117,27 +118,20 @@ def check_netcdf_limits(spec: SweepSpec, n_total: int) -> None:
 def write_atomic(dataset: "xr.Dataset", path: pathlib.Path, drill: str = "write") -> None:
     """Write ``dataset`` to ``path`` so that ``path`` either does not exist or holds the whole file."""
     path = pathlib.Path(path)
-    tmp = _temporary(path)
-    try:
+
+    def write(tmp: pathlib.Path) -> None:
         dataset.to_netcdf(tmp, engine=NETCDF_ENGINE)
         fault_point(drill, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    replace_atomically(path, write, _temporary(path))
 
 
 def write_json_atomic(data: dict, path: pathlib.Path) -> None:
     path = pathlib.Path(path)
-    tmp = _temporary(path)
-    try:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    replace_atomically(path, lambda tmp: tmp.write_text(text), _temporary(path))
 
 
 def _temporary(path: pathlib.Path) -> pathlib.Path:

@@ -44,6 +44,7 @@ from ..simulation._memory import (
     vocabulary_key,
 )
 from ..simulation._registry import RegisteredEngine, get_engine
+from ..simulation._simulate import wait_for
 from ._faults import fault_point
 from ._plan import Chunk, ChunkPlan
 from ._results import (
@@ -130,12 +131,7 @@ def _to_global(tree, sharding):
 
 
 def _to_host(tree):
-    # Wait in Python, not inside XLA, so that Ctrl-C interrupts a long chunk at once.
-    leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "is_ready")]
-    while not all(x.is_ready() for x in leaves):
-        raise_if_interrupted()
-        time.sleep(0.01)
-    raise_if_interrupted()
+    wait_for(tree)  # in Python, not inside XLA, so that Ctrl-C interrupts a long chunk at once
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
