@@ -48,6 +48,9 @@ from ._fit import fit_time_scale as fit_time_scale
 from ._fit import simulate_toy as simulate_toy
 from ._fit import toy_parameters as toy_parameters
 from ._fit import toy_start_reliance as toy_start_reliance
+from ._joint import joint_fit as joint_fit
+from ._joint import schedule_time as schedule_time
+from ._joint import smooth_baseline as smooth_baseline
 from ._trajectory_io import load_trajectory as load_trajectory
 
 # isort: split

@@ -41,6 +41,45 @@ def plot_run(report: dict, stem: str | Path) -> list[Path]:
             color="C1",
             label=f"toy, init. split from M_C(0), lr_v/lr_kq={ratio:g} (RMSE {ext['curve_error']:.3f})",
         )
+    best = report.get("best_fit")
+    if best:
+        dense = best["dense"]
+        ax.plot(
+            dense["step"],
+            dense["context_reliance"],
+            "-",
+            color="C2",
+            lw=1.8,
+            label=f"toy, joint fit (RMSE {best['curve_error']:.3f}, {best['summary']['shape']})",
+        )
+        if dense.get("band_low") is not None:
+            ax.fill_between(
+                dense["step"],
+                dense["band_low"],
+                dense["band_high"],
+                color="C2",
+                alpha=0.2,
+                label="joint fit 95% band",
+            )
+        holdout = report.get("holdout")
+        if holdout:
+            ax.axvspan(best["fit_until"], real["step"][-1], color="0.9", zorder=0, label="held out")
+            ax.plot(
+                holdout["step"],
+                holdout["smooth"],
+                ":",
+                color="C3",
+                label=f"smooth baseline (held-out RMSE {holdout['smooth_error']:.3f})",
+            )
+            ax.axhline(
+                holdout["persistence"],
+                xmin=0,
+                xmax=1,
+                ls="-.",
+                lw=0.8,
+                color="C4",
+                label=f"persistence (held-out RMSE {holdout['persistence_error']:.3f})",
+            )
     ax.set_xlabel("finetuning step (real)")
     ax.set_ylabel("context reliance M_C")
     ax.set_ylim(-0.02, 1.02)

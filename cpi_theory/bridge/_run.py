@@ -9,6 +9,7 @@ import numpy as np
 
 from ..config import DataClass
 from ._fit import fit_curve, toy_parameters
+from ._joint import joint_fit, joint_report_fields
 from ._presets import fact_world_config, get_size, model_config
 from ._train import FinetuneConfig, finetune, load_checkpoint, measure_model, pretrain, save_checkpoint
 from ._world import FINETUNE_CLASSES, FactWorld, make_fact_world
@@ -62,7 +63,8 @@ def fit_report_fields(fit: dict) -> dict:
     """The report keys shared by ``bridge run`` and ``bridge fit``, from :func:`fit_curve`'s output.
 
     ``inversion_toy`` is the a-priori prediction (toy parametrized from the measured start, before any
-    fitting); ``inversion_toy_fitted`` is the time-scale-fitted toy's."""
+    fitting); ``inversion_toy_fitted`` here is the time-scale-fitted toy's, and is replaced by the joint
+    fit's (:func:`._joint.joint_report_fields`) in the reports of ``bridge run`` and ``bridge fit``."""
     return {
         "fit": fit["fit"],
         "prediction": fit["prediction"],
@@ -97,6 +99,14 @@ def finetune_and_fit(
         counts[DataClass.SUBJECT_ONLY] / n,
     )
     fit = fit_curve(trajectory["step"], trajectory["context_reliance"], params, extensions=extensions)
+    # The joint fit: the mixture is known (real class sizes), delta_M, delta_C, the initial split and the
+    # time scale are fitted (the measured delta_C is often outside the toy's domain).
+    joint = joint_fit(
+        trajectory["step"],
+        trajectory["context_reliance"],
+        cs_fraction=counts[DataClass.NON_CONTEXT_CRITICAL] / n,
+        s_fraction=counts[DataClass.SUBJECT_ONLY] / n,
+    )
     real = {k: v for k, v in trajectory.items() if k != "train_loss"}
     real["attention_context"] = np.asarray(trajectory["attention_context"]).T  # (n_layers, n_records)
     return {
@@ -111,6 +121,7 @@ def finetune_and_fit(
             "toy_time": [fit["fit"]["time_scale"] * (s - fit["fit"]["step"][0]) for s in fit["fit"]["step"]],
         },
         **fit_report_fields(fit),
+        **joint_report_fields(fit["measured"], joint),
     }
 
 

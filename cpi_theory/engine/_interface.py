@@ -36,7 +36,7 @@ class Engine:
     step: Callable[[State, Inputs], tuple[State, Any, Records]]
     observe: Callable[[State, Inputs], Records]
     finish: Callable[[State, Inputs], tuple[Any, Records]]
-    magnitude: Callable[[State, Inputs], Any]
+    magnitude: Callable[[State, Inputs], Any] | None  # None: the engine checks its records itself
 
 
 # The absolute rounding error (eps * magnitude) that M_C's inputs may carry before a run is reported as

@@ -56,6 +56,8 @@ def _append(records, record):
 
 def _check_precision(engine: Engine, inputs, carry):
     """Note the first recorded step whose state float64 can no longer resolve (see ``Engine.magnitude``)."""
+    if engine.magnitude is None:  # the engine checks its recorded states itself
+        return carry
     state, t, first_bad, (first_imprecise, at_magnitude) = carry
     magnitude = engine.magnitude(state, inputs)
     eps = jnp.finfo(magnitude.dtype).eps
@@ -64,7 +66,7 @@ def _check_precision(engine: Engine, inputs, carry):
     return state, t, first_bad, imprecise
 
 
-def _block(engine: Engine, inputs, carry, n_steps: int):
+def _block(engine: Engine, inputs, carry, n_steps: int, unroll: int = 1):
     """``n_steps`` GD steps; returns the records of the state at the start of the block.
 
     The step's own forward/backward pass yields some records of its pre-update state for free; only the
@@ -79,28 +81,32 @@ def _block(engine: Engine, inputs, carry, n_steps: int):
 
     carry = _check_precision(engine, inputs, carry)
     record = engine.observe(carry[0], inputs)
-    carry, free = jax.lax.scan(body, carry, None, length=n_steps)
+    carry, free = jax.lax.scan(body, carry, None, length=n_steps, unroll=min(unroll, n_steps))
     return carry, {**record, **jax.tree.map(lambda x: x[0], free)}
 
 
 @requires_float64
-def run_recorded(engine: Engine, inputs, *, steps: int, record_every: int = 1, state0=None) -> Recorded:
+def run_recorded(
+    engine: Engine, inputs, *, steps: int, record_every: int = 1, state0=None, unroll: int = 1
+) -> Recorded:
     """Run ``steps`` exact GD steps of ``engine`` from ``state0`` (default ``engine.init(inputs)``).
 
-    Pure JAX: jit it with ``steps`` and ``record_every`` static (they fix the scan lengths).
+    Pure JAX: jit it with ``steps`` and ``record_every`` static (they fix the scan lengths). ``unroll``
+    steps run per loop iteration (for engines whose step is so small that the loop's overhead counts).
     """
     state = engine.init(inputs) if state0 is None else state0
     never = jnp.asarray(-1, dtype=jnp.int32)
     no_magnitude = jnp.zeros((), dtype=jnp.result_type(float))
     carry = (state, jnp.asarray(0, dtype=jnp.int32), never, (never, no_magnitude))
     carry, records = jax.lax.scan(
-        lambda carry, _: _block(engine, inputs, carry, record_every),
+        lambda carry, _: _block(engine, inputs, carry, record_every, unroll),
         carry,
         None,
         length=steps // record_every,
+        unroll=max(1, min(unroll // record_every, steps // record_every)),
     )
     if steps % record_every:
-        carry, record = _block(engine, inputs, carry, steps % record_every)
+        carry, record = _block(engine, inputs, carry, steps % record_every, unroll)
         records = _append(records, record)
     # The final state is recorded too; no step follows it, so its metrics cost one extra pass.
     state, _, first_bad, (first_imprecise, magnitude) = _check_precision(engine, inputs, carry)

@@ -31,7 +31,7 @@ import pathlib
 import sympy as sp
 from sympy.printing.numpy import JaxPrinter
 
-from ._symbolic import CLASSES, INPUT_SLOTS, reduced_model
+from ._symbolic import CLASSES, reduced_model
 
 GENERATED = pathlib.Path(__file__).with_name("_generated.py")
 SQRT2 = sp.Symbol("SQRT2", positive=True)
@@ -74,12 +74,26 @@ class Regime:
 REGIMES = tuple(Regime(*flags) for flags in itertools.product((False, True), repeat=3))
 
 
+class _Printer(JaxPrinter):
+    """jnp code; x**-1 as a division and small integer powers as products (cheaper than pow)."""
+
+    def _print_Pow(self, expr, rational=False):
+        base, exponent = expr.as_base_exp()
+        if exponent == -1:
+            return f"1.0 / ({self._print(base)})"
+        if exponent == 2:
+            return f"({self._print(base)}) * ({self._print(base)})"
+        if exponent == -2:
+            return f"1.0 / (({self._print(base)}) * ({self._print(base)}))"
+        return super()._print_Pow(expr, rational=rational)
+
+
 class _Program:
     """Named assignments in order; each stage is cse'd on its own."""
 
     def __init__(self):
         self.lines: list[str] = []
-        self._printer = JaxPrinter()
+        self._printer = _Printer()
         self._count = itertools.count()
 
     def print(self, expr) -> str:
@@ -150,10 +164,7 @@ def _derivation(regime: Regime):
     }
     dl_du_expr = {
         k: {
-            v: sum(
-                dl_dsigma[k][y] * m.attention_jacobian_expr[(k, y, v)]
-                for y in m.attention_sym[k]
-            )
+            v: sum(dl_dsigma[k][y] * m.attention_jacobian_expr[(k, y, v)] for y in m.attention_sym[k])
             for v in m.score_sym[k]
         }
         for k in classes
@@ -196,11 +207,12 @@ def _gradient(regime: Regime, symbol: sp.Symbol) -> sp.Expr:
     if total == 0:
         return sp.Integer(0)
     orbit = m.orbit_size[symbol].xreplace(d["zero"])
-    per_entry = total / orbit
-    if orbit != 1 and not is_kappa:
-        # Every monomial carries the orbit's factors (class weight n_k, role multiplicity): expanding
-        # cancels them, so no update divides by a class size.
-        per_entry = sp.expand(per_entry)
+    per_entry = sp.factor_terms(total) / orbit
+    denominator = set(sp.Mul.make_args(sp.fraction(per_entry)[1]))
+    if not is_kappa and any(f in denominator for f in sp.Mul.make_args(orbit) if not f.is_number):
+        # Every monomial carries the orbit's factors (class weight n_k, role multiplicity), though not as one
+        # common factor: expanding cancels them, so no update divides by a class size.
+        per_entry = sp.expand(total / orbit)
     _check_no_class_size_division(symbol, per_entry, d)
     return per_entry
 
@@ -213,7 +225,9 @@ def _check_no_class_size_division(symbol, expr, d) -> None:
         n = m.params[f"n_{k}"]
         for value in (0, 1):
             if expr.xreplace({n: value}).has(sp.zoo, sp.nan, sp.oo):
-                raise AssertionError(f"{symbol}: the per-entry gradient divides by a class size ({n} = {value})")
+                raise AssertionError(
+                    f"{symbol}: the per-entry gradient divides by a class size ({n} = {value})"
+                )
 
 
 # ---- emission ---------------------------------------------------------------------------------------------
@@ -237,7 +251,10 @@ def _preamble(program: _Program, regime: Regime, moving) -> None:
     program.raw(f"{', '.join(str(s) for s in moving)}, = [x[..., i] for i in range({len(moving)})]")
     program.comment("Lemma 3: the pretrained table entries V[c, c] and V[a, s]")
     program.assign(
-        [(m.params["lambda_C"], _float_constants(m.lam_c)), (m.params["lambda_M"], _float_constants(m.lam_m))],
+        [
+            (m.params["lambda_C"], _float_constants(m.lam_c)),
+            (m.params["lambda_M"], _float_constants(m.lam_m)),
+        ],
         cse=False,
     )
 
@@ -261,22 +278,29 @@ def _emit_velocity(regime: Regime) -> list[str]:
     for k in d["classes"]:
         program.comment(f"class {k}: scores, attention, role logits, loss and its logit gradient")
         u = m.score_sym[k]
-        program.assign([(u[y], _float_constants(e.xreplace(sub))) for y, e in m.score_expr[k].items()], cse=False)
+        program.assign(
+            [(u[y], _float_constants(e.xreplace(sub))) for y, e in m.score_expr[k].items()], cse=False
+        )
         program.raw(f"{m.att_shift[k]} = {_maximum([str(u[y]) for y in u])}")
         program.assign([(m.attention_sym[k][y], m.attention_expr[k][y]) for y in u])
         prob = _emit_class_loss(program, regime, k, sub)
-        d_sigma = {y: _float_constants(e.xreplace(sub)).xreplace(prob) for y, e in d["dl_dsigma_expr"][k].items()}
+        d_sigma = {
+            y: _float_constants(e.xreplace(sub)).xreplace(prob) for y, e in d["dl_dsigma_expr"][k].items()
+        }
         program.comment(f"class {k}: backward to attention and scores")
-        program.assign(
-            [(d["dl_dsigma"][k][y], e) for y, e in d_sigma.items()]
-        )
+        program.assign([(d["dl_dsigma"][k][y], e) for y, e in d_sigma.items()])
         probs.update(prob)
         program.assign([(d["dl_du"][k][v], e) for v, e in d["dl_du_expr"][k].items()])
     program.comment("the per-entry gradient of every moving orbit, times -lr")
     velocity = []
     for s in moving:
         lr = "lr_kq" if s in set(m.kappa.values()) else "lr_v"
-        velocity.append((sp.Symbol(f"v_{s}"), -sp.Symbol(lr) * _float_constants(_gradient(regime, s).xreplace(sub)).xreplace(probs)))
+        velocity.append(
+            (
+                sp.Symbol(f"v_{s}"),
+                -sp.Symbol(lr) * _float_constants(_gradient(regime, s).xreplace(sub)).xreplace(probs),
+            )
+        )
     program.raw('lr_kq = p["lr_kq"]')
     if regime.value_trained:
         program.raw('lr_v = p["lr_v"]')
@@ -310,11 +334,8 @@ def _emit_class_loss(program: _Program, regime: Regime, k: str, sub: dict) -> di
     program.assign([(zs[t], exprs[t]) for t in roles])
     group = {t0: sp.Symbol(f"mult_{k}_{_tname(t0)}", real=True) for t0 in roles}
     program.assign([(group[t0], sum(mult[t] for t in exprs if rep[t] == t0)) for t0 in roles], cse=False)
-    candidates = [
-        str(zs[t0]) if (sp.sympify(sum(mult[t] for t in exprs if rep[t] == t0)).is_positive) else
-        f"jnp.where({group[t0]} > 0, {zs[t0]}, -jnp.inf)"
-        for t0 in roles
-    ]
+    # The shift only keeps exp() in range (the loss does not depend on it): the largest logit of any role.
+    candidates = [str(zs[t0]) for t0 in roles]
     program.raw(f"{m.logit_shift[k]} = {_maximum(candidates)}")
     exp = {t0: sp.Symbol(f"E_{k}_{_tname(t0)}", real=True) for t0 in roles}
     program.assign([(exp[t0], sp.exp(zs[t0] - m.logit_shift[k])) for t0 in roles], cse=False)
@@ -342,7 +363,9 @@ def _emit_probe(regime: Regime) -> list[str]:
     program = _Program()
     _preamble(program, regime, moving)
     u = m.score_sym["probe"]
-    program.assign([(u[y], _float_constants(e.xreplace(sub))) for y, e in m.score_expr["probe"].items()], cse=False)
+    program.assign(
+        [(u[y], _float_constants(e.xreplace(sub))) for y, e in m.score_expr["probe"].items()], cse=False
+    )
     program.raw(f"{m.att_shift['probe']} = {_maximum([str(u[y]) for y in u])}")
     sigma = m.attention_sym["probe"]
     program.assign([(sigma[y], m.attention_expr["probe"][y]) for y in u])
@@ -355,7 +378,80 @@ def _emit_probe(regime: Regime) -> list[str]:
     )
     magnitude = " + ".join(f"{sigma[y]} * jnp.abs({u[y]})" for y in u)
     program.raw("# M_C = p(c*) / (p(c*) + p(a*)) = sigmoid(z_c* - z_a*)")
-    program.raw(f"return jax.nn.sigmoid(z_context - z_memory), jnp.abs(z_context) + jnp.abs(z_memory) + {magnitude}")
+    program.raw(
+        f"return jax.nn.sigmoid(z_context - z_memory), jnp.abs(z_context) + jnp.abs(z_memory) + {magnitude}"
+    )
+    return program.lines
+
+
+def _emit_metrics(regime: Regime) -> list[str]:
+    """Every record of the full engine at a state: the probe's role logits, multiplicities and attention,
+    and per class its loss, attention on context and subject, and Lemma 2's margin."""
+    m = reduced_model()
+    d = _derivation(regime)
+    moving = _moving(regime)
+    frozen = {s: sp.Integer(0) for s in m.state if s not in set(moving)}
+    sub = {**frozen, **d["zero"]}
+    program = _Program()
+    _preamble(program, regime, moving)
+    out = {"loss": {}, "attention_context": {}, "attention_subject": {}, "margin": {}, "weight": {}}
+    for k in d["classes"]:
+        program.comment(f"class {k}")
+        u = m.score_sym[k]
+        program.assign(
+            [(u[y], _float_constants(e.xreplace(sub))) for y, e in m.score_expr[k].items()], cse=False
+        )
+        program.raw(f"{m.att_shift[k]} = {_maximum([str(u[y]) for y in u])}")
+        program.assign([(m.attention_sym[k][y], m.attention_expr[k][y]) for y in u])
+        prob = _emit_class_loss(program, regime, k, sub)
+        out["loss"][k] = str(m.class_loss_sym[k])
+        out["attention_context"][k] = str(m.attention_sym[k]["c"]) if "c" in u else "0.0"
+        out["attention_subject"][k] = str(m.attention_sym[k]["s"])
+        weight = sp.Symbol(f"weight_{k}")
+        program.assign([(weight, d["class_weight"][k])], cse=False)
+        out["weight"][k] = str(weight)
+        if k in m.column_expr:
+            # Lemma 2: m = <v(c) - v(s), e_target - softmax(z)>, summed over roles with multiplicity.
+            target = m.targets[k]
+            margin = sum(
+                (
+                    _float_constants(m.column_expr[k]["c"][t].xreplace(sub))
+                    - _float_constants(m.column_expr[k]["s"][t].xreplace(sub))
+                )
+                * ((1 if t == target else 0) - m.multiplicity[k][t].xreplace(d["zero"]) * d["prob"][k][t])
+                for t in m.logit_sym[k]
+            ).xreplace(prob)
+            symbol = sp.Symbol(f"margin_{k}")
+            program.assign([(symbol, margin)])
+            out["margin"][k] = str(symbol)
+    program.comment("the counterfactual probe [c*, s*, r]")
+    u = m.score_sym["probe"]
+    program.assign(
+        [(u[y], _float_constants(e.xreplace(sub))) for y, e in m.score_expr["probe"].items()], cse=False
+    )
+    program.raw(f"{m.att_shift['probe']} = {_maximum([str(u[y]) for y in u])}")
+    sigma = m.attention_sym["probe"]
+    program.assign([(sigma[y], m.attention_expr["probe"][y]) for y in u])
+    roles = [
+        r for r in m.probe_logit_expr if r in ("c*", "a*", "s*", "nA", "nS", "r") or r[0] in d["classes"]
+    ]
+    name = {r: (r if isinstance(r, str) else f"{r[0]}_{r[1]}") for r in roles}
+    z = {r: sp.Symbol(f"z_probe_{i}") for i, r in enumerate(roles)}
+    program.assign([(z[r], _float_constants(m.probe_logit_expr[r].xreplace(sub))) for r in roles])
+    mult = {r: sp.Symbol(f"mult_probe_{i}") for i, r in enumerate(roles)}
+    program.assign([(mult[r], m.probe_multiplicity[r].xreplace(d["zero"])) for r in roles], cse=False)
+
+    def mapping(values: dict) -> str:
+        return "{" + ", ".join(f'"{key}": {value}' for key, value in values.items()) + "}"
+
+    program.raw("return {")
+    program.raw(f'    "probe_logit": {mapping({name[r]: z[r] for r in roles})},')
+    program.raw(f'    "probe_multiplicity": {mapping({name[r]: mult[r] for r in roles})},')
+    program.raw(f'    "probe_attention": {mapping({y: sigma[y] for y in u})},')
+    program.raw(f'    "probe_score": {mapping({y: u[y] for y in u})},')
+    for key, values in out.items():
+        program.raw(f'    "{key}": {mapping(values)},')
+    program.raw("}")
     return program.lines
 
 
@@ -368,7 +464,9 @@ The exact reduced GD dynamics restricted to the coordinates that move in each re
 - ``GENERAL_INDEX_R``: their positions in the general 166-coordinate state;
 - ``velocity_R(x, p) -> (v, loss)``: ``x + v`` is one exact GD step (rates lr_kq, lr_v), ``loss`` the
   training loss at ``x``; ``x[..., i]`` is coordinate ``STATE_R[i]``;
-- ``probe_R(x, p) -> (context_reliance, magnitude)`` on the counterfactual probe.
+- ``probe_R(x, p) -> (context_reliance, magnitude)`` on the counterfactual probe;
+- ``metrics_R(x, p) -> dict``: the probe's role logits, multiplicities, attention and scores, and per class
+  its loss, attention on context and subject, Lemma 2's margin and its weight in the training loss.
 
 ``p`` maps the parameter names of :data:`cpi_theory.reduced.PARAM_NAMES` to float64 arrays; every
 operation is elementwise, so a batch of runs is a batch axis on ``x`` and ``p``.
@@ -398,6 +496,8 @@ def generate() -> str:
         parts.append("\n".join(_emit_velocity(regime)) + "\n\n")
         parts.append(f"\ndef probe_{regime.name}(x, p):\n")
         parts.append("\n".join(_emit_probe(regime)) + "\n")
+        parts.append(f"\n\ndef metrics_{regime.name}(x, p):\n")
+        parts.append("\n".join(_emit_metrics(regime)) + "\n")
     return "".join(parts)
 
 

@@ -7,7 +7,9 @@ The exact reduced GD dynamics restricted to the coordinates that move in each re
 - ``GENERAL_INDEX_R``: their positions in the general 166-coordinate state;
 - ``velocity_R(x, p) -> (v, loss)``: ``x + v`` is one exact GD step (rates lr_kq, lr_v), ``loss`` the
   training loss at ``x``; ``x[..., i]`` is coordinate ``STATE_R[i]``;
-- ``probe_R(x, p) -> (context_reliance, magnitude)`` on the counterfactual probe.
+- ``probe_R(x, p) -> (context_reliance, magnitude)`` on the counterfactual probe;
+- ``metrics_R(x, p) -> dict``: the probe's role logits, multiplicities, attention and scores, and per class
+  its loss, attention on context and subject, Lemma 2's margin and its weight in the training loss.
 
 ``p`` maps the parameter names of :data:`cpi_theory.reduced.PARAM_NAMES` to float64 arrays; every
 operation is elementwise, so a batch of runs is a batch axis on ``x`` and ``p``.
@@ -70,7 +72,7 @@ def velocity_frozen(x, p):
     t0 = jnp.exp(-ashift_C + u_C_c)
     t1 = jnp.exp(-ashift_C + u_C_r)
     t2 = jnp.exp(-ashift_C + u_C_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
@@ -83,13 +85,7 @@ def velocity_frozen(x, p):
     mult_C_same_s = K_S
     mult_C_other_C_c = K_A - 1
     mult_C_r = 1
-    zshift_C = jnp.maximum(
-        jnp.maximum(
-            jnp.maximum(z_C_same_c, jnp.where(mult_C_same_s > 0, z_C_same_s, -jnp.inf)),
-            jnp.where(mult_C_other_C_c > 0, z_C_other_C_c, -jnp.inf),
-        ),
-        z_C_r,
-    )
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
     E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
     E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
     E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
@@ -132,7 +128,7 @@ def velocity_frozen(x, p):
     t12 = jnp.exp(-ashift_CS + u_CS_c)
     t13 = jnp.exp(-ashift_CS + u_CS_r)
     t14 = jnp.exp(-ashift_CS + u_CS_s)
-    t15 = (t12 + t13 + t14) ** (-1.0)
+    t15 = 1.0 / (t12 + t13 + t14)
     sigma_CS_c = t12 * t15
     sigma_CS_s = t14 * t15
     sigma_CS_r = t13 * t15
@@ -145,13 +141,7 @@ def velocity_frozen(x, p):
     mult_CS_same_s = K_S
     mult_CS_other_C_c = K_A - 1
     mult_CS_r = 1
-    zshift_CS = jnp.maximum(
-        jnp.maximum(
-            jnp.maximum(z_CS_same_c, jnp.where(mult_CS_same_s > 0, z_CS_same_s, -jnp.inf)),
-            jnp.where(mult_CS_other_C_c > 0, z_CS_other_C_c, -jnp.inf),
-        ),
-        z_CS_r,
-    )
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
     E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
     E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
     E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
@@ -196,7 +186,7 @@ def velocity_frozen(x, p):
     v_kappa_thS = -t24 * (du_CS_s * n_CS + du_C_s * n_C)
     v_kappa_thC = -t24 * (du_CS_c * n_CS + du_C_c * n_C)
     v_kappa_er = -t23 * (du_CS_r * n_CS + du_C_r * n_C)
-    t25 = (n_C + n_CS) ** (-1.0)
+    t25 = 1.0 / (n_C + n_CS)
     weight_C = n_C * t25
     weight_CS = n_CS * t25
     velocity = jnp.stack(
@@ -233,7 +223,7 @@ def probe_frozen(x, p):
     t0 = jnp.exp(-ashift_probe + u_probe_c)
     t1 = jnp.exp(-ashift_probe + u_probe_r)
     t2 = jnp.exp(-ashift_probe + u_probe_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_probe_c = t0 * t3
     sigma_probe_s = t2 * t3
     sigma_probe_r = t1 * t3
@@ -246,6 +236,185 @@ def probe_frozen(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def metrics_frozen(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+    ) = [x[..., i] for i in range(7)]
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    # class C
+    u_C_c = (1 / 2) * SQRT2 * (kappa_C_c + kappa_thC)
+    u_C_s = (1 / 2) * SQRT2 * (kappa_C_s + kappa_thS)
+    u_C_r = kappa_er
+    ashift_C = jnp.maximum(jnp.maximum(u_C_c, u_C_s), u_C_r)
+    t0 = jnp.exp(-ashift_C + u_C_c)
+    t1 = jnp.exp(-ashift_C + u_C_r)
+    t2 = jnp.exp(-ashift_C + u_C_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_C_c = t0 * t3
+    sigma_C_s = t2 * t3
+    sigma_C_r = t1 * t3
+    t4 = sigma_C_c + sigma_C_r + sigma_C_s
+    z_C_same_c = lambda_C * sigma_C_c + o_c * sigma_C_r + o_c * sigma_C_s
+    z_C_same_s = 0
+    z_C_other_C_c = o_c * t4
+    z_C_r = o_r * t4
+    mult_C_same_c = 1
+    mult_C_same_s = K_S
+    mult_C_other_C_c = K_A - 1
+    mult_C_r = 1
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
+    E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
+    E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
+    E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
+    E_C_r = jnp.exp(z_C_r - zshift_C)
+    Z_C = (
+        E_C_other_C_c * mult_C_other_C_c
+        + E_C_r * mult_C_r
+        + E_C_same_c * mult_C_same_c
+        + E_C_same_s * mult_C_same_s
+    )
+    loss_C = -z_C_same_c + zshift_C + jnp.log(Z_C)
+    P_C_same_c = E_C_same_c / Z_C
+    P_C_same_s = E_C_same_s / Z_C
+    P_C_other_C_c = E_C_other_C_c / Z_C
+    P_C_r = E_C_r / Z_C
+    loss_C = jnp.where(n_C != 0, loss_C, 0.0)
+    P_C_same_c = jnp.where(n_C != 0, P_C_same_c, 0.0)
+    P_C_same_s = jnp.where(n_C != 0, P_C_same_s, 0.0)
+    P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
+    P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
+    weight_C = n_C / (n_C + n_CS)
+    margin_C = -(P_C_same_c - 1) * (lambda_C - o_c)
+    # class CS
+    u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
+    u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
+    u_CS_r = kappa_er
+    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
+    t5 = jnp.exp(-ashift_CS + u_CS_c)
+    t6 = jnp.exp(-ashift_CS + u_CS_r)
+    t7 = jnp.exp(-ashift_CS + u_CS_s)
+    t8 = 1.0 / (t5 + t6 + t7)
+    sigma_CS_c = t5 * t8
+    sigma_CS_s = t7 * t8
+    sigma_CS_r = t6 * t8
+    t9 = sigma_CS_c + sigma_CS_r + sigma_CS_s
+    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + o_c * sigma_CS_r
+    z_CS_same_s = 0
+    z_CS_other_C_c = o_c * t9
+    z_CS_r = o_r * t9
+    mult_CS_same_c = 1
+    mult_CS_same_s = K_S
+    mult_CS_other_C_c = K_A - 1
+    mult_CS_r = 1
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
+    E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
+    E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
+    E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
+    E_CS_r = jnp.exp(z_CS_r - zshift_CS)
+    Z_CS = (
+        E_CS_other_C_c * mult_CS_other_C_c
+        + E_CS_r * mult_CS_r
+        + E_CS_same_c * mult_CS_same_c
+        + E_CS_same_s * mult_CS_same_s
+    )
+    loss_CS = -z_CS_same_c + zshift_CS + jnp.log(Z_CS)
+    P_CS_same_c = E_CS_same_c / Z_CS
+    P_CS_same_s = E_CS_same_s / Z_CS
+    P_CS_other_C_c = E_CS_other_C_c / Z_CS
+    P_CS_r = E_CS_r / Z_CS
+    loss_CS = jnp.where(n_CS != 0, loss_CS, 0.0)
+    P_CS_same_c = jnp.where(n_CS != 0, P_CS_same_c, 0.0)
+    P_CS_same_s = jnp.where(n_CS != 0, P_CS_same_s, 0.0)
+    P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
+    P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
+    weight_CS = n_CS / (n_C + n_CS)
+    margin_CS = -(P_CS_same_c - 1) * (lambda_C - lambda_M)
+    # the counterfactual probe [c*, s*, r]
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t10 = jnp.exp(-ashift_probe + u_probe_c)
+    t11 = jnp.exp(-ashift_probe + u_probe_r)
+    t12 = jnp.exp(-ashift_probe + u_probe_s)
+    t13 = 1.0 / (t10 + t11 + t12)
+    sigma_probe_c = t10 * t13
+    sigma_probe_s = t12 * t13
+    sigma_probe_r = t11 * t13
+    t14 = o_c * sigma_probe_r
+    t15 = sigma_probe_c + sigma_probe_r + sigma_probe_s
+    t16 = o_c * t15
+    z_probe_0 = lambda_C * sigma_probe_c + o_c * sigma_probe_s + t14
+    z_probe_1 = lambda_M * sigma_probe_s + o_c * sigma_probe_c + t14
+    z_probe_2 = 0
+    z_probe_3 = t16
+    z_probe_4 = 0
+    z_probe_5 = o_r * t15
+    z_probe_6 = t16
+    z_probe_7 = 0
+    z_probe_8 = t16
+    z_probe_9 = 0
+    mult_probe_0 = 1
+    mult_probe_1 = 1
+    mult_probe_2 = 1
+    mult_probe_3 = K_A - n_C - n_CS - 2
+    mult_probe_4 = K_S - n_C - n_CS - 1
+    mult_probe_5 = 1
+    mult_probe_6 = n_C
+    mult_probe_7 = n_C
+    mult_probe_8 = n_CS
+    mult_probe_9 = n_CS
+    return {
+        "probe_logit": {
+            "c*": z_probe_0,
+            "a*": z_probe_1,
+            "s*": z_probe_2,
+            "nA": z_probe_3,
+            "nS": z_probe_4,
+            "r": z_probe_5,
+            "C_c": z_probe_6,
+            "C_s": z_probe_7,
+            "CS_c": z_probe_8,
+            "CS_s": z_probe_9,
+        },
+        "probe_multiplicity": {
+            "c*": mult_probe_0,
+            "a*": mult_probe_1,
+            "s*": mult_probe_2,
+            "nA": mult_probe_3,
+            "nS": mult_probe_4,
+            "r": mult_probe_5,
+            "C_c": mult_probe_6,
+            "C_s": mult_probe_7,
+            "CS_c": mult_probe_8,
+            "CS_s": mult_probe_9,
+        },
+        "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
+        "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "loss": {"C": loss_C, "CS": loss_CS},
+        "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c},
+        "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s},
+        "margin": {"C": margin_C, "CS": margin_CS},
+        "weight": {"C": weight_C, "CS": weight_CS},
+    }
 
 
 # ---- regime frozen_AUG: 9 moving coordinates ----------------------------------------
@@ -305,7 +474,7 @@ def velocity_frozen_AUG(x, p):
     t0 = jnp.exp(-ashift_C + u_C_c)
     t1 = jnp.exp(-ashift_C + u_C_r)
     t2 = jnp.exp(-ashift_C + u_C_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
@@ -318,13 +487,7 @@ def velocity_frozen_AUG(x, p):
     mult_C_same_s = K_S
     mult_C_other_C_c = K_A - 1
     mult_C_r = 1
-    zshift_C = jnp.maximum(
-        jnp.maximum(
-            jnp.maximum(z_C_same_c, jnp.where(mult_C_same_s > 0, z_C_same_s, -jnp.inf)),
-            jnp.where(mult_C_other_C_c > 0, z_C_other_C_c, -jnp.inf),
-        ),
-        z_C_r,
-    )
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
     E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
     E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
     E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
@@ -368,7 +531,7 @@ def velocity_frozen_AUG(x, p):
     t13 = jnp.exp(-ashift_CS + u_CS_c)
     t14 = jnp.exp(-ashift_CS + u_CS_r)
     t15 = jnp.exp(-ashift_CS + u_CS_s)
-    t16 = (t13 + t14 + t15) ** (-1.0)
+    t16 = 1.0 / (t13 + t14 + t15)
     sigma_CS_c = t13 * t16
     sigma_CS_s = t15 * t16
     sigma_CS_r = t14 * t16
@@ -381,13 +544,7 @@ def velocity_frozen_AUG(x, p):
     mult_CS_same_s = K_S
     mult_CS_other_C_c = K_A - 1
     mult_CS_r = 1
-    zshift_CS = jnp.maximum(
-        jnp.maximum(
-            jnp.maximum(z_CS_same_c, jnp.where(mult_CS_same_s > 0, z_CS_same_s, -jnp.inf)),
-            jnp.where(mult_CS_other_C_c > 0, z_CS_other_C_c, -jnp.inf),
-        ),
-        z_CS_r,
-    )
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
     E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
     E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
     E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
@@ -430,7 +587,7 @@ def velocity_frozen_AUG(x, p):
     t25 = jnp.exp(-ashift_AUG + u_AUG_c)
     t26 = jnp.exp(-ashift_AUG + u_AUG_r)
     t27 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t28 = (t25 + t26 + t27) ** (-1.0)
+    t28 = 1.0 / (t25 + t26 + t27)
     sigma_AUG_c = t25 * t28
     sigma_AUG_s = t27 * t28
     sigma_AUG_r = t26 * t28
@@ -447,13 +604,7 @@ def velocity_frozen_AUG(x, p):
     mult_AUG_other_C_c = K_A - 2
     mult_AUG_r = 1
     zshift_AUG = jnp.maximum(
-        jnp.maximum(
-            jnp.maximum(
-                jnp.maximum(z_AUG_same_c, jnp.where(mult_AUG_same_s > 0, z_AUG_same_s, -jnp.inf)),
-                z_AUG_same_m,
-            ),
-            jnp.where(mult_AUG_other_C_c > 0, z_AUG_other_C_c, -jnp.inf),
-        ),
+        jnp.maximum(jnp.maximum(jnp.maximum(z_AUG_same_c, z_AUG_same_s), z_AUG_same_m), z_AUG_other_C_c),
         z_AUG_r,
     )
     E_AUG_same_c = jnp.exp(z_AUG_same_c - zshift_AUG)
@@ -504,7 +655,7 @@ def velocity_frozen_AUG(x, p):
     v_kappa_thS = -t40 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C)
     v_kappa_thC = -t40 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
     v_kappa_er = -t39 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C)
-    t41 = (n_AUG + n_C + n_CS) ** (-1.0)
+    t41 = 1.0 / (n_AUG + n_C + n_CS)
     weight_C = n_C * t41
     weight_CS = n_CS * t41
     weight_AUG = n_AUG * t41
@@ -556,7 +707,7 @@ def probe_frozen_AUG(x, p):
     t0 = jnp.exp(-ashift_probe + u_probe_c)
     t1 = jnp.exp(-ashift_probe + u_probe_r)
     t2 = jnp.exp(-ashift_probe + u_probe_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_probe_c = t0 * t3
     sigma_probe_s = t2 * t3
     sigma_probe_r = t1 * t3
@@ -569,6 +720,249 @@ def probe_frozen_AUG(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def metrics_frozen_AUG(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    n_AUG = p["n_AUG"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_AUG_c,
+        kappa_AUG_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+    ) = [x[..., i] for i in range(9)]
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    # class C
+    u_C_c = (1 / 2) * SQRT2 * (kappa_C_c + kappa_thC)
+    u_C_s = (1 / 2) * SQRT2 * (kappa_C_s + kappa_thS)
+    u_C_r = kappa_er
+    ashift_C = jnp.maximum(jnp.maximum(u_C_c, u_C_s), u_C_r)
+    t0 = jnp.exp(-ashift_C + u_C_c)
+    t1 = jnp.exp(-ashift_C + u_C_r)
+    t2 = jnp.exp(-ashift_C + u_C_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_C_c = t0 * t3
+    sigma_C_s = t2 * t3
+    sigma_C_r = t1 * t3
+    t4 = sigma_C_c + sigma_C_r + sigma_C_s
+    z_C_same_c = lambda_C * sigma_C_c + o_c * sigma_C_r + o_c * sigma_C_s
+    z_C_same_s = 0
+    z_C_other_C_c = o_c * t4
+    z_C_r = o_r * t4
+    mult_C_same_c = 1
+    mult_C_same_s = K_S
+    mult_C_other_C_c = K_A - 1
+    mult_C_r = 1
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
+    E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
+    E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
+    E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
+    E_C_r = jnp.exp(z_C_r - zshift_C)
+    Z_C = (
+        E_C_other_C_c * mult_C_other_C_c
+        + E_C_r * mult_C_r
+        + E_C_same_c * mult_C_same_c
+        + E_C_same_s * mult_C_same_s
+    )
+    loss_C = -z_C_same_c + zshift_C + jnp.log(Z_C)
+    P_C_same_c = E_C_same_c / Z_C
+    P_C_same_s = E_C_same_s / Z_C
+    P_C_other_C_c = E_C_other_C_c / Z_C
+    P_C_r = E_C_r / Z_C
+    loss_C = jnp.where(n_C != 0, loss_C, 0.0)
+    P_C_same_c = jnp.where(n_C != 0, P_C_same_c, 0.0)
+    P_C_same_s = jnp.where(n_C != 0, P_C_same_s, 0.0)
+    P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
+    P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
+    weight_C = n_C / (n_AUG + n_C + n_CS)
+    margin_C = -(P_C_same_c - 1) * (lambda_C - o_c)
+    # class CS
+    u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
+    u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
+    u_CS_r = kappa_er
+    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
+    t5 = jnp.exp(-ashift_CS + u_CS_c)
+    t6 = jnp.exp(-ashift_CS + u_CS_r)
+    t7 = jnp.exp(-ashift_CS + u_CS_s)
+    t8 = 1.0 / (t5 + t6 + t7)
+    sigma_CS_c = t5 * t8
+    sigma_CS_s = t7 * t8
+    sigma_CS_r = t6 * t8
+    t9 = sigma_CS_c + sigma_CS_r + sigma_CS_s
+    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + o_c * sigma_CS_r
+    z_CS_same_s = 0
+    z_CS_other_C_c = o_c * t9
+    z_CS_r = o_r * t9
+    mult_CS_same_c = 1
+    mult_CS_same_s = K_S
+    mult_CS_other_C_c = K_A - 1
+    mult_CS_r = 1
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
+    E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
+    E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
+    E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
+    E_CS_r = jnp.exp(z_CS_r - zshift_CS)
+    Z_CS = (
+        E_CS_other_C_c * mult_CS_other_C_c
+        + E_CS_r * mult_CS_r
+        + E_CS_same_c * mult_CS_same_c
+        + E_CS_same_s * mult_CS_same_s
+    )
+    loss_CS = -z_CS_same_c + zshift_CS + jnp.log(Z_CS)
+    P_CS_same_c = E_CS_same_c / Z_CS
+    P_CS_same_s = E_CS_same_s / Z_CS
+    P_CS_other_C_c = E_CS_other_C_c / Z_CS
+    P_CS_r = E_CS_r / Z_CS
+    loss_CS = jnp.where(n_CS != 0, loss_CS, 0.0)
+    P_CS_same_c = jnp.where(n_CS != 0, P_CS_same_c, 0.0)
+    P_CS_same_s = jnp.where(n_CS != 0, P_CS_same_s, 0.0)
+    P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
+    P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
+    weight_CS = n_CS / (n_AUG + n_C + n_CS)
+    margin_CS = -(P_CS_same_c - 1) * (lambda_C - lambda_M)
+    # class AUG
+    u_AUG_c = (1 / 2) * SQRT2 * (kappa_AUG_c + kappa_thC)
+    u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
+    u_AUG_r = kappa_er
+    ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
+    t10 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t11 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t12 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t13 = 1.0 / (t10 + t11 + t12)
+    sigma_AUG_c = t10 * t13
+    sigma_AUG_s = t12 * t13
+    sigma_AUG_r = t11 * t13
+    t14 = o_c * sigma_AUG_r
+    t15 = sigma_AUG_c + sigma_AUG_r + sigma_AUG_s
+    z_AUG_same_c = lambda_C * sigma_AUG_c + o_c * sigma_AUG_s + t14
+    z_AUG_same_s = 0
+    z_AUG_same_m = lambda_M * sigma_AUG_s + o_c * sigma_AUG_c + t14
+    z_AUG_other_C_c = o_c * t15
+    z_AUG_r = o_r * t15
+    mult_AUG_same_c = 1
+    mult_AUG_same_s = K_S
+    mult_AUG_same_m = 1
+    mult_AUG_other_C_c = K_A - 2
+    mult_AUG_r = 1
+    zshift_AUG = jnp.maximum(
+        jnp.maximum(jnp.maximum(jnp.maximum(z_AUG_same_c, z_AUG_same_s), z_AUG_same_m), z_AUG_other_C_c),
+        z_AUG_r,
+    )
+    E_AUG_same_c = jnp.exp(z_AUG_same_c - zshift_AUG)
+    E_AUG_same_s = jnp.exp(z_AUG_same_s - zshift_AUG)
+    E_AUG_same_m = jnp.exp(z_AUG_same_m - zshift_AUG)
+    E_AUG_other_C_c = jnp.exp(z_AUG_other_C_c - zshift_AUG)
+    E_AUG_r = jnp.exp(z_AUG_r - zshift_AUG)
+    Z_AUG = (
+        E_AUG_other_C_c * mult_AUG_other_C_c
+        + E_AUG_r * mult_AUG_r
+        + E_AUG_same_c * mult_AUG_same_c
+        + E_AUG_same_m * mult_AUG_same_m
+        + E_AUG_same_s * mult_AUG_same_s
+    )
+    loss_AUG = -z_AUG_same_c + zshift_AUG + jnp.log(Z_AUG)
+    P_AUG_same_c = E_AUG_same_c / Z_AUG
+    P_AUG_same_s = E_AUG_same_s / Z_AUG
+    P_AUG_same_m = E_AUG_same_m / Z_AUG
+    P_AUG_other_C_c = E_AUG_other_C_c / Z_AUG
+    P_AUG_r = E_AUG_r / Z_AUG
+    weight_AUG = n_AUG / (n_AUG + n_C + n_CS)
+    t16 = -o_c
+    margin_AUG = P_AUG_same_m * (lambda_M + t16) - (P_AUG_same_c - 1) * (lambda_C + t16)
+    # the counterfactual probe [c*, s*, r]
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t17 = jnp.exp(-ashift_probe + u_probe_c)
+    t18 = jnp.exp(-ashift_probe + u_probe_r)
+    t19 = jnp.exp(-ashift_probe + u_probe_s)
+    t20 = 1.0 / (t17 + t18 + t19)
+    sigma_probe_c = t17 * t20
+    sigma_probe_s = t19 * t20
+    sigma_probe_r = t18 * t20
+    t21 = o_c * sigma_probe_r
+    t22 = sigma_probe_c + sigma_probe_r + sigma_probe_s
+    t23 = o_c * t22
+    z_probe_0 = lambda_C * sigma_probe_c + o_c * sigma_probe_s + t21
+    z_probe_1 = lambda_M * sigma_probe_s + o_c * sigma_probe_c + t21
+    z_probe_2 = 0
+    z_probe_3 = t23
+    z_probe_4 = 0
+    z_probe_5 = o_r * t22
+    z_probe_6 = t23
+    z_probe_7 = 0
+    z_probe_8 = t23
+    z_probe_9 = 0
+    z_probe_10 = t23
+    z_probe_11 = 0
+    z_probe_12 = t23
+    mult_probe_0 = 1
+    mult_probe_1 = 1
+    mult_probe_2 = 1
+    mult_probe_3 = K_A - 2 * n_AUG - n_C - n_CS - 2
+    mult_probe_4 = K_S - n_AUG - n_C - n_CS - 1
+    mult_probe_5 = 1
+    mult_probe_6 = n_C
+    mult_probe_7 = n_C
+    mult_probe_8 = n_CS
+    mult_probe_9 = n_CS
+    mult_probe_10 = n_AUG
+    mult_probe_11 = n_AUG
+    mult_probe_12 = n_AUG
+    return {
+        "probe_logit": {
+            "c*": z_probe_0,
+            "a*": z_probe_1,
+            "s*": z_probe_2,
+            "nA": z_probe_3,
+            "nS": z_probe_4,
+            "r": z_probe_5,
+            "C_c": z_probe_6,
+            "C_s": z_probe_7,
+            "CS_c": z_probe_8,
+            "CS_s": z_probe_9,
+            "AUG_c": z_probe_10,
+            "AUG_s": z_probe_11,
+            "AUG_m": z_probe_12,
+        },
+        "probe_multiplicity": {
+            "c*": mult_probe_0,
+            "a*": mult_probe_1,
+            "s*": mult_probe_2,
+            "nA": mult_probe_3,
+            "nS": mult_probe_4,
+            "r": mult_probe_5,
+            "C_c": mult_probe_6,
+            "C_s": mult_probe_7,
+            "CS_c": mult_probe_8,
+            "CS_s": mult_probe_9,
+            "AUG_c": mult_probe_10,
+            "AUG_s": mult_probe_11,
+            "AUG_m": mult_probe_12,
+        },
+        "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
+        "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "loss": {"C": loss_C, "CS": loss_CS, "AUG": loss_AUG},
+        "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c, "AUG": sigma_AUG_c},
+        "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s, "AUG": sigma_AUG_s},
+        "margin": {"C": margin_C, "CS": margin_CS, "AUG": margin_AUG},
+        "weight": {"C": weight_C, "CS": weight_CS, "AUG": weight_AUG},
+    }
 
 
 # ---- regime frozen_S: 8 moving coordinates ----------------------------------------
@@ -625,7 +1019,7 @@ def velocity_frozen_S(x, p):
     t0 = jnp.exp(-ashift_C + u_C_c)
     t1 = jnp.exp(-ashift_C + u_C_r)
     t2 = jnp.exp(-ashift_C + u_C_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
@@ -638,13 +1032,7 @@ def velocity_frozen_S(x, p):
     mult_C_same_s = K_S
     mult_C_other_C_c = K_A - 1
     mult_C_r = 1
-    zshift_C = jnp.maximum(
-        jnp.maximum(
-            jnp.maximum(z_C_same_c, jnp.where(mult_C_same_s > 0, z_C_same_s, -jnp.inf)),
-            jnp.where(mult_C_other_C_c > 0, z_C_other_C_c, -jnp.inf),
-        ),
-        z_C_r,
-    )
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
     E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
     E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
     E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
@@ -687,7 +1075,7 @@ def velocity_frozen_S(x, p):
     t12 = jnp.exp(-ashift_CS + u_CS_c)
     t13 = jnp.exp(-ashift_CS + u_CS_r)
     t14 = jnp.exp(-ashift_CS + u_CS_s)
-    t15 = (t12 + t13 + t14) ** (-1.0)
+    t15 = 1.0 / (t12 + t13 + t14)
     sigma_CS_c = t12 * t15
     sigma_CS_s = t14 * t15
     sigma_CS_r = t13 * t15
@@ -700,13 +1088,7 @@ def velocity_frozen_S(x, p):
     mult_CS_same_s = K_S
     mult_CS_other_C_c = K_A - 1
     mult_CS_r = 1
-    zshift_CS = jnp.maximum(
-        jnp.maximum(
-            jnp.maximum(z_CS_same_c, jnp.where(mult_CS_same_s > 0, z_CS_same_s, -jnp.inf)),
-            jnp.where(mult_CS_other_C_c > 0, z_CS_other_C_c, -jnp.inf),
-        ),
-        z_CS_r,
-    )
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
     E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
     E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
     E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
@@ -746,7 +1128,7 @@ def velocity_frozen_S(x, p):
     ashift_S = jnp.maximum(u_S_s, u_S_r)
     t23 = jnp.exp(-ashift_S + u_S_s)
     t24 = jnp.exp(-ashift_S + u_S_r)
-    t25 = (t23 + t24) ** (-1.0)
+    t25 = 1.0 / (t23 + t24)
     sigma_S_s = t23 * t25
     sigma_S_r = t24 * t25
     t26 = sigma_S_r + sigma_S_s
@@ -758,13 +1140,7 @@ def velocity_frozen_S(x, p):
     mult_S_same_a = 1
     mult_S_other_C_c = K_A - 1
     mult_S_r = 1
-    zshift_S = jnp.maximum(
-        jnp.maximum(
-            jnp.maximum(jnp.where(mult_S_same_s > 0, z_S_same_s, -jnp.inf), z_S_same_a),
-            jnp.where(mult_S_other_C_c > 0, z_S_other_C_c, -jnp.inf),
-        ),
-        z_S_r,
-    )
+    zshift_S = jnp.maximum(jnp.maximum(jnp.maximum(z_S_same_s, z_S_same_a), z_S_other_C_c), z_S_r)
     E_S_same_s = jnp.exp(z_S_same_s - zshift_S)
     E_S_same_a = jnp.exp(z_S_same_a - zshift_S)
     E_S_other_C_c = jnp.exp(z_S_other_C_c - zshift_S)
@@ -802,7 +1178,7 @@ def velocity_frozen_S(x, p):
     v_kappa_thS = -t33 * (du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
     v_kappa_thC = -t33 * (du_CS_c * n_CS + du_C_c * n_C)
     v_kappa_er = -t32 * (du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
-    t34 = (n_C + n_CS + n_S) ** (-1.0)
+    t34 = 1.0 / (n_C + n_CS + n_S)
     weight_C = n_C * t34
     weight_CS = n_CS * t34
     weight_S = n_S * t34
@@ -852,7 +1228,7 @@ def probe_frozen_S(x, p):
     t0 = jnp.exp(-ashift_probe + u_probe_c)
     t1 = jnp.exp(-ashift_probe + u_probe_r)
     t2 = jnp.exp(-ashift_probe + u_probe_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_probe_c = t0 * t3
     sigma_probe_s = t2 * t3
     sigma_probe_r = t1 * t3
@@ -865,6 +1241,230 @@ def probe_frozen_S(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def metrics_frozen_S(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    n_S = p["n_S"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_S_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+    ) = [x[..., i] for i in range(8)]
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    # class C
+    u_C_c = (1 / 2) * SQRT2 * (kappa_C_c + kappa_thC)
+    u_C_s = (1 / 2) * SQRT2 * (kappa_C_s + kappa_thS)
+    u_C_r = kappa_er
+    ashift_C = jnp.maximum(jnp.maximum(u_C_c, u_C_s), u_C_r)
+    t0 = jnp.exp(-ashift_C + u_C_c)
+    t1 = jnp.exp(-ashift_C + u_C_r)
+    t2 = jnp.exp(-ashift_C + u_C_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_C_c = t0 * t3
+    sigma_C_s = t2 * t3
+    sigma_C_r = t1 * t3
+    t4 = sigma_C_c + sigma_C_r + sigma_C_s
+    z_C_same_c = lambda_C * sigma_C_c + o_c * sigma_C_r + o_c * sigma_C_s
+    z_C_same_s = 0
+    z_C_other_C_c = o_c * t4
+    z_C_r = o_r * t4
+    mult_C_same_c = 1
+    mult_C_same_s = K_S
+    mult_C_other_C_c = K_A - 1
+    mult_C_r = 1
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
+    E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
+    E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
+    E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
+    E_C_r = jnp.exp(z_C_r - zshift_C)
+    Z_C = (
+        E_C_other_C_c * mult_C_other_C_c
+        + E_C_r * mult_C_r
+        + E_C_same_c * mult_C_same_c
+        + E_C_same_s * mult_C_same_s
+    )
+    loss_C = -z_C_same_c + zshift_C + jnp.log(Z_C)
+    P_C_same_c = E_C_same_c / Z_C
+    P_C_same_s = E_C_same_s / Z_C
+    P_C_other_C_c = E_C_other_C_c / Z_C
+    P_C_r = E_C_r / Z_C
+    loss_C = jnp.where(n_C != 0, loss_C, 0.0)
+    P_C_same_c = jnp.where(n_C != 0, P_C_same_c, 0.0)
+    P_C_same_s = jnp.where(n_C != 0, P_C_same_s, 0.0)
+    P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
+    P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
+    weight_C = n_C / (n_C + n_CS + n_S)
+    margin_C = -(P_C_same_c - 1) * (lambda_C - o_c)
+    # class CS
+    u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
+    u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
+    u_CS_r = kappa_er
+    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
+    t5 = jnp.exp(-ashift_CS + u_CS_c)
+    t6 = jnp.exp(-ashift_CS + u_CS_r)
+    t7 = jnp.exp(-ashift_CS + u_CS_s)
+    t8 = 1.0 / (t5 + t6 + t7)
+    sigma_CS_c = t5 * t8
+    sigma_CS_s = t7 * t8
+    sigma_CS_r = t6 * t8
+    t9 = sigma_CS_c + sigma_CS_r + sigma_CS_s
+    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + o_c * sigma_CS_r
+    z_CS_same_s = 0
+    z_CS_other_C_c = o_c * t9
+    z_CS_r = o_r * t9
+    mult_CS_same_c = 1
+    mult_CS_same_s = K_S
+    mult_CS_other_C_c = K_A - 1
+    mult_CS_r = 1
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
+    E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
+    E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
+    E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
+    E_CS_r = jnp.exp(z_CS_r - zshift_CS)
+    Z_CS = (
+        E_CS_other_C_c * mult_CS_other_C_c
+        + E_CS_r * mult_CS_r
+        + E_CS_same_c * mult_CS_same_c
+        + E_CS_same_s * mult_CS_same_s
+    )
+    loss_CS = -z_CS_same_c + zshift_CS + jnp.log(Z_CS)
+    P_CS_same_c = E_CS_same_c / Z_CS
+    P_CS_same_s = E_CS_same_s / Z_CS
+    P_CS_other_C_c = E_CS_other_C_c / Z_CS
+    P_CS_r = E_CS_r / Z_CS
+    loss_CS = jnp.where(n_CS != 0, loss_CS, 0.0)
+    P_CS_same_c = jnp.where(n_CS != 0, P_CS_same_c, 0.0)
+    P_CS_same_s = jnp.where(n_CS != 0, P_CS_same_s, 0.0)
+    P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
+    P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
+    weight_CS = n_CS / (n_C + n_CS + n_S)
+    margin_CS = -(P_CS_same_c - 1) * (lambda_C - lambda_M)
+    # class S
+    u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
+    u_S_r = kappa_er
+    ashift_S = jnp.maximum(u_S_s, u_S_r)
+    t10 = jnp.exp(-ashift_S + u_S_s)
+    t11 = jnp.exp(-ashift_S + u_S_r)
+    t12 = 1.0 / (t10 + t11)
+    sigma_S_s = t10 * t12
+    sigma_S_r = t11 * t12
+    t13 = sigma_S_r + sigma_S_s
+    z_S_same_s = 0
+    z_S_same_a = lambda_M * sigma_S_s + o_c * sigma_S_r
+    z_S_other_C_c = o_c * t13
+    z_S_r = o_r * t13
+    mult_S_same_s = K_S
+    mult_S_same_a = 1
+    mult_S_other_C_c = K_A - 1
+    mult_S_r = 1
+    zshift_S = jnp.maximum(jnp.maximum(jnp.maximum(z_S_same_s, z_S_same_a), z_S_other_C_c), z_S_r)
+    E_S_same_s = jnp.exp(z_S_same_s - zshift_S)
+    E_S_same_a = jnp.exp(z_S_same_a - zshift_S)
+    E_S_other_C_c = jnp.exp(z_S_other_C_c - zshift_S)
+    E_S_r = jnp.exp(z_S_r - zshift_S)
+    Z_S = (
+        E_S_other_C_c * mult_S_other_C_c
+        + E_S_r * mult_S_r
+        + E_S_same_a * mult_S_same_a
+        + E_S_same_s * mult_S_same_s
+    )
+    loss_S = -z_S_same_a + zshift_S + jnp.log(Z_S)
+    P_S_same_s = E_S_same_s / Z_S
+    P_S_same_a = E_S_same_a / Z_S
+    P_S_other_C_c = E_S_other_C_c / Z_S
+    P_S_r = E_S_r / Z_S
+    weight_S = n_S / (n_C + n_CS + n_S)
+    # the counterfactual probe [c*, s*, r]
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t14 = jnp.exp(-ashift_probe + u_probe_c)
+    t15 = jnp.exp(-ashift_probe + u_probe_r)
+    t16 = jnp.exp(-ashift_probe + u_probe_s)
+    t17 = 1.0 / (t14 + t15 + t16)
+    sigma_probe_c = t14 * t17
+    sigma_probe_s = t16 * t17
+    sigma_probe_r = t15 * t17
+    t18 = o_c * sigma_probe_r
+    t19 = sigma_probe_c + sigma_probe_r + sigma_probe_s
+    t20 = o_c * t19
+    z_probe_0 = lambda_C * sigma_probe_c + o_c * sigma_probe_s + t18
+    z_probe_1 = lambda_M * sigma_probe_s + o_c * sigma_probe_c + t18
+    z_probe_2 = 0
+    z_probe_3 = t20
+    z_probe_4 = 0
+    z_probe_5 = o_r * t19
+    z_probe_6 = t20
+    z_probe_7 = 0
+    z_probe_8 = t20
+    z_probe_9 = 0
+    z_probe_10 = 0
+    z_probe_11 = t20
+    mult_probe_0 = 1
+    mult_probe_1 = 1
+    mult_probe_2 = 1
+    mult_probe_3 = K_A - n_C - n_CS - n_S - 2
+    mult_probe_4 = K_S - n_C - n_CS - n_S - 1
+    mult_probe_5 = 1
+    mult_probe_6 = n_C
+    mult_probe_7 = n_C
+    mult_probe_8 = n_CS
+    mult_probe_9 = n_CS
+    mult_probe_10 = n_S
+    mult_probe_11 = n_S
+    return {
+        "probe_logit": {
+            "c*": z_probe_0,
+            "a*": z_probe_1,
+            "s*": z_probe_2,
+            "nA": z_probe_3,
+            "nS": z_probe_4,
+            "r": z_probe_5,
+            "C_c": z_probe_6,
+            "C_s": z_probe_7,
+            "CS_c": z_probe_8,
+            "CS_s": z_probe_9,
+            "S_s": z_probe_10,
+            "S_a": z_probe_11,
+        },
+        "probe_multiplicity": {
+            "c*": mult_probe_0,
+            "a*": mult_probe_1,
+            "s*": mult_probe_2,
+            "nA": mult_probe_3,
+            "nS": mult_probe_4,
+            "r": mult_probe_5,
+            "C_c": mult_probe_6,
+            "C_s": mult_probe_7,
+            "CS_c": mult_probe_8,
+            "CS_s": mult_probe_9,
+            "S_s": mult_probe_10,
+            "S_a": mult_probe_11,
+        },
+        "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
+        "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "loss": {"C": loss_C, "CS": loss_CS, "S": loss_S},
+        "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c, "S": 0.0},
+        "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s, "S": sigma_S_s},
+        "margin": {"C": margin_C, "CS": margin_CS},
+        "weight": {"C": weight_C, "CS": weight_CS, "S": weight_S},
+    }
 
 
 # ---- regime frozen_S_AUG: 10 moving coordinates ----------------------------------------
@@ -928,7 +1528,7 @@ def velocity_frozen_S_AUG(x, p):
     t0 = jnp.exp(-ashift_C + u_C_c)
     t1 = jnp.exp(-ashift_C + u_C_r)
     t2 = jnp.exp(-ashift_C + u_C_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
@@ -941,13 +1541,7 @@ def velocity_frozen_S_AUG(x, p):
     mult_C_same_s = K_S
     mult_C_other_C_c = K_A - 1
     mult_C_r = 1
-    zshift_C = jnp.maximum(
-        jnp.maximum(
-            jnp.maximum(z_C_same_c, jnp.where(mult_C_same_s > 0, z_C_same_s, -jnp.inf)),
-            jnp.where(mult_C_other_C_c > 0, z_C_other_C_c, -jnp.inf),
-        ),
-        z_C_r,
-    )
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
     E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
     E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
     E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
@@ -991,7 +1585,7 @@ def velocity_frozen_S_AUG(x, p):
     t13 = jnp.exp(-ashift_CS + u_CS_c)
     t14 = jnp.exp(-ashift_CS + u_CS_r)
     t15 = jnp.exp(-ashift_CS + u_CS_s)
-    t16 = (t13 + t14 + t15) ** (-1.0)
+    t16 = 1.0 / (t13 + t14 + t15)
     sigma_CS_c = t13 * t16
     sigma_CS_s = t15 * t16
     sigma_CS_r = t14 * t16
@@ -1004,13 +1598,7 @@ def velocity_frozen_S_AUG(x, p):
     mult_CS_same_s = K_S
     mult_CS_other_C_c = K_A - 1
     mult_CS_r = 1
-    zshift_CS = jnp.maximum(
-        jnp.maximum(
-            jnp.maximum(z_CS_same_c, jnp.where(mult_CS_same_s > 0, z_CS_same_s, -jnp.inf)),
-            jnp.where(mult_CS_other_C_c > 0, z_CS_other_C_c, -jnp.inf),
-        ),
-        z_CS_r,
-    )
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
     E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
     E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
     E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
@@ -1058,7 +1646,7 @@ def velocity_frozen_S_AUG(x, p):
     ashift_S = jnp.maximum(u_S_s, u_S_r)
     t25 = jnp.exp(-ashift_S + u_S_s)
     t26 = jnp.exp(-ashift_S + u_S_r)
-    t27 = (t25 + t26) ** (-1.0)
+    t27 = 1.0 / (t25 + t26)
     sigma_S_s = t25 * t27
     sigma_S_r = t26 * t27
     t28 = sigma_S_r + sigma_S_s
@@ -1070,13 +1658,7 @@ def velocity_frozen_S_AUG(x, p):
     mult_S_same_a = 1
     mult_S_other_C_c = K_A - 1
     mult_S_r = 1
-    zshift_S = jnp.maximum(
-        jnp.maximum(
-            jnp.maximum(jnp.where(mult_S_same_s > 0, z_S_same_s, -jnp.inf), z_S_same_a),
-            jnp.where(mult_S_other_C_c > 0, z_S_other_C_c, -jnp.inf),
-        ),
-        z_S_r,
-    )
+    zshift_S = jnp.maximum(jnp.maximum(jnp.maximum(z_S_same_s, z_S_same_a), z_S_other_C_c), z_S_r)
     E_S_same_s = jnp.exp(z_S_same_s - zshift_S)
     E_S_same_a = jnp.exp(z_S_same_a - zshift_S)
     E_S_other_C_c = jnp.exp(z_S_other_C_c - zshift_S)
@@ -1118,7 +1700,7 @@ def velocity_frozen_S_AUG(x, p):
     t35 = jnp.exp(-ashift_AUG + u_AUG_c)
     t36 = jnp.exp(-ashift_AUG + u_AUG_r)
     t37 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t38 = (t35 + t36 + t37) ** (-1.0)
+    t38 = 1.0 / (t35 + t36 + t37)
     sigma_AUG_c = t35 * t38
     sigma_AUG_s = t37 * t38
     sigma_AUG_r = t36 * t38
@@ -1135,13 +1717,7 @@ def velocity_frozen_S_AUG(x, p):
     mult_AUG_other_C_c = K_A - 2
     mult_AUG_r = 1
     zshift_AUG = jnp.maximum(
-        jnp.maximum(
-            jnp.maximum(
-                jnp.maximum(z_AUG_same_c, jnp.where(mult_AUG_same_s > 0, z_AUG_same_s, -jnp.inf)),
-                z_AUG_same_m,
-            ),
-            jnp.where(mult_AUG_other_C_c > 0, z_AUG_other_C_c, -jnp.inf),
-        ),
+        jnp.maximum(jnp.maximum(jnp.maximum(z_AUG_same_c, z_AUG_same_s), z_AUG_same_m), z_AUG_other_C_c),
         z_AUG_r,
     )
     E_AUG_same_c = jnp.exp(z_AUG_same_c - zshift_AUG)
@@ -1198,7 +1774,7 @@ def velocity_frozen_S_AUG(x, p):
     v_kappa_thS = -t50 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
     v_kappa_thC = -t50 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
     v_kappa_er = -t49 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
-    t51 = (n_AUG + n_C + n_CS + n_S) ** (-1.0)
+    t51 = 1.0 / (n_AUG + n_C + n_CS + n_S)
     weight_C = n_C * t51
     weight_CS = n_CS * t51
     weight_S = n_S * t51
@@ -1254,7 +1830,7 @@ def probe_frozen_S_AUG(x, p):
     t0 = jnp.exp(-ashift_probe + u_probe_c)
     t1 = jnp.exp(-ashift_probe + u_probe_r)
     t2 = jnp.exp(-ashift_probe + u_probe_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_probe_c = t0 * t3
     sigma_probe_s = t2 * t3
     sigma_probe_r = t1 * t3
@@ -1267,6 +1843,294 @@ def probe_frozen_S_AUG(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def metrics_frozen_S_AUG(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    n_S = p["n_S"]
+    n_AUG = p["n_AUG"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_S_s,
+        kappa_AUG_c,
+        kappa_AUG_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+    ) = [x[..., i] for i in range(10)]
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    # class C
+    u_C_c = (1 / 2) * SQRT2 * (kappa_C_c + kappa_thC)
+    u_C_s = (1 / 2) * SQRT2 * (kappa_C_s + kappa_thS)
+    u_C_r = kappa_er
+    ashift_C = jnp.maximum(jnp.maximum(u_C_c, u_C_s), u_C_r)
+    t0 = jnp.exp(-ashift_C + u_C_c)
+    t1 = jnp.exp(-ashift_C + u_C_r)
+    t2 = jnp.exp(-ashift_C + u_C_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_C_c = t0 * t3
+    sigma_C_s = t2 * t3
+    sigma_C_r = t1 * t3
+    t4 = sigma_C_c + sigma_C_r + sigma_C_s
+    z_C_same_c = lambda_C * sigma_C_c + o_c * sigma_C_r + o_c * sigma_C_s
+    z_C_same_s = 0
+    z_C_other_C_c = o_c * t4
+    z_C_r = o_r * t4
+    mult_C_same_c = 1
+    mult_C_same_s = K_S
+    mult_C_other_C_c = K_A - 1
+    mult_C_r = 1
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
+    E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
+    E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
+    E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
+    E_C_r = jnp.exp(z_C_r - zshift_C)
+    Z_C = (
+        E_C_other_C_c * mult_C_other_C_c
+        + E_C_r * mult_C_r
+        + E_C_same_c * mult_C_same_c
+        + E_C_same_s * mult_C_same_s
+    )
+    loss_C = -z_C_same_c + zshift_C + jnp.log(Z_C)
+    P_C_same_c = E_C_same_c / Z_C
+    P_C_same_s = E_C_same_s / Z_C
+    P_C_other_C_c = E_C_other_C_c / Z_C
+    P_C_r = E_C_r / Z_C
+    loss_C = jnp.where(n_C != 0, loss_C, 0.0)
+    P_C_same_c = jnp.where(n_C != 0, P_C_same_c, 0.0)
+    P_C_same_s = jnp.where(n_C != 0, P_C_same_s, 0.0)
+    P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
+    P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
+    weight_C = n_C / (n_AUG + n_C + n_CS + n_S)
+    margin_C = -(P_C_same_c - 1) * (lambda_C - o_c)
+    # class CS
+    u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
+    u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
+    u_CS_r = kappa_er
+    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
+    t5 = jnp.exp(-ashift_CS + u_CS_c)
+    t6 = jnp.exp(-ashift_CS + u_CS_r)
+    t7 = jnp.exp(-ashift_CS + u_CS_s)
+    t8 = 1.0 / (t5 + t6 + t7)
+    sigma_CS_c = t5 * t8
+    sigma_CS_s = t7 * t8
+    sigma_CS_r = t6 * t8
+    t9 = sigma_CS_c + sigma_CS_r + sigma_CS_s
+    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + o_c * sigma_CS_r
+    z_CS_same_s = 0
+    z_CS_other_C_c = o_c * t9
+    z_CS_r = o_r * t9
+    mult_CS_same_c = 1
+    mult_CS_same_s = K_S
+    mult_CS_other_C_c = K_A - 1
+    mult_CS_r = 1
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
+    E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
+    E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
+    E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
+    E_CS_r = jnp.exp(z_CS_r - zshift_CS)
+    Z_CS = (
+        E_CS_other_C_c * mult_CS_other_C_c
+        + E_CS_r * mult_CS_r
+        + E_CS_same_c * mult_CS_same_c
+        + E_CS_same_s * mult_CS_same_s
+    )
+    loss_CS = -z_CS_same_c + zshift_CS + jnp.log(Z_CS)
+    P_CS_same_c = E_CS_same_c / Z_CS
+    P_CS_same_s = E_CS_same_s / Z_CS
+    P_CS_other_C_c = E_CS_other_C_c / Z_CS
+    P_CS_r = E_CS_r / Z_CS
+    loss_CS = jnp.where(n_CS != 0, loss_CS, 0.0)
+    P_CS_same_c = jnp.where(n_CS != 0, P_CS_same_c, 0.0)
+    P_CS_same_s = jnp.where(n_CS != 0, P_CS_same_s, 0.0)
+    P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
+    P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
+    weight_CS = n_CS / (n_AUG + n_C + n_CS + n_S)
+    margin_CS = -(P_CS_same_c - 1) * (lambda_C - lambda_M)
+    # class S
+    u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
+    u_S_r = kappa_er
+    ashift_S = jnp.maximum(u_S_s, u_S_r)
+    t10 = jnp.exp(-ashift_S + u_S_s)
+    t11 = jnp.exp(-ashift_S + u_S_r)
+    t12 = 1.0 / (t10 + t11)
+    sigma_S_s = t10 * t12
+    sigma_S_r = t11 * t12
+    t13 = sigma_S_r + sigma_S_s
+    z_S_same_s = 0
+    z_S_same_a = lambda_M * sigma_S_s + o_c * sigma_S_r
+    z_S_other_C_c = o_c * t13
+    z_S_r = o_r * t13
+    mult_S_same_s = K_S
+    mult_S_same_a = 1
+    mult_S_other_C_c = K_A - 1
+    mult_S_r = 1
+    zshift_S = jnp.maximum(jnp.maximum(jnp.maximum(z_S_same_s, z_S_same_a), z_S_other_C_c), z_S_r)
+    E_S_same_s = jnp.exp(z_S_same_s - zshift_S)
+    E_S_same_a = jnp.exp(z_S_same_a - zshift_S)
+    E_S_other_C_c = jnp.exp(z_S_other_C_c - zshift_S)
+    E_S_r = jnp.exp(z_S_r - zshift_S)
+    Z_S = (
+        E_S_other_C_c * mult_S_other_C_c
+        + E_S_r * mult_S_r
+        + E_S_same_a * mult_S_same_a
+        + E_S_same_s * mult_S_same_s
+    )
+    loss_S = -z_S_same_a + zshift_S + jnp.log(Z_S)
+    P_S_same_s = E_S_same_s / Z_S
+    P_S_same_a = E_S_same_a / Z_S
+    P_S_other_C_c = E_S_other_C_c / Z_S
+    P_S_r = E_S_r / Z_S
+    weight_S = n_S / (n_AUG + n_C + n_CS + n_S)
+    # class AUG
+    u_AUG_c = (1 / 2) * SQRT2 * (kappa_AUG_c + kappa_thC)
+    u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
+    u_AUG_r = kappa_er
+    ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
+    t14 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t15 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t16 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t17 = 1.0 / (t14 + t15 + t16)
+    sigma_AUG_c = t14 * t17
+    sigma_AUG_s = t16 * t17
+    sigma_AUG_r = t15 * t17
+    t18 = o_c * sigma_AUG_r
+    t19 = sigma_AUG_c + sigma_AUG_r + sigma_AUG_s
+    z_AUG_same_c = lambda_C * sigma_AUG_c + o_c * sigma_AUG_s + t18
+    z_AUG_same_s = 0
+    z_AUG_same_m = lambda_M * sigma_AUG_s + o_c * sigma_AUG_c + t18
+    z_AUG_other_C_c = o_c * t19
+    z_AUG_r = o_r * t19
+    mult_AUG_same_c = 1
+    mult_AUG_same_s = K_S
+    mult_AUG_same_m = 1
+    mult_AUG_other_C_c = K_A - 2
+    mult_AUG_r = 1
+    zshift_AUG = jnp.maximum(
+        jnp.maximum(jnp.maximum(jnp.maximum(z_AUG_same_c, z_AUG_same_s), z_AUG_same_m), z_AUG_other_C_c),
+        z_AUG_r,
+    )
+    E_AUG_same_c = jnp.exp(z_AUG_same_c - zshift_AUG)
+    E_AUG_same_s = jnp.exp(z_AUG_same_s - zshift_AUG)
+    E_AUG_same_m = jnp.exp(z_AUG_same_m - zshift_AUG)
+    E_AUG_other_C_c = jnp.exp(z_AUG_other_C_c - zshift_AUG)
+    E_AUG_r = jnp.exp(z_AUG_r - zshift_AUG)
+    Z_AUG = (
+        E_AUG_other_C_c * mult_AUG_other_C_c
+        + E_AUG_r * mult_AUG_r
+        + E_AUG_same_c * mult_AUG_same_c
+        + E_AUG_same_m * mult_AUG_same_m
+        + E_AUG_same_s * mult_AUG_same_s
+    )
+    loss_AUG = -z_AUG_same_c + zshift_AUG + jnp.log(Z_AUG)
+    P_AUG_same_c = E_AUG_same_c / Z_AUG
+    P_AUG_same_s = E_AUG_same_s / Z_AUG
+    P_AUG_same_m = E_AUG_same_m / Z_AUG
+    P_AUG_other_C_c = E_AUG_other_C_c / Z_AUG
+    P_AUG_r = E_AUG_r / Z_AUG
+    weight_AUG = n_AUG / (n_AUG + n_C + n_CS + n_S)
+    t20 = -o_c
+    margin_AUG = P_AUG_same_m * (lambda_M + t20) - (P_AUG_same_c - 1) * (lambda_C + t20)
+    # the counterfactual probe [c*, s*, r]
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t21 = jnp.exp(-ashift_probe + u_probe_c)
+    t22 = jnp.exp(-ashift_probe + u_probe_r)
+    t23 = jnp.exp(-ashift_probe + u_probe_s)
+    t24 = 1.0 / (t21 + t22 + t23)
+    sigma_probe_c = t21 * t24
+    sigma_probe_s = t23 * t24
+    sigma_probe_r = t22 * t24
+    t25 = o_c * sigma_probe_r
+    t26 = sigma_probe_c + sigma_probe_r + sigma_probe_s
+    t27 = o_c * t26
+    z_probe_0 = lambda_C * sigma_probe_c + o_c * sigma_probe_s + t25
+    z_probe_1 = lambda_M * sigma_probe_s + o_c * sigma_probe_c + t25
+    z_probe_2 = 0
+    z_probe_3 = t27
+    z_probe_4 = 0
+    z_probe_5 = o_r * t26
+    z_probe_6 = t27
+    z_probe_7 = 0
+    z_probe_8 = t27
+    z_probe_9 = 0
+    z_probe_10 = 0
+    z_probe_11 = t27
+    z_probe_12 = t27
+    z_probe_13 = 0
+    z_probe_14 = t27
+    mult_probe_0 = 1
+    mult_probe_1 = 1
+    mult_probe_2 = 1
+    mult_probe_3 = K_A - 2 * n_AUG - n_C - n_CS - n_S - 2
+    mult_probe_4 = K_S - n_AUG - n_C - n_CS - n_S - 1
+    mult_probe_5 = 1
+    mult_probe_6 = n_C
+    mult_probe_7 = n_C
+    mult_probe_8 = n_CS
+    mult_probe_9 = n_CS
+    mult_probe_10 = n_S
+    mult_probe_11 = n_S
+    mult_probe_12 = n_AUG
+    mult_probe_13 = n_AUG
+    mult_probe_14 = n_AUG
+    return {
+        "probe_logit": {
+            "c*": z_probe_0,
+            "a*": z_probe_1,
+            "s*": z_probe_2,
+            "nA": z_probe_3,
+            "nS": z_probe_4,
+            "r": z_probe_5,
+            "C_c": z_probe_6,
+            "C_s": z_probe_7,
+            "CS_c": z_probe_8,
+            "CS_s": z_probe_9,
+            "S_s": z_probe_10,
+            "S_a": z_probe_11,
+            "AUG_c": z_probe_12,
+            "AUG_s": z_probe_13,
+            "AUG_m": z_probe_14,
+        },
+        "probe_multiplicity": {
+            "c*": mult_probe_0,
+            "a*": mult_probe_1,
+            "s*": mult_probe_2,
+            "nA": mult_probe_3,
+            "nS": mult_probe_4,
+            "r": mult_probe_5,
+            "C_c": mult_probe_6,
+            "C_s": mult_probe_7,
+            "CS_c": mult_probe_8,
+            "CS_s": mult_probe_9,
+            "S_s": mult_probe_10,
+            "S_a": mult_probe_11,
+            "AUG_c": mult_probe_12,
+            "AUG_s": mult_probe_13,
+            "AUG_m": mult_probe_14,
+        },
+        "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
+        "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "loss": {"C": loss_C, "CS": loss_CS, "S": loss_S, "AUG": loss_AUG},
+        "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c, "S": 0.0, "AUG": sigma_AUG_c},
+        "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s, "S": sigma_S_s, "AUG": sigma_AUG_s},
+        "margin": {"C": margin_C, "CS": margin_CS, "AUG": margin_AUG},
+        "weight": {"C": weight_C, "CS": weight_CS, "S": weight_S, "AUG": weight_AUG},
+    }
 
 
 # ---- regime value: 78 moving coordinates ----------------------------------------
@@ -1532,7 +2396,7 @@ def velocity_value(x, p):
     t0 = jnp.exp(-ashift_C + u_C_c)
     t1 = jnp.exp(-ashift_C + u_C_r)
     t2 = jnp.exp(-ashift_C + u_C_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
@@ -1618,19 +2482,15 @@ def velocity_value(x, p):
                 jnp.maximum(
                     jnp.maximum(
                         jnp.maximum(
-                            jnp.maximum(
-                                jnp.maximum(z_C_same_c, z_C_same_s),
-                                jnp.where(mult_C_other_C_c > 0, z_C_other_C_c, -jnp.inf),
-                            ),
-                            jnp.where(mult_C_other_C_s > 0, z_C_other_C_s, -jnp.inf),
+                            jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_other_C_s
                         ),
-                        jnp.where(mult_C_other_CS_c > 0, z_C_other_CS_c, -jnp.inf),
+                        z_C_other_CS_c,
                     ),
-                    jnp.where(mult_C_other_CS_s > 0, z_C_other_CS_s, -jnp.inf),
+                    z_C_other_CS_s,
                 ),
-                jnp.where(mult_C_nA > 0, z_C_nA, -jnp.inf),
+                z_C_nA,
             ),
-            jnp.where(mult_C_nS > 0, z_C_nS, -jnp.inf),
+            z_C_nS,
         ),
         z_C_r,
     )
@@ -1746,7 +2606,7 @@ def velocity_value(x, p):
     t43 = jnp.exp(-ashift_CS + u_CS_c)
     t44 = jnp.exp(-ashift_CS + u_CS_r)
     t45 = jnp.exp(-ashift_CS + u_CS_s)
-    t46 = (t43 + t44 + t45) ** (-1.0)
+    t46 = 1.0 / (t43 + t44 + t45)
     sigma_CS_c = t43 * t46
     sigma_CS_s = t45 * t46
     sigma_CS_r = t44 * t46
@@ -1835,19 +2695,15 @@ def velocity_value(x, p):
                 jnp.maximum(
                     jnp.maximum(
                         jnp.maximum(
-                            jnp.maximum(
-                                jnp.maximum(z_CS_same_c, z_CS_same_s),
-                                jnp.where(mult_CS_other_C_c > 0, z_CS_other_C_c, -jnp.inf),
-                            ),
-                            jnp.where(mult_CS_other_C_s > 0, z_CS_other_C_s, -jnp.inf),
+                            jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_other_C_s
                         ),
-                        jnp.where(mult_CS_other_CS_c > 0, z_CS_other_CS_c, -jnp.inf),
+                        z_CS_other_CS_c,
                     ),
-                    jnp.where(mult_CS_other_CS_s > 0, z_CS_other_CS_s, -jnp.inf),
+                    z_CS_other_CS_s,
                 ),
-                jnp.where(mult_CS_nA > 0, z_CS_nA, -jnp.inf),
+                z_CS_nA,
             ),
-            jnp.where(mult_CS_nS > 0, z_CS_nS, -jnp.inf),
+            z_CS_nS,
         ),
         z_CS_r,
     )
@@ -1960,77 +2816,38 @@ def velocity_value(x, p):
     lr_kq = p["lr_kq"]
     lr_v = p["lr_v"]
     t87 = n_C + n_CS
-    t88 = t87 ** (-1.0)
+    t88 = 1.0 / (t87)
     t89 = lr_kq * t88
     t90 = (1 / 2) * SQRT2 * t89
     t91 = P_C_same_c - 1
     t92 = lr_v * t88
     t93 = (1 / 2) * t92
     t94 = sigma_C_c * t93
-    t95 = P_C_same_s * sigma_C_c
-    t96 = P_C_other_C_c * sigma_C_c
-    t97 = P_C_other_C_s * sigma_C_c
-    t98 = P_C_other_C_s * n_C
-    t99 = P_C_nS * n_C
-    t100 = P_C_other_CS_s * n_CS + P_C_same_s
-    t101 = K_S * P_C_nS - P_C_nS * n_CS - P_C_other_C_s + t100 + t98 - t99
-    t102 = P_C_other_C_c * n_C
-    t103 = P_C_nA * n_C
-    t104 = P_C_other_CS_c * n_CS + t91
-    t105 = K_A * P_C_nA - P_C_nA * n_CS - P_C_other_C_c + t102 - t103 + t104
-    t106 = P_C_r * SQRT2
-    t107 = sigma_C_s * t93
-    t108 = P_C_same_s * sigma_C_s
-    t109 = P_C_other_C_c * sigma_C_s
-    t110 = P_C_other_C_s * sigma_C_s
-    t111 = P_CS_same_c - 1
-    t112 = sigma_CS_c * t93
-    t113 = P_CS_same_s * sigma_CS_c
-    t114 = P_CS_other_CS_c * sigma_CS_c
-    t115 = P_CS_other_CS_s * sigma_CS_c
-    t116 = P_CS_other_CS_s * n_CS
-    t117 = P_CS_nS * n_C
-    t118 = P_CS_other_C_s * n_C + P_CS_same_s
-    t119 = K_S * P_CS_nS - P_CS_nS * n_CS - P_CS_other_CS_s + t116 - t117 + t118
-    t120 = P_CS_other_CS_c * n_CS
-    t121 = P_CS_nA * n_C
-    t122 = P_CS_other_C_c * n_C + t111
-    t123 = K_A * P_CS_nA - P_CS_nA * n_CS - P_CS_other_CS_c + t120 - t121 + t122
-    t124 = P_CS_r * SQRT2
-    t125 = sigma_CS_s * t93
-    t126 = P_CS_same_s * sigma_CS_s
-    t127 = P_CS_other_CS_c * sigma_CS_s
-    t128 = P_CS_other_CS_s * sigma_CS_s
-    t129 = n_CS * sigma_CS_s
-    t130 = n_C * sigma_C_s
-    t131 = n_CS * sigma_C_s
-    t132 = n_CS**2
-    t133 = sigma_CS_s * t132
-    t134 = n_C**2
-    t135 = sigma_C_s * t134
-    t136 = 2 * n_C * n_CS + t132 + t134
-    t137 = (1 / 2) * lr_v
-    t138 = t137 / (-K_A * n_C - K_A * n_CS + t136)
-    t139 = t137 / (-K_S * n_C - K_S * n_CS + t136)
-    t140 = n_C - 1
-    t141 = -K_S + t87
-    t142 = -P_C_nS * t141 + P_C_other_C_s * t140 + t100
-    t143 = n_CS - 1
-    t144 = -P_CS_nS * t141 + P_CS_other_CS_s * t143 + t118
-    t145 = -K_A + t87
-    t146 = -P_C_nA * t145 + P_C_other_C_c * t140 + t104
-    t147 = -P_CS_nA * t145 + P_CS_other_CS_c * t143 + t122
-    t148 = SQRT2 * t93
-    t149 = n_CS * sigma_CS_c
-    t150 = n_C * sigma_C_c
-    t151 = n_CS * sigma_C_c
-    t152 = sigma_CS_c * t132
-    t153 = sigma_C_c * t134
-    t154 = n_CS * sigma_CS_r
-    t155 = n_C * sigma_C_r
-    t156 = n_CS * sigma_C_r
-    t157 = sigma_CS_r * t132
-    t158 = sigma_C_r * t134
+    t95 = -K_S + t87
+    t96 = n_C - 1
+    t97 = P_C_other_C_s * t96 + P_C_same_s
+    t98 = -P_C_nS * t95 + P_C_other_CS_s * n_CS + t97
+    t99 = -K_A + t87
+    t100 = P_C_other_C_c * t96 + t91
+    t101 = -P_C_nA * t99 + P_C_other_CS_c * n_CS + t100
+    t102 = P_C_r * SQRT2
+    t103 = sigma_C_s * t93
+    t104 = P_CS_same_c - 1
+    t105 = sigma_CS_c * t93
+    t106 = n_CS - 1
+    t107 = P_CS_other_CS_s * t106 + P_CS_same_s
+    t108 = -P_CS_nS * t95 + P_CS_other_C_s * n_C + t107
+    t109 = P_CS_other_CS_c * t106 + t104
+    t110 = -P_CS_nA * t99 + P_CS_other_C_c * n_C + t109
+    t111 = P_CS_r * SQRT2
+    t112 = sigma_CS_s * t93
+    t113 = n_CS * sigma_CS_s
+    t114 = n_C * sigma_C_s
+    t115 = SQRT2 * t93
+    t116 = n_CS * sigma_CS_c
+    t117 = n_C * sigma_C_c
+    t118 = n_CS * sigma_CS_r
+    t119 = n_C * sigma_C_r
     v_kappa_C_c = -du_C_c * t90
     v_kappa_C_s = -du_C_s * t90
     v_kappa_CS_c = -du_CS_c * t90
@@ -2039,151 +2856,79 @@ def velocity_value(x, p):
     v_kappa_thC = -t90 * (du_CS_c * n_CS + du_C_c * n_C)
     v_kappa_er = -t89 * (du_CS_r * n_CS + du_C_r * n_C)
     v_w_same_C_c_C_c = -t91 * t94
-    v_w_same_C_s_C_c = -t93 * t95
-    v_w_other_C_c_C_c = -t93 * t96
-    v_w_other_C_s_C_c = -t93 * t97
+    v_w_same_C_s_C_c = -P_C_same_s * t94
+    v_w_other_C_c_C_c = -P_C_other_C_c * t94
+    v_w_other_C_s_C_c = -P_C_other_C_s * t94
     v_w_other_CS_c_C_c = -P_C_other_CS_c * t94
     v_w_other_CS_s_C_c = -P_C_other_CS_s * t94
     v_w_nA_C_c = -P_C_nA * t94
     v_w_nS_C_c = -P_C_nS * t94
-    v_w_thS_C_c = -t101 * t94
-    v_w_thC_C_c = -t105 * t94
-    v_w_er_C_c = -t106 * t94
-    v_w_same_C_c_C_s = -t107 * t91
-    v_w_same_C_s_C_s = -t108 * t93
-    v_w_other_C_c_C_s = -t109 * t93
-    v_w_other_C_s_C_s = -t110 * t93
-    v_w_other_CS_c_C_s = -P_C_other_CS_c * t107
-    v_w_other_CS_s_C_s = -P_C_other_CS_s * t107
-    v_w_nA_C_s = -P_C_nA * t107
-    v_w_nS_C_s = -P_C_nS * t107
-    v_w_thS_C_s = -t101 * t107
-    v_w_thC_C_s = -t105 * t107
-    v_w_er_C_s = -t106 * t107
-    v_w_same_CS_c_CS_c = -t111 * t112
-    v_w_same_CS_s_CS_c = -t113 * t93
-    v_w_other_C_c_CS_c = -P_CS_other_C_c * t112
-    v_w_other_C_s_CS_c = -P_CS_other_C_s * t112
-    v_w_other_CS_c_CS_c = -t114 * t93
-    v_w_other_CS_s_CS_c = -t115 * t93
-    v_w_nA_CS_c = -P_CS_nA * t112
-    v_w_nS_CS_c = -P_CS_nS * t112
-    v_w_thS_CS_c = -t112 * t119
-    v_w_thC_CS_c = -t112 * t123
-    v_w_er_CS_c = -t112 * t124
-    v_w_same_CS_c_CS_s = -t111 * t125
-    v_w_same_CS_s_CS_s = -t126 * t93
-    v_w_other_C_c_CS_s = -P_CS_other_C_c * t125
-    v_w_other_C_s_CS_s = -P_CS_other_C_s * t125
-    v_w_other_CS_c_CS_s = -t127 * t93
-    v_w_other_CS_s_CS_s = -t128 * t93
-    v_w_nA_CS_s = -P_CS_nA * t125
-    v_w_nS_CS_s = -P_CS_nS * t125
-    v_w_thS_CS_s = -t119 * t125
-    v_w_thC_CS_s = -t123 * t125
-    v_w_er_CS_s = -t124 * t125
-    v_w_C_c_thS = -t93 * (
-        P_CS_other_C_c * t129 + P_C_same_c * sigma_C_s + sigma_C_s * t102 - sigma_C_s - t109
-    )
-    v_w_C_s_thS = -t93 * (P_CS_other_C_s * t129 + sigma_C_s * t98 + t108 - t110)
-    v_w_CS_c_thS = -t93 * (
-        P_CS_same_c * sigma_CS_s + P_C_other_CS_c * t130 + sigma_CS_s * t120 - sigma_CS_s - t127
-    )
-    v_w_CS_s_thS = -t93 * (P_C_other_CS_s * t130 + sigma_CS_s * t116 + t126 - t128)
-    v_w_nA_thS = t138 * (
-        K_A * P_CS_nA * n_CS * sigma_CS_s
-        + K_A * P_C_nA * n_C * sigma_C_s
-        - P_CS_nA * t133
-        - P_C_nA * t135
-        - t103 * t131
-        - t121 * t129
-    )
-    v_w_nS_thS = t139 * (
-        K_S * P_CS_nS * n_CS * sigma_CS_s
-        + K_S * P_C_nS * n_C * sigma_C_s
-        - P_CS_nS * t133
-        - P_C_nS * t135
-        - t117 * t129
-        - t131 * t99
-    )
-    v_w_thS_thS = -t93 * (t129 * t144 + t130 * t142)
-    v_w_thC_thS = -t93 * (t129 * t147 + t130 * t146)
-    v_w_er_thS = -t148 * (P_CS_r * t129 + P_C_r * t130)
-    v_w_C_c_thC = -t93 * (P_CS_other_C_c * t149 + P_C_same_c * sigma_C_c + sigma_C_c * t102 - sigma_C_c - t96)
-    v_w_C_s_thC = -t93 * (P_CS_other_C_s * t149 + sigma_C_c * t98 + t95 - t97)
-    v_w_CS_c_thC = -t93 * (
-        P_CS_same_c * sigma_CS_c + P_C_other_CS_c * t150 + sigma_CS_c * t120 - sigma_CS_c - t114
-    )
-    v_w_CS_s_thC = -t93 * (P_C_other_CS_s * t150 + sigma_CS_c * t116 + t113 - t115)
-    v_w_nA_thC = t138 * (
-        K_A * P_CS_nA * n_CS * sigma_CS_c
-        + K_A * P_C_nA * n_C * sigma_C_c
-        - P_CS_nA * t152
-        - P_C_nA * t153
-        - t103 * t151
-        - t121 * t149
-    )
-    v_w_nS_thC = t139 * (
-        K_S * P_CS_nS * n_CS * sigma_CS_c
-        + K_S * P_C_nS * n_C * sigma_C_c
-        - P_CS_nS * t152
-        - P_C_nS * t153
-        - t117 * t149
-        - t151 * t99
-    )
-    v_w_thS_thC = -t93 * (t142 * t150 + t144 * t149)
-    v_w_thC_thC = -t93 * (t146 * t150 + t147 * t149)
-    v_w_er_thC = -t148 * (P_CS_r * t149 + P_C_r * t150)
-    v_w_C_c_er = -t148 * (
-        P_CS_other_C_c * t154
-        - P_C_other_C_c * sigma_C_r
-        + P_C_same_c * sigma_C_r
-        + sigma_C_r * t102
-        - sigma_C_r
-    )
-    v_w_C_s_er = -t148 * (
-        P_CS_other_C_s * t154 - P_C_other_C_s * sigma_C_r + P_C_same_s * sigma_C_r + sigma_C_r * t98
-    )
-    v_w_CS_c_er = -t148 * (
-        -P_CS_other_CS_c * sigma_CS_r
-        + P_CS_same_c * sigma_CS_r
-        + P_C_other_CS_c * t155
-        + sigma_CS_r * t120
-        - sigma_CS_r
-    )
-    v_w_CS_s_er = -t148 * (
-        -P_CS_other_CS_s * sigma_CS_r + P_CS_same_s * sigma_CS_r + P_C_other_CS_s * t155 + sigma_CS_r * t116
-    )
-    v_w_nA_er = (
-        SQRT2
-        * t138
-        * (
-            K_A * P_CS_nA * n_CS * sigma_CS_r
-            + K_A * P_C_nA * n_C * sigma_C_r
-            - P_CS_nA * t157
-            - P_C_nA * t158
-            - t103 * t156
-            - t121 * t154
-        )
-    )
-    v_w_nS_er = (
-        SQRT2
-        * t139
-        * (
-            K_S * P_CS_nS * n_CS * sigma_CS_r
-            + K_S * P_C_nS * n_C * sigma_C_r
-            - P_CS_nS * t157
-            - P_C_nS * t158
-            - t117 * t154
-            - t156 * t99
-        )
-    )
-    v_w_thS_er = -t148 * (t142 * t155 + t144 * t154)
-    v_w_thC_er = -t148 * (t146 * t155 + t147 * t154)
-    v_w_er_er = -t92 * (P_CS_r * t154 + P_C_r * t155)
-    t159 = (n_C + n_CS) ** (-1.0)
-    weight_C = n_C * t159
-    weight_CS = n_CS * t159
+    v_w_thS_C_c = -t94 * t98
+    v_w_thC_C_c = -t101 * t94
+    v_w_er_C_c = -t102 * t94
+    v_w_same_C_c_C_s = -t103 * t91
+    v_w_same_C_s_C_s = -P_C_same_s * t103
+    v_w_other_C_c_C_s = -P_C_other_C_c * t103
+    v_w_other_C_s_C_s = -P_C_other_C_s * t103
+    v_w_other_CS_c_C_s = -P_C_other_CS_c * t103
+    v_w_other_CS_s_C_s = -P_C_other_CS_s * t103
+    v_w_nA_C_s = -P_C_nA * t103
+    v_w_nS_C_s = -P_C_nS * t103
+    v_w_thS_C_s = -t103 * t98
+    v_w_thC_C_s = -t101 * t103
+    v_w_er_C_s = -t102 * t103
+    v_w_same_CS_c_CS_c = -t104 * t105
+    v_w_same_CS_s_CS_c = -P_CS_same_s * t105
+    v_w_other_C_c_CS_c = -P_CS_other_C_c * t105
+    v_w_other_C_s_CS_c = -P_CS_other_C_s * t105
+    v_w_other_CS_c_CS_c = -P_CS_other_CS_c * t105
+    v_w_other_CS_s_CS_c = -P_CS_other_CS_s * t105
+    v_w_nA_CS_c = -P_CS_nA * t105
+    v_w_nS_CS_c = -P_CS_nS * t105
+    v_w_thS_CS_c = -t105 * t108
+    v_w_thC_CS_c = -t105 * t110
+    v_w_er_CS_c = -t105 * t111
+    v_w_same_CS_c_CS_s = -t104 * t112
+    v_w_same_CS_s_CS_s = -P_CS_same_s * t112
+    v_w_other_C_c_CS_s = -P_CS_other_C_c * t112
+    v_w_other_C_s_CS_s = -P_CS_other_C_s * t112
+    v_w_other_CS_c_CS_s = -P_CS_other_CS_c * t112
+    v_w_other_CS_s_CS_s = -P_CS_other_CS_s * t112
+    v_w_nA_CS_s = -P_CS_nA * t112
+    v_w_nS_CS_s = -P_CS_nS * t112
+    v_w_thS_CS_s = -t108 * t112
+    v_w_thC_CS_s = -t110 * t112
+    v_w_er_CS_s = -t111 * t112
+    v_w_C_c_thS = -t93 * (P_CS_other_C_c * t113 + sigma_C_s * t100)
+    v_w_C_s_thS = -t93 * (P_CS_other_C_s * t113 + sigma_C_s * t97)
+    v_w_CS_c_thS = -t93 * (P_C_other_CS_c * t114 + sigma_CS_s * t109)
+    v_w_CS_s_thS = -t93 * (P_C_other_CS_s * t114 + sigma_CS_s * t107)
+    v_w_nA_thS = -t93 * (P_CS_nA * t113 + P_C_nA * t114)
+    v_w_nS_thS = -t93 * (P_CS_nS * t113 + P_C_nS * t114)
+    v_w_thS_thS = -t93 * (t108 * t113 + t114 * t98)
+    v_w_thC_thS = -t93 * (t101 * t114 + t110 * t113)
+    v_w_er_thS = -t115 * (P_CS_r * t113 + P_C_r * t114)
+    v_w_C_c_thC = -t93 * (P_CS_other_C_c * t116 + sigma_C_c * t100)
+    v_w_C_s_thC = -t93 * (P_CS_other_C_s * t116 + sigma_C_c * t97)
+    v_w_CS_c_thC = -t93 * (P_C_other_CS_c * t117 + sigma_CS_c * t109)
+    v_w_CS_s_thC = -t93 * (P_C_other_CS_s * t117 + sigma_CS_c * t107)
+    v_w_nA_thC = -t93 * (P_CS_nA * t116 + P_C_nA * t117)
+    v_w_nS_thC = -t93 * (P_CS_nS * t116 + P_C_nS * t117)
+    v_w_thS_thC = -t93 * (t108 * t116 + t117 * t98)
+    v_w_thC_thC = -t93 * (t101 * t117 + t110 * t116)
+    v_w_er_thC = -t115 * (P_CS_r * t116 + P_C_r * t117)
+    v_w_C_c_er = -t115 * (P_CS_other_C_c * t118 + sigma_C_r * t100)
+    v_w_C_s_er = -t115 * (P_CS_other_C_s * t118 + sigma_C_r * t97)
+    v_w_CS_c_er = -t115 * (P_C_other_CS_c * t119 + sigma_CS_r * t109)
+    v_w_CS_s_er = -t115 * (P_C_other_CS_s * t119 + sigma_CS_r * t107)
+    v_w_nA_er = -t115 * (P_CS_nA * t118 + P_C_nA * t119)
+    v_w_nS_er = -t115 * (P_CS_nS * t118 + P_C_nS * t119)
+    v_w_thS_er = -t115 * (t108 * t118 + t119 * t98)
+    v_w_thC_er = -t115 * (t101 * t119 + t110 * t118)
+    v_w_er_er = -t92 * (P_CS_r * t118 + P_C_r * t119)
+    t120 = 1.0 / (n_C + n_CS)
+    weight_C = n_C * t120
+    weight_CS = n_CS * t120
     velocity = jnp.stack(
         [
             v_kappa_C_c,
@@ -2369,7 +3114,7 @@ def probe_value(x, p):
     t0 = jnp.exp(-ashift_probe + u_probe_c)
     t1 = jnp.exp(-ashift_probe + u_probe_r)
     t2 = jnp.exp(-ashift_probe + u_probe_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_probe_c = t0 * t3
     sigma_probe_s = t2 * t3
     sigma_probe_r = t1 * t3
@@ -2393,6 +3138,544 @@ def probe_value(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def metrics_value(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+        w_same_C_c_C_c,
+        w_same_C_s_C_c,
+        w_other_C_c_C_c,
+        w_other_C_s_C_c,
+        w_other_CS_c_C_c,
+        w_other_CS_s_C_c,
+        w_nA_C_c,
+        w_nS_C_c,
+        w_thS_C_c,
+        w_thC_C_c,
+        w_er_C_c,
+        w_same_C_c_C_s,
+        w_same_C_s_C_s,
+        w_other_C_c_C_s,
+        w_other_C_s_C_s,
+        w_other_CS_c_C_s,
+        w_other_CS_s_C_s,
+        w_nA_C_s,
+        w_nS_C_s,
+        w_thS_C_s,
+        w_thC_C_s,
+        w_er_C_s,
+        w_same_CS_c_CS_c,
+        w_same_CS_s_CS_c,
+        w_other_C_c_CS_c,
+        w_other_C_s_CS_c,
+        w_other_CS_c_CS_c,
+        w_other_CS_s_CS_c,
+        w_nA_CS_c,
+        w_nS_CS_c,
+        w_thS_CS_c,
+        w_thC_CS_c,
+        w_er_CS_c,
+        w_same_CS_c_CS_s,
+        w_same_CS_s_CS_s,
+        w_other_C_c_CS_s,
+        w_other_C_s_CS_s,
+        w_other_CS_c_CS_s,
+        w_other_CS_s_CS_s,
+        w_nA_CS_s,
+        w_nS_CS_s,
+        w_thS_CS_s,
+        w_thC_CS_s,
+        w_er_CS_s,
+        w_C_c_thS,
+        w_C_s_thS,
+        w_CS_c_thS,
+        w_CS_s_thS,
+        w_nA_thS,
+        w_nS_thS,
+        w_thS_thS,
+        w_thC_thS,
+        w_er_thS,
+        w_C_c_thC,
+        w_C_s_thC,
+        w_CS_c_thC,
+        w_CS_s_thC,
+        w_nA_thC,
+        w_nS_thC,
+        w_thS_thC,
+        w_thC_thC,
+        w_er_thC,
+        w_C_c_er,
+        w_C_s_er,
+        w_CS_c_er,
+        w_CS_s_er,
+        w_nA_er,
+        w_nS_er,
+        w_thS_er,
+        w_thC_er,
+        w_er_er,
+    ) = [x[..., i] for i in range(78)]
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    # class C
+    u_C_c = (1 / 2) * SQRT2 * (kappa_C_c + kappa_thC)
+    u_C_s = (1 / 2) * SQRT2 * (kappa_C_s + kappa_thS)
+    u_C_r = kappa_er
+    ashift_C = jnp.maximum(jnp.maximum(u_C_c, u_C_s), u_C_r)
+    t0 = jnp.exp(-ashift_C + u_C_c)
+    t1 = jnp.exp(-ashift_C + u_C_r)
+    t2 = jnp.exp(-ashift_C + u_C_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_C_c = t0 * t3
+    sigma_C_s = t2 * t3
+    sigma_C_r = t1 * t3
+    t4 = (1 / 2) * sigma_C_c
+    t5 = (1 / 2) * sigma_C_s
+    t6 = SQRT2 * sigma_C_r
+    t7 = (1 / 2) * t6
+    t8 = (
+        o_c * sigma_C_r
+        + o_c * sigma_C_s
+        + t4 * w_thC_C_c
+        + t4 * w_thC_thC
+        + t5 * w_thC_C_s
+        + t5 * w_thC_thS
+        + t7 * w_thC_er
+    )
+    t9 = t4 * w_C_c_thC + t5 * w_C_c_thS + t7 * w_C_c_er + t8
+    t10 = (
+        sigma_C_c * w_thS_C_c
+        + sigma_C_c * w_thS_thC
+        + sigma_C_s * w_thS_C_s
+        + sigma_C_s * w_thS_thS
+        + t6 * w_thS_er
+    )
+    t11 = sigma_C_c * w_C_s_thC + sigma_C_s * w_C_s_thS + t10 + t6 * w_C_s_er
+    t12 = o_c * sigma_C_c
+    t13 = t12 + t8
+    t14 = SQRT2 * t4
+    t15 = SQRT2 * t5
+    z_C_same_c = lambda_C * sigma_C_c + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s + t9
+    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t11
+    z_C_other_C_c = t12 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s + t9
+    z_C_other_C_s = (
+        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t11
+    )
+    z_C_other_CS_c = (
+        t13
+        + t4 * w_CS_c_thC
+        + t4 * w_other_CS_c_C_c
+        + t5 * w_CS_c_thS
+        + t5 * w_other_CS_c_C_s
+        + t7 * w_CS_c_er
+    )
+    z_C_other_CS_s = (
+        (1 / 2) * sigma_C_c * w_CS_s_thC
+        + (1 / 2) * sigma_C_c * w_other_CS_s_C_c
+        + (1 / 2) * sigma_C_s * w_CS_s_thS
+        + (1 / 2) * sigma_C_s * w_other_CS_s_C_s
+        + (1 / 2) * t10
+        + (1 / 2) * t6 * w_CS_s_er
+    )
+    z_C_nA = t13 + t4 * w_nA_C_c + t4 * w_nA_thC + t5 * w_nA_C_s + t5 * w_nA_thS + t7 * w_nA_er
+    z_C_nS = (
+        (1 / 2) * sigma_C_c * w_nS_C_c
+        + (1 / 2) * sigma_C_c * w_nS_thC
+        + (1 / 2) * sigma_C_s * w_nS_C_s
+        + (1 / 2) * sigma_C_s * w_nS_thS
+        + (1 / 2) * t10
+        + (1 / 2) * t6 * w_nS_er
+    )
+    z_C_r = (
+        o_r * sigma_C_c
+        + o_r * sigma_C_r
+        + o_r * sigma_C_s
+        + sigma_C_r * w_er_er
+        + t14 * w_er_C_c
+        + t14 * w_er_thC
+        + t15 * w_er_C_s
+        + t15 * w_er_thS
+    )
+    mult_C_same_c = 1
+    mult_C_same_s = 1
+    mult_C_other_C_c = n_C - 1
+    mult_C_other_C_s = n_C - 1
+    mult_C_other_CS_c = n_CS
+    mult_C_other_CS_s = n_CS
+    mult_C_nA = K_A - n_C - n_CS
+    mult_C_nS = K_S - n_C - n_CS
+    mult_C_r = 1
+    zshift_C = jnp.maximum(
+        jnp.maximum(
+            jnp.maximum(
+                jnp.maximum(
+                    jnp.maximum(
+                        jnp.maximum(
+                            jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_other_C_s
+                        ),
+                        z_C_other_CS_c,
+                    ),
+                    z_C_other_CS_s,
+                ),
+                z_C_nA,
+            ),
+            z_C_nS,
+        ),
+        z_C_r,
+    )
+    E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
+    E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
+    E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
+    E_C_other_C_s = jnp.exp(z_C_other_C_s - zshift_C)
+    E_C_other_CS_c = jnp.exp(z_C_other_CS_c - zshift_C)
+    E_C_other_CS_s = jnp.exp(z_C_other_CS_s - zshift_C)
+    E_C_nA = jnp.exp(z_C_nA - zshift_C)
+    E_C_nS = jnp.exp(z_C_nS - zshift_C)
+    E_C_r = jnp.exp(z_C_r - zshift_C)
+    Z_C = (
+        E_C_nA * mult_C_nA
+        + E_C_nS * mult_C_nS
+        + E_C_other_CS_c * mult_C_other_CS_c
+        + E_C_other_CS_s * mult_C_other_CS_s
+        + E_C_other_C_c * mult_C_other_C_c
+        + E_C_other_C_s * mult_C_other_C_s
+        + E_C_r * mult_C_r
+        + E_C_same_c * mult_C_same_c
+        + E_C_same_s * mult_C_same_s
+    )
+    loss_C = -z_C_same_c + zshift_C + jnp.log(Z_C)
+    P_C_same_c = E_C_same_c / Z_C
+    P_C_same_s = E_C_same_s / Z_C
+    P_C_other_C_c = E_C_other_C_c / Z_C
+    P_C_other_C_s = E_C_other_C_s / Z_C
+    P_C_other_CS_c = E_C_other_CS_c / Z_C
+    P_C_other_CS_s = E_C_other_CS_s / Z_C
+    P_C_nA = E_C_nA / Z_C
+    P_C_nS = E_C_nS / Z_C
+    P_C_r = E_C_r / Z_C
+    loss_C = jnp.where(n_C != 0, loss_C, 0.0)
+    P_C_same_c = jnp.where(n_C != 0, P_C_same_c, 0.0)
+    P_C_same_s = jnp.where(n_C != 0, P_C_same_s, 0.0)
+    P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
+    P_C_other_C_s = jnp.where(n_C != 0, P_C_other_C_s, 0.0)
+    P_C_other_CS_c = jnp.where(n_C != 0, P_C_other_CS_c, 0.0)
+    P_C_other_CS_s = jnp.where(n_C != 0, P_C_other_CS_s, 0.0)
+    P_C_nA = jnp.where(n_C != 0, P_C_nA, 0.0)
+    P_C_nS = jnp.where(n_C != 0, P_C_nS, 0.0)
+    P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
+    weight_C = n_C / (n_C + n_CS)
+    t16 = w_thS_C_c - w_thS_C_s + w_thS_thC - w_thS_thS
+    t17 = t16 + w_C_s_thC - w_C_s_thS
+    t18 = w_thC_C_c - w_thC_C_s + w_thC_thC - w_thC_thS
+    t19 = n_C - 1
+    t20 = t18 + w_C_c_thC - w_C_c_thS
+    t21 = n_C + n_CS
+    margin_C = (
+        (1 / 2) * P_C_nA * (-K_A + t21) * (t18 + w_nA_C_c - w_nA_C_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_C_nS * (-K_S + t21) * (t16 + w_nS_C_c - w_nS_C_s + w_nS_thC - w_nS_thS)
+        - 1
+        / 2
+        * P_C_other_CS_c
+        * n_CS
+        * (t18 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_C_c - w_other_CS_c_C_s)
+        - 1
+        / 2
+        * P_C_other_CS_s
+        * n_CS
+        * (t16 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_C_c - w_other_CS_s_C_s)
+        - 1 / 2 * P_C_other_C_c * t19 * (t20 + w_other_C_c_C_c - w_other_C_c_C_s)
+        - 1 / 2 * P_C_other_C_s * t19 * (t17 + w_other_C_s_C_c - w_other_C_s_C_s)
+        - 1 / 2 * P_C_r * SQRT2 * (w_er_C_c - w_er_C_s + w_er_thC - w_er_thS)
+        - 1 / 2 * P_C_same_s * (t17 + w_same_C_s_C_c - w_same_C_s_C_s)
+        - 1 / 2 * (P_C_same_c - 1) * (2 * lambda_C - 2 * o_c + t20 + w_same_C_c_C_c - w_same_C_c_C_s)
+    )
+    # class CS
+    u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
+    u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
+    u_CS_r = kappa_er
+    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
+    t22 = jnp.exp(-ashift_CS + u_CS_c)
+    t23 = jnp.exp(-ashift_CS + u_CS_r)
+    t24 = jnp.exp(-ashift_CS + u_CS_s)
+    t25 = 1.0 / (t22 + t23 + t24)
+    sigma_CS_c = t22 * t25
+    sigma_CS_s = t24 * t25
+    sigma_CS_r = t23 * t25
+    t26 = (1 / 2) * sigma_CS_c
+    t27 = (1 / 2) * sigma_CS_s
+    t28 = SQRT2 * sigma_CS_r
+    t29 = (1 / 2) * t28
+    t30 = (
+        o_c * sigma_CS_r
+        + t26 * w_thC_CS_c
+        + t26 * w_thC_thC
+        + t27 * w_thC_CS_s
+        + t27 * w_thC_thS
+        + t29 * w_thC_er
+    )
+    t31 = t26 * w_CS_c_thC + t27 * w_CS_c_thS + t29 * w_CS_c_er + t30
+    t32 = (
+        sigma_CS_c * w_thS_CS_c
+        + sigma_CS_c * w_thS_thC
+        + sigma_CS_s * w_thS_CS_s
+        + sigma_CS_s * w_thS_thS
+        + t28 * w_thS_er
+    )
+    t33 = sigma_CS_c * w_CS_s_thC + sigma_CS_s * w_CS_s_thS + t28 * w_CS_s_er + t32
+    t34 = o_c * sigma_CS_c + o_c * sigma_CS_s
+    t35 = t30 + t34
+    t36 = SQRT2 * t26
+    t37 = SQRT2 * t27
+    z_CS_same_c = (
+        lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + t26 * w_same_CS_c_CS_c + t27 * w_same_CS_c_CS_s + t31
+    )
+    z_CS_same_s = (
+        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t33
+    )
+    z_CS_other_C_c = (
+        t26 * w_C_c_thC
+        + t26 * w_other_C_c_CS_c
+        + t27 * w_C_c_thS
+        + t27 * w_other_C_c_CS_s
+        + t29 * w_C_c_er
+        + t35
+    )
+    z_CS_other_C_s = (
+        (1 / 2) * sigma_CS_c * w_C_s_thC
+        + (1 / 2) * sigma_CS_c * w_other_C_s_CS_c
+        + (1 / 2) * sigma_CS_s * w_C_s_thS
+        + (1 / 2) * sigma_CS_s * w_other_C_s_CS_s
+        + (1 / 2) * t28 * w_C_s_er
+        + (1 / 2) * t32
+    )
+    z_CS_other_CS_c = t26 * w_other_CS_c_CS_c + t27 * w_other_CS_c_CS_s + t31 + t34
+    z_CS_other_CS_s = (
+        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t33
+    )
+    z_CS_nA = t26 * w_nA_CS_c + t26 * w_nA_thC + t27 * w_nA_CS_s + t27 * w_nA_thS + t29 * w_nA_er + t35
+    z_CS_nS = (
+        (1 / 2) * sigma_CS_c * w_nS_CS_c
+        + (1 / 2) * sigma_CS_c * w_nS_thC
+        + (1 / 2) * sigma_CS_s * w_nS_CS_s
+        + (1 / 2) * sigma_CS_s * w_nS_thS
+        + (1 / 2) * t28 * w_nS_er
+        + (1 / 2) * t32
+    )
+    z_CS_r = (
+        o_r * sigma_CS_c
+        + o_r * sigma_CS_r
+        + o_r * sigma_CS_s
+        + sigma_CS_r * w_er_er
+        + t36 * w_er_CS_c
+        + t36 * w_er_thC
+        + t37 * w_er_CS_s
+        + t37 * w_er_thS
+    )
+    mult_CS_same_c = 1
+    mult_CS_same_s = 1
+    mult_CS_other_C_c = n_C
+    mult_CS_other_C_s = n_C
+    mult_CS_other_CS_c = n_CS - 1
+    mult_CS_other_CS_s = n_CS - 1
+    mult_CS_nA = K_A - n_C - n_CS
+    mult_CS_nS = K_S - n_C - n_CS
+    mult_CS_r = 1
+    zshift_CS = jnp.maximum(
+        jnp.maximum(
+            jnp.maximum(
+                jnp.maximum(
+                    jnp.maximum(
+                        jnp.maximum(
+                            jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_other_C_s
+                        ),
+                        z_CS_other_CS_c,
+                    ),
+                    z_CS_other_CS_s,
+                ),
+                z_CS_nA,
+            ),
+            z_CS_nS,
+        ),
+        z_CS_r,
+    )
+    E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
+    E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
+    E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
+    E_CS_other_C_s = jnp.exp(z_CS_other_C_s - zshift_CS)
+    E_CS_other_CS_c = jnp.exp(z_CS_other_CS_c - zshift_CS)
+    E_CS_other_CS_s = jnp.exp(z_CS_other_CS_s - zshift_CS)
+    E_CS_nA = jnp.exp(z_CS_nA - zshift_CS)
+    E_CS_nS = jnp.exp(z_CS_nS - zshift_CS)
+    E_CS_r = jnp.exp(z_CS_r - zshift_CS)
+    Z_CS = (
+        E_CS_nA * mult_CS_nA
+        + E_CS_nS * mult_CS_nS
+        + E_CS_other_CS_c * mult_CS_other_CS_c
+        + E_CS_other_CS_s * mult_CS_other_CS_s
+        + E_CS_other_C_c * mult_CS_other_C_c
+        + E_CS_other_C_s * mult_CS_other_C_s
+        + E_CS_r * mult_CS_r
+        + E_CS_same_c * mult_CS_same_c
+        + E_CS_same_s * mult_CS_same_s
+    )
+    loss_CS = -z_CS_same_c + zshift_CS + jnp.log(Z_CS)
+    P_CS_same_c = E_CS_same_c / Z_CS
+    P_CS_same_s = E_CS_same_s / Z_CS
+    P_CS_other_C_c = E_CS_other_C_c / Z_CS
+    P_CS_other_C_s = E_CS_other_C_s / Z_CS
+    P_CS_other_CS_c = E_CS_other_CS_c / Z_CS
+    P_CS_other_CS_s = E_CS_other_CS_s / Z_CS
+    P_CS_nA = E_CS_nA / Z_CS
+    P_CS_nS = E_CS_nS / Z_CS
+    P_CS_r = E_CS_r / Z_CS
+    loss_CS = jnp.where(n_CS != 0, loss_CS, 0.0)
+    P_CS_same_c = jnp.where(n_CS != 0, P_CS_same_c, 0.0)
+    P_CS_same_s = jnp.where(n_CS != 0, P_CS_same_s, 0.0)
+    P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
+    P_CS_other_C_s = jnp.where(n_CS != 0, P_CS_other_C_s, 0.0)
+    P_CS_other_CS_c = jnp.where(n_CS != 0, P_CS_other_CS_c, 0.0)
+    P_CS_other_CS_s = jnp.where(n_CS != 0, P_CS_other_CS_s, 0.0)
+    P_CS_nA = jnp.where(n_CS != 0, P_CS_nA, 0.0)
+    P_CS_nS = jnp.where(n_CS != 0, P_CS_nS, 0.0)
+    P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
+    weight_CS = n_CS / (n_C + n_CS)
+    t38 = w_thS_CS_c - w_thS_CS_s + w_thS_thC - w_thS_thS
+    t39 = t38 + w_CS_s_thC - w_CS_s_thS
+    t40 = w_thC_CS_c - w_thC_CS_s + w_thC_thC - w_thC_thS
+    t41 = n_CS - 1
+    t42 = t40 + w_CS_c_thC - w_CS_c_thS
+    t43 = n_C + n_CS
+    margin_CS = (
+        (1 / 2) * P_CS_nA * (-K_A + t43) * (t40 + w_nA_CS_c - w_nA_CS_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_CS_nS * (-K_S + t43) * (t38 + w_nS_CS_c - w_nS_CS_s + w_nS_thC - w_nS_thS)
+        - 1 / 2 * P_CS_other_CS_c * t41 * (t42 + w_other_CS_c_CS_c - w_other_CS_c_CS_s)
+        - 1 / 2 * P_CS_other_CS_s * t41 * (t39 + w_other_CS_s_CS_c - w_other_CS_s_CS_s)
+        - 1 / 2 * P_CS_other_C_c * n_C * (t40 + w_C_c_thC - w_C_c_thS + w_other_C_c_CS_c - w_other_C_c_CS_s)
+        - 1 / 2 * P_CS_other_C_s * n_C * (t38 + w_C_s_thC - w_C_s_thS + w_other_C_s_CS_c - w_other_C_s_CS_s)
+        - 1 / 2 * P_CS_r * SQRT2 * (w_er_CS_c - w_er_CS_s + w_er_thC - w_er_thS)
+        - 1 / 2 * P_CS_same_s * (t39 + w_same_CS_s_CS_c - w_same_CS_s_CS_s)
+        - 1
+        / 2
+        * (P_CS_same_c - 1)
+        * (2 * lambda_C - 2 * lambda_M + t42 + w_same_CS_c_CS_c - w_same_CS_c_CS_s)
+    )
+    # the counterfactual probe [c*, s*, r]
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t44 = jnp.exp(-ashift_probe + u_probe_c)
+    t45 = jnp.exp(-ashift_probe + u_probe_r)
+    t46 = jnp.exp(-ashift_probe + u_probe_s)
+    t47 = 1.0 / (t44 + t45 + t46)
+    sigma_probe_c = t44 * t47
+    sigma_probe_s = t46 * t47
+    sigma_probe_r = t45 * t47
+    t48 = o_c * sigma_probe_r
+    t49 = (1 / 2) * sigma_probe_c
+    t50 = t49 * w_thC_thC
+    t51 = (1 / 2) * sigma_probe_s
+    t52 = t51 * w_thC_thS
+    t53 = SQRT2 * sigma_probe_r
+    t54 = (1 / 2) * t53
+    t55 = t54 * w_thC_er
+    t56 = o_c * sigma_probe_s + t48 + t50 + t52 + t55
+    t57 = t49 * w_nA_thC + t51 * w_nA_thS + t54 * w_nA_er
+    t58 = t56 + t57
+    t59 = o_c * sigma_probe_c
+    t60 = sigma_probe_c * w_thS_thC + sigma_probe_s * w_thS_thS + t53 * w_thS_er
+    t61 = (
+        (1 / 2) * sigma_probe_c * w_nS_thC
+        + (1 / 2) * sigma_probe_s * w_nS_thS
+        + (1 / 2) * t53 * w_nS_er
+        + (1 / 2) * t60
+    )
+    t62 = t56 + t59
+    z_probe_0 = lambda_C * sigma_probe_c + t58
+    z_probe_1 = lambda_M * sigma_probe_s + t48 + t50 + t52 + t55 + t57 + t59
+    z_probe_2 = t61
+    z_probe_3 = t58 + t59
+    z_probe_4 = t61
+    z_probe_5 = (
+        SQRT2 * t49 * w_er_thC
+        + SQRT2 * t51 * w_er_thS
+        + o_r * sigma_probe_c
+        + o_r * sigma_probe_r
+        + o_r * sigma_probe_s
+        + sigma_probe_r * w_er_er
+    )
+    z_probe_6 = t49 * w_C_c_thC + t51 * w_C_c_thS + t54 * w_C_c_er + t62
+    z_probe_7 = (
+        (1 / 2) * sigma_probe_c * w_C_s_thC
+        + (1 / 2) * sigma_probe_s * w_C_s_thS
+        + (1 / 2) * t53 * w_C_s_er
+        + (1 / 2) * t60
+    )
+    z_probe_8 = t49 * w_CS_c_thC + t51 * w_CS_c_thS + t54 * w_CS_c_er + t62
+    z_probe_9 = (
+        (1 / 2) * sigma_probe_c * w_CS_s_thC
+        + (1 / 2) * sigma_probe_s * w_CS_s_thS
+        + (1 / 2) * t53 * w_CS_s_er
+        + (1 / 2) * t60
+    )
+    mult_probe_0 = 1
+    mult_probe_1 = 1
+    mult_probe_2 = 1
+    mult_probe_3 = K_A - n_C - n_CS - 2
+    mult_probe_4 = K_S - n_C - n_CS - 1
+    mult_probe_5 = 1
+    mult_probe_6 = n_C
+    mult_probe_7 = n_C
+    mult_probe_8 = n_CS
+    mult_probe_9 = n_CS
+    return {
+        "probe_logit": {
+            "c*": z_probe_0,
+            "a*": z_probe_1,
+            "s*": z_probe_2,
+            "nA": z_probe_3,
+            "nS": z_probe_4,
+            "r": z_probe_5,
+            "C_c": z_probe_6,
+            "C_s": z_probe_7,
+            "CS_c": z_probe_8,
+            "CS_s": z_probe_9,
+        },
+        "probe_multiplicity": {
+            "c*": mult_probe_0,
+            "a*": mult_probe_1,
+            "s*": mult_probe_2,
+            "nA": mult_probe_3,
+            "nS": mult_probe_4,
+            "r": mult_probe_5,
+            "C_c": mult_probe_6,
+            "C_s": mult_probe_7,
+            "CS_c": mult_probe_8,
+            "CS_s": mult_probe_9,
+        },
+        "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
+        "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "loss": {"C": loss_C, "CS": loss_CS},
+        "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c},
+        "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s},
+        "margin": {"C": margin_C, "CS": margin_CS},
+        "weight": {"C": weight_C, "CS": weight_CS},
+    }
 
 
 # ---- regime value_AUG: 131 moving coordinates ----------------------------------------
@@ -2818,7 +4101,7 @@ def velocity_value_AUG(x, p):
     t0 = jnp.exp(-ashift_C + u_C_c)
     t1 = jnp.exp(-ashift_C + u_C_r)
     t2 = jnp.exp(-ashift_C + u_C_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
@@ -2934,25 +4217,22 @@ def velocity_value_AUG(x, p):
                             jnp.maximum(
                                 jnp.maximum(
                                     jnp.maximum(
-                                        jnp.maximum(
-                                            jnp.maximum(z_C_same_c, z_C_same_s),
-                                            jnp.where(mult_C_other_C_c > 0, z_C_other_C_c, -jnp.inf),
-                                        ),
-                                        jnp.where(mult_C_other_C_s > 0, z_C_other_C_s, -jnp.inf),
+                                        jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c),
+                                        z_C_other_C_s,
                                     ),
-                                    jnp.where(mult_C_other_CS_c > 0, z_C_other_CS_c, -jnp.inf),
+                                    z_C_other_CS_c,
                                 ),
-                                jnp.where(mult_C_other_CS_s > 0, z_C_other_CS_s, -jnp.inf),
+                                z_C_other_CS_s,
                             ),
-                            jnp.where(mult_C_other_AUG_c > 0, z_C_other_AUG_c, -jnp.inf),
+                            z_C_other_AUG_c,
                         ),
-                        jnp.where(mult_C_other_AUG_s > 0, z_C_other_AUG_s, -jnp.inf),
+                        z_C_other_AUG_s,
                     ),
-                    jnp.where(mult_C_other_AUG_m > 0, z_C_other_AUG_m, -jnp.inf),
+                    z_C_other_AUG_m,
                 ),
-                jnp.where(mult_C_nA > 0, z_C_nA, -jnp.inf),
+                z_C_nA,
             ),
-            jnp.where(mult_C_nS > 0, z_C_nS, -jnp.inf),
+            z_C_nS,
         ),
         z_C_r,
     )
@@ -3092,7 +4372,7 @@ def velocity_value_AUG(x, p):
     t46 = jnp.exp(-ashift_CS + u_CS_c)
     t47 = jnp.exp(-ashift_CS + u_CS_r)
     t48 = jnp.exp(-ashift_CS + u_CS_s)
-    t49 = (t46 + t47 + t48) ** (-1.0)
+    t49 = 1.0 / (t46 + t47 + t48)
     sigma_CS_c = t46 * t49
     sigma_CS_s = t48 * t49
     sigma_CS_r = t47 * t49
@@ -3211,25 +4491,22 @@ def velocity_value_AUG(x, p):
                             jnp.maximum(
                                 jnp.maximum(
                                     jnp.maximum(
-                                        jnp.maximum(
-                                            jnp.maximum(z_CS_same_c, z_CS_same_s),
-                                            jnp.where(mult_CS_other_C_c > 0, z_CS_other_C_c, -jnp.inf),
-                                        ),
-                                        jnp.where(mult_CS_other_C_s > 0, z_CS_other_C_s, -jnp.inf),
+                                        jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c),
+                                        z_CS_other_C_s,
                                     ),
-                                    jnp.where(mult_CS_other_CS_c > 0, z_CS_other_CS_c, -jnp.inf),
+                                    z_CS_other_CS_c,
                                 ),
-                                jnp.where(mult_CS_other_CS_s > 0, z_CS_other_CS_s, -jnp.inf),
+                                z_CS_other_CS_s,
                             ),
-                            jnp.where(mult_CS_other_AUG_c > 0, z_CS_other_AUG_c, -jnp.inf),
+                            z_CS_other_AUG_c,
                         ),
-                        jnp.where(mult_CS_other_AUG_s > 0, z_CS_other_AUG_s, -jnp.inf),
+                        z_CS_other_AUG_s,
                     ),
-                    jnp.where(mult_CS_other_AUG_m > 0, z_CS_other_AUG_m, -jnp.inf),
+                    z_CS_other_AUG_m,
                 ),
-                jnp.where(mult_CS_nA > 0, z_CS_nA, -jnp.inf),
+                z_CS_nA,
             ),
-            jnp.where(mult_CS_nS > 0, z_CS_nS, -jnp.inf),
+            z_CS_nS,
         ),
         z_CS_r,
     )
@@ -3370,7 +4647,7 @@ def velocity_value_AUG(x, p):
     t93 = jnp.exp(-ashift_AUG + u_AUG_c)
     t94 = jnp.exp(-ashift_AUG + u_AUG_r)
     t95 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t96 = (t93 + t94 + t95) ** (-1.0)
+    t96 = 1.0 / (t93 + t94 + t95)
     sigma_AUG_c = t93 * t96
     sigma_AUG_s = t95 * t96
     sigma_AUG_r = t94 * t96
@@ -3492,23 +4769,23 @@ def velocity_value_AUG(x, p):
                                             jnp.maximum(
                                                 jnp.maximum(z_AUG_same_c, z_AUG_same_s), z_AUG_same_m
                                             ),
-                                            jnp.where(mult_AUG_other_C_c > 0, z_AUG_other_C_c, -jnp.inf),
+                                            z_AUG_other_C_c,
                                         ),
-                                        jnp.where(mult_AUG_other_C_s > 0, z_AUG_other_C_s, -jnp.inf),
+                                        z_AUG_other_C_s,
                                     ),
-                                    jnp.where(mult_AUG_other_CS_c > 0, z_AUG_other_CS_c, -jnp.inf),
+                                    z_AUG_other_CS_c,
                                 ),
-                                jnp.where(mult_AUG_other_CS_s > 0, z_AUG_other_CS_s, -jnp.inf),
+                                z_AUG_other_CS_s,
                             ),
-                            jnp.where(mult_AUG_other_AUG_c > 0, z_AUG_other_AUG_c, -jnp.inf),
+                            z_AUG_other_AUG_c,
                         ),
-                        jnp.where(mult_AUG_other_AUG_s > 0, z_AUG_other_AUG_s, -jnp.inf),
+                        z_AUG_other_AUG_s,
                     ),
-                    jnp.where(mult_AUG_other_AUG_m > 0, z_AUG_other_AUG_m, -jnp.inf),
+                    z_AUG_other_AUG_m,
                 ),
-                jnp.where(mult_AUG_nA > 0, z_AUG_nA, -jnp.inf),
+                z_AUG_nA,
             ),
-            jnp.where(mult_AUG_nS > 0, z_AUG_nS, -jnp.inf),
+            z_AUG_nS,
         ),
         z_AUG_r,
     )
@@ -3641,182 +4918,51 @@ def velocity_value_AUG(x, p):
     lr_v = p["lr_v"]
     t144 = n_C + n_CS
     t145 = n_AUG + t144
-    t146 = t145 ** (-1.0)
+    t146 = 1.0 / (t145)
     t147 = lr_kq * t146
     t148 = (1 / 2) * SQRT2 * t147
     t149 = P_C_same_c - 1
     t150 = lr_v * t146
     t151 = (1 / 2) * t150
     t152 = sigma_C_c * t151
-    t153 = P_C_same_s * sigma_C_c
-    t154 = (1 / 2) * P_C_other_C_c
-    t155 = sigma_C_c * t150
-    t156 = P_C_other_C_s * sigma_C_c
-    t157 = (1 / 2) * P_C_nA
-    t158 = P_C_other_C_s * n_C
-    t159 = P_C_nS * n_AUG
-    t160 = P_C_nS * n_C
-    t161 = P_C_other_AUG_s * n_AUG + P_C_other_CS_s * n_CS + P_C_same_s
-    t162 = K_S * P_C_nS - P_C_nS * n_CS - P_C_other_C_s + t158 - t159 - t160 + t161
-    t163 = P_C_nA * n_AUG
-    t164 = n_C * t157
-    t165 = P_C_other_AUG_c * n_AUG
-    t166 = P_C_other_AUG_m * n_AUG
-    t167 = P_C_other_CS_c * n_CS
-    t168 = t150 * (
-        K_A * t157
-        + (1 / 2) * P_C_same_c
-        + n_C * t154
-        - n_CS * t157
-        - t154
-        - t163
-        - t164
-        + (1 / 2) * t165
-        + (1 / 2) * t166
-        + (1 / 2) * t167
-        - 1 / 2
-    )
-    t169 = P_C_r * SQRT2
-    t170 = sigma_C_s * t151
-    t171 = P_C_same_s * sigma_C_s
-    t172 = sigma_C_s * t150
-    t173 = P_C_other_C_s * sigma_C_s
-    t174 = P_CS_same_c - 1
-    t175 = sigma_CS_c * t151
-    t176 = P_CS_same_s * sigma_CS_c
-    t177 = (1 / 2) * P_CS_other_CS_c
-    t178 = sigma_CS_c * t150
-    t179 = P_CS_other_CS_s * sigma_CS_c
-    t180 = (1 / 2) * P_CS_nA
-    t181 = P_CS_other_CS_s * n_CS
-    t182 = P_CS_nS * n_AUG
-    t183 = P_CS_nS * n_C
-    t184 = P_CS_other_AUG_s * n_AUG + P_CS_other_C_s * n_C + P_CS_same_s
-    t185 = K_S * P_CS_nS - P_CS_nS * n_CS - P_CS_other_CS_s + t181 - t182 - t183 + t184
-    t186 = P_CS_nA * n_AUG
-    t187 = n_C * t180
-    t188 = P_CS_other_AUG_c * n_AUG
-    t189 = P_CS_other_AUG_m * n_AUG
-    t190 = P_CS_other_C_c * n_C
-    t191 = t150 * (
-        K_A * t180
-        + (1 / 2) * P_CS_same_c
-        + n_CS * t177
-        - n_CS * t180
-        - t177
-        - t186
-        - t187
-        + (1 / 2) * t188
-        + (1 / 2) * t189
-        + (1 / 2) * t190
-        - 1 / 2
-    )
-    t192 = P_CS_r * SQRT2
-    t193 = sigma_CS_s * t151
-    t194 = P_CS_same_s * sigma_CS_s
-    t195 = sigma_CS_s * t150
-    t196 = P_CS_other_CS_s * sigma_CS_s
-    t197 = P_AUG_same_c - 1
-    t198 = sigma_AUG_c * t151
-    t199 = P_AUG_same_s * sigma_AUG_c
-    t200 = (1 / 2) * P_AUG_same_m
-    t201 = sigma_AUG_c * t150
-    t202 = (1 / 2) * P_AUG_other_AUG_c
-    t203 = P_AUG_other_AUG_s * sigma_AUG_c
-    t204 = (1 / 2) * P_AUG_other_AUG_m
-    t205 = (1 / 2) * P_AUG_nA
-    t206 = P_AUG_other_AUG_s * n_AUG
-    t207 = P_AUG_nS * n_AUG
-    t208 = P_AUG_other_CS_s * n_CS + P_AUG_other_C_s * n_C + P_AUG_same_s
-    t209 = K_S * P_AUG_nS - P_AUG_nS * n_C - P_AUG_nS * n_CS - P_AUG_other_AUG_s + t206 - t207 + t208
-    t210 = P_AUG_nA * n_AUG
-    t211 = P_AUG_other_CS_c * n_CS
-    t212 = P_AUG_other_C_c * n_C
-    t213 = t150 * (
-        K_A * t205
-        + (1 / 2) * P_AUG_same_c
-        + n_AUG * t202
-        + n_AUG * t204
-        - n_C * t205
-        - n_CS * t205
-        + t200
-        - t202
-        - t204
-        - t210
-        + (1 / 2) * t211
-        + (1 / 2) * t212
-        - 1 / 2
-    )
-    t214 = P_AUG_r * SQRT2
-    t215 = sigma_AUG_s * t151
-    t216 = P_AUG_same_s * sigma_AUG_s
-    t217 = sigma_AUG_s * t150
-    t218 = P_AUG_other_AUG_s * sigma_AUG_s
-    t219 = P_C_other_C_c * sigma_C_s
-    t220 = n_AUG * sigma_AUG_s
-    t221 = n_CS * sigma_CS_s
-    t222 = P_CS_other_CS_c * sigma_CS_s
-    t223 = n_C * sigma_C_s
-    t224 = P_AUG_other_AUG_c * sigma_AUG_s
-    t225 = P_AUG_other_AUG_m * sigma_AUG_s
-    t226 = n_AUG**2
-    t227 = sigma_AUG_s * t226
-    t228 = (1 / 2) * t210
-    t229 = sigma_AUG_s * t228
-    t230 = n_CS * t164
-    t231 = n_CS**2
-    t232 = t180 * t231
-    t233 = n_C**2
-    t234 = t157 * t233
-    t235 = 3 * n_AUG
-    t236 = 2 * n_C * n_CS + t231 + t233
-    t237 = lr_v / (-K_A * n_AUG - K_A * n_C - K_A * n_CS + n_C * t235 + n_CS * t235 + 2 * t226 + t236)
-    t238 = sigma_AUG_s * t207
-    t239 = n_CS * t160
-    t240 = P_CS_nS * t231
-    t241 = P_C_nS * t233
-    t242 = 2 * n_AUG
-    t243 = (1 / 2) * lr_v / (-K_S * n_AUG - K_S * n_C - K_S * n_CS + n_C * t242 + n_CS * t242 + t226 + t236)
-    t244 = n_AUG - 1
-    t245 = -K_S + t145
-    t246 = -P_AUG_nS * t245 + P_AUG_other_AUG_s * t244 + t208
-    t247 = n_C - 1
-    t248 = -P_C_nS * t245 + P_C_other_C_s * t247 + t161
-    t249 = n_CS - 1
-    t250 = -P_CS_nS * t245 + P_CS_other_CS_s * t249 + t184
-    t251 = -K_A + t144 + t242
-    t252 = -P_C_nA * t251 + P_C_other_C_c * t247 + t149 + t165 + t166 + t167
-    t253 = -P_CS_nA * t251 + P_CS_other_CS_c * t249 + t174 + t188 + t189 + t190
-    t254 = (
-        -P_AUG_nA * t251
-        + P_AUG_other_AUG_c * t244
-        + P_AUG_other_AUG_m * t244
-        + P_AUG_same_m
-        + t197
-        + t211
-        + t212
-    )
-    t255 = SQRT2 * t151
-    t256 = P_C_other_C_c * sigma_C_c
-    t257 = n_AUG * sigma_AUG_c
-    t258 = n_CS * sigma_CS_c
-    t259 = P_CS_other_CS_c * sigma_CS_c
-    t260 = n_C * sigma_C_c
-    t261 = P_AUG_other_AUG_c * sigma_AUG_c
-    t262 = P_AUG_other_AUG_m * sigma_AUG_c
-    t263 = sigma_AUG_c * t226
-    t264 = sigma_AUG_c * t228
-    t265 = sigma_AUG_c * t207
-    t266 = P_C_other_C_c * sigma_C_r
-    t267 = n_AUG * sigma_AUG_r
-    t268 = n_CS * sigma_CS_r
-    t269 = P_CS_other_CS_c * sigma_CS_r
-    t270 = n_C * sigma_C_r
-    t271 = P_AUG_other_AUG_c * sigma_AUG_r
-    t272 = P_AUG_other_AUG_m * sigma_AUG_r
-    t273 = sigma_AUG_r * t226
-    t274 = sigma_AUG_r * t228
-    t275 = sigma_AUG_r * t207
+    t153 = -K_S + t145
+    t154 = n_C - 1
+    t155 = P_C_other_C_s * t154 + P_C_same_s
+    t156 = -P_C_nS * t153 + P_C_other_AUG_s * n_AUG + P_C_other_CS_s * n_CS + t155
+    t157 = -K_A + 2 * n_AUG + t144
+    t158 = P_C_other_C_c * t154 + t149
+    t159 = -P_C_nA * t157 + P_C_other_AUG_c * n_AUG + P_C_other_AUG_m * n_AUG + P_C_other_CS_c * n_CS + t158
+    t160 = P_C_r * SQRT2
+    t161 = sigma_C_s * t151
+    t162 = P_CS_same_c - 1
+    t163 = sigma_CS_c * t151
+    t164 = n_CS - 1
+    t165 = P_CS_other_CS_s * t164 + P_CS_same_s
+    t166 = -P_CS_nS * t153 + P_CS_other_AUG_s * n_AUG + P_CS_other_C_s * n_C + t165
+    t167 = P_CS_other_CS_c * t164 + t162
+    t168 = -P_CS_nA * t157 + P_CS_other_AUG_c * n_AUG + P_CS_other_AUG_m * n_AUG + P_CS_other_C_c * n_C + t167
+    t169 = P_CS_r * SQRT2
+    t170 = sigma_CS_s * t151
+    t171 = P_AUG_same_c - 1
+    t172 = sigma_AUG_c * t151
+    t173 = n_AUG - 1
+    t174 = P_AUG_other_AUG_s * t173 + P_AUG_same_s
+    t175 = -P_AUG_nS * t153 + P_AUG_other_CS_s * n_CS + P_AUG_other_C_s * n_C + t174
+    t176 = P_AUG_other_AUG_m * t173 + P_AUG_same_m
+    t177 = P_AUG_other_AUG_c * t173 + t171
+    t178 = -P_AUG_nA * t157 + P_AUG_other_CS_c * n_CS + P_AUG_other_C_c * n_C + t176 + t177
+    t179 = P_AUG_r * SQRT2
+    t180 = sigma_AUG_s * t151
+    t181 = n_AUG * sigma_AUG_s
+    t182 = n_CS * sigma_CS_s
+    t183 = n_C * sigma_C_s
+    t184 = SQRT2 * t151
+    t185 = n_AUG * sigma_AUG_c
+    t186 = n_CS * sigma_CS_c
+    t187 = n_C * sigma_C_c
+    t188 = n_AUG * sigma_AUG_r
+    t189 = n_CS * sigma_CS_r
+    t190 = n_C * sigma_C_r
     v_kappa_C_c = -du_C_c * t148
     v_kappa_C_s = -du_C_s * t148
     v_kappa_CS_c = -du_CS_c * t148
@@ -3827,308 +4973,131 @@ def velocity_value_AUG(x, p):
     v_kappa_thC = -t148 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
     v_kappa_er = -t147 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C)
     v_w_same_C_c_C_c = -t149 * t152
-    v_w_same_C_s_C_c = -t151 * t153
-    v_w_other_C_c_C_c = -t154 * t155
-    v_w_other_C_s_C_c = -t151 * t156
+    v_w_same_C_s_C_c = -P_C_same_s * t152
+    v_w_other_C_c_C_c = -P_C_other_C_c * t152
+    v_w_other_C_s_C_c = -P_C_other_C_s * t152
     v_w_other_CS_c_C_c = -P_C_other_CS_c * t152
     v_w_other_CS_s_C_c = -P_C_other_CS_s * t152
     v_w_other_AUG_c_C_c = -P_C_other_AUG_c * t152
     v_w_other_AUG_s_C_c = -P_C_other_AUG_s * t152
     v_w_other_AUG_m_C_c = -P_C_other_AUG_m * t152
-    v_w_nA_C_c = -t155 * t157
+    v_w_nA_C_c = -P_C_nA * t152
     v_w_nS_C_c = -P_C_nS * t152
-    v_w_thS_C_c = -t152 * t162
-    v_w_thC_C_c = -sigma_C_c * t168
-    v_w_er_C_c = -t152 * t169
-    v_w_same_C_c_C_s = -t149 * t170
-    v_w_same_C_s_C_s = -t151 * t171
-    v_w_other_C_c_C_s = -t154 * t172
-    v_w_other_C_s_C_s = -t151 * t173
-    v_w_other_CS_c_C_s = -P_C_other_CS_c * t170
-    v_w_other_CS_s_C_s = -P_C_other_CS_s * t170
-    v_w_other_AUG_c_C_s = -P_C_other_AUG_c * t170
-    v_w_other_AUG_s_C_s = -P_C_other_AUG_s * t170
-    v_w_other_AUG_m_C_s = -P_C_other_AUG_m * t170
-    v_w_nA_C_s = -t157 * t172
-    v_w_nS_C_s = -P_C_nS * t170
-    v_w_thS_C_s = -t162 * t170
-    v_w_thC_C_s = -sigma_C_s * t168
-    v_w_er_C_s = -t169 * t170
-    v_w_same_CS_c_CS_c = -t174 * t175
-    v_w_same_CS_s_CS_c = -t151 * t176
-    v_w_other_C_c_CS_c = -P_CS_other_C_c * t175
-    v_w_other_C_s_CS_c = -P_CS_other_C_s * t175
-    v_w_other_CS_c_CS_c = -t177 * t178
-    v_w_other_CS_s_CS_c = -t151 * t179
-    v_w_other_AUG_c_CS_c = -P_CS_other_AUG_c * t175
-    v_w_other_AUG_s_CS_c = -P_CS_other_AUG_s * t175
-    v_w_other_AUG_m_CS_c = -P_CS_other_AUG_m * t175
-    v_w_nA_CS_c = -t178 * t180
-    v_w_nS_CS_c = -P_CS_nS * t175
-    v_w_thS_CS_c = -t175 * t185
-    v_w_thC_CS_c = -sigma_CS_c * t191
-    v_w_er_CS_c = -t175 * t192
-    v_w_same_CS_c_CS_s = -t174 * t193
-    v_w_same_CS_s_CS_s = -t151 * t194
-    v_w_other_C_c_CS_s = -P_CS_other_C_c * t193
-    v_w_other_C_s_CS_s = -P_CS_other_C_s * t193
-    v_w_other_CS_c_CS_s = -t177 * t195
-    v_w_other_CS_s_CS_s = -t151 * t196
-    v_w_other_AUG_c_CS_s = -P_CS_other_AUG_c * t193
-    v_w_other_AUG_s_CS_s = -P_CS_other_AUG_s * t193
-    v_w_other_AUG_m_CS_s = -P_CS_other_AUG_m * t193
-    v_w_nA_CS_s = -t180 * t195
-    v_w_nS_CS_s = -P_CS_nS * t193
-    v_w_thS_CS_s = -t185 * t193
-    v_w_thC_CS_s = -sigma_CS_s * t191
-    v_w_er_CS_s = -t192 * t193
-    v_w_same_AUG_c_AUG_c = -t197 * t198
-    v_w_same_AUG_s_AUG_c = -t151 * t199
-    v_w_same_AUG_m_AUG_c = -t200 * t201
-    v_w_other_C_c_AUG_c = -P_AUG_other_C_c * t198
-    v_w_other_C_s_AUG_c = -P_AUG_other_C_s * t198
-    v_w_other_CS_c_AUG_c = -P_AUG_other_CS_c * t198
-    v_w_other_CS_s_AUG_c = -P_AUG_other_CS_s * t198
-    v_w_other_AUG_c_AUG_c = -t201 * t202
-    v_w_other_AUG_s_AUG_c = -t151 * t203
-    v_w_other_AUG_m_AUG_c = -t201 * t204
-    v_w_nA_AUG_c = -t201 * t205
-    v_w_nS_AUG_c = -P_AUG_nS * t198
-    v_w_thS_AUG_c = -t198 * t209
-    v_w_thC_AUG_c = -sigma_AUG_c * t213
-    v_w_er_AUG_c = -t198 * t214
-    v_w_same_AUG_c_AUG_s = -t197 * t215
-    v_w_same_AUG_s_AUG_s = -t151 * t216
-    v_w_same_AUG_m_AUG_s = -t200 * t217
-    v_w_other_C_c_AUG_s = -P_AUG_other_C_c * t215
-    v_w_other_C_s_AUG_s = -P_AUG_other_C_s * t215
-    v_w_other_CS_c_AUG_s = -P_AUG_other_CS_c * t215
-    v_w_other_CS_s_AUG_s = -P_AUG_other_CS_s * t215
-    v_w_other_AUG_c_AUG_s = -t202 * t217
-    v_w_other_AUG_s_AUG_s = -t151 * t218
-    v_w_other_AUG_m_AUG_s = -t204 * t217
-    v_w_nA_AUG_s = -t205 * t217
-    v_w_nS_AUG_s = -P_AUG_nS * t215
-    v_w_thS_AUG_s = -t209 * t215
-    v_w_thC_AUG_s = -sigma_AUG_s * t213
-    v_w_er_AUG_s = -t214 * t215
-    v_w_C_c_thS = -t151 * (
-        P_AUG_other_C_c * t220
-        + P_CS_other_C_c * t221
-        + P_C_same_c * sigma_C_s
-        + n_C * t219
-        - sigma_C_s
-        - t219
-    )
-    v_w_C_s_thS = -t151 * (P_AUG_other_C_s * t220 + P_CS_other_C_s * t221 + sigma_C_s * t158 + t171 - t173)
-    v_w_CS_c_thS = -t151 * (
-        P_AUG_other_CS_c * t220
-        + P_CS_same_c * sigma_CS_s
-        + P_C_other_CS_c * t223
-        + n_CS * t222
-        - sigma_CS_s
-        - t222
-    )
-    v_w_CS_s_thS = -t151 * (P_AUG_other_CS_s * t220 + P_C_other_CS_s * t223 + sigma_CS_s * t181 + t194 - t196)
-    v_w_AUG_c_thS = -t151 * (
-        P_AUG_same_c * sigma_AUG_s
-        + P_CS_other_AUG_c * t221
-        + P_C_other_AUG_c * t223
-        + n_AUG * t224
-        - sigma_AUG_s
-        - t224
-    )
-    v_w_AUG_s_thS = -t151 * (
-        P_CS_other_AUG_s * t221 + P_C_other_AUG_s * t223 + sigma_AUG_s * t206 + t216 - t218
-    )
-    v_w_AUG_m_thS = -t151 * (
-        P_AUG_same_m * sigma_AUG_s + P_CS_other_AUG_m * t221 + P_C_other_AUG_m * t223 + n_AUG * t225 - t225
-    )
-    v_w_nA_thS = t237 * (
-        (1 / 2) * K_A * P_AUG_nA * n_AUG * sigma_AUG_s
-        + (1 / 2) * K_A * P_CS_nA * n_CS * sigma_CS_s
-        + (1 / 2) * K_A * P_C_nA * n_C * sigma_C_s
-        - P_AUG_nA * t227
-        - n_C * t229
-        - n_CS * t229
-        - sigma_CS_s * t232
-        - sigma_C_s * t230
-        - sigma_C_s * t234
-        - t163 * t223
-        - t186 * t221
-        - t187 * t221
-    )
-    v_w_nS_thS = t243 * (
-        K_S * P_AUG_nS * n_AUG * sigma_AUG_s
-        + K_S * P_CS_nS * n_CS * sigma_CS_s
-        + K_S * P_C_nS * n_C * sigma_C_s
-        - P_AUG_nS * t227
-        - n_C * t238
-        - n_CS * t238
-        - sigma_CS_s * t240
-        - sigma_C_s * t239
-        - sigma_C_s * t241
-        - t159 * t223
-        - t182 * t221
-        - t183 * t221
-    )
-    v_w_thS_thS = -t151 * (t220 * t246 + t221 * t250 + t223 * t248)
-    v_w_thC_thS = -t151 * (t220 * t254 + t221 * t253 + t223 * t252)
-    v_w_er_thS = -t255 * (P_AUG_r * t220 + P_CS_r * t221 + P_C_r * t223)
-    v_w_C_c_thC = -t151 * (
-        P_AUG_other_C_c * t257
-        + P_CS_other_C_c * t258
-        + P_C_same_c * sigma_C_c
-        + n_C * t256
-        - sigma_C_c
-        - t256
-    )
-    v_w_C_s_thC = -t151 * (P_AUG_other_C_s * t257 + P_CS_other_C_s * t258 + sigma_C_c * t158 + t153 - t156)
-    v_w_CS_c_thC = -t151 * (
-        P_AUG_other_CS_c * t257
-        + P_CS_same_c * sigma_CS_c
-        + P_C_other_CS_c * t260
-        + n_CS * t259
-        - sigma_CS_c
-        - t259
-    )
-    v_w_CS_s_thC = -t151 * (P_AUG_other_CS_s * t257 + P_C_other_CS_s * t260 + sigma_CS_c * t181 + t176 - t179)
-    v_w_AUG_c_thC = -t151 * (
-        P_AUG_same_c * sigma_AUG_c
-        + P_CS_other_AUG_c * t258
-        + P_C_other_AUG_c * t260
-        + n_AUG * t261
-        - sigma_AUG_c
-        - t261
-    )
-    v_w_AUG_s_thC = -t151 * (
-        P_CS_other_AUG_s * t258 + P_C_other_AUG_s * t260 + sigma_AUG_c * t206 + t199 - t203
-    )
-    v_w_AUG_m_thC = -t151 * (
-        P_AUG_same_m * sigma_AUG_c + P_CS_other_AUG_m * t258 + P_C_other_AUG_m * t260 + n_AUG * t262 - t262
-    )
-    v_w_nA_thC = t237 * (
-        (1 / 2) * K_A * P_AUG_nA * n_AUG * sigma_AUG_c
-        + (1 / 2) * K_A * P_CS_nA * n_CS * sigma_CS_c
-        + (1 / 2) * K_A * P_C_nA * n_C * sigma_C_c
-        - P_AUG_nA * t263
-        - n_C * t264
-        - n_CS * t264
-        - sigma_CS_c * t232
-        - sigma_C_c * t230
-        - sigma_C_c * t234
-        - t163 * t260
-        - t186 * t258
-        - t187 * t258
-    )
-    v_w_nS_thC = t243 * (
-        K_S * P_AUG_nS * n_AUG * sigma_AUG_c
-        + K_S * P_CS_nS * n_CS * sigma_CS_c
-        + K_S * P_C_nS * n_C * sigma_C_c
-        - P_AUG_nS * t263
-        - n_C * t265
-        - n_CS * t265
-        - sigma_CS_c * t240
-        - sigma_C_c * t239
-        - sigma_C_c * t241
-        - t159 * t260
-        - t182 * t258
-        - t183 * t258
-    )
-    v_w_thS_thC = -t151 * (t246 * t257 + t248 * t260 + t250 * t258)
-    v_w_thC_thC = -t151 * (t252 * t260 + t253 * t258 + t254 * t257)
-    v_w_er_thC = -t255 * (P_AUG_r * t257 + P_CS_r * t258 + P_C_r * t260)
-    v_w_C_c_er = -t255 * (
-        P_AUG_other_C_c * t267
-        + P_CS_other_C_c * t268
-        + P_C_same_c * sigma_C_r
-        + n_C * t266
-        - sigma_C_r
-        - t266
-    )
-    v_w_C_s_er = -t255 * (
-        P_AUG_other_C_s * t267
-        + P_CS_other_C_s * t268
-        - P_C_other_C_s * sigma_C_r
-        + P_C_same_s * sigma_C_r
-        + sigma_C_r * t158
-    )
-    v_w_CS_c_er = -t255 * (
-        P_AUG_other_CS_c * t267
-        + P_CS_same_c * sigma_CS_r
-        + P_C_other_CS_c * t270
-        + n_CS * t269
-        - sigma_CS_r
-        - t269
-    )
-    v_w_CS_s_er = -t255 * (
-        P_AUG_other_CS_s * t267
-        - P_CS_other_CS_s * sigma_CS_r
-        + P_CS_same_s * sigma_CS_r
-        + P_C_other_CS_s * t270
-        + sigma_CS_r * t181
-    )
-    v_w_AUG_c_er = -t255 * (
-        P_AUG_same_c * sigma_AUG_r
-        + P_CS_other_AUG_c * t268
-        + P_C_other_AUG_c * t270
-        + n_AUG * t271
-        - sigma_AUG_r
-        - t271
-    )
-    v_w_AUG_s_er = -t255 * (
-        -P_AUG_other_AUG_s * sigma_AUG_r
-        + P_AUG_same_s * sigma_AUG_r
-        + P_CS_other_AUG_s * t268
-        + P_C_other_AUG_s * t270
-        + sigma_AUG_r * t206
-    )
-    v_w_AUG_m_er = -t255 * (
-        P_AUG_same_m * sigma_AUG_r + P_CS_other_AUG_m * t268 + P_C_other_AUG_m * t270 + n_AUG * t272 - t272
-    )
-    v_w_nA_er = (
-        SQRT2
-        * t237
-        * (
-            (1 / 2) * K_A * P_AUG_nA * n_AUG * sigma_AUG_r
-            + (1 / 2) * K_A * P_CS_nA * n_CS * sigma_CS_r
-            + (1 / 2) * K_A * P_C_nA * n_C * sigma_C_r
-            - P_AUG_nA * t273
-            - n_C * t274
-            - n_CS * t274
-            - sigma_CS_r * t232
-            - sigma_C_r * t230
-            - sigma_C_r * t234
-            - t163 * t270
-            - t186 * t268
-            - t187 * t268
-        )
-    )
-    v_w_nS_er = (
-        SQRT2
-        * t243
-        * (
-            K_S * P_AUG_nS * n_AUG * sigma_AUG_r
-            + K_S * P_CS_nS * n_CS * sigma_CS_r
-            + K_S * P_C_nS * n_C * sigma_C_r
-            - P_AUG_nS * t273
-            - n_C * t275
-            - n_CS * t275
-            - sigma_CS_r * t240
-            - sigma_C_r * t239
-            - sigma_C_r * t241
-            - t159 * t270
-            - t182 * t268
-            - t183 * t268
-        )
-    )
-    v_w_thS_er = -t255 * (t246 * t267 + t248 * t270 + t250 * t268)
-    v_w_thC_er = -t255 * (t252 * t270 + t253 * t268 + t254 * t267)
-    v_w_er_er = -t150 * (P_AUG_r * t267 + P_CS_r * t268 + P_C_r * t270)
-    t276 = (n_AUG + n_C + n_CS) ** (-1.0)
-    weight_C = n_C * t276
-    weight_CS = n_CS * t276
-    weight_AUG = n_AUG * t276
+    v_w_thS_C_c = -t152 * t156
+    v_w_thC_C_c = -t152 * t159
+    v_w_er_C_c = -t152 * t160
+    v_w_same_C_c_C_s = -t149 * t161
+    v_w_same_C_s_C_s = -P_C_same_s * t161
+    v_w_other_C_c_C_s = -P_C_other_C_c * t161
+    v_w_other_C_s_C_s = -P_C_other_C_s * t161
+    v_w_other_CS_c_C_s = -P_C_other_CS_c * t161
+    v_w_other_CS_s_C_s = -P_C_other_CS_s * t161
+    v_w_other_AUG_c_C_s = -P_C_other_AUG_c * t161
+    v_w_other_AUG_s_C_s = -P_C_other_AUG_s * t161
+    v_w_other_AUG_m_C_s = -P_C_other_AUG_m * t161
+    v_w_nA_C_s = -P_C_nA * t161
+    v_w_nS_C_s = -P_C_nS * t161
+    v_w_thS_C_s = -t156 * t161
+    v_w_thC_C_s = -t159 * t161
+    v_w_er_C_s = -t160 * t161
+    v_w_same_CS_c_CS_c = -t162 * t163
+    v_w_same_CS_s_CS_c = -P_CS_same_s * t163
+    v_w_other_C_c_CS_c = -P_CS_other_C_c * t163
+    v_w_other_C_s_CS_c = -P_CS_other_C_s * t163
+    v_w_other_CS_c_CS_c = -P_CS_other_CS_c * t163
+    v_w_other_CS_s_CS_c = -P_CS_other_CS_s * t163
+    v_w_other_AUG_c_CS_c = -P_CS_other_AUG_c * t163
+    v_w_other_AUG_s_CS_c = -P_CS_other_AUG_s * t163
+    v_w_other_AUG_m_CS_c = -P_CS_other_AUG_m * t163
+    v_w_nA_CS_c = -P_CS_nA * t163
+    v_w_nS_CS_c = -P_CS_nS * t163
+    v_w_thS_CS_c = -t163 * t166
+    v_w_thC_CS_c = -t163 * t168
+    v_w_er_CS_c = -t163 * t169
+    v_w_same_CS_c_CS_s = -t162 * t170
+    v_w_same_CS_s_CS_s = -P_CS_same_s * t170
+    v_w_other_C_c_CS_s = -P_CS_other_C_c * t170
+    v_w_other_C_s_CS_s = -P_CS_other_C_s * t170
+    v_w_other_CS_c_CS_s = -P_CS_other_CS_c * t170
+    v_w_other_CS_s_CS_s = -P_CS_other_CS_s * t170
+    v_w_other_AUG_c_CS_s = -P_CS_other_AUG_c * t170
+    v_w_other_AUG_s_CS_s = -P_CS_other_AUG_s * t170
+    v_w_other_AUG_m_CS_s = -P_CS_other_AUG_m * t170
+    v_w_nA_CS_s = -P_CS_nA * t170
+    v_w_nS_CS_s = -P_CS_nS * t170
+    v_w_thS_CS_s = -t166 * t170
+    v_w_thC_CS_s = -t168 * t170
+    v_w_er_CS_s = -t169 * t170
+    v_w_same_AUG_c_AUG_c = -t171 * t172
+    v_w_same_AUG_s_AUG_c = -P_AUG_same_s * t172
+    v_w_same_AUG_m_AUG_c = -P_AUG_same_m * t172
+    v_w_other_C_c_AUG_c = -P_AUG_other_C_c * t172
+    v_w_other_C_s_AUG_c = -P_AUG_other_C_s * t172
+    v_w_other_CS_c_AUG_c = -P_AUG_other_CS_c * t172
+    v_w_other_CS_s_AUG_c = -P_AUG_other_CS_s * t172
+    v_w_other_AUG_c_AUG_c = -P_AUG_other_AUG_c * t172
+    v_w_other_AUG_s_AUG_c = -P_AUG_other_AUG_s * t172
+    v_w_other_AUG_m_AUG_c = -P_AUG_other_AUG_m * t172
+    v_w_nA_AUG_c = -P_AUG_nA * t172
+    v_w_nS_AUG_c = -P_AUG_nS * t172
+    v_w_thS_AUG_c = -t172 * t175
+    v_w_thC_AUG_c = -t172 * t178
+    v_w_er_AUG_c = -t172 * t179
+    v_w_same_AUG_c_AUG_s = -t171 * t180
+    v_w_same_AUG_s_AUG_s = -P_AUG_same_s * t180
+    v_w_same_AUG_m_AUG_s = -P_AUG_same_m * t180
+    v_w_other_C_c_AUG_s = -P_AUG_other_C_c * t180
+    v_w_other_C_s_AUG_s = -P_AUG_other_C_s * t180
+    v_w_other_CS_c_AUG_s = -P_AUG_other_CS_c * t180
+    v_w_other_CS_s_AUG_s = -P_AUG_other_CS_s * t180
+    v_w_other_AUG_c_AUG_s = -P_AUG_other_AUG_c * t180
+    v_w_other_AUG_s_AUG_s = -P_AUG_other_AUG_s * t180
+    v_w_other_AUG_m_AUG_s = -P_AUG_other_AUG_m * t180
+    v_w_nA_AUG_s = -P_AUG_nA * t180
+    v_w_nS_AUG_s = -P_AUG_nS * t180
+    v_w_thS_AUG_s = -t175 * t180
+    v_w_thC_AUG_s = -t178 * t180
+    v_w_er_AUG_s = -t179 * t180
+    v_w_C_c_thS = -t151 * (P_AUG_other_C_c * t181 + P_CS_other_C_c * t182 + sigma_C_s * t158)
+    v_w_C_s_thS = -t151 * (P_AUG_other_C_s * t181 + P_CS_other_C_s * t182 + sigma_C_s * t155)
+    v_w_CS_c_thS = -t151 * (P_AUG_other_CS_c * t181 + P_C_other_CS_c * t183 + sigma_CS_s * t167)
+    v_w_CS_s_thS = -t151 * (P_AUG_other_CS_s * t181 + P_C_other_CS_s * t183 + sigma_CS_s * t165)
+    v_w_AUG_c_thS = -t151 * (P_CS_other_AUG_c * t182 + P_C_other_AUG_c * t183 + sigma_AUG_s * t177)
+    v_w_AUG_s_thS = -t151 * (P_CS_other_AUG_s * t182 + P_C_other_AUG_s * t183 + sigma_AUG_s * t174)
+    v_w_AUG_m_thS = -t151 * (P_CS_other_AUG_m * t182 + P_C_other_AUG_m * t183 + sigma_AUG_s * t176)
+    v_w_nA_thS = -t151 * (P_AUG_nA * t181 + P_CS_nA * t182 + P_C_nA * t183)
+    v_w_nS_thS = -t151 * (P_AUG_nS * t181 + P_CS_nS * t182 + P_C_nS * t183)
+    v_w_thS_thS = -t151 * (t156 * t183 + t166 * t182 + t175 * t181)
+    v_w_thC_thS = -t151 * (t159 * t183 + t168 * t182 + t178 * t181)
+    v_w_er_thS = -t184 * (P_AUG_r * t181 + P_CS_r * t182 + P_C_r * t183)
+    v_w_C_c_thC = -t151 * (P_AUG_other_C_c * t185 + P_CS_other_C_c * t186 + sigma_C_c * t158)
+    v_w_C_s_thC = -t151 * (P_AUG_other_C_s * t185 + P_CS_other_C_s * t186 + sigma_C_c * t155)
+    v_w_CS_c_thC = -t151 * (P_AUG_other_CS_c * t185 + P_C_other_CS_c * t187 + sigma_CS_c * t167)
+    v_w_CS_s_thC = -t151 * (P_AUG_other_CS_s * t185 + P_C_other_CS_s * t187 + sigma_CS_c * t165)
+    v_w_AUG_c_thC = -t151 * (P_CS_other_AUG_c * t186 + P_C_other_AUG_c * t187 + sigma_AUG_c * t177)
+    v_w_AUG_s_thC = -t151 * (P_CS_other_AUG_s * t186 + P_C_other_AUG_s * t187 + sigma_AUG_c * t174)
+    v_w_AUG_m_thC = -t151 * (P_CS_other_AUG_m * t186 + P_C_other_AUG_m * t187 + sigma_AUG_c * t176)
+    v_w_nA_thC = -t151 * (P_AUG_nA * t185 + P_CS_nA * t186 + P_C_nA * t187)
+    v_w_nS_thC = -t151 * (P_AUG_nS * t185 + P_CS_nS * t186 + P_C_nS * t187)
+    v_w_thS_thC = -t151 * (t156 * t187 + t166 * t186 + t175 * t185)
+    v_w_thC_thC = -t151 * (t159 * t187 + t168 * t186 + t178 * t185)
+    v_w_er_thC = -t184 * (P_AUG_r * t185 + P_CS_r * t186 + P_C_r * t187)
+    v_w_C_c_er = -t184 * (P_AUG_other_C_c * t188 + P_CS_other_C_c * t189 + sigma_C_r * t158)
+    v_w_C_s_er = -t184 * (P_AUG_other_C_s * t188 + P_CS_other_C_s * t189 + sigma_C_r * t155)
+    v_w_CS_c_er = -t184 * (P_AUG_other_CS_c * t188 + P_C_other_CS_c * t190 + sigma_CS_r * t167)
+    v_w_CS_s_er = -t184 * (P_AUG_other_CS_s * t188 + P_C_other_CS_s * t190 + sigma_CS_r * t165)
+    v_w_AUG_c_er = -t184 * (P_CS_other_AUG_c * t189 + P_C_other_AUG_c * t190 + sigma_AUG_r * t177)
+    v_w_AUG_s_er = -t184 * (P_CS_other_AUG_s * t189 + P_C_other_AUG_s * t190 + sigma_AUG_r * t174)
+    v_w_AUG_m_er = -t184 * (P_CS_other_AUG_m * t189 + P_C_other_AUG_m * t190 + sigma_AUG_r * t176)
+    v_w_nA_er = -t184 * (P_AUG_nA * t188 + P_CS_nA * t189 + P_C_nA * t190)
+    v_w_nS_er = -t184 * (P_AUG_nS * t188 + P_CS_nS * t189 + P_C_nS * t190)
+    v_w_thS_er = -t184 * (t156 * t190 + t166 * t189 + t175 * t188)
+    v_w_thC_er = -t184 * (t159 * t190 + t168 * t189 + t178 * t188)
+    v_w_er_er = -t150 * (P_AUG_r * t188 + P_CS_r * t189 + P_C_r * t190)
+    t191 = 1.0 / (n_AUG + n_C + n_CS)
+    weight_C = n_C * t191
+    weight_CS = n_CS * t191
+    weight_AUG = n_AUG * t191
     velocity = jnp.stack(
         [
             v_kappa_C_c,
@@ -4421,7 +5390,7 @@ def probe_value_AUG(x, p):
     t0 = jnp.exp(-ashift_probe + u_probe_c)
     t1 = jnp.exp(-ashift_probe + u_probe_r)
     t2 = jnp.exp(-ashift_probe + u_probe_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_probe_c = t0 * t3
     sigma_probe_s = t2 * t3
     sigma_probe_r = t1 * t3
@@ -4445,6 +5414,991 @@ def probe_value_AUG(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def metrics_value_AUG(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    n_AUG = p["n_AUG"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_AUG_c,
+        kappa_AUG_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+        w_same_C_c_C_c,
+        w_same_C_s_C_c,
+        w_other_C_c_C_c,
+        w_other_C_s_C_c,
+        w_other_CS_c_C_c,
+        w_other_CS_s_C_c,
+        w_other_AUG_c_C_c,
+        w_other_AUG_s_C_c,
+        w_other_AUG_m_C_c,
+        w_nA_C_c,
+        w_nS_C_c,
+        w_thS_C_c,
+        w_thC_C_c,
+        w_er_C_c,
+        w_same_C_c_C_s,
+        w_same_C_s_C_s,
+        w_other_C_c_C_s,
+        w_other_C_s_C_s,
+        w_other_CS_c_C_s,
+        w_other_CS_s_C_s,
+        w_other_AUG_c_C_s,
+        w_other_AUG_s_C_s,
+        w_other_AUG_m_C_s,
+        w_nA_C_s,
+        w_nS_C_s,
+        w_thS_C_s,
+        w_thC_C_s,
+        w_er_C_s,
+        w_same_CS_c_CS_c,
+        w_same_CS_s_CS_c,
+        w_other_C_c_CS_c,
+        w_other_C_s_CS_c,
+        w_other_CS_c_CS_c,
+        w_other_CS_s_CS_c,
+        w_other_AUG_c_CS_c,
+        w_other_AUG_s_CS_c,
+        w_other_AUG_m_CS_c,
+        w_nA_CS_c,
+        w_nS_CS_c,
+        w_thS_CS_c,
+        w_thC_CS_c,
+        w_er_CS_c,
+        w_same_CS_c_CS_s,
+        w_same_CS_s_CS_s,
+        w_other_C_c_CS_s,
+        w_other_C_s_CS_s,
+        w_other_CS_c_CS_s,
+        w_other_CS_s_CS_s,
+        w_other_AUG_c_CS_s,
+        w_other_AUG_s_CS_s,
+        w_other_AUG_m_CS_s,
+        w_nA_CS_s,
+        w_nS_CS_s,
+        w_thS_CS_s,
+        w_thC_CS_s,
+        w_er_CS_s,
+        w_same_AUG_c_AUG_c,
+        w_same_AUG_s_AUG_c,
+        w_same_AUG_m_AUG_c,
+        w_other_C_c_AUG_c,
+        w_other_C_s_AUG_c,
+        w_other_CS_c_AUG_c,
+        w_other_CS_s_AUG_c,
+        w_other_AUG_c_AUG_c,
+        w_other_AUG_s_AUG_c,
+        w_other_AUG_m_AUG_c,
+        w_nA_AUG_c,
+        w_nS_AUG_c,
+        w_thS_AUG_c,
+        w_thC_AUG_c,
+        w_er_AUG_c,
+        w_same_AUG_c_AUG_s,
+        w_same_AUG_s_AUG_s,
+        w_same_AUG_m_AUG_s,
+        w_other_C_c_AUG_s,
+        w_other_C_s_AUG_s,
+        w_other_CS_c_AUG_s,
+        w_other_CS_s_AUG_s,
+        w_other_AUG_c_AUG_s,
+        w_other_AUG_s_AUG_s,
+        w_other_AUG_m_AUG_s,
+        w_nA_AUG_s,
+        w_nS_AUG_s,
+        w_thS_AUG_s,
+        w_thC_AUG_s,
+        w_er_AUG_s,
+        w_C_c_thS,
+        w_C_s_thS,
+        w_CS_c_thS,
+        w_CS_s_thS,
+        w_AUG_c_thS,
+        w_AUG_s_thS,
+        w_AUG_m_thS,
+        w_nA_thS,
+        w_nS_thS,
+        w_thS_thS,
+        w_thC_thS,
+        w_er_thS,
+        w_C_c_thC,
+        w_C_s_thC,
+        w_CS_c_thC,
+        w_CS_s_thC,
+        w_AUG_c_thC,
+        w_AUG_s_thC,
+        w_AUG_m_thC,
+        w_nA_thC,
+        w_nS_thC,
+        w_thS_thC,
+        w_thC_thC,
+        w_er_thC,
+        w_C_c_er,
+        w_C_s_er,
+        w_CS_c_er,
+        w_CS_s_er,
+        w_AUG_c_er,
+        w_AUG_s_er,
+        w_AUG_m_er,
+        w_nA_er,
+        w_nS_er,
+        w_thS_er,
+        w_thC_er,
+        w_er_er,
+    ) = [x[..., i] for i in range(131)]
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    # class C
+    u_C_c = (1 / 2) * SQRT2 * (kappa_C_c + kappa_thC)
+    u_C_s = (1 / 2) * SQRT2 * (kappa_C_s + kappa_thS)
+    u_C_r = kappa_er
+    ashift_C = jnp.maximum(jnp.maximum(u_C_c, u_C_s), u_C_r)
+    t0 = jnp.exp(-ashift_C + u_C_c)
+    t1 = jnp.exp(-ashift_C + u_C_r)
+    t2 = jnp.exp(-ashift_C + u_C_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_C_c = t0 * t3
+    sigma_C_s = t2 * t3
+    sigma_C_r = t1 * t3
+    t4 = (1 / 2) * sigma_C_c
+    t5 = (1 / 2) * sigma_C_s
+    t6 = SQRT2 * sigma_C_r
+    t7 = (1 / 2) * t6
+    t8 = (
+        o_c * sigma_C_r
+        + o_c * sigma_C_s
+        + t4 * w_thC_C_c
+        + t4 * w_thC_thC
+        + t5 * w_thC_C_s
+        + t5 * w_thC_thS
+        + t7 * w_thC_er
+    )
+    t9 = t4 * w_C_c_thC + t5 * w_C_c_thS + t7 * w_C_c_er + t8
+    t10 = (
+        sigma_C_c * w_thS_C_c
+        + sigma_C_c * w_thS_thC
+        + sigma_C_s * w_thS_C_s
+        + sigma_C_s * w_thS_thS
+        + t6 * w_thS_er
+    )
+    t11 = sigma_C_c * w_C_s_thC + sigma_C_s * w_C_s_thS + t10 + t6 * w_C_s_er
+    t12 = o_c * sigma_C_c
+    t13 = t12 + t8
+    t14 = SQRT2 * t4
+    t15 = SQRT2 * t5
+    z_C_same_c = lambda_C * sigma_C_c + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s + t9
+    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t11
+    z_C_other_C_c = t12 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s + t9
+    z_C_other_C_s = (
+        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t11
+    )
+    z_C_other_CS_c = (
+        t13
+        + t4 * w_CS_c_thC
+        + t4 * w_other_CS_c_C_c
+        + t5 * w_CS_c_thS
+        + t5 * w_other_CS_c_C_s
+        + t7 * w_CS_c_er
+    )
+    z_C_other_CS_s = (
+        (1 / 2) * sigma_C_c * w_CS_s_thC
+        + (1 / 2) * sigma_C_c * w_other_CS_s_C_c
+        + (1 / 2) * sigma_C_s * w_CS_s_thS
+        + (1 / 2) * sigma_C_s * w_other_CS_s_C_s
+        + (1 / 2) * t10
+        + (1 / 2) * t6 * w_CS_s_er
+    )
+    z_C_other_AUG_c = (
+        t13
+        + t4 * w_AUG_c_thC
+        + t4 * w_other_AUG_c_C_c
+        + t5 * w_AUG_c_thS
+        + t5 * w_other_AUG_c_C_s
+        + t7 * w_AUG_c_er
+    )
+    z_C_other_AUG_s = (
+        (1 / 2) * sigma_C_c * w_AUG_s_thC
+        + (1 / 2) * sigma_C_c * w_other_AUG_s_C_c
+        + (1 / 2) * sigma_C_s * w_AUG_s_thS
+        + (1 / 2) * sigma_C_s * w_other_AUG_s_C_s
+        + (1 / 2) * t10
+        + (1 / 2) * t6 * w_AUG_s_er
+    )
+    z_C_other_AUG_m = (
+        t13
+        + t4 * w_AUG_m_thC
+        + t4 * w_other_AUG_m_C_c
+        + t5 * w_AUG_m_thS
+        + t5 * w_other_AUG_m_C_s
+        + t7 * w_AUG_m_er
+    )
+    z_C_nA = t13 + t4 * w_nA_C_c + t4 * w_nA_thC + t5 * w_nA_C_s + t5 * w_nA_thS + t7 * w_nA_er
+    z_C_nS = (
+        (1 / 2) * sigma_C_c * w_nS_C_c
+        + (1 / 2) * sigma_C_c * w_nS_thC
+        + (1 / 2) * sigma_C_s * w_nS_C_s
+        + (1 / 2) * sigma_C_s * w_nS_thS
+        + (1 / 2) * t10
+        + (1 / 2) * t6 * w_nS_er
+    )
+    z_C_r = (
+        o_r * sigma_C_c
+        + o_r * sigma_C_r
+        + o_r * sigma_C_s
+        + sigma_C_r * w_er_er
+        + t14 * w_er_C_c
+        + t14 * w_er_thC
+        + t15 * w_er_C_s
+        + t15 * w_er_thS
+    )
+    mult_C_same_c = 1
+    mult_C_same_s = 1
+    mult_C_other_C_c = n_C - 1
+    mult_C_other_C_s = n_C - 1
+    mult_C_other_CS_c = n_CS
+    mult_C_other_CS_s = n_CS
+    mult_C_other_AUG_c = n_AUG
+    mult_C_other_AUG_s = n_AUG
+    mult_C_other_AUG_m = n_AUG
+    mult_C_nA = K_A - 2 * n_AUG - n_C - n_CS
+    mult_C_nS = K_S - n_AUG - n_C - n_CS
+    mult_C_r = 1
+    zshift_C = jnp.maximum(
+        jnp.maximum(
+            jnp.maximum(
+                jnp.maximum(
+                    jnp.maximum(
+                        jnp.maximum(
+                            jnp.maximum(
+                                jnp.maximum(
+                                    jnp.maximum(
+                                        jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c),
+                                        z_C_other_C_s,
+                                    ),
+                                    z_C_other_CS_c,
+                                ),
+                                z_C_other_CS_s,
+                            ),
+                            z_C_other_AUG_c,
+                        ),
+                        z_C_other_AUG_s,
+                    ),
+                    z_C_other_AUG_m,
+                ),
+                z_C_nA,
+            ),
+            z_C_nS,
+        ),
+        z_C_r,
+    )
+    E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
+    E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
+    E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
+    E_C_other_C_s = jnp.exp(z_C_other_C_s - zshift_C)
+    E_C_other_CS_c = jnp.exp(z_C_other_CS_c - zshift_C)
+    E_C_other_CS_s = jnp.exp(z_C_other_CS_s - zshift_C)
+    E_C_other_AUG_c = jnp.exp(z_C_other_AUG_c - zshift_C)
+    E_C_other_AUG_s = jnp.exp(z_C_other_AUG_s - zshift_C)
+    E_C_other_AUG_m = jnp.exp(z_C_other_AUG_m - zshift_C)
+    E_C_nA = jnp.exp(z_C_nA - zshift_C)
+    E_C_nS = jnp.exp(z_C_nS - zshift_C)
+    E_C_r = jnp.exp(z_C_r - zshift_C)
+    Z_C = (
+        E_C_nA * mult_C_nA
+        + E_C_nS * mult_C_nS
+        + E_C_other_AUG_c * mult_C_other_AUG_c
+        + E_C_other_AUG_m * mult_C_other_AUG_m
+        + E_C_other_AUG_s * mult_C_other_AUG_s
+        + E_C_other_CS_c * mult_C_other_CS_c
+        + E_C_other_CS_s * mult_C_other_CS_s
+        + E_C_other_C_c * mult_C_other_C_c
+        + E_C_other_C_s * mult_C_other_C_s
+        + E_C_r * mult_C_r
+        + E_C_same_c * mult_C_same_c
+        + E_C_same_s * mult_C_same_s
+    )
+    loss_C = -z_C_same_c + zshift_C + jnp.log(Z_C)
+    P_C_same_c = E_C_same_c / Z_C
+    P_C_same_s = E_C_same_s / Z_C
+    P_C_other_C_c = E_C_other_C_c / Z_C
+    P_C_other_C_s = E_C_other_C_s / Z_C
+    P_C_other_CS_c = E_C_other_CS_c / Z_C
+    P_C_other_CS_s = E_C_other_CS_s / Z_C
+    P_C_other_AUG_c = E_C_other_AUG_c / Z_C
+    P_C_other_AUG_s = E_C_other_AUG_s / Z_C
+    P_C_other_AUG_m = E_C_other_AUG_m / Z_C
+    P_C_nA = E_C_nA / Z_C
+    P_C_nS = E_C_nS / Z_C
+    P_C_r = E_C_r / Z_C
+    loss_C = jnp.where(n_C != 0, loss_C, 0.0)
+    P_C_same_c = jnp.where(n_C != 0, P_C_same_c, 0.0)
+    P_C_same_s = jnp.where(n_C != 0, P_C_same_s, 0.0)
+    P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
+    P_C_other_C_s = jnp.where(n_C != 0, P_C_other_C_s, 0.0)
+    P_C_other_CS_c = jnp.where(n_C != 0, P_C_other_CS_c, 0.0)
+    P_C_other_CS_s = jnp.where(n_C != 0, P_C_other_CS_s, 0.0)
+    P_C_other_AUG_c = jnp.where(n_C != 0, P_C_other_AUG_c, 0.0)
+    P_C_other_AUG_s = jnp.where(n_C != 0, P_C_other_AUG_s, 0.0)
+    P_C_other_AUG_m = jnp.where(n_C != 0, P_C_other_AUG_m, 0.0)
+    P_C_nA = jnp.where(n_C != 0, P_C_nA, 0.0)
+    P_C_nS = jnp.where(n_C != 0, P_C_nS, 0.0)
+    P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
+    weight_C = n_C / (n_AUG + n_C + n_CS)
+    t16 = w_thS_C_c - w_thS_C_s + w_thS_thC - w_thS_thS
+    t17 = t16 + w_C_s_thC - w_C_s_thS
+    t18 = w_thC_C_c - w_thC_C_s + w_thC_thC - w_thC_thS
+    t19 = n_C - 1
+    t20 = t18 + w_C_c_thC - w_C_c_thS
+    t21 = n_C + n_CS
+    margin_C = (
+        (1 / 2) * P_C_nA * (-K_A + 2 * n_AUG + t21) * (t18 + w_nA_C_c - w_nA_C_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_C_nS * (-K_S + n_AUG + t21) * (t16 + w_nS_C_c - w_nS_C_s + w_nS_thC - w_nS_thS)
+        - 1
+        / 2
+        * P_C_other_AUG_c
+        * n_AUG
+        * (t18 + w_AUG_c_thC - w_AUG_c_thS + w_other_AUG_c_C_c - w_other_AUG_c_C_s)
+        - 1
+        / 2
+        * P_C_other_AUG_m
+        * n_AUG
+        * (t18 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_C_c - w_other_AUG_m_C_s)
+        - 1
+        / 2
+        * P_C_other_AUG_s
+        * n_AUG
+        * (t16 + w_AUG_s_thC - w_AUG_s_thS + w_other_AUG_s_C_c - w_other_AUG_s_C_s)
+        - 1
+        / 2
+        * P_C_other_CS_c
+        * n_CS
+        * (t18 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_C_c - w_other_CS_c_C_s)
+        - 1
+        / 2
+        * P_C_other_CS_s
+        * n_CS
+        * (t16 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_C_c - w_other_CS_s_C_s)
+        - 1 / 2 * P_C_other_C_c * t19 * (t20 + w_other_C_c_C_c - w_other_C_c_C_s)
+        - 1 / 2 * P_C_other_C_s * t19 * (t17 + w_other_C_s_C_c - w_other_C_s_C_s)
+        - 1 / 2 * P_C_r * SQRT2 * (w_er_C_c - w_er_C_s + w_er_thC - w_er_thS)
+        - 1 / 2 * P_C_same_s * (t17 + w_same_C_s_C_c - w_same_C_s_C_s)
+        - 1 / 2 * (P_C_same_c - 1) * (2 * lambda_C - 2 * o_c + t20 + w_same_C_c_C_c - w_same_C_c_C_s)
+    )
+    # class CS
+    u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
+    u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
+    u_CS_r = kappa_er
+    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
+    t22 = jnp.exp(-ashift_CS + u_CS_c)
+    t23 = jnp.exp(-ashift_CS + u_CS_r)
+    t24 = jnp.exp(-ashift_CS + u_CS_s)
+    t25 = 1.0 / (t22 + t23 + t24)
+    sigma_CS_c = t22 * t25
+    sigma_CS_s = t24 * t25
+    sigma_CS_r = t23 * t25
+    t26 = (1 / 2) * sigma_CS_c
+    t27 = (1 / 2) * sigma_CS_s
+    t28 = SQRT2 * sigma_CS_r
+    t29 = (1 / 2) * t28
+    t30 = (
+        o_c * sigma_CS_r
+        + t26 * w_thC_CS_c
+        + t26 * w_thC_thC
+        + t27 * w_thC_CS_s
+        + t27 * w_thC_thS
+        + t29 * w_thC_er
+    )
+    t31 = t26 * w_CS_c_thC + t27 * w_CS_c_thS + t29 * w_CS_c_er + t30
+    t32 = (
+        sigma_CS_c * w_thS_CS_c
+        + sigma_CS_c * w_thS_thC
+        + sigma_CS_s * w_thS_CS_s
+        + sigma_CS_s * w_thS_thS
+        + t28 * w_thS_er
+    )
+    t33 = sigma_CS_c * w_CS_s_thC + sigma_CS_s * w_CS_s_thS + t28 * w_CS_s_er + t32
+    t34 = o_c * sigma_CS_c + o_c * sigma_CS_s
+    t35 = t30 + t34
+    t36 = SQRT2 * t26
+    t37 = SQRT2 * t27
+    z_CS_same_c = (
+        lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + t26 * w_same_CS_c_CS_c + t27 * w_same_CS_c_CS_s + t31
+    )
+    z_CS_same_s = (
+        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t33
+    )
+    z_CS_other_C_c = (
+        t26 * w_C_c_thC
+        + t26 * w_other_C_c_CS_c
+        + t27 * w_C_c_thS
+        + t27 * w_other_C_c_CS_s
+        + t29 * w_C_c_er
+        + t35
+    )
+    z_CS_other_C_s = (
+        (1 / 2) * sigma_CS_c * w_C_s_thC
+        + (1 / 2) * sigma_CS_c * w_other_C_s_CS_c
+        + (1 / 2) * sigma_CS_s * w_C_s_thS
+        + (1 / 2) * sigma_CS_s * w_other_C_s_CS_s
+        + (1 / 2) * t28 * w_C_s_er
+        + (1 / 2) * t32
+    )
+    z_CS_other_CS_c = t26 * w_other_CS_c_CS_c + t27 * w_other_CS_c_CS_s + t31 + t34
+    z_CS_other_CS_s = (
+        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t33
+    )
+    z_CS_other_AUG_c = (
+        t26 * w_AUG_c_thC
+        + t26 * w_other_AUG_c_CS_c
+        + t27 * w_AUG_c_thS
+        + t27 * w_other_AUG_c_CS_s
+        + t29 * w_AUG_c_er
+        + t35
+    )
+    z_CS_other_AUG_s = (
+        (1 / 2) * sigma_CS_c * w_AUG_s_thC
+        + (1 / 2) * sigma_CS_c * w_other_AUG_s_CS_c
+        + (1 / 2) * sigma_CS_s * w_AUG_s_thS
+        + (1 / 2) * sigma_CS_s * w_other_AUG_s_CS_s
+        + (1 / 2) * t28 * w_AUG_s_er
+        + (1 / 2) * t32
+    )
+    z_CS_other_AUG_m = (
+        t26 * w_AUG_m_thC
+        + t26 * w_other_AUG_m_CS_c
+        + t27 * w_AUG_m_thS
+        + t27 * w_other_AUG_m_CS_s
+        + t29 * w_AUG_m_er
+        + t35
+    )
+    z_CS_nA = t26 * w_nA_CS_c + t26 * w_nA_thC + t27 * w_nA_CS_s + t27 * w_nA_thS + t29 * w_nA_er + t35
+    z_CS_nS = (
+        (1 / 2) * sigma_CS_c * w_nS_CS_c
+        + (1 / 2) * sigma_CS_c * w_nS_thC
+        + (1 / 2) * sigma_CS_s * w_nS_CS_s
+        + (1 / 2) * sigma_CS_s * w_nS_thS
+        + (1 / 2) * t28 * w_nS_er
+        + (1 / 2) * t32
+    )
+    z_CS_r = (
+        o_r * sigma_CS_c
+        + o_r * sigma_CS_r
+        + o_r * sigma_CS_s
+        + sigma_CS_r * w_er_er
+        + t36 * w_er_CS_c
+        + t36 * w_er_thC
+        + t37 * w_er_CS_s
+        + t37 * w_er_thS
+    )
+    mult_CS_same_c = 1
+    mult_CS_same_s = 1
+    mult_CS_other_C_c = n_C
+    mult_CS_other_C_s = n_C
+    mult_CS_other_CS_c = n_CS - 1
+    mult_CS_other_CS_s = n_CS - 1
+    mult_CS_other_AUG_c = n_AUG
+    mult_CS_other_AUG_s = n_AUG
+    mult_CS_other_AUG_m = n_AUG
+    mult_CS_nA = K_A - 2 * n_AUG - n_C - n_CS
+    mult_CS_nS = K_S - n_AUG - n_C - n_CS
+    mult_CS_r = 1
+    zshift_CS = jnp.maximum(
+        jnp.maximum(
+            jnp.maximum(
+                jnp.maximum(
+                    jnp.maximum(
+                        jnp.maximum(
+                            jnp.maximum(
+                                jnp.maximum(
+                                    jnp.maximum(
+                                        jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c),
+                                        z_CS_other_C_s,
+                                    ),
+                                    z_CS_other_CS_c,
+                                ),
+                                z_CS_other_CS_s,
+                            ),
+                            z_CS_other_AUG_c,
+                        ),
+                        z_CS_other_AUG_s,
+                    ),
+                    z_CS_other_AUG_m,
+                ),
+                z_CS_nA,
+            ),
+            z_CS_nS,
+        ),
+        z_CS_r,
+    )
+    E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
+    E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
+    E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
+    E_CS_other_C_s = jnp.exp(z_CS_other_C_s - zshift_CS)
+    E_CS_other_CS_c = jnp.exp(z_CS_other_CS_c - zshift_CS)
+    E_CS_other_CS_s = jnp.exp(z_CS_other_CS_s - zshift_CS)
+    E_CS_other_AUG_c = jnp.exp(z_CS_other_AUG_c - zshift_CS)
+    E_CS_other_AUG_s = jnp.exp(z_CS_other_AUG_s - zshift_CS)
+    E_CS_other_AUG_m = jnp.exp(z_CS_other_AUG_m - zshift_CS)
+    E_CS_nA = jnp.exp(z_CS_nA - zshift_CS)
+    E_CS_nS = jnp.exp(z_CS_nS - zshift_CS)
+    E_CS_r = jnp.exp(z_CS_r - zshift_CS)
+    Z_CS = (
+        E_CS_nA * mult_CS_nA
+        + E_CS_nS * mult_CS_nS
+        + E_CS_other_AUG_c * mult_CS_other_AUG_c
+        + E_CS_other_AUG_m * mult_CS_other_AUG_m
+        + E_CS_other_AUG_s * mult_CS_other_AUG_s
+        + E_CS_other_CS_c * mult_CS_other_CS_c
+        + E_CS_other_CS_s * mult_CS_other_CS_s
+        + E_CS_other_C_c * mult_CS_other_C_c
+        + E_CS_other_C_s * mult_CS_other_C_s
+        + E_CS_r * mult_CS_r
+        + E_CS_same_c * mult_CS_same_c
+        + E_CS_same_s * mult_CS_same_s
+    )
+    loss_CS = -z_CS_same_c + zshift_CS + jnp.log(Z_CS)
+    P_CS_same_c = E_CS_same_c / Z_CS
+    P_CS_same_s = E_CS_same_s / Z_CS
+    P_CS_other_C_c = E_CS_other_C_c / Z_CS
+    P_CS_other_C_s = E_CS_other_C_s / Z_CS
+    P_CS_other_CS_c = E_CS_other_CS_c / Z_CS
+    P_CS_other_CS_s = E_CS_other_CS_s / Z_CS
+    P_CS_other_AUG_c = E_CS_other_AUG_c / Z_CS
+    P_CS_other_AUG_s = E_CS_other_AUG_s / Z_CS
+    P_CS_other_AUG_m = E_CS_other_AUG_m / Z_CS
+    P_CS_nA = E_CS_nA / Z_CS
+    P_CS_nS = E_CS_nS / Z_CS
+    P_CS_r = E_CS_r / Z_CS
+    loss_CS = jnp.where(n_CS != 0, loss_CS, 0.0)
+    P_CS_same_c = jnp.where(n_CS != 0, P_CS_same_c, 0.0)
+    P_CS_same_s = jnp.where(n_CS != 0, P_CS_same_s, 0.0)
+    P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
+    P_CS_other_C_s = jnp.where(n_CS != 0, P_CS_other_C_s, 0.0)
+    P_CS_other_CS_c = jnp.where(n_CS != 0, P_CS_other_CS_c, 0.0)
+    P_CS_other_CS_s = jnp.where(n_CS != 0, P_CS_other_CS_s, 0.0)
+    P_CS_other_AUG_c = jnp.where(n_CS != 0, P_CS_other_AUG_c, 0.0)
+    P_CS_other_AUG_s = jnp.where(n_CS != 0, P_CS_other_AUG_s, 0.0)
+    P_CS_other_AUG_m = jnp.where(n_CS != 0, P_CS_other_AUG_m, 0.0)
+    P_CS_nA = jnp.where(n_CS != 0, P_CS_nA, 0.0)
+    P_CS_nS = jnp.where(n_CS != 0, P_CS_nS, 0.0)
+    P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
+    weight_CS = n_CS / (n_AUG + n_C + n_CS)
+    t38 = w_thS_CS_c - w_thS_CS_s + w_thS_thC - w_thS_thS
+    t39 = t38 + w_CS_s_thC - w_CS_s_thS
+    t40 = w_thC_CS_c - w_thC_CS_s + w_thC_thC - w_thC_thS
+    t41 = n_CS - 1
+    t42 = t40 + w_CS_c_thC - w_CS_c_thS
+    t43 = n_C + n_CS
+    margin_CS = (
+        (1 / 2) * P_CS_nA * (-K_A + 2 * n_AUG + t43) * (t40 + w_nA_CS_c - w_nA_CS_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_CS_nS * (-K_S + n_AUG + t43) * (t38 + w_nS_CS_c - w_nS_CS_s + w_nS_thC - w_nS_thS)
+        - 1
+        / 2
+        * P_CS_other_AUG_c
+        * n_AUG
+        * (t40 + w_AUG_c_thC - w_AUG_c_thS + w_other_AUG_c_CS_c - w_other_AUG_c_CS_s)
+        - 1
+        / 2
+        * P_CS_other_AUG_m
+        * n_AUG
+        * (t40 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_CS_c - w_other_AUG_m_CS_s)
+        - 1
+        / 2
+        * P_CS_other_AUG_s
+        * n_AUG
+        * (t38 + w_AUG_s_thC - w_AUG_s_thS + w_other_AUG_s_CS_c - w_other_AUG_s_CS_s)
+        - 1 / 2 * P_CS_other_CS_c * t41 * (t42 + w_other_CS_c_CS_c - w_other_CS_c_CS_s)
+        - 1 / 2 * P_CS_other_CS_s * t41 * (t39 + w_other_CS_s_CS_c - w_other_CS_s_CS_s)
+        - 1 / 2 * P_CS_other_C_c * n_C * (t40 + w_C_c_thC - w_C_c_thS + w_other_C_c_CS_c - w_other_C_c_CS_s)
+        - 1 / 2 * P_CS_other_C_s * n_C * (t38 + w_C_s_thC - w_C_s_thS + w_other_C_s_CS_c - w_other_C_s_CS_s)
+        - 1 / 2 * P_CS_r * SQRT2 * (w_er_CS_c - w_er_CS_s + w_er_thC - w_er_thS)
+        - 1 / 2 * P_CS_same_s * (t39 + w_same_CS_s_CS_c - w_same_CS_s_CS_s)
+        - 1
+        / 2
+        * (P_CS_same_c - 1)
+        * (2 * lambda_C - 2 * lambda_M + t42 + w_same_CS_c_CS_c - w_same_CS_c_CS_s)
+    )
+    # class AUG
+    u_AUG_c = (1 / 2) * SQRT2 * (kappa_AUG_c + kappa_thC)
+    u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
+    u_AUG_r = kappa_er
+    ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
+    t44 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t45 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t46 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t47 = 1.0 / (t44 + t45 + t46)
+    sigma_AUG_c = t44 * t47
+    sigma_AUG_s = t46 * t47
+    sigma_AUG_r = t45 * t47
+    t48 = (1 / 2) * sigma_AUG_c
+    t49 = (1 / 2) * sigma_AUG_s
+    t50 = SQRT2 * sigma_AUG_r
+    t51 = (1 / 2) * t50
+    t52 = (
+        o_c * sigma_AUG_r
+        + t48 * w_thC_AUG_c
+        + t48 * w_thC_thC
+        + t49 * w_thC_AUG_s
+        + t49 * w_thC_thS
+        + t51 * w_thC_er
+    )
+    t53 = o_c * sigma_AUG_s + t52
+    t54 = t48 * w_AUG_c_thC + t49 * w_AUG_c_thS + t51 * w_AUG_c_er + t53
+    t55 = (
+        sigma_AUG_c * w_thS_AUG_c
+        + sigma_AUG_c * w_thS_thC
+        + sigma_AUG_s * w_thS_AUG_s
+        + sigma_AUG_s * w_thS_thS
+        + t50 * w_thS_er
+    )
+    t56 = sigma_AUG_c * w_AUG_s_thC + sigma_AUG_s * w_AUG_s_thS + t50 * w_AUG_s_er + t55
+    t57 = o_c * sigma_AUG_c
+    t58 = t48 * w_AUG_m_thC + t49 * w_AUG_m_thS + t51 * w_AUG_m_er + t57
+    t59 = t53 + t57
+    t60 = SQRT2 * t48
+    t61 = SQRT2 * t49
+    z_AUG_same_c = lambda_C * sigma_AUG_c + t48 * w_same_AUG_c_AUG_c + t49 * w_same_AUG_c_AUG_s + t54
+    z_AUG_same_s = (
+        (1 / 2) * sigma_AUG_c * w_same_AUG_s_AUG_c
+        + (1 / 2) * sigma_AUG_s * w_same_AUG_s_AUG_s
+        + (1 / 2) * t56
+    )
+    z_AUG_same_m = lambda_M * sigma_AUG_s + t48 * w_same_AUG_m_AUG_c + t49 * w_same_AUG_m_AUG_s + t52 + t58
+    z_AUG_other_C_c = (
+        t48 * w_C_c_thC
+        + t48 * w_other_C_c_AUG_c
+        + t49 * w_C_c_thS
+        + t49 * w_other_C_c_AUG_s
+        + t51 * w_C_c_er
+        + t59
+    )
+    z_AUG_other_C_s = (
+        (1 / 2) * sigma_AUG_c * w_C_s_thC
+        + (1 / 2) * sigma_AUG_c * w_other_C_s_AUG_c
+        + (1 / 2) * sigma_AUG_s * w_C_s_thS
+        + (1 / 2) * sigma_AUG_s * w_other_C_s_AUG_s
+        + (1 / 2) * t50 * w_C_s_er
+        + (1 / 2) * t55
+    )
+    z_AUG_other_CS_c = (
+        t48 * w_CS_c_thC
+        + t48 * w_other_CS_c_AUG_c
+        + t49 * w_CS_c_thS
+        + t49 * w_other_CS_c_AUG_s
+        + t51 * w_CS_c_er
+        + t59
+    )
+    z_AUG_other_CS_s = (
+        (1 / 2) * sigma_AUG_c * w_CS_s_thC
+        + (1 / 2) * sigma_AUG_c * w_other_CS_s_AUG_c
+        + (1 / 2) * sigma_AUG_s * w_CS_s_thS
+        + (1 / 2) * sigma_AUG_s * w_other_CS_s_AUG_s
+        + (1 / 2) * t50 * w_CS_s_er
+        + (1 / 2) * t55
+    )
+    z_AUG_other_AUG_c = t48 * w_other_AUG_c_AUG_c + t49 * w_other_AUG_c_AUG_s + t54 + t57
+    z_AUG_other_AUG_s = (
+        (1 / 2) * sigma_AUG_c * w_other_AUG_s_AUG_c
+        + (1 / 2) * sigma_AUG_s * w_other_AUG_s_AUG_s
+        + (1 / 2) * t56
+    )
+    z_AUG_other_AUG_m = t48 * w_other_AUG_m_AUG_c + t49 * w_other_AUG_m_AUG_s + t53 + t58
+    z_AUG_nA = t48 * w_nA_AUG_c + t48 * w_nA_thC + t49 * w_nA_AUG_s + t49 * w_nA_thS + t51 * w_nA_er + t59
+    z_AUG_nS = (
+        (1 / 2) * sigma_AUG_c * w_nS_AUG_c
+        + (1 / 2) * sigma_AUG_c * w_nS_thC
+        + (1 / 2) * sigma_AUG_s * w_nS_AUG_s
+        + (1 / 2) * sigma_AUG_s * w_nS_thS
+        + (1 / 2) * t50 * w_nS_er
+        + (1 / 2) * t55
+    )
+    z_AUG_r = (
+        o_r * sigma_AUG_c
+        + o_r * sigma_AUG_r
+        + o_r * sigma_AUG_s
+        + sigma_AUG_r * w_er_er
+        + t60 * w_er_AUG_c
+        + t60 * w_er_thC
+        + t61 * w_er_AUG_s
+        + t61 * w_er_thS
+    )
+    mult_AUG_same_c = 1
+    mult_AUG_same_s = 1
+    mult_AUG_same_m = 1
+    mult_AUG_other_C_c = n_C
+    mult_AUG_other_C_s = n_C
+    mult_AUG_other_CS_c = n_CS
+    mult_AUG_other_CS_s = n_CS
+    mult_AUG_other_AUG_c = n_AUG - 1
+    mult_AUG_other_AUG_s = n_AUG - 1
+    mult_AUG_other_AUG_m = n_AUG - 1
+    mult_AUG_nA = K_A - 2 * n_AUG - n_C - n_CS
+    mult_AUG_nS = K_S - n_AUG - n_C - n_CS
+    mult_AUG_r = 1
+    zshift_AUG = jnp.maximum(
+        jnp.maximum(
+            jnp.maximum(
+                jnp.maximum(
+                    jnp.maximum(
+                        jnp.maximum(
+                            jnp.maximum(
+                                jnp.maximum(
+                                    jnp.maximum(
+                                        jnp.maximum(
+                                            jnp.maximum(
+                                                jnp.maximum(z_AUG_same_c, z_AUG_same_s), z_AUG_same_m
+                                            ),
+                                            z_AUG_other_C_c,
+                                        ),
+                                        z_AUG_other_C_s,
+                                    ),
+                                    z_AUG_other_CS_c,
+                                ),
+                                z_AUG_other_CS_s,
+                            ),
+                            z_AUG_other_AUG_c,
+                        ),
+                        z_AUG_other_AUG_s,
+                    ),
+                    z_AUG_other_AUG_m,
+                ),
+                z_AUG_nA,
+            ),
+            z_AUG_nS,
+        ),
+        z_AUG_r,
+    )
+    E_AUG_same_c = jnp.exp(z_AUG_same_c - zshift_AUG)
+    E_AUG_same_s = jnp.exp(z_AUG_same_s - zshift_AUG)
+    E_AUG_same_m = jnp.exp(z_AUG_same_m - zshift_AUG)
+    E_AUG_other_C_c = jnp.exp(z_AUG_other_C_c - zshift_AUG)
+    E_AUG_other_C_s = jnp.exp(z_AUG_other_C_s - zshift_AUG)
+    E_AUG_other_CS_c = jnp.exp(z_AUG_other_CS_c - zshift_AUG)
+    E_AUG_other_CS_s = jnp.exp(z_AUG_other_CS_s - zshift_AUG)
+    E_AUG_other_AUG_c = jnp.exp(z_AUG_other_AUG_c - zshift_AUG)
+    E_AUG_other_AUG_s = jnp.exp(z_AUG_other_AUG_s - zshift_AUG)
+    E_AUG_other_AUG_m = jnp.exp(z_AUG_other_AUG_m - zshift_AUG)
+    E_AUG_nA = jnp.exp(z_AUG_nA - zshift_AUG)
+    E_AUG_nS = jnp.exp(z_AUG_nS - zshift_AUG)
+    E_AUG_r = jnp.exp(z_AUG_r - zshift_AUG)
+    Z_AUG = (
+        E_AUG_nA * mult_AUG_nA
+        + E_AUG_nS * mult_AUG_nS
+        + E_AUG_other_AUG_c * mult_AUG_other_AUG_c
+        + E_AUG_other_AUG_m * mult_AUG_other_AUG_m
+        + E_AUG_other_AUG_s * mult_AUG_other_AUG_s
+        + E_AUG_other_CS_c * mult_AUG_other_CS_c
+        + E_AUG_other_CS_s * mult_AUG_other_CS_s
+        + E_AUG_other_C_c * mult_AUG_other_C_c
+        + E_AUG_other_C_s * mult_AUG_other_C_s
+        + E_AUG_r * mult_AUG_r
+        + E_AUG_same_c * mult_AUG_same_c
+        + E_AUG_same_m * mult_AUG_same_m
+        + E_AUG_same_s * mult_AUG_same_s
+    )
+    loss_AUG = -z_AUG_same_c + zshift_AUG + jnp.log(Z_AUG)
+    P_AUG_same_c = E_AUG_same_c / Z_AUG
+    P_AUG_same_s = E_AUG_same_s / Z_AUG
+    P_AUG_same_m = E_AUG_same_m / Z_AUG
+    P_AUG_other_C_c = E_AUG_other_C_c / Z_AUG
+    P_AUG_other_C_s = E_AUG_other_C_s / Z_AUG
+    P_AUG_other_CS_c = E_AUG_other_CS_c / Z_AUG
+    P_AUG_other_CS_s = E_AUG_other_CS_s / Z_AUG
+    P_AUG_other_AUG_c = E_AUG_other_AUG_c / Z_AUG
+    P_AUG_other_AUG_s = E_AUG_other_AUG_s / Z_AUG
+    P_AUG_other_AUG_m = E_AUG_other_AUG_m / Z_AUG
+    P_AUG_nA = E_AUG_nA / Z_AUG
+    P_AUG_nS = E_AUG_nS / Z_AUG
+    P_AUG_r = E_AUG_r / Z_AUG
+    weight_AUG = n_AUG / (n_AUG + n_C + n_CS)
+    t62 = w_thS_AUG_c - w_thS_AUG_s + w_thS_thC - w_thS_thS
+    t63 = t62 + w_AUG_s_thC - w_AUG_s_thS
+    t64 = w_thC_AUG_c - w_thC_AUG_s + w_thC_thC - w_thC_thS
+    t65 = n_AUG - 1
+    t66 = t64 + w_AUG_c_thC - w_AUG_c_thS
+    t67 = -2 * o_c
+    t68 = n_C + n_CS
+    margin_AUG = (
+        (1 / 2) * P_AUG_nA * (-K_A + 2 * n_AUG + t68) * (t64 + w_nA_AUG_c - w_nA_AUG_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_AUG_nS * (-K_S + n_AUG + t68) * (t62 + w_nS_AUG_c - w_nS_AUG_s + w_nS_thC - w_nS_thS)
+        - 1 / 2 * P_AUG_other_AUG_c * t65 * (t66 + w_other_AUG_c_AUG_c - w_other_AUG_c_AUG_s)
+        - 1
+        / 2
+        * P_AUG_other_AUG_m
+        * t65
+        * (t64 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_AUG_c - w_other_AUG_m_AUG_s)
+        - 1 / 2 * P_AUG_other_AUG_s * t65 * (t63 + w_other_AUG_s_AUG_c - w_other_AUG_s_AUG_s)
+        - 1
+        / 2
+        * P_AUG_other_CS_c
+        * n_CS
+        * (t64 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_AUG_c - w_other_CS_c_AUG_s)
+        - 1
+        / 2
+        * P_AUG_other_CS_s
+        * n_CS
+        * (t62 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_AUG_c - w_other_CS_s_AUG_s)
+        - 1
+        / 2
+        * P_AUG_other_C_c
+        * n_C
+        * (t64 + w_C_c_thC - w_C_c_thS + w_other_C_c_AUG_c - w_other_C_c_AUG_s)
+        - 1
+        / 2
+        * P_AUG_other_C_s
+        * n_C
+        * (t62 + w_C_s_thC - w_C_s_thS + w_other_C_s_AUG_c - w_other_C_s_AUG_s)
+        - 1 / 2 * P_AUG_r * SQRT2 * (w_er_AUG_c - w_er_AUG_s + w_er_thC - w_er_thS)
+        + (1 / 2)
+        * P_AUG_same_m
+        * (
+            2 * lambda_M
+            + t67
+            - w_AUG_m_thC
+            + w_AUG_m_thS
+            - w_same_AUG_m_AUG_c
+            + w_same_AUG_m_AUG_s
+            - w_thC_AUG_c
+            + w_thC_AUG_s
+            - w_thC_thC
+            + w_thC_thS
+        )
+        - 1 / 2 * P_AUG_same_s * (t63 + w_same_AUG_s_AUG_c - w_same_AUG_s_AUG_s)
+        - 1 / 2 * (P_AUG_same_c - 1) * (2 * lambda_C + t66 + t67 + w_same_AUG_c_AUG_c - w_same_AUG_c_AUG_s)
+    )
+    # the counterfactual probe [c*, s*, r]
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t69 = jnp.exp(-ashift_probe + u_probe_c)
+    t70 = jnp.exp(-ashift_probe + u_probe_r)
+    t71 = jnp.exp(-ashift_probe + u_probe_s)
+    t72 = 1.0 / (t69 + t70 + t71)
+    sigma_probe_c = t69 * t72
+    sigma_probe_s = t71 * t72
+    sigma_probe_r = t70 * t72
+    t73 = o_c * sigma_probe_r
+    t74 = (1 / 2) * sigma_probe_c
+    t75 = t74 * w_thC_thC
+    t76 = (1 / 2) * sigma_probe_s
+    t77 = t76 * w_thC_thS
+    t78 = SQRT2 * sigma_probe_r
+    t79 = (1 / 2) * t78
+    t80 = t79 * w_thC_er
+    t81 = o_c * sigma_probe_s + t73 + t75 + t77 + t80
+    t82 = t74 * w_nA_thC + t76 * w_nA_thS + t79 * w_nA_er
+    t83 = t81 + t82
+    t84 = o_c * sigma_probe_c
+    t85 = sigma_probe_c * w_thS_thC + sigma_probe_s * w_thS_thS + t78 * w_thS_er
+    t86 = (
+        (1 / 2) * sigma_probe_c * w_nS_thC
+        + (1 / 2) * sigma_probe_s * w_nS_thS
+        + (1 / 2) * t78 * w_nS_er
+        + (1 / 2) * t85
+    )
+    t87 = t81 + t84
+    z_probe_0 = lambda_C * sigma_probe_c + t83
+    z_probe_1 = lambda_M * sigma_probe_s + t73 + t75 + t77 + t80 + t82 + t84
+    z_probe_2 = t86
+    z_probe_3 = t83 + t84
+    z_probe_4 = t86
+    z_probe_5 = (
+        SQRT2 * t74 * w_er_thC
+        + SQRT2 * t76 * w_er_thS
+        + o_r * sigma_probe_c
+        + o_r * sigma_probe_r
+        + o_r * sigma_probe_s
+        + sigma_probe_r * w_er_er
+    )
+    z_probe_6 = t74 * w_C_c_thC + t76 * w_C_c_thS + t79 * w_C_c_er + t87
+    z_probe_7 = (
+        (1 / 2) * sigma_probe_c * w_C_s_thC
+        + (1 / 2) * sigma_probe_s * w_C_s_thS
+        + (1 / 2) * t78 * w_C_s_er
+        + (1 / 2) * t85
+    )
+    z_probe_8 = t74 * w_CS_c_thC + t76 * w_CS_c_thS + t79 * w_CS_c_er + t87
+    z_probe_9 = (
+        (1 / 2) * sigma_probe_c * w_CS_s_thC
+        + (1 / 2) * sigma_probe_s * w_CS_s_thS
+        + (1 / 2) * t78 * w_CS_s_er
+        + (1 / 2) * t85
+    )
+    z_probe_10 = t74 * w_AUG_c_thC + t76 * w_AUG_c_thS + t79 * w_AUG_c_er + t87
+    z_probe_11 = (
+        (1 / 2) * sigma_probe_c * w_AUG_s_thC
+        + (1 / 2) * sigma_probe_s * w_AUG_s_thS
+        + (1 / 2) * t78 * w_AUG_s_er
+        + (1 / 2) * t85
+    )
+    z_probe_12 = t74 * w_AUG_m_thC + t76 * w_AUG_m_thS + t79 * w_AUG_m_er + t87
+    mult_probe_0 = 1
+    mult_probe_1 = 1
+    mult_probe_2 = 1
+    mult_probe_3 = K_A - 2 * n_AUG - n_C - n_CS - 2
+    mult_probe_4 = K_S - n_AUG - n_C - n_CS - 1
+    mult_probe_5 = 1
+    mult_probe_6 = n_C
+    mult_probe_7 = n_C
+    mult_probe_8 = n_CS
+    mult_probe_9 = n_CS
+    mult_probe_10 = n_AUG
+    mult_probe_11 = n_AUG
+    mult_probe_12 = n_AUG
+    return {
+        "probe_logit": {
+            "c*": z_probe_0,
+            "a*": z_probe_1,
+            "s*": z_probe_2,
+            "nA": z_probe_3,
+            "nS": z_probe_4,
+            "r": z_probe_5,
+            "C_c": z_probe_6,
+            "C_s": z_probe_7,
+            "CS_c": z_probe_8,
+            "CS_s": z_probe_9,
+            "AUG_c": z_probe_10,
+            "AUG_s": z_probe_11,
+            "AUG_m": z_probe_12,
+        },
+        "probe_multiplicity": {
+            "c*": mult_probe_0,
+            "a*": mult_probe_1,
+            "s*": mult_probe_2,
+            "nA": mult_probe_3,
+            "nS": mult_probe_4,
+            "r": mult_probe_5,
+            "C_c": mult_probe_6,
+            "C_s": mult_probe_7,
+            "CS_c": mult_probe_8,
+            "CS_s": mult_probe_9,
+            "AUG_c": mult_probe_10,
+            "AUG_s": mult_probe_11,
+            "AUG_m": mult_probe_12,
+        },
+        "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
+        "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "loss": {"C": loss_C, "CS": loss_CS, "AUG": loss_AUG},
+        "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c, "AUG": sigma_AUG_c},
+        "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s, "AUG": sigma_AUG_s},
+        "margin": {"C": margin_C, "CS": margin_CS, "AUG": margin_AUG},
+        "weight": {"C": weight_C, "CS": weight_CS, "AUG": weight_AUG},
+    }
 
 
 # ---- regime value_S: 106 moving coordinates ----------------------------------------
@@ -4795,7 +6749,7 @@ def velocity_value_S(x, p):
     t0 = jnp.exp(-ashift_C + u_C_c)
     t1 = jnp.exp(-ashift_C + u_C_r)
     t2 = jnp.exp(-ashift_C + u_C_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
@@ -4896,23 +6850,20 @@ def velocity_value_S(x, p):
                         jnp.maximum(
                             jnp.maximum(
                                 jnp.maximum(
-                                    jnp.maximum(
-                                        jnp.maximum(z_C_same_c, z_C_same_s),
-                                        jnp.where(mult_C_other_C_c > 0, z_C_other_C_c, -jnp.inf),
-                                    ),
-                                    jnp.where(mult_C_other_C_s > 0, z_C_other_C_s, -jnp.inf),
+                                    jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c),
+                                    z_C_other_C_s,
                                 ),
-                                jnp.where(mult_C_other_CS_c > 0, z_C_other_CS_c, -jnp.inf),
+                                z_C_other_CS_c,
                             ),
-                            jnp.where(mult_C_other_CS_s > 0, z_C_other_CS_s, -jnp.inf),
+                            z_C_other_CS_s,
                         ),
-                        jnp.where(mult_C_other_S_s > 0, z_C_other_S_s, -jnp.inf),
+                        z_C_other_S_s,
                     ),
-                    jnp.where(mult_C_other_S_a > 0, z_C_other_S_a, -jnp.inf),
+                    z_C_other_S_a,
                 ),
-                jnp.where(mult_C_nA > 0, z_C_nA, -jnp.inf),
+                z_C_nA,
             ),
-            jnp.where(mult_C_nS > 0, z_C_nS, -jnp.inf),
+            z_C_nS,
         ),
         z_C_r,
     )
@@ -5044,7 +6995,7 @@ def velocity_value_S(x, p):
     t45 = jnp.exp(-ashift_CS + u_CS_c)
     t46 = jnp.exp(-ashift_CS + u_CS_r)
     t47 = jnp.exp(-ashift_CS + u_CS_s)
-    t48 = (t45 + t46 + t47) ** (-1.0)
+    t48 = 1.0 / (t45 + t46 + t47)
     sigma_CS_c = t45 * t48
     sigma_CS_s = t47 * t48
     sigma_CS_r = t46 * t48
@@ -5153,23 +7104,20 @@ def velocity_value_S(x, p):
                         jnp.maximum(
                             jnp.maximum(
                                 jnp.maximum(
-                                    jnp.maximum(
-                                        jnp.maximum(z_CS_same_c, z_CS_same_s),
-                                        jnp.where(mult_CS_other_C_c > 0, z_CS_other_C_c, -jnp.inf),
-                                    ),
-                                    jnp.where(mult_CS_other_C_s > 0, z_CS_other_C_s, -jnp.inf),
+                                    jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c),
+                                    z_CS_other_C_s,
                                 ),
-                                jnp.where(mult_CS_other_CS_c > 0, z_CS_other_CS_c, -jnp.inf),
+                                z_CS_other_CS_c,
                             ),
-                            jnp.where(mult_CS_other_CS_s > 0, z_CS_other_CS_s, -jnp.inf),
+                            z_CS_other_CS_s,
                         ),
-                        jnp.where(mult_CS_other_S_s > 0, z_CS_other_S_s, -jnp.inf),
+                        z_CS_other_S_s,
                     ),
-                    jnp.where(mult_CS_other_S_a > 0, z_CS_other_S_a, -jnp.inf),
+                    z_CS_other_S_a,
                 ),
-                jnp.where(mult_CS_nA > 0, z_CS_nA, -jnp.inf),
+                z_CS_nA,
             ),
-            jnp.where(mult_CS_nS > 0, z_CS_nS, -jnp.inf),
+            z_CS_nS,
         ),
         z_CS_r,
     )
@@ -5300,7 +7248,7 @@ def velocity_value_S(x, p):
     ashift_S = jnp.maximum(u_S_s, u_S_r)
     t91 = jnp.exp(-ashift_S + u_S_s)
     t92 = jnp.exp(-ashift_S + u_S_r)
-    t93 = (t91 + t92) ** (-1.0)
+    t93 = 1.0 / (t91 + t92)
     sigma_S_s = t91 * t93
     sigma_S_r = t92 * t93
     t94 = SQRT2 * sigma_S_r
@@ -5358,23 +7306,20 @@ def velocity_value_S(x, p):
                         jnp.maximum(
                             jnp.maximum(
                                 jnp.maximum(
-                                    jnp.maximum(
-                                        jnp.maximum(z_S_same_s, z_S_same_a),
-                                        jnp.where(mult_S_other_C_c > 0, z_S_other_C_c, -jnp.inf),
-                                    ),
-                                    jnp.where(mult_S_other_C_s > 0, z_S_other_C_s, -jnp.inf),
+                                    jnp.maximum(jnp.maximum(z_S_same_s, z_S_same_a), z_S_other_C_c),
+                                    z_S_other_C_s,
                                 ),
-                                jnp.where(mult_S_other_CS_c > 0, z_S_other_CS_c, -jnp.inf),
+                                z_S_other_CS_c,
                             ),
-                            jnp.where(mult_S_other_CS_s > 0, z_S_other_CS_s, -jnp.inf),
+                            z_S_other_CS_s,
                         ),
-                        jnp.where(mult_S_other_S_s > 0, z_S_other_S_s, -jnp.inf),
+                        z_S_other_S_s,
                     ),
-                    jnp.where(mult_S_other_S_a > 0, z_S_other_S_a, -jnp.inf),
+                    z_S_other_S_a,
                 ),
-                jnp.where(mult_S_nA > 0, z_S_nA, -jnp.inf),
+                z_S_nA,
             ),
-            jnp.where(mult_S_nS > 0, z_S_nS, -jnp.inf),
+            z_S_nS,
         ),
         z_S_r,
     )
@@ -5470,107 +7415,47 @@ def velocity_value_S(x, p):
     lr_kq = p["lr_kq"]
     lr_v = p["lr_v"]
     t127 = n_C + n_CS + n_S
-    t128 = t127 ** (-1.0)
+    t128 = 1.0 / (t127)
     t129 = lr_kq * t128
     t130 = (1 / 2) * SQRT2 * t129
     t131 = P_C_same_c - 1
     t132 = lr_v * t128
     t133 = (1 / 2) * t132
     t134 = sigma_C_c * t133
-    t135 = P_C_same_s * sigma_C_c
-    t136 = P_C_other_C_c * sigma_C_c
-    t137 = P_C_other_C_s * sigma_C_c
-    t138 = P_C_other_C_s * n_C
-    t139 = P_C_nS * n_C
-    t140 = P_C_other_CS_s * n_CS + P_C_other_S_s * n_S + P_C_same_s
-    t141 = K_S * P_C_nS - P_C_nS * n_CS - P_C_nS * n_S - P_C_other_C_s + t138 - t139 + t140
-    t142 = P_C_other_C_c * n_C
-    t143 = P_C_nA * n_C
-    t144 = P_C_other_CS_c * n_CS + P_C_other_S_a * n_S + t131
-    t145 = K_A * P_C_nA - P_C_nA * n_CS - P_C_nA * n_S - P_C_other_C_c + t142 - t143 + t144
-    t146 = P_C_r * SQRT2
-    t147 = sigma_C_s * t133
-    t148 = P_C_same_s * sigma_C_s
-    t149 = P_C_other_C_c * sigma_C_s
-    t150 = P_C_other_C_s * sigma_C_s
-    t151 = P_CS_same_c - 1
-    t152 = sigma_CS_c * t133
-    t153 = P_CS_same_s * sigma_CS_c
-    t154 = P_CS_other_CS_c * sigma_CS_c
-    t155 = P_CS_other_CS_s * sigma_CS_c
-    t156 = P_CS_other_CS_s * n_CS
-    t157 = P_CS_nS * n_C
-    t158 = P_CS_nS * n_CS
-    t159 = P_CS_other_C_s * n_C + P_CS_other_S_s * n_S + P_CS_same_s
-    t160 = K_S * P_CS_nS - P_CS_nS * n_S - P_CS_other_CS_s + t156 - t157 - t158 + t159
-    t161 = P_CS_other_CS_c * n_CS
-    t162 = P_CS_nA * n_C
-    t163 = P_CS_nA * n_CS
-    t164 = P_CS_other_C_c * n_C + P_CS_other_S_a * n_S + t151
-    t165 = K_A * P_CS_nA - P_CS_nA * n_S - P_CS_other_CS_c + t161 - t162 - t163 + t164
-    t166 = P_CS_r * SQRT2
-    t167 = sigma_CS_s * t133
-    t168 = P_CS_same_s * sigma_CS_s
-    t169 = P_CS_other_CS_c * sigma_CS_s
-    t170 = P_CS_other_CS_s * sigma_CS_s
-    t171 = P_S_same_s * sigma_S_s
-    t172 = P_S_same_a - 1
-    t173 = sigma_S_s * t133
-    t174 = P_S_other_S_s * sigma_S_s
-    t175 = P_S_other_S_a * sigma_S_s
-    t176 = P_S_other_S_s * n_S
-    t177 = P_S_nS * n_C
-    t178 = P_S_nS * n_CS
-    t179 = P_S_other_CS_s * n_CS + P_S_other_C_s * n_C + P_S_same_s
-    t180 = P_S_other_S_a * n_S
-    t181 = P_S_nA * n_C
-    t182 = P_S_nA * n_CS
-    t183 = P_S_other_CS_c * n_CS + P_S_other_C_c * n_C + t172
-    t184 = n_CS * sigma_CS_s
-    t185 = n_S * sigma_S_s
-    t186 = n_C * sigma_C_s
-    t187 = n_S * sigma_CS_s
-    t188 = sigma_C_s * t143
-    t189 = n_CS**2
-    t190 = sigma_CS_s * t189
-    t191 = n_C**2
-    t192 = sigma_C_s * t191
-    t193 = n_S**2
-    t194 = sigma_S_s * t193
-    t195 = 2 * n_C
-    t196 = 2 * n_CS * n_S + n_CS * t195 + n_S * t195 + t189 + t191 + t193
-    t197 = (1 / 2) * lr_v
-    t198 = t197 / (-K_A * n_C - K_A * n_CS - K_A * n_S + t196)
-    t199 = sigma_C_s * t139
-    t200 = t197 / (-K_S * n_C - K_S * n_CS - K_S * n_S + t196)
-    t201 = n_C - 1
-    t202 = -K_S + t127
-    t203 = -P_C_nS * t202 + P_C_other_C_s * t201 + t140
-    t204 = n_CS - 1
-    t205 = -P_CS_nS * t202 + P_CS_other_CS_s * t204 + t159
-    t206 = n_S - 1
-    t207 = -P_S_nS * t202 + P_S_other_S_s * t206 + t179
-    t208 = -K_A + t127
-    t209 = -P_C_nA * t208 + P_C_other_C_c * t201 + t144
-    t210 = -P_CS_nA * t208 + P_CS_other_CS_c * t204 + t164
-    t211 = -P_S_nA * t208 + P_S_other_S_a * t206 + t183
-    t212 = SQRT2 * t133
-    t213 = n_CS * sigma_CS_c
-    t214 = n_C * sigma_C_c
-    t215 = n_S * sigma_CS_c
-    t216 = sigma_C_c * t143
-    t217 = sigma_CS_c * t189
-    t218 = sigma_C_c * t191
-    t219 = sigma_C_c * t139
-    t220 = n_CS * sigma_CS_r
-    t221 = n_S * sigma_S_r
-    t222 = n_C * sigma_C_r
-    t223 = n_S * sigma_CS_r
-    t224 = sigma_C_r * t143
-    t225 = sigma_CS_r * t189
-    t226 = sigma_C_r * t191
-    t227 = sigma_S_r * t193
-    t228 = sigma_C_r * t139
+    t135 = -K_S + t127
+    t136 = n_C - 1
+    t137 = P_C_other_C_s * t136 + P_C_same_s
+    t138 = -P_C_nS * t135 + P_C_other_CS_s * n_CS + P_C_other_S_s * n_S + t137
+    t139 = -K_A + t127
+    t140 = P_C_other_C_c * t136 + t131
+    t141 = -P_C_nA * t139 + P_C_other_CS_c * n_CS + P_C_other_S_a * n_S + t140
+    t142 = P_C_r * SQRT2
+    t143 = sigma_C_s * t133
+    t144 = P_CS_same_c - 1
+    t145 = sigma_CS_c * t133
+    t146 = n_CS - 1
+    t147 = P_CS_other_CS_s * t146 + P_CS_same_s
+    t148 = -P_CS_nS * t135 + P_CS_other_C_s * n_C + P_CS_other_S_s * n_S + t147
+    t149 = P_CS_other_CS_c * t146 + t144
+    t150 = -P_CS_nA * t139 + P_CS_other_C_c * n_C + P_CS_other_S_a * n_S + t149
+    t151 = P_CS_r * SQRT2
+    t152 = sigma_CS_s * t133
+    t153 = sigma_S_s * t133
+    t154 = P_S_same_a - 1
+    t155 = n_S - 1
+    t156 = P_S_other_S_s * t155 + P_S_same_s
+    t157 = -P_S_nS * t135 + P_S_other_CS_s * n_CS + P_S_other_C_s * n_C + t156
+    t158 = P_S_other_S_a * t155 + t154
+    t159 = -P_S_nA * t139 + P_S_other_CS_c * n_CS + P_S_other_C_c * n_C + t158
+    t160 = n_CS * sigma_CS_s
+    t161 = n_S * sigma_S_s
+    t162 = n_C * sigma_C_s
+    t163 = SQRT2 * t133
+    t164 = n_CS * sigma_CS_c
+    t165 = n_C * sigma_C_c
+    t166 = n_CS * sigma_CS_r
+    t167 = n_S * sigma_S_r
+    t168 = n_C * sigma_C_r
     v_kappa_C_c = -du_C_c * t130
     v_kappa_C_s = -du_C_s * t130
     v_kappa_CS_c = -du_CS_c * t130
@@ -5580,249 +7465,107 @@ def velocity_value_S(x, p):
     v_kappa_thC = -t130 * (du_CS_c * n_CS + du_C_c * n_C)
     v_kappa_er = -t129 * (du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
     v_w_same_C_c_C_c = -t131 * t134
-    v_w_same_C_s_C_c = -t133 * t135
-    v_w_other_C_c_C_c = -t133 * t136
-    v_w_other_C_s_C_c = -t133 * t137
+    v_w_same_C_s_C_c = -P_C_same_s * t134
+    v_w_other_C_c_C_c = -P_C_other_C_c * t134
+    v_w_other_C_s_C_c = -P_C_other_C_s * t134
     v_w_other_CS_c_C_c = -P_C_other_CS_c * t134
     v_w_other_CS_s_C_c = -P_C_other_CS_s * t134
     v_w_other_S_s_C_c = -P_C_other_S_s * t134
     v_w_other_S_a_C_c = -P_C_other_S_a * t134
     v_w_nA_C_c = -P_C_nA * t134
     v_w_nS_C_c = -P_C_nS * t134
-    v_w_thS_C_c = -t134 * t141
-    v_w_thC_C_c = -t134 * t145
-    v_w_er_C_c = -t134 * t146
-    v_w_same_C_c_C_s = -t131 * t147
-    v_w_same_C_s_C_s = -t133 * t148
-    v_w_other_C_c_C_s = -t133 * t149
-    v_w_other_C_s_C_s = -t133 * t150
-    v_w_other_CS_c_C_s = -P_C_other_CS_c * t147
-    v_w_other_CS_s_C_s = -P_C_other_CS_s * t147
-    v_w_other_S_s_C_s = -P_C_other_S_s * t147
-    v_w_other_S_a_C_s = -P_C_other_S_a * t147
-    v_w_nA_C_s = -P_C_nA * t147
-    v_w_nS_C_s = -P_C_nS * t147
-    v_w_thS_C_s = -t141 * t147
-    v_w_thC_C_s = -t145 * t147
-    v_w_er_C_s = -t146 * t147
-    v_w_same_CS_c_CS_c = -t151 * t152
-    v_w_same_CS_s_CS_c = -t133 * t153
-    v_w_other_C_c_CS_c = -P_CS_other_C_c * t152
-    v_w_other_C_s_CS_c = -P_CS_other_C_s * t152
-    v_w_other_CS_c_CS_c = -t133 * t154
-    v_w_other_CS_s_CS_c = -t133 * t155
-    v_w_other_S_s_CS_c = -P_CS_other_S_s * t152
-    v_w_other_S_a_CS_c = -P_CS_other_S_a * t152
-    v_w_nA_CS_c = -P_CS_nA * t152
-    v_w_nS_CS_c = -P_CS_nS * t152
-    v_w_thS_CS_c = -t152 * t160
-    v_w_thC_CS_c = -t152 * t165
-    v_w_er_CS_c = -t152 * t166
-    v_w_same_CS_c_CS_s = -t151 * t167
-    v_w_same_CS_s_CS_s = -t133 * t168
-    v_w_other_C_c_CS_s = -P_CS_other_C_c * t167
-    v_w_other_C_s_CS_s = -P_CS_other_C_s * t167
-    v_w_other_CS_c_CS_s = -t133 * t169
-    v_w_other_CS_s_CS_s = -t133 * t170
-    v_w_other_S_s_CS_s = -P_CS_other_S_s * t167
-    v_w_other_S_a_CS_s = -P_CS_other_S_a * t167
-    v_w_nA_CS_s = -P_CS_nA * t167
-    v_w_nS_CS_s = -P_CS_nS * t167
-    v_w_thS_CS_s = -t160 * t167
-    v_w_thC_CS_s = -t165 * t167
-    v_w_er_CS_s = -t166 * t167
-    v_w_same_S_s_S_s = -t133 * t171
-    v_w_same_S_a_S_s = -t172 * t173
-    v_w_other_C_c_S_s = -P_S_other_C_c * t173
-    v_w_other_C_s_S_s = -P_S_other_C_s * t173
-    v_w_other_CS_c_S_s = -P_S_other_CS_c * t173
-    v_w_other_CS_s_S_s = -P_S_other_CS_s * t173
-    v_w_other_S_s_S_s = -t133 * t174
-    v_w_other_S_a_S_s = -t133 * t175
-    v_w_nA_S_s = -P_S_nA * t173
-    v_w_nS_S_s = -P_S_nS * t173
-    v_w_thS_S_s = -t173 * (K_S * P_S_nS - P_S_nS * n_S - P_S_other_S_s + t176 - t177 - t178 + t179)
-    v_w_thC_S_s = -t173 * (K_A * P_S_nA - P_S_nA * n_S - P_S_other_S_a + t180 - t181 - t182 + t183)
-    v_w_er_S_s = -P_S_r * SQRT2 * t173
-    v_w_C_c_thS = -t133 * (
-        P_CS_other_C_c * t184
-        + P_C_same_c * sigma_C_s
-        + P_S_other_C_c * t185
-        + sigma_C_s * t142
-        - sigma_C_s
-        - t149
-    )
-    v_w_C_s_thS = -t133 * (P_CS_other_C_s * t184 + P_S_other_C_s * t185 + sigma_C_s * t138 + t148 - t150)
-    v_w_CS_c_thS = -t133 * (
-        P_CS_same_c * sigma_CS_s
-        + P_C_other_CS_c * t186
-        + P_S_other_CS_c * t185
-        + sigma_CS_s * t161
-        - sigma_CS_s
-        - t169
-    )
-    v_w_CS_s_thS = -t133 * (P_C_other_CS_s * t186 + P_S_other_CS_s * t185 + sigma_CS_s * t156 + t168 - t170)
-    v_w_S_s_thS = -t133 * (P_CS_other_S_s * t184 + P_C_other_S_s * t186 + sigma_S_s * t176 + t171 - t174)
-    v_w_S_a_thS = -t133 * (
-        P_CS_other_S_a * t184
-        + P_C_other_S_a * t186
-        + P_S_same_a * sigma_S_s
-        + sigma_S_s * t180
-        - sigma_S_s
-        - t175
-    )
-    v_w_nA_thS = t198 * (
-        K_A * P_CS_nA * n_CS * sigma_CS_s
-        + K_A * P_C_nA * n_C * sigma_C_s
-        + K_A * P_S_nA * n_S * sigma_S_s
-        - P_CS_nA * t190
-        - P_C_nA * t192
-        - P_S_nA * t194
-        - n_CS * t188
-        - n_S * t188
-        - t162 * t184
-        - t163 * t187
-        - t181 * t185
-        - t182 * t185
-    )
-    v_w_nS_thS = t200 * (
-        K_S * P_CS_nS * n_CS * sigma_CS_s
-        + K_S * P_C_nS * n_C * sigma_C_s
-        + K_S * P_S_nS * n_S * sigma_S_s
-        - P_CS_nS * t190
-        - P_C_nS * t192
-        - P_S_nS * t194
-        - n_CS * t199
-        - n_S * t199
-        - t157 * t184
-        - t158 * t187
-        - t177 * t185
-        - t178 * t185
-    )
-    v_w_thS_thS = -t133 * (t184 * t205 + t185 * t207 + t186 * t203)
-    v_w_thC_thS = -t133 * (t184 * t210 + t185 * t211 + t186 * t209)
-    v_w_er_thS = -t212 * (P_CS_r * t184 + P_C_r * t186 + P_S_r * t185)
-    v_w_C_c_thC = -t133 * (
-        P_CS_other_C_c * t213 + P_C_same_c * sigma_C_c + sigma_C_c * t142 - sigma_C_c - t136
-    )
-    v_w_C_s_thC = -t133 * (P_CS_other_C_s * t213 + sigma_C_c * t138 + t135 - t137)
-    v_w_CS_c_thC = -t133 * (
-        P_CS_same_c * sigma_CS_c + P_C_other_CS_c * t214 + sigma_CS_c * t161 - sigma_CS_c - t154
-    )
-    v_w_CS_s_thC = -t133 * (P_C_other_CS_s * t214 + sigma_CS_c * t156 + t153 - t155)
-    v_w_S_s_thC = -t133 * (P_CS_other_S_s * t213 + P_C_other_S_s * t214)
-    v_w_S_a_thC = -t133 * (P_CS_other_S_a * t213 + P_C_other_S_a * t214)
-    v_w_nA_thC = t198 * (
-        K_A * P_CS_nA * n_CS * sigma_CS_c
-        + K_A * P_C_nA * n_C * sigma_C_c
-        - P_CS_nA * t217
-        - P_C_nA * t218
-        - n_CS * t216
-        - n_S * t216
-        - t162 * t213
-        - t163 * t215
-    )
-    v_w_nS_thC = t200 * (
-        K_S * P_CS_nS * n_CS * sigma_CS_c
-        + K_S * P_C_nS * n_C * sigma_C_c
-        - P_CS_nS * t217
-        - P_C_nS * t218
-        - n_CS * t219
-        - n_S * t219
-        - t157 * t213
-        - t158 * t215
-    )
-    v_w_thS_thC = -t133 * (t203 * t214 + t205 * t213)
-    v_w_thC_thC = -t133 * (t209 * t214 + t210 * t213)
-    v_w_er_thC = -t212 * (P_CS_r * t213 + P_C_r * t214)
-    v_w_C_c_er = -t212 * (
-        P_CS_other_C_c * t220
-        - P_C_other_C_c * sigma_C_r
-        + P_C_same_c * sigma_C_r
-        + P_S_other_C_c * t221
-        + sigma_C_r * t142
-        - sigma_C_r
-    )
-    v_w_C_s_er = -t212 * (
-        P_CS_other_C_s * t220
-        - P_C_other_C_s * sigma_C_r
-        + P_C_same_s * sigma_C_r
-        + P_S_other_C_s * t221
-        + sigma_C_r * t138
-    )
-    v_w_CS_c_er = -t212 * (
-        -P_CS_other_CS_c * sigma_CS_r
-        + P_CS_same_c * sigma_CS_r
-        + P_C_other_CS_c * t222
-        + P_S_other_CS_c * t221
-        + sigma_CS_r * t161
-        - sigma_CS_r
-    )
-    v_w_CS_s_er = -t212 * (
-        -P_CS_other_CS_s * sigma_CS_r
-        + P_CS_same_s * sigma_CS_r
-        + P_C_other_CS_s * t222
-        + P_S_other_CS_s * t221
-        + sigma_CS_r * t156
-    )
-    v_w_S_s_er = -t212 * (
-        P_CS_other_S_s * t220
-        + P_C_other_S_s * t222
-        - P_S_other_S_s * sigma_S_r
-        + P_S_same_s * sigma_S_r
-        + sigma_S_r * t176
-    )
-    v_w_S_a_er = -t212 * (
-        P_CS_other_S_a * t220
-        + P_C_other_S_a * t222
-        - P_S_other_S_a * sigma_S_r
-        + P_S_same_a * sigma_S_r
-        + sigma_S_r * t180
-        - sigma_S_r
-    )
-    v_w_nA_er = (
-        SQRT2
-        * t198
-        * (
-            K_A * P_CS_nA * n_CS * sigma_CS_r
-            + K_A * P_C_nA * n_C * sigma_C_r
-            + K_A * P_S_nA * n_S * sigma_S_r
-            - P_CS_nA * t225
-            - P_C_nA * t226
-            - P_S_nA * t227
-            - n_CS * t224
-            - n_S * t224
-            - t162 * t220
-            - t163 * t223
-            - t181 * t221
-            - t182 * t221
-        )
-    )
-    v_w_nS_er = (
-        SQRT2
-        * t200
-        * (
-            K_S * P_CS_nS * n_CS * sigma_CS_r
-            + K_S * P_C_nS * n_C * sigma_C_r
-            + K_S * P_S_nS * n_S * sigma_S_r
-            - P_CS_nS * t225
-            - P_C_nS * t226
-            - P_S_nS * t227
-            - n_CS * t228
-            - n_S * t228
-            - t157 * t220
-            - t158 * t223
-            - t177 * t221
-            - t178 * t221
-        )
-    )
-    v_w_thS_er = -t212 * (t203 * t222 + t205 * t220 + t207 * t221)
-    v_w_thC_er = -t212 * (t209 * t222 + t210 * t220 + t211 * t221)
-    v_w_er_er = -t132 * (P_CS_r * t220 + P_C_r * t222 + P_S_r * t221)
-    t229 = (n_C + n_CS + n_S) ** (-1.0)
-    weight_C = n_C * t229
-    weight_CS = n_CS * t229
-    weight_S = n_S * t229
+    v_w_thS_C_c = -t134 * t138
+    v_w_thC_C_c = -t134 * t141
+    v_w_er_C_c = -t134 * t142
+    v_w_same_C_c_C_s = -t131 * t143
+    v_w_same_C_s_C_s = -P_C_same_s * t143
+    v_w_other_C_c_C_s = -P_C_other_C_c * t143
+    v_w_other_C_s_C_s = -P_C_other_C_s * t143
+    v_w_other_CS_c_C_s = -P_C_other_CS_c * t143
+    v_w_other_CS_s_C_s = -P_C_other_CS_s * t143
+    v_w_other_S_s_C_s = -P_C_other_S_s * t143
+    v_w_other_S_a_C_s = -P_C_other_S_a * t143
+    v_w_nA_C_s = -P_C_nA * t143
+    v_w_nS_C_s = -P_C_nS * t143
+    v_w_thS_C_s = -t138 * t143
+    v_w_thC_C_s = -t141 * t143
+    v_w_er_C_s = -t142 * t143
+    v_w_same_CS_c_CS_c = -t144 * t145
+    v_w_same_CS_s_CS_c = -P_CS_same_s * t145
+    v_w_other_C_c_CS_c = -P_CS_other_C_c * t145
+    v_w_other_C_s_CS_c = -P_CS_other_C_s * t145
+    v_w_other_CS_c_CS_c = -P_CS_other_CS_c * t145
+    v_w_other_CS_s_CS_c = -P_CS_other_CS_s * t145
+    v_w_other_S_s_CS_c = -P_CS_other_S_s * t145
+    v_w_other_S_a_CS_c = -P_CS_other_S_a * t145
+    v_w_nA_CS_c = -P_CS_nA * t145
+    v_w_nS_CS_c = -P_CS_nS * t145
+    v_w_thS_CS_c = -t145 * t148
+    v_w_thC_CS_c = -t145 * t150
+    v_w_er_CS_c = -t145 * t151
+    v_w_same_CS_c_CS_s = -t144 * t152
+    v_w_same_CS_s_CS_s = -P_CS_same_s * t152
+    v_w_other_C_c_CS_s = -P_CS_other_C_c * t152
+    v_w_other_C_s_CS_s = -P_CS_other_C_s * t152
+    v_w_other_CS_c_CS_s = -P_CS_other_CS_c * t152
+    v_w_other_CS_s_CS_s = -P_CS_other_CS_s * t152
+    v_w_other_S_s_CS_s = -P_CS_other_S_s * t152
+    v_w_other_S_a_CS_s = -P_CS_other_S_a * t152
+    v_w_nA_CS_s = -P_CS_nA * t152
+    v_w_nS_CS_s = -P_CS_nS * t152
+    v_w_thS_CS_s = -t148 * t152
+    v_w_thC_CS_s = -t150 * t152
+    v_w_er_CS_s = -t151 * t152
+    v_w_same_S_s_S_s = -P_S_same_s * t153
+    v_w_same_S_a_S_s = -t153 * t154
+    v_w_other_C_c_S_s = -P_S_other_C_c * t153
+    v_w_other_C_s_S_s = -P_S_other_C_s * t153
+    v_w_other_CS_c_S_s = -P_S_other_CS_c * t153
+    v_w_other_CS_s_S_s = -P_S_other_CS_s * t153
+    v_w_other_S_s_S_s = -P_S_other_S_s * t153
+    v_w_other_S_a_S_s = -P_S_other_S_a * t153
+    v_w_nA_S_s = -P_S_nA * t153
+    v_w_nS_S_s = -P_S_nS * t153
+    v_w_thS_S_s = -t153 * t157
+    v_w_thC_S_s = -t153 * t159
+    v_w_er_S_s = -P_S_r * SQRT2 * t153
+    v_w_C_c_thS = -t133 * (P_CS_other_C_c * t160 + P_S_other_C_c * t161 + sigma_C_s * t140)
+    v_w_C_s_thS = -t133 * (P_CS_other_C_s * t160 + P_S_other_C_s * t161 + sigma_C_s * t137)
+    v_w_CS_c_thS = -t133 * (P_C_other_CS_c * t162 + P_S_other_CS_c * t161 + sigma_CS_s * t149)
+    v_w_CS_s_thS = -t133 * (P_C_other_CS_s * t162 + P_S_other_CS_s * t161 + sigma_CS_s * t147)
+    v_w_S_s_thS = -t133 * (P_CS_other_S_s * t160 + P_C_other_S_s * t162 + sigma_S_s * t156)
+    v_w_S_a_thS = -t133 * (P_CS_other_S_a * t160 + P_C_other_S_a * t162 + sigma_S_s * t158)
+    v_w_nA_thS = -t133 * (P_CS_nA * t160 + P_C_nA * t162 + P_S_nA * t161)
+    v_w_nS_thS = -t133 * (P_CS_nS * t160 + P_C_nS * t162 + P_S_nS * t161)
+    v_w_thS_thS = -t133 * (t138 * t162 + t148 * t160 + t157 * t161)
+    v_w_thC_thS = -t133 * (t141 * t162 + t150 * t160 + t159 * t161)
+    v_w_er_thS = -t163 * (P_CS_r * t160 + P_C_r * t162 + P_S_r * t161)
+    v_w_C_c_thC = -t133 * (P_CS_other_C_c * t164 + sigma_C_c * t140)
+    v_w_C_s_thC = -t133 * (P_CS_other_C_s * t164 + sigma_C_c * t137)
+    v_w_CS_c_thC = -t133 * (P_C_other_CS_c * t165 + sigma_CS_c * t149)
+    v_w_CS_s_thC = -t133 * (P_C_other_CS_s * t165 + sigma_CS_c * t147)
+    v_w_S_s_thC = -t133 * (P_CS_other_S_s * t164 + P_C_other_S_s * t165)
+    v_w_S_a_thC = -t133 * (P_CS_other_S_a * t164 + P_C_other_S_a * t165)
+    v_w_nA_thC = -t133 * (P_CS_nA * t164 + P_C_nA * t165)
+    v_w_nS_thC = -t133 * (P_CS_nS * t164 + P_C_nS * t165)
+    v_w_thS_thC = -t133 * (t138 * t165 + t148 * t164)
+    v_w_thC_thC = -t133 * (t141 * t165 + t150 * t164)
+    v_w_er_thC = -t163 * (P_CS_r * t164 + P_C_r * t165)
+    v_w_C_c_er = -t163 * (P_CS_other_C_c * t166 + P_S_other_C_c * t167 + sigma_C_r * t140)
+    v_w_C_s_er = -t163 * (P_CS_other_C_s * t166 + P_S_other_C_s * t167 + sigma_C_r * t137)
+    v_w_CS_c_er = -t163 * (P_C_other_CS_c * t168 + P_S_other_CS_c * t167 + sigma_CS_r * t149)
+    v_w_CS_s_er = -t163 * (P_C_other_CS_s * t168 + P_S_other_CS_s * t167 + sigma_CS_r * t147)
+    v_w_S_s_er = -t163 * (P_CS_other_S_s * t166 + P_C_other_S_s * t168 + sigma_S_r * t156)
+    v_w_S_a_er = -t163 * (P_CS_other_S_a * t166 + P_C_other_S_a * t168 + sigma_S_r * t158)
+    v_w_nA_er = -t163 * (P_CS_nA * t166 + P_C_nA * t168 + P_S_nA * t167)
+    v_w_nS_er = -t163 * (P_CS_nS * t166 + P_C_nS * t168 + P_S_nS * t167)
+    v_w_thS_er = -t163 * (t138 * t168 + t148 * t166 + t157 * t167)
+    v_w_thC_er = -t163 * (t141 * t168 + t150 * t166 + t159 * t167)
+    v_w_er_er = -t132 * (P_CS_r * t166 + P_C_r * t168 + P_S_r * t167)
+    t169 = 1.0 / (n_C + n_CS + n_S)
+    weight_C = n_C * t169
+    weight_CS = n_CS * t169
+    weight_S = n_S * t169
     velocity = jnp.stack(
         [
             v_kappa_C_c,
@@ -6065,7 +7808,7 @@ def probe_value_S(x, p):
     t0 = jnp.exp(-ashift_probe + u_probe_c)
     t1 = jnp.exp(-ashift_probe + u_probe_r)
     t2 = jnp.exp(-ashift_probe + u_probe_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_probe_c = t0 * t3
     sigma_probe_s = t2 * t3
     sigma_probe_r = t1 * t3
@@ -6089,6 +7832,769 @@ def probe_value_S(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def metrics_value_S(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    n_S = p["n_S"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_S_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+        w_same_C_c_C_c,
+        w_same_C_s_C_c,
+        w_other_C_c_C_c,
+        w_other_C_s_C_c,
+        w_other_CS_c_C_c,
+        w_other_CS_s_C_c,
+        w_other_S_s_C_c,
+        w_other_S_a_C_c,
+        w_nA_C_c,
+        w_nS_C_c,
+        w_thS_C_c,
+        w_thC_C_c,
+        w_er_C_c,
+        w_same_C_c_C_s,
+        w_same_C_s_C_s,
+        w_other_C_c_C_s,
+        w_other_C_s_C_s,
+        w_other_CS_c_C_s,
+        w_other_CS_s_C_s,
+        w_other_S_s_C_s,
+        w_other_S_a_C_s,
+        w_nA_C_s,
+        w_nS_C_s,
+        w_thS_C_s,
+        w_thC_C_s,
+        w_er_C_s,
+        w_same_CS_c_CS_c,
+        w_same_CS_s_CS_c,
+        w_other_C_c_CS_c,
+        w_other_C_s_CS_c,
+        w_other_CS_c_CS_c,
+        w_other_CS_s_CS_c,
+        w_other_S_s_CS_c,
+        w_other_S_a_CS_c,
+        w_nA_CS_c,
+        w_nS_CS_c,
+        w_thS_CS_c,
+        w_thC_CS_c,
+        w_er_CS_c,
+        w_same_CS_c_CS_s,
+        w_same_CS_s_CS_s,
+        w_other_C_c_CS_s,
+        w_other_C_s_CS_s,
+        w_other_CS_c_CS_s,
+        w_other_CS_s_CS_s,
+        w_other_S_s_CS_s,
+        w_other_S_a_CS_s,
+        w_nA_CS_s,
+        w_nS_CS_s,
+        w_thS_CS_s,
+        w_thC_CS_s,
+        w_er_CS_s,
+        w_same_S_s_S_s,
+        w_same_S_a_S_s,
+        w_other_C_c_S_s,
+        w_other_C_s_S_s,
+        w_other_CS_c_S_s,
+        w_other_CS_s_S_s,
+        w_other_S_s_S_s,
+        w_other_S_a_S_s,
+        w_nA_S_s,
+        w_nS_S_s,
+        w_thS_S_s,
+        w_thC_S_s,
+        w_er_S_s,
+        w_C_c_thS,
+        w_C_s_thS,
+        w_CS_c_thS,
+        w_CS_s_thS,
+        w_S_s_thS,
+        w_S_a_thS,
+        w_nA_thS,
+        w_nS_thS,
+        w_thS_thS,
+        w_thC_thS,
+        w_er_thS,
+        w_C_c_thC,
+        w_C_s_thC,
+        w_CS_c_thC,
+        w_CS_s_thC,
+        w_S_s_thC,
+        w_S_a_thC,
+        w_nA_thC,
+        w_nS_thC,
+        w_thS_thC,
+        w_thC_thC,
+        w_er_thC,
+        w_C_c_er,
+        w_C_s_er,
+        w_CS_c_er,
+        w_CS_s_er,
+        w_S_s_er,
+        w_S_a_er,
+        w_nA_er,
+        w_nS_er,
+        w_thS_er,
+        w_thC_er,
+        w_er_er,
+    ) = [x[..., i] for i in range(106)]
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    # class C
+    u_C_c = (1 / 2) * SQRT2 * (kappa_C_c + kappa_thC)
+    u_C_s = (1 / 2) * SQRT2 * (kappa_C_s + kappa_thS)
+    u_C_r = kappa_er
+    ashift_C = jnp.maximum(jnp.maximum(u_C_c, u_C_s), u_C_r)
+    t0 = jnp.exp(-ashift_C + u_C_c)
+    t1 = jnp.exp(-ashift_C + u_C_r)
+    t2 = jnp.exp(-ashift_C + u_C_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_C_c = t0 * t3
+    sigma_C_s = t2 * t3
+    sigma_C_r = t1 * t3
+    t4 = (1 / 2) * sigma_C_c
+    t5 = (1 / 2) * sigma_C_s
+    t6 = SQRT2 * sigma_C_r
+    t7 = (1 / 2) * t6
+    t8 = (
+        o_c * sigma_C_r
+        + o_c * sigma_C_s
+        + t4 * w_thC_C_c
+        + t4 * w_thC_thC
+        + t5 * w_thC_C_s
+        + t5 * w_thC_thS
+        + t7 * w_thC_er
+    )
+    t9 = t4 * w_C_c_thC + t5 * w_C_c_thS + t7 * w_C_c_er + t8
+    t10 = (
+        sigma_C_c * w_thS_C_c
+        + sigma_C_c * w_thS_thC
+        + sigma_C_s * w_thS_C_s
+        + sigma_C_s * w_thS_thS
+        + t6 * w_thS_er
+    )
+    t11 = sigma_C_c * w_C_s_thC + sigma_C_s * w_C_s_thS + t10 + t6 * w_C_s_er
+    t12 = o_c * sigma_C_c
+    t13 = t12 + t8
+    t14 = SQRT2 * t4
+    t15 = SQRT2 * t5
+    z_C_same_c = lambda_C * sigma_C_c + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s + t9
+    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t11
+    z_C_other_C_c = t12 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s + t9
+    z_C_other_C_s = (
+        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t11
+    )
+    z_C_other_CS_c = (
+        t13
+        + t4 * w_CS_c_thC
+        + t4 * w_other_CS_c_C_c
+        + t5 * w_CS_c_thS
+        + t5 * w_other_CS_c_C_s
+        + t7 * w_CS_c_er
+    )
+    z_C_other_CS_s = (
+        (1 / 2) * sigma_C_c * w_CS_s_thC
+        + (1 / 2) * sigma_C_c * w_other_CS_s_C_c
+        + (1 / 2) * sigma_C_s * w_CS_s_thS
+        + (1 / 2) * sigma_C_s * w_other_CS_s_C_s
+        + (1 / 2) * t10
+        + (1 / 2) * t6 * w_CS_s_er
+    )
+    z_C_other_S_s = (
+        (1 / 2) * sigma_C_c * w_S_s_thC
+        + (1 / 2) * sigma_C_c * w_other_S_s_C_c
+        + (1 / 2) * sigma_C_s * w_S_s_thS
+        + (1 / 2) * sigma_C_s * w_other_S_s_C_s
+        + (1 / 2) * t10
+        + (1 / 2) * t6 * w_S_s_er
+    )
+    z_C_other_S_a = (
+        t13 + t4 * w_S_a_thC + t4 * w_other_S_a_C_c + t5 * w_S_a_thS + t5 * w_other_S_a_C_s + t7 * w_S_a_er
+    )
+    z_C_nA = t13 + t4 * w_nA_C_c + t4 * w_nA_thC + t5 * w_nA_C_s + t5 * w_nA_thS + t7 * w_nA_er
+    z_C_nS = (
+        (1 / 2) * sigma_C_c * w_nS_C_c
+        + (1 / 2) * sigma_C_c * w_nS_thC
+        + (1 / 2) * sigma_C_s * w_nS_C_s
+        + (1 / 2) * sigma_C_s * w_nS_thS
+        + (1 / 2) * t10
+        + (1 / 2) * t6 * w_nS_er
+    )
+    z_C_r = (
+        o_r * sigma_C_c
+        + o_r * sigma_C_r
+        + o_r * sigma_C_s
+        + sigma_C_r * w_er_er
+        + t14 * w_er_C_c
+        + t14 * w_er_thC
+        + t15 * w_er_C_s
+        + t15 * w_er_thS
+    )
+    mult_C_same_c = 1
+    mult_C_same_s = 1
+    mult_C_other_C_c = n_C - 1
+    mult_C_other_C_s = n_C - 1
+    mult_C_other_CS_c = n_CS
+    mult_C_other_CS_s = n_CS
+    mult_C_other_S_s = n_S
+    mult_C_other_S_a = n_S
+    mult_C_nA = K_A - n_C - n_CS - n_S
+    mult_C_nS = K_S - n_C - n_CS - n_S
+    mult_C_r = 1
+    zshift_C = jnp.maximum(
+        jnp.maximum(
+            jnp.maximum(
+                jnp.maximum(
+                    jnp.maximum(
+                        jnp.maximum(
+                            jnp.maximum(
+                                jnp.maximum(
+                                    jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c),
+                                    z_C_other_C_s,
+                                ),
+                                z_C_other_CS_c,
+                            ),
+                            z_C_other_CS_s,
+                        ),
+                        z_C_other_S_s,
+                    ),
+                    z_C_other_S_a,
+                ),
+                z_C_nA,
+            ),
+            z_C_nS,
+        ),
+        z_C_r,
+    )
+    E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
+    E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
+    E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
+    E_C_other_C_s = jnp.exp(z_C_other_C_s - zshift_C)
+    E_C_other_CS_c = jnp.exp(z_C_other_CS_c - zshift_C)
+    E_C_other_CS_s = jnp.exp(z_C_other_CS_s - zshift_C)
+    E_C_other_S_s = jnp.exp(z_C_other_S_s - zshift_C)
+    E_C_other_S_a = jnp.exp(z_C_other_S_a - zshift_C)
+    E_C_nA = jnp.exp(z_C_nA - zshift_C)
+    E_C_nS = jnp.exp(z_C_nS - zshift_C)
+    E_C_r = jnp.exp(z_C_r - zshift_C)
+    Z_C = (
+        E_C_nA * mult_C_nA
+        + E_C_nS * mult_C_nS
+        + E_C_other_CS_c * mult_C_other_CS_c
+        + E_C_other_CS_s * mult_C_other_CS_s
+        + E_C_other_C_c * mult_C_other_C_c
+        + E_C_other_C_s * mult_C_other_C_s
+        + E_C_other_S_a * mult_C_other_S_a
+        + E_C_other_S_s * mult_C_other_S_s
+        + E_C_r * mult_C_r
+        + E_C_same_c * mult_C_same_c
+        + E_C_same_s * mult_C_same_s
+    )
+    loss_C = -z_C_same_c + zshift_C + jnp.log(Z_C)
+    P_C_same_c = E_C_same_c / Z_C
+    P_C_same_s = E_C_same_s / Z_C
+    P_C_other_C_c = E_C_other_C_c / Z_C
+    P_C_other_C_s = E_C_other_C_s / Z_C
+    P_C_other_CS_c = E_C_other_CS_c / Z_C
+    P_C_other_CS_s = E_C_other_CS_s / Z_C
+    P_C_other_S_s = E_C_other_S_s / Z_C
+    P_C_other_S_a = E_C_other_S_a / Z_C
+    P_C_nA = E_C_nA / Z_C
+    P_C_nS = E_C_nS / Z_C
+    P_C_r = E_C_r / Z_C
+    loss_C = jnp.where(n_C != 0, loss_C, 0.0)
+    P_C_same_c = jnp.where(n_C != 0, P_C_same_c, 0.0)
+    P_C_same_s = jnp.where(n_C != 0, P_C_same_s, 0.0)
+    P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
+    P_C_other_C_s = jnp.where(n_C != 0, P_C_other_C_s, 0.0)
+    P_C_other_CS_c = jnp.where(n_C != 0, P_C_other_CS_c, 0.0)
+    P_C_other_CS_s = jnp.where(n_C != 0, P_C_other_CS_s, 0.0)
+    P_C_other_S_s = jnp.where(n_C != 0, P_C_other_S_s, 0.0)
+    P_C_other_S_a = jnp.where(n_C != 0, P_C_other_S_a, 0.0)
+    P_C_nA = jnp.where(n_C != 0, P_C_nA, 0.0)
+    P_C_nS = jnp.where(n_C != 0, P_C_nS, 0.0)
+    P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
+    weight_C = n_C / (n_C + n_CS + n_S)
+    t16 = w_thS_C_c - w_thS_C_s + w_thS_thC - w_thS_thS
+    t17 = t16 + w_C_s_thC - w_C_s_thS
+    t18 = w_thC_C_c - w_thC_C_s + w_thC_thC - w_thC_thS
+    t19 = n_C - 1
+    t20 = t18 + w_C_c_thC - w_C_c_thS
+    t21 = n_C + n_CS + n_S
+    margin_C = (
+        (1 / 2) * P_C_nA * (-K_A + t21) * (t18 + w_nA_C_c - w_nA_C_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_C_nS * (-K_S + t21) * (t16 + w_nS_C_c - w_nS_C_s + w_nS_thC - w_nS_thS)
+        - 1
+        / 2
+        * P_C_other_CS_c
+        * n_CS
+        * (t18 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_C_c - w_other_CS_c_C_s)
+        - 1
+        / 2
+        * P_C_other_CS_s
+        * n_CS
+        * (t16 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_C_c - w_other_CS_s_C_s)
+        - 1 / 2 * P_C_other_C_c * t19 * (t20 + w_other_C_c_C_c - w_other_C_c_C_s)
+        - 1 / 2 * P_C_other_C_s * t19 * (t17 + w_other_C_s_C_c - w_other_C_s_C_s)
+        - 1 / 2 * P_C_other_S_a * n_S * (t18 + w_S_a_thC - w_S_a_thS + w_other_S_a_C_c - w_other_S_a_C_s)
+        - 1 / 2 * P_C_other_S_s * n_S * (t16 + w_S_s_thC - w_S_s_thS + w_other_S_s_C_c - w_other_S_s_C_s)
+        - 1 / 2 * P_C_r * SQRT2 * (w_er_C_c - w_er_C_s + w_er_thC - w_er_thS)
+        - 1 / 2 * P_C_same_s * (t17 + w_same_C_s_C_c - w_same_C_s_C_s)
+        - 1 / 2 * (P_C_same_c - 1) * (2 * lambda_C - 2 * o_c + t20 + w_same_C_c_C_c - w_same_C_c_C_s)
+    )
+    # class CS
+    u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
+    u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
+    u_CS_r = kappa_er
+    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
+    t22 = jnp.exp(-ashift_CS + u_CS_c)
+    t23 = jnp.exp(-ashift_CS + u_CS_r)
+    t24 = jnp.exp(-ashift_CS + u_CS_s)
+    t25 = 1.0 / (t22 + t23 + t24)
+    sigma_CS_c = t22 * t25
+    sigma_CS_s = t24 * t25
+    sigma_CS_r = t23 * t25
+    t26 = (1 / 2) * sigma_CS_c
+    t27 = (1 / 2) * sigma_CS_s
+    t28 = SQRT2 * sigma_CS_r
+    t29 = (1 / 2) * t28
+    t30 = (
+        o_c * sigma_CS_r
+        + t26 * w_thC_CS_c
+        + t26 * w_thC_thC
+        + t27 * w_thC_CS_s
+        + t27 * w_thC_thS
+        + t29 * w_thC_er
+    )
+    t31 = t26 * w_CS_c_thC + t27 * w_CS_c_thS + t29 * w_CS_c_er + t30
+    t32 = (
+        sigma_CS_c * w_thS_CS_c
+        + sigma_CS_c * w_thS_thC
+        + sigma_CS_s * w_thS_CS_s
+        + sigma_CS_s * w_thS_thS
+        + t28 * w_thS_er
+    )
+    t33 = sigma_CS_c * w_CS_s_thC + sigma_CS_s * w_CS_s_thS + t28 * w_CS_s_er + t32
+    t34 = o_c * sigma_CS_c + o_c * sigma_CS_s
+    t35 = t30 + t34
+    t36 = SQRT2 * t26
+    t37 = SQRT2 * t27
+    z_CS_same_c = (
+        lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + t26 * w_same_CS_c_CS_c + t27 * w_same_CS_c_CS_s + t31
+    )
+    z_CS_same_s = (
+        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t33
+    )
+    z_CS_other_C_c = (
+        t26 * w_C_c_thC
+        + t26 * w_other_C_c_CS_c
+        + t27 * w_C_c_thS
+        + t27 * w_other_C_c_CS_s
+        + t29 * w_C_c_er
+        + t35
+    )
+    z_CS_other_C_s = (
+        (1 / 2) * sigma_CS_c * w_C_s_thC
+        + (1 / 2) * sigma_CS_c * w_other_C_s_CS_c
+        + (1 / 2) * sigma_CS_s * w_C_s_thS
+        + (1 / 2) * sigma_CS_s * w_other_C_s_CS_s
+        + (1 / 2) * t28 * w_C_s_er
+        + (1 / 2) * t32
+    )
+    z_CS_other_CS_c = t26 * w_other_CS_c_CS_c + t27 * w_other_CS_c_CS_s + t31 + t34
+    z_CS_other_CS_s = (
+        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t33
+    )
+    z_CS_other_S_s = (
+        (1 / 2) * sigma_CS_c * w_S_s_thC
+        + (1 / 2) * sigma_CS_c * w_other_S_s_CS_c
+        + (1 / 2) * sigma_CS_s * w_S_s_thS
+        + (1 / 2) * sigma_CS_s * w_other_S_s_CS_s
+        + (1 / 2) * t28 * w_S_s_er
+        + (1 / 2) * t32
+    )
+    z_CS_other_S_a = (
+        t26 * w_S_a_thC
+        + t26 * w_other_S_a_CS_c
+        + t27 * w_S_a_thS
+        + t27 * w_other_S_a_CS_s
+        + t29 * w_S_a_er
+        + t35
+    )
+    z_CS_nA = t26 * w_nA_CS_c + t26 * w_nA_thC + t27 * w_nA_CS_s + t27 * w_nA_thS + t29 * w_nA_er + t35
+    z_CS_nS = (
+        (1 / 2) * sigma_CS_c * w_nS_CS_c
+        + (1 / 2) * sigma_CS_c * w_nS_thC
+        + (1 / 2) * sigma_CS_s * w_nS_CS_s
+        + (1 / 2) * sigma_CS_s * w_nS_thS
+        + (1 / 2) * t28 * w_nS_er
+        + (1 / 2) * t32
+    )
+    z_CS_r = (
+        o_r * sigma_CS_c
+        + o_r * sigma_CS_r
+        + o_r * sigma_CS_s
+        + sigma_CS_r * w_er_er
+        + t36 * w_er_CS_c
+        + t36 * w_er_thC
+        + t37 * w_er_CS_s
+        + t37 * w_er_thS
+    )
+    mult_CS_same_c = 1
+    mult_CS_same_s = 1
+    mult_CS_other_C_c = n_C
+    mult_CS_other_C_s = n_C
+    mult_CS_other_CS_c = n_CS - 1
+    mult_CS_other_CS_s = n_CS - 1
+    mult_CS_other_S_s = n_S
+    mult_CS_other_S_a = n_S
+    mult_CS_nA = K_A - n_C - n_CS - n_S
+    mult_CS_nS = K_S - n_C - n_CS - n_S
+    mult_CS_r = 1
+    zshift_CS = jnp.maximum(
+        jnp.maximum(
+            jnp.maximum(
+                jnp.maximum(
+                    jnp.maximum(
+                        jnp.maximum(
+                            jnp.maximum(
+                                jnp.maximum(
+                                    jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c),
+                                    z_CS_other_C_s,
+                                ),
+                                z_CS_other_CS_c,
+                            ),
+                            z_CS_other_CS_s,
+                        ),
+                        z_CS_other_S_s,
+                    ),
+                    z_CS_other_S_a,
+                ),
+                z_CS_nA,
+            ),
+            z_CS_nS,
+        ),
+        z_CS_r,
+    )
+    E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
+    E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
+    E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
+    E_CS_other_C_s = jnp.exp(z_CS_other_C_s - zshift_CS)
+    E_CS_other_CS_c = jnp.exp(z_CS_other_CS_c - zshift_CS)
+    E_CS_other_CS_s = jnp.exp(z_CS_other_CS_s - zshift_CS)
+    E_CS_other_S_s = jnp.exp(z_CS_other_S_s - zshift_CS)
+    E_CS_other_S_a = jnp.exp(z_CS_other_S_a - zshift_CS)
+    E_CS_nA = jnp.exp(z_CS_nA - zshift_CS)
+    E_CS_nS = jnp.exp(z_CS_nS - zshift_CS)
+    E_CS_r = jnp.exp(z_CS_r - zshift_CS)
+    Z_CS = (
+        E_CS_nA * mult_CS_nA
+        + E_CS_nS * mult_CS_nS
+        + E_CS_other_CS_c * mult_CS_other_CS_c
+        + E_CS_other_CS_s * mult_CS_other_CS_s
+        + E_CS_other_C_c * mult_CS_other_C_c
+        + E_CS_other_C_s * mult_CS_other_C_s
+        + E_CS_other_S_a * mult_CS_other_S_a
+        + E_CS_other_S_s * mult_CS_other_S_s
+        + E_CS_r * mult_CS_r
+        + E_CS_same_c * mult_CS_same_c
+        + E_CS_same_s * mult_CS_same_s
+    )
+    loss_CS = -z_CS_same_c + zshift_CS + jnp.log(Z_CS)
+    P_CS_same_c = E_CS_same_c / Z_CS
+    P_CS_same_s = E_CS_same_s / Z_CS
+    P_CS_other_C_c = E_CS_other_C_c / Z_CS
+    P_CS_other_C_s = E_CS_other_C_s / Z_CS
+    P_CS_other_CS_c = E_CS_other_CS_c / Z_CS
+    P_CS_other_CS_s = E_CS_other_CS_s / Z_CS
+    P_CS_other_S_s = E_CS_other_S_s / Z_CS
+    P_CS_other_S_a = E_CS_other_S_a / Z_CS
+    P_CS_nA = E_CS_nA / Z_CS
+    P_CS_nS = E_CS_nS / Z_CS
+    P_CS_r = E_CS_r / Z_CS
+    loss_CS = jnp.where(n_CS != 0, loss_CS, 0.0)
+    P_CS_same_c = jnp.where(n_CS != 0, P_CS_same_c, 0.0)
+    P_CS_same_s = jnp.where(n_CS != 0, P_CS_same_s, 0.0)
+    P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
+    P_CS_other_C_s = jnp.where(n_CS != 0, P_CS_other_C_s, 0.0)
+    P_CS_other_CS_c = jnp.where(n_CS != 0, P_CS_other_CS_c, 0.0)
+    P_CS_other_CS_s = jnp.where(n_CS != 0, P_CS_other_CS_s, 0.0)
+    P_CS_other_S_s = jnp.where(n_CS != 0, P_CS_other_S_s, 0.0)
+    P_CS_other_S_a = jnp.where(n_CS != 0, P_CS_other_S_a, 0.0)
+    P_CS_nA = jnp.where(n_CS != 0, P_CS_nA, 0.0)
+    P_CS_nS = jnp.where(n_CS != 0, P_CS_nS, 0.0)
+    P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
+    weight_CS = n_CS / (n_C + n_CS + n_S)
+    t38 = w_thS_CS_c - w_thS_CS_s + w_thS_thC - w_thS_thS
+    t39 = t38 + w_CS_s_thC - w_CS_s_thS
+    t40 = w_thC_CS_c - w_thC_CS_s + w_thC_thC - w_thC_thS
+    t41 = n_CS - 1
+    t42 = t40 + w_CS_c_thC - w_CS_c_thS
+    t43 = n_C + n_CS + n_S
+    margin_CS = (
+        (1 / 2) * P_CS_nA * (-K_A + t43) * (t40 + w_nA_CS_c - w_nA_CS_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_CS_nS * (-K_S + t43) * (t38 + w_nS_CS_c - w_nS_CS_s + w_nS_thC - w_nS_thS)
+        - 1 / 2 * P_CS_other_CS_c * t41 * (t42 + w_other_CS_c_CS_c - w_other_CS_c_CS_s)
+        - 1 / 2 * P_CS_other_CS_s * t41 * (t39 + w_other_CS_s_CS_c - w_other_CS_s_CS_s)
+        - 1 / 2 * P_CS_other_C_c * n_C * (t40 + w_C_c_thC - w_C_c_thS + w_other_C_c_CS_c - w_other_C_c_CS_s)
+        - 1 / 2 * P_CS_other_C_s * n_C * (t38 + w_C_s_thC - w_C_s_thS + w_other_C_s_CS_c - w_other_C_s_CS_s)
+        - 1 / 2 * P_CS_other_S_a * n_S * (t40 + w_S_a_thC - w_S_a_thS + w_other_S_a_CS_c - w_other_S_a_CS_s)
+        - 1 / 2 * P_CS_other_S_s * n_S * (t38 + w_S_s_thC - w_S_s_thS + w_other_S_s_CS_c - w_other_S_s_CS_s)
+        - 1 / 2 * P_CS_r * SQRT2 * (w_er_CS_c - w_er_CS_s + w_er_thC - w_er_thS)
+        - 1 / 2 * P_CS_same_s * (t39 + w_same_CS_s_CS_c - w_same_CS_s_CS_s)
+        - 1
+        / 2
+        * (P_CS_same_c - 1)
+        * (2 * lambda_C - 2 * lambda_M + t42 + w_same_CS_c_CS_c - w_same_CS_c_CS_s)
+    )
+    # class S
+    u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
+    u_S_r = kappa_er
+    ashift_S = jnp.maximum(u_S_s, u_S_r)
+    t44 = jnp.exp(-ashift_S + u_S_s)
+    t45 = jnp.exp(-ashift_S + u_S_r)
+    t46 = 1.0 / (t44 + t45)
+    sigma_S_s = t44 * t46
+    sigma_S_r = t45 * t46
+    t47 = SQRT2 * sigma_S_r
+    t48 = sigma_S_s * w_thS_S_s + sigma_S_s * w_thS_thS + t47 * w_thS_er
+    t49 = sigma_S_s * w_S_s_thS + t47 * w_S_s_er + t48
+    t50 = (1 / 2) * sigma_S_s
+    t51 = (1 / 2) * t47
+    t52 = o_c * sigma_S_r + t50 * w_thC_S_s + t50 * w_thC_thS + t51 * w_thC_er
+    t53 = t50 * w_S_a_thS + t51 * w_S_a_er + t52
+    t54 = o_c * sigma_S_s
+    t55 = t52 + t54
+    t56 = SQRT2 * t50
+    z_S_same_s = (1 / 2) * sigma_S_s * w_same_S_s_S_s + (1 / 2) * t49
+    z_S_same_a = lambda_M * sigma_S_s + t50 * w_same_S_a_S_s + t53
+    z_S_other_C_c = t50 * w_C_c_thS + t50 * w_other_C_c_S_s + t51 * w_C_c_er + t55
+    z_S_other_C_s = (
+        (1 / 2) * sigma_S_s * w_C_s_thS
+        + (1 / 2) * sigma_S_s * w_other_C_s_S_s
+        + (1 / 2) * t47 * w_C_s_er
+        + (1 / 2) * t48
+    )
+    z_S_other_CS_c = t50 * w_CS_c_thS + t50 * w_other_CS_c_S_s + t51 * w_CS_c_er + t55
+    z_S_other_CS_s = (
+        (1 / 2) * sigma_S_s * w_CS_s_thS
+        + (1 / 2) * sigma_S_s * w_other_CS_s_S_s
+        + (1 / 2) * t47 * w_CS_s_er
+        + (1 / 2) * t48
+    )
+    z_S_other_S_s = (1 / 2) * sigma_S_s * w_other_S_s_S_s + (1 / 2) * t49
+    z_S_other_S_a = t50 * w_other_S_a_S_s + t53 + t54
+    z_S_nA = t50 * w_nA_S_s + t50 * w_nA_thS + t51 * w_nA_er + t55
+    z_S_nS = (
+        (1 / 2) * sigma_S_s * w_nS_S_s
+        + (1 / 2) * sigma_S_s * w_nS_thS
+        + (1 / 2) * t47 * w_nS_er
+        + (1 / 2) * t48
+    )
+    z_S_r = o_r * sigma_S_r + o_r * sigma_S_s + sigma_S_r * w_er_er + t56 * w_er_S_s + t56 * w_er_thS
+    mult_S_same_s = 1
+    mult_S_same_a = 1
+    mult_S_other_C_c = n_C
+    mult_S_other_C_s = n_C
+    mult_S_other_CS_c = n_CS
+    mult_S_other_CS_s = n_CS
+    mult_S_other_S_s = n_S - 1
+    mult_S_other_S_a = n_S - 1
+    mult_S_nA = K_A - n_C - n_CS - n_S
+    mult_S_nS = K_S - n_C - n_CS - n_S
+    mult_S_r = 1
+    zshift_S = jnp.maximum(
+        jnp.maximum(
+            jnp.maximum(
+                jnp.maximum(
+                    jnp.maximum(
+                        jnp.maximum(
+                            jnp.maximum(
+                                jnp.maximum(
+                                    jnp.maximum(jnp.maximum(z_S_same_s, z_S_same_a), z_S_other_C_c),
+                                    z_S_other_C_s,
+                                ),
+                                z_S_other_CS_c,
+                            ),
+                            z_S_other_CS_s,
+                        ),
+                        z_S_other_S_s,
+                    ),
+                    z_S_other_S_a,
+                ),
+                z_S_nA,
+            ),
+            z_S_nS,
+        ),
+        z_S_r,
+    )
+    E_S_same_s = jnp.exp(z_S_same_s - zshift_S)
+    E_S_same_a = jnp.exp(z_S_same_a - zshift_S)
+    E_S_other_C_c = jnp.exp(z_S_other_C_c - zshift_S)
+    E_S_other_C_s = jnp.exp(z_S_other_C_s - zshift_S)
+    E_S_other_CS_c = jnp.exp(z_S_other_CS_c - zshift_S)
+    E_S_other_CS_s = jnp.exp(z_S_other_CS_s - zshift_S)
+    E_S_other_S_s = jnp.exp(z_S_other_S_s - zshift_S)
+    E_S_other_S_a = jnp.exp(z_S_other_S_a - zshift_S)
+    E_S_nA = jnp.exp(z_S_nA - zshift_S)
+    E_S_nS = jnp.exp(z_S_nS - zshift_S)
+    E_S_r = jnp.exp(z_S_r - zshift_S)
+    Z_S = (
+        E_S_nA * mult_S_nA
+        + E_S_nS * mult_S_nS
+        + E_S_other_CS_c * mult_S_other_CS_c
+        + E_S_other_CS_s * mult_S_other_CS_s
+        + E_S_other_C_c * mult_S_other_C_c
+        + E_S_other_C_s * mult_S_other_C_s
+        + E_S_other_S_a * mult_S_other_S_a
+        + E_S_other_S_s * mult_S_other_S_s
+        + E_S_r * mult_S_r
+        + E_S_same_a * mult_S_same_a
+        + E_S_same_s * mult_S_same_s
+    )
+    loss_S = -z_S_same_a + zshift_S + jnp.log(Z_S)
+    P_S_same_s = E_S_same_s / Z_S
+    P_S_same_a = E_S_same_a / Z_S
+    P_S_other_C_c = E_S_other_C_c / Z_S
+    P_S_other_C_s = E_S_other_C_s / Z_S
+    P_S_other_CS_c = E_S_other_CS_c / Z_S
+    P_S_other_CS_s = E_S_other_CS_s / Z_S
+    P_S_other_S_s = E_S_other_S_s / Z_S
+    P_S_other_S_a = E_S_other_S_a / Z_S
+    P_S_nA = E_S_nA / Z_S
+    P_S_nS = E_S_nS / Z_S
+    P_S_r = E_S_r / Z_S
+    weight_S = n_S / (n_C + n_CS + n_S)
+    # the counterfactual probe [c*, s*, r]
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t57 = jnp.exp(-ashift_probe + u_probe_c)
+    t58 = jnp.exp(-ashift_probe + u_probe_r)
+    t59 = jnp.exp(-ashift_probe + u_probe_s)
+    t60 = 1.0 / (t57 + t58 + t59)
+    sigma_probe_c = t57 * t60
+    sigma_probe_s = t59 * t60
+    sigma_probe_r = t58 * t60
+    t61 = o_c * sigma_probe_r
+    t62 = (1 / 2) * sigma_probe_c
+    t63 = t62 * w_thC_thC
+    t64 = (1 / 2) * sigma_probe_s
+    t65 = t64 * w_thC_thS
+    t66 = SQRT2 * sigma_probe_r
+    t67 = (1 / 2) * t66
+    t68 = t67 * w_thC_er
+    t69 = o_c * sigma_probe_s + t61 + t63 + t65 + t68
+    t70 = t62 * w_nA_thC + t64 * w_nA_thS + t67 * w_nA_er
+    t71 = t69 + t70
+    t72 = o_c * sigma_probe_c
+    t73 = sigma_probe_c * w_thS_thC + sigma_probe_s * w_thS_thS + t66 * w_thS_er
+    t74 = (
+        (1 / 2) * sigma_probe_c * w_nS_thC
+        + (1 / 2) * sigma_probe_s * w_nS_thS
+        + (1 / 2) * t66 * w_nS_er
+        + (1 / 2) * t73
+    )
+    t75 = t69 + t72
+    z_probe_0 = lambda_C * sigma_probe_c + t71
+    z_probe_1 = lambda_M * sigma_probe_s + t61 + t63 + t65 + t68 + t70 + t72
+    z_probe_2 = t74
+    z_probe_3 = t71 + t72
+    z_probe_4 = t74
+    z_probe_5 = (
+        SQRT2 * t62 * w_er_thC
+        + SQRT2 * t64 * w_er_thS
+        + o_r * sigma_probe_c
+        + o_r * sigma_probe_r
+        + o_r * sigma_probe_s
+        + sigma_probe_r * w_er_er
+    )
+    z_probe_6 = t62 * w_C_c_thC + t64 * w_C_c_thS + t67 * w_C_c_er + t75
+    z_probe_7 = (
+        (1 / 2) * sigma_probe_c * w_C_s_thC
+        + (1 / 2) * sigma_probe_s * w_C_s_thS
+        + (1 / 2) * t66 * w_C_s_er
+        + (1 / 2) * t73
+    )
+    z_probe_8 = t62 * w_CS_c_thC + t64 * w_CS_c_thS + t67 * w_CS_c_er + t75
+    z_probe_9 = (
+        (1 / 2) * sigma_probe_c * w_CS_s_thC
+        + (1 / 2) * sigma_probe_s * w_CS_s_thS
+        + (1 / 2) * t66 * w_CS_s_er
+        + (1 / 2) * t73
+    )
+    z_probe_10 = (
+        (1 / 2) * sigma_probe_c * w_S_s_thC
+        + (1 / 2) * sigma_probe_s * w_S_s_thS
+        + (1 / 2) * t66 * w_S_s_er
+        + (1 / 2) * t73
+    )
+    z_probe_11 = t62 * w_S_a_thC + t64 * w_S_a_thS + t67 * w_S_a_er + t75
+    mult_probe_0 = 1
+    mult_probe_1 = 1
+    mult_probe_2 = 1
+    mult_probe_3 = K_A - n_C - n_CS - n_S - 2
+    mult_probe_4 = K_S - n_C - n_CS - n_S - 1
+    mult_probe_5 = 1
+    mult_probe_6 = n_C
+    mult_probe_7 = n_C
+    mult_probe_8 = n_CS
+    mult_probe_9 = n_CS
+    mult_probe_10 = n_S
+    mult_probe_11 = n_S
+    return {
+        "probe_logit": {
+            "c*": z_probe_0,
+            "a*": z_probe_1,
+            "s*": z_probe_2,
+            "nA": z_probe_3,
+            "nS": z_probe_4,
+            "r": z_probe_5,
+            "C_c": z_probe_6,
+            "C_s": z_probe_7,
+            "CS_c": z_probe_8,
+            "CS_s": z_probe_9,
+            "S_s": z_probe_10,
+            "S_a": z_probe_11,
+        },
+        "probe_multiplicity": {
+            "c*": mult_probe_0,
+            "a*": mult_probe_1,
+            "s*": mult_probe_2,
+            "nA": mult_probe_3,
+            "nS": mult_probe_4,
+            "r": mult_probe_5,
+            "C_c": mult_probe_6,
+            "C_s": mult_probe_7,
+            "CS_c": mult_probe_8,
+            "CS_s": mult_probe_9,
+            "S_s": mult_probe_10,
+            "S_a": mult_probe_11,
+        },
+        "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
+        "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "loss": {"C": loss_C, "CS": loss_CS, "S": loss_S},
+        "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c, "S": 0.0},
+        "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s, "S": sigma_S_s},
+        "margin": {"C": margin_C, "CS": margin_CS},
+        "weight": {"C": weight_C, "CS": weight_CS, "S": weight_S},
+    }
 
 
 # ---- regime value_S_AUG: 166 moving coordinates ----------------------------------------
@@ -6620,7 +9126,7 @@ def velocity_value_S_AUG(x, p):
     t0 = jnp.exp(-ashift_C + u_C_c)
     t1 = jnp.exp(-ashift_C + u_C_r)
     t2 = jnp.exp(-ashift_C + u_C_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
@@ -6752,28 +9258,27 @@ def velocity_value_S_AUG(x, p):
                                         jnp.maximum(
                                             jnp.maximum(
                                                 jnp.maximum(
-                                                    jnp.maximum(z_C_same_c, z_C_same_s),
-                                                    jnp.where(mult_C_other_C_c > 0, z_C_other_C_c, -jnp.inf),
+                                                    jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c
                                                 ),
-                                                jnp.where(mult_C_other_C_s > 0, z_C_other_C_s, -jnp.inf),
+                                                z_C_other_C_s,
                                             ),
-                                            jnp.where(mult_C_other_CS_c > 0, z_C_other_CS_c, -jnp.inf),
+                                            z_C_other_CS_c,
                                         ),
-                                        jnp.where(mult_C_other_CS_s > 0, z_C_other_CS_s, -jnp.inf),
+                                        z_C_other_CS_s,
                                     ),
-                                    jnp.where(mult_C_other_S_s > 0, z_C_other_S_s, -jnp.inf),
+                                    z_C_other_S_s,
                                 ),
-                                jnp.where(mult_C_other_S_a > 0, z_C_other_S_a, -jnp.inf),
+                                z_C_other_S_a,
                             ),
-                            jnp.where(mult_C_other_AUG_c > 0, z_C_other_AUG_c, -jnp.inf),
+                            z_C_other_AUG_c,
                         ),
-                        jnp.where(mult_C_other_AUG_s > 0, z_C_other_AUG_s, -jnp.inf),
+                        z_C_other_AUG_s,
                     ),
-                    jnp.where(mult_C_other_AUG_m > 0, z_C_other_AUG_m, -jnp.inf),
+                    z_C_other_AUG_m,
                 ),
-                jnp.where(mult_C_nA > 0, z_C_nA, -jnp.inf),
+                z_C_nA,
             ),
-            jnp.where(mult_C_nS > 0, z_C_nS, -jnp.inf),
+            z_C_nS,
         ),
         z_C_r,
     )
@@ -6929,7 +9434,7 @@ def velocity_value_S_AUG(x, p):
     t48 = jnp.exp(-ashift_CS + u_CS_c)
     t49 = jnp.exp(-ashift_CS + u_CS_r)
     t50 = jnp.exp(-ashift_CS + u_CS_s)
-    t51 = (t48 + t49 + t50) ** (-1.0)
+    t51 = 1.0 / (t48 + t49 + t50)
     sigma_CS_c = t48 * t51
     sigma_CS_s = t50 * t51
     sigma_CS_r = t49 * t51
@@ -7069,30 +9574,27 @@ def velocity_value_S_AUG(x, p):
                                         jnp.maximum(
                                             jnp.maximum(
                                                 jnp.maximum(
-                                                    jnp.maximum(z_CS_same_c, z_CS_same_s),
-                                                    jnp.where(
-                                                        mult_CS_other_C_c > 0, z_CS_other_C_c, -jnp.inf
-                                                    ),
+                                                    jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c
                                                 ),
-                                                jnp.where(mult_CS_other_C_s > 0, z_CS_other_C_s, -jnp.inf),
+                                                z_CS_other_C_s,
                                             ),
-                                            jnp.where(mult_CS_other_CS_c > 0, z_CS_other_CS_c, -jnp.inf),
+                                            z_CS_other_CS_c,
                                         ),
-                                        jnp.where(mult_CS_other_CS_s > 0, z_CS_other_CS_s, -jnp.inf),
+                                        z_CS_other_CS_s,
                                     ),
-                                    jnp.where(mult_CS_other_S_s > 0, z_CS_other_S_s, -jnp.inf),
+                                    z_CS_other_S_s,
                                 ),
-                                jnp.where(mult_CS_other_S_a > 0, z_CS_other_S_a, -jnp.inf),
+                                z_CS_other_S_a,
                             ),
-                            jnp.where(mult_CS_other_AUG_c > 0, z_CS_other_AUG_c, -jnp.inf),
+                            z_CS_other_AUG_c,
                         ),
-                        jnp.where(mult_CS_other_AUG_s > 0, z_CS_other_AUG_s, -jnp.inf),
+                        z_CS_other_AUG_s,
                     ),
-                    jnp.where(mult_CS_other_AUG_m > 0, z_CS_other_AUG_m, -jnp.inf),
+                    z_CS_other_AUG_m,
                 ),
-                jnp.where(mult_CS_nA > 0, z_CS_nA, -jnp.inf),
+                z_CS_nA,
             ),
-            jnp.where(mult_CS_nS > 0, z_CS_nS, -jnp.inf),
+            z_CS_nS,
         ),
         z_CS_r,
     )
@@ -7247,7 +9749,7 @@ def velocity_value_S_AUG(x, p):
     ashift_S = jnp.maximum(u_S_s, u_S_r)
     t97 = jnp.exp(-ashift_S + u_S_s)
     t98 = jnp.exp(-ashift_S + u_S_r)
-    t99 = (t97 + t98) ** (-1.0)
+    t99 = 1.0 / (t97 + t98)
     sigma_S_s = t97 * t99
     sigma_S_r = t98 * t99
     t100 = SQRT2 * sigma_S_r
@@ -7320,28 +9822,27 @@ def velocity_value_S_AUG(x, p):
                                         jnp.maximum(
                                             jnp.maximum(
                                                 jnp.maximum(
-                                                    jnp.maximum(z_S_same_s, z_S_same_a),
-                                                    jnp.where(mult_S_other_C_c > 0, z_S_other_C_c, -jnp.inf),
+                                                    jnp.maximum(z_S_same_s, z_S_same_a), z_S_other_C_c
                                                 ),
-                                                jnp.where(mult_S_other_C_s > 0, z_S_other_C_s, -jnp.inf),
+                                                z_S_other_C_s,
                                             ),
-                                            jnp.where(mult_S_other_CS_c > 0, z_S_other_CS_c, -jnp.inf),
+                                            z_S_other_CS_c,
                                         ),
-                                        jnp.where(mult_S_other_CS_s > 0, z_S_other_CS_s, -jnp.inf),
+                                        z_S_other_CS_s,
                                     ),
-                                    jnp.where(mult_S_other_S_s > 0, z_S_other_S_s, -jnp.inf),
+                                    z_S_other_S_s,
                                 ),
-                                jnp.where(mult_S_other_S_a > 0, z_S_other_S_a, -jnp.inf),
+                                z_S_other_S_a,
                             ),
-                            jnp.where(mult_S_other_AUG_c > 0, z_S_other_AUG_c, -jnp.inf),
+                            z_S_other_AUG_c,
                         ),
-                        jnp.where(mult_S_other_AUG_s > 0, z_S_other_AUG_s, -jnp.inf),
+                        z_S_other_AUG_s,
                     ),
-                    jnp.where(mult_S_other_AUG_m > 0, z_S_other_AUG_m, -jnp.inf),
+                    z_S_other_AUG_m,
                 ),
-                jnp.where(mult_S_nA > 0, z_S_nA, -jnp.inf),
+                z_S_nA,
             ),
-            jnp.where(mult_S_nS > 0, z_S_nS, -jnp.inf),
+            z_S_nS,
         ),
         z_S_r,
     )
@@ -7459,7 +9960,7 @@ def velocity_value_S_AUG(x, p):
     t136 = jnp.exp(-ashift_AUG + u_AUG_c)
     t137 = jnp.exp(-ashift_AUG + u_AUG_r)
     t138 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t139 = (t136 + t137 + t138) ** (-1.0)
+    t139 = 1.0 / (t136 + t137 + t138)
     sigma_AUG_c = t136 * t139
     sigma_AUG_s = t138 * t139
     sigma_AUG_r = t137 * t139
@@ -7605,29 +10106,27 @@ def velocity_value_S_AUG(x, p):
                                                     jnp.maximum(
                                                         jnp.maximum(z_AUG_same_c, z_AUG_same_s), z_AUG_same_m
                                                     ),
-                                                    jnp.where(
-                                                        mult_AUG_other_C_c > 0, z_AUG_other_C_c, -jnp.inf
-                                                    ),
+                                                    z_AUG_other_C_c,
                                                 ),
-                                                jnp.where(mult_AUG_other_C_s > 0, z_AUG_other_C_s, -jnp.inf),
+                                                z_AUG_other_C_s,
                                             ),
-                                            jnp.where(mult_AUG_other_CS_c > 0, z_AUG_other_CS_c, -jnp.inf),
+                                            z_AUG_other_CS_c,
                                         ),
-                                        jnp.where(mult_AUG_other_CS_s > 0, z_AUG_other_CS_s, -jnp.inf),
+                                        z_AUG_other_CS_s,
                                     ),
-                                    jnp.where(mult_AUG_other_S_s > 0, z_AUG_other_S_s, -jnp.inf),
+                                    z_AUG_other_S_s,
                                 ),
-                                jnp.where(mult_AUG_other_S_a > 0, z_AUG_other_S_a, -jnp.inf),
+                                z_AUG_other_S_a,
                             ),
-                            jnp.where(mult_AUG_other_AUG_c > 0, z_AUG_other_AUG_c, -jnp.inf),
+                            z_AUG_other_AUG_c,
                         ),
-                        jnp.where(mult_AUG_other_AUG_s > 0, z_AUG_other_AUG_s, -jnp.inf),
+                        z_AUG_other_AUG_s,
                     ),
-                    jnp.where(mult_AUG_other_AUG_m > 0, z_AUG_other_AUG_m, -jnp.inf),
+                    z_AUG_other_AUG_m,
                 ),
-                jnp.where(mult_AUG_nA > 0, z_AUG_nA, -jnp.inf),
+                z_AUG_nA,
             ),
-            jnp.where(mult_AUG_nS > 0, z_AUG_nS, -jnp.inf),
+            z_AUG_nS,
         ),
         z_AUG_r,
     )
@@ -7774,722 +10273,295 @@ def velocity_value_S_AUG(x, p):
     lr_v = p["lr_v"]
     t189 = n_C + n_CS + n_S
     t190 = n_AUG + t189
-    t191 = t190 ** (-1.0)
+    t191 = 1.0 / (t190)
     t192 = lr_kq * t191
-    t193 = (1 / 2) * SQRT2
-    t194 = t192 * t193
-    t195 = P_C_same_c - 1
-    t196 = lr_v * t191
-    t197 = (1 / 2) * t196
-    t198 = sigma_C_c * t197
-    t199 = P_C_same_s * sigma_C_c
-    t200 = (1 / 2) * P_C_other_C_c
-    t201 = sigma_C_c * t196
-    t202 = P_C_other_C_s * sigma_C_c
-    t203 = (1 / 2) * P_C_nA
-    t204 = P_C_other_C_s * n_C
-    t205 = P_C_nS * n_AUG
-    t206 = P_C_nS * n_C
-    t207 = P_C_other_AUG_s * n_AUG + P_C_other_CS_s * n_CS + P_C_other_S_s * n_S + P_C_same_s
-    t208 = K_S * P_C_nS - P_C_nS * n_CS - P_C_nS * n_S - P_C_other_C_s + t204 - t205 - t206 + t207
-    t209 = P_C_nA * n_AUG
-    t210 = n_C * t203
-    t211 = P_C_other_AUG_c * n_AUG
-    t212 = P_C_other_AUG_m * n_AUG
-    t213 = P_C_other_CS_c * n_CS
-    t214 = P_C_other_S_a * n_S
-    t215 = t196 * (
-        K_A * t203
-        + (1 / 2) * P_C_same_c
-        + n_C * t200
-        - n_CS * t203
-        - n_S * t203
-        - t200
-        - t209
-        - t210
-        + (1 / 2) * t211
-        + (1 / 2) * t212
-        + (1 / 2) * t213
-        + (1 / 2) * t214
-        - 1 / 2
+    t193 = (1 / 2) * SQRT2 * t192
+    t194 = P_C_same_c - 1
+    t195 = lr_v * t191
+    t196 = (1 / 2) * t195
+    t197 = sigma_C_c * t196
+    t198 = -K_S + t190
+    t199 = n_C - 1
+    t200 = P_C_other_C_s * t199 + P_C_same_s
+    t201 = -P_C_nS * t198 + P_C_other_AUG_s * n_AUG + P_C_other_CS_s * n_CS + P_C_other_S_s * n_S + t200
+    t202 = -K_A + 2 * n_AUG + t189
+    t203 = P_C_other_C_c * t199 + t194
+    t204 = (
+        -P_C_nA * t202
+        + P_C_other_AUG_c * n_AUG
+        + P_C_other_AUG_m * n_AUG
+        + P_C_other_CS_c * n_CS
+        + P_C_other_S_a * n_S
+        + t203
     )
-    t216 = P_C_r * SQRT2
-    t217 = sigma_C_s * t197
-    t218 = P_C_same_s * sigma_C_s
-    t219 = sigma_C_s * t196
-    t220 = P_C_other_C_s * sigma_C_s
-    t221 = P_CS_same_c - 1
-    t222 = sigma_CS_c * t197
-    t223 = P_CS_same_s * sigma_CS_c
-    t224 = (1 / 2) * P_CS_other_CS_c
-    t225 = sigma_CS_c * t196
-    t226 = P_CS_other_CS_s * sigma_CS_c
-    t227 = (1 / 2) * P_CS_nA
-    t228 = P_CS_other_CS_s * n_CS
-    t229 = P_CS_nS * n_AUG
-    t230 = P_CS_nS * n_C
-    t231 = P_CS_nS * n_CS
-    t232 = P_CS_other_AUG_s * n_AUG + P_CS_other_C_s * n_C + P_CS_other_S_s * n_S + P_CS_same_s
-    t233 = K_S * P_CS_nS - P_CS_nS * n_S - P_CS_other_CS_s + t228 - t229 - t230 - t231 + t232
-    t234 = P_CS_nA * n_AUG
-    t235 = n_C * t227
-    t236 = n_CS * t227
-    t237 = P_CS_other_AUG_c * n_AUG
-    t238 = P_CS_other_AUG_m * n_AUG
-    t239 = P_CS_other_C_c * n_C
-    t240 = P_CS_other_S_a * n_S
-    t241 = t196 * (
-        K_A * t227
-        + (1 / 2) * P_CS_same_c
-        + n_CS * t224
-        - n_S * t227
-        - t224
-        - t234
-        - t235
-        - t236
-        + (1 / 2) * t237
-        + (1 / 2) * t238
-        + (1 / 2) * t239
-        + (1 / 2) * t240
-        - 1 / 2
+    t205 = P_C_r * SQRT2
+    t206 = sigma_C_s * t196
+    t207 = P_CS_same_c - 1
+    t208 = sigma_CS_c * t196
+    t209 = n_CS - 1
+    t210 = P_CS_other_CS_s * t209 + P_CS_same_s
+    t211 = -P_CS_nS * t198 + P_CS_other_AUG_s * n_AUG + P_CS_other_C_s * n_C + P_CS_other_S_s * n_S + t210
+    t212 = P_CS_other_CS_c * t209 + t207
+    t213 = (
+        -P_CS_nA * t202
+        + P_CS_other_AUG_c * n_AUG
+        + P_CS_other_AUG_m * n_AUG
+        + P_CS_other_C_c * n_C
+        + P_CS_other_S_a * n_S
+        + t212
     )
-    t242 = P_CS_r * SQRT2
-    t243 = sigma_CS_s * t197
-    t244 = P_CS_same_s * sigma_CS_s
-    t245 = sigma_CS_s * t196
-    t246 = P_CS_other_CS_s * sigma_CS_s
-    t247 = P_S_same_s * sigma_S_s
-    t248 = P_S_same_a - 1
-    t249 = sigma_S_s * t196
-    t250 = (1 / 2) * t249
-    t251 = P_S_other_S_s * sigma_S_s
-    t252 = (1 / 2) * P_S_other_S_a
-    t253 = (1 / 2) * P_S_nA
-    t254 = P_S_other_S_s * n_S
-    t255 = P_S_nS * n_AUG
-    t256 = P_S_nS * n_C
-    t257 = P_S_nS * n_CS
-    t258 = P_S_other_AUG_s * n_AUG + P_S_other_CS_s * n_CS + P_S_other_C_s * n_C + P_S_same_s
-    t259 = P_S_nA * n_AUG
-    t260 = n_C * t253
-    t261 = n_CS * t253
-    t262 = P_S_other_AUG_c * n_AUG
-    t263 = P_S_other_AUG_m * n_AUG
-    t264 = P_S_other_CS_c * n_CS
-    t265 = P_S_other_C_c * n_C
-    t266 = P_AUG_same_c - 1
-    t267 = sigma_AUG_c * t197
-    t268 = P_AUG_same_s * sigma_AUG_c
-    t269 = (1 / 2) * P_AUG_same_m
-    t270 = sigma_AUG_c * t196
-    t271 = (1 / 2) * P_AUG_other_AUG_c
-    t272 = P_AUG_other_AUG_s * sigma_AUG_c
-    t273 = (1 / 2) * P_AUG_other_AUG_m
-    t274 = (1 / 2) * P_AUG_nA
-    t275 = P_AUG_other_AUG_s * n_AUG
-    t276 = P_AUG_nS * n_AUG
-    t277 = P_AUG_other_CS_s * n_CS + P_AUG_other_C_s * n_C + P_AUG_other_S_s * n_S + P_AUG_same_s
-    t278 = (
-        K_S * P_AUG_nS
-        - P_AUG_nS * n_C
-        - P_AUG_nS * n_CS
-        - P_AUG_nS * n_S
-        - P_AUG_other_AUG_s
-        + t275
-        - t276
-        + t277
+    t214 = P_CS_r * SQRT2
+    t215 = sigma_CS_s * t196
+    t216 = sigma_S_s * t196
+    t217 = P_S_same_a - 1
+    t218 = n_S - 1
+    t219 = P_S_other_S_s * t218 + P_S_same_s
+    t220 = -P_S_nS * t198 + P_S_other_AUG_s * n_AUG + P_S_other_CS_s * n_CS + P_S_other_C_s * n_C + t219
+    t221 = P_S_other_S_a * t218 + t217
+    t222 = (
+        -P_S_nA * t202
+        + P_S_other_AUG_c * n_AUG
+        + P_S_other_AUG_m * n_AUG
+        + P_S_other_CS_c * n_CS
+        + P_S_other_C_c * n_C
+        + t221
     )
-    t279 = P_AUG_nA * n_AUG
-    t280 = P_AUG_other_CS_c * n_CS
-    t281 = P_AUG_other_C_c * n_C
-    t282 = P_AUG_other_S_a * n_S
-    t283 = t196 * (
-        K_A * t274
-        + (1 / 2) * P_AUG_same_c
-        + n_AUG * t271
-        + n_AUG * t273
-        - n_C * t274
-        - n_CS * t274
-        - n_S * t274
-        + t269
-        - t271
-        - t273
-        - t279
-        + (1 / 2) * t280
-        + (1 / 2) * t281
-        + (1 / 2) * t282
-        - 1 / 2
+    t223 = P_AUG_same_c - 1
+    t224 = sigma_AUG_c * t196
+    t225 = n_AUG - 1
+    t226 = P_AUG_other_AUG_s * t225 + P_AUG_same_s
+    t227 = -P_AUG_nS * t198 + P_AUG_other_CS_s * n_CS + P_AUG_other_C_s * n_C + P_AUG_other_S_s * n_S + t226
+    t228 = P_AUG_other_AUG_m * t225 + P_AUG_same_m
+    t229 = P_AUG_other_AUG_c * t225 + t223
+    t230 = (
+        -P_AUG_nA * t202
+        + P_AUG_other_CS_c * n_CS
+        + P_AUG_other_C_c * n_C
+        + P_AUG_other_S_a * n_S
+        + t228
+        + t229
     )
-    t284 = P_AUG_r * SQRT2
-    t285 = sigma_AUG_s * t197
-    t286 = P_AUG_same_s * sigma_AUG_s
-    t287 = sigma_AUG_s * t196
-    t288 = P_AUG_other_AUG_s * sigma_AUG_s
-    t289 = P_C_other_C_c * sigma_C_s
-    t290 = n_AUG * sigma_AUG_s
-    t291 = n_CS * sigma_CS_s
-    t292 = n_S * sigma_S_s
-    t293 = P_CS_other_CS_c * sigma_CS_s
-    t294 = n_C * sigma_C_s
-    t295 = P_S_other_S_a * sigma_S_s
-    t296 = P_AUG_other_AUG_c * sigma_AUG_s
-    t297 = P_AUG_other_AUG_m * sigma_AUG_s
-    t298 = n_AUG**2
-    t299 = sigma_AUG_s * t298
-    t300 = (1 / 2) * t279
-    t301 = sigma_AUG_s * t300
-    t302 = n_S * t236
-    t303 = sigma_C_s * t210
-    t304 = n_CS**2
-    t305 = t227 * t304
-    t306 = n_C**2
-    t307 = t203 * t306
-    t308 = n_S**2
-    t309 = t253 * t308
-    t310 = 3 * n_AUG
-    t311 = 2 * n_C
-    t312 = 2 * n_CS * n_S + n_CS * t311 + n_S * t311 + t304 + t306 + t308
-    t313 = lr_v / (
-        -K_A * n_AUG
-        - K_A * n_C
-        - K_A * n_CS
-        - K_A * n_S
-        + n_C * t310
-        + n_CS * t310
-        + n_S * t310
-        + 2 * t298
-        + t312
-    )
-    t314 = sigma_AUG_s * t276
-    t315 = n_S * t231
-    t316 = sigma_C_s * t206
-    t317 = P_CS_nS * t304
-    t318 = P_C_nS * t306
-    t319 = P_S_nS * t308
-    t320 = 2 * n_AUG
-    t321 = (
-        (1 / 2)
-        * lr_v
-        / (
-            -K_S * n_AUG
-            - K_S * n_C
-            - K_S * n_CS
-            - K_S * n_S
-            + n_C * t320
-            + n_CS * t320
-            + n_S * t320
-            + t298
-            + t312
-        )
-    )
-    t322 = n_AUG - 1
-    t323 = -K_S + t190
-    t324 = -P_AUG_nS * t323 + P_AUG_other_AUG_s * t322 + t277
-    t325 = n_C - 1
-    t326 = -P_C_nS * t323 + P_C_other_C_s * t325 + t207
-    t327 = n_CS - 1
-    t328 = -P_CS_nS * t323 + P_CS_other_CS_s * t327 + t232
-    t329 = n_S - 1
-    t330 = -P_S_nS * t323 + P_S_other_S_s * t329 + t258
-    t331 = -K_A + t189 + t320
-    t332 = -P_C_nA * t331 + P_C_other_C_c * t325 + t195 + t211 + t212 + t213 + t214
-    t333 = -P_CS_nA * t331 + P_CS_other_CS_c * t327 + t221 + t237 + t238 + t239 + t240
-    t334 = -P_S_nA * t331 + P_S_other_S_a * t329 + t248 + t262 + t263 + t264 + t265
-    t335 = (
-        -P_AUG_nA * t331
-        + P_AUG_other_AUG_c * t322
-        + P_AUG_other_AUG_m * t322
-        + P_AUG_same_m
-        + t266
-        + t280
-        + t281
-        + t282
-    )
-    t336 = SQRT2 * t197
-    t337 = P_C_other_C_c * sigma_C_c
-    t338 = n_AUG * sigma_AUG_c
-    t339 = n_CS * sigma_CS_c
-    t340 = P_CS_other_CS_c * sigma_CS_c
-    t341 = n_C * sigma_C_c
-    t342 = P_AUG_other_AUG_c * sigma_AUG_c
-    t343 = P_AUG_other_AUG_m * sigma_AUG_c
-    t344 = sigma_AUG_c * t298
-    t345 = sigma_AUG_c * t300
-    t346 = sigma_C_c * t210
-    t347 = sigma_AUG_c * t276
-    t348 = sigma_C_c * t206
-    t349 = P_C_other_C_c * sigma_C_r
-    t350 = n_AUG * sigma_AUG_r
-    t351 = n_CS * sigma_CS_r
-    t352 = n_S * sigma_S_r
-    t353 = P_CS_other_CS_c * sigma_CS_r
-    t354 = n_C * sigma_C_r
-    t355 = P_S_other_S_a * sigma_S_r
-    t356 = P_AUG_other_AUG_c * sigma_AUG_r
-    t357 = P_AUG_other_AUG_m * sigma_AUG_r
-    t358 = sigma_AUG_r * t298
-    t359 = sigma_AUG_r * t300
-    t360 = sigma_C_r * t210
-    t361 = sigma_AUG_r * t276
-    t362 = sigma_C_r * t206
-    v_kappa_C_c = -du_C_c * t194
-    v_kappa_C_s = -du_C_s * t194
-    v_kappa_CS_c = -du_CS_c * t194
-    v_kappa_CS_s = -du_CS_s * t194
-    v_kappa_S_s = -du_S_s * t194
-    v_kappa_AUG_c = -du_AUG_c * t194
-    v_kappa_AUG_s = -du_AUG_s * t194
-    v_kappa_thS = -t194 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
-    v_kappa_thC = -t194 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
+    t231 = P_AUG_r * SQRT2
+    t232 = sigma_AUG_s * t196
+    t233 = n_AUG * sigma_AUG_s
+    t234 = n_CS * sigma_CS_s
+    t235 = n_S * sigma_S_s
+    t236 = n_C * sigma_C_s
+    t237 = SQRT2 * t196
+    t238 = n_AUG * sigma_AUG_c
+    t239 = n_CS * sigma_CS_c
+    t240 = n_C * sigma_C_c
+    t241 = n_AUG * sigma_AUG_r
+    t242 = n_CS * sigma_CS_r
+    t243 = n_S * sigma_S_r
+    t244 = n_C * sigma_C_r
+    v_kappa_C_c = -du_C_c * t193
+    v_kappa_C_s = -du_C_s * t193
+    v_kappa_CS_c = -du_CS_c * t193
+    v_kappa_CS_s = -du_CS_s * t193
+    v_kappa_S_s = -du_S_s * t193
+    v_kappa_AUG_c = -du_AUG_c * t193
+    v_kappa_AUG_s = -du_AUG_s * t193
+    v_kappa_thS = -t193 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
+    v_kappa_thC = -t193 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
     v_kappa_er = -t192 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
-    v_w_same_C_c_C_c = -t195 * t198
-    v_w_same_C_s_C_c = -t197 * t199
-    v_w_other_C_c_C_c = -t200 * t201
-    v_w_other_C_s_C_c = -t197 * t202
-    v_w_other_CS_c_C_c = -P_C_other_CS_c * t198
-    v_w_other_CS_s_C_c = -P_C_other_CS_s * t198
-    v_w_other_S_s_C_c = -P_C_other_S_s * t198
-    v_w_other_S_a_C_c = -P_C_other_S_a * t198
-    v_w_other_AUG_c_C_c = -P_C_other_AUG_c * t198
-    v_w_other_AUG_s_C_c = -P_C_other_AUG_s * t198
-    v_w_other_AUG_m_C_c = -P_C_other_AUG_m * t198
-    v_w_nA_C_c = -t201 * t203
-    v_w_nS_C_c = -P_C_nS * t198
-    v_w_thS_C_c = -t198 * t208
-    v_w_thC_C_c = -sigma_C_c * t215
-    v_w_er_C_c = -t198 * t216
-    v_w_same_C_c_C_s = -t195 * t217
-    v_w_same_C_s_C_s = -t197 * t218
-    v_w_other_C_c_C_s = -t200 * t219
-    v_w_other_C_s_C_s = -t197 * t220
-    v_w_other_CS_c_C_s = -P_C_other_CS_c * t217
-    v_w_other_CS_s_C_s = -P_C_other_CS_s * t217
-    v_w_other_S_s_C_s = -P_C_other_S_s * t217
-    v_w_other_S_a_C_s = -P_C_other_S_a * t217
-    v_w_other_AUG_c_C_s = -P_C_other_AUG_c * t217
-    v_w_other_AUG_s_C_s = -P_C_other_AUG_s * t217
-    v_w_other_AUG_m_C_s = -P_C_other_AUG_m * t217
-    v_w_nA_C_s = -t203 * t219
-    v_w_nS_C_s = -P_C_nS * t217
-    v_w_thS_C_s = -t208 * t217
-    v_w_thC_C_s = -sigma_C_s * t215
-    v_w_er_C_s = -t216 * t217
-    v_w_same_CS_c_CS_c = -t221 * t222
-    v_w_same_CS_s_CS_c = -t197 * t223
-    v_w_other_C_c_CS_c = -P_CS_other_C_c * t222
-    v_w_other_C_s_CS_c = -P_CS_other_C_s * t222
-    v_w_other_CS_c_CS_c = -t224 * t225
-    v_w_other_CS_s_CS_c = -t197 * t226
-    v_w_other_S_s_CS_c = -P_CS_other_S_s * t222
-    v_w_other_S_a_CS_c = -P_CS_other_S_a * t222
-    v_w_other_AUG_c_CS_c = -P_CS_other_AUG_c * t222
-    v_w_other_AUG_s_CS_c = -P_CS_other_AUG_s * t222
-    v_w_other_AUG_m_CS_c = -P_CS_other_AUG_m * t222
-    v_w_nA_CS_c = -t225 * t227
-    v_w_nS_CS_c = -P_CS_nS * t222
-    v_w_thS_CS_c = -t222 * t233
-    v_w_thC_CS_c = -sigma_CS_c * t241
-    v_w_er_CS_c = -t222 * t242
-    v_w_same_CS_c_CS_s = -t221 * t243
-    v_w_same_CS_s_CS_s = -t197 * t244
-    v_w_other_C_c_CS_s = -P_CS_other_C_c * t243
-    v_w_other_C_s_CS_s = -P_CS_other_C_s * t243
-    v_w_other_CS_c_CS_s = -t224 * t245
-    v_w_other_CS_s_CS_s = -t197 * t246
-    v_w_other_S_s_CS_s = -P_CS_other_S_s * t243
-    v_w_other_S_a_CS_s = -P_CS_other_S_a * t243
-    v_w_other_AUG_c_CS_s = -P_CS_other_AUG_c * t243
-    v_w_other_AUG_s_CS_s = -P_CS_other_AUG_s * t243
-    v_w_other_AUG_m_CS_s = -P_CS_other_AUG_m * t243
-    v_w_nA_CS_s = -t227 * t245
-    v_w_nS_CS_s = -P_CS_nS * t243
-    v_w_thS_CS_s = -t233 * t243
-    v_w_thC_CS_s = -sigma_CS_s * t241
-    v_w_er_CS_s = -t242 * t243
-    v_w_same_S_s_S_s = -t197 * t247
-    v_w_same_S_a_S_s = -t248 * t250
-    v_w_other_C_c_S_s = -P_S_other_C_c * t250
-    v_w_other_C_s_S_s = -P_S_other_C_s * t250
-    v_w_other_CS_c_S_s = -P_S_other_CS_c * t250
-    v_w_other_CS_s_S_s = -P_S_other_CS_s * t250
-    v_w_other_S_s_S_s = -t197 * t251
-    v_w_other_S_a_S_s = -t249 * t252
-    v_w_other_AUG_c_S_s = -P_S_other_AUG_c * t250
-    v_w_other_AUG_s_S_s = -P_S_other_AUG_s * t250
-    v_w_other_AUG_m_S_s = -P_S_other_AUG_m * t250
-    v_w_nA_S_s = -t249 * t253
-    v_w_nS_S_s = -P_S_nS * t250
-    v_w_thS_S_s = -t250 * (K_S * P_S_nS - P_S_nS * n_S - P_S_other_S_s + t254 - t255 - t256 - t257 + t258)
-    v_w_thC_S_s = -t249 * (
-        K_A * t253
-        + (1 / 2) * P_S_same_a
-        + n_S * t252
-        - n_S * t253
-        - t252
-        - t259
-        - t260
-        - t261
-        + (1 / 2) * t262
-        + (1 / 2) * t263
-        + (1 / 2) * t264
-        + (1 / 2) * t265
-        - 1 / 2
+    v_w_same_C_c_C_c = -t194 * t197
+    v_w_same_C_s_C_c = -P_C_same_s * t197
+    v_w_other_C_c_C_c = -P_C_other_C_c * t197
+    v_w_other_C_s_C_c = -P_C_other_C_s * t197
+    v_w_other_CS_c_C_c = -P_C_other_CS_c * t197
+    v_w_other_CS_s_C_c = -P_C_other_CS_s * t197
+    v_w_other_S_s_C_c = -P_C_other_S_s * t197
+    v_w_other_S_a_C_c = -P_C_other_S_a * t197
+    v_w_other_AUG_c_C_c = -P_C_other_AUG_c * t197
+    v_w_other_AUG_s_C_c = -P_C_other_AUG_s * t197
+    v_w_other_AUG_m_C_c = -P_C_other_AUG_m * t197
+    v_w_nA_C_c = -P_C_nA * t197
+    v_w_nS_C_c = -P_C_nS * t197
+    v_w_thS_C_c = -t197 * t201
+    v_w_thC_C_c = -t197 * t204
+    v_w_er_C_c = -t197 * t205
+    v_w_same_C_c_C_s = -t194 * t206
+    v_w_same_C_s_C_s = -P_C_same_s * t206
+    v_w_other_C_c_C_s = -P_C_other_C_c * t206
+    v_w_other_C_s_C_s = -P_C_other_C_s * t206
+    v_w_other_CS_c_C_s = -P_C_other_CS_c * t206
+    v_w_other_CS_s_C_s = -P_C_other_CS_s * t206
+    v_w_other_S_s_C_s = -P_C_other_S_s * t206
+    v_w_other_S_a_C_s = -P_C_other_S_a * t206
+    v_w_other_AUG_c_C_s = -P_C_other_AUG_c * t206
+    v_w_other_AUG_s_C_s = -P_C_other_AUG_s * t206
+    v_w_other_AUG_m_C_s = -P_C_other_AUG_m * t206
+    v_w_nA_C_s = -P_C_nA * t206
+    v_w_nS_C_s = -P_C_nS * t206
+    v_w_thS_C_s = -t201 * t206
+    v_w_thC_C_s = -t204 * t206
+    v_w_er_C_s = -t205 * t206
+    v_w_same_CS_c_CS_c = -t207 * t208
+    v_w_same_CS_s_CS_c = -P_CS_same_s * t208
+    v_w_other_C_c_CS_c = -P_CS_other_C_c * t208
+    v_w_other_C_s_CS_c = -P_CS_other_C_s * t208
+    v_w_other_CS_c_CS_c = -P_CS_other_CS_c * t208
+    v_w_other_CS_s_CS_c = -P_CS_other_CS_s * t208
+    v_w_other_S_s_CS_c = -P_CS_other_S_s * t208
+    v_w_other_S_a_CS_c = -P_CS_other_S_a * t208
+    v_w_other_AUG_c_CS_c = -P_CS_other_AUG_c * t208
+    v_w_other_AUG_s_CS_c = -P_CS_other_AUG_s * t208
+    v_w_other_AUG_m_CS_c = -P_CS_other_AUG_m * t208
+    v_w_nA_CS_c = -P_CS_nA * t208
+    v_w_nS_CS_c = -P_CS_nS * t208
+    v_w_thS_CS_c = -t208 * t211
+    v_w_thC_CS_c = -t208 * t213
+    v_w_er_CS_c = -t208 * t214
+    v_w_same_CS_c_CS_s = -t207 * t215
+    v_w_same_CS_s_CS_s = -P_CS_same_s * t215
+    v_w_other_C_c_CS_s = -P_CS_other_C_c * t215
+    v_w_other_C_s_CS_s = -P_CS_other_C_s * t215
+    v_w_other_CS_c_CS_s = -P_CS_other_CS_c * t215
+    v_w_other_CS_s_CS_s = -P_CS_other_CS_s * t215
+    v_w_other_S_s_CS_s = -P_CS_other_S_s * t215
+    v_w_other_S_a_CS_s = -P_CS_other_S_a * t215
+    v_w_other_AUG_c_CS_s = -P_CS_other_AUG_c * t215
+    v_w_other_AUG_s_CS_s = -P_CS_other_AUG_s * t215
+    v_w_other_AUG_m_CS_s = -P_CS_other_AUG_m * t215
+    v_w_nA_CS_s = -P_CS_nA * t215
+    v_w_nS_CS_s = -P_CS_nS * t215
+    v_w_thS_CS_s = -t211 * t215
+    v_w_thC_CS_s = -t213 * t215
+    v_w_er_CS_s = -t214 * t215
+    v_w_same_S_s_S_s = -P_S_same_s * t216
+    v_w_same_S_a_S_s = -t216 * t217
+    v_w_other_C_c_S_s = -P_S_other_C_c * t216
+    v_w_other_C_s_S_s = -P_S_other_C_s * t216
+    v_w_other_CS_c_S_s = -P_S_other_CS_c * t216
+    v_w_other_CS_s_S_s = -P_S_other_CS_s * t216
+    v_w_other_S_s_S_s = -P_S_other_S_s * t216
+    v_w_other_S_a_S_s = -P_S_other_S_a * t216
+    v_w_other_AUG_c_S_s = -P_S_other_AUG_c * t216
+    v_w_other_AUG_s_S_s = -P_S_other_AUG_s * t216
+    v_w_other_AUG_m_S_s = -P_S_other_AUG_m * t216
+    v_w_nA_S_s = -P_S_nA * t216
+    v_w_nS_S_s = -P_S_nS * t216
+    v_w_thS_S_s = -t216 * t220
+    v_w_thC_S_s = -t216 * t222
+    v_w_er_S_s = -P_S_r * SQRT2 * t216
+    v_w_same_AUG_c_AUG_c = -t223 * t224
+    v_w_same_AUG_s_AUG_c = -P_AUG_same_s * t224
+    v_w_same_AUG_m_AUG_c = -P_AUG_same_m * t224
+    v_w_other_C_c_AUG_c = -P_AUG_other_C_c * t224
+    v_w_other_C_s_AUG_c = -P_AUG_other_C_s * t224
+    v_w_other_CS_c_AUG_c = -P_AUG_other_CS_c * t224
+    v_w_other_CS_s_AUG_c = -P_AUG_other_CS_s * t224
+    v_w_other_S_s_AUG_c = -P_AUG_other_S_s * t224
+    v_w_other_S_a_AUG_c = -P_AUG_other_S_a * t224
+    v_w_other_AUG_c_AUG_c = -P_AUG_other_AUG_c * t224
+    v_w_other_AUG_s_AUG_c = -P_AUG_other_AUG_s * t224
+    v_w_other_AUG_m_AUG_c = -P_AUG_other_AUG_m * t224
+    v_w_nA_AUG_c = -P_AUG_nA * t224
+    v_w_nS_AUG_c = -P_AUG_nS * t224
+    v_w_thS_AUG_c = -t224 * t227
+    v_w_thC_AUG_c = -t224 * t230
+    v_w_er_AUG_c = -t224 * t231
+    v_w_same_AUG_c_AUG_s = -t223 * t232
+    v_w_same_AUG_s_AUG_s = -P_AUG_same_s * t232
+    v_w_same_AUG_m_AUG_s = -P_AUG_same_m * t232
+    v_w_other_C_c_AUG_s = -P_AUG_other_C_c * t232
+    v_w_other_C_s_AUG_s = -P_AUG_other_C_s * t232
+    v_w_other_CS_c_AUG_s = -P_AUG_other_CS_c * t232
+    v_w_other_CS_s_AUG_s = -P_AUG_other_CS_s * t232
+    v_w_other_S_s_AUG_s = -P_AUG_other_S_s * t232
+    v_w_other_S_a_AUG_s = -P_AUG_other_S_a * t232
+    v_w_other_AUG_c_AUG_s = -P_AUG_other_AUG_c * t232
+    v_w_other_AUG_s_AUG_s = -P_AUG_other_AUG_s * t232
+    v_w_other_AUG_m_AUG_s = -P_AUG_other_AUG_m * t232
+    v_w_nA_AUG_s = -P_AUG_nA * t232
+    v_w_nS_AUG_s = -P_AUG_nS * t232
+    v_w_thS_AUG_s = -t227 * t232
+    v_w_thC_AUG_s = -t230 * t232
+    v_w_er_AUG_s = -t231 * t232
+    v_w_C_c_thS = -t196 * (
+        P_AUG_other_C_c * t233 + P_CS_other_C_c * t234 + P_S_other_C_c * t235 + sigma_C_s * t203
     )
-    v_w_er_S_s = -P_S_r * t193 * t249
-    v_w_same_AUG_c_AUG_c = -t266 * t267
-    v_w_same_AUG_s_AUG_c = -t197 * t268
-    v_w_same_AUG_m_AUG_c = -t269 * t270
-    v_w_other_C_c_AUG_c = -P_AUG_other_C_c * t267
-    v_w_other_C_s_AUG_c = -P_AUG_other_C_s * t267
-    v_w_other_CS_c_AUG_c = -P_AUG_other_CS_c * t267
-    v_w_other_CS_s_AUG_c = -P_AUG_other_CS_s * t267
-    v_w_other_S_s_AUG_c = -P_AUG_other_S_s * t267
-    v_w_other_S_a_AUG_c = -P_AUG_other_S_a * t267
-    v_w_other_AUG_c_AUG_c = -t270 * t271
-    v_w_other_AUG_s_AUG_c = -t197 * t272
-    v_w_other_AUG_m_AUG_c = -t270 * t273
-    v_w_nA_AUG_c = -t270 * t274
-    v_w_nS_AUG_c = -P_AUG_nS * t267
-    v_w_thS_AUG_c = -t267 * t278
-    v_w_thC_AUG_c = -sigma_AUG_c * t283
-    v_w_er_AUG_c = -t267 * t284
-    v_w_same_AUG_c_AUG_s = -t266 * t285
-    v_w_same_AUG_s_AUG_s = -t197 * t286
-    v_w_same_AUG_m_AUG_s = -t269 * t287
-    v_w_other_C_c_AUG_s = -P_AUG_other_C_c * t285
-    v_w_other_C_s_AUG_s = -P_AUG_other_C_s * t285
-    v_w_other_CS_c_AUG_s = -P_AUG_other_CS_c * t285
-    v_w_other_CS_s_AUG_s = -P_AUG_other_CS_s * t285
-    v_w_other_S_s_AUG_s = -P_AUG_other_S_s * t285
-    v_w_other_S_a_AUG_s = -P_AUG_other_S_a * t285
-    v_w_other_AUG_c_AUG_s = -t271 * t287
-    v_w_other_AUG_s_AUG_s = -t197 * t288
-    v_w_other_AUG_m_AUG_s = -t273 * t287
-    v_w_nA_AUG_s = -t274 * t287
-    v_w_nS_AUG_s = -P_AUG_nS * t285
-    v_w_thS_AUG_s = -t278 * t285
-    v_w_thC_AUG_s = -sigma_AUG_s * t283
-    v_w_er_AUG_s = -t284 * t285
-    v_w_C_c_thS = -t197 * (
-        P_AUG_other_C_c * t290
-        + P_CS_other_C_c * t291
-        + P_C_same_c * sigma_C_s
-        + P_S_other_C_c * t292
-        + n_C * t289
-        - sigma_C_s
-        - t289
+    v_w_C_s_thS = -t196 * (
+        P_AUG_other_C_s * t233 + P_CS_other_C_s * t234 + P_S_other_C_s * t235 + sigma_C_s * t200
     )
-    v_w_C_s_thS = -t197 * (
-        P_AUG_other_C_s * t290 + P_CS_other_C_s * t291 + P_S_other_C_s * t292 + sigma_C_s * t204 + t218 - t220
+    v_w_CS_c_thS = -t196 * (
+        P_AUG_other_CS_c * t233 + P_C_other_CS_c * t236 + P_S_other_CS_c * t235 + sigma_CS_s * t212
     )
-    v_w_CS_c_thS = -t197 * (
-        P_AUG_other_CS_c * t290
-        + P_CS_same_c * sigma_CS_s
-        + P_C_other_CS_c * t294
-        + P_S_other_CS_c * t292
-        + n_CS * t293
-        - sigma_CS_s
-        - t293
+    v_w_CS_s_thS = -t196 * (
+        P_AUG_other_CS_s * t233 + P_C_other_CS_s * t236 + P_S_other_CS_s * t235 + sigma_CS_s * t210
     )
-    v_w_CS_s_thS = -t197 * (
-        P_AUG_other_CS_s * t290
-        + P_C_other_CS_s * t294
-        + P_S_other_CS_s * t292
-        + sigma_CS_s * t228
-        + t244
-        - t246
+    v_w_S_s_thS = -t196 * (
+        P_AUG_other_S_s * t233 + P_CS_other_S_s * t234 + P_C_other_S_s * t236 + sigma_S_s * t219
     )
-    v_w_S_s_thS = -t197 * (
-        P_AUG_other_S_s * t290 + P_CS_other_S_s * t291 + P_C_other_S_s * t294 + sigma_S_s * t254 + t247 - t251
+    v_w_S_a_thS = -t196 * (
+        P_AUG_other_S_a * t233 + P_CS_other_S_a * t234 + P_C_other_S_a * t236 + sigma_S_s * t221
     )
-    v_w_S_a_thS = -t197 * (
-        P_AUG_other_S_a * t290
-        + P_CS_other_S_a * t291
-        + P_C_other_S_a * t294
-        + P_S_same_a * sigma_S_s
-        + n_S * t295
-        - sigma_S_s
-        - t295
+    v_w_AUG_c_thS = -t196 * (
+        P_CS_other_AUG_c * t234 + P_C_other_AUG_c * t236 + P_S_other_AUG_c * t235 + sigma_AUG_s * t229
     )
-    v_w_AUG_c_thS = -t197 * (
-        P_AUG_same_c * sigma_AUG_s
-        + P_CS_other_AUG_c * t291
-        + P_C_other_AUG_c * t294
-        + P_S_other_AUG_c * t292
-        + n_AUG * t296
-        - sigma_AUG_s
-        - t296
+    v_w_AUG_s_thS = -t196 * (
+        P_CS_other_AUG_s * t234 + P_C_other_AUG_s * t236 + P_S_other_AUG_s * t235 + sigma_AUG_s * t226
     )
-    v_w_AUG_s_thS = -t197 * (
-        P_CS_other_AUG_s * t291
-        + P_C_other_AUG_s * t294
-        + P_S_other_AUG_s * t292
-        + sigma_AUG_s * t275
-        + t286
-        - t288
+    v_w_AUG_m_thS = -t196 * (
+        P_CS_other_AUG_m * t234 + P_C_other_AUG_m * t236 + P_S_other_AUG_m * t235 + sigma_AUG_s * t228
     )
-    v_w_AUG_m_thS = -t197 * (
-        P_AUG_same_m * sigma_AUG_s
-        + P_CS_other_AUG_m * t291
-        + P_C_other_AUG_m * t294
-        + P_S_other_AUG_m * t292
-        + n_AUG * t297
-        - t297
+    v_w_nA_thS = -t196 * (P_AUG_nA * t233 + P_CS_nA * t234 + P_C_nA * t236 + P_S_nA * t235)
+    v_w_nS_thS = -t196 * (P_AUG_nS * t233 + P_CS_nS * t234 + P_C_nS * t236 + P_S_nS * t235)
+    v_w_thS_thS = -t196 * (t201 * t236 + t211 * t234 + t220 * t235 + t227 * t233)
+    v_w_thC_thS = -t196 * (t204 * t236 + t213 * t234 + t222 * t235 + t230 * t233)
+    v_w_er_thS = -t237 * (P_AUG_r * t233 + P_CS_r * t234 + P_C_r * t236 + P_S_r * t235)
+    v_w_C_c_thC = -t196 * (P_AUG_other_C_c * t238 + P_CS_other_C_c * t239 + sigma_C_c * t203)
+    v_w_C_s_thC = -t196 * (P_AUG_other_C_s * t238 + P_CS_other_C_s * t239 + sigma_C_c * t200)
+    v_w_CS_c_thC = -t196 * (P_AUG_other_CS_c * t238 + P_C_other_CS_c * t240 + sigma_CS_c * t212)
+    v_w_CS_s_thC = -t196 * (P_AUG_other_CS_s * t238 + P_C_other_CS_s * t240 + sigma_CS_c * t210)
+    v_w_S_s_thC = -t196 * (P_AUG_other_S_s * t238 + P_CS_other_S_s * t239 + P_C_other_S_s * t240)
+    v_w_S_a_thC = -t196 * (P_AUG_other_S_a * t238 + P_CS_other_S_a * t239 + P_C_other_S_a * t240)
+    v_w_AUG_c_thC = -t196 * (P_CS_other_AUG_c * t239 + P_C_other_AUG_c * t240 + sigma_AUG_c * t229)
+    v_w_AUG_s_thC = -t196 * (P_CS_other_AUG_s * t239 + P_C_other_AUG_s * t240 + sigma_AUG_c * t226)
+    v_w_AUG_m_thC = -t196 * (P_CS_other_AUG_m * t239 + P_C_other_AUG_m * t240 + sigma_AUG_c * t228)
+    v_w_nA_thC = -t196 * (P_AUG_nA * t238 + P_CS_nA * t239 + P_C_nA * t240)
+    v_w_nS_thC = -t196 * (P_AUG_nS * t238 + P_CS_nS * t239 + P_C_nS * t240)
+    v_w_thS_thC = -t196 * (t201 * t240 + t211 * t239 + t227 * t238)
+    v_w_thC_thC = -t196 * (t204 * t240 + t213 * t239 + t230 * t238)
+    v_w_er_thC = -t237 * (P_AUG_r * t238 + P_CS_r * t239 + P_C_r * t240)
+    v_w_C_c_er = -t237 * (
+        P_AUG_other_C_c * t241 + P_CS_other_C_c * t242 + P_S_other_C_c * t243 + sigma_C_r * t203
     )
-    v_w_nA_thS = t313 * (
-        (1 / 2) * K_A * P_AUG_nA * n_AUG * sigma_AUG_s
-        + (1 / 2) * K_A * P_CS_nA * n_CS * sigma_CS_s
-        + (1 / 2) * K_A * P_C_nA * n_C * sigma_C_s
-        + (1 / 2) * K_A * P_S_nA * n_S * sigma_S_s
-        - P_AUG_nA * t299
-        - n_C * t301
-        - n_CS * t301
-        - n_CS * t303
-        - n_S * t301
-        - n_S * t303
-        - sigma_CS_s * t302
-        - sigma_CS_s * t305
-        - sigma_C_s * t307
-        - sigma_S_s * t309
-        - t209 * t294
-        - t234 * t291
-        - t235 * t291
-        - t259 * t292
-        - t260 * t292
-        - t261 * t292
+    v_w_C_s_er = -t237 * (
+        P_AUG_other_C_s * t241 + P_CS_other_C_s * t242 + P_S_other_C_s * t243 + sigma_C_r * t200
     )
-    v_w_nS_thS = t321 * (
-        K_S * P_AUG_nS * n_AUG * sigma_AUG_s
-        + K_S * P_CS_nS * n_CS * sigma_CS_s
-        + K_S * P_C_nS * n_C * sigma_C_s
-        + K_S * P_S_nS * n_S * sigma_S_s
-        - P_AUG_nS * t299
-        - n_C * t314
-        - n_CS * t314
-        - n_CS * t316
-        - n_S * t314
-        - n_S * t316
-        - sigma_CS_s * t315
-        - sigma_CS_s * t317
-        - sigma_C_s * t318
-        - sigma_S_s * t319
-        - t205 * t294
-        - t229 * t291
-        - t230 * t291
-        - t255 * t292
-        - t256 * t292
-        - t257 * t292
+    v_w_CS_c_er = -t237 * (
+        P_AUG_other_CS_c * t241 + P_C_other_CS_c * t244 + P_S_other_CS_c * t243 + sigma_CS_r * t212
     )
-    v_w_thS_thS = -t197 * (t290 * t324 + t291 * t328 + t292 * t330 + t294 * t326)
-    v_w_thC_thS = -t197 * (t290 * t335 + t291 * t333 + t292 * t334 + t294 * t332)
-    v_w_er_thS = -t336 * (P_AUG_r * t290 + P_CS_r * t291 + P_C_r * t294 + P_S_r * t292)
-    v_w_C_c_thC = -t197 * (
-        P_AUG_other_C_c * t338
-        + P_CS_other_C_c * t339
-        + P_C_same_c * sigma_C_c
-        + n_C * t337
-        - sigma_C_c
-        - t337
+    v_w_CS_s_er = -t237 * (
+        P_AUG_other_CS_s * t241 + P_C_other_CS_s * t244 + P_S_other_CS_s * t243 + sigma_CS_r * t210
     )
-    v_w_C_s_thC = -t197 * (P_AUG_other_C_s * t338 + P_CS_other_C_s * t339 + sigma_C_c * t204 + t199 - t202)
-    v_w_CS_c_thC = -t197 * (
-        P_AUG_other_CS_c * t338
-        + P_CS_same_c * sigma_CS_c
-        + P_C_other_CS_c * t341
-        + n_CS * t340
-        - sigma_CS_c
-        - t340
+    v_w_S_s_er = -t237 * (
+        P_AUG_other_S_s * t241 + P_CS_other_S_s * t242 + P_C_other_S_s * t244 + sigma_S_r * t219
     )
-    v_w_CS_s_thC = -t197 * (P_AUG_other_CS_s * t338 + P_C_other_CS_s * t341 + sigma_CS_c * t228 + t223 - t226)
-    v_w_S_s_thC = -t197 * (P_AUG_other_S_s * t338 + P_CS_other_S_s * t339 + P_C_other_S_s * t341)
-    v_w_S_a_thC = -t197 * (P_AUG_other_S_a * t338 + P_CS_other_S_a * t339 + P_C_other_S_a * t341)
-    v_w_AUG_c_thC = -t197 * (
-        P_AUG_same_c * sigma_AUG_c
-        + P_CS_other_AUG_c * t339
-        + P_C_other_AUG_c * t341
-        + n_AUG * t342
-        - sigma_AUG_c
-        - t342
+    v_w_S_a_er = -t237 * (
+        P_AUG_other_S_a * t241 + P_CS_other_S_a * t242 + P_C_other_S_a * t244 + sigma_S_r * t221
     )
-    v_w_AUG_s_thC = -t197 * (
-        P_CS_other_AUG_s * t339 + P_C_other_AUG_s * t341 + sigma_AUG_c * t275 + t268 - t272
+    v_w_AUG_c_er = -t237 * (
+        P_CS_other_AUG_c * t242 + P_C_other_AUG_c * t244 + P_S_other_AUG_c * t243 + sigma_AUG_r * t229
     )
-    v_w_AUG_m_thC = -t197 * (
-        P_AUG_same_m * sigma_AUG_c + P_CS_other_AUG_m * t339 + P_C_other_AUG_m * t341 + n_AUG * t343 - t343
+    v_w_AUG_s_er = -t237 * (
+        P_CS_other_AUG_s * t242 + P_C_other_AUG_s * t244 + P_S_other_AUG_s * t243 + sigma_AUG_r * t226
     )
-    v_w_nA_thC = t313 * (
-        (1 / 2) * K_A * P_AUG_nA * n_AUG * sigma_AUG_c
-        + (1 / 2) * K_A * P_CS_nA * n_CS * sigma_CS_c
-        + (1 / 2) * K_A * P_C_nA * n_C * sigma_C_c
-        - P_AUG_nA * t344
-        - n_C * t345
-        - n_CS * t345
-        - n_CS * t346
-        - n_S * t345
-        - n_S * t346
-        - sigma_CS_c * t302
-        - sigma_CS_c * t305
-        - sigma_C_c * t307
-        - t209 * t341
-        - t234 * t339
-        - t235 * t339
+    v_w_AUG_m_er = -t237 * (
+        P_CS_other_AUG_m * t242 + P_C_other_AUG_m * t244 + P_S_other_AUG_m * t243 + sigma_AUG_r * t228
     )
-    v_w_nS_thC = t321 * (
-        K_S * P_AUG_nS * n_AUG * sigma_AUG_c
-        + K_S * P_CS_nS * n_CS * sigma_CS_c
-        + K_S * P_C_nS * n_C * sigma_C_c
-        - P_AUG_nS * t344
-        - n_C * t347
-        - n_CS * t347
-        - n_CS * t348
-        - n_S * t347
-        - n_S * t348
-        - sigma_CS_c * t315
-        - sigma_CS_c * t317
-        - sigma_C_c * t318
-        - t205 * t341
-        - t229 * t339
-        - t230 * t339
-    )
-    v_w_thS_thC = -t197 * (t324 * t338 + t326 * t341 + t328 * t339)
-    v_w_thC_thC = -t197 * (t332 * t341 + t333 * t339 + t335 * t338)
-    v_w_er_thC = -t336 * (P_AUG_r * t338 + P_CS_r * t339 + P_C_r * t341)
-    v_w_C_c_er = -t336 * (
-        P_AUG_other_C_c * t350
-        + P_CS_other_C_c * t351
-        + P_C_same_c * sigma_C_r
-        + P_S_other_C_c * t352
-        + n_C * t349
-        - sigma_C_r
-        - t349
-    )
-    v_w_C_s_er = -t336 * (
-        P_AUG_other_C_s * t350
-        + P_CS_other_C_s * t351
-        - P_C_other_C_s * sigma_C_r
-        + P_C_same_s * sigma_C_r
-        + P_S_other_C_s * t352
-        + sigma_C_r * t204
-    )
-    v_w_CS_c_er = -t336 * (
-        P_AUG_other_CS_c * t350
-        + P_CS_same_c * sigma_CS_r
-        + P_C_other_CS_c * t354
-        + P_S_other_CS_c * t352
-        + n_CS * t353
-        - sigma_CS_r
-        - t353
-    )
-    v_w_CS_s_er = -t336 * (
-        P_AUG_other_CS_s * t350
-        - P_CS_other_CS_s * sigma_CS_r
-        + P_CS_same_s * sigma_CS_r
-        + P_C_other_CS_s * t354
-        + P_S_other_CS_s * t352
-        + sigma_CS_r * t228
-    )
-    v_w_S_s_er = -t336 * (
-        P_AUG_other_S_s * t350
-        + P_CS_other_S_s * t351
-        + P_C_other_S_s * t354
-        - P_S_other_S_s * sigma_S_r
-        + P_S_same_s * sigma_S_r
-        + sigma_S_r * t254
-    )
-    v_w_S_a_er = -t336 * (
-        P_AUG_other_S_a * t350
-        + P_CS_other_S_a * t351
-        + P_C_other_S_a * t354
-        + P_S_same_a * sigma_S_r
-        + n_S * t355
-        - sigma_S_r
-        - t355
-    )
-    v_w_AUG_c_er = -t336 * (
-        P_AUG_same_c * sigma_AUG_r
-        + P_CS_other_AUG_c * t351
-        + P_C_other_AUG_c * t354
-        + P_S_other_AUG_c * t352
-        + n_AUG * t356
-        - sigma_AUG_r
-        - t356
-    )
-    v_w_AUG_s_er = -t336 * (
-        -P_AUG_other_AUG_s * sigma_AUG_r
-        + P_AUG_same_s * sigma_AUG_r
-        + P_CS_other_AUG_s * t351
-        + P_C_other_AUG_s * t354
-        + P_S_other_AUG_s * t352
-        + sigma_AUG_r * t275
-    )
-    v_w_AUG_m_er = -t336 * (
-        P_AUG_same_m * sigma_AUG_r
-        + P_CS_other_AUG_m * t351
-        + P_C_other_AUG_m * t354
-        + P_S_other_AUG_m * t352
-        + n_AUG * t357
-        - t357
-    )
-    v_w_nA_er = (
-        SQRT2
-        * t313
-        * (
-            (1 / 2) * K_A * P_AUG_nA * n_AUG * sigma_AUG_r
-            + (1 / 2) * K_A * P_CS_nA * n_CS * sigma_CS_r
-            + (1 / 2) * K_A * P_C_nA * n_C * sigma_C_r
-            + (1 / 2) * K_A * P_S_nA * n_S * sigma_S_r
-            - P_AUG_nA * t358
-            - n_C * t359
-            - n_CS * t359
-            - n_CS * t360
-            - n_S * t359
-            - n_S * t360
-            - sigma_CS_r * t302
-            - sigma_CS_r * t305
-            - sigma_C_r * t307
-            - sigma_S_r * t309
-            - t209 * t354
-            - t234 * t351
-            - t235 * t351
-            - t259 * t352
-            - t260 * t352
-            - t261 * t352
-        )
-    )
-    v_w_nS_er = (
-        SQRT2
-        * t321
-        * (
-            K_S * P_AUG_nS * n_AUG * sigma_AUG_r
-            + K_S * P_CS_nS * n_CS * sigma_CS_r
-            + K_S * P_C_nS * n_C * sigma_C_r
-            + K_S * P_S_nS * n_S * sigma_S_r
-            - P_AUG_nS * t358
-            - n_C * t361
-            - n_CS * t361
-            - n_CS * t362
-            - n_S * t361
-            - n_S * t362
-            - sigma_CS_r * t315
-            - sigma_CS_r * t317
-            - sigma_C_r * t318
-            - sigma_S_r * t319
-            - t205 * t354
-            - t229 * t351
-            - t230 * t351
-            - t255 * t352
-            - t256 * t352
-            - t257 * t352
-        )
-    )
-    v_w_thS_er = -t336 * (t324 * t350 + t326 * t354 + t328 * t351 + t330 * t352)
-    v_w_thC_er = -t336 * (t332 * t354 + t333 * t351 + t334 * t352 + t335 * t350)
-    v_w_er_er = -t196 * (P_AUG_r * t350 + P_CS_r * t351 + P_C_r * t354 + P_S_r * t352)
-    t363 = (n_AUG + n_C + n_CS + n_S) ** (-1.0)
-    weight_C = n_C * t363
-    weight_CS = n_CS * t363
-    weight_S = n_S * t363
-    weight_AUG = n_AUG * t363
+    v_w_nA_er = -t237 * (P_AUG_nA * t241 + P_CS_nA * t242 + P_C_nA * t244 + P_S_nA * t243)
+    v_w_nS_er = -t237 * (P_AUG_nS * t241 + P_CS_nS * t242 + P_C_nS * t244 + P_S_nS * t243)
+    v_w_thS_er = -t237 * (t201 * t244 + t211 * t242 + t220 * t243 + t227 * t241)
+    v_w_thC_er = -t237 * (t204 * t244 + t213 * t242 + t222 * t243 + t230 * t241)
+    v_w_er_er = -t195 * (P_AUG_r * t241 + P_CS_r * t242 + P_C_r * t244 + P_S_r * t243)
+    t245 = 1.0 / (n_AUG + n_C + n_CS + n_S)
+    weight_C = n_C * t245
+    weight_CS = n_CS * t245
+    weight_S = n_S * t245
+    weight_AUG = n_AUG * t245
     velocity = jnp.stack(
         [
             v_kappa_C_c,
@@ -8853,7 +10925,7 @@ def probe_value_S_AUG(x, p):
     t0 = jnp.exp(-ashift_probe + u_probe_c)
     t1 = jnp.exp(-ashift_probe + u_probe_r)
     t2 = jnp.exp(-ashift_probe + u_probe_s)
-    t3 = (t0 + t1 + t2) ** (-1.0)
+    t3 = 1.0 / (t0 + t1 + t2)
     sigma_probe_c = t0 * t3
     sigma_probe_s = t2 * t3
     sigma_probe_r = t1 * t3
@@ -8877,3 +10949,1293 @@ def probe_value_S_AUG(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def metrics_value_S_AUG(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    n_S = p["n_S"]
+    n_AUG = p["n_AUG"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_S_s,
+        kappa_AUG_c,
+        kappa_AUG_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+        w_same_C_c_C_c,
+        w_same_C_s_C_c,
+        w_other_C_c_C_c,
+        w_other_C_s_C_c,
+        w_other_CS_c_C_c,
+        w_other_CS_s_C_c,
+        w_other_S_s_C_c,
+        w_other_S_a_C_c,
+        w_other_AUG_c_C_c,
+        w_other_AUG_s_C_c,
+        w_other_AUG_m_C_c,
+        w_nA_C_c,
+        w_nS_C_c,
+        w_thS_C_c,
+        w_thC_C_c,
+        w_er_C_c,
+        w_same_C_c_C_s,
+        w_same_C_s_C_s,
+        w_other_C_c_C_s,
+        w_other_C_s_C_s,
+        w_other_CS_c_C_s,
+        w_other_CS_s_C_s,
+        w_other_S_s_C_s,
+        w_other_S_a_C_s,
+        w_other_AUG_c_C_s,
+        w_other_AUG_s_C_s,
+        w_other_AUG_m_C_s,
+        w_nA_C_s,
+        w_nS_C_s,
+        w_thS_C_s,
+        w_thC_C_s,
+        w_er_C_s,
+        w_same_CS_c_CS_c,
+        w_same_CS_s_CS_c,
+        w_other_C_c_CS_c,
+        w_other_C_s_CS_c,
+        w_other_CS_c_CS_c,
+        w_other_CS_s_CS_c,
+        w_other_S_s_CS_c,
+        w_other_S_a_CS_c,
+        w_other_AUG_c_CS_c,
+        w_other_AUG_s_CS_c,
+        w_other_AUG_m_CS_c,
+        w_nA_CS_c,
+        w_nS_CS_c,
+        w_thS_CS_c,
+        w_thC_CS_c,
+        w_er_CS_c,
+        w_same_CS_c_CS_s,
+        w_same_CS_s_CS_s,
+        w_other_C_c_CS_s,
+        w_other_C_s_CS_s,
+        w_other_CS_c_CS_s,
+        w_other_CS_s_CS_s,
+        w_other_S_s_CS_s,
+        w_other_S_a_CS_s,
+        w_other_AUG_c_CS_s,
+        w_other_AUG_s_CS_s,
+        w_other_AUG_m_CS_s,
+        w_nA_CS_s,
+        w_nS_CS_s,
+        w_thS_CS_s,
+        w_thC_CS_s,
+        w_er_CS_s,
+        w_same_S_s_S_s,
+        w_same_S_a_S_s,
+        w_other_C_c_S_s,
+        w_other_C_s_S_s,
+        w_other_CS_c_S_s,
+        w_other_CS_s_S_s,
+        w_other_S_s_S_s,
+        w_other_S_a_S_s,
+        w_other_AUG_c_S_s,
+        w_other_AUG_s_S_s,
+        w_other_AUG_m_S_s,
+        w_nA_S_s,
+        w_nS_S_s,
+        w_thS_S_s,
+        w_thC_S_s,
+        w_er_S_s,
+        w_same_AUG_c_AUG_c,
+        w_same_AUG_s_AUG_c,
+        w_same_AUG_m_AUG_c,
+        w_other_C_c_AUG_c,
+        w_other_C_s_AUG_c,
+        w_other_CS_c_AUG_c,
+        w_other_CS_s_AUG_c,
+        w_other_S_s_AUG_c,
+        w_other_S_a_AUG_c,
+        w_other_AUG_c_AUG_c,
+        w_other_AUG_s_AUG_c,
+        w_other_AUG_m_AUG_c,
+        w_nA_AUG_c,
+        w_nS_AUG_c,
+        w_thS_AUG_c,
+        w_thC_AUG_c,
+        w_er_AUG_c,
+        w_same_AUG_c_AUG_s,
+        w_same_AUG_s_AUG_s,
+        w_same_AUG_m_AUG_s,
+        w_other_C_c_AUG_s,
+        w_other_C_s_AUG_s,
+        w_other_CS_c_AUG_s,
+        w_other_CS_s_AUG_s,
+        w_other_S_s_AUG_s,
+        w_other_S_a_AUG_s,
+        w_other_AUG_c_AUG_s,
+        w_other_AUG_s_AUG_s,
+        w_other_AUG_m_AUG_s,
+        w_nA_AUG_s,
+        w_nS_AUG_s,
+        w_thS_AUG_s,
+        w_thC_AUG_s,
+        w_er_AUG_s,
+        w_C_c_thS,
+        w_C_s_thS,
+        w_CS_c_thS,
+        w_CS_s_thS,
+        w_S_s_thS,
+        w_S_a_thS,
+        w_AUG_c_thS,
+        w_AUG_s_thS,
+        w_AUG_m_thS,
+        w_nA_thS,
+        w_nS_thS,
+        w_thS_thS,
+        w_thC_thS,
+        w_er_thS,
+        w_C_c_thC,
+        w_C_s_thC,
+        w_CS_c_thC,
+        w_CS_s_thC,
+        w_S_s_thC,
+        w_S_a_thC,
+        w_AUG_c_thC,
+        w_AUG_s_thC,
+        w_AUG_m_thC,
+        w_nA_thC,
+        w_nS_thC,
+        w_thS_thC,
+        w_thC_thC,
+        w_er_thC,
+        w_C_c_er,
+        w_C_s_er,
+        w_CS_c_er,
+        w_CS_s_er,
+        w_S_s_er,
+        w_S_a_er,
+        w_AUG_c_er,
+        w_AUG_s_er,
+        w_AUG_m_er,
+        w_nA_er,
+        w_nS_er,
+        w_thS_er,
+        w_thC_er,
+        w_er_er,
+    ) = [x[..., i] for i in range(166)]
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    # class C
+    u_C_c = (1 / 2) * SQRT2 * (kappa_C_c + kappa_thC)
+    u_C_s = (1 / 2) * SQRT2 * (kappa_C_s + kappa_thS)
+    u_C_r = kappa_er
+    ashift_C = jnp.maximum(jnp.maximum(u_C_c, u_C_s), u_C_r)
+    t0 = jnp.exp(-ashift_C + u_C_c)
+    t1 = jnp.exp(-ashift_C + u_C_r)
+    t2 = jnp.exp(-ashift_C + u_C_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_C_c = t0 * t3
+    sigma_C_s = t2 * t3
+    sigma_C_r = t1 * t3
+    t4 = (1 / 2) * sigma_C_c
+    t5 = (1 / 2) * sigma_C_s
+    t6 = SQRT2 * sigma_C_r
+    t7 = (1 / 2) * t6
+    t8 = (
+        o_c * sigma_C_r
+        + o_c * sigma_C_s
+        + t4 * w_thC_C_c
+        + t4 * w_thC_thC
+        + t5 * w_thC_C_s
+        + t5 * w_thC_thS
+        + t7 * w_thC_er
+    )
+    t9 = t4 * w_C_c_thC + t5 * w_C_c_thS + t7 * w_C_c_er + t8
+    t10 = (
+        sigma_C_c * w_thS_C_c
+        + sigma_C_c * w_thS_thC
+        + sigma_C_s * w_thS_C_s
+        + sigma_C_s * w_thS_thS
+        + t6 * w_thS_er
+    )
+    t11 = sigma_C_c * w_C_s_thC + sigma_C_s * w_C_s_thS + t10 + t6 * w_C_s_er
+    t12 = o_c * sigma_C_c
+    t13 = t12 + t8
+    t14 = SQRT2 * t4
+    t15 = SQRT2 * t5
+    z_C_same_c = lambda_C * sigma_C_c + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s + t9
+    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t11
+    z_C_other_C_c = t12 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s + t9
+    z_C_other_C_s = (
+        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t11
+    )
+    z_C_other_CS_c = (
+        t13
+        + t4 * w_CS_c_thC
+        + t4 * w_other_CS_c_C_c
+        + t5 * w_CS_c_thS
+        + t5 * w_other_CS_c_C_s
+        + t7 * w_CS_c_er
+    )
+    z_C_other_CS_s = (
+        (1 / 2) * sigma_C_c * w_CS_s_thC
+        + (1 / 2) * sigma_C_c * w_other_CS_s_C_c
+        + (1 / 2) * sigma_C_s * w_CS_s_thS
+        + (1 / 2) * sigma_C_s * w_other_CS_s_C_s
+        + (1 / 2) * t10
+        + (1 / 2) * t6 * w_CS_s_er
+    )
+    z_C_other_S_s = (
+        (1 / 2) * sigma_C_c * w_S_s_thC
+        + (1 / 2) * sigma_C_c * w_other_S_s_C_c
+        + (1 / 2) * sigma_C_s * w_S_s_thS
+        + (1 / 2) * sigma_C_s * w_other_S_s_C_s
+        + (1 / 2) * t10
+        + (1 / 2) * t6 * w_S_s_er
+    )
+    z_C_other_S_a = (
+        t13 + t4 * w_S_a_thC + t4 * w_other_S_a_C_c + t5 * w_S_a_thS + t5 * w_other_S_a_C_s + t7 * w_S_a_er
+    )
+    z_C_other_AUG_c = (
+        t13
+        + t4 * w_AUG_c_thC
+        + t4 * w_other_AUG_c_C_c
+        + t5 * w_AUG_c_thS
+        + t5 * w_other_AUG_c_C_s
+        + t7 * w_AUG_c_er
+    )
+    z_C_other_AUG_s = (
+        (1 / 2) * sigma_C_c * w_AUG_s_thC
+        + (1 / 2) * sigma_C_c * w_other_AUG_s_C_c
+        + (1 / 2) * sigma_C_s * w_AUG_s_thS
+        + (1 / 2) * sigma_C_s * w_other_AUG_s_C_s
+        + (1 / 2) * t10
+        + (1 / 2) * t6 * w_AUG_s_er
+    )
+    z_C_other_AUG_m = (
+        t13
+        + t4 * w_AUG_m_thC
+        + t4 * w_other_AUG_m_C_c
+        + t5 * w_AUG_m_thS
+        + t5 * w_other_AUG_m_C_s
+        + t7 * w_AUG_m_er
+    )
+    z_C_nA = t13 + t4 * w_nA_C_c + t4 * w_nA_thC + t5 * w_nA_C_s + t5 * w_nA_thS + t7 * w_nA_er
+    z_C_nS = (
+        (1 / 2) * sigma_C_c * w_nS_C_c
+        + (1 / 2) * sigma_C_c * w_nS_thC
+        + (1 / 2) * sigma_C_s * w_nS_C_s
+        + (1 / 2) * sigma_C_s * w_nS_thS
+        + (1 / 2) * t10
+        + (1 / 2) * t6 * w_nS_er
+    )
+    z_C_r = (
+        o_r * sigma_C_c
+        + o_r * sigma_C_r
+        + o_r * sigma_C_s
+        + sigma_C_r * w_er_er
+        + t14 * w_er_C_c
+        + t14 * w_er_thC
+        + t15 * w_er_C_s
+        + t15 * w_er_thS
+    )
+    mult_C_same_c = 1
+    mult_C_same_s = 1
+    mult_C_other_C_c = n_C - 1
+    mult_C_other_C_s = n_C - 1
+    mult_C_other_CS_c = n_CS
+    mult_C_other_CS_s = n_CS
+    mult_C_other_S_s = n_S
+    mult_C_other_S_a = n_S
+    mult_C_other_AUG_c = n_AUG
+    mult_C_other_AUG_s = n_AUG
+    mult_C_other_AUG_m = n_AUG
+    mult_C_nA = K_A - 2 * n_AUG - n_C - n_CS - n_S
+    mult_C_nS = K_S - n_AUG - n_C - n_CS - n_S
+    mult_C_r = 1
+    zshift_C = jnp.maximum(
+        jnp.maximum(
+            jnp.maximum(
+                jnp.maximum(
+                    jnp.maximum(
+                        jnp.maximum(
+                            jnp.maximum(
+                                jnp.maximum(
+                                    jnp.maximum(
+                                        jnp.maximum(
+                                            jnp.maximum(
+                                                jnp.maximum(
+                                                    jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c
+                                                ),
+                                                z_C_other_C_s,
+                                            ),
+                                            z_C_other_CS_c,
+                                        ),
+                                        z_C_other_CS_s,
+                                    ),
+                                    z_C_other_S_s,
+                                ),
+                                z_C_other_S_a,
+                            ),
+                            z_C_other_AUG_c,
+                        ),
+                        z_C_other_AUG_s,
+                    ),
+                    z_C_other_AUG_m,
+                ),
+                z_C_nA,
+            ),
+            z_C_nS,
+        ),
+        z_C_r,
+    )
+    E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
+    E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
+    E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
+    E_C_other_C_s = jnp.exp(z_C_other_C_s - zshift_C)
+    E_C_other_CS_c = jnp.exp(z_C_other_CS_c - zshift_C)
+    E_C_other_CS_s = jnp.exp(z_C_other_CS_s - zshift_C)
+    E_C_other_S_s = jnp.exp(z_C_other_S_s - zshift_C)
+    E_C_other_S_a = jnp.exp(z_C_other_S_a - zshift_C)
+    E_C_other_AUG_c = jnp.exp(z_C_other_AUG_c - zshift_C)
+    E_C_other_AUG_s = jnp.exp(z_C_other_AUG_s - zshift_C)
+    E_C_other_AUG_m = jnp.exp(z_C_other_AUG_m - zshift_C)
+    E_C_nA = jnp.exp(z_C_nA - zshift_C)
+    E_C_nS = jnp.exp(z_C_nS - zshift_C)
+    E_C_r = jnp.exp(z_C_r - zshift_C)
+    Z_C = (
+        E_C_nA * mult_C_nA
+        + E_C_nS * mult_C_nS
+        + E_C_other_AUG_c * mult_C_other_AUG_c
+        + E_C_other_AUG_m * mult_C_other_AUG_m
+        + E_C_other_AUG_s * mult_C_other_AUG_s
+        + E_C_other_CS_c * mult_C_other_CS_c
+        + E_C_other_CS_s * mult_C_other_CS_s
+        + E_C_other_C_c * mult_C_other_C_c
+        + E_C_other_C_s * mult_C_other_C_s
+        + E_C_other_S_a * mult_C_other_S_a
+        + E_C_other_S_s * mult_C_other_S_s
+        + E_C_r * mult_C_r
+        + E_C_same_c * mult_C_same_c
+        + E_C_same_s * mult_C_same_s
+    )
+    loss_C = -z_C_same_c + zshift_C + jnp.log(Z_C)
+    P_C_same_c = E_C_same_c / Z_C
+    P_C_same_s = E_C_same_s / Z_C
+    P_C_other_C_c = E_C_other_C_c / Z_C
+    P_C_other_C_s = E_C_other_C_s / Z_C
+    P_C_other_CS_c = E_C_other_CS_c / Z_C
+    P_C_other_CS_s = E_C_other_CS_s / Z_C
+    P_C_other_S_s = E_C_other_S_s / Z_C
+    P_C_other_S_a = E_C_other_S_a / Z_C
+    P_C_other_AUG_c = E_C_other_AUG_c / Z_C
+    P_C_other_AUG_s = E_C_other_AUG_s / Z_C
+    P_C_other_AUG_m = E_C_other_AUG_m / Z_C
+    P_C_nA = E_C_nA / Z_C
+    P_C_nS = E_C_nS / Z_C
+    P_C_r = E_C_r / Z_C
+    loss_C = jnp.where(n_C != 0, loss_C, 0.0)
+    P_C_same_c = jnp.where(n_C != 0, P_C_same_c, 0.0)
+    P_C_same_s = jnp.where(n_C != 0, P_C_same_s, 0.0)
+    P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
+    P_C_other_C_s = jnp.where(n_C != 0, P_C_other_C_s, 0.0)
+    P_C_other_CS_c = jnp.where(n_C != 0, P_C_other_CS_c, 0.0)
+    P_C_other_CS_s = jnp.where(n_C != 0, P_C_other_CS_s, 0.0)
+    P_C_other_S_s = jnp.where(n_C != 0, P_C_other_S_s, 0.0)
+    P_C_other_S_a = jnp.where(n_C != 0, P_C_other_S_a, 0.0)
+    P_C_other_AUG_c = jnp.where(n_C != 0, P_C_other_AUG_c, 0.0)
+    P_C_other_AUG_s = jnp.where(n_C != 0, P_C_other_AUG_s, 0.0)
+    P_C_other_AUG_m = jnp.where(n_C != 0, P_C_other_AUG_m, 0.0)
+    P_C_nA = jnp.where(n_C != 0, P_C_nA, 0.0)
+    P_C_nS = jnp.where(n_C != 0, P_C_nS, 0.0)
+    P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
+    weight_C = n_C / (n_AUG + n_C + n_CS + n_S)
+    t16 = w_thS_C_c - w_thS_C_s + w_thS_thC - w_thS_thS
+    t17 = t16 + w_C_s_thC - w_C_s_thS
+    t18 = w_thC_C_c - w_thC_C_s + w_thC_thC - w_thC_thS
+    t19 = n_C - 1
+    t20 = t18 + w_C_c_thC - w_C_c_thS
+    t21 = n_C + n_CS + n_S
+    margin_C = (
+        (1 / 2) * P_C_nA * (-K_A + 2 * n_AUG + t21) * (t18 + w_nA_C_c - w_nA_C_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_C_nS * (-K_S + n_AUG + t21) * (t16 + w_nS_C_c - w_nS_C_s + w_nS_thC - w_nS_thS)
+        - 1
+        / 2
+        * P_C_other_AUG_c
+        * n_AUG
+        * (t18 + w_AUG_c_thC - w_AUG_c_thS + w_other_AUG_c_C_c - w_other_AUG_c_C_s)
+        - 1
+        / 2
+        * P_C_other_AUG_m
+        * n_AUG
+        * (t18 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_C_c - w_other_AUG_m_C_s)
+        - 1
+        / 2
+        * P_C_other_AUG_s
+        * n_AUG
+        * (t16 + w_AUG_s_thC - w_AUG_s_thS + w_other_AUG_s_C_c - w_other_AUG_s_C_s)
+        - 1
+        / 2
+        * P_C_other_CS_c
+        * n_CS
+        * (t18 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_C_c - w_other_CS_c_C_s)
+        - 1
+        / 2
+        * P_C_other_CS_s
+        * n_CS
+        * (t16 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_C_c - w_other_CS_s_C_s)
+        - 1 / 2 * P_C_other_C_c * t19 * (t20 + w_other_C_c_C_c - w_other_C_c_C_s)
+        - 1 / 2 * P_C_other_C_s * t19 * (t17 + w_other_C_s_C_c - w_other_C_s_C_s)
+        - 1 / 2 * P_C_other_S_a * n_S * (t18 + w_S_a_thC - w_S_a_thS + w_other_S_a_C_c - w_other_S_a_C_s)
+        - 1 / 2 * P_C_other_S_s * n_S * (t16 + w_S_s_thC - w_S_s_thS + w_other_S_s_C_c - w_other_S_s_C_s)
+        - 1 / 2 * P_C_r * SQRT2 * (w_er_C_c - w_er_C_s + w_er_thC - w_er_thS)
+        - 1 / 2 * P_C_same_s * (t17 + w_same_C_s_C_c - w_same_C_s_C_s)
+        - 1 / 2 * (P_C_same_c - 1) * (2 * lambda_C - 2 * o_c + t20 + w_same_C_c_C_c - w_same_C_c_C_s)
+    )
+    # class CS
+    u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
+    u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
+    u_CS_r = kappa_er
+    ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
+    t22 = jnp.exp(-ashift_CS + u_CS_c)
+    t23 = jnp.exp(-ashift_CS + u_CS_r)
+    t24 = jnp.exp(-ashift_CS + u_CS_s)
+    t25 = 1.0 / (t22 + t23 + t24)
+    sigma_CS_c = t22 * t25
+    sigma_CS_s = t24 * t25
+    sigma_CS_r = t23 * t25
+    t26 = (1 / 2) * sigma_CS_c
+    t27 = (1 / 2) * sigma_CS_s
+    t28 = SQRT2 * sigma_CS_r
+    t29 = (1 / 2) * t28
+    t30 = (
+        o_c * sigma_CS_r
+        + t26 * w_thC_CS_c
+        + t26 * w_thC_thC
+        + t27 * w_thC_CS_s
+        + t27 * w_thC_thS
+        + t29 * w_thC_er
+    )
+    t31 = t26 * w_CS_c_thC + t27 * w_CS_c_thS + t29 * w_CS_c_er + t30
+    t32 = (
+        sigma_CS_c * w_thS_CS_c
+        + sigma_CS_c * w_thS_thC
+        + sigma_CS_s * w_thS_CS_s
+        + sigma_CS_s * w_thS_thS
+        + t28 * w_thS_er
+    )
+    t33 = sigma_CS_c * w_CS_s_thC + sigma_CS_s * w_CS_s_thS + t28 * w_CS_s_er + t32
+    t34 = o_c * sigma_CS_c + o_c * sigma_CS_s
+    t35 = t30 + t34
+    t36 = SQRT2 * t26
+    t37 = SQRT2 * t27
+    z_CS_same_c = (
+        lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + t26 * w_same_CS_c_CS_c + t27 * w_same_CS_c_CS_s + t31
+    )
+    z_CS_same_s = (
+        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t33
+    )
+    z_CS_other_C_c = (
+        t26 * w_C_c_thC
+        + t26 * w_other_C_c_CS_c
+        + t27 * w_C_c_thS
+        + t27 * w_other_C_c_CS_s
+        + t29 * w_C_c_er
+        + t35
+    )
+    z_CS_other_C_s = (
+        (1 / 2) * sigma_CS_c * w_C_s_thC
+        + (1 / 2) * sigma_CS_c * w_other_C_s_CS_c
+        + (1 / 2) * sigma_CS_s * w_C_s_thS
+        + (1 / 2) * sigma_CS_s * w_other_C_s_CS_s
+        + (1 / 2) * t28 * w_C_s_er
+        + (1 / 2) * t32
+    )
+    z_CS_other_CS_c = t26 * w_other_CS_c_CS_c + t27 * w_other_CS_c_CS_s + t31 + t34
+    z_CS_other_CS_s = (
+        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t33
+    )
+    z_CS_other_S_s = (
+        (1 / 2) * sigma_CS_c * w_S_s_thC
+        + (1 / 2) * sigma_CS_c * w_other_S_s_CS_c
+        + (1 / 2) * sigma_CS_s * w_S_s_thS
+        + (1 / 2) * sigma_CS_s * w_other_S_s_CS_s
+        + (1 / 2) * t28 * w_S_s_er
+        + (1 / 2) * t32
+    )
+    z_CS_other_S_a = (
+        t26 * w_S_a_thC
+        + t26 * w_other_S_a_CS_c
+        + t27 * w_S_a_thS
+        + t27 * w_other_S_a_CS_s
+        + t29 * w_S_a_er
+        + t35
+    )
+    z_CS_other_AUG_c = (
+        t26 * w_AUG_c_thC
+        + t26 * w_other_AUG_c_CS_c
+        + t27 * w_AUG_c_thS
+        + t27 * w_other_AUG_c_CS_s
+        + t29 * w_AUG_c_er
+        + t35
+    )
+    z_CS_other_AUG_s = (
+        (1 / 2) * sigma_CS_c * w_AUG_s_thC
+        + (1 / 2) * sigma_CS_c * w_other_AUG_s_CS_c
+        + (1 / 2) * sigma_CS_s * w_AUG_s_thS
+        + (1 / 2) * sigma_CS_s * w_other_AUG_s_CS_s
+        + (1 / 2) * t28 * w_AUG_s_er
+        + (1 / 2) * t32
+    )
+    z_CS_other_AUG_m = (
+        t26 * w_AUG_m_thC
+        + t26 * w_other_AUG_m_CS_c
+        + t27 * w_AUG_m_thS
+        + t27 * w_other_AUG_m_CS_s
+        + t29 * w_AUG_m_er
+        + t35
+    )
+    z_CS_nA = t26 * w_nA_CS_c + t26 * w_nA_thC + t27 * w_nA_CS_s + t27 * w_nA_thS + t29 * w_nA_er + t35
+    z_CS_nS = (
+        (1 / 2) * sigma_CS_c * w_nS_CS_c
+        + (1 / 2) * sigma_CS_c * w_nS_thC
+        + (1 / 2) * sigma_CS_s * w_nS_CS_s
+        + (1 / 2) * sigma_CS_s * w_nS_thS
+        + (1 / 2) * t28 * w_nS_er
+        + (1 / 2) * t32
+    )
+    z_CS_r = (
+        o_r * sigma_CS_c
+        + o_r * sigma_CS_r
+        + o_r * sigma_CS_s
+        + sigma_CS_r * w_er_er
+        + t36 * w_er_CS_c
+        + t36 * w_er_thC
+        + t37 * w_er_CS_s
+        + t37 * w_er_thS
+    )
+    mult_CS_same_c = 1
+    mult_CS_same_s = 1
+    mult_CS_other_C_c = n_C
+    mult_CS_other_C_s = n_C
+    mult_CS_other_CS_c = n_CS - 1
+    mult_CS_other_CS_s = n_CS - 1
+    mult_CS_other_S_s = n_S
+    mult_CS_other_S_a = n_S
+    mult_CS_other_AUG_c = n_AUG
+    mult_CS_other_AUG_s = n_AUG
+    mult_CS_other_AUG_m = n_AUG
+    mult_CS_nA = K_A - 2 * n_AUG - n_C - n_CS - n_S
+    mult_CS_nS = K_S - n_AUG - n_C - n_CS - n_S
+    mult_CS_r = 1
+    zshift_CS = jnp.maximum(
+        jnp.maximum(
+            jnp.maximum(
+                jnp.maximum(
+                    jnp.maximum(
+                        jnp.maximum(
+                            jnp.maximum(
+                                jnp.maximum(
+                                    jnp.maximum(
+                                        jnp.maximum(
+                                            jnp.maximum(
+                                                jnp.maximum(
+                                                    jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c
+                                                ),
+                                                z_CS_other_C_s,
+                                            ),
+                                            z_CS_other_CS_c,
+                                        ),
+                                        z_CS_other_CS_s,
+                                    ),
+                                    z_CS_other_S_s,
+                                ),
+                                z_CS_other_S_a,
+                            ),
+                            z_CS_other_AUG_c,
+                        ),
+                        z_CS_other_AUG_s,
+                    ),
+                    z_CS_other_AUG_m,
+                ),
+                z_CS_nA,
+            ),
+            z_CS_nS,
+        ),
+        z_CS_r,
+    )
+    E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
+    E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
+    E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
+    E_CS_other_C_s = jnp.exp(z_CS_other_C_s - zshift_CS)
+    E_CS_other_CS_c = jnp.exp(z_CS_other_CS_c - zshift_CS)
+    E_CS_other_CS_s = jnp.exp(z_CS_other_CS_s - zshift_CS)
+    E_CS_other_S_s = jnp.exp(z_CS_other_S_s - zshift_CS)
+    E_CS_other_S_a = jnp.exp(z_CS_other_S_a - zshift_CS)
+    E_CS_other_AUG_c = jnp.exp(z_CS_other_AUG_c - zshift_CS)
+    E_CS_other_AUG_s = jnp.exp(z_CS_other_AUG_s - zshift_CS)
+    E_CS_other_AUG_m = jnp.exp(z_CS_other_AUG_m - zshift_CS)
+    E_CS_nA = jnp.exp(z_CS_nA - zshift_CS)
+    E_CS_nS = jnp.exp(z_CS_nS - zshift_CS)
+    E_CS_r = jnp.exp(z_CS_r - zshift_CS)
+    Z_CS = (
+        E_CS_nA * mult_CS_nA
+        + E_CS_nS * mult_CS_nS
+        + E_CS_other_AUG_c * mult_CS_other_AUG_c
+        + E_CS_other_AUG_m * mult_CS_other_AUG_m
+        + E_CS_other_AUG_s * mult_CS_other_AUG_s
+        + E_CS_other_CS_c * mult_CS_other_CS_c
+        + E_CS_other_CS_s * mult_CS_other_CS_s
+        + E_CS_other_C_c * mult_CS_other_C_c
+        + E_CS_other_C_s * mult_CS_other_C_s
+        + E_CS_other_S_a * mult_CS_other_S_a
+        + E_CS_other_S_s * mult_CS_other_S_s
+        + E_CS_r * mult_CS_r
+        + E_CS_same_c * mult_CS_same_c
+        + E_CS_same_s * mult_CS_same_s
+    )
+    loss_CS = -z_CS_same_c + zshift_CS + jnp.log(Z_CS)
+    P_CS_same_c = E_CS_same_c / Z_CS
+    P_CS_same_s = E_CS_same_s / Z_CS
+    P_CS_other_C_c = E_CS_other_C_c / Z_CS
+    P_CS_other_C_s = E_CS_other_C_s / Z_CS
+    P_CS_other_CS_c = E_CS_other_CS_c / Z_CS
+    P_CS_other_CS_s = E_CS_other_CS_s / Z_CS
+    P_CS_other_S_s = E_CS_other_S_s / Z_CS
+    P_CS_other_S_a = E_CS_other_S_a / Z_CS
+    P_CS_other_AUG_c = E_CS_other_AUG_c / Z_CS
+    P_CS_other_AUG_s = E_CS_other_AUG_s / Z_CS
+    P_CS_other_AUG_m = E_CS_other_AUG_m / Z_CS
+    P_CS_nA = E_CS_nA / Z_CS
+    P_CS_nS = E_CS_nS / Z_CS
+    P_CS_r = E_CS_r / Z_CS
+    loss_CS = jnp.where(n_CS != 0, loss_CS, 0.0)
+    P_CS_same_c = jnp.where(n_CS != 0, P_CS_same_c, 0.0)
+    P_CS_same_s = jnp.where(n_CS != 0, P_CS_same_s, 0.0)
+    P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
+    P_CS_other_C_s = jnp.where(n_CS != 0, P_CS_other_C_s, 0.0)
+    P_CS_other_CS_c = jnp.where(n_CS != 0, P_CS_other_CS_c, 0.0)
+    P_CS_other_CS_s = jnp.where(n_CS != 0, P_CS_other_CS_s, 0.0)
+    P_CS_other_S_s = jnp.where(n_CS != 0, P_CS_other_S_s, 0.0)
+    P_CS_other_S_a = jnp.where(n_CS != 0, P_CS_other_S_a, 0.0)
+    P_CS_other_AUG_c = jnp.where(n_CS != 0, P_CS_other_AUG_c, 0.0)
+    P_CS_other_AUG_s = jnp.where(n_CS != 0, P_CS_other_AUG_s, 0.0)
+    P_CS_other_AUG_m = jnp.where(n_CS != 0, P_CS_other_AUG_m, 0.0)
+    P_CS_nA = jnp.where(n_CS != 0, P_CS_nA, 0.0)
+    P_CS_nS = jnp.where(n_CS != 0, P_CS_nS, 0.0)
+    P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
+    weight_CS = n_CS / (n_AUG + n_C + n_CS + n_S)
+    t38 = w_thS_CS_c - w_thS_CS_s + w_thS_thC - w_thS_thS
+    t39 = t38 + w_CS_s_thC - w_CS_s_thS
+    t40 = w_thC_CS_c - w_thC_CS_s + w_thC_thC - w_thC_thS
+    t41 = n_CS - 1
+    t42 = t40 + w_CS_c_thC - w_CS_c_thS
+    t43 = n_C + n_CS + n_S
+    margin_CS = (
+        (1 / 2) * P_CS_nA * (-K_A + 2 * n_AUG + t43) * (t40 + w_nA_CS_c - w_nA_CS_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_CS_nS * (-K_S + n_AUG + t43) * (t38 + w_nS_CS_c - w_nS_CS_s + w_nS_thC - w_nS_thS)
+        - 1
+        / 2
+        * P_CS_other_AUG_c
+        * n_AUG
+        * (t40 + w_AUG_c_thC - w_AUG_c_thS + w_other_AUG_c_CS_c - w_other_AUG_c_CS_s)
+        - 1
+        / 2
+        * P_CS_other_AUG_m
+        * n_AUG
+        * (t40 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_CS_c - w_other_AUG_m_CS_s)
+        - 1
+        / 2
+        * P_CS_other_AUG_s
+        * n_AUG
+        * (t38 + w_AUG_s_thC - w_AUG_s_thS + w_other_AUG_s_CS_c - w_other_AUG_s_CS_s)
+        - 1 / 2 * P_CS_other_CS_c * t41 * (t42 + w_other_CS_c_CS_c - w_other_CS_c_CS_s)
+        - 1 / 2 * P_CS_other_CS_s * t41 * (t39 + w_other_CS_s_CS_c - w_other_CS_s_CS_s)
+        - 1 / 2 * P_CS_other_C_c * n_C * (t40 + w_C_c_thC - w_C_c_thS + w_other_C_c_CS_c - w_other_C_c_CS_s)
+        - 1 / 2 * P_CS_other_C_s * n_C * (t38 + w_C_s_thC - w_C_s_thS + w_other_C_s_CS_c - w_other_C_s_CS_s)
+        - 1 / 2 * P_CS_other_S_a * n_S * (t40 + w_S_a_thC - w_S_a_thS + w_other_S_a_CS_c - w_other_S_a_CS_s)
+        - 1 / 2 * P_CS_other_S_s * n_S * (t38 + w_S_s_thC - w_S_s_thS + w_other_S_s_CS_c - w_other_S_s_CS_s)
+        - 1 / 2 * P_CS_r * SQRT2 * (w_er_CS_c - w_er_CS_s + w_er_thC - w_er_thS)
+        - 1 / 2 * P_CS_same_s * (t39 + w_same_CS_s_CS_c - w_same_CS_s_CS_s)
+        - 1
+        / 2
+        * (P_CS_same_c - 1)
+        * (2 * lambda_C - 2 * lambda_M + t42 + w_same_CS_c_CS_c - w_same_CS_c_CS_s)
+    )
+    # class S
+    u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
+    u_S_r = kappa_er
+    ashift_S = jnp.maximum(u_S_s, u_S_r)
+    t44 = jnp.exp(-ashift_S + u_S_s)
+    t45 = jnp.exp(-ashift_S + u_S_r)
+    t46 = 1.0 / (t44 + t45)
+    sigma_S_s = t44 * t46
+    sigma_S_r = t45 * t46
+    t47 = SQRT2 * sigma_S_r
+    t48 = sigma_S_s * w_thS_S_s + sigma_S_s * w_thS_thS + t47 * w_thS_er
+    t49 = sigma_S_s * w_S_s_thS + t47 * w_S_s_er + t48
+    t50 = (1 / 2) * sigma_S_s
+    t51 = (1 / 2) * t47
+    t52 = o_c * sigma_S_r + t50 * w_thC_S_s + t50 * w_thC_thS + t51 * w_thC_er
+    t53 = t50 * w_S_a_thS + t51 * w_S_a_er + t52
+    t54 = o_c * sigma_S_s
+    t55 = t52 + t54
+    t56 = SQRT2 * t50
+    z_S_same_s = (1 / 2) * sigma_S_s * w_same_S_s_S_s + (1 / 2) * t49
+    z_S_same_a = lambda_M * sigma_S_s + t50 * w_same_S_a_S_s + t53
+    z_S_other_C_c = t50 * w_C_c_thS + t50 * w_other_C_c_S_s + t51 * w_C_c_er + t55
+    z_S_other_C_s = (
+        (1 / 2) * sigma_S_s * w_C_s_thS
+        + (1 / 2) * sigma_S_s * w_other_C_s_S_s
+        + (1 / 2) * t47 * w_C_s_er
+        + (1 / 2) * t48
+    )
+    z_S_other_CS_c = t50 * w_CS_c_thS + t50 * w_other_CS_c_S_s + t51 * w_CS_c_er + t55
+    z_S_other_CS_s = (
+        (1 / 2) * sigma_S_s * w_CS_s_thS
+        + (1 / 2) * sigma_S_s * w_other_CS_s_S_s
+        + (1 / 2) * t47 * w_CS_s_er
+        + (1 / 2) * t48
+    )
+    z_S_other_S_s = (1 / 2) * sigma_S_s * w_other_S_s_S_s + (1 / 2) * t49
+    z_S_other_S_a = t50 * w_other_S_a_S_s + t53 + t54
+    z_S_other_AUG_c = t50 * w_AUG_c_thS + t50 * w_other_AUG_c_S_s + t51 * w_AUG_c_er + t55
+    z_S_other_AUG_s = (
+        (1 / 2) * sigma_S_s * w_AUG_s_thS
+        + (1 / 2) * sigma_S_s * w_other_AUG_s_S_s
+        + (1 / 2) * t47 * w_AUG_s_er
+        + (1 / 2) * t48
+    )
+    z_S_other_AUG_m = t50 * w_AUG_m_thS + t50 * w_other_AUG_m_S_s + t51 * w_AUG_m_er + t55
+    z_S_nA = t50 * w_nA_S_s + t50 * w_nA_thS + t51 * w_nA_er + t55
+    z_S_nS = (
+        (1 / 2) * sigma_S_s * w_nS_S_s
+        + (1 / 2) * sigma_S_s * w_nS_thS
+        + (1 / 2) * t47 * w_nS_er
+        + (1 / 2) * t48
+    )
+    z_S_r = o_r * sigma_S_r + o_r * sigma_S_s + sigma_S_r * w_er_er + t56 * w_er_S_s + t56 * w_er_thS
+    mult_S_same_s = 1
+    mult_S_same_a = 1
+    mult_S_other_C_c = n_C
+    mult_S_other_C_s = n_C
+    mult_S_other_CS_c = n_CS
+    mult_S_other_CS_s = n_CS
+    mult_S_other_S_s = n_S - 1
+    mult_S_other_S_a = n_S - 1
+    mult_S_other_AUG_c = n_AUG
+    mult_S_other_AUG_s = n_AUG
+    mult_S_other_AUG_m = n_AUG
+    mult_S_nA = K_A - 2 * n_AUG - n_C - n_CS - n_S
+    mult_S_nS = K_S - n_AUG - n_C - n_CS - n_S
+    mult_S_r = 1
+    zshift_S = jnp.maximum(
+        jnp.maximum(
+            jnp.maximum(
+                jnp.maximum(
+                    jnp.maximum(
+                        jnp.maximum(
+                            jnp.maximum(
+                                jnp.maximum(
+                                    jnp.maximum(
+                                        jnp.maximum(
+                                            jnp.maximum(
+                                                jnp.maximum(
+                                                    jnp.maximum(z_S_same_s, z_S_same_a), z_S_other_C_c
+                                                ),
+                                                z_S_other_C_s,
+                                            ),
+                                            z_S_other_CS_c,
+                                        ),
+                                        z_S_other_CS_s,
+                                    ),
+                                    z_S_other_S_s,
+                                ),
+                                z_S_other_S_a,
+                            ),
+                            z_S_other_AUG_c,
+                        ),
+                        z_S_other_AUG_s,
+                    ),
+                    z_S_other_AUG_m,
+                ),
+                z_S_nA,
+            ),
+            z_S_nS,
+        ),
+        z_S_r,
+    )
+    E_S_same_s = jnp.exp(z_S_same_s - zshift_S)
+    E_S_same_a = jnp.exp(z_S_same_a - zshift_S)
+    E_S_other_C_c = jnp.exp(z_S_other_C_c - zshift_S)
+    E_S_other_C_s = jnp.exp(z_S_other_C_s - zshift_S)
+    E_S_other_CS_c = jnp.exp(z_S_other_CS_c - zshift_S)
+    E_S_other_CS_s = jnp.exp(z_S_other_CS_s - zshift_S)
+    E_S_other_S_s = jnp.exp(z_S_other_S_s - zshift_S)
+    E_S_other_S_a = jnp.exp(z_S_other_S_a - zshift_S)
+    E_S_other_AUG_c = jnp.exp(z_S_other_AUG_c - zshift_S)
+    E_S_other_AUG_s = jnp.exp(z_S_other_AUG_s - zshift_S)
+    E_S_other_AUG_m = jnp.exp(z_S_other_AUG_m - zshift_S)
+    E_S_nA = jnp.exp(z_S_nA - zshift_S)
+    E_S_nS = jnp.exp(z_S_nS - zshift_S)
+    E_S_r = jnp.exp(z_S_r - zshift_S)
+    Z_S = (
+        E_S_nA * mult_S_nA
+        + E_S_nS * mult_S_nS
+        + E_S_other_AUG_c * mult_S_other_AUG_c
+        + E_S_other_AUG_m * mult_S_other_AUG_m
+        + E_S_other_AUG_s * mult_S_other_AUG_s
+        + E_S_other_CS_c * mult_S_other_CS_c
+        + E_S_other_CS_s * mult_S_other_CS_s
+        + E_S_other_C_c * mult_S_other_C_c
+        + E_S_other_C_s * mult_S_other_C_s
+        + E_S_other_S_a * mult_S_other_S_a
+        + E_S_other_S_s * mult_S_other_S_s
+        + E_S_r * mult_S_r
+        + E_S_same_a * mult_S_same_a
+        + E_S_same_s * mult_S_same_s
+    )
+    loss_S = -z_S_same_a + zshift_S + jnp.log(Z_S)
+    P_S_same_s = E_S_same_s / Z_S
+    P_S_same_a = E_S_same_a / Z_S
+    P_S_other_C_c = E_S_other_C_c / Z_S
+    P_S_other_C_s = E_S_other_C_s / Z_S
+    P_S_other_CS_c = E_S_other_CS_c / Z_S
+    P_S_other_CS_s = E_S_other_CS_s / Z_S
+    P_S_other_S_s = E_S_other_S_s / Z_S
+    P_S_other_S_a = E_S_other_S_a / Z_S
+    P_S_other_AUG_c = E_S_other_AUG_c / Z_S
+    P_S_other_AUG_s = E_S_other_AUG_s / Z_S
+    P_S_other_AUG_m = E_S_other_AUG_m / Z_S
+    P_S_nA = E_S_nA / Z_S
+    P_S_nS = E_S_nS / Z_S
+    P_S_r = E_S_r / Z_S
+    weight_S = n_S / (n_AUG + n_C + n_CS + n_S)
+    # class AUG
+    u_AUG_c = (1 / 2) * SQRT2 * (kappa_AUG_c + kappa_thC)
+    u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
+    u_AUG_r = kappa_er
+    ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
+    t57 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t58 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t59 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t60 = 1.0 / (t57 + t58 + t59)
+    sigma_AUG_c = t57 * t60
+    sigma_AUG_s = t59 * t60
+    sigma_AUG_r = t58 * t60
+    t61 = (1 / 2) * sigma_AUG_c
+    t62 = (1 / 2) * sigma_AUG_s
+    t63 = SQRT2 * sigma_AUG_r
+    t64 = (1 / 2) * t63
+    t65 = (
+        o_c * sigma_AUG_r
+        + t61 * w_thC_AUG_c
+        + t61 * w_thC_thC
+        + t62 * w_thC_AUG_s
+        + t62 * w_thC_thS
+        + t64 * w_thC_er
+    )
+    t66 = o_c * sigma_AUG_s + t65
+    t67 = t61 * w_AUG_c_thC + t62 * w_AUG_c_thS + t64 * w_AUG_c_er + t66
+    t68 = (
+        sigma_AUG_c * w_thS_AUG_c
+        + sigma_AUG_c * w_thS_thC
+        + sigma_AUG_s * w_thS_AUG_s
+        + sigma_AUG_s * w_thS_thS
+        + t63 * w_thS_er
+    )
+    t69 = sigma_AUG_c * w_AUG_s_thC + sigma_AUG_s * w_AUG_s_thS + t63 * w_AUG_s_er + t68
+    t70 = o_c * sigma_AUG_c
+    t71 = t61 * w_AUG_m_thC + t62 * w_AUG_m_thS + t64 * w_AUG_m_er + t70
+    t72 = t66 + t70
+    t73 = SQRT2 * t61
+    t74 = SQRT2 * t62
+    z_AUG_same_c = lambda_C * sigma_AUG_c + t61 * w_same_AUG_c_AUG_c + t62 * w_same_AUG_c_AUG_s + t67
+    z_AUG_same_s = (
+        (1 / 2) * sigma_AUG_c * w_same_AUG_s_AUG_c
+        + (1 / 2) * sigma_AUG_s * w_same_AUG_s_AUG_s
+        + (1 / 2) * t69
+    )
+    z_AUG_same_m = lambda_M * sigma_AUG_s + t61 * w_same_AUG_m_AUG_c + t62 * w_same_AUG_m_AUG_s + t65 + t71
+    z_AUG_other_C_c = (
+        t61 * w_C_c_thC
+        + t61 * w_other_C_c_AUG_c
+        + t62 * w_C_c_thS
+        + t62 * w_other_C_c_AUG_s
+        + t64 * w_C_c_er
+        + t72
+    )
+    z_AUG_other_C_s = (
+        (1 / 2) * sigma_AUG_c * w_C_s_thC
+        + (1 / 2) * sigma_AUG_c * w_other_C_s_AUG_c
+        + (1 / 2) * sigma_AUG_s * w_C_s_thS
+        + (1 / 2) * sigma_AUG_s * w_other_C_s_AUG_s
+        + (1 / 2) * t63 * w_C_s_er
+        + (1 / 2) * t68
+    )
+    z_AUG_other_CS_c = (
+        t61 * w_CS_c_thC
+        + t61 * w_other_CS_c_AUG_c
+        + t62 * w_CS_c_thS
+        + t62 * w_other_CS_c_AUG_s
+        + t64 * w_CS_c_er
+        + t72
+    )
+    z_AUG_other_CS_s = (
+        (1 / 2) * sigma_AUG_c * w_CS_s_thC
+        + (1 / 2) * sigma_AUG_c * w_other_CS_s_AUG_c
+        + (1 / 2) * sigma_AUG_s * w_CS_s_thS
+        + (1 / 2) * sigma_AUG_s * w_other_CS_s_AUG_s
+        + (1 / 2) * t63 * w_CS_s_er
+        + (1 / 2) * t68
+    )
+    z_AUG_other_S_s = (
+        (1 / 2) * sigma_AUG_c * w_S_s_thC
+        + (1 / 2) * sigma_AUG_c * w_other_S_s_AUG_c
+        + (1 / 2) * sigma_AUG_s * w_S_s_thS
+        + (1 / 2) * sigma_AUG_s * w_other_S_s_AUG_s
+        + (1 / 2) * t63 * w_S_s_er
+        + (1 / 2) * t68
+    )
+    z_AUG_other_S_a = (
+        t61 * w_S_a_thC
+        + t61 * w_other_S_a_AUG_c
+        + t62 * w_S_a_thS
+        + t62 * w_other_S_a_AUG_s
+        + t64 * w_S_a_er
+        + t72
+    )
+    z_AUG_other_AUG_c = t61 * w_other_AUG_c_AUG_c + t62 * w_other_AUG_c_AUG_s + t67 + t70
+    z_AUG_other_AUG_s = (
+        (1 / 2) * sigma_AUG_c * w_other_AUG_s_AUG_c
+        + (1 / 2) * sigma_AUG_s * w_other_AUG_s_AUG_s
+        + (1 / 2) * t69
+    )
+    z_AUG_other_AUG_m = t61 * w_other_AUG_m_AUG_c + t62 * w_other_AUG_m_AUG_s + t66 + t71
+    z_AUG_nA = t61 * w_nA_AUG_c + t61 * w_nA_thC + t62 * w_nA_AUG_s + t62 * w_nA_thS + t64 * w_nA_er + t72
+    z_AUG_nS = (
+        (1 / 2) * sigma_AUG_c * w_nS_AUG_c
+        + (1 / 2) * sigma_AUG_c * w_nS_thC
+        + (1 / 2) * sigma_AUG_s * w_nS_AUG_s
+        + (1 / 2) * sigma_AUG_s * w_nS_thS
+        + (1 / 2) * t63 * w_nS_er
+        + (1 / 2) * t68
+    )
+    z_AUG_r = (
+        o_r * sigma_AUG_c
+        + o_r * sigma_AUG_r
+        + o_r * sigma_AUG_s
+        + sigma_AUG_r * w_er_er
+        + t73 * w_er_AUG_c
+        + t73 * w_er_thC
+        + t74 * w_er_AUG_s
+        + t74 * w_er_thS
+    )
+    mult_AUG_same_c = 1
+    mult_AUG_same_s = 1
+    mult_AUG_same_m = 1
+    mult_AUG_other_C_c = n_C
+    mult_AUG_other_C_s = n_C
+    mult_AUG_other_CS_c = n_CS
+    mult_AUG_other_CS_s = n_CS
+    mult_AUG_other_S_s = n_S
+    mult_AUG_other_S_a = n_S
+    mult_AUG_other_AUG_c = n_AUG - 1
+    mult_AUG_other_AUG_s = n_AUG - 1
+    mult_AUG_other_AUG_m = n_AUG - 1
+    mult_AUG_nA = K_A - 2 * n_AUG - n_C - n_CS - n_S
+    mult_AUG_nS = K_S - n_AUG - n_C - n_CS - n_S
+    mult_AUG_r = 1
+    zshift_AUG = jnp.maximum(
+        jnp.maximum(
+            jnp.maximum(
+                jnp.maximum(
+                    jnp.maximum(
+                        jnp.maximum(
+                            jnp.maximum(
+                                jnp.maximum(
+                                    jnp.maximum(
+                                        jnp.maximum(
+                                            jnp.maximum(
+                                                jnp.maximum(
+                                                    jnp.maximum(
+                                                        jnp.maximum(z_AUG_same_c, z_AUG_same_s), z_AUG_same_m
+                                                    ),
+                                                    z_AUG_other_C_c,
+                                                ),
+                                                z_AUG_other_C_s,
+                                            ),
+                                            z_AUG_other_CS_c,
+                                        ),
+                                        z_AUG_other_CS_s,
+                                    ),
+                                    z_AUG_other_S_s,
+                                ),
+                                z_AUG_other_S_a,
+                            ),
+                            z_AUG_other_AUG_c,
+                        ),
+                        z_AUG_other_AUG_s,
+                    ),
+                    z_AUG_other_AUG_m,
+                ),
+                z_AUG_nA,
+            ),
+            z_AUG_nS,
+        ),
+        z_AUG_r,
+    )
+    E_AUG_same_c = jnp.exp(z_AUG_same_c - zshift_AUG)
+    E_AUG_same_s = jnp.exp(z_AUG_same_s - zshift_AUG)
+    E_AUG_same_m = jnp.exp(z_AUG_same_m - zshift_AUG)
+    E_AUG_other_C_c = jnp.exp(z_AUG_other_C_c - zshift_AUG)
+    E_AUG_other_C_s = jnp.exp(z_AUG_other_C_s - zshift_AUG)
+    E_AUG_other_CS_c = jnp.exp(z_AUG_other_CS_c - zshift_AUG)
+    E_AUG_other_CS_s = jnp.exp(z_AUG_other_CS_s - zshift_AUG)
+    E_AUG_other_S_s = jnp.exp(z_AUG_other_S_s - zshift_AUG)
+    E_AUG_other_S_a = jnp.exp(z_AUG_other_S_a - zshift_AUG)
+    E_AUG_other_AUG_c = jnp.exp(z_AUG_other_AUG_c - zshift_AUG)
+    E_AUG_other_AUG_s = jnp.exp(z_AUG_other_AUG_s - zshift_AUG)
+    E_AUG_other_AUG_m = jnp.exp(z_AUG_other_AUG_m - zshift_AUG)
+    E_AUG_nA = jnp.exp(z_AUG_nA - zshift_AUG)
+    E_AUG_nS = jnp.exp(z_AUG_nS - zshift_AUG)
+    E_AUG_r = jnp.exp(z_AUG_r - zshift_AUG)
+    Z_AUG = (
+        E_AUG_nA * mult_AUG_nA
+        + E_AUG_nS * mult_AUG_nS
+        + E_AUG_other_AUG_c * mult_AUG_other_AUG_c
+        + E_AUG_other_AUG_m * mult_AUG_other_AUG_m
+        + E_AUG_other_AUG_s * mult_AUG_other_AUG_s
+        + E_AUG_other_CS_c * mult_AUG_other_CS_c
+        + E_AUG_other_CS_s * mult_AUG_other_CS_s
+        + E_AUG_other_C_c * mult_AUG_other_C_c
+        + E_AUG_other_C_s * mult_AUG_other_C_s
+        + E_AUG_other_S_a * mult_AUG_other_S_a
+        + E_AUG_other_S_s * mult_AUG_other_S_s
+        + E_AUG_r * mult_AUG_r
+        + E_AUG_same_c * mult_AUG_same_c
+        + E_AUG_same_m * mult_AUG_same_m
+        + E_AUG_same_s * mult_AUG_same_s
+    )
+    loss_AUG = -z_AUG_same_c + zshift_AUG + jnp.log(Z_AUG)
+    P_AUG_same_c = E_AUG_same_c / Z_AUG
+    P_AUG_same_s = E_AUG_same_s / Z_AUG
+    P_AUG_same_m = E_AUG_same_m / Z_AUG
+    P_AUG_other_C_c = E_AUG_other_C_c / Z_AUG
+    P_AUG_other_C_s = E_AUG_other_C_s / Z_AUG
+    P_AUG_other_CS_c = E_AUG_other_CS_c / Z_AUG
+    P_AUG_other_CS_s = E_AUG_other_CS_s / Z_AUG
+    P_AUG_other_S_s = E_AUG_other_S_s / Z_AUG
+    P_AUG_other_S_a = E_AUG_other_S_a / Z_AUG
+    P_AUG_other_AUG_c = E_AUG_other_AUG_c / Z_AUG
+    P_AUG_other_AUG_s = E_AUG_other_AUG_s / Z_AUG
+    P_AUG_other_AUG_m = E_AUG_other_AUG_m / Z_AUG
+    P_AUG_nA = E_AUG_nA / Z_AUG
+    P_AUG_nS = E_AUG_nS / Z_AUG
+    P_AUG_r = E_AUG_r / Z_AUG
+    weight_AUG = n_AUG / (n_AUG + n_C + n_CS + n_S)
+    t75 = w_thS_AUG_c - w_thS_AUG_s + w_thS_thC - w_thS_thS
+    t76 = t75 + w_AUG_s_thC - w_AUG_s_thS
+    t77 = w_thC_AUG_c - w_thC_AUG_s + w_thC_thC - w_thC_thS
+    t78 = n_AUG - 1
+    t79 = t77 + w_AUG_c_thC - w_AUG_c_thS
+    t80 = -2 * o_c
+    t81 = n_C + n_CS + n_S
+    margin_AUG = (
+        (1 / 2) * P_AUG_nA * (-K_A + 2 * n_AUG + t81) * (t77 + w_nA_AUG_c - w_nA_AUG_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_AUG_nS * (-K_S + n_AUG + t81) * (t75 + w_nS_AUG_c - w_nS_AUG_s + w_nS_thC - w_nS_thS)
+        - 1 / 2 * P_AUG_other_AUG_c * t78 * (t79 + w_other_AUG_c_AUG_c - w_other_AUG_c_AUG_s)
+        - 1
+        / 2
+        * P_AUG_other_AUG_m
+        * t78
+        * (t77 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_AUG_c - w_other_AUG_m_AUG_s)
+        - 1 / 2 * P_AUG_other_AUG_s * t78 * (t76 + w_other_AUG_s_AUG_c - w_other_AUG_s_AUG_s)
+        - 1
+        / 2
+        * P_AUG_other_CS_c
+        * n_CS
+        * (t77 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_AUG_c - w_other_CS_c_AUG_s)
+        - 1
+        / 2
+        * P_AUG_other_CS_s
+        * n_CS
+        * (t75 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_AUG_c - w_other_CS_s_AUG_s)
+        - 1
+        / 2
+        * P_AUG_other_C_c
+        * n_C
+        * (t77 + w_C_c_thC - w_C_c_thS + w_other_C_c_AUG_c - w_other_C_c_AUG_s)
+        - 1
+        / 2
+        * P_AUG_other_C_s
+        * n_C
+        * (t75 + w_C_s_thC - w_C_s_thS + w_other_C_s_AUG_c - w_other_C_s_AUG_s)
+        - 1
+        / 2
+        * P_AUG_other_S_a
+        * n_S
+        * (t77 + w_S_a_thC - w_S_a_thS + w_other_S_a_AUG_c - w_other_S_a_AUG_s)
+        - 1
+        / 2
+        * P_AUG_other_S_s
+        * n_S
+        * (t75 + w_S_s_thC - w_S_s_thS + w_other_S_s_AUG_c - w_other_S_s_AUG_s)
+        - 1 / 2 * P_AUG_r * SQRT2 * (w_er_AUG_c - w_er_AUG_s + w_er_thC - w_er_thS)
+        + (1 / 2)
+        * P_AUG_same_m
+        * (
+            2 * lambda_M
+            + t80
+            - w_AUG_m_thC
+            + w_AUG_m_thS
+            - w_same_AUG_m_AUG_c
+            + w_same_AUG_m_AUG_s
+            - w_thC_AUG_c
+            + w_thC_AUG_s
+            - w_thC_thC
+            + w_thC_thS
+        )
+        - 1 / 2 * P_AUG_same_s * (t76 + w_same_AUG_s_AUG_c - w_same_AUG_s_AUG_s)
+        - 1 / 2 * (P_AUG_same_c - 1) * (2 * lambda_C + t79 + t80 + w_same_AUG_c_AUG_c - w_same_AUG_c_AUG_s)
+    )
+    # the counterfactual probe [c*, s*, r]
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t82 = jnp.exp(-ashift_probe + u_probe_c)
+    t83 = jnp.exp(-ashift_probe + u_probe_r)
+    t84 = jnp.exp(-ashift_probe + u_probe_s)
+    t85 = 1.0 / (t82 + t83 + t84)
+    sigma_probe_c = t82 * t85
+    sigma_probe_s = t84 * t85
+    sigma_probe_r = t83 * t85
+    t86 = o_c * sigma_probe_r
+    t87 = (1 / 2) * sigma_probe_c
+    t88 = t87 * w_thC_thC
+    t89 = (1 / 2) * sigma_probe_s
+    t90 = t89 * w_thC_thS
+    t91 = SQRT2 * sigma_probe_r
+    t92 = (1 / 2) * t91
+    t93 = t92 * w_thC_er
+    t94 = o_c * sigma_probe_s + t86 + t88 + t90 + t93
+    t95 = t87 * w_nA_thC + t89 * w_nA_thS + t92 * w_nA_er
+    t96 = t94 + t95
+    t97 = o_c * sigma_probe_c
+    t98 = sigma_probe_c * w_thS_thC + sigma_probe_s * w_thS_thS + t91 * w_thS_er
+    t99 = (
+        (1 / 2) * sigma_probe_c * w_nS_thC
+        + (1 / 2) * sigma_probe_s * w_nS_thS
+        + (1 / 2) * t91 * w_nS_er
+        + (1 / 2) * t98
+    )
+    t100 = t94 + t97
+    z_probe_0 = lambda_C * sigma_probe_c + t96
+    z_probe_1 = lambda_M * sigma_probe_s + t86 + t88 + t90 + t93 + t95 + t97
+    z_probe_2 = t99
+    z_probe_3 = t96 + t97
+    z_probe_4 = t99
+    z_probe_5 = (
+        SQRT2 * t87 * w_er_thC
+        + SQRT2 * t89 * w_er_thS
+        + o_r * sigma_probe_c
+        + o_r * sigma_probe_r
+        + o_r * sigma_probe_s
+        + sigma_probe_r * w_er_er
+    )
+    z_probe_6 = t100 + t87 * w_C_c_thC + t89 * w_C_c_thS + t92 * w_C_c_er
+    z_probe_7 = (
+        (1 / 2) * sigma_probe_c * w_C_s_thC
+        + (1 / 2) * sigma_probe_s * w_C_s_thS
+        + (1 / 2) * t91 * w_C_s_er
+        + (1 / 2) * t98
+    )
+    z_probe_8 = t100 + t87 * w_CS_c_thC + t89 * w_CS_c_thS + t92 * w_CS_c_er
+    z_probe_9 = (
+        (1 / 2) * sigma_probe_c * w_CS_s_thC
+        + (1 / 2) * sigma_probe_s * w_CS_s_thS
+        + (1 / 2) * t91 * w_CS_s_er
+        + (1 / 2) * t98
+    )
+    z_probe_10 = (
+        (1 / 2) * sigma_probe_c * w_S_s_thC
+        + (1 / 2) * sigma_probe_s * w_S_s_thS
+        + (1 / 2) * t91 * w_S_s_er
+        + (1 / 2) * t98
+    )
+    z_probe_11 = t100 + t87 * w_S_a_thC + t89 * w_S_a_thS + t92 * w_S_a_er
+    z_probe_12 = t100 + t87 * w_AUG_c_thC + t89 * w_AUG_c_thS + t92 * w_AUG_c_er
+    z_probe_13 = (
+        (1 / 2) * sigma_probe_c * w_AUG_s_thC
+        + (1 / 2) * sigma_probe_s * w_AUG_s_thS
+        + (1 / 2) * t91 * w_AUG_s_er
+        + (1 / 2) * t98
+    )
+    z_probe_14 = t100 + t87 * w_AUG_m_thC + t89 * w_AUG_m_thS + t92 * w_AUG_m_er
+    mult_probe_0 = 1
+    mult_probe_1 = 1
+    mult_probe_2 = 1
+    mult_probe_3 = K_A - 2 * n_AUG - n_C - n_CS - n_S - 2
+    mult_probe_4 = K_S - n_AUG - n_C - n_CS - n_S - 1
+    mult_probe_5 = 1
+    mult_probe_6 = n_C
+    mult_probe_7 = n_C
+    mult_probe_8 = n_CS
+    mult_probe_9 = n_CS
+    mult_probe_10 = n_S
+    mult_probe_11 = n_S
+    mult_probe_12 = n_AUG
+    mult_probe_13 = n_AUG
+    mult_probe_14 = n_AUG
+    return {
+        "probe_logit": {
+            "c*": z_probe_0,
+            "a*": z_probe_1,
+            "s*": z_probe_2,
+            "nA": z_probe_3,
+            "nS": z_probe_4,
+            "r": z_probe_5,
+            "C_c": z_probe_6,
+            "C_s": z_probe_7,
+            "CS_c": z_probe_8,
+            "CS_s": z_probe_9,
+            "S_s": z_probe_10,
+            "S_a": z_probe_11,
+            "AUG_c": z_probe_12,
+            "AUG_s": z_probe_13,
+            "AUG_m": z_probe_14,
+        },
+        "probe_multiplicity": {
+            "c*": mult_probe_0,
+            "a*": mult_probe_1,
+            "s*": mult_probe_2,
+            "nA": mult_probe_3,
+            "nS": mult_probe_4,
+            "r": mult_probe_5,
+            "C_c": mult_probe_6,
+            "C_s": mult_probe_7,
+            "CS_c": mult_probe_8,
+            "CS_s": mult_probe_9,
+            "S_s": mult_probe_10,
+            "S_a": mult_probe_11,
+            "AUG_c": mult_probe_12,
+            "AUG_s": mult_probe_13,
+            "AUG_m": mult_probe_14,
+        },
+        "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
+        "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "loss": {"C": loss_C, "CS": loss_CS, "S": loss_S, "AUG": loss_AUG},
+        "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c, "S": 0.0, "AUG": sigma_AUG_c},
+        "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s, "S": sigma_S_s, "AUG": sigma_AUG_s},
+        "margin": {"C": margin_C, "CS": margin_CS, "AUG": margin_AUG},
+        "weight": {"C": weight_C, "CS": weight_CS, "S": weight_S, "AUG": weight_AUG},
+    }

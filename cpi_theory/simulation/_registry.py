@@ -22,7 +22,8 @@ from ..engine._loop import Recorded
 from ..model._pretrained import pretrained_state
 from ..model._train import train
 from ..model._world import World, build_world
-from ..reduced._engine import reduced_param_values, reduced_params, reduced_train
+from ..reduced._engine import reduced_param_values, reduced_params
+from ..reduced._minimal import Regime, minimal_summary, minimal_train, regime_of, to_general
 
 # Keys that do not enter the world: the learning rates and the pretrained W_KQ scale are per-run scalars,
 # steps and record_every are fixed per sweep.
@@ -40,6 +41,8 @@ class RegisteredEngine:
     run_one: Callable
     vmap_width: int | None
     default_chunk_size: int
+    # run_one(..., summaries_only=True) returns {"summary": {field: (runs,)}} instead of records
+    summaries: bool = False
 
 
 # -- full engine: the d x d model ---------------------------------------------------------------------------
@@ -94,7 +97,8 @@ def jax_tree_to_numpy(world: World) -> World:
     return World(**{f.name: np.asarray(getattr(world, f.name)) for f in dataclasses.fields(World)})
 
 
-def _full_run_one(shared, per_run, *, steps: int, record_every: int):
+def _full_run_one(shared, per_run, *, steps: int, record_every: int, bucket=None, summaries_only=False):
+    del bucket, summaries_only  # the bucket's shapes are the inputs'; no online summaries
     (embeddings, shared_lr_v), (world, scalars) = shared, per_run
     world = dataclasses.replace(world, embeddings=embeddings)
     state0 = pretrained_state(world, scalars["relation_score"])
@@ -116,9 +120,21 @@ FULL = RegisteredEngine(
 )
 
 
-# -- reduced engine: the exact class-level dynamics (cpi_theory.reduced._engine) -----------------------------------
+# -- reduced engine: the exact class-level dynamics, minimal state per regime (cpi_theory.reduced._minimal) -----
 def _reduced_run_config(config: Config) -> Recorded:
-    return reduced_train(reduced_params(config), steps=config.steps, record_every=config.record_every)
+    params = reduced_params(config)
+    regime = regime_of(params)
+    # compile_per_steps=False: one compiled program serves every ``steps`` up to the next power of two.
+    out = minimal_train(
+        params, steps=config.steps, record_every=config.record_every, regime=regime, compile_per_steps=False
+    )
+    records = {k: v for k, v in out.records.items() if k != "state"}
+    return dataclasses.replace(out, records=records, final_state=to_general(out.final_state.x, regime))
+
+
+def _config_regime(config: Config) -> Regime:
+    n_c, n_cs, n_s, n_aug = config.class_counts()
+    return Regime(value_trained=config.lr_v != 0, has_s=n_s != 0, has_aug=n_aug != 0)
 
 
 def _reduced_inputs(configs: Sequence[Config]):
@@ -127,22 +143,29 @@ def _reduced_inputs(configs: Sequence[Config]):
     return None, {k: np.asarray([r[k] for r in rows], dtype=np.float64) for k in rows[0]}
 
 
-def _reduced_run_one(shared, params, *, steps: int, record_every: int):
+def _reduced_run_one(shared, params, *, steps: int, record_every: int, bucket: tuple, summaries_only=False):
     del shared
-    result = reduced_train(params, steps=steps, record_every=record_every)
-    return result.records, result.first_nonfinite_step
+    regime = Regime(*bucket)
+    if summaries_only:
+        result = minimal_summary(params, steps=steps, record_every=record_every, regime=regime)
+        return {"summary": result.records}, result.first_nonfinite_step
+    result = minimal_train(params, steps=steps, record_every=record_every, regime=regime)
+    records = {k: v for k, v in result.records.items() if k != "state"}
+    return records, result.first_nonfinite_step
 
 
 REDUCED = RegisteredEngine(
     name="reduced",
     run_config=_reduced_run_config,
-    # No shape depends on vocabulary or class sizes: one bucket, one compilation per sweep.
-    bucket_key=lambda config: (),
+    # No shape depends on vocabulary or class sizes; the regime (W_V trained, S / augmented points present)
+    # picks the generated update: one compilation per regime.
+    bucket_key=lambda config: dataclasses.astuple(_config_regime(config)),
     inputs=_reduced_inputs,
     run_one=_reduced_run_one,
-    # A step is a few thousand scalar operations: batching the whole shard turns them into vector ops.
+    # A step is elementwise over the runs: batching the whole shard turns it into vector ops.
     vmap_width=None,
     default_chunk_size=4096,
+    summaries=True,
 )
 
 

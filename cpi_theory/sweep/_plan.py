@@ -3,7 +3,7 @@
 A chunk holds consecutive runs (C order) of one bucket; buckets come in the sorted order of their keys and
 chunks are numbered bucket by bucket, so chunk i is the same runs however often the sweep is started or
 resumed. Planning counts each bucket's runs over the grid of only the dimensions its key depends on (for
-the reduced engine: none, one bucket); the chunks themselves are cut while the sweep runs
+the reduced engine: lr_v, n_subject_only and n_counterfactual_augmented, which pick its regime); the chunks themselves are cut while the sweep runs
 (:meth:`ChunkPlan.chunks`), one block of runs at a time. A 10^8-run sweep plans in seconds, in memory
 bounded by the block size and the number of buckets.
 """
@@ -39,7 +39,11 @@ def _full_bucket_key(row) -> tuple:
 # (tests/test_sweep.py checks); an engine not listed here is bucketed through one Config per run.
 COLUMN_BUCKET_KEYS: dict[str, tuple[tuple[str, ...], Callable, Callable]] = {
     "full": (("n_subjects", "n_answers", *_COUNT_KEYS, "lr_v"), _full_bucket_columns, _full_bucket_key),
-    "reduced": ((), lambda v: (), lambda row: ()),
+    "reduced": (
+        ("lr_v", "n_subject_only", "n_counterfactual_augmented"),
+        lambda v: (v["lr_v"] != 0, v["n_subject_only"] != 0, v["n_counterfactual_augmented"] != 0),
+        lambda row: (bool(row[0]), bool(row[1]), bool(row[2])),
+    ),
 }
 
 

@@ -72,14 +72,42 @@ def summarize_runs(
     }
 
 
+def summaries_from_online(online: dict, first_nonfinite: np.ndarray, steps: int) -> dict:
+    """:func:`summarize_runs`'s variables from an engine's online summary (``start``, ``peak``,
+    ``peak_step``, ``final``, ``final_loss``, ``first_nonfinite_reliance``): the same numbers, by the same
+    divergence rule (the loop's first non-finite loss, else the first recorded non-finite M_C or final loss)."""
+    online = {k: np.asarray(v) for k, v in online.items()}
+    counted = np.asarray(first_nonfinite)
+    from_records = np.where(
+        online["first_nonfinite_reliance"] >= 0,
+        online["first_nonfinite_reliance"],
+        np.where(np.isfinite(online["final_loss"]), -1, steps),
+    )
+    diverged_step = np.where(counted >= 0, counted, from_records).astype(np.int32)
+    diverged = diverged_step >= 0
+    nan = np.float64(np.nan)
+    return {
+        "start": np.where(diverged, nan, online["start"]),
+        "peak": np.where(diverged, nan, online["peak"]),
+        "peak_step": np.where(diverged, -1, online["peak_step"]).astype(np.int32),
+        "final": np.where(diverged, nan, online["final"]),
+        "inversion_depth": np.where(diverged, nan, online["peak"] - online["final"]),
+        "diverged": diverged,
+        "diverged_step": diverged_step,
+    }
+
+
 def chunk_dataset(
     spec: SweepSpec, run_index: np.ndarray, records: dict, first_nonfinite: np.ndarray
 ) -> "xr.Dataset":
     """One finished chunk: its runs' summaries and stored trajectories, indexed by global run index."""
     recorded = recorded_steps(spec.base.steps, spec.base.record_every)
-    mc = np.asarray(records["context_reliance"], dtype=np.float64)
-    loss = np.asarray(records["loss"], dtype=np.float64)
-    summary = summarize_runs(recorded, mc, loss, np.asarray(first_nonfinite))
+    if "summary" in records:  # the engine kept online summaries only (nothing to store but them)
+        summary = summaries_from_online(records["summary"], np.asarray(first_nonfinite), spec.base.steps)
+    else:
+        mc = np.asarray(records["context_reliance"], dtype=np.float64)
+        loss = np.asarray(records["loss"], dtype=np.float64)
+        summary = summarize_runs(recorded, mc, loss, np.asarray(first_nonfinite))
     data = {name: ((CHUNK_DIM,), values) for name, values in summary.items()}
     keep = stored_record_indices(spec)
     coords = {CHUNK_DIM: np.asarray(run_index, dtype=np.int32)}

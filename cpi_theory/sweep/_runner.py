@@ -109,11 +109,26 @@ _TRACES = [0]
 
 
 @functools.cache
-def _compiled_runner(engine: RegisteredEngine, steps: int, record_every: int, vmap_width, mesh: Mesh):
+def _compiled_runner(
+    engine: RegisteredEngine,
+    steps: int,
+    record_every: int,
+    vmap_width,
+    mesh: Mesh,
+    bucket: tuple,
+    summaries: bool,
+):
     def local(shared, per_run):
         _TRACES[0] += 1
         fault_point("trace")
-        one = functools.partial(engine.run_one, shared, steps=steps, record_every=record_every)
+        one = functools.partial(
+            engine.run_one,
+            shared,
+            steps=steps,
+            record_every=record_every,
+            bucket=bucket,
+            summaries_only=summaries,
+        )
         return run_batched(one, per_run, vmap_width)
 
     # check_vma=False: the trainer's scan starts from constants that are the same on every device.
@@ -170,7 +185,10 @@ def _chunk_bytes(spec: SweepSpec, engine: str, chunk_size: int, n_devices: int, 
     n_subjects, n_answers = _largest(spec, "n_subjects"), _largest(spec, "n_answers")
     state = together * run_state_bytes(n_subjects, n_answers, engine)
     inputs = per_chunk * run_input_bytes(n_subjects, n_answers, engine)
-    records = per_chunk * records_bytes(spec.base.steps, spec.base.record_every)
+    if engine == "reduced" and spec.stored_every == 0:
+        records = per_chunk * 8 * FLOAT_BYTES  # the online summary: a few numbers per run
+    else:
+        records = per_chunk * records_bytes(spec.base.steps, spec.base.record_every)
     return (state + 2 * inputs, (state + inputs) // n_devices), (3 * records, records // n_devices)
 
 
@@ -388,7 +406,7 @@ def _compute(spec, table, plan: ChunkPlan, settings: _Settings, done: set[int], 
     """Run every unfinished chunk, one in flight while the next one's inputs are built on the host
     (dispatch is async); each finished chunk is written (process 0) and scattered into ``results``."""
     eng, mesh, chunk_size = settings.engine, settings.mesh, settings.chunk_size
-    runner = _compiled_runner(eng, spec.base.steps, spec.base.record_every, settings.width, mesh)
+    summaries = spec.stored_every == 0 and eng.summaries
     batch_sharding = NamedSharding(mesh, P(BATCH_AXIS))
     replicated = NamedSharding(mesh, P())
     counts = {"chunks": 0, "runs": 0}
@@ -396,6 +414,9 @@ def _compute(spec, table, plan: ChunkPlan, settings: _Settings, done: set[int], 
     def launch(chunk: Chunk):
         padded = _pad(chunk.runs, chunk_size)
         shared, per_run = eng.inputs([table.config(int(i)) for i in padded])
+        runner = _compiled_runner(
+            eng, spec.base.steps, spec.base.record_every, settings.width, mesh, chunk.bucket, summaries
+        )
         return runner(_to_global(shared, replicated), _to_global(per_run, batch_sharding))
 
     def finish(chunk: Chunk, outputs):
@@ -466,6 +487,7 @@ def run_sweep(
     settings = _settings(spec, engine, chunk_size, devices, vmap_width, paths, resume)
     table = build_run_table(spec, engine)  # validates every run before any work
     plan = ChunkPlan(table, settings.engine, settings.chunk_size)
+    settings.attrs.update(_path_attrs(spec, settings.engine, plan))
 
     def result(dataset, chunks_computed, compilations, runs_computed):
         return SweepResult(
@@ -499,6 +521,21 @@ def run_sweep(
             bar.close()
     dataset = _write_results(results, settings, paths, keep_chunks)
     return result(dataset, chunks_computed, _TRACES[0] - traces_before, runs_computed)
+
+
+def _path_attrs(spec: SweepSpec, engine: RegisteredEngine, plan: ChunkPlan) -> dict:
+    """How the runs were computed, for the results' attributes: the reduced engine's regimes (the generated
+    update each bucket used) and whether only online summaries were kept."""
+    if engine.name != "reduced":
+        return {"computed_by": f"{engine.name} engine"}
+    from ..reduced._minimal import Regime
+
+    regimes = ", ".join(Regime(*bucket).name for bucket in plan.buckets)
+    summaries = spec.stored_every == 0 and engine.summaries
+    return {
+        "computed_by": f"reduced engine, minimal state per regime ({regimes})"
+        + ("; online summaries, O(state) memory per run" if summaries else "; recorded trajectories"),
+    }
 
 
 def _progress_bar(enabled: bool, total: int, initial: int):
