@@ -4,7 +4,8 @@ It is the package's verification path: a synthetic fact world (``make_fact_world
 ``cpi_theory.World``), a decoder-only transformer (``Transformer``), pretraining to a controlled regime and
 finetuning on a mixture (``pretrain``, ``finetune``), the toy's quantities measured on the real model
 (``make_measure_fn``), the toy parametrized from the measured start and fitted to the measured curve
-(``toy_parameters``, ``fit_curve``), one run (``run_bridge``) and the verification study (``run_study``).
+(``toy_parameters``, ``fit_curve``; the joint fit of every toy parameter with intervals and held-out
+checks is ``cpi_theory.bridge._joint.joint_fit``, behind ``cpi-theory bridge fit``), one run (``run_bridge``) and the verification study (``run_study``).
 Curves are summarized and shape-classified by :func:`cpi_theory.engine.summarize`. See README.md beside
 this file.
 """
@@ -48,9 +49,6 @@ from ._fit import fit_time_scale as fit_time_scale
 from ._fit import simulate_toy as simulate_toy
 from ._fit import toy_parameters as toy_parameters
 from ._fit import toy_start_reliance as toy_start_reliance
-from ._joint import joint_fit as joint_fit
-from ._joint import schedule_time as schedule_time
-from ._joint import smooth_baseline as smooth_baseline
 from ._trajectory_io import load_trajectory as load_trajectory
 
 # isort: split

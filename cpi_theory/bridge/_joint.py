@@ -451,6 +451,14 @@ def smooth_baseline(steps, values, n_params: int, predict_at, seed: int = 0) -> 
     return model(best.x, xp)
 
 
+def noise_estimate(values) -> float:
+    """The noise sd of a curve from its second differences (exact for a straight line plus white noise)."""
+    y = np.asarray(values, dtype=np.float64)
+    if y.size < 3:
+        return 0.0
+    return float(np.sqrt(np.mean(np.diff(y, 2) ** 2) / 6.0))
+
+
 def _rmse(a, b) -> float:
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
@@ -503,18 +511,26 @@ def joint_fit(
     tau, yy, w = _padded(tau_all[fit_mask], y[fit_mask], npad)
     rng = np.random.default_rng(seed)
     best = None
-    for start in _start_points(family, rng, n_starts):
-        x0 = _place(family, start, tau, yy, w, n)
-        res = least_squares(
-            lambda th: family.residual(th, tau, yy, w),
-            x0,
-            jac=lambda th: family.jacobian(th, tau, yy, w),
-            bounds=(family.lower, family.upper),
-            x_scale="jac",
-            max_nfev=200,
-        )
-        if best is None or res.cost < best.cost:
-            best = res
+    # A second round of starts when the best fit misses by clearly more than the curve's own noise (a local
+    # minimum: in the recovery study, every wrong shape class came with such an RMSE).
+    target = max(1.5 * noise_estimate(y[fit_mask]), 0.01)
+    starts_used = 0
+    for round_ in range(2):
+        if round_ == 1 and math.sqrt(2.0 * best.cost / n) <= target:
+            break
+        for start in _start_points(family, rng, n_starts)[round_:]:
+            x0 = _place(family, start, tau, yy, w, n)
+            res = least_squares(
+                lambda th: family.residual(th, tau, yy, w),
+                x0,
+                jac=lambda th: family.jacobian(th, tau, yy, w),
+                bounds=(family.lower, family.upper),
+                x_scale="jac",
+                max_nfev=200,
+            )
+            starts_used += 1
+            if best is None or res.cost < best.cost:
+                best = res
     theta = best.x
     jac = family.jacobian(theta, tau, yy, w)[:n]
     ssr = 2.0 * float(best.cost)
@@ -550,7 +566,7 @@ def joint_fit(
         "notes": family.notes
         + (["lr_v_ratio fixed (fit it with lr_v_ratio=None / --fit-lr-v)"] if lr_v_ratio is not None else []),
         "horizon": horizon,
-        "starts": n_starts,
+        "starts": starts_used,
         "fit_until": None if fit_until is None else float(fit_until),
         "schedule": schedule,
     }
@@ -585,4 +601,72 @@ def joint_report_fields(measured_summary: dict, joint: dict) -> dict:
         "holdout": joint["holdout"],
         "inversion_real": measured_summary["inversion"],
         "inversion_toy_fitted": joint["best_fit"]["summary"]["inversion"],
+    }
+
+
+# ------------------------------------------------------------------------------- parameter recovery
+RECOVERY_BOX = {  # where the recovery study draws its true parameters (inside BOUNDS)
+    "delta_m": (0.5, 0.9),
+    "delta_c_ratio": (0.2, 0.8),
+    "context_fraction": (0.6, 1.0),
+    "cs_share": (0.2, 0.8),
+    "context_bias": (-1.0, 2.0),
+}
+
+
+@requires_float64
+def recovery_study(
+    n_curves: int, *, seed: int = 0, noise=(0.01, 0.02), n_points: int = 30, n_starts: int = 4
+) -> list[dict]:
+    """Curves made by the toy with random known parameters plus Gaussian noise (sd drawn from ``noise``),
+    fitted by :func:`joint_fit` with everything but lr_v free; one row per curve: whether each true internal
+    parameter lies in its 95% interval, and the shape of the fit vs the noise-free truth."""
+    rng = np.random.default_rng(seed)
+    steps = np.linspace(0.0, 300.0, n_points)
+    rows = []
+    for index in range(n_curves):
+        family = ToyFamily(steps[-1])
+        truth = {name: float(rng.uniform(*RECOVERY_BOX[name])) for name in RECOVERY_BOX}
+        truth["log_time_scale"] = float(np.log(rng.uniform(60.0, 300.0) / steps[-1]))  # toy time 60 to 300
+        theta = np.asarray([truth[n] for n in family.free_names])
+        tau, y0, w = _padded(steps, np.zeros_like(steps), _pad(n_points))
+        clean = family.residual(theta, tau, y0, w)[:n_points]
+        sd = float(rng.uniform(*noise))
+        noisy = clean + rng.normal(0.0, sd, n_points)
+        out = joint_fit(steps, noisy, n_starts=n_starts, seed=seed + index)["best_fit"]
+        internal = out["uncertainty"]["internal"]
+        covered = {
+            name: bool(internal[name]["low"] <= truth[name] <= internal[name]["high"])
+            if name in internal
+            else None
+            for name in family.free_names
+        }
+        true_shape = summary_record(steps, clean)["shape"]
+        rows.append(
+            {
+                "curve": index,
+                "noise_sd": sd,
+                "truth": truth,
+                "fitted": {name: internal[name]["value"] for name in internal},
+                "covered": covered,
+                "all_covered": all(v for v in covered.values() if v is not None),
+                "true_shape": true_shape,
+                "fitted_shape": out["summary"]["shape"],
+                "shape_right": out["summary"]["shape"] == true_shape,
+                "curve_error": out["curve_error"],
+            }
+        )
+    return rows
+
+
+def recovery_coverage(rows: list[dict]) -> dict:
+    """Per-parameter and overall coverage of the recovery rows, and the shape agreement."""
+    pairs = [v for r in rows for v in r["covered"].values() if v is not None]
+    names = sorted({n for r in rows for n in r["covered"]})
+    return {
+        "curves": len(rows),
+        "parameter_coverage": float(np.mean(pairs)) if pairs else float("nan"),
+        "per_parameter": {n: float(np.mean([r["covered"][n] for r in rows])) for n in names},
+        "all_covered": float(np.mean([r["all_covered"] for r in rows])),
+        "shape_right": float(np.mean([r["shape_right"] for r in rows])),
     }

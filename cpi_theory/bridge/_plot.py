@@ -55,11 +55,11 @@ def plot_run(report: dict, stem: str | Path) -> list[Path]:
         if dense.get("band_low") is not None:
             ax.fill_between(
                 dense["step"],
-                dense["band_low"],
-                dense["band_high"],
+                np.clip(dense["band_low"], 0.0, 1.0),
+                np.clip(dense["band_high"], 0.0, 1.0),
                 color="C2",
                 alpha=0.2,
-                label="joint fit 95% band",
+                label="joint fit 95% band (linearized)",
             )
         holdout = report.get("holdout")
         if holdout:
@@ -83,9 +83,10 @@ def plot_run(report: dict, stem: str | Path) -> list[Path]:
     ax.set_xlabel("finetuning step (real)")
     ax.set_ylabel("context reliance M_C")
     ax.set_ylim(-0.02, 1.02)
+    cs_fraction = report.get("mixture", {}).get("cs_fraction")
     ax.set_title(
         f"{report.get('size', '')} {report.get('regime', '')}, C+S fraction "
-        f"{report.get('mixture', {}).get('cs_fraction', '')}"
+        f"{'fitted' if cs_fraction is None else cs_fraction}"
     )
     ax.legend(fontsize=7, loc="best")
     att = np.asarray(real.get("attention_context", []))

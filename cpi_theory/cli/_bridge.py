@@ -72,6 +72,11 @@ def _run(args) -> int:
             else ""
         )
     )
+    best = report["best_fit"]
+    print(
+        f"joint fit (mixture fixed, {', '.join(best['free'])} free): RMSE {best['curve_error']:.4f}, "
+        f"shape {best['summary']['shape']}"
+    )
     print(f"wrote {path} and {', '.join(str(f) for f in figures)} in {report['wall_seconds']:.1f} s")
     return 0
 

@@ -248,7 +248,7 @@ def _preamble(program: _Program, regime: Regime, moving) -> None:
     m = reduced_model()
     for name in _used_params(regime):
         program.raw(f'{name} = p["{name}"]')
-    program.raw(f"{', '.join(str(s) for s in moving)}, = [x[..., i] for i in range({len(moving)})]")
+    program.raw(f"({', '.join(str(s) for s in moving)},) = x")
     program.comment("Lemma 3: the pretrained table entries V[c, c] and V[a, s]")
     program.assign(
         [
@@ -308,9 +308,16 @@ def _emit_velocity(regime: Regime) -> list[str]:
     weights = [(sp.Symbol(f"weight_{k}"), d["class_weight"][k]) for k in d["classes"]]
     program.assign(weights)
     loss = " + ".join(f"weight_{k} * {m.class_loss_sym[k]}" for k in d["classes"])
-    program.raw(f"velocity = jnp.stack([{', '.join(str(v) for v, _ in velocity)}], axis=-1)")
+    program.raw(f"velocity = ({', '.join(str(v) for v, _ in velocity)},)")
     program.raw(f"return velocity, {loss}")
     return program.lines
+
+
+def _attention_sums_to_one(k: str) -> dict:
+    m = reduced_model()
+    sigma = m.attention_sym[k]
+    others = [sigma[y] for y in sigma if y != "r"]
+    return {sigma["r"]: 1 - sum(others)}
 
 
 def _emit_class_loss(program: _Program, regime: Regime, k: str, sub: dict) -> dict:
@@ -324,7 +331,14 @@ def _emit_class_loss(program: _Program, regime: Regime, k: str, sub: dict) -> di
     d = _derivation(regime)
     zs = m.logit_sym[k]
     mult = {t: m.multiplicity[k][t].xreplace(d["zero"]) for t in zs}
-    exprs = {t: _float_constants(m.logit_expr[k][t].xreplace(sub)) for t in zs if mult[t] != 0}
+    # Attention sums to 1: with sigma_r = 1 - sigma_c - sigma_s a logit that only averages one table value
+    # over the input (every untrained answer's, say) is that value, a constant of the run.
+    sums_to_one = _attention_sums_to_one(k)
+    exprs = {
+        t: sp.expand(_float_constants(m.logit_expr[k][t].xreplace(sub)).xreplace(sums_to_one))
+        for t in zs
+        if mult[t] != 0
+    }
     canonical: dict = {}  # logit expression -> its first role
     for t, e in exprs.items():
         canonical.setdefault(e, t)
@@ -335,8 +349,12 @@ def _emit_class_loss(program: _Program, regime: Regime, k: str, sub: dict) -> di
     group = {t0: sp.Symbol(f"mult_{k}_{_tname(t0)}", real=True) for t0 in roles}
     program.assign([(group[t0], sum(mult[t] for t in exprs if rep[t] == t0)) for t0 in roles], cse=False)
     # The shift only keeps exp() in range (the loss does not depend on it): the largest logit of any role.
-    candidates = [str(zs[t0]) for t0 in roles]
-    program.raw(f"{m.logit_shift[k]} = {_maximum(candidates)}")
+    # With W_V frozen every logit averages entries of the pretrained value table over the input, so the
+    # largest entry bounds them all: a constant of the run, and constant logits stay constant exponentials.
+    if regime.value_trained:
+        program.raw(f"{m.logit_shift[k]} = {_maximum([str(zs[t0]) for t0 in roles])}")
+    else:
+        program.raw(f"{m.logit_shift[k]} = {_maximum(['lambda_C', 'lambda_M', 'o_c', 'o_r', '0.0'])}")
     exp = {t0: sp.Symbol(f"E_{k}_{_tname(t0)}", real=True) for t0 in roles}
     program.assign([(exp[t0], sp.exp(zs[t0] - m.logit_shift[k])) for t0 in roles], cse=False)
     total = sp.Symbol(f"Z_{k}", real=True)
@@ -463,7 +481,7 @@ The exact reduced GD dynamics restricted to the coordinates that move in each re
 - ``STATE_R``: the names of the moving coordinates (``kappa_*``: q = W_KQ phi(r); ``w_*``: Delta W_V orbits);
 - ``GENERAL_INDEX_R``: their positions in the general 166-coordinate state;
 - ``velocity_R(x, p) -> (v, loss)``: ``x + v`` is one exact GD step (rates lr_kq, lr_v), ``loss`` the
-  training loss at ``x``; ``x[..., i]`` is coordinate ``STATE_R[i]``;
+  training loss at ``x``; ``x`` and ``v`` are tuples, coordinate i is ``STATE_R[i]``;
 - ``probe_R(x, p) -> (context_reliance, magnitude)`` on the counterfactual probe;
 - ``metrics_R(x, p) -> dict``: the probe's role logits, multiplicities, attention and scores, and per class
   its loss, attention on context and subject, Lemma 2's margin and its weight in the training loss.

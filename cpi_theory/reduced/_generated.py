@@ -6,7 +6,7 @@ The exact reduced GD dynamics restricted to the coordinates that move in each re
 - ``STATE_R``: the names of the moving coordinates (``kappa_*``: q = W_KQ phi(r); ``w_*``: Delta W_V orbits);
 - ``GENERAL_INDEX_R``: their positions in the general 166-coordinate state;
 - ``velocity_R(x, p) -> (v, loss)``: ``x + v`` is one exact GD step (rates lr_kq, lr_v), ``loss`` the
-  training loss at ``x``; ``x[..., i]`` is coordinate ``STATE_R[i]``;
+  training loss at ``x``; ``x`` and ``v`` are tuples, coordinate i is ``STATE_R[i]``;
 - ``probe_R(x, p) -> (context_reliance, magnitude)`` on the counterfactual probe;
 - ``metrics_R(x, p) -> dict``: the probe's role logits, multiplicities, attention and scores, and per class
   its loss, attention on context and subject, Lemma 2's margin and its weight in the training loss.
@@ -60,7 +60,7 @@ def velocity_frozen(x, p):
         kappa_thS,
         kappa_thC,
         kappa_er,
-    ) = [x[..., i] for i in range(7)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -76,16 +76,15 @@ def velocity_frozen(x, p):
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
-    t4 = sigma_C_c + sigma_C_r + sigma_C_s
-    z_C_same_c = lambda_C * sigma_C_c + o_c * sigma_C_r + o_c * sigma_C_s
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + o_c
     z_C_same_s = 0
-    z_C_other_C_c = o_c * t4
-    z_C_r = o_r * t4
+    z_C_other_C_c = o_c
+    z_C_r = o_r
     mult_C_same_c = 1
     mult_C_same_s = K_S
     mult_C_other_C_c = K_A - 1
     mult_C_r = 1
-    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
     E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
     E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
@@ -107,41 +106,40 @@ def velocity_frozen(x, p):
     P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     # class C: backward to attention and scores
-    t5 = P_C_same_c - 1
-    t6 = P_C_other_C_c * o_c
-    t7 = P_C_r * o_r + n_CS * t6 + t6 * (n_C - 1) - t6 * (-K_A + n_C + n_CS)
-    t8 = o_c * t5 + t7
-    dsigma_C_c = lambda_C * t5 + t7
-    dsigma_C_s = t8
-    dsigma_C_r = t8
-    t9 = dsigma_C_r * sigma_C_r
-    t10 = dsigma_C_s * sigma_C_s
-    t11 = dsigma_C_c * sigma_C_c
-    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t10 - t9)
-    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t11 - t9)
-    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t10 - t11)
+    t4 = P_C_same_c - 1
+    t5 = P_C_other_C_c * o_c
+    t6 = P_C_r * o_r + n_CS * t5 + t5 * (n_C - 1) - t5 * (-K_A + n_C + n_CS)
+    t7 = o_c * t4 + t6
+    dsigma_C_c = lambda_C * t4 + t6
+    dsigma_C_s = t7
+    dsigma_C_r = t7
+    t8 = dsigma_C_r * sigma_C_r
+    t9 = dsigma_C_s * sigma_C_s
+    t10 = dsigma_C_c * sigma_C_c
+    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t8 - t9)
+    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t10 - t8)
+    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t10 - t9)
     # class CS: scores, attention, role logits, loss and its logit gradient
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t12 = jnp.exp(-ashift_CS + u_CS_c)
-    t13 = jnp.exp(-ashift_CS + u_CS_r)
-    t14 = jnp.exp(-ashift_CS + u_CS_s)
-    t15 = 1.0 / (t12 + t13 + t14)
-    sigma_CS_c = t12 * t15
-    sigma_CS_s = t14 * t15
-    sigma_CS_r = t13 * t15
-    t16 = sigma_CS_c + sigma_CS_r + sigma_CS_s
-    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + o_c * sigma_CS_r
+    t11 = jnp.exp(-ashift_CS + u_CS_c)
+    t12 = jnp.exp(-ashift_CS + u_CS_r)
+    t13 = jnp.exp(-ashift_CS + u_CS_s)
+    t14 = 1.0 / (t11 + t12 + t13)
+    sigma_CS_c = t11 * t14
+    sigma_CS_s = t13 * t14
+    sigma_CS_r = t12 * t14
+    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s - o_c * sigma_CS_c - o_c * sigma_CS_s + o_c
     z_CS_same_s = 0
-    z_CS_other_C_c = o_c * t16
-    z_CS_r = o_r * t16
+    z_CS_other_C_c = o_c
+    z_CS_r = o_r
     mult_CS_same_c = 1
     mult_CS_same_s = K_S
     mult_CS_other_C_c = K_A - 1
     mult_CS_r = 1
-    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
     E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
     E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
@@ -163,34 +161,40 @@ def velocity_frozen(x, p):
     P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     # class CS: backward to attention and scores
-    t17 = P_CS_same_c - 1
-    t18 = P_CS_other_C_c * o_c
-    t19 = P_CS_r * o_r + n_C * t18 + t18 * (n_CS - 1) - t18 * (-K_A + n_C + n_CS)
-    dsigma_CS_c = lambda_C * t17 + t19
-    dsigma_CS_s = lambda_M * t17 + t19
-    dsigma_CS_r = o_c * t17 + t19
-    t20 = dsigma_CS_r * sigma_CS_r
-    t21 = dsigma_CS_s * sigma_CS_s
-    t22 = dsigma_CS_c * sigma_CS_c
-    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t20 - t21)
-    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t20 - t22)
-    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t21 - t22)
+    t15 = P_CS_same_c - 1
+    t16 = P_CS_other_C_c * o_c
+    t17 = P_CS_r * o_r + n_C * t16 + t16 * (n_CS - 1) - t16 * (-K_A + n_C + n_CS)
+    dsigma_CS_c = lambda_C * t15 + t17
+    dsigma_CS_s = lambda_M * t15 + t17
+    dsigma_CS_r = o_c * t15 + t17
+    t18 = dsigma_CS_r * sigma_CS_r
+    t19 = dsigma_CS_s * sigma_CS_s
+    t20 = dsigma_CS_c * sigma_CS_c
+    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t18 - t19)
+    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t18 - t20)
+    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t19 - t20)
     # the per-entry gradient of every moving orbit, times -lr
     lr_kq = p["lr_kq"]
-    t23 = lr_kq / (n_C + n_CS)
-    t24 = (1 / 2) * SQRT2 * t23
-    v_kappa_C_c = -du_C_c * t24
-    v_kappa_C_s = -du_C_s * t24
-    v_kappa_CS_c = -du_CS_c * t24
-    v_kappa_CS_s = -du_CS_s * t24
-    v_kappa_thS = -t24 * (du_CS_s * n_CS + du_C_s * n_C)
-    v_kappa_thC = -t24 * (du_CS_c * n_CS + du_C_c * n_C)
-    v_kappa_er = -t23 * (du_CS_r * n_CS + du_C_r * n_C)
-    t25 = 1.0 / (n_C + n_CS)
-    weight_C = n_C * t25
-    weight_CS = n_CS * t25
-    velocity = jnp.stack(
-        [v_kappa_C_c, v_kappa_C_s, v_kappa_CS_c, v_kappa_CS_s, v_kappa_thS, v_kappa_thC, v_kappa_er], axis=-1
+    t21 = lr_kq / (n_C + n_CS)
+    t22 = (1 / 2) * SQRT2 * t21
+    v_kappa_C_c = -du_C_c * t22
+    v_kappa_C_s = -du_C_s * t22
+    v_kappa_CS_c = -du_CS_c * t22
+    v_kappa_CS_s = -du_CS_s * t22
+    v_kappa_thS = -t22 * (du_CS_s * n_CS + du_C_s * n_C)
+    v_kappa_thC = -t22 * (du_CS_c * n_CS + du_C_c * n_C)
+    v_kappa_er = -t21 * (du_CS_r * n_CS + du_C_r * n_C)
+    t23 = 1.0 / (n_C + n_CS)
+    weight_C = n_C * t23
+    weight_CS = n_CS * t23
+    velocity = (
+        v_kappa_C_c,
+        v_kappa_C_s,
+        v_kappa_CS_c,
+        v_kappa_CS_s,
+        v_kappa_thS,
+        v_kappa_thC,
+        v_kappa_er,
     )
     return velocity, weight_C * loss_C + weight_CS * loss_CS
 
@@ -212,7 +216,7 @@ def probe_frozen(x, p):
         kappa_thS,
         kappa_thC,
         kappa_er,
-    ) = [x[..., i] for i in range(7)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -255,7 +259,7 @@ def metrics_frozen(x, p):
         kappa_thS,
         kappa_thC,
         kappa_er,
-    ) = [x[..., i] for i in range(7)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -271,16 +275,15 @@ def metrics_frozen(x, p):
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
-    t4 = sigma_C_c + sigma_C_r + sigma_C_s
-    z_C_same_c = lambda_C * sigma_C_c + o_c * sigma_C_r + o_c * sigma_C_s
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + o_c
     z_C_same_s = 0
-    z_C_other_C_c = o_c * t4
-    z_C_r = o_r * t4
+    z_C_other_C_c = o_c
+    z_C_r = o_r
     mult_C_same_c = 1
     mult_C_same_s = K_S
     mult_C_other_C_c = K_A - 1
     mult_C_r = 1
-    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
     E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
     E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
@@ -308,23 +311,22 @@ def metrics_frozen(x, p):
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t5 = jnp.exp(-ashift_CS + u_CS_c)
-    t6 = jnp.exp(-ashift_CS + u_CS_r)
-    t7 = jnp.exp(-ashift_CS + u_CS_s)
-    t8 = 1.0 / (t5 + t6 + t7)
-    sigma_CS_c = t5 * t8
-    sigma_CS_s = t7 * t8
-    sigma_CS_r = t6 * t8
-    t9 = sigma_CS_c + sigma_CS_r + sigma_CS_s
-    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + o_c * sigma_CS_r
+    t4 = jnp.exp(-ashift_CS + u_CS_c)
+    t5 = jnp.exp(-ashift_CS + u_CS_r)
+    t6 = jnp.exp(-ashift_CS + u_CS_s)
+    t7 = 1.0 / (t4 + t5 + t6)
+    sigma_CS_c = t4 * t7
+    sigma_CS_s = t6 * t7
+    sigma_CS_r = t5 * t7
+    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s - o_c * sigma_CS_c - o_c * sigma_CS_s + o_c
     z_CS_same_s = 0
-    z_CS_other_C_c = o_c * t9
-    z_CS_r = o_r * t9
+    z_CS_other_C_c = o_c
+    z_CS_r = o_r
     mult_CS_same_c = 1
     mult_CS_same_s = K_S
     mult_CS_other_C_c = K_A - 1
     mult_CS_r = 1
-    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
     E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
     E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
@@ -352,25 +354,25 @@ def metrics_frozen(x, p):
     u_probe_s = (1 / 2) * SQRT2 * kappa_thS
     u_probe_r = kappa_er
     ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
-    t10 = jnp.exp(-ashift_probe + u_probe_c)
-    t11 = jnp.exp(-ashift_probe + u_probe_r)
-    t12 = jnp.exp(-ashift_probe + u_probe_s)
-    t13 = 1.0 / (t10 + t11 + t12)
-    sigma_probe_c = t10 * t13
-    sigma_probe_s = t12 * t13
-    sigma_probe_r = t11 * t13
-    t14 = o_c * sigma_probe_r
-    t15 = sigma_probe_c + sigma_probe_r + sigma_probe_s
-    t16 = o_c * t15
-    z_probe_0 = lambda_C * sigma_probe_c + o_c * sigma_probe_s + t14
-    z_probe_1 = lambda_M * sigma_probe_s + o_c * sigma_probe_c + t14
+    t8 = jnp.exp(-ashift_probe + u_probe_c)
+    t9 = jnp.exp(-ashift_probe + u_probe_r)
+    t10 = jnp.exp(-ashift_probe + u_probe_s)
+    t11 = 1.0 / (t10 + t8 + t9)
+    sigma_probe_c = t11 * t8
+    sigma_probe_s = t10 * t11
+    sigma_probe_r = t11 * t9
+    t12 = o_c * sigma_probe_r
+    t13 = sigma_probe_c + sigma_probe_r + sigma_probe_s
+    t14 = o_c * t13
+    z_probe_0 = lambda_C * sigma_probe_c + o_c * sigma_probe_s + t12
+    z_probe_1 = lambda_M * sigma_probe_s + o_c * sigma_probe_c + t12
     z_probe_2 = 0
-    z_probe_3 = t16
+    z_probe_3 = t14
     z_probe_4 = 0
-    z_probe_5 = o_r * t15
-    z_probe_6 = t16
+    z_probe_5 = o_r * t13
+    z_probe_6 = t14
     z_probe_7 = 0
-    z_probe_8 = t16
+    z_probe_8 = t14
     z_probe_9 = 0
     mult_probe_0 = 1
     mult_probe_1 = 1
@@ -462,7 +464,7 @@ def velocity_frozen_AUG(x, p):
         kappa_thS,
         kappa_thC,
         kappa_er,
-    ) = [x[..., i] for i in range(9)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -478,16 +480,15 @@ def velocity_frozen_AUG(x, p):
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
-    t4 = sigma_C_c + sigma_C_r + sigma_C_s
-    z_C_same_c = lambda_C * sigma_C_c + o_c * sigma_C_r + o_c * sigma_C_s
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + o_c
     z_C_same_s = 0
-    z_C_other_C_c = o_c * t4
-    z_C_r = o_r * t4
+    z_C_other_C_c = o_c
+    z_C_r = o_r
     mult_C_same_c = 1
     mult_C_same_s = K_S
     mult_C_other_C_c = K_A - 1
     mult_C_r = 1
-    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
     E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
     E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
@@ -509,42 +510,41 @@ def velocity_frozen_AUG(x, p):
     P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     # class C: backward to attention and scores
-    t5 = P_C_same_c - 1
-    t6 = P_C_other_C_c * o_c
-    t7 = 2 * n_AUG
-    t8 = P_C_r * o_r + n_CS * t6 + t6 * t7 + t6 * (n_C - 1) - t6 * (-K_A + n_C + n_CS + t7)
-    t9 = o_c * t5 + t8
-    dsigma_C_c = lambda_C * t5 + t8
-    dsigma_C_s = t9
-    dsigma_C_r = t9
-    t10 = dsigma_C_r * sigma_C_r
-    t11 = dsigma_C_s * sigma_C_s
-    t12 = dsigma_C_c * sigma_C_c
-    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t10 - t11)
-    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t10 - t12)
-    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t11 - t12)
+    t4 = P_C_same_c - 1
+    t5 = P_C_other_C_c * o_c
+    t6 = 2 * n_AUG
+    t7 = P_C_r * o_r + n_CS * t5 + t5 * t6 + t5 * (n_C - 1) - t5 * (-K_A + n_C + n_CS + t6)
+    t8 = o_c * t4 + t7
+    dsigma_C_c = lambda_C * t4 + t7
+    dsigma_C_s = t8
+    dsigma_C_r = t8
+    t9 = dsigma_C_r * sigma_C_r
+    t10 = dsigma_C_s * sigma_C_s
+    t11 = dsigma_C_c * sigma_C_c
+    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t10 - t9)
+    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t11 - t9)
+    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t10 - t11)
     # class CS: scores, attention, role logits, loss and its logit gradient
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t13 = jnp.exp(-ashift_CS + u_CS_c)
-    t14 = jnp.exp(-ashift_CS + u_CS_r)
-    t15 = jnp.exp(-ashift_CS + u_CS_s)
-    t16 = 1.0 / (t13 + t14 + t15)
-    sigma_CS_c = t13 * t16
-    sigma_CS_s = t15 * t16
-    sigma_CS_r = t14 * t16
-    t17 = sigma_CS_c + sigma_CS_r + sigma_CS_s
-    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + o_c * sigma_CS_r
+    t12 = jnp.exp(-ashift_CS + u_CS_c)
+    t13 = jnp.exp(-ashift_CS + u_CS_r)
+    t14 = jnp.exp(-ashift_CS + u_CS_s)
+    t15 = 1.0 / (t12 + t13 + t14)
+    sigma_CS_c = t12 * t15
+    sigma_CS_s = t14 * t15
+    sigma_CS_r = t13 * t15
+    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s - o_c * sigma_CS_c - o_c * sigma_CS_s + o_c
     z_CS_same_s = 0
-    z_CS_other_C_c = o_c * t17
-    z_CS_r = o_r * t17
+    z_CS_other_C_c = o_c
+    z_CS_r = o_r
     mult_CS_same_c = 1
     mult_CS_same_s = K_S
     mult_CS_other_C_c = K_A - 1
     mult_CS_r = 1
-    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
     E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
     E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
@@ -566,47 +566,42 @@ def velocity_frozen_AUG(x, p):
     P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     # class CS: backward to attention and scores
-    t18 = P_CS_same_c - 1
-    t19 = P_CS_other_C_c * o_c
-    t20 = 2 * n_AUG
-    t21 = P_CS_r * o_r + n_C * t19 + t19 * t20 + t19 * (n_CS - 1) - t19 * (-K_A + n_C + n_CS + t20)
-    dsigma_CS_c = lambda_C * t18 + t21
-    dsigma_CS_s = lambda_M * t18 + t21
-    dsigma_CS_r = o_c * t18 + t21
-    t22 = dsigma_CS_r * sigma_CS_r
-    t23 = dsigma_CS_s * sigma_CS_s
-    t24 = dsigma_CS_c * sigma_CS_c
-    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t22 - t23)
-    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t22 - t24)
-    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t23 - t24)
+    t16 = P_CS_same_c - 1
+    t17 = P_CS_other_C_c * o_c
+    t18 = 2 * n_AUG
+    t19 = P_CS_r * o_r + n_C * t17 + t17 * t18 + t17 * (n_CS - 1) - t17 * (-K_A + n_C + n_CS + t18)
+    dsigma_CS_c = lambda_C * t16 + t19
+    dsigma_CS_s = lambda_M * t16 + t19
+    dsigma_CS_r = o_c * t16 + t19
+    t20 = dsigma_CS_r * sigma_CS_r
+    t21 = dsigma_CS_s * sigma_CS_s
+    t22 = dsigma_CS_c * sigma_CS_c
+    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t20 - t21)
+    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t20 - t22)
+    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t21 - t22)
     # class AUG: scores, attention, role logits, loss and its logit gradient
     u_AUG_c = (1 / 2) * SQRT2 * (kappa_AUG_c + kappa_thC)
     u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
     u_AUG_r = kappa_er
     ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
-    t25 = jnp.exp(-ashift_AUG + u_AUG_c)
-    t26 = jnp.exp(-ashift_AUG + u_AUG_r)
-    t27 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t28 = 1.0 / (t25 + t26 + t27)
-    sigma_AUG_c = t25 * t28
-    sigma_AUG_s = t27 * t28
-    sigma_AUG_r = t26 * t28
-    t29 = o_c * sigma_AUG_r
-    t30 = sigma_AUG_c + sigma_AUG_r + sigma_AUG_s
-    z_AUG_same_c = lambda_C * sigma_AUG_c + o_c * sigma_AUG_s + t29
+    t23 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t24 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t25 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t26 = 1.0 / (t23 + t24 + t25)
+    sigma_AUG_c = t23 * t26
+    sigma_AUG_s = t25 * t26
+    sigma_AUG_r = t24 * t26
+    z_AUG_same_c = lambda_C * sigma_AUG_c - o_c * sigma_AUG_c + o_c
     z_AUG_same_s = 0
-    z_AUG_same_m = lambda_M * sigma_AUG_s + o_c * sigma_AUG_c + t29
-    z_AUG_other_C_c = o_c * t30
-    z_AUG_r = o_r * t30
+    z_AUG_same_m = lambda_M * sigma_AUG_s - o_c * sigma_AUG_s + o_c
+    z_AUG_other_C_c = o_c
+    z_AUG_r = o_r
     mult_AUG_same_c = 1
     mult_AUG_same_s = K_S
     mult_AUG_same_m = 1
     mult_AUG_other_C_c = K_A - 2
     mult_AUG_r = 1
-    zshift_AUG = jnp.maximum(
-        jnp.maximum(jnp.maximum(jnp.maximum(z_AUG_same_c, z_AUG_same_s), z_AUG_same_m), z_AUG_other_C_c),
-        z_AUG_r,
-    )
+    zshift_AUG = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_AUG_same_c = jnp.exp(z_AUG_same_c - zshift_AUG)
     E_AUG_same_s = jnp.exp(z_AUG_same_s - zshift_AUG)
     E_AUG_same_m = jnp.exp(z_AUG_same_m - zshift_AUG)
@@ -626,52 +621,49 @@ def velocity_frozen_AUG(x, p):
     P_AUG_other_C_c = E_AUG_other_C_c / Z_AUG
     P_AUG_r = E_AUG_r / Z_AUG
     # class AUG: backward to attention and scores
-    t31 = P_AUG_same_c - 1
-    t32 = P_AUG_other_C_c * o_c
-    t33 = (
-        P_AUG_r * o_r + n_C * t32 + n_CS * t32 + 2 * t32 * (n_AUG - 1) - t32 * (-K_A + 2 * n_AUG + n_C + n_CS)
+    t27 = P_AUG_same_c - 1
+    t28 = P_AUG_other_C_c * o_c
+    t29 = (
+        P_AUG_r * o_r + n_C * t28 + n_CS * t28 + 2 * t28 * (n_AUG - 1) - t28 * (-K_A + 2 * n_AUG + n_C + n_CS)
     )
-    t34 = P_AUG_same_m * o_c + t33
-    t35 = o_c * t31
-    dsigma_AUG_c = lambda_C * t31 + t34
-    dsigma_AUG_s = P_AUG_same_m * lambda_M + t33 + t35
-    dsigma_AUG_r = t34 + t35
-    t36 = dsigma_AUG_r * sigma_AUG_r
-    t37 = dsigma_AUG_s * sigma_AUG_s
-    t38 = dsigma_AUG_c * sigma_AUG_c
-    du_AUG_c = sigma_AUG_c * (dsigma_AUG_c * (sigma_AUG_r + sigma_AUG_s) - t36 - t37)
-    du_AUG_s = sigma_AUG_s * (dsigma_AUG_s * (sigma_AUG_c + sigma_AUG_r) - t36 - t38)
-    du_AUG_r = sigma_AUG_r * (dsigma_AUG_r * (sigma_AUG_c + sigma_AUG_s) - t37 - t38)
+    t30 = P_AUG_same_m * o_c + t29
+    t31 = o_c * t27
+    dsigma_AUG_c = lambda_C * t27 + t30
+    dsigma_AUG_s = P_AUG_same_m * lambda_M + t29 + t31
+    dsigma_AUG_r = t30 + t31
+    t32 = dsigma_AUG_r * sigma_AUG_r
+    t33 = dsigma_AUG_s * sigma_AUG_s
+    t34 = dsigma_AUG_c * sigma_AUG_c
+    du_AUG_c = sigma_AUG_c * (dsigma_AUG_c * (sigma_AUG_r + sigma_AUG_s) - t32 - t33)
+    du_AUG_s = sigma_AUG_s * (dsigma_AUG_s * (sigma_AUG_c + sigma_AUG_r) - t32 - t34)
+    du_AUG_r = sigma_AUG_r * (dsigma_AUG_r * (sigma_AUG_c + sigma_AUG_s) - t33 - t34)
     # the per-entry gradient of every moving orbit, times -lr
     lr_kq = p["lr_kq"]
-    t39 = lr_kq / (n_AUG + n_C + n_CS)
-    t40 = (1 / 2) * SQRT2 * t39
-    v_kappa_C_c = -du_C_c * t40
-    v_kappa_C_s = -du_C_s * t40
-    v_kappa_CS_c = -du_CS_c * t40
-    v_kappa_CS_s = -du_CS_s * t40
-    v_kappa_AUG_c = -du_AUG_c * t40
-    v_kappa_AUG_s = -du_AUG_s * t40
-    v_kappa_thS = -t40 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C)
-    v_kappa_thC = -t40 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
-    v_kappa_er = -t39 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C)
-    t41 = 1.0 / (n_AUG + n_C + n_CS)
-    weight_C = n_C * t41
-    weight_CS = n_CS * t41
-    weight_AUG = n_AUG * t41
-    velocity = jnp.stack(
-        [
-            v_kappa_C_c,
-            v_kappa_C_s,
-            v_kappa_CS_c,
-            v_kappa_CS_s,
-            v_kappa_AUG_c,
-            v_kappa_AUG_s,
-            v_kappa_thS,
-            v_kappa_thC,
-            v_kappa_er,
-        ],
-        axis=-1,
+    t35 = lr_kq / (n_AUG + n_C + n_CS)
+    t36 = (1 / 2) * SQRT2 * t35
+    v_kappa_C_c = -du_C_c * t36
+    v_kappa_C_s = -du_C_s * t36
+    v_kappa_CS_c = -du_CS_c * t36
+    v_kappa_CS_s = -du_CS_s * t36
+    v_kappa_AUG_c = -du_AUG_c * t36
+    v_kappa_AUG_s = -du_AUG_s * t36
+    v_kappa_thS = -t36 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C)
+    v_kappa_thC = -t36 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
+    v_kappa_er = -t35 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C)
+    t37 = 1.0 / (n_AUG + n_C + n_CS)
+    weight_C = n_C * t37
+    weight_CS = n_CS * t37
+    weight_AUG = n_AUG * t37
+    velocity = (
+        v_kappa_C_c,
+        v_kappa_C_s,
+        v_kappa_CS_c,
+        v_kappa_CS_s,
+        v_kappa_AUG_c,
+        v_kappa_AUG_s,
+        v_kappa_thS,
+        v_kappa_thC,
+        v_kappa_er,
     )
     return velocity, weight_C * loss_C + weight_CS * loss_CS + weight_AUG * loss_AUG
 
@@ -696,7 +688,7 @@ def probe_frozen_AUG(x, p):
         kappa_thS,
         kappa_thC,
         kappa_er,
-    ) = [x[..., i] for i in range(9)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -742,7 +734,7 @@ def metrics_frozen_AUG(x, p):
         kappa_thS,
         kappa_thC,
         kappa_er,
-    ) = [x[..., i] for i in range(9)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -758,16 +750,15 @@ def metrics_frozen_AUG(x, p):
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
-    t4 = sigma_C_c + sigma_C_r + sigma_C_s
-    z_C_same_c = lambda_C * sigma_C_c + o_c * sigma_C_r + o_c * sigma_C_s
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + o_c
     z_C_same_s = 0
-    z_C_other_C_c = o_c * t4
-    z_C_r = o_r * t4
+    z_C_other_C_c = o_c
+    z_C_r = o_r
     mult_C_same_c = 1
     mult_C_same_s = K_S
     mult_C_other_C_c = K_A - 1
     mult_C_r = 1
-    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
     E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
     E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
@@ -795,23 +786,22 @@ def metrics_frozen_AUG(x, p):
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t5 = jnp.exp(-ashift_CS + u_CS_c)
-    t6 = jnp.exp(-ashift_CS + u_CS_r)
-    t7 = jnp.exp(-ashift_CS + u_CS_s)
-    t8 = 1.0 / (t5 + t6 + t7)
-    sigma_CS_c = t5 * t8
-    sigma_CS_s = t7 * t8
-    sigma_CS_r = t6 * t8
-    t9 = sigma_CS_c + sigma_CS_r + sigma_CS_s
-    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + o_c * sigma_CS_r
+    t4 = jnp.exp(-ashift_CS + u_CS_c)
+    t5 = jnp.exp(-ashift_CS + u_CS_r)
+    t6 = jnp.exp(-ashift_CS + u_CS_s)
+    t7 = 1.0 / (t4 + t5 + t6)
+    sigma_CS_c = t4 * t7
+    sigma_CS_s = t6 * t7
+    sigma_CS_r = t5 * t7
+    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s - o_c * sigma_CS_c - o_c * sigma_CS_s + o_c
     z_CS_same_s = 0
-    z_CS_other_C_c = o_c * t9
-    z_CS_r = o_r * t9
+    z_CS_other_C_c = o_c
+    z_CS_r = o_r
     mult_CS_same_c = 1
     mult_CS_same_s = K_S
     mult_CS_other_C_c = K_A - 1
     mult_CS_r = 1
-    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
     E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
     E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
@@ -839,29 +829,24 @@ def metrics_frozen_AUG(x, p):
     u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
     u_AUG_r = kappa_er
     ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
-    t10 = jnp.exp(-ashift_AUG + u_AUG_c)
-    t11 = jnp.exp(-ashift_AUG + u_AUG_r)
-    t12 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t13 = 1.0 / (t10 + t11 + t12)
-    sigma_AUG_c = t10 * t13
-    sigma_AUG_s = t12 * t13
-    sigma_AUG_r = t11 * t13
-    t14 = o_c * sigma_AUG_r
-    t15 = sigma_AUG_c + sigma_AUG_r + sigma_AUG_s
-    z_AUG_same_c = lambda_C * sigma_AUG_c + o_c * sigma_AUG_s + t14
+    t8 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t9 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t10 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t11 = 1.0 / (t10 + t8 + t9)
+    sigma_AUG_c = t11 * t8
+    sigma_AUG_s = t10 * t11
+    sigma_AUG_r = t11 * t9
+    z_AUG_same_c = lambda_C * sigma_AUG_c - o_c * sigma_AUG_c + o_c
     z_AUG_same_s = 0
-    z_AUG_same_m = lambda_M * sigma_AUG_s + o_c * sigma_AUG_c + t14
-    z_AUG_other_C_c = o_c * t15
-    z_AUG_r = o_r * t15
+    z_AUG_same_m = lambda_M * sigma_AUG_s - o_c * sigma_AUG_s + o_c
+    z_AUG_other_C_c = o_c
+    z_AUG_r = o_r
     mult_AUG_same_c = 1
     mult_AUG_same_s = K_S
     mult_AUG_same_m = 1
     mult_AUG_other_C_c = K_A - 2
     mult_AUG_r = 1
-    zshift_AUG = jnp.maximum(
-        jnp.maximum(jnp.maximum(jnp.maximum(z_AUG_same_c, z_AUG_same_s), z_AUG_same_m), z_AUG_other_C_c),
-        z_AUG_r,
-    )
+    zshift_AUG = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_AUG_same_c = jnp.exp(z_AUG_same_c - zshift_AUG)
     E_AUG_same_s = jnp.exp(z_AUG_same_s - zshift_AUG)
     E_AUG_same_m = jnp.exp(z_AUG_same_m - zshift_AUG)
@@ -881,36 +866,36 @@ def metrics_frozen_AUG(x, p):
     P_AUG_other_C_c = E_AUG_other_C_c / Z_AUG
     P_AUG_r = E_AUG_r / Z_AUG
     weight_AUG = n_AUG / (n_AUG + n_C + n_CS)
-    t16 = -o_c
-    margin_AUG = P_AUG_same_m * (lambda_M + t16) - (P_AUG_same_c - 1) * (lambda_C + t16)
+    t12 = -o_c
+    margin_AUG = P_AUG_same_m * (lambda_M + t12) - (P_AUG_same_c - 1) * (lambda_C + t12)
     # the counterfactual probe [c*, s*, r]
     u_probe_c = (1 / 2) * SQRT2 * kappa_thC
     u_probe_s = (1 / 2) * SQRT2 * kappa_thS
     u_probe_r = kappa_er
     ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
-    t17 = jnp.exp(-ashift_probe + u_probe_c)
-    t18 = jnp.exp(-ashift_probe + u_probe_r)
-    t19 = jnp.exp(-ashift_probe + u_probe_s)
-    t20 = 1.0 / (t17 + t18 + t19)
-    sigma_probe_c = t17 * t20
-    sigma_probe_s = t19 * t20
-    sigma_probe_r = t18 * t20
-    t21 = o_c * sigma_probe_r
-    t22 = sigma_probe_c + sigma_probe_r + sigma_probe_s
-    t23 = o_c * t22
-    z_probe_0 = lambda_C * sigma_probe_c + o_c * sigma_probe_s + t21
-    z_probe_1 = lambda_M * sigma_probe_s + o_c * sigma_probe_c + t21
+    t13 = jnp.exp(-ashift_probe + u_probe_c)
+    t14 = jnp.exp(-ashift_probe + u_probe_r)
+    t15 = jnp.exp(-ashift_probe + u_probe_s)
+    t16 = 1.0 / (t13 + t14 + t15)
+    sigma_probe_c = t13 * t16
+    sigma_probe_s = t15 * t16
+    sigma_probe_r = t14 * t16
+    t17 = o_c * sigma_probe_r
+    t18 = sigma_probe_c + sigma_probe_r + sigma_probe_s
+    t19 = o_c * t18
+    z_probe_0 = lambda_C * sigma_probe_c + o_c * sigma_probe_s + t17
+    z_probe_1 = lambda_M * sigma_probe_s + o_c * sigma_probe_c + t17
     z_probe_2 = 0
-    z_probe_3 = t23
+    z_probe_3 = t19
     z_probe_4 = 0
-    z_probe_5 = o_r * t22
-    z_probe_6 = t23
+    z_probe_5 = o_r * t18
+    z_probe_6 = t19
     z_probe_7 = 0
-    z_probe_8 = t23
+    z_probe_8 = t19
     z_probe_9 = 0
-    z_probe_10 = t23
+    z_probe_10 = t19
     z_probe_11 = 0
-    z_probe_12 = t23
+    z_probe_12 = t19
     mult_probe_0 = 1
     mult_probe_1 = 1
     mult_probe_2 = 1
@@ -1007,7 +992,7 @@ def velocity_frozen_S(x, p):
         kappa_thS,
         kappa_thC,
         kappa_er,
-    ) = [x[..., i] for i in range(8)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -1023,16 +1008,15 @@ def velocity_frozen_S(x, p):
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
-    t4 = sigma_C_c + sigma_C_r + sigma_C_s
-    z_C_same_c = lambda_C * sigma_C_c + o_c * sigma_C_r + o_c * sigma_C_s
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + o_c
     z_C_same_s = 0
-    z_C_other_C_c = o_c * t4
-    z_C_r = o_r * t4
+    z_C_other_C_c = o_c
+    z_C_r = o_r
     mult_C_same_c = 1
     mult_C_same_s = K_S
     mult_C_other_C_c = K_A - 1
     mult_C_r = 1
-    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
     E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
     E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
@@ -1054,41 +1038,40 @@ def velocity_frozen_S(x, p):
     P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     # class C: backward to attention and scores
-    t5 = P_C_same_c - 1
-    t6 = P_C_other_C_c * o_c
-    t7 = P_C_r * o_r + n_CS * t6 + n_S * t6 + t6 * (n_C - 1) - t6 * (-K_A + n_C + n_CS + n_S)
-    t8 = o_c * t5 + t7
-    dsigma_C_c = lambda_C * t5 + t7
-    dsigma_C_s = t8
-    dsigma_C_r = t8
-    t9 = dsigma_C_r * sigma_C_r
-    t10 = dsigma_C_s * sigma_C_s
-    t11 = dsigma_C_c * sigma_C_c
-    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t10 - t9)
-    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t11 - t9)
-    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t10 - t11)
+    t4 = P_C_same_c - 1
+    t5 = P_C_other_C_c * o_c
+    t6 = P_C_r * o_r + n_CS * t5 + n_S * t5 + t5 * (n_C - 1) - t5 * (-K_A + n_C + n_CS + n_S)
+    t7 = o_c * t4 + t6
+    dsigma_C_c = lambda_C * t4 + t6
+    dsigma_C_s = t7
+    dsigma_C_r = t7
+    t8 = dsigma_C_r * sigma_C_r
+    t9 = dsigma_C_s * sigma_C_s
+    t10 = dsigma_C_c * sigma_C_c
+    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t8 - t9)
+    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t10 - t8)
+    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t10 - t9)
     # class CS: scores, attention, role logits, loss and its logit gradient
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t12 = jnp.exp(-ashift_CS + u_CS_c)
-    t13 = jnp.exp(-ashift_CS + u_CS_r)
-    t14 = jnp.exp(-ashift_CS + u_CS_s)
-    t15 = 1.0 / (t12 + t13 + t14)
-    sigma_CS_c = t12 * t15
-    sigma_CS_s = t14 * t15
-    sigma_CS_r = t13 * t15
-    t16 = sigma_CS_c + sigma_CS_r + sigma_CS_s
-    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + o_c * sigma_CS_r
+    t11 = jnp.exp(-ashift_CS + u_CS_c)
+    t12 = jnp.exp(-ashift_CS + u_CS_r)
+    t13 = jnp.exp(-ashift_CS + u_CS_s)
+    t14 = 1.0 / (t11 + t12 + t13)
+    sigma_CS_c = t11 * t14
+    sigma_CS_s = t13 * t14
+    sigma_CS_r = t12 * t14
+    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s - o_c * sigma_CS_c - o_c * sigma_CS_s + o_c
     z_CS_same_s = 0
-    z_CS_other_C_c = o_c * t16
-    z_CS_r = o_r * t16
+    z_CS_other_C_c = o_c
+    z_CS_r = o_r
     mult_CS_same_c = 1
     mult_CS_same_s = K_S
     mult_CS_other_C_c = K_A - 1
     mult_CS_r = 1
-    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
     E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
     E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
@@ -1110,37 +1093,36 @@ def velocity_frozen_S(x, p):
     P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     # class CS: backward to attention and scores
-    t17 = P_CS_same_c - 1
-    t18 = P_CS_other_C_c * o_c
-    t19 = P_CS_r * o_r + n_C * t18 + n_S * t18 + t18 * (n_CS - 1) - t18 * (-K_A + n_C + n_CS + n_S)
-    dsigma_CS_c = lambda_C * t17 + t19
-    dsigma_CS_s = lambda_M * t17 + t19
-    dsigma_CS_r = o_c * t17 + t19
-    t20 = dsigma_CS_r * sigma_CS_r
-    t21 = dsigma_CS_s * sigma_CS_s
-    t22 = dsigma_CS_c * sigma_CS_c
-    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t20 - t21)
-    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t20 - t22)
-    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t21 - t22)
+    t15 = P_CS_same_c - 1
+    t16 = P_CS_other_C_c * o_c
+    t17 = P_CS_r * o_r + n_C * t16 + n_S * t16 + t16 * (n_CS - 1) - t16 * (-K_A + n_C + n_CS + n_S)
+    dsigma_CS_c = lambda_C * t15 + t17
+    dsigma_CS_s = lambda_M * t15 + t17
+    dsigma_CS_r = o_c * t15 + t17
+    t18 = dsigma_CS_r * sigma_CS_r
+    t19 = dsigma_CS_s * sigma_CS_s
+    t20 = dsigma_CS_c * sigma_CS_c
+    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t18 - t19)
+    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t18 - t20)
+    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t19 - t20)
     # class S: scores, attention, role logits, loss and its logit gradient
     u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
     u_S_r = kappa_er
     ashift_S = jnp.maximum(u_S_s, u_S_r)
-    t23 = jnp.exp(-ashift_S + u_S_s)
-    t24 = jnp.exp(-ashift_S + u_S_r)
-    t25 = 1.0 / (t23 + t24)
-    sigma_S_s = t23 * t25
-    sigma_S_r = t24 * t25
-    t26 = sigma_S_r + sigma_S_s
+    t21 = jnp.exp(-ashift_S + u_S_s)
+    t22 = jnp.exp(-ashift_S + u_S_r)
+    t23 = 1.0 / (t21 + t22)
+    sigma_S_s = t21 * t23
+    sigma_S_r = t22 * t23
     z_S_same_s = 0
-    z_S_same_a = lambda_M * sigma_S_s + o_c * sigma_S_r
-    z_S_other_C_c = o_c * t26
-    z_S_r = o_r * t26
+    z_S_same_a = lambda_M * sigma_S_s - o_c * sigma_S_s + o_c
+    z_S_other_C_c = o_c
+    z_S_r = o_r
     mult_S_same_s = K_S
     mult_S_same_a = 1
     mult_S_other_C_c = K_A - 1
     mult_S_r = 1
-    zshift_S = jnp.maximum(jnp.maximum(jnp.maximum(z_S_same_s, z_S_same_a), z_S_other_C_c), z_S_r)
+    zshift_S = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_S_same_s = jnp.exp(z_S_same_s - zshift_S)
     E_S_same_a = jnp.exp(z_S_same_a - zshift_S)
     E_S_other_C_c = jnp.exp(z_S_other_C_c - zshift_S)
@@ -1157,43 +1139,40 @@ def velocity_frozen_S(x, p):
     P_S_other_C_c = E_S_other_C_c / Z_S
     P_S_r = E_S_r / Z_S
     # class S: backward to attention and scores
-    t27 = P_S_same_a - 1
-    t28 = P_S_other_C_c * o_c
-    t29 = P_S_r * o_r + n_C * t28 + n_CS * t28 + t28 * (n_S - 1) - t28 * (-K_A + n_C + n_CS + n_S)
-    dsigma_S_s = lambda_M * t27 + t29
-    dsigma_S_r = o_c * t27 + t29
-    t30 = dsigma_S_r - dsigma_S_s
-    t31 = sigma_S_r * sigma_S_s
-    du_S_s = -t30 * t31
-    du_S_r = t30 * t31
+    t24 = P_S_same_a - 1
+    t25 = P_S_other_C_c * o_c
+    t26 = P_S_r * o_r + n_C * t25 + n_CS * t25 + t25 * (n_S - 1) - t25 * (-K_A + n_C + n_CS + n_S)
+    dsigma_S_s = lambda_M * t24 + t26
+    dsigma_S_r = o_c * t24 + t26
+    t27 = dsigma_S_r - dsigma_S_s
+    t28 = sigma_S_r * sigma_S_s
+    du_S_s = -t27 * t28
+    du_S_r = t27 * t28
     # the per-entry gradient of every moving orbit, times -lr
     lr_kq = p["lr_kq"]
-    t32 = lr_kq / (n_C + n_CS + n_S)
-    t33 = (1 / 2) * SQRT2 * t32
-    v_kappa_C_c = -du_C_c * t33
-    v_kappa_C_s = -du_C_s * t33
-    v_kappa_CS_c = -du_CS_c * t33
-    v_kappa_CS_s = -du_CS_s * t33
-    v_kappa_S_s = -du_S_s * t33
-    v_kappa_thS = -t33 * (du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
-    v_kappa_thC = -t33 * (du_CS_c * n_CS + du_C_c * n_C)
-    v_kappa_er = -t32 * (du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
-    t34 = 1.0 / (n_C + n_CS + n_S)
-    weight_C = n_C * t34
-    weight_CS = n_CS * t34
-    weight_S = n_S * t34
-    velocity = jnp.stack(
-        [
-            v_kappa_C_c,
-            v_kappa_C_s,
-            v_kappa_CS_c,
-            v_kappa_CS_s,
-            v_kappa_S_s,
-            v_kappa_thS,
-            v_kappa_thC,
-            v_kappa_er,
-        ],
-        axis=-1,
+    t29 = lr_kq / (n_C + n_CS + n_S)
+    t30 = (1 / 2) * SQRT2 * t29
+    v_kappa_C_c = -du_C_c * t30
+    v_kappa_C_s = -du_C_s * t30
+    v_kappa_CS_c = -du_CS_c * t30
+    v_kappa_CS_s = -du_CS_s * t30
+    v_kappa_S_s = -du_S_s * t30
+    v_kappa_thS = -t30 * (du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
+    v_kappa_thC = -t30 * (du_CS_c * n_CS + du_C_c * n_C)
+    v_kappa_er = -t29 * (du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
+    t31 = 1.0 / (n_C + n_CS + n_S)
+    weight_C = n_C * t31
+    weight_CS = n_CS * t31
+    weight_S = n_S * t31
+    velocity = (
+        v_kappa_C_c,
+        v_kappa_C_s,
+        v_kappa_CS_c,
+        v_kappa_CS_s,
+        v_kappa_S_s,
+        v_kappa_thS,
+        v_kappa_thC,
+        v_kappa_er,
     )
     return velocity, weight_C * loss_C + weight_CS * loss_CS + weight_S * loss_S
 
@@ -1217,7 +1196,7 @@ def probe_frozen_S(x, p):
         kappa_thS,
         kappa_thC,
         kappa_er,
-    ) = [x[..., i] for i in range(8)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -1262,7 +1241,7 @@ def metrics_frozen_S(x, p):
         kappa_thS,
         kappa_thC,
         kappa_er,
-    ) = [x[..., i] for i in range(8)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -1278,16 +1257,15 @@ def metrics_frozen_S(x, p):
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
-    t4 = sigma_C_c + sigma_C_r + sigma_C_s
-    z_C_same_c = lambda_C * sigma_C_c + o_c * sigma_C_r + o_c * sigma_C_s
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + o_c
     z_C_same_s = 0
-    z_C_other_C_c = o_c * t4
-    z_C_r = o_r * t4
+    z_C_other_C_c = o_c
+    z_C_r = o_r
     mult_C_same_c = 1
     mult_C_same_s = K_S
     mult_C_other_C_c = K_A - 1
     mult_C_r = 1
-    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
     E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
     E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
@@ -1315,23 +1293,22 @@ def metrics_frozen_S(x, p):
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t5 = jnp.exp(-ashift_CS + u_CS_c)
-    t6 = jnp.exp(-ashift_CS + u_CS_r)
-    t7 = jnp.exp(-ashift_CS + u_CS_s)
-    t8 = 1.0 / (t5 + t6 + t7)
-    sigma_CS_c = t5 * t8
-    sigma_CS_s = t7 * t8
-    sigma_CS_r = t6 * t8
-    t9 = sigma_CS_c + sigma_CS_r + sigma_CS_s
-    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + o_c * sigma_CS_r
+    t4 = jnp.exp(-ashift_CS + u_CS_c)
+    t5 = jnp.exp(-ashift_CS + u_CS_r)
+    t6 = jnp.exp(-ashift_CS + u_CS_s)
+    t7 = 1.0 / (t4 + t5 + t6)
+    sigma_CS_c = t4 * t7
+    sigma_CS_s = t6 * t7
+    sigma_CS_r = t5 * t7
+    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s - o_c * sigma_CS_c - o_c * sigma_CS_s + o_c
     z_CS_same_s = 0
-    z_CS_other_C_c = o_c * t9
-    z_CS_r = o_r * t9
+    z_CS_other_C_c = o_c
+    z_CS_r = o_r
     mult_CS_same_c = 1
     mult_CS_same_s = K_S
     mult_CS_other_C_c = K_A - 1
     mult_CS_r = 1
-    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
     E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
     E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
@@ -1358,21 +1335,20 @@ def metrics_frozen_S(x, p):
     u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
     u_S_r = kappa_er
     ashift_S = jnp.maximum(u_S_s, u_S_r)
-    t10 = jnp.exp(-ashift_S + u_S_s)
-    t11 = jnp.exp(-ashift_S + u_S_r)
-    t12 = 1.0 / (t10 + t11)
-    sigma_S_s = t10 * t12
-    sigma_S_r = t11 * t12
-    t13 = sigma_S_r + sigma_S_s
+    t8 = jnp.exp(-ashift_S + u_S_s)
+    t9 = jnp.exp(-ashift_S + u_S_r)
+    t10 = 1.0 / (t8 + t9)
+    sigma_S_s = t10 * t8
+    sigma_S_r = t10 * t9
     z_S_same_s = 0
-    z_S_same_a = lambda_M * sigma_S_s + o_c * sigma_S_r
-    z_S_other_C_c = o_c * t13
-    z_S_r = o_r * t13
+    z_S_same_a = lambda_M * sigma_S_s - o_c * sigma_S_s + o_c
+    z_S_other_C_c = o_c
+    z_S_r = o_r
     mult_S_same_s = K_S
     mult_S_same_a = 1
     mult_S_other_C_c = K_A - 1
     mult_S_r = 1
-    zshift_S = jnp.maximum(jnp.maximum(jnp.maximum(z_S_same_s, z_S_same_a), z_S_other_C_c), z_S_r)
+    zshift_S = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_S_same_s = jnp.exp(z_S_same_s - zshift_S)
     E_S_same_a = jnp.exp(z_S_same_a - zshift_S)
     E_S_other_C_c = jnp.exp(z_S_other_C_c - zshift_S)
@@ -1394,28 +1370,28 @@ def metrics_frozen_S(x, p):
     u_probe_s = (1 / 2) * SQRT2 * kappa_thS
     u_probe_r = kappa_er
     ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
-    t14 = jnp.exp(-ashift_probe + u_probe_c)
-    t15 = jnp.exp(-ashift_probe + u_probe_r)
-    t16 = jnp.exp(-ashift_probe + u_probe_s)
-    t17 = 1.0 / (t14 + t15 + t16)
-    sigma_probe_c = t14 * t17
-    sigma_probe_s = t16 * t17
-    sigma_probe_r = t15 * t17
-    t18 = o_c * sigma_probe_r
-    t19 = sigma_probe_c + sigma_probe_r + sigma_probe_s
-    t20 = o_c * t19
-    z_probe_0 = lambda_C * sigma_probe_c + o_c * sigma_probe_s + t18
-    z_probe_1 = lambda_M * sigma_probe_s + o_c * sigma_probe_c + t18
+    t11 = jnp.exp(-ashift_probe + u_probe_c)
+    t12 = jnp.exp(-ashift_probe + u_probe_r)
+    t13 = jnp.exp(-ashift_probe + u_probe_s)
+    t14 = 1.0 / (t11 + t12 + t13)
+    sigma_probe_c = t11 * t14
+    sigma_probe_s = t13 * t14
+    sigma_probe_r = t12 * t14
+    t15 = o_c * sigma_probe_r
+    t16 = sigma_probe_c + sigma_probe_r + sigma_probe_s
+    t17 = o_c * t16
+    z_probe_0 = lambda_C * sigma_probe_c + o_c * sigma_probe_s + t15
+    z_probe_1 = lambda_M * sigma_probe_s + o_c * sigma_probe_c + t15
     z_probe_2 = 0
-    z_probe_3 = t20
+    z_probe_3 = t17
     z_probe_4 = 0
-    z_probe_5 = o_r * t19
-    z_probe_6 = t20
+    z_probe_5 = o_r * t16
+    z_probe_6 = t17
     z_probe_7 = 0
-    z_probe_8 = t20
+    z_probe_8 = t17
     z_probe_9 = 0
     z_probe_10 = 0
-    z_probe_11 = t20
+    z_probe_11 = t17
     mult_probe_0 = 1
     mult_probe_1 = 1
     mult_probe_2 = 1
@@ -1516,7 +1492,7 @@ def velocity_frozen_S_AUG(x, p):
         kappa_thS,
         kappa_thC,
         kappa_er,
-    ) = [x[..., i] for i in range(10)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -1532,16 +1508,15 @@ def velocity_frozen_S_AUG(x, p):
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
-    t4 = sigma_C_c + sigma_C_r + sigma_C_s
-    z_C_same_c = lambda_C * sigma_C_c + o_c * sigma_C_r + o_c * sigma_C_s
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + o_c
     z_C_same_s = 0
-    z_C_other_C_c = o_c * t4
-    z_C_r = o_r * t4
+    z_C_other_C_c = o_c
+    z_C_r = o_r
     mult_C_same_c = 1
     mult_C_same_s = K_S
     mult_C_other_C_c = K_A - 1
     mult_C_r = 1
-    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
     E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
     E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
@@ -1563,42 +1538,41 @@ def velocity_frozen_S_AUG(x, p):
     P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     # class C: backward to attention and scores
-    t5 = P_C_same_c - 1
-    t6 = P_C_other_C_c * o_c
-    t7 = 2 * n_AUG
-    t8 = P_C_r * o_r + n_CS * t6 + n_S * t6 + t6 * t7 + t6 * (n_C - 1) - t6 * (-K_A + n_C + n_CS + n_S + t7)
-    t9 = o_c * t5 + t8
-    dsigma_C_c = lambda_C * t5 + t8
-    dsigma_C_s = t9
-    dsigma_C_r = t9
-    t10 = dsigma_C_r * sigma_C_r
-    t11 = dsigma_C_s * sigma_C_s
-    t12 = dsigma_C_c * sigma_C_c
-    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t10 - t11)
-    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t10 - t12)
-    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t11 - t12)
+    t4 = P_C_same_c - 1
+    t5 = P_C_other_C_c * o_c
+    t6 = 2 * n_AUG
+    t7 = P_C_r * o_r + n_CS * t5 + n_S * t5 + t5 * t6 + t5 * (n_C - 1) - t5 * (-K_A + n_C + n_CS + n_S + t6)
+    t8 = o_c * t4 + t7
+    dsigma_C_c = lambda_C * t4 + t7
+    dsigma_C_s = t8
+    dsigma_C_r = t8
+    t9 = dsigma_C_r * sigma_C_r
+    t10 = dsigma_C_s * sigma_C_s
+    t11 = dsigma_C_c * sigma_C_c
+    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t10 - t9)
+    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t11 - t9)
+    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t10 - t11)
     # class CS: scores, attention, role logits, loss and its logit gradient
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t13 = jnp.exp(-ashift_CS + u_CS_c)
-    t14 = jnp.exp(-ashift_CS + u_CS_r)
-    t15 = jnp.exp(-ashift_CS + u_CS_s)
-    t16 = 1.0 / (t13 + t14 + t15)
-    sigma_CS_c = t13 * t16
-    sigma_CS_s = t15 * t16
-    sigma_CS_r = t14 * t16
-    t17 = sigma_CS_c + sigma_CS_r + sigma_CS_s
-    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + o_c * sigma_CS_r
+    t12 = jnp.exp(-ashift_CS + u_CS_c)
+    t13 = jnp.exp(-ashift_CS + u_CS_r)
+    t14 = jnp.exp(-ashift_CS + u_CS_s)
+    t15 = 1.0 / (t12 + t13 + t14)
+    sigma_CS_c = t12 * t15
+    sigma_CS_s = t14 * t15
+    sigma_CS_r = t13 * t15
+    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s - o_c * sigma_CS_c - o_c * sigma_CS_s + o_c
     z_CS_same_s = 0
-    z_CS_other_C_c = o_c * t17
-    z_CS_r = o_r * t17
+    z_CS_other_C_c = o_c
+    z_CS_r = o_r
     mult_CS_same_c = 1
     mult_CS_same_s = K_S
     mult_CS_other_C_c = K_A - 1
     mult_CS_r = 1
-    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
     E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
     E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
@@ -1620,45 +1594,44 @@ def velocity_frozen_S_AUG(x, p):
     P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     # class CS: backward to attention and scores
-    t18 = P_CS_same_c - 1
-    t19 = P_CS_other_C_c * o_c
-    t20 = 2 * n_AUG
-    t21 = (
+    t16 = P_CS_same_c - 1
+    t17 = P_CS_other_C_c * o_c
+    t18 = 2 * n_AUG
+    t19 = (
         P_CS_r * o_r
-        + n_C * t19
-        + n_S * t19
-        + t19 * t20
-        + t19 * (n_CS - 1)
-        - t19 * (-K_A + n_C + n_CS + n_S + t20)
+        + n_C * t17
+        + n_S * t17
+        + t17 * t18
+        + t17 * (n_CS - 1)
+        - t17 * (-K_A + n_C + n_CS + n_S + t18)
     )
-    dsigma_CS_c = lambda_C * t18 + t21
-    dsigma_CS_s = lambda_M * t18 + t21
-    dsigma_CS_r = o_c * t18 + t21
-    t22 = dsigma_CS_r * sigma_CS_r
-    t23 = dsigma_CS_s * sigma_CS_s
-    t24 = dsigma_CS_c * sigma_CS_c
-    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t22 - t23)
-    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t22 - t24)
-    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t23 - t24)
+    dsigma_CS_c = lambda_C * t16 + t19
+    dsigma_CS_s = lambda_M * t16 + t19
+    dsigma_CS_r = o_c * t16 + t19
+    t20 = dsigma_CS_r * sigma_CS_r
+    t21 = dsigma_CS_s * sigma_CS_s
+    t22 = dsigma_CS_c * sigma_CS_c
+    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t20 - t21)
+    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t20 - t22)
+    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t21 - t22)
     # class S: scores, attention, role logits, loss and its logit gradient
     u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
     u_S_r = kappa_er
     ashift_S = jnp.maximum(u_S_s, u_S_r)
-    t25 = jnp.exp(-ashift_S + u_S_s)
-    t26 = jnp.exp(-ashift_S + u_S_r)
-    t27 = 1.0 / (t25 + t26)
-    sigma_S_s = t25 * t27
-    sigma_S_r = t26 * t27
-    t28 = sigma_S_r + sigma_S_s
+    t23 = jnp.exp(-ashift_S + u_S_s)
+    t24 = jnp.exp(-ashift_S + u_S_r)
+    t25 = 1.0 / (t23 + t24)
+    sigma_S_s = t23 * t25
+    sigma_S_r = t24 * t25
     z_S_same_s = 0
-    z_S_same_a = lambda_M * sigma_S_s + o_c * sigma_S_r
-    z_S_other_C_c = o_c * t28
-    z_S_r = o_r * t28
+    z_S_same_a = lambda_M * sigma_S_s - o_c * sigma_S_s + o_c
+    z_S_other_C_c = o_c
+    z_S_r = o_r
     mult_S_same_s = K_S
     mult_S_same_a = 1
     mult_S_other_C_c = K_A - 1
     mult_S_r = 1
-    zshift_S = jnp.maximum(jnp.maximum(jnp.maximum(z_S_same_s, z_S_same_a), z_S_other_C_c), z_S_r)
+    zshift_S = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_S_same_s = jnp.exp(z_S_same_s - zshift_S)
     E_S_same_a = jnp.exp(z_S_same_a - zshift_S)
     E_S_other_C_c = jnp.exp(z_S_other_C_c - zshift_S)
@@ -1675,51 +1648,46 @@ def velocity_frozen_S_AUG(x, p):
     P_S_other_C_c = E_S_other_C_c / Z_S
     P_S_r = E_S_r / Z_S
     # class S: backward to attention and scores
-    t29 = P_S_same_a - 1
-    t30 = P_S_other_C_c * o_c
-    t31 = 2 * n_AUG
-    t32 = (
+    t26 = P_S_same_a - 1
+    t27 = P_S_other_C_c * o_c
+    t28 = 2 * n_AUG
+    t29 = (
         P_S_r * o_r
-        + n_C * t30
-        + n_CS * t30
-        + t30 * t31
-        + t30 * (n_S - 1)
-        - t30 * (-K_A + n_C + n_CS + n_S + t31)
+        + n_C * t27
+        + n_CS * t27
+        + t27 * t28
+        + t27 * (n_S - 1)
+        - t27 * (-K_A + n_C + n_CS + n_S + t28)
     )
-    dsigma_S_s = lambda_M * t29 + t32
-    dsigma_S_r = o_c * t29 + t32
-    t33 = dsigma_S_r - dsigma_S_s
-    t34 = sigma_S_r * sigma_S_s
-    du_S_s = -t33 * t34
-    du_S_r = t33 * t34
+    dsigma_S_s = lambda_M * t26 + t29
+    dsigma_S_r = o_c * t26 + t29
+    t30 = dsigma_S_r - dsigma_S_s
+    t31 = sigma_S_r * sigma_S_s
+    du_S_s = -t30 * t31
+    du_S_r = t30 * t31
     # class AUG: scores, attention, role logits, loss and its logit gradient
     u_AUG_c = (1 / 2) * SQRT2 * (kappa_AUG_c + kappa_thC)
     u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
     u_AUG_r = kappa_er
     ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
-    t35 = jnp.exp(-ashift_AUG + u_AUG_c)
-    t36 = jnp.exp(-ashift_AUG + u_AUG_r)
-    t37 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t38 = 1.0 / (t35 + t36 + t37)
-    sigma_AUG_c = t35 * t38
-    sigma_AUG_s = t37 * t38
-    sigma_AUG_r = t36 * t38
-    t39 = o_c * sigma_AUG_r
-    t40 = sigma_AUG_c + sigma_AUG_r + sigma_AUG_s
-    z_AUG_same_c = lambda_C * sigma_AUG_c + o_c * sigma_AUG_s + t39
+    t32 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t33 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t34 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t35 = 1.0 / (t32 + t33 + t34)
+    sigma_AUG_c = t32 * t35
+    sigma_AUG_s = t34 * t35
+    sigma_AUG_r = t33 * t35
+    z_AUG_same_c = lambda_C * sigma_AUG_c - o_c * sigma_AUG_c + o_c
     z_AUG_same_s = 0
-    z_AUG_same_m = lambda_M * sigma_AUG_s + o_c * sigma_AUG_c + t39
-    z_AUG_other_C_c = o_c * t40
-    z_AUG_r = o_r * t40
+    z_AUG_same_m = lambda_M * sigma_AUG_s - o_c * sigma_AUG_s + o_c
+    z_AUG_other_C_c = o_c
+    z_AUG_r = o_r
     mult_AUG_same_c = 1
     mult_AUG_same_s = K_S
     mult_AUG_same_m = 1
     mult_AUG_other_C_c = K_A - 2
     mult_AUG_r = 1
-    zshift_AUG = jnp.maximum(
-        jnp.maximum(jnp.maximum(jnp.maximum(z_AUG_same_c, z_AUG_same_s), z_AUG_same_m), z_AUG_other_C_c),
-        z_AUG_r,
-    )
+    zshift_AUG = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_AUG_same_c = jnp.exp(z_AUG_same_c - zshift_AUG)
     E_AUG_same_s = jnp.exp(z_AUG_same_s - zshift_AUG)
     E_AUG_same_m = jnp.exp(z_AUG_same_m - zshift_AUG)
@@ -1739,60 +1707,57 @@ def velocity_frozen_S_AUG(x, p):
     P_AUG_other_C_c = E_AUG_other_C_c / Z_AUG
     P_AUG_r = E_AUG_r / Z_AUG
     # class AUG: backward to attention and scores
-    t41 = P_AUG_same_c - 1
-    t42 = P_AUG_other_C_c * o_c
-    t43 = (
+    t36 = P_AUG_same_c - 1
+    t37 = P_AUG_other_C_c * o_c
+    t38 = (
         P_AUG_r * o_r
-        + n_C * t42
-        + n_CS * t42
-        + n_S * t42
-        + 2 * t42 * (n_AUG - 1)
-        - t42 * (-K_A + 2 * n_AUG + n_C + n_CS + n_S)
+        + n_C * t37
+        + n_CS * t37
+        + n_S * t37
+        + 2 * t37 * (n_AUG - 1)
+        - t37 * (-K_A + 2 * n_AUG + n_C + n_CS + n_S)
     )
-    t44 = P_AUG_same_m * o_c + t43
-    t45 = o_c * t41
-    dsigma_AUG_c = lambda_C * t41 + t44
-    dsigma_AUG_s = P_AUG_same_m * lambda_M + t43 + t45
-    dsigma_AUG_r = t44 + t45
-    t46 = dsigma_AUG_r * sigma_AUG_r
-    t47 = dsigma_AUG_s * sigma_AUG_s
-    t48 = dsigma_AUG_c * sigma_AUG_c
-    du_AUG_c = sigma_AUG_c * (dsigma_AUG_c * (sigma_AUG_r + sigma_AUG_s) - t46 - t47)
-    du_AUG_s = sigma_AUG_s * (dsigma_AUG_s * (sigma_AUG_c + sigma_AUG_r) - t46 - t48)
-    du_AUG_r = sigma_AUG_r * (dsigma_AUG_r * (sigma_AUG_c + sigma_AUG_s) - t47 - t48)
+    t39 = P_AUG_same_m * o_c + t38
+    t40 = o_c * t36
+    dsigma_AUG_c = lambda_C * t36 + t39
+    dsigma_AUG_s = P_AUG_same_m * lambda_M + t38 + t40
+    dsigma_AUG_r = t39 + t40
+    t41 = dsigma_AUG_r * sigma_AUG_r
+    t42 = dsigma_AUG_s * sigma_AUG_s
+    t43 = dsigma_AUG_c * sigma_AUG_c
+    du_AUG_c = sigma_AUG_c * (dsigma_AUG_c * (sigma_AUG_r + sigma_AUG_s) - t41 - t42)
+    du_AUG_s = sigma_AUG_s * (dsigma_AUG_s * (sigma_AUG_c + sigma_AUG_r) - t41 - t43)
+    du_AUG_r = sigma_AUG_r * (dsigma_AUG_r * (sigma_AUG_c + sigma_AUG_s) - t42 - t43)
     # the per-entry gradient of every moving orbit, times -lr
     lr_kq = p["lr_kq"]
-    t49 = lr_kq / (n_AUG + n_C + n_CS + n_S)
-    t50 = (1 / 2) * SQRT2 * t49
-    v_kappa_C_c = -du_C_c * t50
-    v_kappa_C_s = -du_C_s * t50
-    v_kappa_CS_c = -du_CS_c * t50
-    v_kappa_CS_s = -du_CS_s * t50
-    v_kappa_S_s = -du_S_s * t50
-    v_kappa_AUG_c = -du_AUG_c * t50
-    v_kappa_AUG_s = -du_AUG_s * t50
-    v_kappa_thS = -t50 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
-    v_kappa_thC = -t50 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
-    v_kappa_er = -t49 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
-    t51 = 1.0 / (n_AUG + n_C + n_CS + n_S)
-    weight_C = n_C * t51
-    weight_CS = n_CS * t51
-    weight_S = n_S * t51
-    weight_AUG = n_AUG * t51
-    velocity = jnp.stack(
-        [
-            v_kappa_C_c,
-            v_kappa_C_s,
-            v_kappa_CS_c,
-            v_kappa_CS_s,
-            v_kappa_S_s,
-            v_kappa_AUG_c,
-            v_kappa_AUG_s,
-            v_kappa_thS,
-            v_kappa_thC,
-            v_kappa_er,
-        ],
-        axis=-1,
+    t44 = lr_kq / (n_AUG + n_C + n_CS + n_S)
+    t45 = (1 / 2) * SQRT2 * t44
+    v_kappa_C_c = -du_C_c * t45
+    v_kappa_C_s = -du_C_s * t45
+    v_kappa_CS_c = -du_CS_c * t45
+    v_kappa_CS_s = -du_CS_s * t45
+    v_kappa_S_s = -du_S_s * t45
+    v_kappa_AUG_c = -du_AUG_c * t45
+    v_kappa_AUG_s = -du_AUG_s * t45
+    v_kappa_thS = -t45 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
+    v_kappa_thC = -t45 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
+    v_kappa_er = -t44 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
+    t46 = 1.0 / (n_AUG + n_C + n_CS + n_S)
+    weight_C = n_C * t46
+    weight_CS = n_CS * t46
+    weight_S = n_S * t46
+    weight_AUG = n_AUG * t46
+    velocity = (
+        v_kappa_C_c,
+        v_kappa_C_s,
+        v_kappa_CS_c,
+        v_kappa_CS_s,
+        v_kappa_S_s,
+        v_kappa_AUG_c,
+        v_kappa_AUG_s,
+        v_kappa_thS,
+        v_kappa_thC,
+        v_kappa_er,
     )
     return velocity, weight_C * loss_C + weight_CS * loss_CS + weight_S * loss_S + weight_AUG * loss_AUG
 
@@ -1819,7 +1784,7 @@ def probe_frozen_S_AUG(x, p):
         kappa_thS,
         kappa_thC,
         kappa_er,
-    ) = [x[..., i] for i in range(10)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -1867,7 +1832,7 @@ def metrics_frozen_S_AUG(x, p):
         kappa_thS,
         kappa_thC,
         kappa_er,
-    ) = [x[..., i] for i in range(10)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -1883,16 +1848,15 @@ def metrics_frozen_S_AUG(x, p):
     sigma_C_c = t0 * t3
     sigma_C_s = t2 * t3
     sigma_C_r = t1 * t3
-    t4 = sigma_C_c + sigma_C_r + sigma_C_s
-    z_C_same_c = lambda_C * sigma_C_c + o_c * sigma_C_r + o_c * sigma_C_s
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + o_c
     z_C_same_s = 0
-    z_C_other_C_c = o_c * t4
-    z_C_r = o_r * t4
+    z_C_other_C_c = o_c
+    z_C_r = o_r
     mult_C_same_c = 1
     mult_C_same_s = K_S
     mult_C_other_C_c = K_A - 1
     mult_C_r = 1
-    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(z_C_same_c, z_C_same_s), z_C_other_C_c), z_C_r)
+    zshift_C = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_C_same_c = jnp.exp(z_C_same_c - zshift_C)
     E_C_same_s = jnp.exp(z_C_same_s - zshift_C)
     E_C_other_C_c = jnp.exp(z_C_other_C_c - zshift_C)
@@ -1920,23 +1884,22 @@ def metrics_frozen_S_AUG(x, p):
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t5 = jnp.exp(-ashift_CS + u_CS_c)
-    t6 = jnp.exp(-ashift_CS + u_CS_r)
-    t7 = jnp.exp(-ashift_CS + u_CS_s)
-    t8 = 1.0 / (t5 + t6 + t7)
-    sigma_CS_c = t5 * t8
-    sigma_CS_s = t7 * t8
-    sigma_CS_r = t6 * t8
-    t9 = sigma_CS_c + sigma_CS_r + sigma_CS_s
-    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + o_c * sigma_CS_r
+    t4 = jnp.exp(-ashift_CS + u_CS_c)
+    t5 = jnp.exp(-ashift_CS + u_CS_r)
+    t6 = jnp.exp(-ashift_CS + u_CS_s)
+    t7 = 1.0 / (t4 + t5 + t6)
+    sigma_CS_c = t4 * t7
+    sigma_CS_s = t6 * t7
+    sigma_CS_r = t5 * t7
+    z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s - o_c * sigma_CS_c - o_c * sigma_CS_s + o_c
     z_CS_same_s = 0
-    z_CS_other_C_c = o_c * t9
-    z_CS_r = o_r * t9
+    z_CS_other_C_c = o_c
+    z_CS_r = o_r
     mult_CS_same_c = 1
     mult_CS_same_s = K_S
     mult_CS_other_C_c = K_A - 1
     mult_CS_r = 1
-    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(z_CS_same_c, z_CS_same_s), z_CS_other_C_c), z_CS_r)
+    zshift_CS = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_CS_same_c = jnp.exp(z_CS_same_c - zshift_CS)
     E_CS_same_s = jnp.exp(z_CS_same_s - zshift_CS)
     E_CS_other_C_c = jnp.exp(z_CS_other_C_c - zshift_CS)
@@ -1963,21 +1926,20 @@ def metrics_frozen_S_AUG(x, p):
     u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
     u_S_r = kappa_er
     ashift_S = jnp.maximum(u_S_s, u_S_r)
-    t10 = jnp.exp(-ashift_S + u_S_s)
-    t11 = jnp.exp(-ashift_S + u_S_r)
-    t12 = 1.0 / (t10 + t11)
-    sigma_S_s = t10 * t12
-    sigma_S_r = t11 * t12
-    t13 = sigma_S_r + sigma_S_s
+    t8 = jnp.exp(-ashift_S + u_S_s)
+    t9 = jnp.exp(-ashift_S + u_S_r)
+    t10 = 1.0 / (t8 + t9)
+    sigma_S_s = t10 * t8
+    sigma_S_r = t10 * t9
     z_S_same_s = 0
-    z_S_same_a = lambda_M * sigma_S_s + o_c * sigma_S_r
-    z_S_other_C_c = o_c * t13
-    z_S_r = o_r * t13
+    z_S_same_a = lambda_M * sigma_S_s - o_c * sigma_S_s + o_c
+    z_S_other_C_c = o_c
+    z_S_r = o_r
     mult_S_same_s = K_S
     mult_S_same_a = 1
     mult_S_other_C_c = K_A - 1
     mult_S_r = 1
-    zshift_S = jnp.maximum(jnp.maximum(jnp.maximum(z_S_same_s, z_S_same_a), z_S_other_C_c), z_S_r)
+    zshift_S = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_S_same_s = jnp.exp(z_S_same_s - zshift_S)
     E_S_same_a = jnp.exp(z_S_same_a - zshift_S)
     E_S_other_C_c = jnp.exp(z_S_other_C_c - zshift_S)
@@ -1999,29 +1961,24 @@ def metrics_frozen_S_AUG(x, p):
     u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
     u_AUG_r = kappa_er
     ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
-    t14 = jnp.exp(-ashift_AUG + u_AUG_c)
-    t15 = jnp.exp(-ashift_AUG + u_AUG_r)
-    t16 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t17 = 1.0 / (t14 + t15 + t16)
-    sigma_AUG_c = t14 * t17
-    sigma_AUG_s = t16 * t17
-    sigma_AUG_r = t15 * t17
-    t18 = o_c * sigma_AUG_r
-    t19 = sigma_AUG_c + sigma_AUG_r + sigma_AUG_s
-    z_AUG_same_c = lambda_C * sigma_AUG_c + o_c * sigma_AUG_s + t18
+    t11 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t12 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t13 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t14 = 1.0 / (t11 + t12 + t13)
+    sigma_AUG_c = t11 * t14
+    sigma_AUG_s = t13 * t14
+    sigma_AUG_r = t12 * t14
+    z_AUG_same_c = lambda_C * sigma_AUG_c - o_c * sigma_AUG_c + o_c
     z_AUG_same_s = 0
-    z_AUG_same_m = lambda_M * sigma_AUG_s + o_c * sigma_AUG_c + t18
-    z_AUG_other_C_c = o_c * t19
-    z_AUG_r = o_r * t19
+    z_AUG_same_m = lambda_M * sigma_AUG_s - o_c * sigma_AUG_s + o_c
+    z_AUG_other_C_c = o_c
+    z_AUG_r = o_r
     mult_AUG_same_c = 1
     mult_AUG_same_s = K_S
     mult_AUG_same_m = 1
     mult_AUG_other_C_c = K_A - 2
     mult_AUG_r = 1
-    zshift_AUG = jnp.maximum(
-        jnp.maximum(jnp.maximum(jnp.maximum(z_AUG_same_c, z_AUG_same_s), z_AUG_same_m), z_AUG_other_C_c),
-        z_AUG_r,
-    )
+    zshift_AUG = jnp.maximum(jnp.maximum(jnp.maximum(jnp.maximum(lambda_C, lambda_M), o_c), o_r), 0.0)
     E_AUG_same_c = jnp.exp(z_AUG_same_c - zshift_AUG)
     E_AUG_same_s = jnp.exp(z_AUG_same_s - zshift_AUG)
     E_AUG_same_m = jnp.exp(z_AUG_same_m - zshift_AUG)
@@ -2041,38 +1998,38 @@ def metrics_frozen_S_AUG(x, p):
     P_AUG_other_C_c = E_AUG_other_C_c / Z_AUG
     P_AUG_r = E_AUG_r / Z_AUG
     weight_AUG = n_AUG / (n_AUG + n_C + n_CS + n_S)
-    t20 = -o_c
-    margin_AUG = P_AUG_same_m * (lambda_M + t20) - (P_AUG_same_c - 1) * (lambda_C + t20)
+    t15 = -o_c
+    margin_AUG = P_AUG_same_m * (lambda_M + t15) - (P_AUG_same_c - 1) * (lambda_C + t15)
     # the counterfactual probe [c*, s*, r]
     u_probe_c = (1 / 2) * SQRT2 * kappa_thC
     u_probe_s = (1 / 2) * SQRT2 * kappa_thS
     u_probe_r = kappa_er
     ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
-    t21 = jnp.exp(-ashift_probe + u_probe_c)
-    t22 = jnp.exp(-ashift_probe + u_probe_r)
-    t23 = jnp.exp(-ashift_probe + u_probe_s)
-    t24 = 1.0 / (t21 + t22 + t23)
-    sigma_probe_c = t21 * t24
-    sigma_probe_s = t23 * t24
-    sigma_probe_r = t22 * t24
-    t25 = o_c * sigma_probe_r
-    t26 = sigma_probe_c + sigma_probe_r + sigma_probe_s
-    t27 = o_c * t26
-    z_probe_0 = lambda_C * sigma_probe_c + o_c * sigma_probe_s + t25
-    z_probe_1 = lambda_M * sigma_probe_s + o_c * sigma_probe_c + t25
+    t16 = jnp.exp(-ashift_probe + u_probe_c)
+    t17 = jnp.exp(-ashift_probe + u_probe_r)
+    t18 = jnp.exp(-ashift_probe + u_probe_s)
+    t19 = 1.0 / (t16 + t17 + t18)
+    sigma_probe_c = t16 * t19
+    sigma_probe_s = t18 * t19
+    sigma_probe_r = t17 * t19
+    t20 = o_c * sigma_probe_r
+    t21 = sigma_probe_c + sigma_probe_r + sigma_probe_s
+    t22 = o_c * t21
+    z_probe_0 = lambda_C * sigma_probe_c + o_c * sigma_probe_s + t20
+    z_probe_1 = lambda_M * sigma_probe_s + o_c * sigma_probe_c + t20
     z_probe_2 = 0
-    z_probe_3 = t27
+    z_probe_3 = t22
     z_probe_4 = 0
-    z_probe_5 = o_r * t26
-    z_probe_6 = t27
+    z_probe_5 = o_r * t21
+    z_probe_6 = t22
     z_probe_7 = 0
-    z_probe_8 = t27
+    z_probe_8 = t22
     z_probe_9 = 0
     z_probe_10 = 0
-    z_probe_11 = t27
-    z_probe_12 = t27
+    z_probe_11 = t22
+    z_probe_12 = t22
     z_probe_13 = 0
-    z_probe_14 = t27
+    z_probe_14 = t22
     mult_probe_0 = 1
     mult_probe_1 = 1
     mult_probe_2 = 1
@@ -2384,7 +2341,7 @@ def velocity_value(x, p):
         w_thS_er,
         w_thC_er,
         w_er_er,
-    ) = [x[..., i] for i in range(78)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -2402,70 +2359,89 @@ def velocity_value(x, p):
     sigma_C_r = t1 * t3
     t4 = (1 / 2) * sigma_C_c
     t5 = (1 / 2) * sigma_C_s
-    t6 = SQRT2 * sigma_C_r
-    t7 = (1 / 2) * t6
-    t8 = (
-        o_c * sigma_C_r
-        + o_c * sigma_C_s
+    t6 = (1 / 2) * SQRT2
+    t7 = SQRT2 * t4
+    t8 = SQRT2 * t5
+    t9 = (
+        o_c
         + t4 * w_thC_C_c
         + t4 * w_thC_thC
         + t5 * w_thC_C_s
         + t5 * w_thC_thS
-        + t7 * w_thC_er
+        + t6 * w_thC_er
+        - t7 * w_thC_er
+        - t8 * w_thC_er
     )
-    t9 = t4 * w_C_c_thC + t5 * w_C_c_thS + t7 * w_C_c_er + t8
-    t10 = (
-        sigma_C_c * w_thS_C_c
+    t10 = t4 * w_C_c_thC + t5 * w_C_c_thS + t6 * w_C_c_er - t7 * w_C_c_er - t8 * w_C_c_er + t9
+    t11 = SQRT2 * w_C_s_er
+    t12 = SQRT2 * w_thS_er
+    t13 = (
+        -sigma_C_c * t12
+        + sigma_C_c * w_thS_C_c
         + sigma_C_c * w_thS_thC
+        - sigma_C_s * t12
         + sigma_C_s * w_thS_C_s
         + sigma_C_s * w_thS_thS
-        + t6 * w_thS_er
+        + t12
     )
-    t11 = sigma_C_c * w_C_s_thC + sigma_C_s * w_C_s_thS + t10 + t6 * w_C_s_er
-    t12 = o_c * sigma_C_c
-    t13 = t12 + t8
-    t14 = SQRT2 * t4
-    t15 = SQRT2 * t5
-    z_C_same_c = lambda_C * sigma_C_c + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s + t9
-    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t11
-    z_C_other_C_c = t12 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s + t9
+    t14 = -sigma_C_c * t11 + sigma_C_c * w_C_s_thC - sigma_C_s * t11 + sigma_C_s * w_C_s_thS + t11 + t13
+    t15 = SQRT2 * w_CS_s_er
+    t16 = SQRT2 * w_nS_er
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + t10 + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s
+    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t14
+    z_C_other_C_c = t10 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s
     z_C_other_C_s = (
-        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t11
+        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t14
     )
     z_C_other_CS_c = (
-        t13
-        + t4 * w_CS_c_thC
+        t4 * w_CS_c_thC
         + t4 * w_other_CS_c_C_c
         + t5 * w_CS_c_thS
         + t5 * w_other_CS_c_C_s
-        + t7 * w_CS_c_er
+        + t6 * w_CS_c_er
+        - t7 * w_CS_c_er
+        - t8 * w_CS_c_er
+        + t9
     )
     z_C_other_CS_s = (
-        (1 / 2) * sigma_C_c * w_CS_s_thC
+        -1 / 2 * sigma_C_c * t15
+        + (1 / 2) * sigma_C_c * w_CS_s_thC
         + (1 / 2) * sigma_C_c * w_other_CS_s_C_c
+        - 1 / 2 * sigma_C_s * t15
         + (1 / 2) * sigma_C_s * w_CS_s_thS
         + (1 / 2) * sigma_C_s * w_other_CS_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_CS_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t15
     )
-    z_C_nA = t13 + t4 * w_nA_C_c + t4 * w_nA_thC + t5 * w_nA_C_s + t5 * w_nA_thS + t7 * w_nA_er
+    z_C_nA = (
+        t4 * w_nA_C_c
+        + t4 * w_nA_thC
+        + t5 * w_nA_C_s
+        + t5 * w_nA_thS
+        + t6 * w_nA_er
+        - t7 * w_nA_er
+        - t8 * w_nA_er
+        + t9
+    )
     z_C_nS = (
-        (1 / 2) * sigma_C_c * w_nS_C_c
+        -1 / 2 * sigma_C_c * t16
+        + (1 / 2) * sigma_C_c * w_nS_C_c
         + (1 / 2) * sigma_C_c * w_nS_thC
+        - 1 / 2 * sigma_C_s * t16
         + (1 / 2) * sigma_C_s * w_nS_C_s
         + (1 / 2) * sigma_C_s * w_nS_thS
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_nS_er
+        + (1 / 2) * t13
+        + (1 / 2) * t16
     )
     z_C_r = (
-        o_r * sigma_C_c
-        + o_r * sigma_C_r
-        + o_r * sigma_C_s
-        + sigma_C_r * w_er_er
-        + t14 * w_er_C_c
-        + t14 * w_er_thC
-        + t15 * w_er_C_s
-        + t15 * w_er_thS
+        o_r
+        - sigma_C_c * w_er_er
+        - sigma_C_s * w_er_er
+        + t7 * w_er_C_c
+        + t7 * w_er_thC
+        + t8 * w_er_C_s
+        + t8 * w_er_thS
+        + w_er_er
     )
     mult_C_same_c = 1
     mult_C_same_s = 1
@@ -2535,150 +2511,176 @@ def velocity_value(x, p):
     P_C_nS = jnp.where(n_C != 0, P_C_nS, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     # class C: backward to attention and scores
-    t16 = w_thS_C_c + w_thS_thC
-    t17 = t16 + w_C_s_thC
-    t18 = P_C_other_CS_s * n_CS
-    t19 = n_C - 1
-    t20 = P_C_other_C_s * t19
-    t21 = 2 * o_c
-    t22 = w_thC_C_c + w_thC_thC
-    t23 = t21 + t22
-    t24 = P_C_other_CS_c * n_CS
-    t25 = 2 * o_r
-    t26 = P_C_same_c - 1
-    t27 = t22 + w_C_c_thC
-    t28 = P_C_other_C_c * t19
-    t29 = n_C + n_CS
-    t30 = P_C_nS * (-K_S + t29)
-    t31 = P_C_nA * (-K_A + t29)
-    t32 = w_thS_C_s + w_thS_thS
-    t33 = t32 + w_C_s_thS
-    t34 = t21 + w_thC_C_s + w_thC_thS
-    t35 = t34 + w_C_c_thS
-    t36 = (1 / 2) * SQRT2
-    t37 = t36 * (w_C_s_er + w_thS_er)
-    t38 = SQRT2 * w_thC_er + t21
-    t39 = (1 / 2) * SQRT2 * w_C_c_er + (1 / 2) * t38
+    t17 = w_thS_C_c + w_thS_thC
+    t18 = t17 + w_C_s_thC
+    t19 = P_C_other_CS_s * n_CS
+    t20 = n_C - 1
+    t21 = P_C_other_C_s * t20
+    t22 = 2 * o_c
+    t23 = w_thC_C_c + w_thC_thC
+    t24 = t22 + t23
+    t25 = P_C_other_CS_c * n_CS
+    t26 = 2 * o_r
+    t27 = P_C_same_c - 1
+    t28 = t23 + w_C_c_thC
+    t29 = P_C_other_C_c * t20
+    t30 = n_C + n_CS
+    t31 = P_C_nS * (-K_S + t30)
+    t32 = P_C_nA * (-K_A + t30)
+    t33 = w_thS_C_s + w_thS_thS
+    t34 = t33 + w_C_s_thS
+    t35 = t22 + w_thC_C_s + w_thC_thS
+    t36 = t35 + w_C_c_thS
+    t37 = (1 / 2) * SQRT2
+    t38 = t37 * (w_C_s_er + w_thS_er)
+    t39 = SQRT2 * w_thC_er + t22
+    t40 = (1 / 2) * SQRT2 * w_C_c_er + (1 / 2) * t39
     dsigma_C_c = (
-        (1 / 2) * P_C_r * (SQRT2 * w_er_C_c + SQRT2 * w_er_thC + t25)
-        + (1 / 2) * P_C_same_s * (t17 + w_same_C_s_C_c)
-        + (1 / 2) * t18 * (t16 + w_CS_s_thC + w_other_CS_s_C_c)
-        + (1 / 2) * t20 * (t17 + w_other_C_s_C_c)
-        + (1 / 2) * t24 * (t23 + w_CS_c_thC + w_other_CS_c_C_c)
-        + (1 / 2) * t26 * (2 * lambda_C + t27 + w_same_C_c_C_c)
-        + (1 / 2) * t28 * (t21 + t27 + w_other_C_c_C_c)
-        - 1 / 2 * t30 * (t16 + w_nS_C_c + w_nS_thC)
-        - 1 / 2 * t31 * (t23 + w_nA_C_c + w_nA_thC)
+        (1 / 2) * P_C_r * (SQRT2 * w_er_C_c + SQRT2 * w_er_thC + t26)
+        + (1 / 2) * P_C_same_s * (t18 + w_same_C_s_C_c)
+        + (1 / 2) * t19 * (t17 + w_CS_s_thC + w_other_CS_s_C_c)
+        + (1 / 2) * t21 * (t18 + w_other_C_s_C_c)
+        + (1 / 2) * t25 * (t24 + w_CS_c_thC + w_other_CS_c_C_c)
+        + (1 / 2) * t27 * (2 * lambda_C + t28 + w_same_C_c_C_c)
+        + (1 / 2) * t29 * (t22 + t28 + w_other_C_c_C_c)
+        - 1 / 2 * t31 * (t17 + w_nS_C_c + w_nS_thC)
+        - 1 / 2 * t32 * (t24 + w_nA_C_c + w_nA_thC)
     )
     dsigma_C_s = (
-        (1 / 2) * P_C_r * (SQRT2 * w_er_C_s + SQRT2 * w_er_thS + t25)
-        + (1 / 2) * P_C_same_s * (t33 + w_same_C_s_C_s)
-        + (1 / 2) * t18 * (t32 + w_CS_s_thS + w_other_CS_s_C_s)
-        + (1 / 2) * t20 * (t33 + w_other_C_s_C_s)
-        + (1 / 2) * t24 * (t34 + w_CS_c_thS + w_other_CS_c_C_s)
-        + (1 / 2) * t26 * (t35 + w_same_C_c_C_s)
-        + (1 / 2) * t28 * (t35 + w_other_C_c_C_s)
-        - 1 / 2 * t30 * (t32 + w_nS_C_s + w_nS_thS)
-        - 1 / 2 * t31 * (t34 + w_nA_C_s + w_nA_thS)
+        (1 / 2) * P_C_r * (SQRT2 * w_er_C_s + SQRT2 * w_er_thS + t26)
+        + (1 / 2) * P_C_same_s * (t34 + w_same_C_s_C_s)
+        + (1 / 2) * t19 * (t33 + w_CS_s_thS + w_other_CS_s_C_s)
+        + (1 / 2) * t21 * (t34 + w_other_C_s_C_s)
+        + (1 / 2) * t25 * (t35 + w_CS_c_thS + w_other_CS_c_C_s)
+        + (1 / 2) * t27 * (t36 + w_same_C_c_C_s)
+        + (1 / 2) * t29 * (t36 + w_other_C_c_C_s)
+        - 1 / 2 * t31 * (t33 + w_nS_C_s + w_nS_thS)
+        - 1 / 2 * t32 * (t35 + w_nA_C_s + w_nA_thS)
     )
     dsigma_C_r = (
         P_C_r * (o_r + w_er_er)
-        + P_C_same_s * t37
-        + t18 * t36 * (w_CS_s_er + w_thS_er)
-        + t20 * t37
-        + (1 / 2) * t24 * (SQRT2 * w_CS_c_er + t38)
-        + t26 * t39
-        + t28 * t39
-        - t30 * t36 * (w_nS_er + w_thS_er)
-        - 1 / 2 * t31 * (SQRT2 * w_nA_er + t38)
+        + P_C_same_s * t38
+        + t19 * t37 * (w_CS_s_er + w_thS_er)
+        + t21 * t38
+        + (1 / 2) * t25 * (SQRT2 * w_CS_c_er + t39)
+        + t27 * t40
+        + t29 * t40
+        - t31 * t37 * (w_nS_er + w_thS_er)
+        - 1 / 2 * t32 * (SQRT2 * w_nA_er + t39)
     )
-    t40 = dsigma_C_r * sigma_C_r
-    t41 = dsigma_C_s * sigma_C_s
-    t42 = dsigma_C_c * sigma_C_c
-    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t40 - t41)
-    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t40 - t42)
-    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t41 - t42)
+    t41 = dsigma_C_r * sigma_C_r
+    t42 = dsigma_C_s * sigma_C_s
+    t43 = dsigma_C_c * sigma_C_c
+    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t41 - t42)
+    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t41 - t43)
+    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t42 - t43)
     # class CS: scores, attention, role logits, loss and its logit gradient
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t43 = jnp.exp(-ashift_CS + u_CS_c)
-    t44 = jnp.exp(-ashift_CS + u_CS_r)
-    t45 = jnp.exp(-ashift_CS + u_CS_s)
-    t46 = 1.0 / (t43 + t44 + t45)
-    sigma_CS_c = t43 * t46
-    sigma_CS_s = t45 * t46
-    sigma_CS_r = t44 * t46
-    t47 = (1 / 2) * sigma_CS_c
-    t48 = (1 / 2) * sigma_CS_s
-    t49 = SQRT2 * sigma_CS_r
-    t50 = (1 / 2) * t49
-    t51 = (
-        o_c * sigma_CS_r
-        + t47 * w_thC_CS_c
-        + t47 * w_thC_thC
-        + t48 * w_thC_CS_s
-        + t48 * w_thC_thS
-        + t50 * w_thC_er
-    )
-    t52 = t47 * w_CS_c_thC + t48 * w_CS_c_thS + t50 * w_CS_c_er + t51
+    t44 = jnp.exp(-ashift_CS + u_CS_c)
+    t45 = jnp.exp(-ashift_CS + u_CS_r)
+    t46 = jnp.exp(-ashift_CS + u_CS_s)
+    t47 = 1.0 / (t44 + t45 + t46)
+    sigma_CS_c = t44 * t47
+    sigma_CS_s = t46 * t47
+    sigma_CS_r = t45 * t47
+    t48 = (1 / 2) * sigma_CS_c
+    t49 = (1 / 2) * sigma_CS_s
+    t50 = (1 / 2) * SQRT2
+    t51 = SQRT2 * t48
+    t52 = SQRT2 * t49
     t53 = (
-        sigma_CS_c * w_thS_CS_c
+        o_c
+        + t48 * w_thC_CS_c
+        + t48 * w_thC_thC
+        + t49 * w_thC_CS_s
+        + t49 * w_thC_thS
+        + t50 * w_thC_er
+        - t51 * w_thC_er
+        - t52 * w_thC_er
+    )
+    t54 = t48 * w_CS_c_thC + t49 * w_CS_c_thS + t50 * w_CS_c_er - t51 * w_CS_c_er - t52 * w_CS_c_er + t53
+    t55 = SQRT2 * w_CS_s_er
+    t56 = SQRT2 * w_thS_er
+    t57 = (
+        -sigma_CS_c * t56
+        + sigma_CS_c * w_thS_CS_c
         + sigma_CS_c * w_thS_thC
+        - sigma_CS_s * t56
         + sigma_CS_s * w_thS_CS_s
         + sigma_CS_s * w_thS_thS
-        + t49 * w_thS_er
-    )
-    t54 = sigma_CS_c * w_CS_s_thC + sigma_CS_s * w_CS_s_thS + t49 * w_CS_s_er + t53
-    t55 = o_c * sigma_CS_c + o_c * sigma_CS_s
-    t56 = t51 + t55
-    t57 = SQRT2 * t47
-    t58 = SQRT2 * t48
-    z_CS_same_c = (
-        lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + t47 * w_same_CS_c_CS_c + t48 * w_same_CS_c_CS_s + t52
-    )
-    z_CS_same_s = (
-        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t54
-    )
-    z_CS_other_C_c = (
-        t47 * w_C_c_thC
-        + t47 * w_other_C_c_CS_c
-        + t48 * w_C_c_thS
-        + t48 * w_other_C_c_CS_s
-        + t50 * w_C_c_er
         + t56
     )
+    t58 = -sigma_CS_c * t55 + sigma_CS_c * w_CS_s_thC - sigma_CS_s * t55 + sigma_CS_s * w_CS_s_thS + t55 + t57
+    t59 = SQRT2 * w_C_s_er
+    t60 = SQRT2 * w_nS_er
+    z_CS_same_c = (
+        lambda_C * sigma_CS_c
+        + lambda_M * sigma_CS_s
+        - o_c * sigma_CS_c
+        - o_c * sigma_CS_s
+        + t48 * w_same_CS_c_CS_c
+        + t49 * w_same_CS_c_CS_s
+        + t54
+    )
+    z_CS_same_s = (
+        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t58
+    )
+    z_CS_other_C_c = (
+        t48 * w_C_c_thC
+        + t48 * w_other_C_c_CS_c
+        + t49 * w_C_c_thS
+        + t49 * w_other_C_c_CS_s
+        + t50 * w_C_c_er
+        - t51 * w_C_c_er
+        - t52 * w_C_c_er
+        + t53
+    )
     z_CS_other_C_s = (
-        (1 / 2) * sigma_CS_c * w_C_s_thC
+        -1 / 2 * sigma_CS_c * t59
+        + (1 / 2) * sigma_CS_c * w_C_s_thC
         + (1 / 2) * sigma_CS_c * w_other_C_s_CS_c
+        - 1 / 2 * sigma_CS_s * t59
         + (1 / 2) * sigma_CS_s * w_C_s_thS
         + (1 / 2) * sigma_CS_s * w_other_C_s_CS_s
-        + (1 / 2) * t49 * w_C_s_er
-        + (1 / 2) * t53
+        + (1 / 2) * t57
+        + (1 / 2) * t59
     )
-    z_CS_other_CS_c = t47 * w_other_CS_c_CS_c + t48 * w_other_CS_c_CS_s + t52 + t55
+    z_CS_other_CS_c = t48 * w_other_CS_c_CS_c + t49 * w_other_CS_c_CS_s + t54
     z_CS_other_CS_s = (
-        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t54
+        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t58
     )
-    z_CS_nA = t47 * w_nA_CS_c + t47 * w_nA_thC + t48 * w_nA_CS_s + t48 * w_nA_thS + t50 * w_nA_er + t56
+    z_CS_nA = (
+        t48 * w_nA_CS_c
+        + t48 * w_nA_thC
+        + t49 * w_nA_CS_s
+        + t49 * w_nA_thS
+        + t50 * w_nA_er
+        - t51 * w_nA_er
+        - t52 * w_nA_er
+        + t53
+    )
     z_CS_nS = (
-        (1 / 2) * sigma_CS_c * w_nS_CS_c
+        -1 / 2 * sigma_CS_c * t60
+        + (1 / 2) * sigma_CS_c * w_nS_CS_c
         + (1 / 2) * sigma_CS_c * w_nS_thC
+        - 1 / 2 * sigma_CS_s * t60
         + (1 / 2) * sigma_CS_s * w_nS_CS_s
         + (1 / 2) * sigma_CS_s * w_nS_thS
-        + (1 / 2) * t49 * w_nS_er
-        + (1 / 2) * t53
+        + (1 / 2) * t57
+        + (1 / 2) * t60
     )
     z_CS_r = (
-        o_r * sigma_CS_c
-        + o_r * sigma_CS_r
-        + o_r * sigma_CS_s
-        + sigma_CS_r * w_er_er
-        + t57 * w_er_CS_c
-        + t57 * w_er_thC
-        + t58 * w_er_CS_s
-        + t58 * w_er_thS
+        o_r
+        - sigma_CS_c * w_er_er
+        - sigma_CS_s * w_er_er
+        + t51 * w_er_CS_c
+        + t51 * w_er_thC
+        + t52 * w_er_CS_s
+        + t52 * w_er_thS
+        + w_er_er
     )
     mult_CS_same_c = 1
     mult_CS_same_s = 1
@@ -2748,269 +2750,266 @@ def velocity_value(x, p):
     P_CS_nS = jnp.where(n_CS != 0, P_CS_nS, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     # class CS: backward to attention and scores
-    t59 = w_thS_CS_c + w_thS_thC
-    t60 = t59 + w_CS_s_thC
-    t61 = P_CS_other_C_s * n_C
-    t62 = n_CS - 1
-    t63 = P_CS_other_CS_s * t62
-    t64 = 2 * o_c
-    t65 = w_thC_CS_c + w_thC_thC
-    t66 = t64 + t65
-    t67 = P_CS_other_C_c * n_C
-    t68 = 2 * o_r
-    t69 = P_CS_same_c - 1
-    t70 = t65 + w_CS_c_thC
-    t71 = P_CS_other_CS_c * t62
-    t72 = n_C + n_CS
-    t73 = P_CS_nS * (-K_S + t72)
-    t74 = P_CS_nA * (-K_A + t72)
-    t75 = w_thS_CS_s + w_thS_thS
-    t76 = t75 + w_CS_s_thS
-    t77 = w_thC_CS_s + w_thC_thS
-    t78 = t64 + t77
-    t79 = t77 + w_CS_c_thS
-    t80 = (1 / 2) * SQRT2
-    t81 = t80 * (w_CS_s_er + w_thS_er)
-    t82 = SQRT2 * w_thC_er + t64
-    t83 = (1 / 2) * SQRT2 * w_CS_c_er + (1 / 2) * t82
+    t61 = w_thS_CS_c + w_thS_thC
+    t62 = t61 + w_CS_s_thC
+    t63 = P_CS_other_C_s * n_C
+    t64 = n_CS - 1
+    t65 = P_CS_other_CS_s * t64
+    t66 = 2 * o_c
+    t67 = w_thC_CS_c + w_thC_thC
+    t68 = t66 + t67
+    t69 = P_CS_other_C_c * n_C
+    t70 = 2 * o_r
+    t71 = P_CS_same_c - 1
+    t72 = t67 + w_CS_c_thC
+    t73 = P_CS_other_CS_c * t64
+    t74 = n_C + n_CS
+    t75 = P_CS_nS * (-K_S + t74)
+    t76 = P_CS_nA * (-K_A + t74)
+    t77 = w_thS_CS_s + w_thS_thS
+    t78 = t77 + w_CS_s_thS
+    t79 = w_thC_CS_s + w_thC_thS
+    t80 = t66 + t79
+    t81 = t79 + w_CS_c_thS
+    t82 = (1 / 2) * SQRT2
+    t83 = t82 * (w_CS_s_er + w_thS_er)
+    t84 = SQRT2 * w_thC_er + t66
+    t85 = (1 / 2) * SQRT2 * w_CS_c_er + (1 / 2) * t84
     dsigma_CS_c = (
-        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_c + SQRT2 * w_er_thC + t68)
-        + (1 / 2) * P_CS_same_s * (t60 + w_same_CS_s_CS_c)
-        + (1 / 2) * t61 * (t59 + w_C_s_thC + w_other_C_s_CS_c)
-        + (1 / 2) * t63 * (t60 + w_other_CS_s_CS_c)
-        + (1 / 2) * t67 * (t66 + w_C_c_thC + w_other_C_c_CS_c)
-        + (1 / 2) * t69 * (2 * lambda_C + t70 + w_same_CS_c_CS_c)
-        + (1 / 2) * t71 * (t64 + t70 + w_other_CS_c_CS_c)
-        - 1 / 2 * t73 * (t59 + w_nS_CS_c + w_nS_thC)
-        - 1 / 2 * t74 * (t66 + w_nA_CS_c + w_nA_thC)
+        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_c + SQRT2 * w_er_thC + t70)
+        + (1 / 2) * P_CS_same_s * (t62 + w_same_CS_s_CS_c)
+        + (1 / 2) * t63 * (t61 + w_C_s_thC + w_other_C_s_CS_c)
+        + (1 / 2) * t65 * (t62 + w_other_CS_s_CS_c)
+        + (1 / 2) * t69 * (t68 + w_C_c_thC + w_other_C_c_CS_c)
+        + (1 / 2) * t71 * (2 * lambda_C + t72 + w_same_CS_c_CS_c)
+        + (1 / 2) * t73 * (t66 + t72 + w_other_CS_c_CS_c)
+        - 1 / 2 * t75 * (t61 + w_nS_CS_c + w_nS_thC)
+        - 1 / 2 * t76 * (t68 + w_nA_CS_c + w_nA_thC)
     )
     dsigma_CS_s = (
-        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_s + SQRT2 * w_er_thS + t68)
-        + (1 / 2) * P_CS_same_s * (t76 + w_same_CS_s_CS_s)
-        + (1 / 2) * t61 * (t75 + w_C_s_thS + w_other_C_s_CS_s)
-        + (1 / 2) * t63 * (t76 + w_other_CS_s_CS_s)
-        + (1 / 2) * t67 * (t78 + w_C_c_thS + w_other_C_c_CS_s)
-        + (1 / 2) * t69 * (2 * lambda_M + t79 + w_same_CS_c_CS_s)
-        + (1 / 2) * t71 * (t64 + t79 + w_other_CS_c_CS_s)
-        - 1 / 2 * t73 * (t75 + w_nS_CS_s + w_nS_thS)
-        - 1 / 2 * t74 * (t78 + w_nA_CS_s + w_nA_thS)
+        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_s + SQRT2 * w_er_thS + t70)
+        + (1 / 2) * P_CS_same_s * (t78 + w_same_CS_s_CS_s)
+        + (1 / 2) * t63 * (t77 + w_C_s_thS + w_other_C_s_CS_s)
+        + (1 / 2) * t65 * (t78 + w_other_CS_s_CS_s)
+        + (1 / 2) * t69 * (t80 + w_C_c_thS + w_other_C_c_CS_s)
+        + (1 / 2) * t71 * (2 * lambda_M + t81 + w_same_CS_c_CS_s)
+        + (1 / 2) * t73 * (t66 + t81 + w_other_CS_c_CS_s)
+        - 1 / 2 * t75 * (t77 + w_nS_CS_s + w_nS_thS)
+        - 1 / 2 * t76 * (t80 + w_nA_CS_s + w_nA_thS)
     )
     dsigma_CS_r = (
         P_CS_r * (o_r + w_er_er)
-        + P_CS_same_s * t81
-        + t61 * t80 * (w_C_s_er + w_thS_er)
-        + t63 * t81
-        + (1 / 2) * t67 * (SQRT2 * w_C_c_er + t82)
-        + t69 * t83
-        + t71 * t83
-        - t73 * t80 * (w_nS_er + w_thS_er)
-        - 1 / 2 * t74 * (SQRT2 * w_nA_er + t82)
+        + P_CS_same_s * t83
+        + t63 * t82 * (w_C_s_er + w_thS_er)
+        + t65 * t83
+        + (1 / 2) * t69 * (SQRT2 * w_C_c_er + t84)
+        + t71 * t85
+        + t73 * t85
+        - t75 * t82 * (w_nS_er + w_thS_er)
+        - 1 / 2 * t76 * (SQRT2 * w_nA_er + t84)
     )
-    t84 = dsigma_CS_r * sigma_CS_r
-    t85 = dsigma_CS_s * sigma_CS_s
-    t86 = dsigma_CS_c * sigma_CS_c
-    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t84 - t85)
-    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t84 - t86)
-    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t85 - t86)
+    t86 = dsigma_CS_r * sigma_CS_r
+    t87 = dsigma_CS_s * sigma_CS_s
+    t88 = dsigma_CS_c * sigma_CS_c
+    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t86 - t87)
+    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t86 - t88)
+    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t87 - t88)
     # the per-entry gradient of every moving orbit, times -lr
     lr_kq = p["lr_kq"]
     lr_v = p["lr_v"]
-    t87 = n_C + n_CS
-    t88 = 1.0 / (t87)
-    t89 = lr_kq * t88
-    t90 = (1 / 2) * SQRT2 * t89
-    t91 = P_C_same_c - 1
-    t92 = lr_v * t88
-    t93 = (1 / 2) * t92
-    t94 = sigma_C_c * t93
-    t95 = -K_S + t87
-    t96 = n_C - 1
-    t97 = P_C_other_C_s * t96 + P_C_same_s
-    t98 = -P_C_nS * t95 + P_C_other_CS_s * n_CS + t97
-    t99 = -K_A + t87
-    t100 = P_C_other_C_c * t96 + t91
-    t101 = -P_C_nA * t99 + P_C_other_CS_c * n_CS + t100
-    t102 = P_C_r * SQRT2
-    t103 = sigma_C_s * t93
-    t104 = P_CS_same_c - 1
-    t105 = sigma_CS_c * t93
-    t106 = n_CS - 1
-    t107 = P_CS_other_CS_s * t106 + P_CS_same_s
-    t108 = -P_CS_nS * t95 + P_CS_other_C_s * n_C + t107
-    t109 = P_CS_other_CS_c * t106 + t104
-    t110 = -P_CS_nA * t99 + P_CS_other_C_c * n_C + t109
-    t111 = P_CS_r * SQRT2
-    t112 = sigma_CS_s * t93
-    t113 = n_CS * sigma_CS_s
-    t114 = n_C * sigma_C_s
-    t115 = SQRT2 * t93
-    t116 = n_CS * sigma_CS_c
-    t117 = n_C * sigma_C_c
-    t118 = n_CS * sigma_CS_r
-    t119 = n_C * sigma_C_r
-    v_kappa_C_c = -du_C_c * t90
-    v_kappa_C_s = -du_C_s * t90
-    v_kappa_CS_c = -du_CS_c * t90
-    v_kappa_CS_s = -du_CS_s * t90
-    v_kappa_thS = -t90 * (du_CS_s * n_CS + du_C_s * n_C)
-    v_kappa_thC = -t90 * (du_CS_c * n_CS + du_C_c * n_C)
-    v_kappa_er = -t89 * (du_CS_r * n_CS + du_C_r * n_C)
-    v_w_same_C_c_C_c = -t91 * t94
-    v_w_same_C_s_C_c = -P_C_same_s * t94
-    v_w_other_C_c_C_c = -P_C_other_C_c * t94
-    v_w_other_C_s_C_c = -P_C_other_C_s * t94
-    v_w_other_CS_c_C_c = -P_C_other_CS_c * t94
-    v_w_other_CS_s_C_c = -P_C_other_CS_s * t94
-    v_w_nA_C_c = -P_C_nA * t94
-    v_w_nS_C_c = -P_C_nS * t94
-    v_w_thS_C_c = -t94 * t98
-    v_w_thC_C_c = -t101 * t94
-    v_w_er_C_c = -t102 * t94
-    v_w_same_C_c_C_s = -t103 * t91
-    v_w_same_C_s_C_s = -P_C_same_s * t103
-    v_w_other_C_c_C_s = -P_C_other_C_c * t103
-    v_w_other_C_s_C_s = -P_C_other_C_s * t103
-    v_w_other_CS_c_C_s = -P_C_other_CS_c * t103
-    v_w_other_CS_s_C_s = -P_C_other_CS_s * t103
-    v_w_nA_C_s = -P_C_nA * t103
-    v_w_nS_C_s = -P_C_nS * t103
-    v_w_thS_C_s = -t103 * t98
-    v_w_thC_C_s = -t101 * t103
-    v_w_er_C_s = -t102 * t103
-    v_w_same_CS_c_CS_c = -t104 * t105
-    v_w_same_CS_s_CS_c = -P_CS_same_s * t105
-    v_w_other_C_c_CS_c = -P_CS_other_C_c * t105
-    v_w_other_C_s_CS_c = -P_CS_other_C_s * t105
-    v_w_other_CS_c_CS_c = -P_CS_other_CS_c * t105
-    v_w_other_CS_s_CS_c = -P_CS_other_CS_s * t105
-    v_w_nA_CS_c = -P_CS_nA * t105
-    v_w_nS_CS_c = -P_CS_nS * t105
-    v_w_thS_CS_c = -t105 * t108
-    v_w_thC_CS_c = -t105 * t110
-    v_w_er_CS_c = -t105 * t111
-    v_w_same_CS_c_CS_s = -t104 * t112
-    v_w_same_CS_s_CS_s = -P_CS_same_s * t112
-    v_w_other_C_c_CS_s = -P_CS_other_C_c * t112
-    v_w_other_C_s_CS_s = -P_CS_other_C_s * t112
-    v_w_other_CS_c_CS_s = -P_CS_other_CS_c * t112
-    v_w_other_CS_s_CS_s = -P_CS_other_CS_s * t112
-    v_w_nA_CS_s = -P_CS_nA * t112
-    v_w_nS_CS_s = -P_CS_nS * t112
-    v_w_thS_CS_s = -t108 * t112
-    v_w_thC_CS_s = -t110 * t112
-    v_w_er_CS_s = -t111 * t112
-    v_w_C_c_thS = -t93 * (P_CS_other_C_c * t113 + sigma_C_s * t100)
-    v_w_C_s_thS = -t93 * (P_CS_other_C_s * t113 + sigma_C_s * t97)
-    v_w_CS_c_thS = -t93 * (P_C_other_CS_c * t114 + sigma_CS_s * t109)
-    v_w_CS_s_thS = -t93 * (P_C_other_CS_s * t114 + sigma_CS_s * t107)
-    v_w_nA_thS = -t93 * (P_CS_nA * t113 + P_C_nA * t114)
-    v_w_nS_thS = -t93 * (P_CS_nS * t113 + P_C_nS * t114)
-    v_w_thS_thS = -t93 * (t108 * t113 + t114 * t98)
-    v_w_thC_thS = -t93 * (t101 * t114 + t110 * t113)
-    v_w_er_thS = -t115 * (P_CS_r * t113 + P_C_r * t114)
-    v_w_C_c_thC = -t93 * (P_CS_other_C_c * t116 + sigma_C_c * t100)
-    v_w_C_s_thC = -t93 * (P_CS_other_C_s * t116 + sigma_C_c * t97)
-    v_w_CS_c_thC = -t93 * (P_C_other_CS_c * t117 + sigma_CS_c * t109)
-    v_w_CS_s_thC = -t93 * (P_C_other_CS_s * t117 + sigma_CS_c * t107)
-    v_w_nA_thC = -t93 * (P_CS_nA * t116 + P_C_nA * t117)
-    v_w_nS_thC = -t93 * (P_CS_nS * t116 + P_C_nS * t117)
-    v_w_thS_thC = -t93 * (t108 * t116 + t117 * t98)
-    v_w_thC_thC = -t93 * (t101 * t117 + t110 * t116)
-    v_w_er_thC = -t115 * (P_CS_r * t116 + P_C_r * t117)
-    v_w_C_c_er = -t115 * (P_CS_other_C_c * t118 + sigma_C_r * t100)
-    v_w_C_s_er = -t115 * (P_CS_other_C_s * t118 + sigma_C_r * t97)
-    v_w_CS_c_er = -t115 * (P_C_other_CS_c * t119 + sigma_CS_r * t109)
-    v_w_CS_s_er = -t115 * (P_C_other_CS_s * t119 + sigma_CS_r * t107)
-    v_w_nA_er = -t115 * (P_CS_nA * t118 + P_C_nA * t119)
-    v_w_nS_er = -t115 * (P_CS_nS * t118 + P_C_nS * t119)
-    v_w_thS_er = -t115 * (t108 * t118 + t119 * t98)
-    v_w_thC_er = -t115 * (t101 * t119 + t110 * t118)
-    v_w_er_er = -t92 * (P_CS_r * t118 + P_C_r * t119)
-    t120 = 1.0 / (n_C + n_CS)
-    weight_C = n_C * t120
-    weight_CS = n_CS * t120
-    velocity = jnp.stack(
-        [
-            v_kappa_C_c,
-            v_kappa_C_s,
-            v_kappa_CS_c,
-            v_kappa_CS_s,
-            v_kappa_thS,
-            v_kappa_thC,
-            v_kappa_er,
-            v_w_same_C_c_C_c,
-            v_w_same_C_s_C_c,
-            v_w_other_C_c_C_c,
-            v_w_other_C_s_C_c,
-            v_w_other_CS_c_C_c,
-            v_w_other_CS_s_C_c,
-            v_w_nA_C_c,
-            v_w_nS_C_c,
-            v_w_thS_C_c,
-            v_w_thC_C_c,
-            v_w_er_C_c,
-            v_w_same_C_c_C_s,
-            v_w_same_C_s_C_s,
-            v_w_other_C_c_C_s,
-            v_w_other_C_s_C_s,
-            v_w_other_CS_c_C_s,
-            v_w_other_CS_s_C_s,
-            v_w_nA_C_s,
-            v_w_nS_C_s,
-            v_w_thS_C_s,
-            v_w_thC_C_s,
-            v_w_er_C_s,
-            v_w_same_CS_c_CS_c,
-            v_w_same_CS_s_CS_c,
-            v_w_other_C_c_CS_c,
-            v_w_other_C_s_CS_c,
-            v_w_other_CS_c_CS_c,
-            v_w_other_CS_s_CS_c,
-            v_w_nA_CS_c,
-            v_w_nS_CS_c,
-            v_w_thS_CS_c,
-            v_w_thC_CS_c,
-            v_w_er_CS_c,
-            v_w_same_CS_c_CS_s,
-            v_w_same_CS_s_CS_s,
-            v_w_other_C_c_CS_s,
-            v_w_other_C_s_CS_s,
-            v_w_other_CS_c_CS_s,
-            v_w_other_CS_s_CS_s,
-            v_w_nA_CS_s,
-            v_w_nS_CS_s,
-            v_w_thS_CS_s,
-            v_w_thC_CS_s,
-            v_w_er_CS_s,
-            v_w_C_c_thS,
-            v_w_C_s_thS,
-            v_w_CS_c_thS,
-            v_w_CS_s_thS,
-            v_w_nA_thS,
-            v_w_nS_thS,
-            v_w_thS_thS,
-            v_w_thC_thS,
-            v_w_er_thS,
-            v_w_C_c_thC,
-            v_w_C_s_thC,
-            v_w_CS_c_thC,
-            v_w_CS_s_thC,
-            v_w_nA_thC,
-            v_w_nS_thC,
-            v_w_thS_thC,
-            v_w_thC_thC,
-            v_w_er_thC,
-            v_w_C_c_er,
-            v_w_C_s_er,
-            v_w_CS_c_er,
-            v_w_CS_s_er,
-            v_w_nA_er,
-            v_w_nS_er,
-            v_w_thS_er,
-            v_w_thC_er,
-            v_w_er_er,
-        ],
-        axis=-1,
+    t89 = n_C + n_CS
+    t90 = 1.0 / (t89)
+    t91 = lr_kq * t90
+    t92 = (1 / 2) * SQRT2 * t91
+    t93 = P_C_same_c - 1
+    t94 = lr_v * t90
+    t95 = (1 / 2) * t94
+    t96 = sigma_C_c * t95
+    t97 = -K_S + t89
+    t98 = n_C - 1
+    t99 = P_C_other_C_s * t98 + P_C_same_s
+    t100 = -P_C_nS * t97 + P_C_other_CS_s * n_CS + t99
+    t101 = -K_A + t89
+    t102 = P_C_other_C_c * t98 + t93
+    t103 = -P_C_nA * t101 + P_C_other_CS_c * n_CS + t102
+    t104 = P_C_r * SQRT2
+    t105 = sigma_C_s * t95
+    t106 = P_CS_same_c - 1
+    t107 = sigma_CS_c * t95
+    t108 = n_CS - 1
+    t109 = P_CS_other_CS_s * t108 + P_CS_same_s
+    t110 = -P_CS_nS * t97 + P_CS_other_C_s * n_C + t109
+    t111 = P_CS_other_CS_c * t108 + t106
+    t112 = -P_CS_nA * t101 + P_CS_other_C_c * n_C + t111
+    t113 = P_CS_r * SQRT2
+    t114 = sigma_CS_s * t95
+    t115 = n_CS * sigma_CS_s
+    t116 = n_C * sigma_C_s
+    t117 = SQRT2 * t95
+    t118 = n_CS * sigma_CS_c
+    t119 = n_C * sigma_C_c
+    t120 = n_CS * sigma_CS_r
+    t121 = n_C * sigma_C_r
+    v_kappa_C_c = -du_C_c * t92
+    v_kappa_C_s = -du_C_s * t92
+    v_kappa_CS_c = -du_CS_c * t92
+    v_kappa_CS_s = -du_CS_s * t92
+    v_kappa_thS = -t92 * (du_CS_s * n_CS + du_C_s * n_C)
+    v_kappa_thC = -t92 * (du_CS_c * n_CS + du_C_c * n_C)
+    v_kappa_er = -t91 * (du_CS_r * n_CS + du_C_r * n_C)
+    v_w_same_C_c_C_c = -t93 * t96
+    v_w_same_C_s_C_c = -P_C_same_s * t96
+    v_w_other_C_c_C_c = -P_C_other_C_c * t96
+    v_w_other_C_s_C_c = -P_C_other_C_s * t96
+    v_w_other_CS_c_C_c = -P_C_other_CS_c * t96
+    v_w_other_CS_s_C_c = -P_C_other_CS_s * t96
+    v_w_nA_C_c = -P_C_nA * t96
+    v_w_nS_C_c = -P_C_nS * t96
+    v_w_thS_C_c = -t100 * t96
+    v_w_thC_C_c = -t103 * t96
+    v_w_er_C_c = -t104 * t96
+    v_w_same_C_c_C_s = -t105 * t93
+    v_w_same_C_s_C_s = -P_C_same_s * t105
+    v_w_other_C_c_C_s = -P_C_other_C_c * t105
+    v_w_other_C_s_C_s = -P_C_other_C_s * t105
+    v_w_other_CS_c_C_s = -P_C_other_CS_c * t105
+    v_w_other_CS_s_C_s = -P_C_other_CS_s * t105
+    v_w_nA_C_s = -P_C_nA * t105
+    v_w_nS_C_s = -P_C_nS * t105
+    v_w_thS_C_s = -t100 * t105
+    v_w_thC_C_s = -t103 * t105
+    v_w_er_C_s = -t104 * t105
+    v_w_same_CS_c_CS_c = -t106 * t107
+    v_w_same_CS_s_CS_c = -P_CS_same_s * t107
+    v_w_other_C_c_CS_c = -P_CS_other_C_c * t107
+    v_w_other_C_s_CS_c = -P_CS_other_C_s * t107
+    v_w_other_CS_c_CS_c = -P_CS_other_CS_c * t107
+    v_w_other_CS_s_CS_c = -P_CS_other_CS_s * t107
+    v_w_nA_CS_c = -P_CS_nA * t107
+    v_w_nS_CS_c = -P_CS_nS * t107
+    v_w_thS_CS_c = -t107 * t110
+    v_w_thC_CS_c = -t107 * t112
+    v_w_er_CS_c = -t107 * t113
+    v_w_same_CS_c_CS_s = -t106 * t114
+    v_w_same_CS_s_CS_s = -P_CS_same_s * t114
+    v_w_other_C_c_CS_s = -P_CS_other_C_c * t114
+    v_w_other_C_s_CS_s = -P_CS_other_C_s * t114
+    v_w_other_CS_c_CS_s = -P_CS_other_CS_c * t114
+    v_w_other_CS_s_CS_s = -P_CS_other_CS_s * t114
+    v_w_nA_CS_s = -P_CS_nA * t114
+    v_w_nS_CS_s = -P_CS_nS * t114
+    v_w_thS_CS_s = -t110 * t114
+    v_w_thC_CS_s = -t112 * t114
+    v_w_er_CS_s = -t113 * t114
+    v_w_C_c_thS = -t95 * (P_CS_other_C_c * t115 + sigma_C_s * t102)
+    v_w_C_s_thS = -t95 * (P_CS_other_C_s * t115 + sigma_C_s * t99)
+    v_w_CS_c_thS = -t95 * (P_C_other_CS_c * t116 + sigma_CS_s * t111)
+    v_w_CS_s_thS = -t95 * (P_C_other_CS_s * t116 + sigma_CS_s * t109)
+    v_w_nA_thS = -t95 * (P_CS_nA * t115 + P_C_nA * t116)
+    v_w_nS_thS = -t95 * (P_CS_nS * t115 + P_C_nS * t116)
+    v_w_thS_thS = -t95 * (t100 * t116 + t110 * t115)
+    v_w_thC_thS = -t95 * (t103 * t116 + t112 * t115)
+    v_w_er_thS = -t117 * (P_CS_r * t115 + P_C_r * t116)
+    v_w_C_c_thC = -t95 * (P_CS_other_C_c * t118 + sigma_C_c * t102)
+    v_w_C_s_thC = -t95 * (P_CS_other_C_s * t118 + sigma_C_c * t99)
+    v_w_CS_c_thC = -t95 * (P_C_other_CS_c * t119 + sigma_CS_c * t111)
+    v_w_CS_s_thC = -t95 * (P_C_other_CS_s * t119 + sigma_CS_c * t109)
+    v_w_nA_thC = -t95 * (P_CS_nA * t118 + P_C_nA * t119)
+    v_w_nS_thC = -t95 * (P_CS_nS * t118 + P_C_nS * t119)
+    v_w_thS_thC = -t95 * (t100 * t119 + t110 * t118)
+    v_w_thC_thC = -t95 * (t103 * t119 + t112 * t118)
+    v_w_er_thC = -t117 * (P_CS_r * t118 + P_C_r * t119)
+    v_w_C_c_er = -t117 * (P_CS_other_C_c * t120 + sigma_C_r * t102)
+    v_w_C_s_er = -t117 * (P_CS_other_C_s * t120 + sigma_C_r * t99)
+    v_w_CS_c_er = -t117 * (P_C_other_CS_c * t121 + sigma_CS_r * t111)
+    v_w_CS_s_er = -t117 * (P_C_other_CS_s * t121 + sigma_CS_r * t109)
+    v_w_nA_er = -t117 * (P_CS_nA * t120 + P_C_nA * t121)
+    v_w_nS_er = -t117 * (P_CS_nS * t120 + P_C_nS * t121)
+    v_w_thS_er = -t117 * (t100 * t121 + t110 * t120)
+    v_w_thC_er = -t117 * (t103 * t121 + t112 * t120)
+    v_w_er_er = -t94 * (P_CS_r * t120 + P_C_r * t121)
+    t122 = 1.0 / (n_C + n_CS)
+    weight_C = n_C * t122
+    weight_CS = n_CS * t122
+    velocity = (
+        v_kappa_C_c,
+        v_kappa_C_s,
+        v_kappa_CS_c,
+        v_kappa_CS_s,
+        v_kappa_thS,
+        v_kappa_thC,
+        v_kappa_er,
+        v_w_same_C_c_C_c,
+        v_w_same_C_s_C_c,
+        v_w_other_C_c_C_c,
+        v_w_other_C_s_C_c,
+        v_w_other_CS_c_C_c,
+        v_w_other_CS_s_C_c,
+        v_w_nA_C_c,
+        v_w_nS_C_c,
+        v_w_thS_C_c,
+        v_w_thC_C_c,
+        v_w_er_C_c,
+        v_w_same_C_c_C_s,
+        v_w_same_C_s_C_s,
+        v_w_other_C_c_C_s,
+        v_w_other_C_s_C_s,
+        v_w_other_CS_c_C_s,
+        v_w_other_CS_s_C_s,
+        v_w_nA_C_s,
+        v_w_nS_C_s,
+        v_w_thS_C_s,
+        v_w_thC_C_s,
+        v_w_er_C_s,
+        v_w_same_CS_c_CS_c,
+        v_w_same_CS_s_CS_c,
+        v_w_other_C_c_CS_c,
+        v_w_other_C_s_CS_c,
+        v_w_other_CS_c_CS_c,
+        v_w_other_CS_s_CS_c,
+        v_w_nA_CS_c,
+        v_w_nS_CS_c,
+        v_w_thS_CS_c,
+        v_w_thC_CS_c,
+        v_w_er_CS_c,
+        v_w_same_CS_c_CS_s,
+        v_w_same_CS_s_CS_s,
+        v_w_other_C_c_CS_s,
+        v_w_other_C_s_CS_s,
+        v_w_other_CS_c_CS_s,
+        v_w_other_CS_s_CS_s,
+        v_w_nA_CS_s,
+        v_w_nS_CS_s,
+        v_w_thS_CS_s,
+        v_w_thC_CS_s,
+        v_w_er_CS_s,
+        v_w_C_c_thS,
+        v_w_C_s_thS,
+        v_w_CS_c_thS,
+        v_w_CS_s_thS,
+        v_w_nA_thS,
+        v_w_nS_thS,
+        v_w_thS_thS,
+        v_w_thC_thS,
+        v_w_er_thS,
+        v_w_C_c_thC,
+        v_w_C_s_thC,
+        v_w_CS_c_thC,
+        v_w_CS_s_thC,
+        v_w_nA_thC,
+        v_w_nS_thC,
+        v_w_thS_thC,
+        v_w_thC_thC,
+        v_w_er_thC,
+        v_w_C_c_er,
+        v_w_C_s_er,
+        v_w_CS_c_er,
+        v_w_CS_s_er,
+        v_w_nA_er,
+        v_w_nS_er,
+        v_w_thS_er,
+        v_w_thC_er,
+        v_w_er_er,
     )
     return velocity, weight_C * loss_C + weight_CS * loss_CS
 
@@ -3103,7 +3102,7 @@ def probe_value(x, p):
         w_thS_er,
         w_thC_er,
         w_er_er,
-    ) = [x[..., i] for i in range(78)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -3228,7 +3227,7 @@ def metrics_value(x, p):
         w_thS_er,
         w_thC_er,
         w_er_er,
-    ) = [x[..., i] for i in range(78)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -3246,70 +3245,89 @@ def metrics_value(x, p):
     sigma_C_r = t1 * t3
     t4 = (1 / 2) * sigma_C_c
     t5 = (1 / 2) * sigma_C_s
-    t6 = SQRT2 * sigma_C_r
-    t7 = (1 / 2) * t6
-    t8 = (
-        o_c * sigma_C_r
-        + o_c * sigma_C_s
+    t6 = (1 / 2) * SQRT2
+    t7 = SQRT2 * t4
+    t8 = SQRT2 * t5
+    t9 = (
+        o_c
         + t4 * w_thC_C_c
         + t4 * w_thC_thC
         + t5 * w_thC_C_s
         + t5 * w_thC_thS
-        + t7 * w_thC_er
+        + t6 * w_thC_er
+        - t7 * w_thC_er
+        - t8 * w_thC_er
     )
-    t9 = t4 * w_C_c_thC + t5 * w_C_c_thS + t7 * w_C_c_er + t8
-    t10 = (
-        sigma_C_c * w_thS_C_c
+    t10 = t4 * w_C_c_thC + t5 * w_C_c_thS + t6 * w_C_c_er - t7 * w_C_c_er - t8 * w_C_c_er + t9
+    t11 = SQRT2 * w_C_s_er
+    t12 = SQRT2 * w_thS_er
+    t13 = (
+        -sigma_C_c * t12
+        + sigma_C_c * w_thS_C_c
         + sigma_C_c * w_thS_thC
+        - sigma_C_s * t12
         + sigma_C_s * w_thS_C_s
         + sigma_C_s * w_thS_thS
-        + t6 * w_thS_er
+        + t12
     )
-    t11 = sigma_C_c * w_C_s_thC + sigma_C_s * w_C_s_thS + t10 + t6 * w_C_s_er
-    t12 = o_c * sigma_C_c
-    t13 = t12 + t8
-    t14 = SQRT2 * t4
-    t15 = SQRT2 * t5
-    z_C_same_c = lambda_C * sigma_C_c + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s + t9
-    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t11
-    z_C_other_C_c = t12 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s + t9
+    t14 = -sigma_C_c * t11 + sigma_C_c * w_C_s_thC - sigma_C_s * t11 + sigma_C_s * w_C_s_thS + t11 + t13
+    t15 = SQRT2 * w_CS_s_er
+    t16 = SQRT2 * w_nS_er
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + t10 + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s
+    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t14
+    z_C_other_C_c = t10 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s
     z_C_other_C_s = (
-        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t11
+        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t14
     )
     z_C_other_CS_c = (
-        t13
-        + t4 * w_CS_c_thC
+        t4 * w_CS_c_thC
         + t4 * w_other_CS_c_C_c
         + t5 * w_CS_c_thS
         + t5 * w_other_CS_c_C_s
-        + t7 * w_CS_c_er
+        + t6 * w_CS_c_er
+        - t7 * w_CS_c_er
+        - t8 * w_CS_c_er
+        + t9
     )
     z_C_other_CS_s = (
-        (1 / 2) * sigma_C_c * w_CS_s_thC
+        -1 / 2 * sigma_C_c * t15
+        + (1 / 2) * sigma_C_c * w_CS_s_thC
         + (1 / 2) * sigma_C_c * w_other_CS_s_C_c
+        - 1 / 2 * sigma_C_s * t15
         + (1 / 2) * sigma_C_s * w_CS_s_thS
         + (1 / 2) * sigma_C_s * w_other_CS_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_CS_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t15
     )
-    z_C_nA = t13 + t4 * w_nA_C_c + t4 * w_nA_thC + t5 * w_nA_C_s + t5 * w_nA_thS + t7 * w_nA_er
+    z_C_nA = (
+        t4 * w_nA_C_c
+        + t4 * w_nA_thC
+        + t5 * w_nA_C_s
+        + t5 * w_nA_thS
+        + t6 * w_nA_er
+        - t7 * w_nA_er
+        - t8 * w_nA_er
+        + t9
+    )
     z_C_nS = (
-        (1 / 2) * sigma_C_c * w_nS_C_c
+        -1 / 2 * sigma_C_c * t16
+        + (1 / 2) * sigma_C_c * w_nS_C_c
         + (1 / 2) * sigma_C_c * w_nS_thC
+        - 1 / 2 * sigma_C_s * t16
         + (1 / 2) * sigma_C_s * w_nS_C_s
         + (1 / 2) * sigma_C_s * w_nS_thS
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_nS_er
+        + (1 / 2) * t13
+        + (1 / 2) * t16
     )
     z_C_r = (
-        o_r * sigma_C_c
-        + o_r * sigma_C_r
-        + o_r * sigma_C_s
-        + sigma_C_r * w_er_er
-        + t14 * w_er_C_c
-        + t14 * w_er_thC
-        + t15 * w_er_C_s
-        + t15 * w_er_thS
+        o_r
+        - sigma_C_c * w_er_er
+        - sigma_C_s * w_er_er
+        + t7 * w_er_C_c
+        + t7 * w_er_thC
+        + t8 * w_er_C_s
+        + t8 * w_er_thS
+        + w_er_er
     )
     mult_C_same_c = 1
     mult_C_same_s = 1
@@ -3379,112 +3397,138 @@ def metrics_value(x, p):
     P_C_nS = jnp.where(n_C != 0, P_C_nS, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     weight_C = n_C / (n_C + n_CS)
-    t16 = w_thS_C_c - w_thS_C_s + w_thS_thC - w_thS_thS
-    t17 = t16 + w_C_s_thC - w_C_s_thS
-    t18 = w_thC_C_c - w_thC_C_s + w_thC_thC - w_thC_thS
-    t19 = n_C - 1
-    t20 = t18 + w_C_c_thC - w_C_c_thS
-    t21 = n_C + n_CS
+    t17 = w_thS_C_c - w_thS_C_s + w_thS_thC - w_thS_thS
+    t18 = t17 + w_C_s_thC - w_C_s_thS
+    t19 = w_thC_C_c - w_thC_C_s + w_thC_thC - w_thC_thS
+    t20 = n_C - 1
+    t21 = t19 + w_C_c_thC - w_C_c_thS
+    t22 = n_C + n_CS
     margin_C = (
-        (1 / 2) * P_C_nA * (-K_A + t21) * (t18 + w_nA_C_c - w_nA_C_s + w_nA_thC - w_nA_thS)
-        + (1 / 2) * P_C_nS * (-K_S + t21) * (t16 + w_nS_C_c - w_nS_C_s + w_nS_thC - w_nS_thS)
+        (1 / 2) * P_C_nA * (-K_A + t22) * (t19 + w_nA_C_c - w_nA_C_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_C_nS * (-K_S + t22) * (t17 + w_nS_C_c - w_nS_C_s + w_nS_thC - w_nS_thS)
         - 1
         / 2
         * P_C_other_CS_c
         * n_CS
-        * (t18 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_C_c - w_other_CS_c_C_s)
+        * (t19 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_C_c - w_other_CS_c_C_s)
         - 1
         / 2
         * P_C_other_CS_s
         * n_CS
-        * (t16 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_C_c - w_other_CS_s_C_s)
-        - 1 / 2 * P_C_other_C_c * t19 * (t20 + w_other_C_c_C_c - w_other_C_c_C_s)
-        - 1 / 2 * P_C_other_C_s * t19 * (t17 + w_other_C_s_C_c - w_other_C_s_C_s)
+        * (t17 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_C_c - w_other_CS_s_C_s)
+        - 1 / 2 * P_C_other_C_c * t20 * (t21 + w_other_C_c_C_c - w_other_C_c_C_s)
+        - 1 / 2 * P_C_other_C_s * t20 * (t18 + w_other_C_s_C_c - w_other_C_s_C_s)
         - 1 / 2 * P_C_r * SQRT2 * (w_er_C_c - w_er_C_s + w_er_thC - w_er_thS)
-        - 1 / 2 * P_C_same_s * (t17 + w_same_C_s_C_c - w_same_C_s_C_s)
-        - 1 / 2 * (P_C_same_c - 1) * (2 * lambda_C - 2 * o_c + t20 + w_same_C_c_C_c - w_same_C_c_C_s)
+        - 1 / 2 * P_C_same_s * (t18 + w_same_C_s_C_c - w_same_C_s_C_s)
+        - 1 / 2 * (P_C_same_c - 1) * (2 * lambda_C - 2 * o_c + t21 + w_same_C_c_C_c - w_same_C_c_C_s)
     )
     # class CS
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t22 = jnp.exp(-ashift_CS + u_CS_c)
-    t23 = jnp.exp(-ashift_CS + u_CS_r)
-    t24 = jnp.exp(-ashift_CS + u_CS_s)
-    t25 = 1.0 / (t22 + t23 + t24)
-    sigma_CS_c = t22 * t25
-    sigma_CS_s = t24 * t25
-    sigma_CS_r = t23 * t25
-    t26 = (1 / 2) * sigma_CS_c
-    t27 = (1 / 2) * sigma_CS_s
-    t28 = SQRT2 * sigma_CS_r
-    t29 = (1 / 2) * t28
-    t30 = (
-        o_c * sigma_CS_r
-        + t26 * w_thC_CS_c
-        + t26 * w_thC_thC
-        + t27 * w_thC_CS_s
-        + t27 * w_thC_thS
-        + t29 * w_thC_er
-    )
-    t31 = t26 * w_CS_c_thC + t27 * w_CS_c_thS + t29 * w_CS_c_er + t30
+    t23 = jnp.exp(-ashift_CS + u_CS_c)
+    t24 = jnp.exp(-ashift_CS + u_CS_r)
+    t25 = jnp.exp(-ashift_CS + u_CS_s)
+    t26 = 1.0 / (t23 + t24 + t25)
+    sigma_CS_c = t23 * t26
+    sigma_CS_s = t25 * t26
+    sigma_CS_r = t24 * t26
+    t27 = (1 / 2) * sigma_CS_c
+    t28 = (1 / 2) * sigma_CS_s
+    t29 = (1 / 2) * SQRT2
+    t30 = SQRT2 * t27
+    t31 = SQRT2 * t28
     t32 = (
-        sigma_CS_c * w_thS_CS_c
+        o_c
+        + t27 * w_thC_CS_c
+        + t27 * w_thC_thC
+        + t28 * w_thC_CS_s
+        + t28 * w_thC_thS
+        + t29 * w_thC_er
+        - t30 * w_thC_er
+        - t31 * w_thC_er
+    )
+    t33 = t27 * w_CS_c_thC + t28 * w_CS_c_thS + t29 * w_CS_c_er - t30 * w_CS_c_er - t31 * w_CS_c_er + t32
+    t34 = SQRT2 * w_CS_s_er
+    t35 = SQRT2 * w_thS_er
+    t36 = (
+        -sigma_CS_c * t35
+        + sigma_CS_c * w_thS_CS_c
         + sigma_CS_c * w_thS_thC
+        - sigma_CS_s * t35
         + sigma_CS_s * w_thS_CS_s
         + sigma_CS_s * w_thS_thS
-        + t28 * w_thS_er
-    )
-    t33 = sigma_CS_c * w_CS_s_thC + sigma_CS_s * w_CS_s_thS + t28 * w_CS_s_er + t32
-    t34 = o_c * sigma_CS_c + o_c * sigma_CS_s
-    t35 = t30 + t34
-    t36 = SQRT2 * t26
-    t37 = SQRT2 * t27
-    z_CS_same_c = (
-        lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + t26 * w_same_CS_c_CS_c + t27 * w_same_CS_c_CS_s + t31
-    )
-    z_CS_same_s = (
-        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t33
-    )
-    z_CS_other_C_c = (
-        t26 * w_C_c_thC
-        + t26 * w_other_C_c_CS_c
-        + t27 * w_C_c_thS
-        + t27 * w_other_C_c_CS_s
-        + t29 * w_C_c_er
         + t35
     )
+    t37 = -sigma_CS_c * t34 + sigma_CS_c * w_CS_s_thC - sigma_CS_s * t34 + sigma_CS_s * w_CS_s_thS + t34 + t36
+    t38 = SQRT2 * w_C_s_er
+    t39 = SQRT2 * w_nS_er
+    z_CS_same_c = (
+        lambda_C * sigma_CS_c
+        + lambda_M * sigma_CS_s
+        - o_c * sigma_CS_c
+        - o_c * sigma_CS_s
+        + t27 * w_same_CS_c_CS_c
+        + t28 * w_same_CS_c_CS_s
+        + t33
+    )
+    z_CS_same_s = (
+        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t37
+    )
+    z_CS_other_C_c = (
+        t27 * w_C_c_thC
+        + t27 * w_other_C_c_CS_c
+        + t28 * w_C_c_thS
+        + t28 * w_other_C_c_CS_s
+        + t29 * w_C_c_er
+        - t30 * w_C_c_er
+        - t31 * w_C_c_er
+        + t32
+    )
     z_CS_other_C_s = (
-        (1 / 2) * sigma_CS_c * w_C_s_thC
+        -1 / 2 * sigma_CS_c * t38
+        + (1 / 2) * sigma_CS_c * w_C_s_thC
         + (1 / 2) * sigma_CS_c * w_other_C_s_CS_c
+        - 1 / 2 * sigma_CS_s * t38
         + (1 / 2) * sigma_CS_s * w_C_s_thS
         + (1 / 2) * sigma_CS_s * w_other_C_s_CS_s
-        + (1 / 2) * t28 * w_C_s_er
-        + (1 / 2) * t32
+        + (1 / 2) * t36
+        + (1 / 2) * t38
     )
-    z_CS_other_CS_c = t26 * w_other_CS_c_CS_c + t27 * w_other_CS_c_CS_s + t31 + t34
+    z_CS_other_CS_c = t27 * w_other_CS_c_CS_c + t28 * w_other_CS_c_CS_s + t33
     z_CS_other_CS_s = (
-        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t33
+        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t37
     )
-    z_CS_nA = t26 * w_nA_CS_c + t26 * w_nA_thC + t27 * w_nA_CS_s + t27 * w_nA_thS + t29 * w_nA_er + t35
+    z_CS_nA = (
+        t27 * w_nA_CS_c
+        + t27 * w_nA_thC
+        + t28 * w_nA_CS_s
+        + t28 * w_nA_thS
+        + t29 * w_nA_er
+        - t30 * w_nA_er
+        - t31 * w_nA_er
+        + t32
+    )
     z_CS_nS = (
-        (1 / 2) * sigma_CS_c * w_nS_CS_c
+        -1 / 2 * sigma_CS_c * t39
+        + (1 / 2) * sigma_CS_c * w_nS_CS_c
         + (1 / 2) * sigma_CS_c * w_nS_thC
+        - 1 / 2 * sigma_CS_s * t39
         + (1 / 2) * sigma_CS_s * w_nS_CS_s
         + (1 / 2) * sigma_CS_s * w_nS_thS
-        + (1 / 2) * t28 * w_nS_er
-        + (1 / 2) * t32
+        + (1 / 2) * t36
+        + (1 / 2) * t39
     )
     z_CS_r = (
-        o_r * sigma_CS_c
-        + o_r * sigma_CS_r
-        + o_r * sigma_CS_s
-        + sigma_CS_r * w_er_er
-        + t36 * w_er_CS_c
-        + t36 * w_er_thC
-        + t37 * w_er_CS_s
-        + t37 * w_er_thS
+        o_r
+        - sigma_CS_c * w_er_er
+        - sigma_CS_s * w_er_er
+        + t30 * w_er_CS_c
+        + t30 * w_er_thC
+        + t31 * w_er_CS_s
+        + t31 * w_er_thS
+        + w_er_er
     )
     mult_CS_same_c = 1
     mult_CS_same_s = 1
@@ -3554,84 +3598,84 @@ def metrics_value(x, p):
     P_CS_nS = jnp.where(n_CS != 0, P_CS_nS, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     weight_CS = n_CS / (n_C + n_CS)
-    t38 = w_thS_CS_c - w_thS_CS_s + w_thS_thC - w_thS_thS
-    t39 = t38 + w_CS_s_thC - w_CS_s_thS
-    t40 = w_thC_CS_c - w_thC_CS_s + w_thC_thC - w_thC_thS
-    t41 = n_CS - 1
-    t42 = t40 + w_CS_c_thC - w_CS_c_thS
-    t43 = n_C + n_CS
+    t40 = w_thS_CS_c - w_thS_CS_s + w_thS_thC - w_thS_thS
+    t41 = t40 + w_CS_s_thC - w_CS_s_thS
+    t42 = w_thC_CS_c - w_thC_CS_s + w_thC_thC - w_thC_thS
+    t43 = n_CS - 1
+    t44 = t42 + w_CS_c_thC - w_CS_c_thS
+    t45 = n_C + n_CS
     margin_CS = (
-        (1 / 2) * P_CS_nA * (-K_A + t43) * (t40 + w_nA_CS_c - w_nA_CS_s + w_nA_thC - w_nA_thS)
-        + (1 / 2) * P_CS_nS * (-K_S + t43) * (t38 + w_nS_CS_c - w_nS_CS_s + w_nS_thC - w_nS_thS)
-        - 1 / 2 * P_CS_other_CS_c * t41 * (t42 + w_other_CS_c_CS_c - w_other_CS_c_CS_s)
-        - 1 / 2 * P_CS_other_CS_s * t41 * (t39 + w_other_CS_s_CS_c - w_other_CS_s_CS_s)
-        - 1 / 2 * P_CS_other_C_c * n_C * (t40 + w_C_c_thC - w_C_c_thS + w_other_C_c_CS_c - w_other_C_c_CS_s)
-        - 1 / 2 * P_CS_other_C_s * n_C * (t38 + w_C_s_thC - w_C_s_thS + w_other_C_s_CS_c - w_other_C_s_CS_s)
+        (1 / 2) * P_CS_nA * (-K_A + t45) * (t42 + w_nA_CS_c - w_nA_CS_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_CS_nS * (-K_S + t45) * (t40 + w_nS_CS_c - w_nS_CS_s + w_nS_thC - w_nS_thS)
+        - 1 / 2 * P_CS_other_CS_c * t43 * (t44 + w_other_CS_c_CS_c - w_other_CS_c_CS_s)
+        - 1 / 2 * P_CS_other_CS_s * t43 * (t41 + w_other_CS_s_CS_c - w_other_CS_s_CS_s)
+        - 1 / 2 * P_CS_other_C_c * n_C * (t42 + w_C_c_thC - w_C_c_thS + w_other_C_c_CS_c - w_other_C_c_CS_s)
+        - 1 / 2 * P_CS_other_C_s * n_C * (t40 + w_C_s_thC - w_C_s_thS + w_other_C_s_CS_c - w_other_C_s_CS_s)
         - 1 / 2 * P_CS_r * SQRT2 * (w_er_CS_c - w_er_CS_s + w_er_thC - w_er_thS)
-        - 1 / 2 * P_CS_same_s * (t39 + w_same_CS_s_CS_c - w_same_CS_s_CS_s)
+        - 1 / 2 * P_CS_same_s * (t41 + w_same_CS_s_CS_c - w_same_CS_s_CS_s)
         - 1
         / 2
         * (P_CS_same_c - 1)
-        * (2 * lambda_C - 2 * lambda_M + t42 + w_same_CS_c_CS_c - w_same_CS_c_CS_s)
+        * (2 * lambda_C - 2 * lambda_M + t44 + w_same_CS_c_CS_c - w_same_CS_c_CS_s)
     )
     # the counterfactual probe [c*, s*, r]
     u_probe_c = (1 / 2) * SQRT2 * kappa_thC
     u_probe_s = (1 / 2) * SQRT2 * kappa_thS
     u_probe_r = kappa_er
     ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
-    t44 = jnp.exp(-ashift_probe + u_probe_c)
-    t45 = jnp.exp(-ashift_probe + u_probe_r)
-    t46 = jnp.exp(-ashift_probe + u_probe_s)
-    t47 = 1.0 / (t44 + t45 + t46)
-    sigma_probe_c = t44 * t47
-    sigma_probe_s = t46 * t47
-    sigma_probe_r = t45 * t47
-    t48 = o_c * sigma_probe_r
-    t49 = (1 / 2) * sigma_probe_c
-    t50 = t49 * w_thC_thC
-    t51 = (1 / 2) * sigma_probe_s
-    t52 = t51 * w_thC_thS
-    t53 = SQRT2 * sigma_probe_r
-    t54 = (1 / 2) * t53
-    t55 = t54 * w_thC_er
-    t56 = o_c * sigma_probe_s + t48 + t50 + t52 + t55
-    t57 = t49 * w_nA_thC + t51 * w_nA_thS + t54 * w_nA_er
-    t58 = t56 + t57
-    t59 = o_c * sigma_probe_c
-    t60 = sigma_probe_c * w_thS_thC + sigma_probe_s * w_thS_thS + t53 * w_thS_er
-    t61 = (
+    t46 = jnp.exp(-ashift_probe + u_probe_c)
+    t47 = jnp.exp(-ashift_probe + u_probe_r)
+    t48 = jnp.exp(-ashift_probe + u_probe_s)
+    t49 = 1.0 / (t46 + t47 + t48)
+    sigma_probe_c = t46 * t49
+    sigma_probe_s = t48 * t49
+    sigma_probe_r = t47 * t49
+    t50 = o_c * sigma_probe_r
+    t51 = (1 / 2) * sigma_probe_c
+    t52 = t51 * w_thC_thC
+    t53 = (1 / 2) * sigma_probe_s
+    t54 = t53 * w_thC_thS
+    t55 = SQRT2 * sigma_probe_r
+    t56 = (1 / 2) * t55
+    t57 = t56 * w_thC_er
+    t58 = o_c * sigma_probe_s + t50 + t52 + t54 + t57
+    t59 = t51 * w_nA_thC + t53 * w_nA_thS + t56 * w_nA_er
+    t60 = t58 + t59
+    t61 = o_c * sigma_probe_c
+    t62 = sigma_probe_c * w_thS_thC + sigma_probe_s * w_thS_thS + t55 * w_thS_er
+    t63 = (
         (1 / 2) * sigma_probe_c * w_nS_thC
         + (1 / 2) * sigma_probe_s * w_nS_thS
-        + (1 / 2) * t53 * w_nS_er
-        + (1 / 2) * t60
+        + (1 / 2) * t55 * w_nS_er
+        + (1 / 2) * t62
     )
-    t62 = t56 + t59
-    z_probe_0 = lambda_C * sigma_probe_c + t58
-    z_probe_1 = lambda_M * sigma_probe_s + t48 + t50 + t52 + t55 + t57 + t59
-    z_probe_2 = t61
-    z_probe_3 = t58 + t59
-    z_probe_4 = t61
+    t64 = t58 + t61
+    z_probe_0 = lambda_C * sigma_probe_c + t60
+    z_probe_1 = lambda_M * sigma_probe_s + t50 + t52 + t54 + t57 + t59 + t61
+    z_probe_2 = t63
+    z_probe_3 = t60 + t61
+    z_probe_4 = t63
     z_probe_5 = (
-        SQRT2 * t49 * w_er_thC
-        + SQRT2 * t51 * w_er_thS
+        SQRT2 * t51 * w_er_thC
+        + SQRT2 * t53 * w_er_thS
         + o_r * sigma_probe_c
         + o_r * sigma_probe_r
         + o_r * sigma_probe_s
         + sigma_probe_r * w_er_er
     )
-    z_probe_6 = t49 * w_C_c_thC + t51 * w_C_c_thS + t54 * w_C_c_er + t62
+    z_probe_6 = t51 * w_C_c_thC + t53 * w_C_c_thS + t56 * w_C_c_er + t64
     z_probe_7 = (
         (1 / 2) * sigma_probe_c * w_C_s_thC
         + (1 / 2) * sigma_probe_s * w_C_s_thS
-        + (1 / 2) * t53 * w_C_s_er
-        + (1 / 2) * t60
+        + (1 / 2) * t55 * w_C_s_er
+        + (1 / 2) * t62
     )
-    z_probe_8 = t49 * w_CS_c_thC + t51 * w_CS_c_thS + t54 * w_CS_c_er + t62
+    z_probe_8 = t51 * w_CS_c_thC + t53 * w_CS_c_thS + t56 * w_CS_c_er + t64
     z_probe_9 = (
         (1 / 2) * sigma_probe_c * w_CS_s_thC
         + (1 / 2) * sigma_probe_s * w_CS_s_thS
-        + (1 / 2) * t53 * w_CS_s_er
-        + (1 / 2) * t60
+        + (1 / 2) * t55 * w_CS_s_er
+        + (1 / 2) * t62
     )
     mult_probe_0 = 1
     mult_probe_1 = 1
@@ -4089,7 +4133,7 @@ def velocity_value_AUG(x, p):
         w_thS_er,
         w_thC_er,
         w_er_er,
-    ) = [x[..., i] for i in range(131)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -4107,94 +4151,120 @@ def velocity_value_AUG(x, p):
     sigma_C_r = t1 * t3
     t4 = (1 / 2) * sigma_C_c
     t5 = (1 / 2) * sigma_C_s
-    t6 = SQRT2 * sigma_C_r
-    t7 = (1 / 2) * t6
-    t8 = (
-        o_c * sigma_C_r
-        + o_c * sigma_C_s
+    t6 = (1 / 2) * SQRT2
+    t7 = SQRT2 * t4
+    t8 = SQRT2 * t5
+    t9 = (
+        o_c
         + t4 * w_thC_C_c
         + t4 * w_thC_thC
         + t5 * w_thC_C_s
         + t5 * w_thC_thS
-        + t7 * w_thC_er
+        + t6 * w_thC_er
+        - t7 * w_thC_er
+        - t8 * w_thC_er
     )
-    t9 = t4 * w_C_c_thC + t5 * w_C_c_thS + t7 * w_C_c_er + t8
-    t10 = (
-        sigma_C_c * w_thS_C_c
+    t10 = t4 * w_C_c_thC + t5 * w_C_c_thS + t6 * w_C_c_er - t7 * w_C_c_er - t8 * w_C_c_er + t9
+    t11 = SQRT2 * w_C_s_er
+    t12 = SQRT2 * w_thS_er
+    t13 = (
+        -sigma_C_c * t12
+        + sigma_C_c * w_thS_C_c
         + sigma_C_c * w_thS_thC
+        - sigma_C_s * t12
         + sigma_C_s * w_thS_C_s
         + sigma_C_s * w_thS_thS
-        + t6 * w_thS_er
+        + t12
     )
-    t11 = sigma_C_c * w_C_s_thC + sigma_C_s * w_C_s_thS + t10 + t6 * w_C_s_er
-    t12 = o_c * sigma_C_c
-    t13 = t12 + t8
-    t14 = SQRT2 * t4
-    t15 = SQRT2 * t5
-    z_C_same_c = lambda_C * sigma_C_c + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s + t9
-    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t11
-    z_C_other_C_c = t12 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s + t9
+    t14 = -sigma_C_c * t11 + sigma_C_c * w_C_s_thC - sigma_C_s * t11 + sigma_C_s * w_C_s_thS + t11 + t13
+    t15 = SQRT2 * w_CS_s_er
+    t16 = SQRT2 * w_AUG_s_er
+    t17 = SQRT2 * w_nS_er
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + t10 + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s
+    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t14
+    z_C_other_C_c = t10 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s
     z_C_other_C_s = (
-        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t11
+        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t14
     )
     z_C_other_CS_c = (
-        t13
-        + t4 * w_CS_c_thC
+        t4 * w_CS_c_thC
         + t4 * w_other_CS_c_C_c
         + t5 * w_CS_c_thS
         + t5 * w_other_CS_c_C_s
-        + t7 * w_CS_c_er
+        + t6 * w_CS_c_er
+        - t7 * w_CS_c_er
+        - t8 * w_CS_c_er
+        + t9
     )
     z_C_other_CS_s = (
-        (1 / 2) * sigma_C_c * w_CS_s_thC
+        -1 / 2 * sigma_C_c * t15
+        + (1 / 2) * sigma_C_c * w_CS_s_thC
         + (1 / 2) * sigma_C_c * w_other_CS_s_C_c
+        - 1 / 2 * sigma_C_s * t15
         + (1 / 2) * sigma_C_s * w_CS_s_thS
         + (1 / 2) * sigma_C_s * w_other_CS_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_CS_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t15
     )
     z_C_other_AUG_c = (
-        t13
-        + t4 * w_AUG_c_thC
+        t4 * w_AUG_c_thC
         + t4 * w_other_AUG_c_C_c
         + t5 * w_AUG_c_thS
         + t5 * w_other_AUG_c_C_s
-        + t7 * w_AUG_c_er
+        + t6 * w_AUG_c_er
+        - t7 * w_AUG_c_er
+        - t8 * w_AUG_c_er
+        + t9
     )
     z_C_other_AUG_s = (
-        (1 / 2) * sigma_C_c * w_AUG_s_thC
+        -1 / 2 * sigma_C_c * t16
+        + (1 / 2) * sigma_C_c * w_AUG_s_thC
         + (1 / 2) * sigma_C_c * w_other_AUG_s_C_c
+        - 1 / 2 * sigma_C_s * t16
         + (1 / 2) * sigma_C_s * w_AUG_s_thS
         + (1 / 2) * sigma_C_s * w_other_AUG_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_AUG_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t16
     )
     z_C_other_AUG_m = (
-        t13
-        + t4 * w_AUG_m_thC
+        t4 * w_AUG_m_thC
         + t4 * w_other_AUG_m_C_c
         + t5 * w_AUG_m_thS
         + t5 * w_other_AUG_m_C_s
-        + t7 * w_AUG_m_er
+        + t6 * w_AUG_m_er
+        - t7 * w_AUG_m_er
+        - t8 * w_AUG_m_er
+        + t9
     )
-    z_C_nA = t13 + t4 * w_nA_C_c + t4 * w_nA_thC + t5 * w_nA_C_s + t5 * w_nA_thS + t7 * w_nA_er
+    z_C_nA = (
+        t4 * w_nA_C_c
+        + t4 * w_nA_thC
+        + t5 * w_nA_C_s
+        + t5 * w_nA_thS
+        + t6 * w_nA_er
+        - t7 * w_nA_er
+        - t8 * w_nA_er
+        + t9
+    )
     z_C_nS = (
-        (1 / 2) * sigma_C_c * w_nS_C_c
+        -1 / 2 * sigma_C_c * t17
+        + (1 / 2) * sigma_C_c * w_nS_C_c
         + (1 / 2) * sigma_C_c * w_nS_thC
+        - 1 / 2 * sigma_C_s * t17
         + (1 / 2) * sigma_C_s * w_nS_C_s
         + (1 / 2) * sigma_C_s * w_nS_thS
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_nS_er
+        + (1 / 2) * t13
+        + (1 / 2) * t17
     )
     z_C_r = (
-        o_r * sigma_C_c
-        + o_r * sigma_C_r
-        + o_r * sigma_C_s
-        + sigma_C_r * w_er_er
-        + t14 * w_er_C_c
-        + t14 * w_er_thC
-        + t15 * w_er_C_s
-        + t15 * w_er_thS
+        o_r
+        - sigma_C_c * w_er_er
+        - sigma_C_s * w_er_er
+        + t7 * w_er_C_c
+        + t7 * w_er_thC
+        + t8 * w_er_C_s
+        + t8 * w_er_thS
+        + w_er_er
     )
     mult_C_same_c = 1
     mult_C_same_s = 1
@@ -4289,186 +4359,219 @@ def velocity_value_AUG(x, p):
     P_C_nS = jnp.where(n_C != 0, P_C_nS, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     # class C: backward to attention and scores
-    t16 = w_thS_C_c + w_thS_thC
-    t17 = t16 + w_C_s_thC
-    t18 = P_C_other_AUG_s * n_AUG
-    t19 = P_C_other_CS_s * n_CS
-    t20 = n_C - 1
-    t21 = P_C_other_C_s * t20
-    t22 = 2 * o_c
-    t23 = w_thC_C_c + w_thC_thC
-    t24 = t22 + t23
-    t25 = P_C_other_AUG_c * n_AUG
-    t26 = P_C_other_AUG_m * n_AUG
-    t27 = P_C_other_CS_c * n_CS
-    t28 = 2 * o_r
-    t29 = P_C_same_c - 1
-    t30 = t23 + w_C_c_thC
-    t31 = P_C_other_C_c * t20
-    t32 = n_C + n_CS
-    t33 = P_C_nS * (-K_S + n_AUG + t32)
-    t34 = P_C_nA * (-K_A + 2 * n_AUG + t32)
-    t35 = w_thS_C_s + w_thS_thS
-    t36 = t35 + w_C_s_thS
-    t37 = t22 + w_thC_C_s + w_thC_thS
-    t38 = t37 + w_C_c_thS
-    t39 = (1 / 2) * SQRT2
-    t40 = t39 * (w_C_s_er + w_thS_er)
-    t41 = SQRT2 * w_thC_er + t22
-    t42 = (1 / 2) * SQRT2 * w_C_c_er + (1 / 2) * t41
+    t18 = w_thS_C_c + w_thS_thC
+    t19 = t18 + w_C_s_thC
+    t20 = P_C_other_AUG_s * n_AUG
+    t21 = P_C_other_CS_s * n_CS
+    t22 = n_C - 1
+    t23 = P_C_other_C_s * t22
+    t24 = 2 * o_c
+    t25 = w_thC_C_c + w_thC_thC
+    t26 = t24 + t25
+    t27 = P_C_other_AUG_c * n_AUG
+    t28 = P_C_other_AUG_m * n_AUG
+    t29 = P_C_other_CS_c * n_CS
+    t30 = 2 * o_r
+    t31 = P_C_same_c - 1
+    t32 = t25 + w_C_c_thC
+    t33 = P_C_other_C_c * t22
+    t34 = n_C + n_CS
+    t35 = P_C_nS * (-K_S + n_AUG + t34)
+    t36 = P_C_nA * (-K_A + 2 * n_AUG + t34)
+    t37 = w_thS_C_s + w_thS_thS
+    t38 = t37 + w_C_s_thS
+    t39 = t24 + w_thC_C_s + w_thC_thS
+    t40 = t39 + w_C_c_thS
+    t41 = (1 / 2) * SQRT2
+    t42 = t41 * (w_C_s_er + w_thS_er)
+    t43 = SQRT2 * w_thC_er + t24
+    t44 = (1 / 2) * SQRT2 * w_C_c_er + (1 / 2) * t43
     dsigma_C_c = (
-        (1 / 2) * P_C_r * (SQRT2 * w_er_C_c + SQRT2 * w_er_thC + t28)
-        + (1 / 2) * P_C_same_s * (t17 + w_same_C_s_C_c)
-        + (1 / 2) * t18 * (t16 + w_AUG_s_thC + w_other_AUG_s_C_c)
-        + (1 / 2) * t19 * (t16 + w_CS_s_thC + w_other_CS_s_C_c)
-        + (1 / 2) * t21 * (t17 + w_other_C_s_C_c)
-        + (1 / 2) * t25 * (t24 + w_AUG_c_thC + w_other_AUG_c_C_c)
-        + (1 / 2) * t26 * (t24 + w_AUG_m_thC + w_other_AUG_m_C_c)
-        + (1 / 2) * t27 * (t24 + w_CS_c_thC + w_other_CS_c_C_c)
-        + (1 / 2) * t29 * (2 * lambda_C + t30 + w_same_C_c_C_c)
-        + (1 / 2) * t31 * (t22 + t30 + w_other_C_c_C_c)
-        - 1 / 2 * t33 * (t16 + w_nS_C_c + w_nS_thC)
-        - 1 / 2 * t34 * (t24 + w_nA_C_c + w_nA_thC)
+        (1 / 2) * P_C_r * (SQRT2 * w_er_C_c + SQRT2 * w_er_thC + t30)
+        + (1 / 2) * P_C_same_s * (t19 + w_same_C_s_C_c)
+        + (1 / 2) * t20 * (t18 + w_AUG_s_thC + w_other_AUG_s_C_c)
+        + (1 / 2) * t21 * (t18 + w_CS_s_thC + w_other_CS_s_C_c)
+        + (1 / 2) * t23 * (t19 + w_other_C_s_C_c)
+        + (1 / 2) * t27 * (t26 + w_AUG_c_thC + w_other_AUG_c_C_c)
+        + (1 / 2) * t28 * (t26 + w_AUG_m_thC + w_other_AUG_m_C_c)
+        + (1 / 2) * t29 * (t26 + w_CS_c_thC + w_other_CS_c_C_c)
+        + (1 / 2) * t31 * (2 * lambda_C + t32 + w_same_C_c_C_c)
+        + (1 / 2) * t33 * (t24 + t32 + w_other_C_c_C_c)
+        - 1 / 2 * t35 * (t18 + w_nS_C_c + w_nS_thC)
+        - 1 / 2 * t36 * (t26 + w_nA_C_c + w_nA_thC)
     )
     dsigma_C_s = (
-        (1 / 2) * P_C_r * (SQRT2 * w_er_C_s + SQRT2 * w_er_thS + t28)
-        + (1 / 2) * P_C_same_s * (t36 + w_same_C_s_C_s)
-        + (1 / 2) * t18 * (t35 + w_AUG_s_thS + w_other_AUG_s_C_s)
-        + (1 / 2) * t19 * (t35 + w_CS_s_thS + w_other_CS_s_C_s)
-        + (1 / 2) * t21 * (t36 + w_other_C_s_C_s)
-        + (1 / 2) * t25 * (t37 + w_AUG_c_thS + w_other_AUG_c_C_s)
-        + (1 / 2) * t26 * (t37 + w_AUG_m_thS + w_other_AUG_m_C_s)
-        + (1 / 2) * t27 * (t37 + w_CS_c_thS + w_other_CS_c_C_s)
-        + (1 / 2) * t29 * (t38 + w_same_C_c_C_s)
-        + (1 / 2) * t31 * (t38 + w_other_C_c_C_s)
-        - 1 / 2 * t33 * (t35 + w_nS_C_s + w_nS_thS)
-        - 1 / 2 * t34 * (t37 + w_nA_C_s + w_nA_thS)
+        (1 / 2) * P_C_r * (SQRT2 * w_er_C_s + SQRT2 * w_er_thS + t30)
+        + (1 / 2) * P_C_same_s * (t38 + w_same_C_s_C_s)
+        + (1 / 2) * t20 * (t37 + w_AUG_s_thS + w_other_AUG_s_C_s)
+        + (1 / 2) * t21 * (t37 + w_CS_s_thS + w_other_CS_s_C_s)
+        + (1 / 2) * t23 * (t38 + w_other_C_s_C_s)
+        + (1 / 2) * t27 * (t39 + w_AUG_c_thS + w_other_AUG_c_C_s)
+        + (1 / 2) * t28 * (t39 + w_AUG_m_thS + w_other_AUG_m_C_s)
+        + (1 / 2) * t29 * (t39 + w_CS_c_thS + w_other_CS_c_C_s)
+        + (1 / 2) * t31 * (t40 + w_same_C_c_C_s)
+        + (1 / 2) * t33 * (t40 + w_other_C_c_C_s)
+        - 1 / 2 * t35 * (t37 + w_nS_C_s + w_nS_thS)
+        - 1 / 2 * t36 * (t39 + w_nA_C_s + w_nA_thS)
     )
     dsigma_C_r = (
         P_C_r * (o_r + w_er_er)
-        + P_C_same_s * t40
-        + t18 * t39 * (w_AUG_s_er + w_thS_er)
-        + t19 * t39 * (w_CS_s_er + w_thS_er)
-        + t21 * t40
-        + (1 / 2) * t25 * (SQRT2 * w_AUG_c_er + t41)
-        + (1 / 2) * t26 * (SQRT2 * w_AUG_m_er + t41)
-        + (1 / 2) * t27 * (SQRT2 * w_CS_c_er + t41)
-        + t29 * t42
-        + t31 * t42
-        - t33 * t39 * (w_nS_er + w_thS_er)
-        - 1 / 2 * t34 * (SQRT2 * w_nA_er + t41)
+        + P_C_same_s * t42
+        + t20 * t41 * (w_AUG_s_er + w_thS_er)
+        + t21 * t41 * (w_CS_s_er + w_thS_er)
+        + t23 * t42
+        + (1 / 2) * t27 * (SQRT2 * w_AUG_c_er + t43)
+        + (1 / 2) * t28 * (SQRT2 * w_AUG_m_er + t43)
+        + (1 / 2) * t29 * (SQRT2 * w_CS_c_er + t43)
+        + t31 * t44
+        + t33 * t44
+        - t35 * t41 * (w_nS_er + w_thS_er)
+        - 1 / 2 * t36 * (SQRT2 * w_nA_er + t43)
     )
-    t43 = dsigma_C_r * sigma_C_r
-    t44 = dsigma_C_s * sigma_C_s
-    t45 = dsigma_C_c * sigma_C_c
-    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t43 - t44)
-    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t43 - t45)
-    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t44 - t45)
+    t45 = dsigma_C_r * sigma_C_r
+    t46 = dsigma_C_s * sigma_C_s
+    t47 = dsigma_C_c * sigma_C_c
+    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t45 - t46)
+    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t45 - t47)
+    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t46 - t47)
     # class CS: scores, attention, role logits, loss and its logit gradient
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t46 = jnp.exp(-ashift_CS + u_CS_c)
-    t47 = jnp.exp(-ashift_CS + u_CS_r)
-    t48 = jnp.exp(-ashift_CS + u_CS_s)
-    t49 = 1.0 / (t46 + t47 + t48)
-    sigma_CS_c = t46 * t49
-    sigma_CS_s = t48 * t49
-    sigma_CS_r = t47 * t49
-    t50 = (1 / 2) * sigma_CS_c
-    t51 = (1 / 2) * sigma_CS_s
-    t52 = SQRT2 * sigma_CS_r
-    t53 = (1 / 2) * t52
-    t54 = (
-        o_c * sigma_CS_r
-        + t50 * w_thC_CS_c
-        + t50 * w_thC_thC
-        + t51 * w_thC_CS_s
-        + t51 * w_thC_thS
-        + t53 * w_thC_er
+    t48 = jnp.exp(-ashift_CS + u_CS_c)
+    t49 = jnp.exp(-ashift_CS + u_CS_r)
+    t50 = jnp.exp(-ashift_CS + u_CS_s)
+    t51 = 1.0 / (t48 + t49 + t50)
+    sigma_CS_c = t48 * t51
+    sigma_CS_s = t50 * t51
+    sigma_CS_r = t49 * t51
+    t52 = (1 / 2) * sigma_CS_c
+    t53 = (1 / 2) * sigma_CS_s
+    t54 = (1 / 2) * SQRT2
+    t55 = SQRT2 * t52
+    t56 = SQRT2 * t53
+    t57 = (
+        o_c
+        + t52 * w_thC_CS_c
+        + t52 * w_thC_thC
+        + t53 * w_thC_CS_s
+        + t53 * w_thC_thS
+        + t54 * w_thC_er
+        - t55 * w_thC_er
+        - t56 * w_thC_er
     )
-    t55 = t50 * w_CS_c_thC + t51 * w_CS_c_thS + t53 * w_CS_c_er + t54
-    t56 = (
-        sigma_CS_c * w_thS_CS_c
+    t58 = t52 * w_CS_c_thC + t53 * w_CS_c_thS + t54 * w_CS_c_er - t55 * w_CS_c_er - t56 * w_CS_c_er + t57
+    t59 = SQRT2 * w_CS_s_er
+    t60 = SQRT2 * w_thS_er
+    t61 = (
+        -sigma_CS_c * t60
+        + sigma_CS_c * w_thS_CS_c
         + sigma_CS_c * w_thS_thC
+        - sigma_CS_s * t60
         + sigma_CS_s * w_thS_CS_s
         + sigma_CS_s * w_thS_thS
-        + t52 * w_thS_er
+        + t60
     )
-    t57 = sigma_CS_c * w_CS_s_thC + sigma_CS_s * w_CS_s_thS + t52 * w_CS_s_er + t56
-    t58 = o_c * sigma_CS_c + o_c * sigma_CS_s
-    t59 = t54 + t58
-    t60 = SQRT2 * t50
-    t61 = SQRT2 * t51
+    t62 = -sigma_CS_c * t59 + sigma_CS_c * w_CS_s_thC - sigma_CS_s * t59 + sigma_CS_s * w_CS_s_thS + t59 + t61
+    t63 = SQRT2 * w_C_s_er
+    t64 = SQRT2 * w_AUG_s_er
+    t65 = SQRT2 * w_nS_er
     z_CS_same_c = (
-        lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + t50 * w_same_CS_c_CS_c + t51 * w_same_CS_c_CS_s + t55
+        lambda_C * sigma_CS_c
+        + lambda_M * sigma_CS_s
+        - o_c * sigma_CS_c
+        - o_c * sigma_CS_s
+        + t52 * w_same_CS_c_CS_c
+        + t53 * w_same_CS_c_CS_s
+        + t58
     )
     z_CS_same_s = (
-        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t57
+        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t62
     )
     z_CS_other_C_c = (
-        t50 * w_C_c_thC
-        + t50 * w_other_C_c_CS_c
-        + t51 * w_C_c_thS
-        + t51 * w_other_C_c_CS_s
-        + t53 * w_C_c_er
-        + t59
+        t52 * w_C_c_thC
+        + t52 * w_other_C_c_CS_c
+        + t53 * w_C_c_thS
+        + t53 * w_other_C_c_CS_s
+        + t54 * w_C_c_er
+        - t55 * w_C_c_er
+        - t56 * w_C_c_er
+        + t57
     )
     z_CS_other_C_s = (
-        (1 / 2) * sigma_CS_c * w_C_s_thC
+        -1 / 2 * sigma_CS_c * t63
+        + (1 / 2) * sigma_CS_c * w_C_s_thC
         + (1 / 2) * sigma_CS_c * w_other_C_s_CS_c
+        - 1 / 2 * sigma_CS_s * t63
         + (1 / 2) * sigma_CS_s * w_C_s_thS
         + (1 / 2) * sigma_CS_s * w_other_C_s_CS_s
-        + (1 / 2) * t52 * w_C_s_er
-        + (1 / 2) * t56
+        + (1 / 2) * t61
+        + (1 / 2) * t63
     )
-    z_CS_other_CS_c = t50 * w_other_CS_c_CS_c + t51 * w_other_CS_c_CS_s + t55 + t58
+    z_CS_other_CS_c = t52 * w_other_CS_c_CS_c + t53 * w_other_CS_c_CS_s + t58
     z_CS_other_CS_s = (
-        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t57
+        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t62
     )
     z_CS_other_AUG_c = (
-        t50 * w_AUG_c_thC
-        + t50 * w_other_AUG_c_CS_c
-        + t51 * w_AUG_c_thS
-        + t51 * w_other_AUG_c_CS_s
-        + t53 * w_AUG_c_er
-        + t59
+        t52 * w_AUG_c_thC
+        + t52 * w_other_AUG_c_CS_c
+        + t53 * w_AUG_c_thS
+        + t53 * w_other_AUG_c_CS_s
+        + t54 * w_AUG_c_er
+        - t55 * w_AUG_c_er
+        - t56 * w_AUG_c_er
+        + t57
     )
     z_CS_other_AUG_s = (
-        (1 / 2) * sigma_CS_c * w_AUG_s_thC
+        -1 / 2 * sigma_CS_c * t64
+        + (1 / 2) * sigma_CS_c * w_AUG_s_thC
         + (1 / 2) * sigma_CS_c * w_other_AUG_s_CS_c
+        - 1 / 2 * sigma_CS_s * t64
         + (1 / 2) * sigma_CS_s * w_AUG_s_thS
         + (1 / 2) * sigma_CS_s * w_other_AUG_s_CS_s
-        + (1 / 2) * t52 * w_AUG_s_er
-        + (1 / 2) * t56
+        + (1 / 2) * t61
+        + (1 / 2) * t64
     )
     z_CS_other_AUG_m = (
-        t50 * w_AUG_m_thC
-        + t50 * w_other_AUG_m_CS_c
-        + t51 * w_AUG_m_thS
-        + t51 * w_other_AUG_m_CS_s
-        + t53 * w_AUG_m_er
-        + t59
+        t52 * w_AUG_m_thC
+        + t52 * w_other_AUG_m_CS_c
+        + t53 * w_AUG_m_thS
+        + t53 * w_other_AUG_m_CS_s
+        + t54 * w_AUG_m_er
+        - t55 * w_AUG_m_er
+        - t56 * w_AUG_m_er
+        + t57
     )
-    z_CS_nA = t50 * w_nA_CS_c + t50 * w_nA_thC + t51 * w_nA_CS_s + t51 * w_nA_thS + t53 * w_nA_er + t59
+    z_CS_nA = (
+        t52 * w_nA_CS_c
+        + t52 * w_nA_thC
+        + t53 * w_nA_CS_s
+        + t53 * w_nA_thS
+        + t54 * w_nA_er
+        - t55 * w_nA_er
+        - t56 * w_nA_er
+        + t57
+    )
     z_CS_nS = (
-        (1 / 2) * sigma_CS_c * w_nS_CS_c
+        -1 / 2 * sigma_CS_c * t65
+        + (1 / 2) * sigma_CS_c * w_nS_CS_c
         + (1 / 2) * sigma_CS_c * w_nS_thC
+        - 1 / 2 * sigma_CS_s * t65
         + (1 / 2) * sigma_CS_s * w_nS_CS_s
         + (1 / 2) * sigma_CS_s * w_nS_thS
-        + (1 / 2) * t52 * w_nS_er
-        + (1 / 2) * t56
+        + (1 / 2) * t61
+        + (1 / 2) * t65
     )
     z_CS_r = (
-        o_r * sigma_CS_c
-        + o_r * sigma_CS_r
-        + o_r * sigma_CS_s
-        + sigma_CS_r * w_er_er
-        + t60 * w_er_CS_c
-        + t60 * w_er_thC
-        + t61 * w_er_CS_s
-        + t61 * w_er_thS
+        o_r
+        - sigma_CS_c * w_er_er
+        - sigma_CS_s * w_er_er
+        + t55 * w_er_CS_c
+        + t55 * w_er_thC
+        + t56 * w_er_CS_s
+        + t56 * w_er_thS
+        + w_er_er
     )
     mult_CS_same_c = 1
     mult_CS_same_s = 1
@@ -4563,185 +4666,242 @@ def velocity_value_AUG(x, p):
     P_CS_nS = jnp.where(n_CS != 0, P_CS_nS, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     # class CS: backward to attention and scores
-    t62 = w_thS_CS_c + w_thS_thC
-    t63 = t62 + w_CS_s_thC
-    t64 = P_CS_other_AUG_s * n_AUG
-    t65 = P_CS_other_C_s * n_C
-    t66 = n_CS - 1
-    t67 = P_CS_other_CS_s * t66
-    t68 = 2 * o_c
-    t69 = w_thC_CS_c + w_thC_thC
-    t70 = t68 + t69
-    t71 = P_CS_other_AUG_c * n_AUG
-    t72 = P_CS_other_AUG_m * n_AUG
-    t73 = P_CS_other_C_c * n_C
-    t74 = 2 * o_r
-    t75 = P_CS_same_c - 1
-    t76 = t69 + w_CS_c_thC
-    t77 = P_CS_other_CS_c * t66
-    t78 = n_C + n_CS
-    t79 = P_CS_nS * (-K_S + n_AUG + t78)
-    t80 = P_CS_nA * (-K_A + 2 * n_AUG + t78)
-    t81 = w_thS_CS_s + w_thS_thS
-    t82 = t81 + w_CS_s_thS
-    t83 = w_thC_CS_s + w_thC_thS
-    t84 = t68 + t83
-    t85 = t83 + w_CS_c_thS
-    t86 = (1 / 2) * SQRT2
-    t87 = t86 * (w_CS_s_er + w_thS_er)
-    t88 = SQRT2 * w_thC_er + t68
-    t89 = (1 / 2) * SQRT2 * w_CS_c_er + (1 / 2) * t88
+    t66 = w_thS_CS_c + w_thS_thC
+    t67 = t66 + w_CS_s_thC
+    t68 = P_CS_other_AUG_s * n_AUG
+    t69 = P_CS_other_C_s * n_C
+    t70 = n_CS - 1
+    t71 = P_CS_other_CS_s * t70
+    t72 = 2 * o_c
+    t73 = w_thC_CS_c + w_thC_thC
+    t74 = t72 + t73
+    t75 = P_CS_other_AUG_c * n_AUG
+    t76 = P_CS_other_AUG_m * n_AUG
+    t77 = P_CS_other_C_c * n_C
+    t78 = 2 * o_r
+    t79 = P_CS_same_c - 1
+    t80 = t73 + w_CS_c_thC
+    t81 = P_CS_other_CS_c * t70
+    t82 = n_C + n_CS
+    t83 = P_CS_nS * (-K_S + n_AUG + t82)
+    t84 = P_CS_nA * (-K_A + 2 * n_AUG + t82)
+    t85 = w_thS_CS_s + w_thS_thS
+    t86 = t85 + w_CS_s_thS
+    t87 = w_thC_CS_s + w_thC_thS
+    t88 = t72 + t87
+    t89 = t87 + w_CS_c_thS
+    t90 = (1 / 2) * SQRT2
+    t91 = t90 * (w_CS_s_er + w_thS_er)
+    t92 = SQRT2 * w_thC_er + t72
+    t93 = (1 / 2) * SQRT2 * w_CS_c_er + (1 / 2) * t92
     dsigma_CS_c = (
-        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_c + SQRT2 * w_er_thC + t74)
-        + (1 / 2) * P_CS_same_s * (t63 + w_same_CS_s_CS_c)
-        + (1 / 2) * t64 * (t62 + w_AUG_s_thC + w_other_AUG_s_CS_c)
-        + (1 / 2) * t65 * (t62 + w_C_s_thC + w_other_C_s_CS_c)
-        + (1 / 2) * t67 * (t63 + w_other_CS_s_CS_c)
-        + (1 / 2) * t71 * (t70 + w_AUG_c_thC + w_other_AUG_c_CS_c)
-        + (1 / 2) * t72 * (t70 + w_AUG_m_thC + w_other_AUG_m_CS_c)
-        + (1 / 2) * t73 * (t70 + w_C_c_thC + w_other_C_c_CS_c)
-        + (1 / 2) * t75 * (2 * lambda_C + t76 + w_same_CS_c_CS_c)
-        + (1 / 2) * t77 * (t68 + t76 + w_other_CS_c_CS_c)
-        - 1 / 2 * t79 * (t62 + w_nS_CS_c + w_nS_thC)
-        - 1 / 2 * t80 * (t70 + w_nA_CS_c + w_nA_thC)
+        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_c + SQRT2 * w_er_thC + t78)
+        + (1 / 2) * P_CS_same_s * (t67 + w_same_CS_s_CS_c)
+        + (1 / 2) * t68 * (t66 + w_AUG_s_thC + w_other_AUG_s_CS_c)
+        + (1 / 2) * t69 * (t66 + w_C_s_thC + w_other_C_s_CS_c)
+        + (1 / 2) * t71 * (t67 + w_other_CS_s_CS_c)
+        + (1 / 2) * t75 * (t74 + w_AUG_c_thC + w_other_AUG_c_CS_c)
+        + (1 / 2) * t76 * (t74 + w_AUG_m_thC + w_other_AUG_m_CS_c)
+        + (1 / 2) * t77 * (t74 + w_C_c_thC + w_other_C_c_CS_c)
+        + (1 / 2) * t79 * (2 * lambda_C + t80 + w_same_CS_c_CS_c)
+        + (1 / 2) * t81 * (t72 + t80 + w_other_CS_c_CS_c)
+        - 1 / 2 * t83 * (t66 + w_nS_CS_c + w_nS_thC)
+        - 1 / 2 * t84 * (t74 + w_nA_CS_c + w_nA_thC)
     )
     dsigma_CS_s = (
-        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_s + SQRT2 * w_er_thS + t74)
-        + (1 / 2) * P_CS_same_s * (t82 + w_same_CS_s_CS_s)
-        + (1 / 2) * t64 * (t81 + w_AUG_s_thS + w_other_AUG_s_CS_s)
-        + (1 / 2) * t65 * (t81 + w_C_s_thS + w_other_C_s_CS_s)
-        + (1 / 2) * t67 * (t82 + w_other_CS_s_CS_s)
-        + (1 / 2) * t71 * (t84 + w_AUG_c_thS + w_other_AUG_c_CS_s)
-        + (1 / 2) * t72 * (t84 + w_AUG_m_thS + w_other_AUG_m_CS_s)
-        + (1 / 2) * t73 * (t84 + w_C_c_thS + w_other_C_c_CS_s)
-        + (1 / 2) * t75 * (2 * lambda_M + t85 + w_same_CS_c_CS_s)
-        + (1 / 2) * t77 * (t68 + t85 + w_other_CS_c_CS_s)
-        - 1 / 2 * t79 * (t81 + w_nS_CS_s + w_nS_thS)
-        - 1 / 2 * t80 * (t84 + w_nA_CS_s + w_nA_thS)
+        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_s + SQRT2 * w_er_thS + t78)
+        + (1 / 2) * P_CS_same_s * (t86 + w_same_CS_s_CS_s)
+        + (1 / 2) * t68 * (t85 + w_AUG_s_thS + w_other_AUG_s_CS_s)
+        + (1 / 2) * t69 * (t85 + w_C_s_thS + w_other_C_s_CS_s)
+        + (1 / 2) * t71 * (t86 + w_other_CS_s_CS_s)
+        + (1 / 2) * t75 * (t88 + w_AUG_c_thS + w_other_AUG_c_CS_s)
+        + (1 / 2) * t76 * (t88 + w_AUG_m_thS + w_other_AUG_m_CS_s)
+        + (1 / 2) * t77 * (t88 + w_C_c_thS + w_other_C_c_CS_s)
+        + (1 / 2) * t79 * (2 * lambda_M + t89 + w_same_CS_c_CS_s)
+        + (1 / 2) * t81 * (t72 + t89 + w_other_CS_c_CS_s)
+        - 1 / 2 * t83 * (t85 + w_nS_CS_s + w_nS_thS)
+        - 1 / 2 * t84 * (t88 + w_nA_CS_s + w_nA_thS)
     )
     dsigma_CS_r = (
         P_CS_r * (o_r + w_er_er)
-        + P_CS_same_s * t87
-        + t64 * t86 * (w_AUG_s_er + w_thS_er)
-        + t65 * t86 * (w_C_s_er + w_thS_er)
-        + t67 * t87
-        + (1 / 2) * t71 * (SQRT2 * w_AUG_c_er + t88)
-        + (1 / 2) * t72 * (SQRT2 * w_AUG_m_er + t88)
-        + (1 / 2) * t73 * (SQRT2 * w_C_c_er + t88)
-        + t75 * t89
-        + t77 * t89
-        - t79 * t86 * (w_nS_er + w_thS_er)
-        - 1 / 2 * t80 * (SQRT2 * w_nA_er + t88)
+        + P_CS_same_s * t91
+        + t68 * t90 * (w_AUG_s_er + w_thS_er)
+        + t69 * t90 * (w_C_s_er + w_thS_er)
+        + t71 * t91
+        + (1 / 2) * t75 * (SQRT2 * w_AUG_c_er + t92)
+        + (1 / 2) * t76 * (SQRT2 * w_AUG_m_er + t92)
+        + (1 / 2) * t77 * (SQRT2 * w_C_c_er + t92)
+        + t79 * t93
+        + t81 * t93
+        - t83 * t90 * (w_nS_er + w_thS_er)
+        - 1 / 2 * t84 * (SQRT2 * w_nA_er + t92)
     )
-    t90 = dsigma_CS_r * sigma_CS_r
-    t91 = dsigma_CS_s * sigma_CS_s
-    t92 = dsigma_CS_c * sigma_CS_c
-    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t90 - t91)
-    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t90 - t92)
-    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t91 - t92)
+    t94 = dsigma_CS_r * sigma_CS_r
+    t95 = dsigma_CS_s * sigma_CS_s
+    t96 = dsigma_CS_c * sigma_CS_c
+    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t94 - t95)
+    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t94 - t96)
+    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t95 - t96)
     # class AUG: scores, attention, role logits, loss and its logit gradient
     u_AUG_c = (1 / 2) * SQRT2 * (kappa_AUG_c + kappa_thC)
     u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
     u_AUG_r = kappa_er
     ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
-    t93 = jnp.exp(-ashift_AUG + u_AUG_c)
-    t94 = jnp.exp(-ashift_AUG + u_AUG_r)
-    t95 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t96 = 1.0 / (t93 + t94 + t95)
-    sigma_AUG_c = t93 * t96
-    sigma_AUG_s = t95 * t96
-    sigma_AUG_r = t94 * t96
-    t97 = (1 / 2) * sigma_AUG_c
-    t98 = (1 / 2) * sigma_AUG_s
-    t99 = SQRT2 * sigma_AUG_r
-    t100 = (1 / 2) * t99
-    t101 = (
-        o_c * sigma_AUG_r
-        + t100 * w_thC_er
-        + t97 * w_thC_AUG_c
-        + t97 * w_thC_thC
-        + t98 * w_thC_AUG_s
-        + t98 * w_thC_thS
+    t97 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t98 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t99 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t100 = 1.0 / (t97 + t98 + t99)
+    sigma_AUG_c = t100 * t97
+    sigma_AUG_s = t100 * t99
+    sigma_AUG_r = t100 * t98
+    t101 = (1 / 2) * sigma_AUG_c
+    t102 = (1 / 2) * sigma_AUG_s
+    t103 = (1 / 2) * SQRT2
+    t104 = SQRT2 * t101
+    t105 = SQRT2 * t102
+    t106 = (
+        o_c
+        + t101 * w_thC_AUG_c
+        + t101 * w_thC_thC
+        + t102 * w_thC_AUG_s
+        + t102 * w_thC_thS
+        + t103 * w_thC_er
+        - t104 * w_thC_er
+        - t105 * w_thC_er
     )
-    t102 = o_c * sigma_AUG_s + t101
-    t103 = t100 * w_AUG_c_er + t102 + t97 * w_AUG_c_thC + t98 * w_AUG_c_thS
-    t104 = (
-        sigma_AUG_c * w_thS_AUG_c
+    t107 = (
+        t101 * w_AUG_c_thC
+        + t102 * w_AUG_c_thS
+        + t103 * w_AUG_c_er
+        - t104 * w_AUG_c_er
+        - t105 * w_AUG_c_er
+        + t106
+    )
+    t108 = SQRT2 * w_AUG_s_er
+    t109 = SQRT2 * w_thS_er
+    t110 = (
+        -sigma_AUG_c * t109
+        + sigma_AUG_c * w_thS_AUG_c
         + sigma_AUG_c * w_thS_thC
+        - sigma_AUG_s * t109
         + sigma_AUG_s * w_thS_AUG_s
         + sigma_AUG_s * w_thS_thS
-        + t99 * w_thS_er
+        + t109
     )
-    t105 = sigma_AUG_c * w_AUG_s_thC + sigma_AUG_s * w_AUG_s_thS + t104 + t99 * w_AUG_s_er
-    t106 = o_c * sigma_AUG_c
-    t107 = t100 * w_AUG_m_er + t106 + t97 * w_AUG_m_thC + t98 * w_AUG_m_thS
-    t108 = t102 + t106
-    t109 = SQRT2 * t97
-    t110 = SQRT2 * t98
-    z_AUG_same_c = lambda_C * sigma_AUG_c + t103 + t97 * w_same_AUG_c_AUG_c + t98 * w_same_AUG_c_AUG_s
+    t111 = (
+        -sigma_AUG_c * t108
+        + sigma_AUG_c * w_AUG_s_thC
+        - sigma_AUG_s * t108
+        + sigma_AUG_s * w_AUG_s_thS
+        + t108
+        + t110
+    )
+    t112 = (
+        t101 * w_AUG_m_thC
+        + t102 * w_AUG_m_thS
+        + t103 * w_AUG_m_er
+        - t104 * w_AUG_m_er
+        - t105 * w_AUG_m_er
+        + t106
+    )
+    t113 = SQRT2 * w_C_s_er
+    t114 = SQRT2 * w_CS_s_er
+    t115 = SQRT2 * w_nS_er
+    z_AUG_same_c = (
+        lambda_C * sigma_AUG_c
+        - o_c * sigma_AUG_c
+        + t101 * w_same_AUG_c_AUG_c
+        + t102 * w_same_AUG_c_AUG_s
+        + t107
+    )
     z_AUG_same_s = (
         (1 / 2) * sigma_AUG_c * w_same_AUG_s_AUG_c
         + (1 / 2) * sigma_AUG_s * w_same_AUG_s_AUG_s
-        + (1 / 2) * t105
+        + (1 / 2) * t111
     )
-    z_AUG_same_m = lambda_M * sigma_AUG_s + t101 + t107 + t97 * w_same_AUG_m_AUG_c + t98 * w_same_AUG_m_AUG_s
+    z_AUG_same_m = (
+        lambda_M * sigma_AUG_s
+        - o_c * sigma_AUG_s
+        + t101 * w_same_AUG_m_AUG_c
+        + t102 * w_same_AUG_m_AUG_s
+        + t112
+    )
     z_AUG_other_C_c = (
-        t100 * w_C_c_er
-        + t108
-        + t97 * w_C_c_thC
-        + t97 * w_other_C_c_AUG_c
-        + t98 * w_C_c_thS
-        + t98 * w_other_C_c_AUG_s
+        t101 * w_C_c_thC
+        + t101 * w_other_C_c_AUG_c
+        + t102 * w_C_c_thS
+        + t102 * w_other_C_c_AUG_s
+        + t103 * w_C_c_er
+        - t104 * w_C_c_er
+        - t105 * w_C_c_er
+        + t106
     )
     z_AUG_other_C_s = (
-        (1 / 2) * sigma_AUG_c * w_C_s_thC
+        -1 / 2 * sigma_AUG_c * t113
+        + (1 / 2) * sigma_AUG_c * w_C_s_thC
         + (1 / 2) * sigma_AUG_c * w_other_C_s_AUG_c
+        - 1 / 2 * sigma_AUG_s * t113
         + (1 / 2) * sigma_AUG_s * w_C_s_thS
         + (1 / 2) * sigma_AUG_s * w_other_C_s_AUG_s
-        + (1 / 2) * t104
-        + (1 / 2) * t99 * w_C_s_er
+        + (1 / 2) * t110
+        + (1 / 2) * t113
     )
     z_AUG_other_CS_c = (
-        t100 * w_CS_c_er
-        + t108
-        + t97 * w_CS_c_thC
-        + t97 * w_other_CS_c_AUG_c
-        + t98 * w_CS_c_thS
-        + t98 * w_other_CS_c_AUG_s
+        t101 * w_CS_c_thC
+        + t101 * w_other_CS_c_AUG_c
+        + t102 * w_CS_c_thS
+        + t102 * w_other_CS_c_AUG_s
+        + t103 * w_CS_c_er
+        - t104 * w_CS_c_er
+        - t105 * w_CS_c_er
+        + t106
     )
     z_AUG_other_CS_s = (
-        (1 / 2) * sigma_AUG_c * w_CS_s_thC
+        -1 / 2 * sigma_AUG_c * t114
+        + (1 / 2) * sigma_AUG_c * w_CS_s_thC
         + (1 / 2) * sigma_AUG_c * w_other_CS_s_AUG_c
+        - 1 / 2 * sigma_AUG_s * t114
         + (1 / 2) * sigma_AUG_s * w_CS_s_thS
         + (1 / 2) * sigma_AUG_s * w_other_CS_s_AUG_s
-        + (1 / 2) * t104
-        + (1 / 2) * t99 * w_CS_s_er
+        + (1 / 2) * t110
+        + (1 / 2) * t114
     )
-    z_AUG_other_AUG_c = t103 + t106 + t97 * w_other_AUG_c_AUG_c + t98 * w_other_AUG_c_AUG_s
+    z_AUG_other_AUG_c = t101 * w_other_AUG_c_AUG_c + t102 * w_other_AUG_c_AUG_s + t107
     z_AUG_other_AUG_s = (
         (1 / 2) * sigma_AUG_c * w_other_AUG_s_AUG_c
         + (1 / 2) * sigma_AUG_s * w_other_AUG_s_AUG_s
-        + (1 / 2) * t105
+        + (1 / 2) * t111
     )
-    z_AUG_other_AUG_m = t102 + t107 + t97 * w_other_AUG_m_AUG_c + t98 * w_other_AUG_m_AUG_s
-    z_AUG_nA = t100 * w_nA_er + t108 + t97 * w_nA_AUG_c + t97 * w_nA_thC + t98 * w_nA_AUG_s + t98 * w_nA_thS
+    z_AUG_other_AUG_m = t101 * w_other_AUG_m_AUG_c + t102 * w_other_AUG_m_AUG_s + t112
+    z_AUG_nA = (
+        t101 * w_nA_AUG_c
+        + t101 * w_nA_thC
+        + t102 * w_nA_AUG_s
+        + t102 * w_nA_thS
+        + t103 * w_nA_er
+        - t104 * w_nA_er
+        - t105 * w_nA_er
+        + t106
+    )
     z_AUG_nS = (
-        (1 / 2) * sigma_AUG_c * w_nS_AUG_c
+        -1 / 2 * sigma_AUG_c * t115
+        + (1 / 2) * sigma_AUG_c * w_nS_AUG_c
         + (1 / 2) * sigma_AUG_c * w_nS_thC
+        - 1 / 2 * sigma_AUG_s * t115
         + (1 / 2) * sigma_AUG_s * w_nS_AUG_s
         + (1 / 2) * sigma_AUG_s * w_nS_thS
-        + (1 / 2) * t104
-        + (1 / 2) * t99 * w_nS_er
+        + (1 / 2) * t110
+        + (1 / 2) * t115
     )
     z_AUG_r = (
-        o_r * sigma_AUG_c
-        + o_r * sigma_AUG_r
-        + o_r * sigma_AUG_s
-        + sigma_AUG_r * w_er_er
-        + t109 * w_er_AUG_c
-        + t109 * w_er_thC
-        + t110 * w_er_AUG_s
-        + t110 * w_er_thS
+        o_r
+        - sigma_AUG_c * w_er_er
+        - sigma_AUG_s * w_er_er
+        + t104 * w_er_AUG_c
+        + t104 * w_er_thC
+        + t105 * w_er_AUG_s
+        + t105 * w_er_thS
+        + w_er_er
     )
     mult_AUG_same_c = 1
     mult_AUG_same_s = 1
@@ -4832,407 +4992,404 @@ def velocity_value_AUG(x, p):
     P_AUG_nS = E_AUG_nS / Z_AUG
     P_AUG_r = E_AUG_r / Z_AUG
     # class AUG: backward to attention and scores
-    t111 = w_thS_AUG_c + w_thS_thC
-    t112 = t111 + w_AUG_s_thC
-    t113 = P_AUG_other_CS_s * n_CS
-    t114 = P_AUG_other_C_s * n_C
-    t115 = 2 * o_c
-    t116 = w_thC_AUG_c + w_thC_thC
-    t117 = t115 + t116
-    t118 = t117 + w_AUG_m_thC
-    t119 = n_AUG - 1
-    t120 = P_AUG_other_AUG_s * t119
-    t121 = P_AUG_other_CS_c * n_CS
-    t122 = P_AUG_other_C_c * n_C
-    t123 = 2 * o_r
-    t124 = P_AUG_same_c - 1
-    t125 = P_AUG_other_AUG_c * t119
-    t126 = P_AUG_other_AUG_m * t119
-    t127 = n_C + n_CS
-    t128 = P_AUG_nS * (-K_S + n_AUG + t127)
-    t129 = P_AUG_nA * (-K_A + 2 * n_AUG + t127)
-    t130 = w_thS_AUG_s + w_thS_thS
-    t131 = t130 + w_AUG_s_thS
-    t132 = w_thC_AUG_s + w_thC_thS
-    t133 = t132 + w_AUG_m_thS
-    t134 = t115 + t132
-    t135 = t134 + w_AUG_c_thS
-    t136 = (1 / 2) * SQRT2
-    t137 = t136 * (w_AUG_s_er + w_thS_er)
-    t138 = SQRT2 * w_thC_er + t115
-    t139 = (1 / 2) * SQRT2 * w_AUG_m_er + (1 / 2) * t138
-    t140 = (1 / 2) * SQRT2 * w_AUG_c_er + (1 / 2) * t138
+    t116 = w_thS_AUG_c + w_thS_thC
+    t117 = t116 + w_AUG_s_thC
+    t118 = P_AUG_other_CS_s * n_CS
+    t119 = P_AUG_other_C_s * n_C
+    t120 = 2 * o_c
+    t121 = w_thC_AUG_c + w_thC_thC
+    t122 = t120 + t121
+    t123 = t122 + w_AUG_m_thC
+    t124 = n_AUG - 1
+    t125 = P_AUG_other_AUG_s * t124
+    t126 = P_AUG_other_CS_c * n_CS
+    t127 = P_AUG_other_C_c * n_C
+    t128 = 2 * o_r
+    t129 = P_AUG_same_c - 1
+    t130 = P_AUG_other_AUG_c * t124
+    t131 = P_AUG_other_AUG_m * t124
+    t132 = n_C + n_CS
+    t133 = P_AUG_nS * (-K_S + n_AUG + t132)
+    t134 = P_AUG_nA * (-K_A + 2 * n_AUG + t132)
+    t135 = w_thS_AUG_s + w_thS_thS
+    t136 = t135 + w_AUG_s_thS
+    t137 = w_thC_AUG_s + w_thC_thS
+    t138 = t137 + w_AUG_m_thS
+    t139 = t120 + t137
+    t140 = t139 + w_AUG_c_thS
+    t141 = (1 / 2) * SQRT2
+    t142 = t141 * (w_AUG_s_er + w_thS_er)
+    t143 = SQRT2 * w_thC_er + t120
+    t144 = (1 / 2) * SQRT2 * w_AUG_m_er + (1 / 2) * t143
+    t145 = (1 / 2) * SQRT2 * w_AUG_c_er + (1 / 2) * t143
     dsigma_AUG_c = (
-        (1 / 2) * P_AUG_r * (SQRT2 * w_er_AUG_c + SQRT2 * w_er_thC + t123)
-        + (1 / 2) * P_AUG_same_m * (t118 + w_same_AUG_m_AUG_c)
-        + (1 / 2) * P_AUG_same_s * (t112 + w_same_AUG_s_AUG_c)
-        + (1 / 2) * t113 * (t111 + w_CS_s_thC + w_other_CS_s_AUG_c)
-        + (1 / 2) * t114 * (t111 + w_C_s_thC + w_other_C_s_AUG_c)
-        + (1 / 2) * t120 * (t112 + w_other_AUG_s_AUG_c)
-        + (1 / 2) * t121 * (t117 + w_CS_c_thC + w_other_CS_c_AUG_c)
-        + (1 / 2) * t122 * (t117 + w_C_c_thC + w_other_C_c_AUG_c)
-        + (1 / 2) * t124 * (2 * lambda_C + t116 + w_AUG_c_thC + w_same_AUG_c_AUG_c)
-        + (1 / 2) * t125 * (t117 + w_AUG_c_thC + w_other_AUG_c_AUG_c)
-        + (1 / 2) * t126 * (t118 + w_other_AUG_m_AUG_c)
-        - 1 / 2 * t128 * (t111 + w_nS_AUG_c + w_nS_thC)
-        - 1 / 2 * t129 * (t117 + w_nA_AUG_c + w_nA_thC)
+        (1 / 2) * P_AUG_r * (SQRT2 * w_er_AUG_c + SQRT2 * w_er_thC + t128)
+        + (1 / 2) * P_AUG_same_m * (t123 + w_same_AUG_m_AUG_c)
+        + (1 / 2) * P_AUG_same_s * (t117 + w_same_AUG_s_AUG_c)
+        + (1 / 2) * t118 * (t116 + w_CS_s_thC + w_other_CS_s_AUG_c)
+        + (1 / 2) * t119 * (t116 + w_C_s_thC + w_other_C_s_AUG_c)
+        + (1 / 2) * t125 * (t117 + w_other_AUG_s_AUG_c)
+        + (1 / 2) * t126 * (t122 + w_CS_c_thC + w_other_CS_c_AUG_c)
+        + (1 / 2) * t127 * (t122 + w_C_c_thC + w_other_C_c_AUG_c)
+        + (1 / 2) * t129 * (2 * lambda_C + t121 + w_AUG_c_thC + w_same_AUG_c_AUG_c)
+        + (1 / 2) * t130 * (t122 + w_AUG_c_thC + w_other_AUG_c_AUG_c)
+        + (1 / 2) * t131 * (t123 + w_other_AUG_m_AUG_c)
+        - 1 / 2 * t133 * (t116 + w_nS_AUG_c + w_nS_thC)
+        - 1 / 2 * t134 * (t122 + w_nA_AUG_c + w_nA_thC)
     )
     dsigma_AUG_s = (
-        (1 / 2) * P_AUG_r * (SQRT2 * w_er_AUG_s + SQRT2 * w_er_thS + t123)
-        + (1 / 2) * P_AUG_same_m * (2 * lambda_M + t133 + w_same_AUG_m_AUG_s)
-        + (1 / 2) * P_AUG_same_s * (t131 + w_same_AUG_s_AUG_s)
-        + (1 / 2) * t113 * (t130 + w_CS_s_thS + w_other_CS_s_AUG_s)
-        + (1 / 2) * t114 * (t130 + w_C_s_thS + w_other_C_s_AUG_s)
-        + (1 / 2) * t120 * (t131 + w_other_AUG_s_AUG_s)
-        + (1 / 2) * t121 * (t134 + w_CS_c_thS + w_other_CS_c_AUG_s)
-        + (1 / 2) * t122 * (t134 + w_C_c_thS + w_other_C_c_AUG_s)
-        + (1 / 2) * t124 * (t135 + w_same_AUG_c_AUG_s)
-        + (1 / 2) * t125 * (t135 + w_other_AUG_c_AUG_s)
-        + (1 / 2) * t126 * (t115 + t133 + w_other_AUG_m_AUG_s)
-        - 1 / 2 * t128 * (t130 + w_nS_AUG_s + w_nS_thS)
-        - 1 / 2 * t129 * (t134 + w_nA_AUG_s + w_nA_thS)
+        (1 / 2) * P_AUG_r * (SQRT2 * w_er_AUG_s + SQRT2 * w_er_thS + t128)
+        + (1 / 2) * P_AUG_same_m * (2 * lambda_M + t138 + w_same_AUG_m_AUG_s)
+        + (1 / 2) * P_AUG_same_s * (t136 + w_same_AUG_s_AUG_s)
+        + (1 / 2) * t118 * (t135 + w_CS_s_thS + w_other_CS_s_AUG_s)
+        + (1 / 2) * t119 * (t135 + w_C_s_thS + w_other_C_s_AUG_s)
+        + (1 / 2) * t125 * (t136 + w_other_AUG_s_AUG_s)
+        + (1 / 2) * t126 * (t139 + w_CS_c_thS + w_other_CS_c_AUG_s)
+        + (1 / 2) * t127 * (t139 + w_C_c_thS + w_other_C_c_AUG_s)
+        + (1 / 2) * t129 * (t140 + w_same_AUG_c_AUG_s)
+        + (1 / 2) * t130 * (t140 + w_other_AUG_c_AUG_s)
+        + (1 / 2) * t131 * (t120 + t138 + w_other_AUG_m_AUG_s)
+        - 1 / 2 * t133 * (t135 + w_nS_AUG_s + w_nS_thS)
+        - 1 / 2 * t134 * (t139 + w_nA_AUG_s + w_nA_thS)
     )
     dsigma_AUG_r = (
         P_AUG_r * (o_r + w_er_er)
-        + P_AUG_same_m * t139
-        + P_AUG_same_s * t137
-        + t113 * t136 * (w_CS_s_er + w_thS_er)
-        + t114 * t136 * (w_C_s_er + w_thS_er)
-        + t120 * t137
-        + (1 / 2) * t121 * (SQRT2 * w_CS_c_er + t138)
-        + (1 / 2) * t122 * (SQRT2 * w_C_c_er + t138)
-        + t124 * t140
-        + t125 * t140
-        + t126 * t139
-        - t128 * t136 * (w_nS_er + w_thS_er)
-        - 1 / 2 * t129 * (SQRT2 * w_nA_er + t138)
+        + P_AUG_same_m * t144
+        + P_AUG_same_s * t142
+        + t118 * t141 * (w_CS_s_er + w_thS_er)
+        + t119 * t141 * (w_C_s_er + w_thS_er)
+        + t125 * t142
+        + (1 / 2) * t126 * (SQRT2 * w_CS_c_er + t143)
+        + (1 / 2) * t127 * (SQRT2 * w_C_c_er + t143)
+        + t129 * t145
+        + t130 * t145
+        + t131 * t144
+        - t133 * t141 * (w_nS_er + w_thS_er)
+        - 1 / 2 * t134 * (SQRT2 * w_nA_er + t143)
     )
-    t141 = dsigma_AUG_r * sigma_AUG_r
-    t142 = dsigma_AUG_s * sigma_AUG_s
-    t143 = dsigma_AUG_c * sigma_AUG_c
-    du_AUG_c = sigma_AUG_c * (dsigma_AUG_c * (sigma_AUG_r + sigma_AUG_s) - t141 - t142)
-    du_AUG_s = sigma_AUG_s * (dsigma_AUG_s * (sigma_AUG_c + sigma_AUG_r) - t141 - t143)
-    du_AUG_r = sigma_AUG_r * (dsigma_AUG_r * (sigma_AUG_c + sigma_AUG_s) - t142 - t143)
+    t146 = dsigma_AUG_r * sigma_AUG_r
+    t147 = dsigma_AUG_s * sigma_AUG_s
+    t148 = dsigma_AUG_c * sigma_AUG_c
+    du_AUG_c = sigma_AUG_c * (dsigma_AUG_c * (sigma_AUG_r + sigma_AUG_s) - t146 - t147)
+    du_AUG_s = sigma_AUG_s * (dsigma_AUG_s * (sigma_AUG_c + sigma_AUG_r) - t146 - t148)
+    du_AUG_r = sigma_AUG_r * (dsigma_AUG_r * (sigma_AUG_c + sigma_AUG_s) - t147 - t148)
     # the per-entry gradient of every moving orbit, times -lr
     lr_kq = p["lr_kq"]
     lr_v = p["lr_v"]
-    t144 = n_C + n_CS
-    t145 = n_AUG + t144
-    t146 = 1.0 / (t145)
-    t147 = lr_kq * t146
-    t148 = (1 / 2) * SQRT2 * t147
-    t149 = P_C_same_c - 1
-    t150 = lr_v * t146
-    t151 = (1 / 2) * t150
-    t152 = sigma_C_c * t151
-    t153 = -K_S + t145
-    t154 = n_C - 1
-    t155 = P_C_other_C_s * t154 + P_C_same_s
-    t156 = -P_C_nS * t153 + P_C_other_AUG_s * n_AUG + P_C_other_CS_s * n_CS + t155
-    t157 = -K_A + 2 * n_AUG + t144
-    t158 = P_C_other_C_c * t154 + t149
-    t159 = -P_C_nA * t157 + P_C_other_AUG_c * n_AUG + P_C_other_AUG_m * n_AUG + P_C_other_CS_c * n_CS + t158
-    t160 = P_C_r * SQRT2
-    t161 = sigma_C_s * t151
-    t162 = P_CS_same_c - 1
-    t163 = sigma_CS_c * t151
-    t164 = n_CS - 1
-    t165 = P_CS_other_CS_s * t164 + P_CS_same_s
-    t166 = -P_CS_nS * t153 + P_CS_other_AUG_s * n_AUG + P_CS_other_C_s * n_C + t165
-    t167 = P_CS_other_CS_c * t164 + t162
-    t168 = -P_CS_nA * t157 + P_CS_other_AUG_c * n_AUG + P_CS_other_AUG_m * n_AUG + P_CS_other_C_c * n_C + t167
-    t169 = P_CS_r * SQRT2
-    t170 = sigma_CS_s * t151
-    t171 = P_AUG_same_c - 1
-    t172 = sigma_AUG_c * t151
-    t173 = n_AUG - 1
-    t174 = P_AUG_other_AUG_s * t173 + P_AUG_same_s
-    t175 = -P_AUG_nS * t153 + P_AUG_other_CS_s * n_CS + P_AUG_other_C_s * n_C + t174
-    t176 = P_AUG_other_AUG_m * t173 + P_AUG_same_m
-    t177 = P_AUG_other_AUG_c * t173 + t171
-    t178 = -P_AUG_nA * t157 + P_AUG_other_CS_c * n_CS + P_AUG_other_C_c * n_C + t176 + t177
-    t179 = P_AUG_r * SQRT2
-    t180 = sigma_AUG_s * t151
-    t181 = n_AUG * sigma_AUG_s
-    t182 = n_CS * sigma_CS_s
-    t183 = n_C * sigma_C_s
-    t184 = SQRT2 * t151
-    t185 = n_AUG * sigma_AUG_c
-    t186 = n_CS * sigma_CS_c
-    t187 = n_C * sigma_C_c
-    t188 = n_AUG * sigma_AUG_r
-    t189 = n_CS * sigma_CS_r
-    t190 = n_C * sigma_C_r
-    v_kappa_C_c = -du_C_c * t148
-    v_kappa_C_s = -du_C_s * t148
-    v_kappa_CS_c = -du_CS_c * t148
-    v_kappa_CS_s = -du_CS_s * t148
-    v_kappa_AUG_c = -du_AUG_c * t148
-    v_kappa_AUG_s = -du_AUG_s * t148
-    v_kappa_thS = -t148 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C)
-    v_kappa_thC = -t148 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
-    v_kappa_er = -t147 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C)
-    v_w_same_C_c_C_c = -t149 * t152
-    v_w_same_C_s_C_c = -P_C_same_s * t152
-    v_w_other_C_c_C_c = -P_C_other_C_c * t152
-    v_w_other_C_s_C_c = -P_C_other_C_s * t152
-    v_w_other_CS_c_C_c = -P_C_other_CS_c * t152
-    v_w_other_CS_s_C_c = -P_C_other_CS_s * t152
-    v_w_other_AUG_c_C_c = -P_C_other_AUG_c * t152
-    v_w_other_AUG_s_C_c = -P_C_other_AUG_s * t152
-    v_w_other_AUG_m_C_c = -P_C_other_AUG_m * t152
-    v_w_nA_C_c = -P_C_nA * t152
-    v_w_nS_C_c = -P_C_nS * t152
-    v_w_thS_C_c = -t152 * t156
-    v_w_thC_C_c = -t152 * t159
-    v_w_er_C_c = -t152 * t160
-    v_w_same_C_c_C_s = -t149 * t161
-    v_w_same_C_s_C_s = -P_C_same_s * t161
-    v_w_other_C_c_C_s = -P_C_other_C_c * t161
-    v_w_other_C_s_C_s = -P_C_other_C_s * t161
-    v_w_other_CS_c_C_s = -P_C_other_CS_c * t161
-    v_w_other_CS_s_C_s = -P_C_other_CS_s * t161
-    v_w_other_AUG_c_C_s = -P_C_other_AUG_c * t161
-    v_w_other_AUG_s_C_s = -P_C_other_AUG_s * t161
-    v_w_other_AUG_m_C_s = -P_C_other_AUG_m * t161
-    v_w_nA_C_s = -P_C_nA * t161
-    v_w_nS_C_s = -P_C_nS * t161
-    v_w_thS_C_s = -t156 * t161
-    v_w_thC_C_s = -t159 * t161
-    v_w_er_C_s = -t160 * t161
-    v_w_same_CS_c_CS_c = -t162 * t163
-    v_w_same_CS_s_CS_c = -P_CS_same_s * t163
-    v_w_other_C_c_CS_c = -P_CS_other_C_c * t163
-    v_w_other_C_s_CS_c = -P_CS_other_C_s * t163
-    v_w_other_CS_c_CS_c = -P_CS_other_CS_c * t163
-    v_w_other_CS_s_CS_c = -P_CS_other_CS_s * t163
-    v_w_other_AUG_c_CS_c = -P_CS_other_AUG_c * t163
-    v_w_other_AUG_s_CS_c = -P_CS_other_AUG_s * t163
-    v_w_other_AUG_m_CS_c = -P_CS_other_AUG_m * t163
-    v_w_nA_CS_c = -P_CS_nA * t163
-    v_w_nS_CS_c = -P_CS_nS * t163
-    v_w_thS_CS_c = -t163 * t166
-    v_w_thC_CS_c = -t163 * t168
-    v_w_er_CS_c = -t163 * t169
-    v_w_same_CS_c_CS_s = -t162 * t170
-    v_w_same_CS_s_CS_s = -P_CS_same_s * t170
-    v_w_other_C_c_CS_s = -P_CS_other_C_c * t170
-    v_w_other_C_s_CS_s = -P_CS_other_C_s * t170
-    v_w_other_CS_c_CS_s = -P_CS_other_CS_c * t170
-    v_w_other_CS_s_CS_s = -P_CS_other_CS_s * t170
-    v_w_other_AUG_c_CS_s = -P_CS_other_AUG_c * t170
-    v_w_other_AUG_s_CS_s = -P_CS_other_AUG_s * t170
-    v_w_other_AUG_m_CS_s = -P_CS_other_AUG_m * t170
-    v_w_nA_CS_s = -P_CS_nA * t170
-    v_w_nS_CS_s = -P_CS_nS * t170
-    v_w_thS_CS_s = -t166 * t170
-    v_w_thC_CS_s = -t168 * t170
-    v_w_er_CS_s = -t169 * t170
-    v_w_same_AUG_c_AUG_c = -t171 * t172
-    v_w_same_AUG_s_AUG_c = -P_AUG_same_s * t172
-    v_w_same_AUG_m_AUG_c = -P_AUG_same_m * t172
-    v_w_other_C_c_AUG_c = -P_AUG_other_C_c * t172
-    v_w_other_C_s_AUG_c = -P_AUG_other_C_s * t172
-    v_w_other_CS_c_AUG_c = -P_AUG_other_CS_c * t172
-    v_w_other_CS_s_AUG_c = -P_AUG_other_CS_s * t172
-    v_w_other_AUG_c_AUG_c = -P_AUG_other_AUG_c * t172
-    v_w_other_AUG_s_AUG_c = -P_AUG_other_AUG_s * t172
-    v_w_other_AUG_m_AUG_c = -P_AUG_other_AUG_m * t172
-    v_w_nA_AUG_c = -P_AUG_nA * t172
-    v_w_nS_AUG_c = -P_AUG_nS * t172
-    v_w_thS_AUG_c = -t172 * t175
-    v_w_thC_AUG_c = -t172 * t178
-    v_w_er_AUG_c = -t172 * t179
-    v_w_same_AUG_c_AUG_s = -t171 * t180
-    v_w_same_AUG_s_AUG_s = -P_AUG_same_s * t180
-    v_w_same_AUG_m_AUG_s = -P_AUG_same_m * t180
-    v_w_other_C_c_AUG_s = -P_AUG_other_C_c * t180
-    v_w_other_C_s_AUG_s = -P_AUG_other_C_s * t180
-    v_w_other_CS_c_AUG_s = -P_AUG_other_CS_c * t180
-    v_w_other_CS_s_AUG_s = -P_AUG_other_CS_s * t180
-    v_w_other_AUG_c_AUG_s = -P_AUG_other_AUG_c * t180
-    v_w_other_AUG_s_AUG_s = -P_AUG_other_AUG_s * t180
-    v_w_other_AUG_m_AUG_s = -P_AUG_other_AUG_m * t180
-    v_w_nA_AUG_s = -P_AUG_nA * t180
-    v_w_nS_AUG_s = -P_AUG_nS * t180
-    v_w_thS_AUG_s = -t175 * t180
-    v_w_thC_AUG_s = -t178 * t180
-    v_w_er_AUG_s = -t179 * t180
-    v_w_C_c_thS = -t151 * (P_AUG_other_C_c * t181 + P_CS_other_C_c * t182 + sigma_C_s * t158)
-    v_w_C_s_thS = -t151 * (P_AUG_other_C_s * t181 + P_CS_other_C_s * t182 + sigma_C_s * t155)
-    v_w_CS_c_thS = -t151 * (P_AUG_other_CS_c * t181 + P_C_other_CS_c * t183 + sigma_CS_s * t167)
-    v_w_CS_s_thS = -t151 * (P_AUG_other_CS_s * t181 + P_C_other_CS_s * t183 + sigma_CS_s * t165)
-    v_w_AUG_c_thS = -t151 * (P_CS_other_AUG_c * t182 + P_C_other_AUG_c * t183 + sigma_AUG_s * t177)
-    v_w_AUG_s_thS = -t151 * (P_CS_other_AUG_s * t182 + P_C_other_AUG_s * t183 + sigma_AUG_s * t174)
-    v_w_AUG_m_thS = -t151 * (P_CS_other_AUG_m * t182 + P_C_other_AUG_m * t183 + sigma_AUG_s * t176)
-    v_w_nA_thS = -t151 * (P_AUG_nA * t181 + P_CS_nA * t182 + P_C_nA * t183)
-    v_w_nS_thS = -t151 * (P_AUG_nS * t181 + P_CS_nS * t182 + P_C_nS * t183)
-    v_w_thS_thS = -t151 * (t156 * t183 + t166 * t182 + t175 * t181)
-    v_w_thC_thS = -t151 * (t159 * t183 + t168 * t182 + t178 * t181)
-    v_w_er_thS = -t184 * (P_AUG_r * t181 + P_CS_r * t182 + P_C_r * t183)
-    v_w_C_c_thC = -t151 * (P_AUG_other_C_c * t185 + P_CS_other_C_c * t186 + sigma_C_c * t158)
-    v_w_C_s_thC = -t151 * (P_AUG_other_C_s * t185 + P_CS_other_C_s * t186 + sigma_C_c * t155)
-    v_w_CS_c_thC = -t151 * (P_AUG_other_CS_c * t185 + P_C_other_CS_c * t187 + sigma_CS_c * t167)
-    v_w_CS_s_thC = -t151 * (P_AUG_other_CS_s * t185 + P_C_other_CS_s * t187 + sigma_CS_c * t165)
-    v_w_AUG_c_thC = -t151 * (P_CS_other_AUG_c * t186 + P_C_other_AUG_c * t187 + sigma_AUG_c * t177)
-    v_w_AUG_s_thC = -t151 * (P_CS_other_AUG_s * t186 + P_C_other_AUG_s * t187 + sigma_AUG_c * t174)
-    v_w_AUG_m_thC = -t151 * (P_CS_other_AUG_m * t186 + P_C_other_AUG_m * t187 + sigma_AUG_c * t176)
-    v_w_nA_thC = -t151 * (P_AUG_nA * t185 + P_CS_nA * t186 + P_C_nA * t187)
-    v_w_nS_thC = -t151 * (P_AUG_nS * t185 + P_CS_nS * t186 + P_C_nS * t187)
-    v_w_thS_thC = -t151 * (t156 * t187 + t166 * t186 + t175 * t185)
-    v_w_thC_thC = -t151 * (t159 * t187 + t168 * t186 + t178 * t185)
-    v_w_er_thC = -t184 * (P_AUG_r * t185 + P_CS_r * t186 + P_C_r * t187)
-    v_w_C_c_er = -t184 * (P_AUG_other_C_c * t188 + P_CS_other_C_c * t189 + sigma_C_r * t158)
-    v_w_C_s_er = -t184 * (P_AUG_other_C_s * t188 + P_CS_other_C_s * t189 + sigma_C_r * t155)
-    v_w_CS_c_er = -t184 * (P_AUG_other_CS_c * t188 + P_C_other_CS_c * t190 + sigma_CS_r * t167)
-    v_w_CS_s_er = -t184 * (P_AUG_other_CS_s * t188 + P_C_other_CS_s * t190 + sigma_CS_r * t165)
-    v_w_AUG_c_er = -t184 * (P_CS_other_AUG_c * t189 + P_C_other_AUG_c * t190 + sigma_AUG_r * t177)
-    v_w_AUG_s_er = -t184 * (P_CS_other_AUG_s * t189 + P_C_other_AUG_s * t190 + sigma_AUG_r * t174)
-    v_w_AUG_m_er = -t184 * (P_CS_other_AUG_m * t189 + P_C_other_AUG_m * t190 + sigma_AUG_r * t176)
-    v_w_nA_er = -t184 * (P_AUG_nA * t188 + P_CS_nA * t189 + P_C_nA * t190)
-    v_w_nS_er = -t184 * (P_AUG_nS * t188 + P_CS_nS * t189 + P_C_nS * t190)
-    v_w_thS_er = -t184 * (t156 * t190 + t166 * t189 + t175 * t188)
-    v_w_thC_er = -t184 * (t159 * t190 + t168 * t189 + t178 * t188)
-    v_w_er_er = -t150 * (P_AUG_r * t188 + P_CS_r * t189 + P_C_r * t190)
-    t191 = 1.0 / (n_AUG + n_C + n_CS)
-    weight_C = n_C * t191
-    weight_CS = n_CS * t191
-    weight_AUG = n_AUG * t191
-    velocity = jnp.stack(
-        [
-            v_kappa_C_c,
-            v_kappa_C_s,
-            v_kappa_CS_c,
-            v_kappa_CS_s,
-            v_kappa_AUG_c,
-            v_kappa_AUG_s,
-            v_kappa_thS,
-            v_kappa_thC,
-            v_kappa_er,
-            v_w_same_C_c_C_c,
-            v_w_same_C_s_C_c,
-            v_w_other_C_c_C_c,
-            v_w_other_C_s_C_c,
-            v_w_other_CS_c_C_c,
-            v_w_other_CS_s_C_c,
-            v_w_other_AUG_c_C_c,
-            v_w_other_AUG_s_C_c,
-            v_w_other_AUG_m_C_c,
-            v_w_nA_C_c,
-            v_w_nS_C_c,
-            v_w_thS_C_c,
-            v_w_thC_C_c,
-            v_w_er_C_c,
-            v_w_same_C_c_C_s,
-            v_w_same_C_s_C_s,
-            v_w_other_C_c_C_s,
-            v_w_other_C_s_C_s,
-            v_w_other_CS_c_C_s,
-            v_w_other_CS_s_C_s,
-            v_w_other_AUG_c_C_s,
-            v_w_other_AUG_s_C_s,
-            v_w_other_AUG_m_C_s,
-            v_w_nA_C_s,
-            v_w_nS_C_s,
-            v_w_thS_C_s,
-            v_w_thC_C_s,
-            v_w_er_C_s,
-            v_w_same_CS_c_CS_c,
-            v_w_same_CS_s_CS_c,
-            v_w_other_C_c_CS_c,
-            v_w_other_C_s_CS_c,
-            v_w_other_CS_c_CS_c,
-            v_w_other_CS_s_CS_c,
-            v_w_other_AUG_c_CS_c,
-            v_w_other_AUG_s_CS_c,
-            v_w_other_AUG_m_CS_c,
-            v_w_nA_CS_c,
-            v_w_nS_CS_c,
-            v_w_thS_CS_c,
-            v_w_thC_CS_c,
-            v_w_er_CS_c,
-            v_w_same_CS_c_CS_s,
-            v_w_same_CS_s_CS_s,
-            v_w_other_C_c_CS_s,
-            v_w_other_C_s_CS_s,
-            v_w_other_CS_c_CS_s,
-            v_w_other_CS_s_CS_s,
-            v_w_other_AUG_c_CS_s,
-            v_w_other_AUG_s_CS_s,
-            v_w_other_AUG_m_CS_s,
-            v_w_nA_CS_s,
-            v_w_nS_CS_s,
-            v_w_thS_CS_s,
-            v_w_thC_CS_s,
-            v_w_er_CS_s,
-            v_w_same_AUG_c_AUG_c,
-            v_w_same_AUG_s_AUG_c,
-            v_w_same_AUG_m_AUG_c,
-            v_w_other_C_c_AUG_c,
-            v_w_other_C_s_AUG_c,
-            v_w_other_CS_c_AUG_c,
-            v_w_other_CS_s_AUG_c,
-            v_w_other_AUG_c_AUG_c,
-            v_w_other_AUG_s_AUG_c,
-            v_w_other_AUG_m_AUG_c,
-            v_w_nA_AUG_c,
-            v_w_nS_AUG_c,
-            v_w_thS_AUG_c,
-            v_w_thC_AUG_c,
-            v_w_er_AUG_c,
-            v_w_same_AUG_c_AUG_s,
-            v_w_same_AUG_s_AUG_s,
-            v_w_same_AUG_m_AUG_s,
-            v_w_other_C_c_AUG_s,
-            v_w_other_C_s_AUG_s,
-            v_w_other_CS_c_AUG_s,
-            v_w_other_CS_s_AUG_s,
-            v_w_other_AUG_c_AUG_s,
-            v_w_other_AUG_s_AUG_s,
-            v_w_other_AUG_m_AUG_s,
-            v_w_nA_AUG_s,
-            v_w_nS_AUG_s,
-            v_w_thS_AUG_s,
-            v_w_thC_AUG_s,
-            v_w_er_AUG_s,
-            v_w_C_c_thS,
-            v_w_C_s_thS,
-            v_w_CS_c_thS,
-            v_w_CS_s_thS,
-            v_w_AUG_c_thS,
-            v_w_AUG_s_thS,
-            v_w_AUG_m_thS,
-            v_w_nA_thS,
-            v_w_nS_thS,
-            v_w_thS_thS,
-            v_w_thC_thS,
-            v_w_er_thS,
-            v_w_C_c_thC,
-            v_w_C_s_thC,
-            v_w_CS_c_thC,
-            v_w_CS_s_thC,
-            v_w_AUG_c_thC,
-            v_w_AUG_s_thC,
-            v_w_AUG_m_thC,
-            v_w_nA_thC,
-            v_w_nS_thC,
-            v_w_thS_thC,
-            v_w_thC_thC,
-            v_w_er_thC,
-            v_w_C_c_er,
-            v_w_C_s_er,
-            v_w_CS_c_er,
-            v_w_CS_s_er,
-            v_w_AUG_c_er,
-            v_w_AUG_s_er,
-            v_w_AUG_m_er,
-            v_w_nA_er,
-            v_w_nS_er,
-            v_w_thS_er,
-            v_w_thC_er,
-            v_w_er_er,
-        ],
-        axis=-1,
+    t149 = n_C + n_CS
+    t150 = n_AUG + t149
+    t151 = 1.0 / (t150)
+    t152 = lr_kq * t151
+    t153 = (1 / 2) * SQRT2 * t152
+    t154 = P_C_same_c - 1
+    t155 = lr_v * t151
+    t156 = (1 / 2) * t155
+    t157 = sigma_C_c * t156
+    t158 = -K_S + t150
+    t159 = n_C - 1
+    t160 = P_C_other_C_s * t159 + P_C_same_s
+    t161 = -P_C_nS * t158 + P_C_other_AUG_s * n_AUG + P_C_other_CS_s * n_CS + t160
+    t162 = -K_A + 2 * n_AUG + t149
+    t163 = P_C_other_C_c * t159 + t154
+    t164 = -P_C_nA * t162 + P_C_other_AUG_c * n_AUG + P_C_other_AUG_m * n_AUG + P_C_other_CS_c * n_CS + t163
+    t165 = P_C_r * SQRT2
+    t166 = sigma_C_s * t156
+    t167 = P_CS_same_c - 1
+    t168 = sigma_CS_c * t156
+    t169 = n_CS - 1
+    t170 = P_CS_other_CS_s * t169 + P_CS_same_s
+    t171 = -P_CS_nS * t158 + P_CS_other_AUG_s * n_AUG + P_CS_other_C_s * n_C + t170
+    t172 = P_CS_other_CS_c * t169 + t167
+    t173 = -P_CS_nA * t162 + P_CS_other_AUG_c * n_AUG + P_CS_other_AUG_m * n_AUG + P_CS_other_C_c * n_C + t172
+    t174 = P_CS_r * SQRT2
+    t175 = sigma_CS_s * t156
+    t176 = P_AUG_same_c - 1
+    t177 = sigma_AUG_c * t156
+    t178 = n_AUG - 1
+    t179 = P_AUG_other_AUG_s * t178 + P_AUG_same_s
+    t180 = -P_AUG_nS * t158 + P_AUG_other_CS_s * n_CS + P_AUG_other_C_s * n_C + t179
+    t181 = P_AUG_other_AUG_m * t178 + P_AUG_same_m
+    t182 = P_AUG_other_AUG_c * t178 + t176
+    t183 = -P_AUG_nA * t162 + P_AUG_other_CS_c * n_CS + P_AUG_other_C_c * n_C + t181 + t182
+    t184 = P_AUG_r * SQRT2
+    t185 = sigma_AUG_s * t156
+    t186 = n_AUG * sigma_AUG_s
+    t187 = n_CS * sigma_CS_s
+    t188 = n_C * sigma_C_s
+    t189 = SQRT2 * t156
+    t190 = n_AUG * sigma_AUG_c
+    t191 = n_CS * sigma_CS_c
+    t192 = n_C * sigma_C_c
+    t193 = n_AUG * sigma_AUG_r
+    t194 = n_CS * sigma_CS_r
+    t195 = n_C * sigma_C_r
+    v_kappa_C_c = -du_C_c * t153
+    v_kappa_C_s = -du_C_s * t153
+    v_kappa_CS_c = -du_CS_c * t153
+    v_kappa_CS_s = -du_CS_s * t153
+    v_kappa_AUG_c = -du_AUG_c * t153
+    v_kappa_AUG_s = -du_AUG_s * t153
+    v_kappa_thS = -t153 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C)
+    v_kappa_thC = -t153 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
+    v_kappa_er = -t152 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C)
+    v_w_same_C_c_C_c = -t154 * t157
+    v_w_same_C_s_C_c = -P_C_same_s * t157
+    v_w_other_C_c_C_c = -P_C_other_C_c * t157
+    v_w_other_C_s_C_c = -P_C_other_C_s * t157
+    v_w_other_CS_c_C_c = -P_C_other_CS_c * t157
+    v_w_other_CS_s_C_c = -P_C_other_CS_s * t157
+    v_w_other_AUG_c_C_c = -P_C_other_AUG_c * t157
+    v_w_other_AUG_s_C_c = -P_C_other_AUG_s * t157
+    v_w_other_AUG_m_C_c = -P_C_other_AUG_m * t157
+    v_w_nA_C_c = -P_C_nA * t157
+    v_w_nS_C_c = -P_C_nS * t157
+    v_w_thS_C_c = -t157 * t161
+    v_w_thC_C_c = -t157 * t164
+    v_w_er_C_c = -t157 * t165
+    v_w_same_C_c_C_s = -t154 * t166
+    v_w_same_C_s_C_s = -P_C_same_s * t166
+    v_w_other_C_c_C_s = -P_C_other_C_c * t166
+    v_w_other_C_s_C_s = -P_C_other_C_s * t166
+    v_w_other_CS_c_C_s = -P_C_other_CS_c * t166
+    v_w_other_CS_s_C_s = -P_C_other_CS_s * t166
+    v_w_other_AUG_c_C_s = -P_C_other_AUG_c * t166
+    v_w_other_AUG_s_C_s = -P_C_other_AUG_s * t166
+    v_w_other_AUG_m_C_s = -P_C_other_AUG_m * t166
+    v_w_nA_C_s = -P_C_nA * t166
+    v_w_nS_C_s = -P_C_nS * t166
+    v_w_thS_C_s = -t161 * t166
+    v_w_thC_C_s = -t164 * t166
+    v_w_er_C_s = -t165 * t166
+    v_w_same_CS_c_CS_c = -t167 * t168
+    v_w_same_CS_s_CS_c = -P_CS_same_s * t168
+    v_w_other_C_c_CS_c = -P_CS_other_C_c * t168
+    v_w_other_C_s_CS_c = -P_CS_other_C_s * t168
+    v_w_other_CS_c_CS_c = -P_CS_other_CS_c * t168
+    v_w_other_CS_s_CS_c = -P_CS_other_CS_s * t168
+    v_w_other_AUG_c_CS_c = -P_CS_other_AUG_c * t168
+    v_w_other_AUG_s_CS_c = -P_CS_other_AUG_s * t168
+    v_w_other_AUG_m_CS_c = -P_CS_other_AUG_m * t168
+    v_w_nA_CS_c = -P_CS_nA * t168
+    v_w_nS_CS_c = -P_CS_nS * t168
+    v_w_thS_CS_c = -t168 * t171
+    v_w_thC_CS_c = -t168 * t173
+    v_w_er_CS_c = -t168 * t174
+    v_w_same_CS_c_CS_s = -t167 * t175
+    v_w_same_CS_s_CS_s = -P_CS_same_s * t175
+    v_w_other_C_c_CS_s = -P_CS_other_C_c * t175
+    v_w_other_C_s_CS_s = -P_CS_other_C_s * t175
+    v_w_other_CS_c_CS_s = -P_CS_other_CS_c * t175
+    v_w_other_CS_s_CS_s = -P_CS_other_CS_s * t175
+    v_w_other_AUG_c_CS_s = -P_CS_other_AUG_c * t175
+    v_w_other_AUG_s_CS_s = -P_CS_other_AUG_s * t175
+    v_w_other_AUG_m_CS_s = -P_CS_other_AUG_m * t175
+    v_w_nA_CS_s = -P_CS_nA * t175
+    v_w_nS_CS_s = -P_CS_nS * t175
+    v_w_thS_CS_s = -t171 * t175
+    v_w_thC_CS_s = -t173 * t175
+    v_w_er_CS_s = -t174 * t175
+    v_w_same_AUG_c_AUG_c = -t176 * t177
+    v_w_same_AUG_s_AUG_c = -P_AUG_same_s * t177
+    v_w_same_AUG_m_AUG_c = -P_AUG_same_m * t177
+    v_w_other_C_c_AUG_c = -P_AUG_other_C_c * t177
+    v_w_other_C_s_AUG_c = -P_AUG_other_C_s * t177
+    v_w_other_CS_c_AUG_c = -P_AUG_other_CS_c * t177
+    v_w_other_CS_s_AUG_c = -P_AUG_other_CS_s * t177
+    v_w_other_AUG_c_AUG_c = -P_AUG_other_AUG_c * t177
+    v_w_other_AUG_s_AUG_c = -P_AUG_other_AUG_s * t177
+    v_w_other_AUG_m_AUG_c = -P_AUG_other_AUG_m * t177
+    v_w_nA_AUG_c = -P_AUG_nA * t177
+    v_w_nS_AUG_c = -P_AUG_nS * t177
+    v_w_thS_AUG_c = -t177 * t180
+    v_w_thC_AUG_c = -t177 * t183
+    v_w_er_AUG_c = -t177 * t184
+    v_w_same_AUG_c_AUG_s = -t176 * t185
+    v_w_same_AUG_s_AUG_s = -P_AUG_same_s * t185
+    v_w_same_AUG_m_AUG_s = -P_AUG_same_m * t185
+    v_w_other_C_c_AUG_s = -P_AUG_other_C_c * t185
+    v_w_other_C_s_AUG_s = -P_AUG_other_C_s * t185
+    v_w_other_CS_c_AUG_s = -P_AUG_other_CS_c * t185
+    v_w_other_CS_s_AUG_s = -P_AUG_other_CS_s * t185
+    v_w_other_AUG_c_AUG_s = -P_AUG_other_AUG_c * t185
+    v_w_other_AUG_s_AUG_s = -P_AUG_other_AUG_s * t185
+    v_w_other_AUG_m_AUG_s = -P_AUG_other_AUG_m * t185
+    v_w_nA_AUG_s = -P_AUG_nA * t185
+    v_w_nS_AUG_s = -P_AUG_nS * t185
+    v_w_thS_AUG_s = -t180 * t185
+    v_w_thC_AUG_s = -t183 * t185
+    v_w_er_AUG_s = -t184 * t185
+    v_w_C_c_thS = -t156 * (P_AUG_other_C_c * t186 + P_CS_other_C_c * t187 + sigma_C_s * t163)
+    v_w_C_s_thS = -t156 * (P_AUG_other_C_s * t186 + P_CS_other_C_s * t187 + sigma_C_s * t160)
+    v_w_CS_c_thS = -t156 * (P_AUG_other_CS_c * t186 + P_C_other_CS_c * t188 + sigma_CS_s * t172)
+    v_w_CS_s_thS = -t156 * (P_AUG_other_CS_s * t186 + P_C_other_CS_s * t188 + sigma_CS_s * t170)
+    v_w_AUG_c_thS = -t156 * (P_CS_other_AUG_c * t187 + P_C_other_AUG_c * t188 + sigma_AUG_s * t182)
+    v_w_AUG_s_thS = -t156 * (P_CS_other_AUG_s * t187 + P_C_other_AUG_s * t188 + sigma_AUG_s * t179)
+    v_w_AUG_m_thS = -t156 * (P_CS_other_AUG_m * t187 + P_C_other_AUG_m * t188 + sigma_AUG_s * t181)
+    v_w_nA_thS = -t156 * (P_AUG_nA * t186 + P_CS_nA * t187 + P_C_nA * t188)
+    v_w_nS_thS = -t156 * (P_AUG_nS * t186 + P_CS_nS * t187 + P_C_nS * t188)
+    v_w_thS_thS = -t156 * (t161 * t188 + t171 * t187 + t180 * t186)
+    v_w_thC_thS = -t156 * (t164 * t188 + t173 * t187 + t183 * t186)
+    v_w_er_thS = -t189 * (P_AUG_r * t186 + P_CS_r * t187 + P_C_r * t188)
+    v_w_C_c_thC = -t156 * (P_AUG_other_C_c * t190 + P_CS_other_C_c * t191 + sigma_C_c * t163)
+    v_w_C_s_thC = -t156 * (P_AUG_other_C_s * t190 + P_CS_other_C_s * t191 + sigma_C_c * t160)
+    v_w_CS_c_thC = -t156 * (P_AUG_other_CS_c * t190 + P_C_other_CS_c * t192 + sigma_CS_c * t172)
+    v_w_CS_s_thC = -t156 * (P_AUG_other_CS_s * t190 + P_C_other_CS_s * t192 + sigma_CS_c * t170)
+    v_w_AUG_c_thC = -t156 * (P_CS_other_AUG_c * t191 + P_C_other_AUG_c * t192 + sigma_AUG_c * t182)
+    v_w_AUG_s_thC = -t156 * (P_CS_other_AUG_s * t191 + P_C_other_AUG_s * t192 + sigma_AUG_c * t179)
+    v_w_AUG_m_thC = -t156 * (P_CS_other_AUG_m * t191 + P_C_other_AUG_m * t192 + sigma_AUG_c * t181)
+    v_w_nA_thC = -t156 * (P_AUG_nA * t190 + P_CS_nA * t191 + P_C_nA * t192)
+    v_w_nS_thC = -t156 * (P_AUG_nS * t190 + P_CS_nS * t191 + P_C_nS * t192)
+    v_w_thS_thC = -t156 * (t161 * t192 + t171 * t191 + t180 * t190)
+    v_w_thC_thC = -t156 * (t164 * t192 + t173 * t191 + t183 * t190)
+    v_w_er_thC = -t189 * (P_AUG_r * t190 + P_CS_r * t191 + P_C_r * t192)
+    v_w_C_c_er = -t189 * (P_AUG_other_C_c * t193 + P_CS_other_C_c * t194 + sigma_C_r * t163)
+    v_w_C_s_er = -t189 * (P_AUG_other_C_s * t193 + P_CS_other_C_s * t194 + sigma_C_r * t160)
+    v_w_CS_c_er = -t189 * (P_AUG_other_CS_c * t193 + P_C_other_CS_c * t195 + sigma_CS_r * t172)
+    v_w_CS_s_er = -t189 * (P_AUG_other_CS_s * t193 + P_C_other_CS_s * t195 + sigma_CS_r * t170)
+    v_w_AUG_c_er = -t189 * (P_CS_other_AUG_c * t194 + P_C_other_AUG_c * t195 + sigma_AUG_r * t182)
+    v_w_AUG_s_er = -t189 * (P_CS_other_AUG_s * t194 + P_C_other_AUG_s * t195 + sigma_AUG_r * t179)
+    v_w_AUG_m_er = -t189 * (P_CS_other_AUG_m * t194 + P_C_other_AUG_m * t195 + sigma_AUG_r * t181)
+    v_w_nA_er = -t189 * (P_AUG_nA * t193 + P_CS_nA * t194 + P_C_nA * t195)
+    v_w_nS_er = -t189 * (P_AUG_nS * t193 + P_CS_nS * t194 + P_C_nS * t195)
+    v_w_thS_er = -t189 * (t161 * t195 + t171 * t194 + t180 * t193)
+    v_w_thC_er = -t189 * (t164 * t195 + t173 * t194 + t183 * t193)
+    v_w_er_er = -t155 * (P_AUG_r * t193 + P_CS_r * t194 + P_C_r * t195)
+    t196 = 1.0 / (n_AUG + n_C + n_CS)
+    weight_C = n_C * t196
+    weight_CS = n_CS * t196
+    weight_AUG = n_AUG * t196
+    velocity = (
+        v_kappa_C_c,
+        v_kappa_C_s,
+        v_kappa_CS_c,
+        v_kappa_CS_s,
+        v_kappa_AUG_c,
+        v_kappa_AUG_s,
+        v_kappa_thS,
+        v_kappa_thC,
+        v_kappa_er,
+        v_w_same_C_c_C_c,
+        v_w_same_C_s_C_c,
+        v_w_other_C_c_C_c,
+        v_w_other_C_s_C_c,
+        v_w_other_CS_c_C_c,
+        v_w_other_CS_s_C_c,
+        v_w_other_AUG_c_C_c,
+        v_w_other_AUG_s_C_c,
+        v_w_other_AUG_m_C_c,
+        v_w_nA_C_c,
+        v_w_nS_C_c,
+        v_w_thS_C_c,
+        v_w_thC_C_c,
+        v_w_er_C_c,
+        v_w_same_C_c_C_s,
+        v_w_same_C_s_C_s,
+        v_w_other_C_c_C_s,
+        v_w_other_C_s_C_s,
+        v_w_other_CS_c_C_s,
+        v_w_other_CS_s_C_s,
+        v_w_other_AUG_c_C_s,
+        v_w_other_AUG_s_C_s,
+        v_w_other_AUG_m_C_s,
+        v_w_nA_C_s,
+        v_w_nS_C_s,
+        v_w_thS_C_s,
+        v_w_thC_C_s,
+        v_w_er_C_s,
+        v_w_same_CS_c_CS_c,
+        v_w_same_CS_s_CS_c,
+        v_w_other_C_c_CS_c,
+        v_w_other_C_s_CS_c,
+        v_w_other_CS_c_CS_c,
+        v_w_other_CS_s_CS_c,
+        v_w_other_AUG_c_CS_c,
+        v_w_other_AUG_s_CS_c,
+        v_w_other_AUG_m_CS_c,
+        v_w_nA_CS_c,
+        v_w_nS_CS_c,
+        v_w_thS_CS_c,
+        v_w_thC_CS_c,
+        v_w_er_CS_c,
+        v_w_same_CS_c_CS_s,
+        v_w_same_CS_s_CS_s,
+        v_w_other_C_c_CS_s,
+        v_w_other_C_s_CS_s,
+        v_w_other_CS_c_CS_s,
+        v_w_other_CS_s_CS_s,
+        v_w_other_AUG_c_CS_s,
+        v_w_other_AUG_s_CS_s,
+        v_w_other_AUG_m_CS_s,
+        v_w_nA_CS_s,
+        v_w_nS_CS_s,
+        v_w_thS_CS_s,
+        v_w_thC_CS_s,
+        v_w_er_CS_s,
+        v_w_same_AUG_c_AUG_c,
+        v_w_same_AUG_s_AUG_c,
+        v_w_same_AUG_m_AUG_c,
+        v_w_other_C_c_AUG_c,
+        v_w_other_C_s_AUG_c,
+        v_w_other_CS_c_AUG_c,
+        v_w_other_CS_s_AUG_c,
+        v_w_other_AUG_c_AUG_c,
+        v_w_other_AUG_s_AUG_c,
+        v_w_other_AUG_m_AUG_c,
+        v_w_nA_AUG_c,
+        v_w_nS_AUG_c,
+        v_w_thS_AUG_c,
+        v_w_thC_AUG_c,
+        v_w_er_AUG_c,
+        v_w_same_AUG_c_AUG_s,
+        v_w_same_AUG_s_AUG_s,
+        v_w_same_AUG_m_AUG_s,
+        v_w_other_C_c_AUG_s,
+        v_w_other_C_s_AUG_s,
+        v_w_other_CS_c_AUG_s,
+        v_w_other_CS_s_AUG_s,
+        v_w_other_AUG_c_AUG_s,
+        v_w_other_AUG_s_AUG_s,
+        v_w_other_AUG_m_AUG_s,
+        v_w_nA_AUG_s,
+        v_w_nS_AUG_s,
+        v_w_thS_AUG_s,
+        v_w_thC_AUG_s,
+        v_w_er_AUG_s,
+        v_w_C_c_thS,
+        v_w_C_s_thS,
+        v_w_CS_c_thS,
+        v_w_CS_s_thS,
+        v_w_AUG_c_thS,
+        v_w_AUG_s_thS,
+        v_w_AUG_m_thS,
+        v_w_nA_thS,
+        v_w_nS_thS,
+        v_w_thS_thS,
+        v_w_thC_thS,
+        v_w_er_thS,
+        v_w_C_c_thC,
+        v_w_C_s_thC,
+        v_w_CS_c_thC,
+        v_w_CS_s_thC,
+        v_w_AUG_c_thC,
+        v_w_AUG_s_thC,
+        v_w_AUG_m_thC,
+        v_w_nA_thC,
+        v_w_nS_thC,
+        v_w_thS_thC,
+        v_w_thC_thC,
+        v_w_er_thC,
+        v_w_C_c_er,
+        v_w_C_s_er,
+        v_w_CS_c_er,
+        v_w_CS_s_er,
+        v_w_AUG_c_er,
+        v_w_AUG_s_er,
+        v_w_AUG_m_er,
+        v_w_nA_er,
+        v_w_nS_er,
+        v_w_thS_er,
+        v_w_thC_er,
+        v_w_er_er,
     )
     return velocity, weight_C * loss_C + weight_CS * loss_CS + weight_AUG * loss_AUG
 
@@ -5379,7 +5536,7 @@ def probe_value_AUG(x, p):
         w_thS_er,
         w_thC_er,
         w_er_er,
-    ) = [x[..., i] for i in range(131)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -5558,7 +5715,7 @@ def metrics_value_AUG(x, p):
         w_thS_er,
         w_thC_er,
         w_er_er,
-    ) = [x[..., i] for i in range(131)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -5576,94 +5733,120 @@ def metrics_value_AUG(x, p):
     sigma_C_r = t1 * t3
     t4 = (1 / 2) * sigma_C_c
     t5 = (1 / 2) * sigma_C_s
-    t6 = SQRT2 * sigma_C_r
-    t7 = (1 / 2) * t6
-    t8 = (
-        o_c * sigma_C_r
-        + o_c * sigma_C_s
+    t6 = (1 / 2) * SQRT2
+    t7 = SQRT2 * t4
+    t8 = SQRT2 * t5
+    t9 = (
+        o_c
         + t4 * w_thC_C_c
         + t4 * w_thC_thC
         + t5 * w_thC_C_s
         + t5 * w_thC_thS
-        + t7 * w_thC_er
+        + t6 * w_thC_er
+        - t7 * w_thC_er
+        - t8 * w_thC_er
     )
-    t9 = t4 * w_C_c_thC + t5 * w_C_c_thS + t7 * w_C_c_er + t8
-    t10 = (
-        sigma_C_c * w_thS_C_c
+    t10 = t4 * w_C_c_thC + t5 * w_C_c_thS + t6 * w_C_c_er - t7 * w_C_c_er - t8 * w_C_c_er + t9
+    t11 = SQRT2 * w_C_s_er
+    t12 = SQRT2 * w_thS_er
+    t13 = (
+        -sigma_C_c * t12
+        + sigma_C_c * w_thS_C_c
         + sigma_C_c * w_thS_thC
+        - sigma_C_s * t12
         + sigma_C_s * w_thS_C_s
         + sigma_C_s * w_thS_thS
-        + t6 * w_thS_er
+        + t12
     )
-    t11 = sigma_C_c * w_C_s_thC + sigma_C_s * w_C_s_thS + t10 + t6 * w_C_s_er
-    t12 = o_c * sigma_C_c
-    t13 = t12 + t8
-    t14 = SQRT2 * t4
-    t15 = SQRT2 * t5
-    z_C_same_c = lambda_C * sigma_C_c + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s + t9
-    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t11
-    z_C_other_C_c = t12 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s + t9
+    t14 = -sigma_C_c * t11 + sigma_C_c * w_C_s_thC - sigma_C_s * t11 + sigma_C_s * w_C_s_thS + t11 + t13
+    t15 = SQRT2 * w_CS_s_er
+    t16 = SQRT2 * w_AUG_s_er
+    t17 = SQRT2 * w_nS_er
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + t10 + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s
+    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t14
+    z_C_other_C_c = t10 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s
     z_C_other_C_s = (
-        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t11
+        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t14
     )
     z_C_other_CS_c = (
-        t13
-        + t4 * w_CS_c_thC
+        t4 * w_CS_c_thC
         + t4 * w_other_CS_c_C_c
         + t5 * w_CS_c_thS
         + t5 * w_other_CS_c_C_s
-        + t7 * w_CS_c_er
+        + t6 * w_CS_c_er
+        - t7 * w_CS_c_er
+        - t8 * w_CS_c_er
+        + t9
     )
     z_C_other_CS_s = (
-        (1 / 2) * sigma_C_c * w_CS_s_thC
+        -1 / 2 * sigma_C_c * t15
+        + (1 / 2) * sigma_C_c * w_CS_s_thC
         + (1 / 2) * sigma_C_c * w_other_CS_s_C_c
+        - 1 / 2 * sigma_C_s * t15
         + (1 / 2) * sigma_C_s * w_CS_s_thS
         + (1 / 2) * sigma_C_s * w_other_CS_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_CS_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t15
     )
     z_C_other_AUG_c = (
-        t13
-        + t4 * w_AUG_c_thC
+        t4 * w_AUG_c_thC
         + t4 * w_other_AUG_c_C_c
         + t5 * w_AUG_c_thS
         + t5 * w_other_AUG_c_C_s
-        + t7 * w_AUG_c_er
+        + t6 * w_AUG_c_er
+        - t7 * w_AUG_c_er
+        - t8 * w_AUG_c_er
+        + t9
     )
     z_C_other_AUG_s = (
-        (1 / 2) * sigma_C_c * w_AUG_s_thC
+        -1 / 2 * sigma_C_c * t16
+        + (1 / 2) * sigma_C_c * w_AUG_s_thC
         + (1 / 2) * sigma_C_c * w_other_AUG_s_C_c
+        - 1 / 2 * sigma_C_s * t16
         + (1 / 2) * sigma_C_s * w_AUG_s_thS
         + (1 / 2) * sigma_C_s * w_other_AUG_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_AUG_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t16
     )
     z_C_other_AUG_m = (
-        t13
-        + t4 * w_AUG_m_thC
+        t4 * w_AUG_m_thC
         + t4 * w_other_AUG_m_C_c
         + t5 * w_AUG_m_thS
         + t5 * w_other_AUG_m_C_s
-        + t7 * w_AUG_m_er
+        + t6 * w_AUG_m_er
+        - t7 * w_AUG_m_er
+        - t8 * w_AUG_m_er
+        + t9
     )
-    z_C_nA = t13 + t4 * w_nA_C_c + t4 * w_nA_thC + t5 * w_nA_C_s + t5 * w_nA_thS + t7 * w_nA_er
+    z_C_nA = (
+        t4 * w_nA_C_c
+        + t4 * w_nA_thC
+        + t5 * w_nA_C_s
+        + t5 * w_nA_thS
+        + t6 * w_nA_er
+        - t7 * w_nA_er
+        - t8 * w_nA_er
+        + t9
+    )
     z_C_nS = (
-        (1 / 2) * sigma_C_c * w_nS_C_c
+        -1 / 2 * sigma_C_c * t17
+        + (1 / 2) * sigma_C_c * w_nS_C_c
         + (1 / 2) * sigma_C_c * w_nS_thC
+        - 1 / 2 * sigma_C_s * t17
         + (1 / 2) * sigma_C_s * w_nS_C_s
         + (1 / 2) * sigma_C_s * w_nS_thS
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_nS_er
+        + (1 / 2) * t13
+        + (1 / 2) * t17
     )
     z_C_r = (
-        o_r * sigma_C_c
-        + o_r * sigma_C_r
-        + o_r * sigma_C_s
-        + sigma_C_r * w_er_er
-        + t14 * w_er_C_c
-        + t14 * w_er_thC
-        + t15 * w_er_C_s
-        + t15 * w_er_thS
+        o_r
+        - sigma_C_c * w_er_er
+        - sigma_C_s * w_er_er
+        + t7 * w_er_C_c
+        + t7 * w_er_thC
+        + t8 * w_er_C_s
+        + t8 * w_er_thS
+        + w_er_er
     )
     mult_C_same_c = 1
     mult_C_same_s = 1
@@ -5758,151 +5941,184 @@ def metrics_value_AUG(x, p):
     P_C_nS = jnp.where(n_C != 0, P_C_nS, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     weight_C = n_C / (n_AUG + n_C + n_CS)
-    t16 = w_thS_C_c - w_thS_C_s + w_thS_thC - w_thS_thS
-    t17 = t16 + w_C_s_thC - w_C_s_thS
-    t18 = w_thC_C_c - w_thC_C_s + w_thC_thC - w_thC_thS
-    t19 = n_C - 1
-    t20 = t18 + w_C_c_thC - w_C_c_thS
-    t21 = n_C + n_CS
+    t18 = w_thS_C_c - w_thS_C_s + w_thS_thC - w_thS_thS
+    t19 = t18 + w_C_s_thC - w_C_s_thS
+    t20 = w_thC_C_c - w_thC_C_s + w_thC_thC - w_thC_thS
+    t21 = n_C - 1
+    t22 = t20 + w_C_c_thC - w_C_c_thS
+    t23 = n_C + n_CS
     margin_C = (
-        (1 / 2) * P_C_nA * (-K_A + 2 * n_AUG + t21) * (t18 + w_nA_C_c - w_nA_C_s + w_nA_thC - w_nA_thS)
-        + (1 / 2) * P_C_nS * (-K_S + n_AUG + t21) * (t16 + w_nS_C_c - w_nS_C_s + w_nS_thC - w_nS_thS)
+        (1 / 2) * P_C_nA * (-K_A + 2 * n_AUG + t23) * (t20 + w_nA_C_c - w_nA_C_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_C_nS * (-K_S + n_AUG + t23) * (t18 + w_nS_C_c - w_nS_C_s + w_nS_thC - w_nS_thS)
         - 1
         / 2
         * P_C_other_AUG_c
         * n_AUG
-        * (t18 + w_AUG_c_thC - w_AUG_c_thS + w_other_AUG_c_C_c - w_other_AUG_c_C_s)
+        * (t20 + w_AUG_c_thC - w_AUG_c_thS + w_other_AUG_c_C_c - w_other_AUG_c_C_s)
         - 1
         / 2
         * P_C_other_AUG_m
         * n_AUG
-        * (t18 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_C_c - w_other_AUG_m_C_s)
+        * (t20 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_C_c - w_other_AUG_m_C_s)
         - 1
         / 2
         * P_C_other_AUG_s
         * n_AUG
-        * (t16 + w_AUG_s_thC - w_AUG_s_thS + w_other_AUG_s_C_c - w_other_AUG_s_C_s)
+        * (t18 + w_AUG_s_thC - w_AUG_s_thS + w_other_AUG_s_C_c - w_other_AUG_s_C_s)
         - 1
         / 2
         * P_C_other_CS_c
         * n_CS
-        * (t18 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_C_c - w_other_CS_c_C_s)
+        * (t20 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_C_c - w_other_CS_c_C_s)
         - 1
         / 2
         * P_C_other_CS_s
         * n_CS
-        * (t16 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_C_c - w_other_CS_s_C_s)
-        - 1 / 2 * P_C_other_C_c * t19 * (t20 + w_other_C_c_C_c - w_other_C_c_C_s)
-        - 1 / 2 * P_C_other_C_s * t19 * (t17 + w_other_C_s_C_c - w_other_C_s_C_s)
+        * (t18 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_C_c - w_other_CS_s_C_s)
+        - 1 / 2 * P_C_other_C_c * t21 * (t22 + w_other_C_c_C_c - w_other_C_c_C_s)
+        - 1 / 2 * P_C_other_C_s * t21 * (t19 + w_other_C_s_C_c - w_other_C_s_C_s)
         - 1 / 2 * P_C_r * SQRT2 * (w_er_C_c - w_er_C_s + w_er_thC - w_er_thS)
-        - 1 / 2 * P_C_same_s * (t17 + w_same_C_s_C_c - w_same_C_s_C_s)
-        - 1 / 2 * (P_C_same_c - 1) * (2 * lambda_C - 2 * o_c + t20 + w_same_C_c_C_c - w_same_C_c_C_s)
+        - 1 / 2 * P_C_same_s * (t19 + w_same_C_s_C_c - w_same_C_s_C_s)
+        - 1 / 2 * (P_C_same_c - 1) * (2 * lambda_C - 2 * o_c + t22 + w_same_C_c_C_c - w_same_C_c_C_s)
     )
     # class CS
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t22 = jnp.exp(-ashift_CS + u_CS_c)
-    t23 = jnp.exp(-ashift_CS + u_CS_r)
-    t24 = jnp.exp(-ashift_CS + u_CS_s)
-    t25 = 1.0 / (t22 + t23 + t24)
-    sigma_CS_c = t22 * t25
-    sigma_CS_s = t24 * t25
-    sigma_CS_r = t23 * t25
-    t26 = (1 / 2) * sigma_CS_c
-    t27 = (1 / 2) * sigma_CS_s
-    t28 = SQRT2 * sigma_CS_r
-    t29 = (1 / 2) * t28
-    t30 = (
-        o_c * sigma_CS_r
-        + t26 * w_thC_CS_c
-        + t26 * w_thC_thC
-        + t27 * w_thC_CS_s
-        + t27 * w_thC_thS
-        + t29 * w_thC_er
+    t24 = jnp.exp(-ashift_CS + u_CS_c)
+    t25 = jnp.exp(-ashift_CS + u_CS_r)
+    t26 = jnp.exp(-ashift_CS + u_CS_s)
+    t27 = 1.0 / (t24 + t25 + t26)
+    sigma_CS_c = t24 * t27
+    sigma_CS_s = t26 * t27
+    sigma_CS_r = t25 * t27
+    t28 = (1 / 2) * sigma_CS_c
+    t29 = (1 / 2) * sigma_CS_s
+    t30 = (1 / 2) * SQRT2
+    t31 = SQRT2 * t28
+    t32 = SQRT2 * t29
+    t33 = (
+        o_c
+        + t28 * w_thC_CS_c
+        + t28 * w_thC_thC
+        + t29 * w_thC_CS_s
+        + t29 * w_thC_thS
+        + t30 * w_thC_er
+        - t31 * w_thC_er
+        - t32 * w_thC_er
     )
-    t31 = t26 * w_CS_c_thC + t27 * w_CS_c_thS + t29 * w_CS_c_er + t30
-    t32 = (
-        sigma_CS_c * w_thS_CS_c
+    t34 = t28 * w_CS_c_thC + t29 * w_CS_c_thS + t30 * w_CS_c_er - t31 * w_CS_c_er - t32 * w_CS_c_er + t33
+    t35 = SQRT2 * w_CS_s_er
+    t36 = SQRT2 * w_thS_er
+    t37 = (
+        -sigma_CS_c * t36
+        + sigma_CS_c * w_thS_CS_c
         + sigma_CS_c * w_thS_thC
+        - sigma_CS_s * t36
         + sigma_CS_s * w_thS_CS_s
         + sigma_CS_s * w_thS_thS
-        + t28 * w_thS_er
+        + t36
     )
-    t33 = sigma_CS_c * w_CS_s_thC + sigma_CS_s * w_CS_s_thS + t28 * w_CS_s_er + t32
-    t34 = o_c * sigma_CS_c + o_c * sigma_CS_s
-    t35 = t30 + t34
-    t36 = SQRT2 * t26
-    t37 = SQRT2 * t27
+    t38 = -sigma_CS_c * t35 + sigma_CS_c * w_CS_s_thC - sigma_CS_s * t35 + sigma_CS_s * w_CS_s_thS + t35 + t37
+    t39 = SQRT2 * w_C_s_er
+    t40 = SQRT2 * w_AUG_s_er
+    t41 = SQRT2 * w_nS_er
     z_CS_same_c = (
-        lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + t26 * w_same_CS_c_CS_c + t27 * w_same_CS_c_CS_s + t31
+        lambda_C * sigma_CS_c
+        + lambda_M * sigma_CS_s
+        - o_c * sigma_CS_c
+        - o_c * sigma_CS_s
+        + t28 * w_same_CS_c_CS_c
+        + t29 * w_same_CS_c_CS_s
+        + t34
     )
     z_CS_same_s = (
-        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t33
+        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t38
     )
     z_CS_other_C_c = (
-        t26 * w_C_c_thC
-        + t26 * w_other_C_c_CS_c
-        + t27 * w_C_c_thS
-        + t27 * w_other_C_c_CS_s
-        + t29 * w_C_c_er
-        + t35
+        t28 * w_C_c_thC
+        + t28 * w_other_C_c_CS_c
+        + t29 * w_C_c_thS
+        + t29 * w_other_C_c_CS_s
+        + t30 * w_C_c_er
+        - t31 * w_C_c_er
+        - t32 * w_C_c_er
+        + t33
     )
     z_CS_other_C_s = (
-        (1 / 2) * sigma_CS_c * w_C_s_thC
+        -1 / 2 * sigma_CS_c * t39
+        + (1 / 2) * sigma_CS_c * w_C_s_thC
         + (1 / 2) * sigma_CS_c * w_other_C_s_CS_c
+        - 1 / 2 * sigma_CS_s * t39
         + (1 / 2) * sigma_CS_s * w_C_s_thS
         + (1 / 2) * sigma_CS_s * w_other_C_s_CS_s
-        + (1 / 2) * t28 * w_C_s_er
-        + (1 / 2) * t32
+        + (1 / 2) * t37
+        + (1 / 2) * t39
     )
-    z_CS_other_CS_c = t26 * w_other_CS_c_CS_c + t27 * w_other_CS_c_CS_s + t31 + t34
+    z_CS_other_CS_c = t28 * w_other_CS_c_CS_c + t29 * w_other_CS_c_CS_s + t34
     z_CS_other_CS_s = (
-        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t33
+        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t38
     )
     z_CS_other_AUG_c = (
-        t26 * w_AUG_c_thC
-        + t26 * w_other_AUG_c_CS_c
-        + t27 * w_AUG_c_thS
-        + t27 * w_other_AUG_c_CS_s
-        + t29 * w_AUG_c_er
-        + t35
+        t28 * w_AUG_c_thC
+        + t28 * w_other_AUG_c_CS_c
+        + t29 * w_AUG_c_thS
+        + t29 * w_other_AUG_c_CS_s
+        + t30 * w_AUG_c_er
+        - t31 * w_AUG_c_er
+        - t32 * w_AUG_c_er
+        + t33
     )
     z_CS_other_AUG_s = (
-        (1 / 2) * sigma_CS_c * w_AUG_s_thC
+        -1 / 2 * sigma_CS_c * t40
+        + (1 / 2) * sigma_CS_c * w_AUG_s_thC
         + (1 / 2) * sigma_CS_c * w_other_AUG_s_CS_c
+        - 1 / 2 * sigma_CS_s * t40
         + (1 / 2) * sigma_CS_s * w_AUG_s_thS
         + (1 / 2) * sigma_CS_s * w_other_AUG_s_CS_s
-        + (1 / 2) * t28 * w_AUG_s_er
-        + (1 / 2) * t32
+        + (1 / 2) * t37
+        + (1 / 2) * t40
     )
     z_CS_other_AUG_m = (
-        t26 * w_AUG_m_thC
-        + t26 * w_other_AUG_m_CS_c
-        + t27 * w_AUG_m_thS
-        + t27 * w_other_AUG_m_CS_s
-        + t29 * w_AUG_m_er
-        + t35
+        t28 * w_AUG_m_thC
+        + t28 * w_other_AUG_m_CS_c
+        + t29 * w_AUG_m_thS
+        + t29 * w_other_AUG_m_CS_s
+        + t30 * w_AUG_m_er
+        - t31 * w_AUG_m_er
+        - t32 * w_AUG_m_er
+        + t33
     )
-    z_CS_nA = t26 * w_nA_CS_c + t26 * w_nA_thC + t27 * w_nA_CS_s + t27 * w_nA_thS + t29 * w_nA_er + t35
+    z_CS_nA = (
+        t28 * w_nA_CS_c
+        + t28 * w_nA_thC
+        + t29 * w_nA_CS_s
+        + t29 * w_nA_thS
+        + t30 * w_nA_er
+        - t31 * w_nA_er
+        - t32 * w_nA_er
+        + t33
+    )
     z_CS_nS = (
-        (1 / 2) * sigma_CS_c * w_nS_CS_c
+        -1 / 2 * sigma_CS_c * t41
+        + (1 / 2) * sigma_CS_c * w_nS_CS_c
         + (1 / 2) * sigma_CS_c * w_nS_thC
+        - 1 / 2 * sigma_CS_s * t41
         + (1 / 2) * sigma_CS_s * w_nS_CS_s
         + (1 / 2) * sigma_CS_s * w_nS_thS
-        + (1 / 2) * t28 * w_nS_er
-        + (1 / 2) * t32
+        + (1 / 2) * t37
+        + (1 / 2) * t41
     )
     z_CS_r = (
-        o_r * sigma_CS_c
-        + o_r * sigma_CS_r
-        + o_r * sigma_CS_s
-        + sigma_CS_r * w_er_er
-        + t36 * w_er_CS_c
-        + t36 * w_er_thC
-        + t37 * w_er_CS_s
-        + t37 * w_er_thS
+        o_r
+        - sigma_CS_c * w_er_er
+        - sigma_CS_s * w_er_er
+        + t31 * w_er_CS_c
+        + t31 * w_er_thC
+        + t32 * w_er_CS_s
+        + t32 * w_er_thS
+        + w_er_er
     )
     mult_CS_same_c = 1
     mult_CS_same_s = 1
@@ -5997,144 +6213,179 @@ def metrics_value_AUG(x, p):
     P_CS_nS = jnp.where(n_CS != 0, P_CS_nS, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     weight_CS = n_CS / (n_AUG + n_C + n_CS)
-    t38 = w_thS_CS_c - w_thS_CS_s + w_thS_thC - w_thS_thS
-    t39 = t38 + w_CS_s_thC - w_CS_s_thS
-    t40 = w_thC_CS_c - w_thC_CS_s + w_thC_thC - w_thC_thS
-    t41 = n_CS - 1
-    t42 = t40 + w_CS_c_thC - w_CS_c_thS
-    t43 = n_C + n_CS
+    t42 = w_thS_CS_c - w_thS_CS_s + w_thS_thC - w_thS_thS
+    t43 = t42 + w_CS_s_thC - w_CS_s_thS
+    t44 = w_thC_CS_c - w_thC_CS_s + w_thC_thC - w_thC_thS
+    t45 = n_CS - 1
+    t46 = t44 + w_CS_c_thC - w_CS_c_thS
+    t47 = n_C + n_CS
     margin_CS = (
-        (1 / 2) * P_CS_nA * (-K_A + 2 * n_AUG + t43) * (t40 + w_nA_CS_c - w_nA_CS_s + w_nA_thC - w_nA_thS)
-        + (1 / 2) * P_CS_nS * (-K_S + n_AUG + t43) * (t38 + w_nS_CS_c - w_nS_CS_s + w_nS_thC - w_nS_thS)
+        (1 / 2) * P_CS_nA * (-K_A + 2 * n_AUG + t47) * (t44 + w_nA_CS_c - w_nA_CS_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_CS_nS * (-K_S + n_AUG + t47) * (t42 + w_nS_CS_c - w_nS_CS_s + w_nS_thC - w_nS_thS)
         - 1
         / 2
         * P_CS_other_AUG_c
         * n_AUG
-        * (t40 + w_AUG_c_thC - w_AUG_c_thS + w_other_AUG_c_CS_c - w_other_AUG_c_CS_s)
+        * (t44 + w_AUG_c_thC - w_AUG_c_thS + w_other_AUG_c_CS_c - w_other_AUG_c_CS_s)
         - 1
         / 2
         * P_CS_other_AUG_m
         * n_AUG
-        * (t40 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_CS_c - w_other_AUG_m_CS_s)
+        * (t44 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_CS_c - w_other_AUG_m_CS_s)
         - 1
         / 2
         * P_CS_other_AUG_s
         * n_AUG
-        * (t38 + w_AUG_s_thC - w_AUG_s_thS + w_other_AUG_s_CS_c - w_other_AUG_s_CS_s)
-        - 1 / 2 * P_CS_other_CS_c * t41 * (t42 + w_other_CS_c_CS_c - w_other_CS_c_CS_s)
-        - 1 / 2 * P_CS_other_CS_s * t41 * (t39 + w_other_CS_s_CS_c - w_other_CS_s_CS_s)
-        - 1 / 2 * P_CS_other_C_c * n_C * (t40 + w_C_c_thC - w_C_c_thS + w_other_C_c_CS_c - w_other_C_c_CS_s)
-        - 1 / 2 * P_CS_other_C_s * n_C * (t38 + w_C_s_thC - w_C_s_thS + w_other_C_s_CS_c - w_other_C_s_CS_s)
+        * (t42 + w_AUG_s_thC - w_AUG_s_thS + w_other_AUG_s_CS_c - w_other_AUG_s_CS_s)
+        - 1 / 2 * P_CS_other_CS_c * t45 * (t46 + w_other_CS_c_CS_c - w_other_CS_c_CS_s)
+        - 1 / 2 * P_CS_other_CS_s * t45 * (t43 + w_other_CS_s_CS_c - w_other_CS_s_CS_s)
+        - 1 / 2 * P_CS_other_C_c * n_C * (t44 + w_C_c_thC - w_C_c_thS + w_other_C_c_CS_c - w_other_C_c_CS_s)
+        - 1 / 2 * P_CS_other_C_s * n_C * (t42 + w_C_s_thC - w_C_s_thS + w_other_C_s_CS_c - w_other_C_s_CS_s)
         - 1 / 2 * P_CS_r * SQRT2 * (w_er_CS_c - w_er_CS_s + w_er_thC - w_er_thS)
-        - 1 / 2 * P_CS_same_s * (t39 + w_same_CS_s_CS_c - w_same_CS_s_CS_s)
+        - 1 / 2 * P_CS_same_s * (t43 + w_same_CS_s_CS_c - w_same_CS_s_CS_s)
         - 1
         / 2
         * (P_CS_same_c - 1)
-        * (2 * lambda_C - 2 * lambda_M + t42 + w_same_CS_c_CS_c - w_same_CS_c_CS_s)
+        * (2 * lambda_C - 2 * lambda_M + t46 + w_same_CS_c_CS_c - w_same_CS_c_CS_s)
     )
     # class AUG
     u_AUG_c = (1 / 2) * SQRT2 * (kappa_AUG_c + kappa_thC)
     u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
     u_AUG_r = kappa_er
     ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
-    t44 = jnp.exp(-ashift_AUG + u_AUG_c)
-    t45 = jnp.exp(-ashift_AUG + u_AUG_r)
-    t46 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t47 = 1.0 / (t44 + t45 + t46)
-    sigma_AUG_c = t44 * t47
-    sigma_AUG_s = t46 * t47
-    sigma_AUG_r = t45 * t47
-    t48 = (1 / 2) * sigma_AUG_c
-    t49 = (1 / 2) * sigma_AUG_s
-    t50 = SQRT2 * sigma_AUG_r
-    t51 = (1 / 2) * t50
-    t52 = (
-        o_c * sigma_AUG_r
-        + t48 * w_thC_AUG_c
-        + t48 * w_thC_thC
-        + t49 * w_thC_AUG_s
-        + t49 * w_thC_thS
-        + t51 * w_thC_er
+    t48 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t49 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t50 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t51 = 1.0 / (t48 + t49 + t50)
+    sigma_AUG_c = t48 * t51
+    sigma_AUG_s = t50 * t51
+    sigma_AUG_r = t49 * t51
+    t52 = (1 / 2) * sigma_AUG_c
+    t53 = (1 / 2) * sigma_AUG_s
+    t54 = (1 / 2) * SQRT2
+    t55 = SQRT2 * t52
+    t56 = SQRT2 * t53
+    t57 = (
+        o_c
+        + t52 * w_thC_AUG_c
+        + t52 * w_thC_thC
+        + t53 * w_thC_AUG_s
+        + t53 * w_thC_thS
+        + t54 * w_thC_er
+        - t55 * w_thC_er
+        - t56 * w_thC_er
     )
-    t53 = o_c * sigma_AUG_s + t52
-    t54 = t48 * w_AUG_c_thC + t49 * w_AUG_c_thS + t51 * w_AUG_c_er + t53
-    t55 = (
-        sigma_AUG_c * w_thS_AUG_c
+    t58 = t52 * w_AUG_c_thC + t53 * w_AUG_c_thS + t54 * w_AUG_c_er - t55 * w_AUG_c_er - t56 * w_AUG_c_er + t57
+    t59 = SQRT2 * w_AUG_s_er
+    t60 = SQRT2 * w_thS_er
+    t61 = (
+        -sigma_AUG_c * t60
+        + sigma_AUG_c * w_thS_AUG_c
         + sigma_AUG_c * w_thS_thC
+        - sigma_AUG_s * t60
         + sigma_AUG_s * w_thS_AUG_s
         + sigma_AUG_s * w_thS_thS
-        + t50 * w_thS_er
+        + t60
     )
-    t56 = sigma_AUG_c * w_AUG_s_thC + sigma_AUG_s * w_AUG_s_thS + t50 * w_AUG_s_er + t55
-    t57 = o_c * sigma_AUG_c
-    t58 = t48 * w_AUG_m_thC + t49 * w_AUG_m_thS + t51 * w_AUG_m_er + t57
-    t59 = t53 + t57
-    t60 = SQRT2 * t48
-    t61 = SQRT2 * t49
-    z_AUG_same_c = lambda_C * sigma_AUG_c + t48 * w_same_AUG_c_AUG_c + t49 * w_same_AUG_c_AUG_s + t54
+    t62 = (
+        -sigma_AUG_c * t59
+        + sigma_AUG_c * w_AUG_s_thC
+        - sigma_AUG_s * t59
+        + sigma_AUG_s * w_AUG_s_thS
+        + t59
+        + t61
+    )
+    t63 = t52 * w_AUG_m_thC + t53 * w_AUG_m_thS + t54 * w_AUG_m_er - t55 * w_AUG_m_er - t56 * w_AUG_m_er + t57
+    t64 = SQRT2 * w_C_s_er
+    t65 = SQRT2 * w_CS_s_er
+    t66 = SQRT2 * w_nS_er
+    z_AUG_same_c = (
+        lambda_C * sigma_AUG_c - o_c * sigma_AUG_c + t52 * w_same_AUG_c_AUG_c + t53 * w_same_AUG_c_AUG_s + t58
+    )
     z_AUG_same_s = (
         (1 / 2) * sigma_AUG_c * w_same_AUG_s_AUG_c
         + (1 / 2) * sigma_AUG_s * w_same_AUG_s_AUG_s
-        + (1 / 2) * t56
+        + (1 / 2) * t62
     )
-    z_AUG_same_m = lambda_M * sigma_AUG_s + t48 * w_same_AUG_m_AUG_c + t49 * w_same_AUG_m_AUG_s + t52 + t58
+    z_AUG_same_m = (
+        lambda_M * sigma_AUG_s - o_c * sigma_AUG_s + t52 * w_same_AUG_m_AUG_c + t53 * w_same_AUG_m_AUG_s + t63
+    )
     z_AUG_other_C_c = (
-        t48 * w_C_c_thC
-        + t48 * w_other_C_c_AUG_c
-        + t49 * w_C_c_thS
-        + t49 * w_other_C_c_AUG_s
-        + t51 * w_C_c_er
-        + t59
+        t52 * w_C_c_thC
+        + t52 * w_other_C_c_AUG_c
+        + t53 * w_C_c_thS
+        + t53 * w_other_C_c_AUG_s
+        + t54 * w_C_c_er
+        - t55 * w_C_c_er
+        - t56 * w_C_c_er
+        + t57
     )
     z_AUG_other_C_s = (
-        (1 / 2) * sigma_AUG_c * w_C_s_thC
+        -1 / 2 * sigma_AUG_c * t64
+        + (1 / 2) * sigma_AUG_c * w_C_s_thC
         + (1 / 2) * sigma_AUG_c * w_other_C_s_AUG_c
+        - 1 / 2 * sigma_AUG_s * t64
         + (1 / 2) * sigma_AUG_s * w_C_s_thS
         + (1 / 2) * sigma_AUG_s * w_other_C_s_AUG_s
-        + (1 / 2) * t50 * w_C_s_er
-        + (1 / 2) * t55
+        + (1 / 2) * t61
+        + (1 / 2) * t64
     )
     z_AUG_other_CS_c = (
-        t48 * w_CS_c_thC
-        + t48 * w_other_CS_c_AUG_c
-        + t49 * w_CS_c_thS
-        + t49 * w_other_CS_c_AUG_s
-        + t51 * w_CS_c_er
-        + t59
+        t52 * w_CS_c_thC
+        + t52 * w_other_CS_c_AUG_c
+        + t53 * w_CS_c_thS
+        + t53 * w_other_CS_c_AUG_s
+        + t54 * w_CS_c_er
+        - t55 * w_CS_c_er
+        - t56 * w_CS_c_er
+        + t57
     )
     z_AUG_other_CS_s = (
-        (1 / 2) * sigma_AUG_c * w_CS_s_thC
+        -1 / 2 * sigma_AUG_c * t65
+        + (1 / 2) * sigma_AUG_c * w_CS_s_thC
         + (1 / 2) * sigma_AUG_c * w_other_CS_s_AUG_c
+        - 1 / 2 * sigma_AUG_s * t65
         + (1 / 2) * sigma_AUG_s * w_CS_s_thS
         + (1 / 2) * sigma_AUG_s * w_other_CS_s_AUG_s
-        + (1 / 2) * t50 * w_CS_s_er
-        + (1 / 2) * t55
+        + (1 / 2) * t61
+        + (1 / 2) * t65
     )
-    z_AUG_other_AUG_c = t48 * w_other_AUG_c_AUG_c + t49 * w_other_AUG_c_AUG_s + t54 + t57
+    z_AUG_other_AUG_c = t52 * w_other_AUG_c_AUG_c + t53 * w_other_AUG_c_AUG_s + t58
     z_AUG_other_AUG_s = (
         (1 / 2) * sigma_AUG_c * w_other_AUG_s_AUG_c
         + (1 / 2) * sigma_AUG_s * w_other_AUG_s_AUG_s
-        + (1 / 2) * t56
+        + (1 / 2) * t62
     )
-    z_AUG_other_AUG_m = t48 * w_other_AUG_m_AUG_c + t49 * w_other_AUG_m_AUG_s + t53 + t58
-    z_AUG_nA = t48 * w_nA_AUG_c + t48 * w_nA_thC + t49 * w_nA_AUG_s + t49 * w_nA_thS + t51 * w_nA_er + t59
+    z_AUG_other_AUG_m = t52 * w_other_AUG_m_AUG_c + t53 * w_other_AUG_m_AUG_s + t63
+    z_AUG_nA = (
+        t52 * w_nA_AUG_c
+        + t52 * w_nA_thC
+        + t53 * w_nA_AUG_s
+        + t53 * w_nA_thS
+        + t54 * w_nA_er
+        - t55 * w_nA_er
+        - t56 * w_nA_er
+        + t57
+    )
     z_AUG_nS = (
-        (1 / 2) * sigma_AUG_c * w_nS_AUG_c
+        -1 / 2 * sigma_AUG_c * t66
+        + (1 / 2) * sigma_AUG_c * w_nS_AUG_c
         + (1 / 2) * sigma_AUG_c * w_nS_thC
+        - 1 / 2 * sigma_AUG_s * t66
         + (1 / 2) * sigma_AUG_s * w_nS_AUG_s
         + (1 / 2) * sigma_AUG_s * w_nS_thS
-        + (1 / 2) * t50 * w_nS_er
-        + (1 / 2) * t55
+        + (1 / 2) * t61
+        + (1 / 2) * t66
     )
     z_AUG_r = (
-        o_r * sigma_AUG_c
-        + o_r * sigma_AUG_r
-        + o_r * sigma_AUG_s
-        + sigma_AUG_r * w_er_er
-        + t60 * w_er_AUG_c
-        + t60 * w_er_thC
-        + t61 * w_er_AUG_s
-        + t61 * w_er_thS
+        o_r
+        - sigma_AUG_c * w_er_er
+        - sigma_AUG_s * w_er_er
+        + t55 * w_er_AUG_c
+        + t55 * w_er_thC
+        + t56 * w_er_AUG_s
+        + t56 * w_er_thS
+        + w_er_er
     )
     mult_AUG_same_c = 1
     mult_AUG_same_s = 1
@@ -6225,49 +6476,49 @@ def metrics_value_AUG(x, p):
     P_AUG_nS = E_AUG_nS / Z_AUG
     P_AUG_r = E_AUG_r / Z_AUG
     weight_AUG = n_AUG / (n_AUG + n_C + n_CS)
-    t62 = w_thS_AUG_c - w_thS_AUG_s + w_thS_thC - w_thS_thS
-    t63 = t62 + w_AUG_s_thC - w_AUG_s_thS
-    t64 = w_thC_AUG_c - w_thC_AUG_s + w_thC_thC - w_thC_thS
-    t65 = n_AUG - 1
-    t66 = t64 + w_AUG_c_thC - w_AUG_c_thS
-    t67 = -2 * o_c
-    t68 = n_C + n_CS
+    t67 = w_thS_AUG_c - w_thS_AUG_s + w_thS_thC - w_thS_thS
+    t68 = t67 + w_AUG_s_thC - w_AUG_s_thS
+    t69 = w_thC_AUG_c - w_thC_AUG_s + w_thC_thC - w_thC_thS
+    t70 = n_AUG - 1
+    t71 = t69 + w_AUG_c_thC - w_AUG_c_thS
+    t72 = -2 * o_c
+    t73 = n_C + n_CS
     margin_AUG = (
-        (1 / 2) * P_AUG_nA * (-K_A + 2 * n_AUG + t68) * (t64 + w_nA_AUG_c - w_nA_AUG_s + w_nA_thC - w_nA_thS)
-        + (1 / 2) * P_AUG_nS * (-K_S + n_AUG + t68) * (t62 + w_nS_AUG_c - w_nS_AUG_s + w_nS_thC - w_nS_thS)
-        - 1 / 2 * P_AUG_other_AUG_c * t65 * (t66 + w_other_AUG_c_AUG_c - w_other_AUG_c_AUG_s)
+        (1 / 2) * P_AUG_nA * (-K_A + 2 * n_AUG + t73) * (t69 + w_nA_AUG_c - w_nA_AUG_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_AUG_nS * (-K_S + n_AUG + t73) * (t67 + w_nS_AUG_c - w_nS_AUG_s + w_nS_thC - w_nS_thS)
+        - 1 / 2 * P_AUG_other_AUG_c * t70 * (t71 + w_other_AUG_c_AUG_c - w_other_AUG_c_AUG_s)
         - 1
         / 2
         * P_AUG_other_AUG_m
-        * t65
-        * (t64 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_AUG_c - w_other_AUG_m_AUG_s)
-        - 1 / 2 * P_AUG_other_AUG_s * t65 * (t63 + w_other_AUG_s_AUG_c - w_other_AUG_s_AUG_s)
+        * t70
+        * (t69 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_AUG_c - w_other_AUG_m_AUG_s)
+        - 1 / 2 * P_AUG_other_AUG_s * t70 * (t68 + w_other_AUG_s_AUG_c - w_other_AUG_s_AUG_s)
         - 1
         / 2
         * P_AUG_other_CS_c
         * n_CS
-        * (t64 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_AUG_c - w_other_CS_c_AUG_s)
+        * (t69 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_AUG_c - w_other_CS_c_AUG_s)
         - 1
         / 2
         * P_AUG_other_CS_s
         * n_CS
-        * (t62 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_AUG_c - w_other_CS_s_AUG_s)
+        * (t67 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_AUG_c - w_other_CS_s_AUG_s)
         - 1
         / 2
         * P_AUG_other_C_c
         * n_C
-        * (t64 + w_C_c_thC - w_C_c_thS + w_other_C_c_AUG_c - w_other_C_c_AUG_s)
+        * (t69 + w_C_c_thC - w_C_c_thS + w_other_C_c_AUG_c - w_other_C_c_AUG_s)
         - 1
         / 2
         * P_AUG_other_C_s
         * n_C
-        * (t62 + w_C_s_thC - w_C_s_thS + w_other_C_s_AUG_c - w_other_C_s_AUG_s)
+        * (t67 + w_C_s_thC - w_C_s_thS + w_other_C_s_AUG_c - w_other_C_s_AUG_s)
         - 1 / 2 * P_AUG_r * SQRT2 * (w_er_AUG_c - w_er_AUG_s + w_er_thC - w_er_thS)
         + (1 / 2)
         * P_AUG_same_m
         * (
             2 * lambda_M
-            + t67
+            + t72
             - w_AUG_m_thC
             + w_AUG_m_thS
             - w_same_AUG_m_AUG_c
@@ -6277,76 +6528,76 @@ def metrics_value_AUG(x, p):
             - w_thC_thC
             + w_thC_thS
         )
-        - 1 / 2 * P_AUG_same_s * (t63 + w_same_AUG_s_AUG_c - w_same_AUG_s_AUG_s)
-        - 1 / 2 * (P_AUG_same_c - 1) * (2 * lambda_C + t66 + t67 + w_same_AUG_c_AUG_c - w_same_AUG_c_AUG_s)
+        - 1 / 2 * P_AUG_same_s * (t68 + w_same_AUG_s_AUG_c - w_same_AUG_s_AUG_s)
+        - 1 / 2 * (P_AUG_same_c - 1) * (2 * lambda_C + t71 + t72 + w_same_AUG_c_AUG_c - w_same_AUG_c_AUG_s)
     )
     # the counterfactual probe [c*, s*, r]
     u_probe_c = (1 / 2) * SQRT2 * kappa_thC
     u_probe_s = (1 / 2) * SQRT2 * kappa_thS
     u_probe_r = kappa_er
     ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
-    t69 = jnp.exp(-ashift_probe + u_probe_c)
-    t70 = jnp.exp(-ashift_probe + u_probe_r)
-    t71 = jnp.exp(-ashift_probe + u_probe_s)
-    t72 = 1.0 / (t69 + t70 + t71)
-    sigma_probe_c = t69 * t72
-    sigma_probe_s = t71 * t72
-    sigma_probe_r = t70 * t72
-    t73 = o_c * sigma_probe_r
-    t74 = (1 / 2) * sigma_probe_c
-    t75 = t74 * w_thC_thC
-    t76 = (1 / 2) * sigma_probe_s
-    t77 = t76 * w_thC_thS
-    t78 = SQRT2 * sigma_probe_r
-    t79 = (1 / 2) * t78
-    t80 = t79 * w_thC_er
-    t81 = o_c * sigma_probe_s + t73 + t75 + t77 + t80
-    t82 = t74 * w_nA_thC + t76 * w_nA_thS + t79 * w_nA_er
-    t83 = t81 + t82
-    t84 = o_c * sigma_probe_c
-    t85 = sigma_probe_c * w_thS_thC + sigma_probe_s * w_thS_thS + t78 * w_thS_er
-    t86 = (
+    t74 = jnp.exp(-ashift_probe + u_probe_c)
+    t75 = jnp.exp(-ashift_probe + u_probe_r)
+    t76 = jnp.exp(-ashift_probe + u_probe_s)
+    t77 = 1.0 / (t74 + t75 + t76)
+    sigma_probe_c = t74 * t77
+    sigma_probe_s = t76 * t77
+    sigma_probe_r = t75 * t77
+    t78 = o_c * sigma_probe_r
+    t79 = (1 / 2) * sigma_probe_c
+    t80 = t79 * w_thC_thC
+    t81 = (1 / 2) * sigma_probe_s
+    t82 = t81 * w_thC_thS
+    t83 = SQRT2 * sigma_probe_r
+    t84 = (1 / 2) * t83
+    t85 = t84 * w_thC_er
+    t86 = o_c * sigma_probe_s + t78 + t80 + t82 + t85
+    t87 = t79 * w_nA_thC + t81 * w_nA_thS + t84 * w_nA_er
+    t88 = t86 + t87
+    t89 = o_c * sigma_probe_c
+    t90 = sigma_probe_c * w_thS_thC + sigma_probe_s * w_thS_thS + t83 * w_thS_er
+    t91 = (
         (1 / 2) * sigma_probe_c * w_nS_thC
         + (1 / 2) * sigma_probe_s * w_nS_thS
-        + (1 / 2) * t78 * w_nS_er
-        + (1 / 2) * t85
+        + (1 / 2) * t83 * w_nS_er
+        + (1 / 2) * t90
     )
-    t87 = t81 + t84
-    z_probe_0 = lambda_C * sigma_probe_c + t83
-    z_probe_1 = lambda_M * sigma_probe_s + t73 + t75 + t77 + t80 + t82 + t84
-    z_probe_2 = t86
-    z_probe_3 = t83 + t84
-    z_probe_4 = t86
+    t92 = t86 + t89
+    z_probe_0 = lambda_C * sigma_probe_c + t88
+    z_probe_1 = lambda_M * sigma_probe_s + t78 + t80 + t82 + t85 + t87 + t89
+    z_probe_2 = t91
+    z_probe_3 = t88 + t89
+    z_probe_4 = t91
     z_probe_5 = (
-        SQRT2 * t74 * w_er_thC
-        + SQRT2 * t76 * w_er_thS
+        SQRT2 * t79 * w_er_thC
+        + SQRT2 * t81 * w_er_thS
         + o_r * sigma_probe_c
         + o_r * sigma_probe_r
         + o_r * sigma_probe_s
         + sigma_probe_r * w_er_er
     )
-    z_probe_6 = t74 * w_C_c_thC + t76 * w_C_c_thS + t79 * w_C_c_er + t87
+    z_probe_6 = t79 * w_C_c_thC + t81 * w_C_c_thS + t84 * w_C_c_er + t92
     z_probe_7 = (
         (1 / 2) * sigma_probe_c * w_C_s_thC
         + (1 / 2) * sigma_probe_s * w_C_s_thS
-        + (1 / 2) * t78 * w_C_s_er
-        + (1 / 2) * t85
+        + (1 / 2) * t83 * w_C_s_er
+        + (1 / 2) * t90
     )
-    z_probe_8 = t74 * w_CS_c_thC + t76 * w_CS_c_thS + t79 * w_CS_c_er + t87
+    z_probe_8 = t79 * w_CS_c_thC + t81 * w_CS_c_thS + t84 * w_CS_c_er + t92
     z_probe_9 = (
         (1 / 2) * sigma_probe_c * w_CS_s_thC
         + (1 / 2) * sigma_probe_s * w_CS_s_thS
-        + (1 / 2) * t78 * w_CS_s_er
-        + (1 / 2) * t85
+        + (1 / 2) * t83 * w_CS_s_er
+        + (1 / 2) * t90
     )
-    z_probe_10 = t74 * w_AUG_c_thC + t76 * w_AUG_c_thS + t79 * w_AUG_c_er + t87
+    z_probe_10 = t79 * w_AUG_c_thC + t81 * w_AUG_c_thS + t84 * w_AUG_c_er + t92
     z_probe_11 = (
         (1 / 2) * sigma_probe_c * w_AUG_s_thC
         + (1 / 2) * sigma_probe_s * w_AUG_s_thS
-        + (1 / 2) * t78 * w_AUG_s_er
-        + (1 / 2) * t85
+        + (1 / 2) * t83 * w_AUG_s_er
+        + (1 / 2) * t90
     )
-    z_probe_12 = t74 * w_AUG_m_thC + t76 * w_AUG_m_thS + t79 * w_AUG_m_er + t87
+    z_probe_12 = t79 * w_AUG_m_thC + t81 * w_AUG_m_thS + t84 * w_AUG_m_er + t92
     mult_probe_0 = 1
     mult_probe_1 = 1
     mult_probe_2 = 1
@@ -6737,7 +6988,7 @@ def velocity_value_S(x, p):
         w_thS_er,
         w_thC_er,
         w_er_er,
-    ) = [x[..., i] for i in range(106)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -6755,81 +7006,110 @@ def velocity_value_S(x, p):
     sigma_C_r = t1 * t3
     t4 = (1 / 2) * sigma_C_c
     t5 = (1 / 2) * sigma_C_s
-    t6 = SQRT2 * sigma_C_r
-    t7 = (1 / 2) * t6
-    t8 = (
-        o_c * sigma_C_r
-        + o_c * sigma_C_s
+    t6 = (1 / 2) * SQRT2
+    t7 = SQRT2 * t4
+    t8 = SQRT2 * t5
+    t9 = (
+        o_c
         + t4 * w_thC_C_c
         + t4 * w_thC_thC
         + t5 * w_thC_C_s
         + t5 * w_thC_thS
-        + t7 * w_thC_er
+        + t6 * w_thC_er
+        - t7 * w_thC_er
+        - t8 * w_thC_er
     )
-    t9 = t4 * w_C_c_thC + t5 * w_C_c_thS + t7 * w_C_c_er + t8
-    t10 = (
-        sigma_C_c * w_thS_C_c
+    t10 = t4 * w_C_c_thC + t5 * w_C_c_thS + t6 * w_C_c_er - t7 * w_C_c_er - t8 * w_C_c_er + t9
+    t11 = SQRT2 * w_C_s_er
+    t12 = SQRT2 * w_thS_er
+    t13 = (
+        -sigma_C_c * t12
+        + sigma_C_c * w_thS_C_c
         + sigma_C_c * w_thS_thC
+        - sigma_C_s * t12
         + sigma_C_s * w_thS_C_s
         + sigma_C_s * w_thS_thS
-        + t6 * w_thS_er
+        + t12
     )
-    t11 = sigma_C_c * w_C_s_thC + sigma_C_s * w_C_s_thS + t10 + t6 * w_C_s_er
-    t12 = o_c * sigma_C_c
-    t13 = t12 + t8
-    t14 = SQRT2 * t4
-    t15 = SQRT2 * t5
-    z_C_same_c = lambda_C * sigma_C_c + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s + t9
-    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t11
-    z_C_other_C_c = t12 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s + t9
+    t14 = -sigma_C_c * t11 + sigma_C_c * w_C_s_thC - sigma_C_s * t11 + sigma_C_s * w_C_s_thS + t11 + t13
+    t15 = SQRT2 * w_CS_s_er
+    t16 = SQRT2 * w_S_s_er
+    t17 = SQRT2 * w_nS_er
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + t10 + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s
+    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t14
+    z_C_other_C_c = t10 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s
     z_C_other_C_s = (
-        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t11
+        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t14
     )
     z_C_other_CS_c = (
-        t13
-        + t4 * w_CS_c_thC
+        t4 * w_CS_c_thC
         + t4 * w_other_CS_c_C_c
         + t5 * w_CS_c_thS
         + t5 * w_other_CS_c_C_s
-        + t7 * w_CS_c_er
+        + t6 * w_CS_c_er
+        - t7 * w_CS_c_er
+        - t8 * w_CS_c_er
+        + t9
     )
     z_C_other_CS_s = (
-        (1 / 2) * sigma_C_c * w_CS_s_thC
+        -1 / 2 * sigma_C_c * t15
+        + (1 / 2) * sigma_C_c * w_CS_s_thC
         + (1 / 2) * sigma_C_c * w_other_CS_s_C_c
+        - 1 / 2 * sigma_C_s * t15
         + (1 / 2) * sigma_C_s * w_CS_s_thS
         + (1 / 2) * sigma_C_s * w_other_CS_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_CS_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t15
     )
     z_C_other_S_s = (
-        (1 / 2) * sigma_C_c * w_S_s_thC
+        -1 / 2 * sigma_C_c * t16
+        + (1 / 2) * sigma_C_c * w_S_s_thC
         + (1 / 2) * sigma_C_c * w_other_S_s_C_c
+        - 1 / 2 * sigma_C_s * t16
         + (1 / 2) * sigma_C_s * w_S_s_thS
         + (1 / 2) * sigma_C_s * w_other_S_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_S_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t16
     )
     z_C_other_S_a = (
-        t13 + t4 * w_S_a_thC + t4 * w_other_S_a_C_c + t5 * w_S_a_thS + t5 * w_other_S_a_C_s + t7 * w_S_a_er
+        t4 * w_S_a_thC
+        + t4 * w_other_S_a_C_c
+        + t5 * w_S_a_thS
+        + t5 * w_other_S_a_C_s
+        + t6 * w_S_a_er
+        - t7 * w_S_a_er
+        - t8 * w_S_a_er
+        + t9
     )
-    z_C_nA = t13 + t4 * w_nA_C_c + t4 * w_nA_thC + t5 * w_nA_C_s + t5 * w_nA_thS + t7 * w_nA_er
+    z_C_nA = (
+        t4 * w_nA_C_c
+        + t4 * w_nA_thC
+        + t5 * w_nA_C_s
+        + t5 * w_nA_thS
+        + t6 * w_nA_er
+        - t7 * w_nA_er
+        - t8 * w_nA_er
+        + t9
+    )
     z_C_nS = (
-        (1 / 2) * sigma_C_c * w_nS_C_c
+        -1 / 2 * sigma_C_c * t17
+        + (1 / 2) * sigma_C_c * w_nS_C_c
         + (1 / 2) * sigma_C_c * w_nS_thC
+        - 1 / 2 * sigma_C_s * t17
         + (1 / 2) * sigma_C_s * w_nS_C_s
         + (1 / 2) * sigma_C_s * w_nS_thS
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_nS_er
+        + (1 / 2) * t13
+        + (1 / 2) * t17
     )
     z_C_r = (
-        o_r * sigma_C_c
-        + o_r * sigma_C_r
-        + o_r * sigma_C_s
-        + sigma_C_r * w_er_er
-        + t14 * w_er_C_c
-        + t14 * w_er_thC
-        + t15 * w_er_C_s
-        + t15 * w_er_thS
+        o_r
+        - sigma_C_c * w_er_er
+        - sigma_C_s * w_er_er
+        + t7 * w_er_C_c
+        + t7 * w_er_thC
+        + t8 * w_er_C_s
+        + t8 * w_er_thS
+        + w_er_er
     )
     mult_C_same_c = 1
     mult_C_same_s = 1
@@ -6916,174 +7196,205 @@ def velocity_value_S(x, p):
     P_C_nS = jnp.where(n_C != 0, P_C_nS, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     # class C: backward to attention and scores
-    t16 = w_thS_C_c + w_thS_thC
-    t17 = t16 + w_C_s_thC
-    t18 = P_C_other_CS_s * n_CS
-    t19 = P_C_other_S_s * n_S
-    t20 = n_C - 1
-    t21 = P_C_other_C_s * t20
-    t22 = 2 * o_c
-    t23 = w_thC_C_c + w_thC_thC
-    t24 = t22 + t23
-    t25 = P_C_other_CS_c * n_CS
-    t26 = P_C_other_S_a * n_S
-    t27 = 2 * o_r
-    t28 = P_C_same_c - 1
-    t29 = t23 + w_C_c_thC
-    t30 = P_C_other_C_c * t20
-    t31 = n_C + n_CS + n_S
-    t32 = P_C_nS * (-K_S + t31)
-    t33 = P_C_nA * (-K_A + t31)
-    t34 = w_thS_C_s + w_thS_thS
-    t35 = t34 + w_C_s_thS
-    t36 = t22 + w_thC_C_s + w_thC_thS
-    t37 = t36 + w_C_c_thS
-    t38 = (1 / 2) * SQRT2
-    t39 = t38 * (w_C_s_er + w_thS_er)
-    t40 = SQRT2 * w_thC_er + t22
-    t41 = (1 / 2) * SQRT2 * w_C_c_er + (1 / 2) * t40
+    t18 = w_thS_C_c + w_thS_thC
+    t19 = t18 + w_C_s_thC
+    t20 = P_C_other_CS_s * n_CS
+    t21 = P_C_other_S_s * n_S
+    t22 = n_C - 1
+    t23 = P_C_other_C_s * t22
+    t24 = 2 * o_c
+    t25 = w_thC_C_c + w_thC_thC
+    t26 = t24 + t25
+    t27 = P_C_other_CS_c * n_CS
+    t28 = P_C_other_S_a * n_S
+    t29 = 2 * o_r
+    t30 = P_C_same_c - 1
+    t31 = t25 + w_C_c_thC
+    t32 = P_C_other_C_c * t22
+    t33 = n_C + n_CS + n_S
+    t34 = P_C_nS * (-K_S + t33)
+    t35 = P_C_nA * (-K_A + t33)
+    t36 = w_thS_C_s + w_thS_thS
+    t37 = t36 + w_C_s_thS
+    t38 = t24 + w_thC_C_s + w_thC_thS
+    t39 = t38 + w_C_c_thS
+    t40 = (1 / 2) * SQRT2
+    t41 = t40 * (w_C_s_er + w_thS_er)
+    t42 = SQRT2 * w_thC_er + t24
+    t43 = (1 / 2) * SQRT2 * w_C_c_er + (1 / 2) * t42
     dsigma_C_c = (
-        (1 / 2) * P_C_r * (SQRT2 * w_er_C_c + SQRT2 * w_er_thC + t27)
-        + (1 / 2) * P_C_same_s * (t17 + w_same_C_s_C_c)
-        + (1 / 2) * t18 * (t16 + w_CS_s_thC + w_other_CS_s_C_c)
-        + (1 / 2) * t19 * (t16 + w_S_s_thC + w_other_S_s_C_c)
-        + (1 / 2) * t21 * (t17 + w_other_C_s_C_c)
-        + (1 / 2) * t25 * (t24 + w_CS_c_thC + w_other_CS_c_C_c)
-        + (1 / 2) * t26 * (t24 + w_S_a_thC + w_other_S_a_C_c)
-        + (1 / 2) * t28 * (2 * lambda_C + t29 + w_same_C_c_C_c)
-        + (1 / 2) * t30 * (t22 + t29 + w_other_C_c_C_c)
-        - 1 / 2 * t32 * (t16 + w_nS_C_c + w_nS_thC)
-        - 1 / 2 * t33 * (t24 + w_nA_C_c + w_nA_thC)
+        (1 / 2) * P_C_r * (SQRT2 * w_er_C_c + SQRT2 * w_er_thC + t29)
+        + (1 / 2) * P_C_same_s * (t19 + w_same_C_s_C_c)
+        + (1 / 2) * t20 * (t18 + w_CS_s_thC + w_other_CS_s_C_c)
+        + (1 / 2) * t21 * (t18 + w_S_s_thC + w_other_S_s_C_c)
+        + (1 / 2) * t23 * (t19 + w_other_C_s_C_c)
+        + (1 / 2) * t27 * (t26 + w_CS_c_thC + w_other_CS_c_C_c)
+        + (1 / 2) * t28 * (t26 + w_S_a_thC + w_other_S_a_C_c)
+        + (1 / 2) * t30 * (2 * lambda_C + t31 + w_same_C_c_C_c)
+        + (1 / 2) * t32 * (t24 + t31 + w_other_C_c_C_c)
+        - 1 / 2 * t34 * (t18 + w_nS_C_c + w_nS_thC)
+        - 1 / 2 * t35 * (t26 + w_nA_C_c + w_nA_thC)
     )
     dsigma_C_s = (
-        (1 / 2) * P_C_r * (SQRT2 * w_er_C_s + SQRT2 * w_er_thS + t27)
-        + (1 / 2) * P_C_same_s * (t35 + w_same_C_s_C_s)
-        + (1 / 2) * t18 * (t34 + w_CS_s_thS + w_other_CS_s_C_s)
-        + (1 / 2) * t19 * (t34 + w_S_s_thS + w_other_S_s_C_s)
-        + (1 / 2) * t21 * (t35 + w_other_C_s_C_s)
-        + (1 / 2) * t25 * (t36 + w_CS_c_thS + w_other_CS_c_C_s)
-        + (1 / 2) * t26 * (t36 + w_S_a_thS + w_other_S_a_C_s)
-        + (1 / 2) * t28 * (t37 + w_same_C_c_C_s)
-        + (1 / 2) * t30 * (t37 + w_other_C_c_C_s)
-        - 1 / 2 * t32 * (t34 + w_nS_C_s + w_nS_thS)
-        - 1 / 2 * t33 * (t36 + w_nA_C_s + w_nA_thS)
+        (1 / 2) * P_C_r * (SQRT2 * w_er_C_s + SQRT2 * w_er_thS + t29)
+        + (1 / 2) * P_C_same_s * (t37 + w_same_C_s_C_s)
+        + (1 / 2) * t20 * (t36 + w_CS_s_thS + w_other_CS_s_C_s)
+        + (1 / 2) * t21 * (t36 + w_S_s_thS + w_other_S_s_C_s)
+        + (1 / 2) * t23 * (t37 + w_other_C_s_C_s)
+        + (1 / 2) * t27 * (t38 + w_CS_c_thS + w_other_CS_c_C_s)
+        + (1 / 2) * t28 * (t38 + w_S_a_thS + w_other_S_a_C_s)
+        + (1 / 2) * t30 * (t39 + w_same_C_c_C_s)
+        + (1 / 2) * t32 * (t39 + w_other_C_c_C_s)
+        - 1 / 2 * t34 * (t36 + w_nS_C_s + w_nS_thS)
+        - 1 / 2 * t35 * (t38 + w_nA_C_s + w_nA_thS)
     )
     dsigma_C_r = (
         P_C_r * (o_r + w_er_er)
-        + P_C_same_s * t39
-        + t18 * t38 * (w_CS_s_er + w_thS_er)
-        + t19 * t38 * (w_S_s_er + w_thS_er)
-        + t21 * t39
-        + (1 / 2) * t25 * (SQRT2 * w_CS_c_er + t40)
-        + (1 / 2) * t26 * (SQRT2 * w_S_a_er + t40)
-        + t28 * t41
-        + t30 * t41
-        - t32 * t38 * (w_nS_er + w_thS_er)
-        - 1 / 2 * t33 * (SQRT2 * w_nA_er + t40)
+        + P_C_same_s * t41
+        + t20 * t40 * (w_CS_s_er + w_thS_er)
+        + t21 * t40 * (w_S_s_er + w_thS_er)
+        + t23 * t41
+        + (1 / 2) * t27 * (SQRT2 * w_CS_c_er + t42)
+        + (1 / 2) * t28 * (SQRT2 * w_S_a_er + t42)
+        + t30 * t43
+        + t32 * t43
+        - t34 * t40 * (w_nS_er + w_thS_er)
+        - 1 / 2 * t35 * (SQRT2 * w_nA_er + t42)
     )
-    t42 = dsigma_C_r * sigma_C_r
-    t43 = dsigma_C_s * sigma_C_s
-    t44 = dsigma_C_c * sigma_C_c
-    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t42 - t43)
-    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t42 - t44)
-    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t43 - t44)
+    t44 = dsigma_C_r * sigma_C_r
+    t45 = dsigma_C_s * sigma_C_s
+    t46 = dsigma_C_c * sigma_C_c
+    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t44 - t45)
+    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t44 - t46)
+    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t45 - t46)
     # class CS: scores, attention, role logits, loss and its logit gradient
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t45 = jnp.exp(-ashift_CS + u_CS_c)
-    t46 = jnp.exp(-ashift_CS + u_CS_r)
-    t47 = jnp.exp(-ashift_CS + u_CS_s)
-    t48 = 1.0 / (t45 + t46 + t47)
-    sigma_CS_c = t45 * t48
-    sigma_CS_s = t47 * t48
-    sigma_CS_r = t46 * t48
-    t49 = (1 / 2) * sigma_CS_c
-    t50 = (1 / 2) * sigma_CS_s
-    t51 = SQRT2 * sigma_CS_r
-    t52 = (1 / 2) * t51
-    t53 = (
-        o_c * sigma_CS_r
-        + t49 * w_thC_CS_c
-        + t49 * w_thC_thC
-        + t50 * w_thC_CS_s
-        + t50 * w_thC_thS
-        + t52 * w_thC_er
+    t47 = jnp.exp(-ashift_CS + u_CS_c)
+    t48 = jnp.exp(-ashift_CS + u_CS_r)
+    t49 = jnp.exp(-ashift_CS + u_CS_s)
+    t50 = 1.0 / (t47 + t48 + t49)
+    sigma_CS_c = t47 * t50
+    sigma_CS_s = t49 * t50
+    sigma_CS_r = t48 * t50
+    t51 = (1 / 2) * sigma_CS_c
+    t52 = (1 / 2) * sigma_CS_s
+    t53 = (1 / 2) * SQRT2
+    t54 = SQRT2 * t51
+    t55 = SQRT2 * t52
+    t56 = (
+        o_c
+        + t51 * w_thC_CS_c
+        + t51 * w_thC_thC
+        + t52 * w_thC_CS_s
+        + t52 * w_thC_thS
+        + t53 * w_thC_er
+        - t54 * w_thC_er
+        - t55 * w_thC_er
     )
-    t54 = t49 * w_CS_c_thC + t50 * w_CS_c_thS + t52 * w_CS_c_er + t53
-    t55 = (
-        sigma_CS_c * w_thS_CS_c
+    t57 = t51 * w_CS_c_thC + t52 * w_CS_c_thS + t53 * w_CS_c_er - t54 * w_CS_c_er - t55 * w_CS_c_er + t56
+    t58 = SQRT2 * w_CS_s_er
+    t59 = SQRT2 * w_thS_er
+    t60 = (
+        -sigma_CS_c * t59
+        + sigma_CS_c * w_thS_CS_c
         + sigma_CS_c * w_thS_thC
+        - sigma_CS_s * t59
         + sigma_CS_s * w_thS_CS_s
         + sigma_CS_s * w_thS_thS
-        + t51 * w_thS_er
+        + t59
     )
-    t56 = sigma_CS_c * w_CS_s_thC + sigma_CS_s * w_CS_s_thS + t51 * w_CS_s_er + t55
-    t57 = o_c * sigma_CS_c + o_c * sigma_CS_s
-    t58 = t53 + t57
-    t59 = SQRT2 * t49
-    t60 = SQRT2 * t50
+    t61 = -sigma_CS_c * t58 + sigma_CS_c * w_CS_s_thC - sigma_CS_s * t58 + sigma_CS_s * w_CS_s_thS + t58 + t60
+    t62 = SQRT2 * w_C_s_er
+    t63 = SQRT2 * w_S_s_er
+    t64 = SQRT2 * w_nS_er
     z_CS_same_c = (
-        lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + t49 * w_same_CS_c_CS_c + t50 * w_same_CS_c_CS_s + t54
+        lambda_C * sigma_CS_c
+        + lambda_M * sigma_CS_s
+        - o_c * sigma_CS_c
+        - o_c * sigma_CS_s
+        + t51 * w_same_CS_c_CS_c
+        + t52 * w_same_CS_c_CS_s
+        + t57
     )
     z_CS_same_s = (
-        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t56
+        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t61
     )
     z_CS_other_C_c = (
-        t49 * w_C_c_thC
-        + t49 * w_other_C_c_CS_c
-        + t50 * w_C_c_thS
-        + t50 * w_other_C_c_CS_s
-        + t52 * w_C_c_er
-        + t58
+        t51 * w_C_c_thC
+        + t51 * w_other_C_c_CS_c
+        + t52 * w_C_c_thS
+        + t52 * w_other_C_c_CS_s
+        + t53 * w_C_c_er
+        - t54 * w_C_c_er
+        - t55 * w_C_c_er
+        + t56
     )
     z_CS_other_C_s = (
-        (1 / 2) * sigma_CS_c * w_C_s_thC
+        -1 / 2 * sigma_CS_c * t62
+        + (1 / 2) * sigma_CS_c * w_C_s_thC
         + (1 / 2) * sigma_CS_c * w_other_C_s_CS_c
+        - 1 / 2 * sigma_CS_s * t62
         + (1 / 2) * sigma_CS_s * w_C_s_thS
         + (1 / 2) * sigma_CS_s * w_other_C_s_CS_s
-        + (1 / 2) * t51 * w_C_s_er
-        + (1 / 2) * t55
+        + (1 / 2) * t60
+        + (1 / 2) * t62
     )
-    z_CS_other_CS_c = t49 * w_other_CS_c_CS_c + t50 * w_other_CS_c_CS_s + t54 + t57
+    z_CS_other_CS_c = t51 * w_other_CS_c_CS_c + t52 * w_other_CS_c_CS_s + t57
     z_CS_other_CS_s = (
-        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t56
+        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t61
     )
     z_CS_other_S_s = (
-        (1 / 2) * sigma_CS_c * w_S_s_thC
+        -1 / 2 * sigma_CS_c * t63
+        + (1 / 2) * sigma_CS_c * w_S_s_thC
         + (1 / 2) * sigma_CS_c * w_other_S_s_CS_c
+        - 1 / 2 * sigma_CS_s * t63
         + (1 / 2) * sigma_CS_s * w_S_s_thS
         + (1 / 2) * sigma_CS_s * w_other_S_s_CS_s
-        + (1 / 2) * t51 * w_S_s_er
-        + (1 / 2) * t55
+        + (1 / 2) * t60
+        + (1 / 2) * t63
     )
     z_CS_other_S_a = (
-        t49 * w_S_a_thC
-        + t49 * w_other_S_a_CS_c
-        + t50 * w_S_a_thS
-        + t50 * w_other_S_a_CS_s
-        + t52 * w_S_a_er
-        + t58
+        t51 * w_S_a_thC
+        + t51 * w_other_S_a_CS_c
+        + t52 * w_S_a_thS
+        + t52 * w_other_S_a_CS_s
+        + t53 * w_S_a_er
+        - t54 * w_S_a_er
+        - t55 * w_S_a_er
+        + t56
     )
-    z_CS_nA = t49 * w_nA_CS_c + t49 * w_nA_thC + t50 * w_nA_CS_s + t50 * w_nA_thS + t52 * w_nA_er + t58
+    z_CS_nA = (
+        t51 * w_nA_CS_c
+        + t51 * w_nA_thC
+        + t52 * w_nA_CS_s
+        + t52 * w_nA_thS
+        + t53 * w_nA_er
+        - t54 * w_nA_er
+        - t55 * w_nA_er
+        + t56
+    )
     z_CS_nS = (
-        (1 / 2) * sigma_CS_c * w_nS_CS_c
+        -1 / 2 * sigma_CS_c * t64
+        + (1 / 2) * sigma_CS_c * w_nS_CS_c
         + (1 / 2) * sigma_CS_c * w_nS_thC
+        - 1 / 2 * sigma_CS_s * t64
         + (1 / 2) * sigma_CS_s * w_nS_CS_s
         + (1 / 2) * sigma_CS_s * w_nS_thS
-        + (1 / 2) * t51 * w_nS_er
-        + (1 / 2) * t55
+        + (1 / 2) * t60
+        + (1 / 2) * t64
     )
     z_CS_r = (
-        o_r * sigma_CS_c
-        + o_r * sigma_CS_r
-        + o_r * sigma_CS_s
-        + sigma_CS_r * w_er_er
-        + t59 * w_er_CS_c
-        + t59 * w_er_thC
-        + t60 * w_er_CS_s
-        + t60 * w_er_thS
+        o_r
+        - sigma_CS_c * w_er_er
+        - sigma_CS_s * w_er_er
+        + t54 * w_er_CS_c
+        + t54 * w_er_thC
+        + t55 * w_er_CS_s
+        + t55 * w_er_thS
+        + w_er_er
     )
     mult_CS_same_c = 1
     mult_CS_same_s = 1
@@ -7170,123 +7481,128 @@ def velocity_value_S(x, p):
     P_CS_nS = jnp.where(n_CS != 0, P_CS_nS, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     # class CS: backward to attention and scores
-    t61 = w_thS_CS_c + w_thS_thC
-    t62 = t61 + w_CS_s_thC
-    t63 = P_CS_other_C_s * n_C
-    t64 = P_CS_other_S_s * n_S
-    t65 = n_CS - 1
-    t66 = P_CS_other_CS_s * t65
-    t67 = 2 * o_c
-    t68 = w_thC_CS_c + w_thC_thC
-    t69 = t67 + t68
-    t70 = P_CS_other_C_c * n_C
-    t71 = P_CS_other_S_a * n_S
-    t72 = 2 * o_r
-    t73 = P_CS_same_c - 1
-    t74 = t68 + w_CS_c_thC
-    t75 = P_CS_other_CS_c * t65
-    t76 = n_C + n_CS + n_S
-    t77 = P_CS_nS * (-K_S + t76)
-    t78 = P_CS_nA * (-K_A + t76)
-    t79 = w_thS_CS_s + w_thS_thS
-    t80 = t79 + w_CS_s_thS
-    t81 = w_thC_CS_s + w_thC_thS
-    t82 = t67 + t81
-    t83 = t81 + w_CS_c_thS
-    t84 = (1 / 2) * SQRT2
-    t85 = t84 * (w_CS_s_er + w_thS_er)
-    t86 = SQRT2 * w_thC_er + t67
-    t87 = (1 / 2) * SQRT2 * w_CS_c_er + (1 / 2) * t86
+    t65 = w_thS_CS_c + w_thS_thC
+    t66 = t65 + w_CS_s_thC
+    t67 = P_CS_other_C_s * n_C
+    t68 = P_CS_other_S_s * n_S
+    t69 = n_CS - 1
+    t70 = P_CS_other_CS_s * t69
+    t71 = 2 * o_c
+    t72 = w_thC_CS_c + w_thC_thC
+    t73 = t71 + t72
+    t74 = P_CS_other_C_c * n_C
+    t75 = P_CS_other_S_a * n_S
+    t76 = 2 * o_r
+    t77 = P_CS_same_c - 1
+    t78 = t72 + w_CS_c_thC
+    t79 = P_CS_other_CS_c * t69
+    t80 = n_C + n_CS + n_S
+    t81 = P_CS_nS * (-K_S + t80)
+    t82 = P_CS_nA * (-K_A + t80)
+    t83 = w_thS_CS_s + w_thS_thS
+    t84 = t83 + w_CS_s_thS
+    t85 = w_thC_CS_s + w_thC_thS
+    t86 = t71 + t85
+    t87 = t85 + w_CS_c_thS
+    t88 = (1 / 2) * SQRT2
+    t89 = t88 * (w_CS_s_er + w_thS_er)
+    t90 = SQRT2 * w_thC_er + t71
+    t91 = (1 / 2) * SQRT2 * w_CS_c_er + (1 / 2) * t90
     dsigma_CS_c = (
-        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_c + SQRT2 * w_er_thC + t72)
-        + (1 / 2) * P_CS_same_s * (t62 + w_same_CS_s_CS_c)
-        + (1 / 2) * t63 * (t61 + w_C_s_thC + w_other_C_s_CS_c)
-        + (1 / 2) * t64 * (t61 + w_S_s_thC + w_other_S_s_CS_c)
-        + (1 / 2) * t66 * (t62 + w_other_CS_s_CS_c)
-        + (1 / 2) * t70 * (t69 + w_C_c_thC + w_other_C_c_CS_c)
-        + (1 / 2) * t71 * (t69 + w_S_a_thC + w_other_S_a_CS_c)
-        + (1 / 2) * t73 * (2 * lambda_C + t74 + w_same_CS_c_CS_c)
-        + (1 / 2) * t75 * (t67 + t74 + w_other_CS_c_CS_c)
-        - 1 / 2 * t77 * (t61 + w_nS_CS_c + w_nS_thC)
-        - 1 / 2 * t78 * (t69 + w_nA_CS_c + w_nA_thC)
+        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_c + SQRT2 * w_er_thC + t76)
+        + (1 / 2) * P_CS_same_s * (t66 + w_same_CS_s_CS_c)
+        + (1 / 2) * t67 * (t65 + w_C_s_thC + w_other_C_s_CS_c)
+        + (1 / 2) * t68 * (t65 + w_S_s_thC + w_other_S_s_CS_c)
+        + (1 / 2) * t70 * (t66 + w_other_CS_s_CS_c)
+        + (1 / 2) * t74 * (t73 + w_C_c_thC + w_other_C_c_CS_c)
+        + (1 / 2) * t75 * (t73 + w_S_a_thC + w_other_S_a_CS_c)
+        + (1 / 2) * t77 * (2 * lambda_C + t78 + w_same_CS_c_CS_c)
+        + (1 / 2) * t79 * (t71 + t78 + w_other_CS_c_CS_c)
+        - 1 / 2 * t81 * (t65 + w_nS_CS_c + w_nS_thC)
+        - 1 / 2 * t82 * (t73 + w_nA_CS_c + w_nA_thC)
     )
     dsigma_CS_s = (
-        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_s + SQRT2 * w_er_thS + t72)
-        + (1 / 2) * P_CS_same_s * (t80 + w_same_CS_s_CS_s)
-        + (1 / 2) * t63 * (t79 + w_C_s_thS + w_other_C_s_CS_s)
-        + (1 / 2) * t64 * (t79 + w_S_s_thS + w_other_S_s_CS_s)
-        + (1 / 2) * t66 * (t80 + w_other_CS_s_CS_s)
-        + (1 / 2) * t70 * (t82 + w_C_c_thS + w_other_C_c_CS_s)
-        + (1 / 2) * t71 * (t82 + w_S_a_thS + w_other_S_a_CS_s)
-        + (1 / 2) * t73 * (2 * lambda_M + t83 + w_same_CS_c_CS_s)
-        + (1 / 2) * t75 * (t67 + t83 + w_other_CS_c_CS_s)
-        - 1 / 2 * t77 * (t79 + w_nS_CS_s + w_nS_thS)
-        - 1 / 2 * t78 * (t82 + w_nA_CS_s + w_nA_thS)
+        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_s + SQRT2 * w_er_thS + t76)
+        + (1 / 2) * P_CS_same_s * (t84 + w_same_CS_s_CS_s)
+        + (1 / 2) * t67 * (t83 + w_C_s_thS + w_other_C_s_CS_s)
+        + (1 / 2) * t68 * (t83 + w_S_s_thS + w_other_S_s_CS_s)
+        + (1 / 2) * t70 * (t84 + w_other_CS_s_CS_s)
+        + (1 / 2) * t74 * (t86 + w_C_c_thS + w_other_C_c_CS_s)
+        + (1 / 2) * t75 * (t86 + w_S_a_thS + w_other_S_a_CS_s)
+        + (1 / 2) * t77 * (2 * lambda_M + t87 + w_same_CS_c_CS_s)
+        + (1 / 2) * t79 * (t71 + t87 + w_other_CS_c_CS_s)
+        - 1 / 2 * t81 * (t83 + w_nS_CS_s + w_nS_thS)
+        - 1 / 2 * t82 * (t86 + w_nA_CS_s + w_nA_thS)
     )
     dsigma_CS_r = (
         P_CS_r * (o_r + w_er_er)
-        + P_CS_same_s * t85
-        + t63 * t84 * (w_C_s_er + w_thS_er)
-        + t64 * t84 * (w_S_s_er + w_thS_er)
-        + t66 * t85
-        + (1 / 2) * t70 * (SQRT2 * w_C_c_er + t86)
-        + (1 / 2) * t71 * (SQRT2 * w_S_a_er + t86)
-        + t73 * t87
-        + t75 * t87
-        - t77 * t84 * (w_nS_er + w_thS_er)
-        - 1 / 2 * t78 * (SQRT2 * w_nA_er + t86)
+        + P_CS_same_s * t89
+        + t67 * t88 * (w_C_s_er + w_thS_er)
+        + t68 * t88 * (w_S_s_er + w_thS_er)
+        + t70 * t89
+        + (1 / 2) * t74 * (SQRT2 * w_C_c_er + t90)
+        + (1 / 2) * t75 * (SQRT2 * w_S_a_er + t90)
+        + t77 * t91
+        + t79 * t91
+        - t81 * t88 * (w_nS_er + w_thS_er)
+        - 1 / 2 * t82 * (SQRT2 * w_nA_er + t90)
     )
-    t88 = dsigma_CS_r * sigma_CS_r
-    t89 = dsigma_CS_s * sigma_CS_s
-    t90 = dsigma_CS_c * sigma_CS_c
-    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t88 - t89)
-    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t88 - t90)
-    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t89 - t90)
+    t92 = dsigma_CS_r * sigma_CS_r
+    t93 = dsigma_CS_s * sigma_CS_s
+    t94 = dsigma_CS_c * sigma_CS_c
+    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t92 - t93)
+    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t92 - t94)
+    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t93 - t94)
     # class S: scores, attention, role logits, loss and its logit gradient
     u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
     u_S_r = kappa_er
     ashift_S = jnp.maximum(u_S_s, u_S_r)
-    t91 = jnp.exp(-ashift_S + u_S_s)
-    t92 = jnp.exp(-ashift_S + u_S_r)
-    t93 = 1.0 / (t91 + t92)
-    sigma_S_s = t91 * t93
-    sigma_S_r = t92 * t93
-    t94 = SQRT2 * sigma_S_r
-    t95 = sigma_S_s * w_thS_S_s + sigma_S_s * w_thS_thS + t94 * w_thS_er
-    t96 = sigma_S_s * w_S_s_thS + t94 * w_S_s_er + t95
-    t97 = (1 / 2) * sigma_S_s
-    t98 = (1 / 2) * t94
-    t99 = o_c * sigma_S_r + t97 * w_thC_S_s + t97 * w_thC_thS + t98 * w_thC_er
-    t100 = t97 * w_S_a_thS + t98 * w_S_a_er + t99
-    t101 = o_c * sigma_S_s
-    t102 = t101 + t99
-    t103 = SQRT2 * t97
-    z_S_same_s = (1 / 2) * sigma_S_s * w_same_S_s_S_s + (1 / 2) * t96
-    z_S_same_a = lambda_M * sigma_S_s + t100 + t97 * w_same_S_a_S_s
-    z_S_other_C_c = t102 + t97 * w_C_c_thS + t97 * w_other_C_c_S_s + t98 * w_C_c_er
+    t95 = jnp.exp(-ashift_S + u_S_s)
+    t96 = jnp.exp(-ashift_S + u_S_r)
+    t97 = 1.0 / (t95 + t96)
+    sigma_S_s = t95 * t97
+    sigma_S_r = t96 * t97
+    t98 = SQRT2 * w_S_s_er
+    t99 = SQRT2 * w_thS_er
+    t100 = -sigma_S_s * t99 + sigma_S_s * w_thS_S_s + sigma_S_s * w_thS_thS + t99
+    t101 = -sigma_S_s * t98 + sigma_S_s * w_S_s_thS + t100 + t98
+    t102 = (1 / 2) * sigma_S_s
+    t103 = (1 / 2) * SQRT2
+    t104 = SQRT2 * t102
+    t105 = o_c + t102 * w_thC_S_s + t102 * w_thC_thS + t103 * w_thC_er - t104 * w_thC_er
+    t106 = t102 * w_S_a_thS + t103 * w_S_a_er - t104 * w_S_a_er + t105
+    t107 = SQRT2 * w_C_s_er
+    t108 = SQRT2 * w_CS_s_er
+    t109 = SQRT2 * w_nS_er
+    z_S_same_s = (1 / 2) * sigma_S_s * w_same_S_s_S_s + (1 / 2) * t101
+    z_S_same_a = lambda_M * sigma_S_s - o_c * sigma_S_s + t102 * w_same_S_a_S_s + t106
+    z_S_other_C_c = t102 * w_C_c_thS + t102 * w_other_C_c_S_s + t103 * w_C_c_er - t104 * w_C_c_er + t105
     z_S_other_C_s = (
-        (1 / 2) * sigma_S_s * w_C_s_thS
+        -1 / 2 * sigma_S_s * t107
+        + (1 / 2) * sigma_S_s * w_C_s_thS
         + (1 / 2) * sigma_S_s * w_other_C_s_S_s
-        + (1 / 2) * t94 * w_C_s_er
-        + (1 / 2) * t95
+        + (1 / 2) * t100
+        + (1 / 2) * t107
     )
-    z_S_other_CS_c = t102 + t97 * w_CS_c_thS + t97 * w_other_CS_c_S_s + t98 * w_CS_c_er
+    z_S_other_CS_c = t102 * w_CS_c_thS + t102 * w_other_CS_c_S_s + t103 * w_CS_c_er - t104 * w_CS_c_er + t105
     z_S_other_CS_s = (
-        (1 / 2) * sigma_S_s * w_CS_s_thS
+        -1 / 2 * sigma_S_s * t108
+        + (1 / 2) * sigma_S_s * w_CS_s_thS
         + (1 / 2) * sigma_S_s * w_other_CS_s_S_s
-        + (1 / 2) * t94 * w_CS_s_er
-        + (1 / 2) * t95
+        + (1 / 2) * t100
+        + (1 / 2) * t108
     )
-    z_S_other_S_s = (1 / 2) * sigma_S_s * w_other_S_s_S_s + (1 / 2) * t96
-    z_S_other_S_a = t100 + t101 + t97 * w_other_S_a_S_s
-    z_S_nA = t102 + t97 * w_nA_S_s + t97 * w_nA_thS + t98 * w_nA_er
+    z_S_other_S_s = (1 / 2) * sigma_S_s * w_other_S_s_S_s + (1 / 2) * t101
+    z_S_other_S_a = t102 * w_other_S_a_S_s + t106
+    z_S_nA = t102 * w_nA_S_s + t102 * w_nA_thS + t103 * w_nA_er - t104 * w_nA_er + t105
     z_S_nS = (
-        (1 / 2) * sigma_S_s * w_nS_S_s
+        -1 / 2 * sigma_S_s * t109
+        + (1 / 2) * sigma_S_s * w_nS_S_s
         + (1 / 2) * sigma_S_s * w_nS_thS
-        + (1 / 2) * t94 * w_nS_er
-        + (1 / 2) * t95
+        + (1 / 2) * t100
+        + (1 / 2) * t109
     )
-    z_S_r = o_r * sigma_S_r + o_r * sigma_S_s + sigma_S_r * w_er_er + t103 * w_er_S_s + t103 * w_er_thS
+    z_S_r = o_r - sigma_S_s * w_er_er + t104 * w_er_S_s + t104 * w_er_thS + w_er_er
     mult_S_same_s = 1
     mult_S_same_a = 1
     mult_S_other_C_c = n_C
@@ -7360,322 +7676,319 @@ def velocity_value_S(x, p):
     P_S_nS = E_S_nS / Z_S
     P_S_r = E_S_r / Z_S
     # class S: backward to attention and scores
-    t104 = w_thS_S_s + w_thS_thS
-    t105 = t104 + w_S_s_thS
-    t106 = P_S_other_CS_s * n_CS
-    t107 = P_S_other_C_s * n_C
-    t108 = n_S - 1
-    t109 = P_S_other_S_s * t108
-    t110 = 2 * o_c
-    t111 = w_thC_S_s + w_thC_thS
-    t112 = t110 + t111
-    t113 = P_S_other_CS_c * n_CS
-    t114 = P_S_other_C_c * n_C
-    t115 = P_S_same_a - 1
-    t116 = t111 + w_S_a_thS
-    t117 = P_S_other_S_a * t108
-    t118 = n_C + n_CS + n_S
-    t119 = P_S_nS * (-K_S + t118)
-    t120 = P_S_nA * (-K_A + t118)
-    t121 = (1 / 2) * SQRT2
-    t122 = t121 * (w_S_s_er + w_thS_er)
-    t123 = SQRT2 * w_thC_er + t110
-    t124 = (1 / 2) * SQRT2 * w_S_a_er + (1 / 2) * t123
+    t110 = w_thS_S_s + w_thS_thS
+    t111 = t110 + w_S_s_thS
+    t112 = P_S_other_CS_s * n_CS
+    t113 = P_S_other_C_s * n_C
+    t114 = n_S - 1
+    t115 = P_S_other_S_s * t114
+    t116 = 2 * o_c
+    t117 = w_thC_S_s + w_thC_thS
+    t118 = t116 + t117
+    t119 = P_S_other_CS_c * n_CS
+    t120 = P_S_other_C_c * n_C
+    t121 = P_S_same_a - 1
+    t122 = t117 + w_S_a_thS
+    t123 = P_S_other_S_a * t114
+    t124 = n_C + n_CS + n_S
+    t125 = P_S_nS * (-K_S + t124)
+    t126 = P_S_nA * (-K_A + t124)
+    t127 = (1 / 2) * SQRT2
+    t128 = t127 * (w_S_s_er + w_thS_er)
+    t129 = SQRT2 * w_thC_er + t116
+    t130 = (1 / 2) * SQRT2 * w_S_a_er + (1 / 2) * t129
     dsigma_S_s = (
         (1 / 2) * P_S_r * (SQRT2 * w_er_S_s + SQRT2 * w_er_thS + 2 * o_r)
-        + (1 / 2) * P_S_same_s * (t105 + w_same_S_s_S_s)
-        + (1 / 2) * t106 * (t104 + w_CS_s_thS + w_other_CS_s_S_s)
-        + (1 / 2) * t107 * (t104 + w_C_s_thS + w_other_C_s_S_s)
-        + (1 / 2) * t109 * (t105 + w_other_S_s_S_s)
-        + (1 / 2) * t113 * (t112 + w_CS_c_thS + w_other_CS_c_S_s)
-        + (1 / 2) * t114 * (t112 + w_C_c_thS + w_other_C_c_S_s)
-        + (1 / 2) * t115 * (2 * lambda_M + t116 + w_same_S_a_S_s)
-        + (1 / 2) * t117 * (t110 + t116 + w_other_S_a_S_s)
-        - 1 / 2 * t119 * (t104 + w_nS_S_s + w_nS_thS)
-        - 1 / 2 * t120 * (t112 + w_nA_S_s + w_nA_thS)
+        + (1 / 2) * P_S_same_s * (t111 + w_same_S_s_S_s)
+        + (1 / 2) * t112 * (t110 + w_CS_s_thS + w_other_CS_s_S_s)
+        + (1 / 2) * t113 * (t110 + w_C_s_thS + w_other_C_s_S_s)
+        + (1 / 2) * t115 * (t111 + w_other_S_s_S_s)
+        + (1 / 2) * t119 * (t118 + w_CS_c_thS + w_other_CS_c_S_s)
+        + (1 / 2) * t120 * (t118 + w_C_c_thS + w_other_C_c_S_s)
+        + (1 / 2) * t121 * (2 * lambda_M + t122 + w_same_S_a_S_s)
+        + (1 / 2) * t123 * (t116 + t122 + w_other_S_a_S_s)
+        - 1 / 2 * t125 * (t110 + w_nS_S_s + w_nS_thS)
+        - 1 / 2 * t126 * (t118 + w_nA_S_s + w_nA_thS)
     )
     dsigma_S_r = (
         P_S_r * (o_r + w_er_er)
-        + P_S_same_s * t122
-        + t106 * t121 * (w_CS_s_er + w_thS_er)
-        + t107 * t121 * (w_C_s_er + w_thS_er)
-        + t109 * t122
-        + (1 / 2) * t113 * (SQRT2 * w_CS_c_er + t123)
-        + (1 / 2) * t114 * (SQRT2 * w_C_c_er + t123)
-        + t115 * t124
-        + t117 * t124
-        - t119 * t121 * (w_nS_er + w_thS_er)
-        - 1 / 2 * t120 * (SQRT2 * w_nA_er + t123)
+        + P_S_same_s * t128
+        + t112 * t127 * (w_CS_s_er + w_thS_er)
+        + t113 * t127 * (w_C_s_er + w_thS_er)
+        + t115 * t128
+        + (1 / 2) * t119 * (SQRT2 * w_CS_c_er + t129)
+        + (1 / 2) * t120 * (SQRT2 * w_C_c_er + t129)
+        + t121 * t130
+        + t123 * t130
+        - t125 * t127 * (w_nS_er + w_thS_er)
+        - 1 / 2 * t126 * (SQRT2 * w_nA_er + t129)
     )
-    t125 = dsigma_S_r - dsigma_S_s
-    t126 = sigma_S_r * sigma_S_s
-    du_S_s = -t125 * t126
-    du_S_r = t125 * t126
+    t131 = dsigma_S_r - dsigma_S_s
+    t132 = sigma_S_r * sigma_S_s
+    du_S_s = -t131 * t132
+    du_S_r = t131 * t132
     # the per-entry gradient of every moving orbit, times -lr
     lr_kq = p["lr_kq"]
     lr_v = p["lr_v"]
-    t127 = n_C + n_CS + n_S
-    t128 = 1.0 / (t127)
-    t129 = lr_kq * t128
-    t130 = (1 / 2) * SQRT2 * t129
-    t131 = P_C_same_c - 1
-    t132 = lr_v * t128
-    t133 = (1 / 2) * t132
-    t134 = sigma_C_c * t133
-    t135 = -K_S + t127
-    t136 = n_C - 1
-    t137 = P_C_other_C_s * t136 + P_C_same_s
-    t138 = -P_C_nS * t135 + P_C_other_CS_s * n_CS + P_C_other_S_s * n_S + t137
-    t139 = -K_A + t127
-    t140 = P_C_other_C_c * t136 + t131
-    t141 = -P_C_nA * t139 + P_C_other_CS_c * n_CS + P_C_other_S_a * n_S + t140
-    t142 = P_C_r * SQRT2
-    t143 = sigma_C_s * t133
-    t144 = P_CS_same_c - 1
-    t145 = sigma_CS_c * t133
-    t146 = n_CS - 1
-    t147 = P_CS_other_CS_s * t146 + P_CS_same_s
-    t148 = -P_CS_nS * t135 + P_CS_other_C_s * n_C + P_CS_other_S_s * n_S + t147
-    t149 = P_CS_other_CS_c * t146 + t144
-    t150 = -P_CS_nA * t139 + P_CS_other_C_c * n_C + P_CS_other_S_a * n_S + t149
-    t151 = P_CS_r * SQRT2
-    t152 = sigma_CS_s * t133
-    t153 = sigma_S_s * t133
-    t154 = P_S_same_a - 1
-    t155 = n_S - 1
-    t156 = P_S_other_S_s * t155 + P_S_same_s
-    t157 = -P_S_nS * t135 + P_S_other_CS_s * n_CS + P_S_other_C_s * n_C + t156
-    t158 = P_S_other_S_a * t155 + t154
-    t159 = -P_S_nA * t139 + P_S_other_CS_c * n_CS + P_S_other_C_c * n_C + t158
-    t160 = n_CS * sigma_CS_s
-    t161 = n_S * sigma_S_s
-    t162 = n_C * sigma_C_s
-    t163 = SQRT2 * t133
-    t164 = n_CS * sigma_CS_c
-    t165 = n_C * sigma_C_c
-    t166 = n_CS * sigma_CS_r
-    t167 = n_S * sigma_S_r
-    t168 = n_C * sigma_C_r
-    v_kappa_C_c = -du_C_c * t130
-    v_kappa_C_s = -du_C_s * t130
-    v_kappa_CS_c = -du_CS_c * t130
-    v_kappa_CS_s = -du_CS_s * t130
-    v_kappa_S_s = -du_S_s * t130
-    v_kappa_thS = -t130 * (du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
-    v_kappa_thC = -t130 * (du_CS_c * n_CS + du_C_c * n_C)
-    v_kappa_er = -t129 * (du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
-    v_w_same_C_c_C_c = -t131 * t134
-    v_w_same_C_s_C_c = -P_C_same_s * t134
-    v_w_other_C_c_C_c = -P_C_other_C_c * t134
-    v_w_other_C_s_C_c = -P_C_other_C_s * t134
-    v_w_other_CS_c_C_c = -P_C_other_CS_c * t134
-    v_w_other_CS_s_C_c = -P_C_other_CS_s * t134
-    v_w_other_S_s_C_c = -P_C_other_S_s * t134
-    v_w_other_S_a_C_c = -P_C_other_S_a * t134
-    v_w_nA_C_c = -P_C_nA * t134
-    v_w_nS_C_c = -P_C_nS * t134
-    v_w_thS_C_c = -t134 * t138
-    v_w_thC_C_c = -t134 * t141
-    v_w_er_C_c = -t134 * t142
-    v_w_same_C_c_C_s = -t131 * t143
-    v_w_same_C_s_C_s = -P_C_same_s * t143
-    v_w_other_C_c_C_s = -P_C_other_C_c * t143
-    v_w_other_C_s_C_s = -P_C_other_C_s * t143
-    v_w_other_CS_c_C_s = -P_C_other_CS_c * t143
-    v_w_other_CS_s_C_s = -P_C_other_CS_s * t143
-    v_w_other_S_s_C_s = -P_C_other_S_s * t143
-    v_w_other_S_a_C_s = -P_C_other_S_a * t143
-    v_w_nA_C_s = -P_C_nA * t143
-    v_w_nS_C_s = -P_C_nS * t143
-    v_w_thS_C_s = -t138 * t143
-    v_w_thC_C_s = -t141 * t143
-    v_w_er_C_s = -t142 * t143
-    v_w_same_CS_c_CS_c = -t144 * t145
-    v_w_same_CS_s_CS_c = -P_CS_same_s * t145
-    v_w_other_C_c_CS_c = -P_CS_other_C_c * t145
-    v_w_other_C_s_CS_c = -P_CS_other_C_s * t145
-    v_w_other_CS_c_CS_c = -P_CS_other_CS_c * t145
-    v_w_other_CS_s_CS_c = -P_CS_other_CS_s * t145
-    v_w_other_S_s_CS_c = -P_CS_other_S_s * t145
-    v_w_other_S_a_CS_c = -P_CS_other_S_a * t145
-    v_w_nA_CS_c = -P_CS_nA * t145
-    v_w_nS_CS_c = -P_CS_nS * t145
-    v_w_thS_CS_c = -t145 * t148
-    v_w_thC_CS_c = -t145 * t150
-    v_w_er_CS_c = -t145 * t151
-    v_w_same_CS_c_CS_s = -t144 * t152
-    v_w_same_CS_s_CS_s = -P_CS_same_s * t152
-    v_w_other_C_c_CS_s = -P_CS_other_C_c * t152
-    v_w_other_C_s_CS_s = -P_CS_other_C_s * t152
-    v_w_other_CS_c_CS_s = -P_CS_other_CS_c * t152
-    v_w_other_CS_s_CS_s = -P_CS_other_CS_s * t152
-    v_w_other_S_s_CS_s = -P_CS_other_S_s * t152
-    v_w_other_S_a_CS_s = -P_CS_other_S_a * t152
-    v_w_nA_CS_s = -P_CS_nA * t152
-    v_w_nS_CS_s = -P_CS_nS * t152
-    v_w_thS_CS_s = -t148 * t152
-    v_w_thC_CS_s = -t150 * t152
-    v_w_er_CS_s = -t151 * t152
-    v_w_same_S_s_S_s = -P_S_same_s * t153
-    v_w_same_S_a_S_s = -t153 * t154
-    v_w_other_C_c_S_s = -P_S_other_C_c * t153
-    v_w_other_C_s_S_s = -P_S_other_C_s * t153
-    v_w_other_CS_c_S_s = -P_S_other_CS_c * t153
-    v_w_other_CS_s_S_s = -P_S_other_CS_s * t153
-    v_w_other_S_s_S_s = -P_S_other_S_s * t153
-    v_w_other_S_a_S_s = -P_S_other_S_a * t153
-    v_w_nA_S_s = -P_S_nA * t153
-    v_w_nS_S_s = -P_S_nS * t153
-    v_w_thS_S_s = -t153 * t157
-    v_w_thC_S_s = -t153 * t159
-    v_w_er_S_s = -P_S_r * SQRT2 * t153
-    v_w_C_c_thS = -t133 * (P_CS_other_C_c * t160 + P_S_other_C_c * t161 + sigma_C_s * t140)
-    v_w_C_s_thS = -t133 * (P_CS_other_C_s * t160 + P_S_other_C_s * t161 + sigma_C_s * t137)
-    v_w_CS_c_thS = -t133 * (P_C_other_CS_c * t162 + P_S_other_CS_c * t161 + sigma_CS_s * t149)
-    v_w_CS_s_thS = -t133 * (P_C_other_CS_s * t162 + P_S_other_CS_s * t161 + sigma_CS_s * t147)
-    v_w_S_s_thS = -t133 * (P_CS_other_S_s * t160 + P_C_other_S_s * t162 + sigma_S_s * t156)
-    v_w_S_a_thS = -t133 * (P_CS_other_S_a * t160 + P_C_other_S_a * t162 + sigma_S_s * t158)
-    v_w_nA_thS = -t133 * (P_CS_nA * t160 + P_C_nA * t162 + P_S_nA * t161)
-    v_w_nS_thS = -t133 * (P_CS_nS * t160 + P_C_nS * t162 + P_S_nS * t161)
-    v_w_thS_thS = -t133 * (t138 * t162 + t148 * t160 + t157 * t161)
-    v_w_thC_thS = -t133 * (t141 * t162 + t150 * t160 + t159 * t161)
-    v_w_er_thS = -t163 * (P_CS_r * t160 + P_C_r * t162 + P_S_r * t161)
-    v_w_C_c_thC = -t133 * (P_CS_other_C_c * t164 + sigma_C_c * t140)
-    v_w_C_s_thC = -t133 * (P_CS_other_C_s * t164 + sigma_C_c * t137)
-    v_w_CS_c_thC = -t133 * (P_C_other_CS_c * t165 + sigma_CS_c * t149)
-    v_w_CS_s_thC = -t133 * (P_C_other_CS_s * t165 + sigma_CS_c * t147)
-    v_w_S_s_thC = -t133 * (P_CS_other_S_s * t164 + P_C_other_S_s * t165)
-    v_w_S_a_thC = -t133 * (P_CS_other_S_a * t164 + P_C_other_S_a * t165)
-    v_w_nA_thC = -t133 * (P_CS_nA * t164 + P_C_nA * t165)
-    v_w_nS_thC = -t133 * (P_CS_nS * t164 + P_C_nS * t165)
-    v_w_thS_thC = -t133 * (t138 * t165 + t148 * t164)
-    v_w_thC_thC = -t133 * (t141 * t165 + t150 * t164)
-    v_w_er_thC = -t163 * (P_CS_r * t164 + P_C_r * t165)
-    v_w_C_c_er = -t163 * (P_CS_other_C_c * t166 + P_S_other_C_c * t167 + sigma_C_r * t140)
-    v_w_C_s_er = -t163 * (P_CS_other_C_s * t166 + P_S_other_C_s * t167 + sigma_C_r * t137)
-    v_w_CS_c_er = -t163 * (P_C_other_CS_c * t168 + P_S_other_CS_c * t167 + sigma_CS_r * t149)
-    v_w_CS_s_er = -t163 * (P_C_other_CS_s * t168 + P_S_other_CS_s * t167 + sigma_CS_r * t147)
-    v_w_S_s_er = -t163 * (P_CS_other_S_s * t166 + P_C_other_S_s * t168 + sigma_S_r * t156)
-    v_w_S_a_er = -t163 * (P_CS_other_S_a * t166 + P_C_other_S_a * t168 + sigma_S_r * t158)
-    v_w_nA_er = -t163 * (P_CS_nA * t166 + P_C_nA * t168 + P_S_nA * t167)
-    v_w_nS_er = -t163 * (P_CS_nS * t166 + P_C_nS * t168 + P_S_nS * t167)
-    v_w_thS_er = -t163 * (t138 * t168 + t148 * t166 + t157 * t167)
-    v_w_thC_er = -t163 * (t141 * t168 + t150 * t166 + t159 * t167)
-    v_w_er_er = -t132 * (P_CS_r * t166 + P_C_r * t168 + P_S_r * t167)
-    t169 = 1.0 / (n_C + n_CS + n_S)
-    weight_C = n_C * t169
-    weight_CS = n_CS * t169
-    weight_S = n_S * t169
-    velocity = jnp.stack(
-        [
-            v_kappa_C_c,
-            v_kappa_C_s,
-            v_kappa_CS_c,
-            v_kappa_CS_s,
-            v_kappa_S_s,
-            v_kappa_thS,
-            v_kappa_thC,
-            v_kappa_er,
-            v_w_same_C_c_C_c,
-            v_w_same_C_s_C_c,
-            v_w_other_C_c_C_c,
-            v_w_other_C_s_C_c,
-            v_w_other_CS_c_C_c,
-            v_w_other_CS_s_C_c,
-            v_w_other_S_s_C_c,
-            v_w_other_S_a_C_c,
-            v_w_nA_C_c,
-            v_w_nS_C_c,
-            v_w_thS_C_c,
-            v_w_thC_C_c,
-            v_w_er_C_c,
-            v_w_same_C_c_C_s,
-            v_w_same_C_s_C_s,
-            v_w_other_C_c_C_s,
-            v_w_other_C_s_C_s,
-            v_w_other_CS_c_C_s,
-            v_w_other_CS_s_C_s,
-            v_w_other_S_s_C_s,
-            v_w_other_S_a_C_s,
-            v_w_nA_C_s,
-            v_w_nS_C_s,
-            v_w_thS_C_s,
-            v_w_thC_C_s,
-            v_w_er_C_s,
-            v_w_same_CS_c_CS_c,
-            v_w_same_CS_s_CS_c,
-            v_w_other_C_c_CS_c,
-            v_w_other_C_s_CS_c,
-            v_w_other_CS_c_CS_c,
-            v_w_other_CS_s_CS_c,
-            v_w_other_S_s_CS_c,
-            v_w_other_S_a_CS_c,
-            v_w_nA_CS_c,
-            v_w_nS_CS_c,
-            v_w_thS_CS_c,
-            v_w_thC_CS_c,
-            v_w_er_CS_c,
-            v_w_same_CS_c_CS_s,
-            v_w_same_CS_s_CS_s,
-            v_w_other_C_c_CS_s,
-            v_w_other_C_s_CS_s,
-            v_w_other_CS_c_CS_s,
-            v_w_other_CS_s_CS_s,
-            v_w_other_S_s_CS_s,
-            v_w_other_S_a_CS_s,
-            v_w_nA_CS_s,
-            v_w_nS_CS_s,
-            v_w_thS_CS_s,
-            v_w_thC_CS_s,
-            v_w_er_CS_s,
-            v_w_same_S_s_S_s,
-            v_w_same_S_a_S_s,
-            v_w_other_C_c_S_s,
-            v_w_other_C_s_S_s,
-            v_w_other_CS_c_S_s,
-            v_w_other_CS_s_S_s,
-            v_w_other_S_s_S_s,
-            v_w_other_S_a_S_s,
-            v_w_nA_S_s,
-            v_w_nS_S_s,
-            v_w_thS_S_s,
-            v_w_thC_S_s,
-            v_w_er_S_s,
-            v_w_C_c_thS,
-            v_w_C_s_thS,
-            v_w_CS_c_thS,
-            v_w_CS_s_thS,
-            v_w_S_s_thS,
-            v_w_S_a_thS,
-            v_w_nA_thS,
-            v_w_nS_thS,
-            v_w_thS_thS,
-            v_w_thC_thS,
-            v_w_er_thS,
-            v_w_C_c_thC,
-            v_w_C_s_thC,
-            v_w_CS_c_thC,
-            v_w_CS_s_thC,
-            v_w_S_s_thC,
-            v_w_S_a_thC,
-            v_w_nA_thC,
-            v_w_nS_thC,
-            v_w_thS_thC,
-            v_w_thC_thC,
-            v_w_er_thC,
-            v_w_C_c_er,
-            v_w_C_s_er,
-            v_w_CS_c_er,
-            v_w_CS_s_er,
-            v_w_S_s_er,
-            v_w_S_a_er,
-            v_w_nA_er,
-            v_w_nS_er,
-            v_w_thS_er,
-            v_w_thC_er,
-            v_w_er_er,
-        ],
-        axis=-1,
+    t133 = n_C + n_CS + n_S
+    t134 = 1.0 / (t133)
+    t135 = lr_kq * t134
+    t136 = (1 / 2) * SQRT2 * t135
+    t137 = P_C_same_c - 1
+    t138 = lr_v * t134
+    t139 = (1 / 2) * t138
+    t140 = sigma_C_c * t139
+    t141 = -K_S + t133
+    t142 = n_C - 1
+    t143 = P_C_other_C_s * t142 + P_C_same_s
+    t144 = -P_C_nS * t141 + P_C_other_CS_s * n_CS + P_C_other_S_s * n_S + t143
+    t145 = -K_A + t133
+    t146 = P_C_other_C_c * t142 + t137
+    t147 = -P_C_nA * t145 + P_C_other_CS_c * n_CS + P_C_other_S_a * n_S + t146
+    t148 = P_C_r * SQRT2
+    t149 = sigma_C_s * t139
+    t150 = P_CS_same_c - 1
+    t151 = sigma_CS_c * t139
+    t152 = n_CS - 1
+    t153 = P_CS_other_CS_s * t152 + P_CS_same_s
+    t154 = -P_CS_nS * t141 + P_CS_other_C_s * n_C + P_CS_other_S_s * n_S + t153
+    t155 = P_CS_other_CS_c * t152 + t150
+    t156 = -P_CS_nA * t145 + P_CS_other_C_c * n_C + P_CS_other_S_a * n_S + t155
+    t157 = P_CS_r * SQRT2
+    t158 = sigma_CS_s * t139
+    t159 = sigma_S_s * t139
+    t160 = P_S_same_a - 1
+    t161 = n_S - 1
+    t162 = P_S_other_S_s * t161 + P_S_same_s
+    t163 = -P_S_nS * t141 + P_S_other_CS_s * n_CS + P_S_other_C_s * n_C + t162
+    t164 = P_S_other_S_a * t161 + t160
+    t165 = -P_S_nA * t145 + P_S_other_CS_c * n_CS + P_S_other_C_c * n_C + t164
+    t166 = n_CS * sigma_CS_s
+    t167 = n_S * sigma_S_s
+    t168 = n_C * sigma_C_s
+    t169 = SQRT2 * t139
+    t170 = n_CS * sigma_CS_c
+    t171 = n_C * sigma_C_c
+    t172 = n_CS * sigma_CS_r
+    t173 = n_S * sigma_S_r
+    t174 = n_C * sigma_C_r
+    v_kappa_C_c = -du_C_c * t136
+    v_kappa_C_s = -du_C_s * t136
+    v_kappa_CS_c = -du_CS_c * t136
+    v_kappa_CS_s = -du_CS_s * t136
+    v_kappa_S_s = -du_S_s * t136
+    v_kappa_thS = -t136 * (du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
+    v_kappa_thC = -t136 * (du_CS_c * n_CS + du_C_c * n_C)
+    v_kappa_er = -t135 * (du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
+    v_w_same_C_c_C_c = -t137 * t140
+    v_w_same_C_s_C_c = -P_C_same_s * t140
+    v_w_other_C_c_C_c = -P_C_other_C_c * t140
+    v_w_other_C_s_C_c = -P_C_other_C_s * t140
+    v_w_other_CS_c_C_c = -P_C_other_CS_c * t140
+    v_w_other_CS_s_C_c = -P_C_other_CS_s * t140
+    v_w_other_S_s_C_c = -P_C_other_S_s * t140
+    v_w_other_S_a_C_c = -P_C_other_S_a * t140
+    v_w_nA_C_c = -P_C_nA * t140
+    v_w_nS_C_c = -P_C_nS * t140
+    v_w_thS_C_c = -t140 * t144
+    v_w_thC_C_c = -t140 * t147
+    v_w_er_C_c = -t140 * t148
+    v_w_same_C_c_C_s = -t137 * t149
+    v_w_same_C_s_C_s = -P_C_same_s * t149
+    v_w_other_C_c_C_s = -P_C_other_C_c * t149
+    v_w_other_C_s_C_s = -P_C_other_C_s * t149
+    v_w_other_CS_c_C_s = -P_C_other_CS_c * t149
+    v_w_other_CS_s_C_s = -P_C_other_CS_s * t149
+    v_w_other_S_s_C_s = -P_C_other_S_s * t149
+    v_w_other_S_a_C_s = -P_C_other_S_a * t149
+    v_w_nA_C_s = -P_C_nA * t149
+    v_w_nS_C_s = -P_C_nS * t149
+    v_w_thS_C_s = -t144 * t149
+    v_w_thC_C_s = -t147 * t149
+    v_w_er_C_s = -t148 * t149
+    v_w_same_CS_c_CS_c = -t150 * t151
+    v_w_same_CS_s_CS_c = -P_CS_same_s * t151
+    v_w_other_C_c_CS_c = -P_CS_other_C_c * t151
+    v_w_other_C_s_CS_c = -P_CS_other_C_s * t151
+    v_w_other_CS_c_CS_c = -P_CS_other_CS_c * t151
+    v_w_other_CS_s_CS_c = -P_CS_other_CS_s * t151
+    v_w_other_S_s_CS_c = -P_CS_other_S_s * t151
+    v_w_other_S_a_CS_c = -P_CS_other_S_a * t151
+    v_w_nA_CS_c = -P_CS_nA * t151
+    v_w_nS_CS_c = -P_CS_nS * t151
+    v_w_thS_CS_c = -t151 * t154
+    v_w_thC_CS_c = -t151 * t156
+    v_w_er_CS_c = -t151 * t157
+    v_w_same_CS_c_CS_s = -t150 * t158
+    v_w_same_CS_s_CS_s = -P_CS_same_s * t158
+    v_w_other_C_c_CS_s = -P_CS_other_C_c * t158
+    v_w_other_C_s_CS_s = -P_CS_other_C_s * t158
+    v_w_other_CS_c_CS_s = -P_CS_other_CS_c * t158
+    v_w_other_CS_s_CS_s = -P_CS_other_CS_s * t158
+    v_w_other_S_s_CS_s = -P_CS_other_S_s * t158
+    v_w_other_S_a_CS_s = -P_CS_other_S_a * t158
+    v_w_nA_CS_s = -P_CS_nA * t158
+    v_w_nS_CS_s = -P_CS_nS * t158
+    v_w_thS_CS_s = -t154 * t158
+    v_w_thC_CS_s = -t156 * t158
+    v_w_er_CS_s = -t157 * t158
+    v_w_same_S_s_S_s = -P_S_same_s * t159
+    v_w_same_S_a_S_s = -t159 * t160
+    v_w_other_C_c_S_s = -P_S_other_C_c * t159
+    v_w_other_C_s_S_s = -P_S_other_C_s * t159
+    v_w_other_CS_c_S_s = -P_S_other_CS_c * t159
+    v_w_other_CS_s_S_s = -P_S_other_CS_s * t159
+    v_w_other_S_s_S_s = -P_S_other_S_s * t159
+    v_w_other_S_a_S_s = -P_S_other_S_a * t159
+    v_w_nA_S_s = -P_S_nA * t159
+    v_w_nS_S_s = -P_S_nS * t159
+    v_w_thS_S_s = -t159 * t163
+    v_w_thC_S_s = -t159 * t165
+    v_w_er_S_s = -P_S_r * SQRT2 * t159
+    v_w_C_c_thS = -t139 * (P_CS_other_C_c * t166 + P_S_other_C_c * t167 + sigma_C_s * t146)
+    v_w_C_s_thS = -t139 * (P_CS_other_C_s * t166 + P_S_other_C_s * t167 + sigma_C_s * t143)
+    v_w_CS_c_thS = -t139 * (P_C_other_CS_c * t168 + P_S_other_CS_c * t167 + sigma_CS_s * t155)
+    v_w_CS_s_thS = -t139 * (P_C_other_CS_s * t168 + P_S_other_CS_s * t167 + sigma_CS_s * t153)
+    v_w_S_s_thS = -t139 * (P_CS_other_S_s * t166 + P_C_other_S_s * t168 + sigma_S_s * t162)
+    v_w_S_a_thS = -t139 * (P_CS_other_S_a * t166 + P_C_other_S_a * t168 + sigma_S_s * t164)
+    v_w_nA_thS = -t139 * (P_CS_nA * t166 + P_C_nA * t168 + P_S_nA * t167)
+    v_w_nS_thS = -t139 * (P_CS_nS * t166 + P_C_nS * t168 + P_S_nS * t167)
+    v_w_thS_thS = -t139 * (t144 * t168 + t154 * t166 + t163 * t167)
+    v_w_thC_thS = -t139 * (t147 * t168 + t156 * t166 + t165 * t167)
+    v_w_er_thS = -t169 * (P_CS_r * t166 + P_C_r * t168 + P_S_r * t167)
+    v_w_C_c_thC = -t139 * (P_CS_other_C_c * t170 + sigma_C_c * t146)
+    v_w_C_s_thC = -t139 * (P_CS_other_C_s * t170 + sigma_C_c * t143)
+    v_w_CS_c_thC = -t139 * (P_C_other_CS_c * t171 + sigma_CS_c * t155)
+    v_w_CS_s_thC = -t139 * (P_C_other_CS_s * t171 + sigma_CS_c * t153)
+    v_w_S_s_thC = -t139 * (P_CS_other_S_s * t170 + P_C_other_S_s * t171)
+    v_w_S_a_thC = -t139 * (P_CS_other_S_a * t170 + P_C_other_S_a * t171)
+    v_w_nA_thC = -t139 * (P_CS_nA * t170 + P_C_nA * t171)
+    v_w_nS_thC = -t139 * (P_CS_nS * t170 + P_C_nS * t171)
+    v_w_thS_thC = -t139 * (t144 * t171 + t154 * t170)
+    v_w_thC_thC = -t139 * (t147 * t171 + t156 * t170)
+    v_w_er_thC = -t169 * (P_CS_r * t170 + P_C_r * t171)
+    v_w_C_c_er = -t169 * (P_CS_other_C_c * t172 + P_S_other_C_c * t173 + sigma_C_r * t146)
+    v_w_C_s_er = -t169 * (P_CS_other_C_s * t172 + P_S_other_C_s * t173 + sigma_C_r * t143)
+    v_w_CS_c_er = -t169 * (P_C_other_CS_c * t174 + P_S_other_CS_c * t173 + sigma_CS_r * t155)
+    v_w_CS_s_er = -t169 * (P_C_other_CS_s * t174 + P_S_other_CS_s * t173 + sigma_CS_r * t153)
+    v_w_S_s_er = -t169 * (P_CS_other_S_s * t172 + P_C_other_S_s * t174 + sigma_S_r * t162)
+    v_w_S_a_er = -t169 * (P_CS_other_S_a * t172 + P_C_other_S_a * t174 + sigma_S_r * t164)
+    v_w_nA_er = -t169 * (P_CS_nA * t172 + P_C_nA * t174 + P_S_nA * t173)
+    v_w_nS_er = -t169 * (P_CS_nS * t172 + P_C_nS * t174 + P_S_nS * t173)
+    v_w_thS_er = -t169 * (t144 * t174 + t154 * t172 + t163 * t173)
+    v_w_thC_er = -t169 * (t147 * t174 + t156 * t172 + t165 * t173)
+    v_w_er_er = -t138 * (P_CS_r * t172 + P_C_r * t174 + P_S_r * t173)
+    t175 = 1.0 / (n_C + n_CS + n_S)
+    weight_C = n_C * t175
+    weight_CS = n_CS * t175
+    weight_S = n_S * t175
+    velocity = (
+        v_kappa_C_c,
+        v_kappa_C_s,
+        v_kappa_CS_c,
+        v_kappa_CS_s,
+        v_kappa_S_s,
+        v_kappa_thS,
+        v_kappa_thC,
+        v_kappa_er,
+        v_w_same_C_c_C_c,
+        v_w_same_C_s_C_c,
+        v_w_other_C_c_C_c,
+        v_w_other_C_s_C_c,
+        v_w_other_CS_c_C_c,
+        v_w_other_CS_s_C_c,
+        v_w_other_S_s_C_c,
+        v_w_other_S_a_C_c,
+        v_w_nA_C_c,
+        v_w_nS_C_c,
+        v_w_thS_C_c,
+        v_w_thC_C_c,
+        v_w_er_C_c,
+        v_w_same_C_c_C_s,
+        v_w_same_C_s_C_s,
+        v_w_other_C_c_C_s,
+        v_w_other_C_s_C_s,
+        v_w_other_CS_c_C_s,
+        v_w_other_CS_s_C_s,
+        v_w_other_S_s_C_s,
+        v_w_other_S_a_C_s,
+        v_w_nA_C_s,
+        v_w_nS_C_s,
+        v_w_thS_C_s,
+        v_w_thC_C_s,
+        v_w_er_C_s,
+        v_w_same_CS_c_CS_c,
+        v_w_same_CS_s_CS_c,
+        v_w_other_C_c_CS_c,
+        v_w_other_C_s_CS_c,
+        v_w_other_CS_c_CS_c,
+        v_w_other_CS_s_CS_c,
+        v_w_other_S_s_CS_c,
+        v_w_other_S_a_CS_c,
+        v_w_nA_CS_c,
+        v_w_nS_CS_c,
+        v_w_thS_CS_c,
+        v_w_thC_CS_c,
+        v_w_er_CS_c,
+        v_w_same_CS_c_CS_s,
+        v_w_same_CS_s_CS_s,
+        v_w_other_C_c_CS_s,
+        v_w_other_C_s_CS_s,
+        v_w_other_CS_c_CS_s,
+        v_w_other_CS_s_CS_s,
+        v_w_other_S_s_CS_s,
+        v_w_other_S_a_CS_s,
+        v_w_nA_CS_s,
+        v_w_nS_CS_s,
+        v_w_thS_CS_s,
+        v_w_thC_CS_s,
+        v_w_er_CS_s,
+        v_w_same_S_s_S_s,
+        v_w_same_S_a_S_s,
+        v_w_other_C_c_S_s,
+        v_w_other_C_s_S_s,
+        v_w_other_CS_c_S_s,
+        v_w_other_CS_s_S_s,
+        v_w_other_S_s_S_s,
+        v_w_other_S_a_S_s,
+        v_w_nA_S_s,
+        v_w_nS_S_s,
+        v_w_thS_S_s,
+        v_w_thC_S_s,
+        v_w_er_S_s,
+        v_w_C_c_thS,
+        v_w_C_s_thS,
+        v_w_CS_c_thS,
+        v_w_CS_s_thS,
+        v_w_S_s_thS,
+        v_w_S_a_thS,
+        v_w_nA_thS,
+        v_w_nS_thS,
+        v_w_thS_thS,
+        v_w_thC_thS,
+        v_w_er_thS,
+        v_w_C_c_thC,
+        v_w_C_s_thC,
+        v_w_CS_c_thC,
+        v_w_CS_s_thC,
+        v_w_S_s_thC,
+        v_w_S_a_thC,
+        v_w_nA_thC,
+        v_w_nS_thC,
+        v_w_thS_thC,
+        v_w_thC_thC,
+        v_w_er_thC,
+        v_w_C_c_er,
+        v_w_C_s_er,
+        v_w_CS_c_er,
+        v_w_CS_s_er,
+        v_w_S_s_er,
+        v_w_S_a_er,
+        v_w_nA_er,
+        v_w_nS_er,
+        v_w_thS_er,
+        v_w_thC_er,
+        v_w_er_er,
     )
     return velocity, weight_C * loss_C + weight_CS * loss_CS + weight_S * loss_S
 
@@ -7797,7 +8110,7 @@ def probe_value_S(x, p):
         w_thS_er,
         w_thC_er,
         w_er_er,
-    ) = [x[..., i] for i in range(106)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -7951,7 +8264,7 @@ def metrics_value_S(x, p):
         w_thS_er,
         w_thC_er,
         w_er_er,
-    ) = [x[..., i] for i in range(106)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -7969,81 +8282,110 @@ def metrics_value_S(x, p):
     sigma_C_r = t1 * t3
     t4 = (1 / 2) * sigma_C_c
     t5 = (1 / 2) * sigma_C_s
-    t6 = SQRT2 * sigma_C_r
-    t7 = (1 / 2) * t6
-    t8 = (
-        o_c * sigma_C_r
-        + o_c * sigma_C_s
+    t6 = (1 / 2) * SQRT2
+    t7 = SQRT2 * t4
+    t8 = SQRT2 * t5
+    t9 = (
+        o_c
         + t4 * w_thC_C_c
         + t4 * w_thC_thC
         + t5 * w_thC_C_s
         + t5 * w_thC_thS
-        + t7 * w_thC_er
+        + t6 * w_thC_er
+        - t7 * w_thC_er
+        - t8 * w_thC_er
     )
-    t9 = t4 * w_C_c_thC + t5 * w_C_c_thS + t7 * w_C_c_er + t8
-    t10 = (
-        sigma_C_c * w_thS_C_c
+    t10 = t4 * w_C_c_thC + t5 * w_C_c_thS + t6 * w_C_c_er - t7 * w_C_c_er - t8 * w_C_c_er + t9
+    t11 = SQRT2 * w_C_s_er
+    t12 = SQRT2 * w_thS_er
+    t13 = (
+        -sigma_C_c * t12
+        + sigma_C_c * w_thS_C_c
         + sigma_C_c * w_thS_thC
+        - sigma_C_s * t12
         + sigma_C_s * w_thS_C_s
         + sigma_C_s * w_thS_thS
-        + t6 * w_thS_er
+        + t12
     )
-    t11 = sigma_C_c * w_C_s_thC + sigma_C_s * w_C_s_thS + t10 + t6 * w_C_s_er
-    t12 = o_c * sigma_C_c
-    t13 = t12 + t8
-    t14 = SQRT2 * t4
-    t15 = SQRT2 * t5
-    z_C_same_c = lambda_C * sigma_C_c + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s + t9
-    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t11
-    z_C_other_C_c = t12 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s + t9
+    t14 = -sigma_C_c * t11 + sigma_C_c * w_C_s_thC - sigma_C_s * t11 + sigma_C_s * w_C_s_thS + t11 + t13
+    t15 = SQRT2 * w_CS_s_er
+    t16 = SQRT2 * w_S_s_er
+    t17 = SQRT2 * w_nS_er
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + t10 + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s
+    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t14
+    z_C_other_C_c = t10 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s
     z_C_other_C_s = (
-        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t11
+        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t14
     )
     z_C_other_CS_c = (
-        t13
-        + t4 * w_CS_c_thC
+        t4 * w_CS_c_thC
         + t4 * w_other_CS_c_C_c
         + t5 * w_CS_c_thS
         + t5 * w_other_CS_c_C_s
-        + t7 * w_CS_c_er
+        + t6 * w_CS_c_er
+        - t7 * w_CS_c_er
+        - t8 * w_CS_c_er
+        + t9
     )
     z_C_other_CS_s = (
-        (1 / 2) * sigma_C_c * w_CS_s_thC
+        -1 / 2 * sigma_C_c * t15
+        + (1 / 2) * sigma_C_c * w_CS_s_thC
         + (1 / 2) * sigma_C_c * w_other_CS_s_C_c
+        - 1 / 2 * sigma_C_s * t15
         + (1 / 2) * sigma_C_s * w_CS_s_thS
         + (1 / 2) * sigma_C_s * w_other_CS_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_CS_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t15
     )
     z_C_other_S_s = (
-        (1 / 2) * sigma_C_c * w_S_s_thC
+        -1 / 2 * sigma_C_c * t16
+        + (1 / 2) * sigma_C_c * w_S_s_thC
         + (1 / 2) * sigma_C_c * w_other_S_s_C_c
+        - 1 / 2 * sigma_C_s * t16
         + (1 / 2) * sigma_C_s * w_S_s_thS
         + (1 / 2) * sigma_C_s * w_other_S_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_S_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t16
     )
     z_C_other_S_a = (
-        t13 + t4 * w_S_a_thC + t4 * w_other_S_a_C_c + t5 * w_S_a_thS + t5 * w_other_S_a_C_s + t7 * w_S_a_er
+        t4 * w_S_a_thC
+        + t4 * w_other_S_a_C_c
+        + t5 * w_S_a_thS
+        + t5 * w_other_S_a_C_s
+        + t6 * w_S_a_er
+        - t7 * w_S_a_er
+        - t8 * w_S_a_er
+        + t9
     )
-    z_C_nA = t13 + t4 * w_nA_C_c + t4 * w_nA_thC + t5 * w_nA_C_s + t5 * w_nA_thS + t7 * w_nA_er
+    z_C_nA = (
+        t4 * w_nA_C_c
+        + t4 * w_nA_thC
+        + t5 * w_nA_C_s
+        + t5 * w_nA_thS
+        + t6 * w_nA_er
+        - t7 * w_nA_er
+        - t8 * w_nA_er
+        + t9
+    )
     z_C_nS = (
-        (1 / 2) * sigma_C_c * w_nS_C_c
+        -1 / 2 * sigma_C_c * t17
+        + (1 / 2) * sigma_C_c * w_nS_C_c
         + (1 / 2) * sigma_C_c * w_nS_thC
+        - 1 / 2 * sigma_C_s * t17
         + (1 / 2) * sigma_C_s * w_nS_C_s
         + (1 / 2) * sigma_C_s * w_nS_thS
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_nS_er
+        + (1 / 2) * t13
+        + (1 / 2) * t17
     )
     z_C_r = (
-        o_r * sigma_C_c
-        + o_r * sigma_C_r
-        + o_r * sigma_C_s
-        + sigma_C_r * w_er_er
-        + t14 * w_er_C_c
-        + t14 * w_er_thC
-        + t15 * w_er_C_s
-        + t15 * w_er_thS
+        o_r
+        - sigma_C_c * w_er_er
+        - sigma_C_s * w_er_er
+        + t7 * w_er_C_c
+        + t7 * w_er_thC
+        + t8 * w_er_C_s
+        + t8 * w_er_thS
+        + w_er_er
     )
     mult_C_same_c = 1
     mult_C_same_s = 1
@@ -8130,130 +8472,161 @@ def metrics_value_S(x, p):
     P_C_nS = jnp.where(n_C != 0, P_C_nS, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     weight_C = n_C / (n_C + n_CS + n_S)
-    t16 = w_thS_C_c - w_thS_C_s + w_thS_thC - w_thS_thS
-    t17 = t16 + w_C_s_thC - w_C_s_thS
-    t18 = w_thC_C_c - w_thC_C_s + w_thC_thC - w_thC_thS
-    t19 = n_C - 1
-    t20 = t18 + w_C_c_thC - w_C_c_thS
-    t21 = n_C + n_CS + n_S
+    t18 = w_thS_C_c - w_thS_C_s + w_thS_thC - w_thS_thS
+    t19 = t18 + w_C_s_thC - w_C_s_thS
+    t20 = w_thC_C_c - w_thC_C_s + w_thC_thC - w_thC_thS
+    t21 = n_C - 1
+    t22 = t20 + w_C_c_thC - w_C_c_thS
+    t23 = n_C + n_CS + n_S
     margin_C = (
-        (1 / 2) * P_C_nA * (-K_A + t21) * (t18 + w_nA_C_c - w_nA_C_s + w_nA_thC - w_nA_thS)
-        + (1 / 2) * P_C_nS * (-K_S + t21) * (t16 + w_nS_C_c - w_nS_C_s + w_nS_thC - w_nS_thS)
+        (1 / 2) * P_C_nA * (-K_A + t23) * (t20 + w_nA_C_c - w_nA_C_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_C_nS * (-K_S + t23) * (t18 + w_nS_C_c - w_nS_C_s + w_nS_thC - w_nS_thS)
         - 1
         / 2
         * P_C_other_CS_c
         * n_CS
-        * (t18 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_C_c - w_other_CS_c_C_s)
+        * (t20 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_C_c - w_other_CS_c_C_s)
         - 1
         / 2
         * P_C_other_CS_s
         * n_CS
-        * (t16 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_C_c - w_other_CS_s_C_s)
-        - 1 / 2 * P_C_other_C_c * t19 * (t20 + w_other_C_c_C_c - w_other_C_c_C_s)
-        - 1 / 2 * P_C_other_C_s * t19 * (t17 + w_other_C_s_C_c - w_other_C_s_C_s)
-        - 1 / 2 * P_C_other_S_a * n_S * (t18 + w_S_a_thC - w_S_a_thS + w_other_S_a_C_c - w_other_S_a_C_s)
-        - 1 / 2 * P_C_other_S_s * n_S * (t16 + w_S_s_thC - w_S_s_thS + w_other_S_s_C_c - w_other_S_s_C_s)
+        * (t18 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_C_c - w_other_CS_s_C_s)
+        - 1 / 2 * P_C_other_C_c * t21 * (t22 + w_other_C_c_C_c - w_other_C_c_C_s)
+        - 1 / 2 * P_C_other_C_s * t21 * (t19 + w_other_C_s_C_c - w_other_C_s_C_s)
+        - 1 / 2 * P_C_other_S_a * n_S * (t20 + w_S_a_thC - w_S_a_thS + w_other_S_a_C_c - w_other_S_a_C_s)
+        - 1 / 2 * P_C_other_S_s * n_S * (t18 + w_S_s_thC - w_S_s_thS + w_other_S_s_C_c - w_other_S_s_C_s)
         - 1 / 2 * P_C_r * SQRT2 * (w_er_C_c - w_er_C_s + w_er_thC - w_er_thS)
-        - 1 / 2 * P_C_same_s * (t17 + w_same_C_s_C_c - w_same_C_s_C_s)
-        - 1 / 2 * (P_C_same_c - 1) * (2 * lambda_C - 2 * o_c + t20 + w_same_C_c_C_c - w_same_C_c_C_s)
+        - 1 / 2 * P_C_same_s * (t19 + w_same_C_s_C_c - w_same_C_s_C_s)
+        - 1 / 2 * (P_C_same_c - 1) * (2 * lambda_C - 2 * o_c + t22 + w_same_C_c_C_c - w_same_C_c_C_s)
     )
     # class CS
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t22 = jnp.exp(-ashift_CS + u_CS_c)
-    t23 = jnp.exp(-ashift_CS + u_CS_r)
-    t24 = jnp.exp(-ashift_CS + u_CS_s)
-    t25 = 1.0 / (t22 + t23 + t24)
-    sigma_CS_c = t22 * t25
-    sigma_CS_s = t24 * t25
-    sigma_CS_r = t23 * t25
-    t26 = (1 / 2) * sigma_CS_c
-    t27 = (1 / 2) * sigma_CS_s
-    t28 = SQRT2 * sigma_CS_r
-    t29 = (1 / 2) * t28
-    t30 = (
-        o_c * sigma_CS_r
-        + t26 * w_thC_CS_c
-        + t26 * w_thC_thC
-        + t27 * w_thC_CS_s
-        + t27 * w_thC_thS
-        + t29 * w_thC_er
+    t24 = jnp.exp(-ashift_CS + u_CS_c)
+    t25 = jnp.exp(-ashift_CS + u_CS_r)
+    t26 = jnp.exp(-ashift_CS + u_CS_s)
+    t27 = 1.0 / (t24 + t25 + t26)
+    sigma_CS_c = t24 * t27
+    sigma_CS_s = t26 * t27
+    sigma_CS_r = t25 * t27
+    t28 = (1 / 2) * sigma_CS_c
+    t29 = (1 / 2) * sigma_CS_s
+    t30 = (1 / 2) * SQRT2
+    t31 = SQRT2 * t28
+    t32 = SQRT2 * t29
+    t33 = (
+        o_c
+        + t28 * w_thC_CS_c
+        + t28 * w_thC_thC
+        + t29 * w_thC_CS_s
+        + t29 * w_thC_thS
+        + t30 * w_thC_er
+        - t31 * w_thC_er
+        - t32 * w_thC_er
     )
-    t31 = t26 * w_CS_c_thC + t27 * w_CS_c_thS + t29 * w_CS_c_er + t30
-    t32 = (
-        sigma_CS_c * w_thS_CS_c
+    t34 = t28 * w_CS_c_thC + t29 * w_CS_c_thS + t30 * w_CS_c_er - t31 * w_CS_c_er - t32 * w_CS_c_er + t33
+    t35 = SQRT2 * w_CS_s_er
+    t36 = SQRT2 * w_thS_er
+    t37 = (
+        -sigma_CS_c * t36
+        + sigma_CS_c * w_thS_CS_c
         + sigma_CS_c * w_thS_thC
+        - sigma_CS_s * t36
         + sigma_CS_s * w_thS_CS_s
         + sigma_CS_s * w_thS_thS
-        + t28 * w_thS_er
+        + t36
     )
-    t33 = sigma_CS_c * w_CS_s_thC + sigma_CS_s * w_CS_s_thS + t28 * w_CS_s_er + t32
-    t34 = o_c * sigma_CS_c + o_c * sigma_CS_s
-    t35 = t30 + t34
-    t36 = SQRT2 * t26
-    t37 = SQRT2 * t27
+    t38 = -sigma_CS_c * t35 + sigma_CS_c * w_CS_s_thC - sigma_CS_s * t35 + sigma_CS_s * w_CS_s_thS + t35 + t37
+    t39 = SQRT2 * w_C_s_er
+    t40 = SQRT2 * w_S_s_er
+    t41 = SQRT2 * w_nS_er
     z_CS_same_c = (
-        lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + t26 * w_same_CS_c_CS_c + t27 * w_same_CS_c_CS_s + t31
+        lambda_C * sigma_CS_c
+        + lambda_M * sigma_CS_s
+        - o_c * sigma_CS_c
+        - o_c * sigma_CS_s
+        + t28 * w_same_CS_c_CS_c
+        + t29 * w_same_CS_c_CS_s
+        + t34
     )
     z_CS_same_s = (
-        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t33
+        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t38
     )
     z_CS_other_C_c = (
-        t26 * w_C_c_thC
-        + t26 * w_other_C_c_CS_c
-        + t27 * w_C_c_thS
-        + t27 * w_other_C_c_CS_s
-        + t29 * w_C_c_er
-        + t35
+        t28 * w_C_c_thC
+        + t28 * w_other_C_c_CS_c
+        + t29 * w_C_c_thS
+        + t29 * w_other_C_c_CS_s
+        + t30 * w_C_c_er
+        - t31 * w_C_c_er
+        - t32 * w_C_c_er
+        + t33
     )
     z_CS_other_C_s = (
-        (1 / 2) * sigma_CS_c * w_C_s_thC
+        -1 / 2 * sigma_CS_c * t39
+        + (1 / 2) * sigma_CS_c * w_C_s_thC
         + (1 / 2) * sigma_CS_c * w_other_C_s_CS_c
+        - 1 / 2 * sigma_CS_s * t39
         + (1 / 2) * sigma_CS_s * w_C_s_thS
         + (1 / 2) * sigma_CS_s * w_other_C_s_CS_s
-        + (1 / 2) * t28 * w_C_s_er
-        + (1 / 2) * t32
+        + (1 / 2) * t37
+        + (1 / 2) * t39
     )
-    z_CS_other_CS_c = t26 * w_other_CS_c_CS_c + t27 * w_other_CS_c_CS_s + t31 + t34
+    z_CS_other_CS_c = t28 * w_other_CS_c_CS_c + t29 * w_other_CS_c_CS_s + t34
     z_CS_other_CS_s = (
-        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t33
+        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t38
     )
     z_CS_other_S_s = (
-        (1 / 2) * sigma_CS_c * w_S_s_thC
+        -1 / 2 * sigma_CS_c * t40
+        + (1 / 2) * sigma_CS_c * w_S_s_thC
         + (1 / 2) * sigma_CS_c * w_other_S_s_CS_c
+        - 1 / 2 * sigma_CS_s * t40
         + (1 / 2) * sigma_CS_s * w_S_s_thS
         + (1 / 2) * sigma_CS_s * w_other_S_s_CS_s
-        + (1 / 2) * t28 * w_S_s_er
-        + (1 / 2) * t32
+        + (1 / 2) * t37
+        + (1 / 2) * t40
     )
     z_CS_other_S_a = (
-        t26 * w_S_a_thC
-        + t26 * w_other_S_a_CS_c
-        + t27 * w_S_a_thS
-        + t27 * w_other_S_a_CS_s
-        + t29 * w_S_a_er
-        + t35
+        t28 * w_S_a_thC
+        + t28 * w_other_S_a_CS_c
+        + t29 * w_S_a_thS
+        + t29 * w_other_S_a_CS_s
+        + t30 * w_S_a_er
+        - t31 * w_S_a_er
+        - t32 * w_S_a_er
+        + t33
     )
-    z_CS_nA = t26 * w_nA_CS_c + t26 * w_nA_thC + t27 * w_nA_CS_s + t27 * w_nA_thS + t29 * w_nA_er + t35
+    z_CS_nA = (
+        t28 * w_nA_CS_c
+        + t28 * w_nA_thC
+        + t29 * w_nA_CS_s
+        + t29 * w_nA_thS
+        + t30 * w_nA_er
+        - t31 * w_nA_er
+        - t32 * w_nA_er
+        + t33
+    )
     z_CS_nS = (
-        (1 / 2) * sigma_CS_c * w_nS_CS_c
+        -1 / 2 * sigma_CS_c * t41
+        + (1 / 2) * sigma_CS_c * w_nS_CS_c
         + (1 / 2) * sigma_CS_c * w_nS_thC
+        - 1 / 2 * sigma_CS_s * t41
         + (1 / 2) * sigma_CS_s * w_nS_CS_s
         + (1 / 2) * sigma_CS_s * w_nS_thS
-        + (1 / 2) * t28 * w_nS_er
-        + (1 / 2) * t32
+        + (1 / 2) * t37
+        + (1 / 2) * t41
     )
     z_CS_r = (
-        o_r * sigma_CS_c
-        + o_r * sigma_CS_r
-        + o_r * sigma_CS_s
-        + sigma_CS_r * w_er_er
-        + t36 * w_er_CS_c
-        + t36 * w_er_thC
-        + t37 * w_er_CS_s
-        + t37 * w_er_thS
+        o_r
+        - sigma_CS_c * w_er_er
+        - sigma_CS_s * w_er_er
+        + t31 * w_er_CS_c
+        + t31 * w_er_thC
+        + t32 * w_er_CS_s
+        + t32 * w_er_thS
+        + w_er_er
     )
     mult_CS_same_c = 1
     mult_CS_same_s = 1
@@ -8340,73 +8713,78 @@ def metrics_value_S(x, p):
     P_CS_nS = jnp.where(n_CS != 0, P_CS_nS, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     weight_CS = n_CS / (n_C + n_CS + n_S)
-    t38 = w_thS_CS_c - w_thS_CS_s + w_thS_thC - w_thS_thS
-    t39 = t38 + w_CS_s_thC - w_CS_s_thS
-    t40 = w_thC_CS_c - w_thC_CS_s + w_thC_thC - w_thC_thS
-    t41 = n_CS - 1
-    t42 = t40 + w_CS_c_thC - w_CS_c_thS
-    t43 = n_C + n_CS + n_S
+    t42 = w_thS_CS_c - w_thS_CS_s + w_thS_thC - w_thS_thS
+    t43 = t42 + w_CS_s_thC - w_CS_s_thS
+    t44 = w_thC_CS_c - w_thC_CS_s + w_thC_thC - w_thC_thS
+    t45 = n_CS - 1
+    t46 = t44 + w_CS_c_thC - w_CS_c_thS
+    t47 = n_C + n_CS + n_S
     margin_CS = (
-        (1 / 2) * P_CS_nA * (-K_A + t43) * (t40 + w_nA_CS_c - w_nA_CS_s + w_nA_thC - w_nA_thS)
-        + (1 / 2) * P_CS_nS * (-K_S + t43) * (t38 + w_nS_CS_c - w_nS_CS_s + w_nS_thC - w_nS_thS)
-        - 1 / 2 * P_CS_other_CS_c * t41 * (t42 + w_other_CS_c_CS_c - w_other_CS_c_CS_s)
-        - 1 / 2 * P_CS_other_CS_s * t41 * (t39 + w_other_CS_s_CS_c - w_other_CS_s_CS_s)
-        - 1 / 2 * P_CS_other_C_c * n_C * (t40 + w_C_c_thC - w_C_c_thS + w_other_C_c_CS_c - w_other_C_c_CS_s)
-        - 1 / 2 * P_CS_other_C_s * n_C * (t38 + w_C_s_thC - w_C_s_thS + w_other_C_s_CS_c - w_other_C_s_CS_s)
-        - 1 / 2 * P_CS_other_S_a * n_S * (t40 + w_S_a_thC - w_S_a_thS + w_other_S_a_CS_c - w_other_S_a_CS_s)
-        - 1 / 2 * P_CS_other_S_s * n_S * (t38 + w_S_s_thC - w_S_s_thS + w_other_S_s_CS_c - w_other_S_s_CS_s)
+        (1 / 2) * P_CS_nA * (-K_A + t47) * (t44 + w_nA_CS_c - w_nA_CS_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_CS_nS * (-K_S + t47) * (t42 + w_nS_CS_c - w_nS_CS_s + w_nS_thC - w_nS_thS)
+        - 1 / 2 * P_CS_other_CS_c * t45 * (t46 + w_other_CS_c_CS_c - w_other_CS_c_CS_s)
+        - 1 / 2 * P_CS_other_CS_s * t45 * (t43 + w_other_CS_s_CS_c - w_other_CS_s_CS_s)
+        - 1 / 2 * P_CS_other_C_c * n_C * (t44 + w_C_c_thC - w_C_c_thS + w_other_C_c_CS_c - w_other_C_c_CS_s)
+        - 1 / 2 * P_CS_other_C_s * n_C * (t42 + w_C_s_thC - w_C_s_thS + w_other_C_s_CS_c - w_other_C_s_CS_s)
+        - 1 / 2 * P_CS_other_S_a * n_S * (t44 + w_S_a_thC - w_S_a_thS + w_other_S_a_CS_c - w_other_S_a_CS_s)
+        - 1 / 2 * P_CS_other_S_s * n_S * (t42 + w_S_s_thC - w_S_s_thS + w_other_S_s_CS_c - w_other_S_s_CS_s)
         - 1 / 2 * P_CS_r * SQRT2 * (w_er_CS_c - w_er_CS_s + w_er_thC - w_er_thS)
-        - 1 / 2 * P_CS_same_s * (t39 + w_same_CS_s_CS_c - w_same_CS_s_CS_s)
+        - 1 / 2 * P_CS_same_s * (t43 + w_same_CS_s_CS_c - w_same_CS_s_CS_s)
         - 1
         / 2
         * (P_CS_same_c - 1)
-        * (2 * lambda_C - 2 * lambda_M + t42 + w_same_CS_c_CS_c - w_same_CS_c_CS_s)
+        * (2 * lambda_C - 2 * lambda_M + t46 + w_same_CS_c_CS_c - w_same_CS_c_CS_s)
     )
     # class S
     u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
     u_S_r = kappa_er
     ashift_S = jnp.maximum(u_S_s, u_S_r)
-    t44 = jnp.exp(-ashift_S + u_S_s)
-    t45 = jnp.exp(-ashift_S + u_S_r)
-    t46 = 1.0 / (t44 + t45)
-    sigma_S_s = t44 * t46
-    sigma_S_r = t45 * t46
-    t47 = SQRT2 * sigma_S_r
-    t48 = sigma_S_s * w_thS_S_s + sigma_S_s * w_thS_thS + t47 * w_thS_er
-    t49 = sigma_S_s * w_S_s_thS + t47 * w_S_s_er + t48
-    t50 = (1 / 2) * sigma_S_s
-    t51 = (1 / 2) * t47
-    t52 = o_c * sigma_S_r + t50 * w_thC_S_s + t50 * w_thC_thS + t51 * w_thC_er
-    t53 = t50 * w_S_a_thS + t51 * w_S_a_er + t52
-    t54 = o_c * sigma_S_s
-    t55 = t52 + t54
-    t56 = SQRT2 * t50
-    z_S_same_s = (1 / 2) * sigma_S_s * w_same_S_s_S_s + (1 / 2) * t49
-    z_S_same_a = lambda_M * sigma_S_s + t50 * w_same_S_a_S_s + t53
-    z_S_other_C_c = t50 * w_C_c_thS + t50 * w_other_C_c_S_s + t51 * w_C_c_er + t55
+    t48 = jnp.exp(-ashift_S + u_S_s)
+    t49 = jnp.exp(-ashift_S + u_S_r)
+    t50 = 1.0 / (t48 + t49)
+    sigma_S_s = t48 * t50
+    sigma_S_r = t49 * t50
+    t51 = SQRT2 * w_S_s_er
+    t52 = SQRT2 * w_thS_er
+    t53 = -sigma_S_s * t52 + sigma_S_s * w_thS_S_s + sigma_S_s * w_thS_thS + t52
+    t54 = -sigma_S_s * t51 + sigma_S_s * w_S_s_thS + t51 + t53
+    t55 = (1 / 2) * sigma_S_s
+    t56 = (1 / 2) * SQRT2
+    t57 = SQRT2 * t55
+    t58 = o_c + t55 * w_thC_S_s + t55 * w_thC_thS + t56 * w_thC_er - t57 * w_thC_er
+    t59 = t55 * w_S_a_thS + t56 * w_S_a_er - t57 * w_S_a_er + t58
+    t60 = SQRT2 * w_C_s_er
+    t61 = SQRT2 * w_CS_s_er
+    t62 = SQRT2 * w_nS_er
+    z_S_same_s = (1 / 2) * sigma_S_s * w_same_S_s_S_s + (1 / 2) * t54
+    z_S_same_a = lambda_M * sigma_S_s - o_c * sigma_S_s + t55 * w_same_S_a_S_s + t59
+    z_S_other_C_c = t55 * w_C_c_thS + t55 * w_other_C_c_S_s + t56 * w_C_c_er - t57 * w_C_c_er + t58
     z_S_other_C_s = (
-        (1 / 2) * sigma_S_s * w_C_s_thS
+        -1 / 2 * sigma_S_s * t60
+        + (1 / 2) * sigma_S_s * w_C_s_thS
         + (1 / 2) * sigma_S_s * w_other_C_s_S_s
-        + (1 / 2) * t47 * w_C_s_er
-        + (1 / 2) * t48
+        + (1 / 2) * t53
+        + (1 / 2) * t60
     )
-    z_S_other_CS_c = t50 * w_CS_c_thS + t50 * w_other_CS_c_S_s + t51 * w_CS_c_er + t55
+    z_S_other_CS_c = t55 * w_CS_c_thS + t55 * w_other_CS_c_S_s + t56 * w_CS_c_er - t57 * w_CS_c_er + t58
     z_S_other_CS_s = (
-        (1 / 2) * sigma_S_s * w_CS_s_thS
+        -1 / 2 * sigma_S_s * t61
+        + (1 / 2) * sigma_S_s * w_CS_s_thS
         + (1 / 2) * sigma_S_s * w_other_CS_s_S_s
-        + (1 / 2) * t47 * w_CS_s_er
-        + (1 / 2) * t48
+        + (1 / 2) * t53
+        + (1 / 2) * t61
     )
-    z_S_other_S_s = (1 / 2) * sigma_S_s * w_other_S_s_S_s + (1 / 2) * t49
-    z_S_other_S_a = t50 * w_other_S_a_S_s + t53 + t54
-    z_S_nA = t50 * w_nA_S_s + t50 * w_nA_thS + t51 * w_nA_er + t55
+    z_S_other_S_s = (1 / 2) * sigma_S_s * w_other_S_s_S_s + (1 / 2) * t54
+    z_S_other_S_a = t55 * w_other_S_a_S_s + t59
+    z_S_nA = t55 * w_nA_S_s + t55 * w_nA_thS + t56 * w_nA_er - t57 * w_nA_er + t58
     z_S_nS = (
-        (1 / 2) * sigma_S_s * w_nS_S_s
+        -1 / 2 * sigma_S_s * t62
+        + (1 / 2) * sigma_S_s * w_nS_S_s
         + (1 / 2) * sigma_S_s * w_nS_thS
-        + (1 / 2) * t47 * w_nS_er
-        + (1 / 2) * t48
+        + (1 / 2) * t53
+        + (1 / 2) * t62
     )
-    z_S_r = o_r * sigma_S_r + o_r * sigma_S_s + sigma_S_r * w_er_er + t56 * w_er_S_s + t56 * w_er_thS
+    z_S_r = o_r - sigma_S_s * w_er_er + t57 * w_er_S_s + t57 * w_er_thS + w_er_er
     mult_S_same_s = 1
     mult_S_same_a = 1
     mult_S_other_C_c = n_C
@@ -8485,67 +8863,67 @@ def metrics_value_S(x, p):
     u_probe_s = (1 / 2) * SQRT2 * kappa_thS
     u_probe_r = kappa_er
     ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
-    t57 = jnp.exp(-ashift_probe + u_probe_c)
-    t58 = jnp.exp(-ashift_probe + u_probe_r)
-    t59 = jnp.exp(-ashift_probe + u_probe_s)
-    t60 = 1.0 / (t57 + t58 + t59)
-    sigma_probe_c = t57 * t60
-    sigma_probe_s = t59 * t60
-    sigma_probe_r = t58 * t60
-    t61 = o_c * sigma_probe_r
-    t62 = (1 / 2) * sigma_probe_c
-    t63 = t62 * w_thC_thC
-    t64 = (1 / 2) * sigma_probe_s
-    t65 = t64 * w_thC_thS
-    t66 = SQRT2 * sigma_probe_r
-    t67 = (1 / 2) * t66
-    t68 = t67 * w_thC_er
-    t69 = o_c * sigma_probe_s + t61 + t63 + t65 + t68
-    t70 = t62 * w_nA_thC + t64 * w_nA_thS + t67 * w_nA_er
-    t71 = t69 + t70
-    t72 = o_c * sigma_probe_c
-    t73 = sigma_probe_c * w_thS_thC + sigma_probe_s * w_thS_thS + t66 * w_thS_er
-    t74 = (
+    t63 = jnp.exp(-ashift_probe + u_probe_c)
+    t64 = jnp.exp(-ashift_probe + u_probe_r)
+    t65 = jnp.exp(-ashift_probe + u_probe_s)
+    t66 = 1.0 / (t63 + t64 + t65)
+    sigma_probe_c = t63 * t66
+    sigma_probe_s = t65 * t66
+    sigma_probe_r = t64 * t66
+    t67 = o_c * sigma_probe_r
+    t68 = (1 / 2) * sigma_probe_c
+    t69 = t68 * w_thC_thC
+    t70 = (1 / 2) * sigma_probe_s
+    t71 = t70 * w_thC_thS
+    t72 = SQRT2 * sigma_probe_r
+    t73 = (1 / 2) * t72
+    t74 = t73 * w_thC_er
+    t75 = o_c * sigma_probe_s + t67 + t69 + t71 + t74
+    t76 = t68 * w_nA_thC + t70 * w_nA_thS + t73 * w_nA_er
+    t77 = t75 + t76
+    t78 = o_c * sigma_probe_c
+    t79 = sigma_probe_c * w_thS_thC + sigma_probe_s * w_thS_thS + t72 * w_thS_er
+    t80 = (
         (1 / 2) * sigma_probe_c * w_nS_thC
         + (1 / 2) * sigma_probe_s * w_nS_thS
-        + (1 / 2) * t66 * w_nS_er
-        + (1 / 2) * t73
+        + (1 / 2) * t72 * w_nS_er
+        + (1 / 2) * t79
     )
-    t75 = t69 + t72
-    z_probe_0 = lambda_C * sigma_probe_c + t71
-    z_probe_1 = lambda_M * sigma_probe_s + t61 + t63 + t65 + t68 + t70 + t72
-    z_probe_2 = t74
-    z_probe_3 = t71 + t72
-    z_probe_4 = t74
+    t81 = t75 + t78
+    z_probe_0 = lambda_C * sigma_probe_c + t77
+    z_probe_1 = lambda_M * sigma_probe_s + t67 + t69 + t71 + t74 + t76 + t78
+    z_probe_2 = t80
+    z_probe_3 = t77 + t78
+    z_probe_4 = t80
     z_probe_5 = (
-        SQRT2 * t62 * w_er_thC
-        + SQRT2 * t64 * w_er_thS
+        SQRT2 * t68 * w_er_thC
+        + SQRT2 * t70 * w_er_thS
         + o_r * sigma_probe_c
         + o_r * sigma_probe_r
         + o_r * sigma_probe_s
         + sigma_probe_r * w_er_er
     )
-    z_probe_6 = t62 * w_C_c_thC + t64 * w_C_c_thS + t67 * w_C_c_er + t75
+    z_probe_6 = t68 * w_C_c_thC + t70 * w_C_c_thS + t73 * w_C_c_er + t81
     z_probe_7 = (
         (1 / 2) * sigma_probe_c * w_C_s_thC
         + (1 / 2) * sigma_probe_s * w_C_s_thS
-        + (1 / 2) * t66 * w_C_s_er
-        + (1 / 2) * t73
+        + (1 / 2) * t72 * w_C_s_er
+        + (1 / 2) * t79
     )
-    z_probe_8 = t62 * w_CS_c_thC + t64 * w_CS_c_thS + t67 * w_CS_c_er + t75
+    z_probe_8 = t68 * w_CS_c_thC + t70 * w_CS_c_thS + t73 * w_CS_c_er + t81
     z_probe_9 = (
         (1 / 2) * sigma_probe_c * w_CS_s_thC
         + (1 / 2) * sigma_probe_s * w_CS_s_thS
-        + (1 / 2) * t66 * w_CS_s_er
-        + (1 / 2) * t73
+        + (1 / 2) * t72 * w_CS_s_er
+        + (1 / 2) * t79
     )
     z_probe_10 = (
         (1 / 2) * sigma_probe_c * w_S_s_thC
         + (1 / 2) * sigma_probe_s * w_S_s_thS
-        + (1 / 2) * t66 * w_S_s_er
-        + (1 / 2) * t73
+        + (1 / 2) * t72 * w_S_s_er
+        + (1 / 2) * t79
     )
-    z_probe_11 = t62 * w_S_a_thC + t64 * w_S_a_thS + t67 * w_S_a_er + t75
+    z_probe_11 = t68 * w_S_a_thC + t70 * w_S_a_thS + t73 * w_S_a_er + t81
     mult_probe_0 = 1
     mult_probe_1 = 1
     mult_probe_2 = 1
@@ -9114,7 +9492,7 @@ def velocity_value_S_AUG(x, p):
         w_thS_er,
         w_thC_er,
         w_er_er,
-    ) = [x[..., i] for i in range(166)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -9132,105 +9510,141 @@ def velocity_value_S_AUG(x, p):
     sigma_C_r = t1 * t3
     t4 = (1 / 2) * sigma_C_c
     t5 = (1 / 2) * sigma_C_s
-    t6 = SQRT2 * sigma_C_r
-    t7 = (1 / 2) * t6
-    t8 = (
-        o_c * sigma_C_r
-        + o_c * sigma_C_s
+    t6 = (1 / 2) * SQRT2
+    t7 = SQRT2 * t4
+    t8 = SQRT2 * t5
+    t9 = (
+        o_c
         + t4 * w_thC_C_c
         + t4 * w_thC_thC
         + t5 * w_thC_C_s
         + t5 * w_thC_thS
-        + t7 * w_thC_er
+        + t6 * w_thC_er
+        - t7 * w_thC_er
+        - t8 * w_thC_er
     )
-    t9 = t4 * w_C_c_thC + t5 * w_C_c_thS + t7 * w_C_c_er + t8
-    t10 = (
-        sigma_C_c * w_thS_C_c
+    t10 = t4 * w_C_c_thC + t5 * w_C_c_thS + t6 * w_C_c_er - t7 * w_C_c_er - t8 * w_C_c_er + t9
+    t11 = SQRT2 * w_C_s_er
+    t12 = SQRT2 * w_thS_er
+    t13 = (
+        -sigma_C_c * t12
+        + sigma_C_c * w_thS_C_c
         + sigma_C_c * w_thS_thC
+        - sigma_C_s * t12
         + sigma_C_s * w_thS_C_s
         + sigma_C_s * w_thS_thS
-        + t6 * w_thS_er
+        + t12
     )
-    t11 = sigma_C_c * w_C_s_thC + sigma_C_s * w_C_s_thS + t10 + t6 * w_C_s_er
-    t12 = o_c * sigma_C_c
-    t13 = t12 + t8
-    t14 = SQRT2 * t4
-    t15 = SQRT2 * t5
-    z_C_same_c = lambda_C * sigma_C_c + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s + t9
-    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t11
-    z_C_other_C_c = t12 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s + t9
+    t14 = -sigma_C_c * t11 + sigma_C_c * w_C_s_thC - sigma_C_s * t11 + sigma_C_s * w_C_s_thS + t11 + t13
+    t15 = SQRT2 * w_CS_s_er
+    t16 = SQRT2 * w_S_s_er
+    t17 = SQRT2 * w_AUG_s_er
+    t18 = SQRT2 * w_nS_er
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + t10 + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s
+    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t14
+    z_C_other_C_c = t10 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s
     z_C_other_C_s = (
-        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t11
+        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t14
     )
     z_C_other_CS_c = (
-        t13
-        + t4 * w_CS_c_thC
+        t4 * w_CS_c_thC
         + t4 * w_other_CS_c_C_c
         + t5 * w_CS_c_thS
         + t5 * w_other_CS_c_C_s
-        + t7 * w_CS_c_er
+        + t6 * w_CS_c_er
+        - t7 * w_CS_c_er
+        - t8 * w_CS_c_er
+        + t9
     )
     z_C_other_CS_s = (
-        (1 / 2) * sigma_C_c * w_CS_s_thC
+        -1 / 2 * sigma_C_c * t15
+        + (1 / 2) * sigma_C_c * w_CS_s_thC
         + (1 / 2) * sigma_C_c * w_other_CS_s_C_c
+        - 1 / 2 * sigma_C_s * t15
         + (1 / 2) * sigma_C_s * w_CS_s_thS
         + (1 / 2) * sigma_C_s * w_other_CS_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_CS_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t15
     )
     z_C_other_S_s = (
-        (1 / 2) * sigma_C_c * w_S_s_thC
+        -1 / 2 * sigma_C_c * t16
+        + (1 / 2) * sigma_C_c * w_S_s_thC
         + (1 / 2) * sigma_C_c * w_other_S_s_C_c
+        - 1 / 2 * sigma_C_s * t16
         + (1 / 2) * sigma_C_s * w_S_s_thS
         + (1 / 2) * sigma_C_s * w_other_S_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_S_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t16
     )
     z_C_other_S_a = (
-        t13 + t4 * w_S_a_thC + t4 * w_other_S_a_C_c + t5 * w_S_a_thS + t5 * w_other_S_a_C_s + t7 * w_S_a_er
+        t4 * w_S_a_thC
+        + t4 * w_other_S_a_C_c
+        + t5 * w_S_a_thS
+        + t5 * w_other_S_a_C_s
+        + t6 * w_S_a_er
+        - t7 * w_S_a_er
+        - t8 * w_S_a_er
+        + t9
     )
     z_C_other_AUG_c = (
-        t13
-        + t4 * w_AUG_c_thC
+        t4 * w_AUG_c_thC
         + t4 * w_other_AUG_c_C_c
         + t5 * w_AUG_c_thS
         + t5 * w_other_AUG_c_C_s
-        + t7 * w_AUG_c_er
+        + t6 * w_AUG_c_er
+        - t7 * w_AUG_c_er
+        - t8 * w_AUG_c_er
+        + t9
     )
     z_C_other_AUG_s = (
-        (1 / 2) * sigma_C_c * w_AUG_s_thC
+        -1 / 2 * sigma_C_c * t17
+        + (1 / 2) * sigma_C_c * w_AUG_s_thC
         + (1 / 2) * sigma_C_c * w_other_AUG_s_C_c
+        - 1 / 2 * sigma_C_s * t17
         + (1 / 2) * sigma_C_s * w_AUG_s_thS
         + (1 / 2) * sigma_C_s * w_other_AUG_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_AUG_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t17
     )
     z_C_other_AUG_m = (
-        t13
-        + t4 * w_AUG_m_thC
+        t4 * w_AUG_m_thC
         + t4 * w_other_AUG_m_C_c
         + t5 * w_AUG_m_thS
         + t5 * w_other_AUG_m_C_s
-        + t7 * w_AUG_m_er
+        + t6 * w_AUG_m_er
+        - t7 * w_AUG_m_er
+        - t8 * w_AUG_m_er
+        + t9
     )
-    z_C_nA = t13 + t4 * w_nA_C_c + t4 * w_nA_thC + t5 * w_nA_C_s + t5 * w_nA_thS + t7 * w_nA_er
+    z_C_nA = (
+        t4 * w_nA_C_c
+        + t4 * w_nA_thC
+        + t5 * w_nA_C_s
+        + t5 * w_nA_thS
+        + t6 * w_nA_er
+        - t7 * w_nA_er
+        - t8 * w_nA_er
+        + t9
+    )
     z_C_nS = (
-        (1 / 2) * sigma_C_c * w_nS_C_c
+        -1 / 2 * sigma_C_c * t18
+        + (1 / 2) * sigma_C_c * w_nS_C_c
         + (1 / 2) * sigma_C_c * w_nS_thC
+        - 1 / 2 * sigma_C_s * t18
         + (1 / 2) * sigma_C_s * w_nS_C_s
         + (1 / 2) * sigma_C_s * w_nS_thS
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_nS_er
+        + (1 / 2) * t13
+        + (1 / 2) * t18
     )
     z_C_r = (
-        o_r * sigma_C_c
-        + o_r * sigma_C_r
-        + o_r * sigma_C_s
-        + sigma_C_r * w_er_er
-        + t14 * w_er_C_c
-        + t14 * w_er_thC
-        + t15 * w_er_C_s
-        + t15 * w_er_thS
+        o_r
+        - sigma_C_c * w_er_er
+        - sigma_C_s * w_er_er
+        + t7 * w_er_C_c
+        + t7 * w_er_thC
+        + t8 * w_er_C_s
+        + t8 * w_er_thS
+        + w_er_er
     )
     mult_C_same_c = 1
     mult_C_same_s = 1
@@ -9343,210 +9757,248 @@ def velocity_value_S_AUG(x, p):
     P_C_nS = jnp.where(n_C != 0, P_C_nS, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     # class C: backward to attention and scores
-    t16 = w_thS_C_c + w_thS_thC
-    t17 = t16 + w_C_s_thC
-    t18 = P_C_other_AUG_s * n_AUG
-    t19 = P_C_other_CS_s * n_CS
-    t20 = P_C_other_S_s * n_S
-    t21 = n_C - 1
-    t22 = P_C_other_C_s * t21
-    t23 = 2 * o_c
-    t24 = w_thC_C_c + w_thC_thC
-    t25 = t23 + t24
-    t26 = P_C_other_AUG_c * n_AUG
-    t27 = P_C_other_AUG_m * n_AUG
-    t28 = P_C_other_CS_c * n_CS
-    t29 = P_C_other_S_a * n_S
-    t30 = 2 * o_r
-    t31 = P_C_same_c - 1
-    t32 = t24 + w_C_c_thC
-    t33 = P_C_other_C_c * t21
-    t34 = n_C + n_CS + n_S
-    t35 = P_C_nS * (-K_S + n_AUG + t34)
-    t36 = P_C_nA * (-K_A + 2 * n_AUG + t34)
-    t37 = w_thS_C_s + w_thS_thS
-    t38 = t37 + w_C_s_thS
-    t39 = t23 + w_thC_C_s + w_thC_thS
-    t40 = t39 + w_C_c_thS
-    t41 = (1 / 2) * SQRT2
-    t42 = t41 * (w_C_s_er + w_thS_er)
-    t43 = SQRT2 * w_thC_er + t23
-    t44 = (1 / 2) * SQRT2 * w_C_c_er + (1 / 2) * t43
+    t19 = w_thS_C_c + w_thS_thC
+    t20 = t19 + w_C_s_thC
+    t21 = P_C_other_AUG_s * n_AUG
+    t22 = P_C_other_CS_s * n_CS
+    t23 = P_C_other_S_s * n_S
+    t24 = n_C - 1
+    t25 = P_C_other_C_s * t24
+    t26 = 2 * o_c
+    t27 = w_thC_C_c + w_thC_thC
+    t28 = t26 + t27
+    t29 = P_C_other_AUG_c * n_AUG
+    t30 = P_C_other_AUG_m * n_AUG
+    t31 = P_C_other_CS_c * n_CS
+    t32 = P_C_other_S_a * n_S
+    t33 = 2 * o_r
+    t34 = P_C_same_c - 1
+    t35 = t27 + w_C_c_thC
+    t36 = P_C_other_C_c * t24
+    t37 = n_C + n_CS + n_S
+    t38 = P_C_nS * (-K_S + n_AUG + t37)
+    t39 = P_C_nA * (-K_A + 2 * n_AUG + t37)
+    t40 = w_thS_C_s + w_thS_thS
+    t41 = t40 + w_C_s_thS
+    t42 = t26 + w_thC_C_s + w_thC_thS
+    t43 = t42 + w_C_c_thS
+    t44 = (1 / 2) * SQRT2
+    t45 = t44 * (w_C_s_er + w_thS_er)
+    t46 = SQRT2 * w_thC_er + t26
+    t47 = (1 / 2) * SQRT2 * w_C_c_er + (1 / 2) * t46
     dsigma_C_c = (
-        (1 / 2) * P_C_r * (SQRT2 * w_er_C_c + SQRT2 * w_er_thC + t30)
-        + (1 / 2) * P_C_same_s * (t17 + w_same_C_s_C_c)
-        + (1 / 2) * t18 * (t16 + w_AUG_s_thC + w_other_AUG_s_C_c)
-        + (1 / 2) * t19 * (t16 + w_CS_s_thC + w_other_CS_s_C_c)
-        + (1 / 2) * t20 * (t16 + w_S_s_thC + w_other_S_s_C_c)
-        + (1 / 2) * t22 * (t17 + w_other_C_s_C_c)
-        + (1 / 2) * t26 * (t25 + w_AUG_c_thC + w_other_AUG_c_C_c)
-        + (1 / 2) * t27 * (t25 + w_AUG_m_thC + w_other_AUG_m_C_c)
-        + (1 / 2) * t28 * (t25 + w_CS_c_thC + w_other_CS_c_C_c)
-        + (1 / 2) * t29 * (t25 + w_S_a_thC + w_other_S_a_C_c)
-        + (1 / 2) * t31 * (2 * lambda_C + t32 + w_same_C_c_C_c)
-        + (1 / 2) * t33 * (t23 + t32 + w_other_C_c_C_c)
-        - 1 / 2 * t35 * (t16 + w_nS_C_c + w_nS_thC)
-        - 1 / 2 * t36 * (t25 + w_nA_C_c + w_nA_thC)
+        (1 / 2) * P_C_r * (SQRT2 * w_er_C_c + SQRT2 * w_er_thC + t33)
+        + (1 / 2) * P_C_same_s * (t20 + w_same_C_s_C_c)
+        + (1 / 2) * t21 * (t19 + w_AUG_s_thC + w_other_AUG_s_C_c)
+        + (1 / 2) * t22 * (t19 + w_CS_s_thC + w_other_CS_s_C_c)
+        + (1 / 2) * t23 * (t19 + w_S_s_thC + w_other_S_s_C_c)
+        + (1 / 2) * t25 * (t20 + w_other_C_s_C_c)
+        + (1 / 2) * t29 * (t28 + w_AUG_c_thC + w_other_AUG_c_C_c)
+        + (1 / 2) * t30 * (t28 + w_AUG_m_thC + w_other_AUG_m_C_c)
+        + (1 / 2) * t31 * (t28 + w_CS_c_thC + w_other_CS_c_C_c)
+        + (1 / 2) * t32 * (t28 + w_S_a_thC + w_other_S_a_C_c)
+        + (1 / 2) * t34 * (2 * lambda_C + t35 + w_same_C_c_C_c)
+        + (1 / 2) * t36 * (t26 + t35 + w_other_C_c_C_c)
+        - 1 / 2 * t38 * (t19 + w_nS_C_c + w_nS_thC)
+        - 1 / 2 * t39 * (t28 + w_nA_C_c + w_nA_thC)
     )
     dsigma_C_s = (
-        (1 / 2) * P_C_r * (SQRT2 * w_er_C_s + SQRT2 * w_er_thS + t30)
-        + (1 / 2) * P_C_same_s * (t38 + w_same_C_s_C_s)
-        + (1 / 2) * t18 * (t37 + w_AUG_s_thS + w_other_AUG_s_C_s)
-        + (1 / 2) * t19 * (t37 + w_CS_s_thS + w_other_CS_s_C_s)
-        + (1 / 2) * t20 * (t37 + w_S_s_thS + w_other_S_s_C_s)
-        + (1 / 2) * t22 * (t38 + w_other_C_s_C_s)
-        + (1 / 2) * t26 * (t39 + w_AUG_c_thS + w_other_AUG_c_C_s)
-        + (1 / 2) * t27 * (t39 + w_AUG_m_thS + w_other_AUG_m_C_s)
-        + (1 / 2) * t28 * (t39 + w_CS_c_thS + w_other_CS_c_C_s)
-        + (1 / 2) * t29 * (t39 + w_S_a_thS + w_other_S_a_C_s)
-        + (1 / 2) * t31 * (t40 + w_same_C_c_C_s)
-        + (1 / 2) * t33 * (t40 + w_other_C_c_C_s)
-        - 1 / 2 * t35 * (t37 + w_nS_C_s + w_nS_thS)
-        - 1 / 2 * t36 * (t39 + w_nA_C_s + w_nA_thS)
+        (1 / 2) * P_C_r * (SQRT2 * w_er_C_s + SQRT2 * w_er_thS + t33)
+        + (1 / 2) * P_C_same_s * (t41 + w_same_C_s_C_s)
+        + (1 / 2) * t21 * (t40 + w_AUG_s_thS + w_other_AUG_s_C_s)
+        + (1 / 2) * t22 * (t40 + w_CS_s_thS + w_other_CS_s_C_s)
+        + (1 / 2) * t23 * (t40 + w_S_s_thS + w_other_S_s_C_s)
+        + (1 / 2) * t25 * (t41 + w_other_C_s_C_s)
+        + (1 / 2) * t29 * (t42 + w_AUG_c_thS + w_other_AUG_c_C_s)
+        + (1 / 2) * t30 * (t42 + w_AUG_m_thS + w_other_AUG_m_C_s)
+        + (1 / 2) * t31 * (t42 + w_CS_c_thS + w_other_CS_c_C_s)
+        + (1 / 2) * t32 * (t42 + w_S_a_thS + w_other_S_a_C_s)
+        + (1 / 2) * t34 * (t43 + w_same_C_c_C_s)
+        + (1 / 2) * t36 * (t43 + w_other_C_c_C_s)
+        - 1 / 2 * t38 * (t40 + w_nS_C_s + w_nS_thS)
+        - 1 / 2 * t39 * (t42 + w_nA_C_s + w_nA_thS)
     )
     dsigma_C_r = (
         P_C_r * (o_r + w_er_er)
-        + P_C_same_s * t42
-        + t18 * t41 * (w_AUG_s_er + w_thS_er)
-        + t19 * t41 * (w_CS_s_er + w_thS_er)
-        + t20 * t41 * (w_S_s_er + w_thS_er)
-        + t22 * t42
-        + (1 / 2) * t26 * (SQRT2 * w_AUG_c_er + t43)
-        + (1 / 2) * t27 * (SQRT2 * w_AUG_m_er + t43)
-        + (1 / 2) * t28 * (SQRT2 * w_CS_c_er + t43)
-        + (1 / 2) * t29 * (SQRT2 * w_S_a_er + t43)
-        + t31 * t44
-        + t33 * t44
-        - t35 * t41 * (w_nS_er + w_thS_er)
-        - 1 / 2 * t36 * (SQRT2 * w_nA_er + t43)
+        + P_C_same_s * t45
+        + t21 * t44 * (w_AUG_s_er + w_thS_er)
+        + t22 * t44 * (w_CS_s_er + w_thS_er)
+        + t23 * t44 * (w_S_s_er + w_thS_er)
+        + t25 * t45
+        + (1 / 2) * t29 * (SQRT2 * w_AUG_c_er + t46)
+        + (1 / 2) * t30 * (SQRT2 * w_AUG_m_er + t46)
+        + (1 / 2) * t31 * (SQRT2 * w_CS_c_er + t46)
+        + (1 / 2) * t32 * (SQRT2 * w_S_a_er + t46)
+        + t34 * t47
+        + t36 * t47
+        - t38 * t44 * (w_nS_er + w_thS_er)
+        - 1 / 2 * t39 * (SQRT2 * w_nA_er + t46)
     )
-    t45 = dsigma_C_r * sigma_C_r
-    t46 = dsigma_C_s * sigma_C_s
-    t47 = dsigma_C_c * sigma_C_c
-    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t45 - t46)
-    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t45 - t47)
-    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t46 - t47)
+    t48 = dsigma_C_r * sigma_C_r
+    t49 = dsigma_C_s * sigma_C_s
+    t50 = dsigma_C_c * sigma_C_c
+    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t48 - t49)
+    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t48 - t50)
+    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t49 - t50)
     # class CS: scores, attention, role logits, loss and its logit gradient
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t48 = jnp.exp(-ashift_CS + u_CS_c)
-    t49 = jnp.exp(-ashift_CS + u_CS_r)
-    t50 = jnp.exp(-ashift_CS + u_CS_s)
-    t51 = 1.0 / (t48 + t49 + t50)
-    sigma_CS_c = t48 * t51
-    sigma_CS_s = t50 * t51
-    sigma_CS_r = t49 * t51
-    t52 = (1 / 2) * sigma_CS_c
-    t53 = (1 / 2) * sigma_CS_s
-    t54 = SQRT2 * sigma_CS_r
-    t55 = (1 / 2) * t54
-    t56 = (
-        o_c * sigma_CS_r
-        + t52 * w_thC_CS_c
-        + t52 * w_thC_thC
-        + t53 * w_thC_CS_s
-        + t53 * w_thC_thS
-        + t55 * w_thC_er
+    t51 = jnp.exp(-ashift_CS + u_CS_c)
+    t52 = jnp.exp(-ashift_CS + u_CS_r)
+    t53 = jnp.exp(-ashift_CS + u_CS_s)
+    t54 = 1.0 / (t51 + t52 + t53)
+    sigma_CS_c = t51 * t54
+    sigma_CS_s = t53 * t54
+    sigma_CS_r = t52 * t54
+    t55 = (1 / 2) * sigma_CS_c
+    t56 = (1 / 2) * sigma_CS_s
+    t57 = (1 / 2) * SQRT2
+    t58 = SQRT2 * t55
+    t59 = SQRT2 * t56
+    t60 = (
+        o_c
+        + t55 * w_thC_CS_c
+        + t55 * w_thC_thC
+        + t56 * w_thC_CS_s
+        + t56 * w_thC_thS
+        + t57 * w_thC_er
+        - t58 * w_thC_er
+        - t59 * w_thC_er
     )
-    t57 = t52 * w_CS_c_thC + t53 * w_CS_c_thS + t55 * w_CS_c_er + t56
-    t58 = (
-        sigma_CS_c * w_thS_CS_c
+    t61 = t55 * w_CS_c_thC + t56 * w_CS_c_thS + t57 * w_CS_c_er - t58 * w_CS_c_er - t59 * w_CS_c_er + t60
+    t62 = SQRT2 * w_CS_s_er
+    t63 = SQRT2 * w_thS_er
+    t64 = (
+        -sigma_CS_c * t63
+        + sigma_CS_c * w_thS_CS_c
         + sigma_CS_c * w_thS_thC
+        - sigma_CS_s * t63
         + sigma_CS_s * w_thS_CS_s
         + sigma_CS_s * w_thS_thS
-        + t54 * w_thS_er
+        + t63
     )
-    t59 = sigma_CS_c * w_CS_s_thC + sigma_CS_s * w_CS_s_thS + t54 * w_CS_s_er + t58
-    t60 = o_c * sigma_CS_c + o_c * sigma_CS_s
-    t61 = t56 + t60
-    t62 = SQRT2 * t52
-    t63 = SQRT2 * t53
+    t65 = -sigma_CS_c * t62 + sigma_CS_c * w_CS_s_thC - sigma_CS_s * t62 + sigma_CS_s * w_CS_s_thS + t62 + t64
+    t66 = SQRT2 * w_C_s_er
+    t67 = SQRT2 * w_S_s_er
+    t68 = SQRT2 * w_AUG_s_er
+    t69 = SQRT2 * w_nS_er
     z_CS_same_c = (
-        lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + t52 * w_same_CS_c_CS_c + t53 * w_same_CS_c_CS_s + t57
+        lambda_C * sigma_CS_c
+        + lambda_M * sigma_CS_s
+        - o_c * sigma_CS_c
+        - o_c * sigma_CS_s
+        + t55 * w_same_CS_c_CS_c
+        + t56 * w_same_CS_c_CS_s
+        + t61
     )
     z_CS_same_s = (
-        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t59
+        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t65
     )
     z_CS_other_C_c = (
-        t52 * w_C_c_thC
-        + t52 * w_other_C_c_CS_c
-        + t53 * w_C_c_thS
-        + t53 * w_other_C_c_CS_s
-        + t55 * w_C_c_er
-        + t61
+        t55 * w_C_c_thC
+        + t55 * w_other_C_c_CS_c
+        + t56 * w_C_c_thS
+        + t56 * w_other_C_c_CS_s
+        + t57 * w_C_c_er
+        - t58 * w_C_c_er
+        - t59 * w_C_c_er
+        + t60
     )
     z_CS_other_C_s = (
-        (1 / 2) * sigma_CS_c * w_C_s_thC
+        -1 / 2 * sigma_CS_c * t66
+        + (1 / 2) * sigma_CS_c * w_C_s_thC
         + (1 / 2) * sigma_CS_c * w_other_C_s_CS_c
+        - 1 / 2 * sigma_CS_s * t66
         + (1 / 2) * sigma_CS_s * w_C_s_thS
         + (1 / 2) * sigma_CS_s * w_other_C_s_CS_s
-        + (1 / 2) * t54 * w_C_s_er
-        + (1 / 2) * t58
+        + (1 / 2) * t64
+        + (1 / 2) * t66
     )
-    z_CS_other_CS_c = t52 * w_other_CS_c_CS_c + t53 * w_other_CS_c_CS_s + t57 + t60
+    z_CS_other_CS_c = t55 * w_other_CS_c_CS_c + t56 * w_other_CS_c_CS_s + t61
     z_CS_other_CS_s = (
-        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t59
+        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t65
     )
     z_CS_other_S_s = (
-        (1 / 2) * sigma_CS_c * w_S_s_thC
+        -1 / 2 * sigma_CS_c * t67
+        + (1 / 2) * sigma_CS_c * w_S_s_thC
         + (1 / 2) * sigma_CS_c * w_other_S_s_CS_c
+        - 1 / 2 * sigma_CS_s * t67
         + (1 / 2) * sigma_CS_s * w_S_s_thS
         + (1 / 2) * sigma_CS_s * w_other_S_s_CS_s
-        + (1 / 2) * t54 * w_S_s_er
-        + (1 / 2) * t58
+        + (1 / 2) * t64
+        + (1 / 2) * t67
     )
     z_CS_other_S_a = (
-        t52 * w_S_a_thC
-        + t52 * w_other_S_a_CS_c
-        + t53 * w_S_a_thS
-        + t53 * w_other_S_a_CS_s
-        + t55 * w_S_a_er
-        + t61
+        t55 * w_S_a_thC
+        + t55 * w_other_S_a_CS_c
+        + t56 * w_S_a_thS
+        + t56 * w_other_S_a_CS_s
+        + t57 * w_S_a_er
+        - t58 * w_S_a_er
+        - t59 * w_S_a_er
+        + t60
     )
     z_CS_other_AUG_c = (
-        t52 * w_AUG_c_thC
-        + t52 * w_other_AUG_c_CS_c
-        + t53 * w_AUG_c_thS
-        + t53 * w_other_AUG_c_CS_s
-        + t55 * w_AUG_c_er
-        + t61
+        t55 * w_AUG_c_thC
+        + t55 * w_other_AUG_c_CS_c
+        + t56 * w_AUG_c_thS
+        + t56 * w_other_AUG_c_CS_s
+        + t57 * w_AUG_c_er
+        - t58 * w_AUG_c_er
+        - t59 * w_AUG_c_er
+        + t60
     )
     z_CS_other_AUG_s = (
-        (1 / 2) * sigma_CS_c * w_AUG_s_thC
+        -1 / 2 * sigma_CS_c * t68
+        + (1 / 2) * sigma_CS_c * w_AUG_s_thC
         + (1 / 2) * sigma_CS_c * w_other_AUG_s_CS_c
+        - 1 / 2 * sigma_CS_s * t68
         + (1 / 2) * sigma_CS_s * w_AUG_s_thS
         + (1 / 2) * sigma_CS_s * w_other_AUG_s_CS_s
-        + (1 / 2) * t54 * w_AUG_s_er
-        + (1 / 2) * t58
+        + (1 / 2) * t64
+        + (1 / 2) * t68
     )
     z_CS_other_AUG_m = (
-        t52 * w_AUG_m_thC
-        + t52 * w_other_AUG_m_CS_c
-        + t53 * w_AUG_m_thS
-        + t53 * w_other_AUG_m_CS_s
-        + t55 * w_AUG_m_er
-        + t61
+        t55 * w_AUG_m_thC
+        + t55 * w_other_AUG_m_CS_c
+        + t56 * w_AUG_m_thS
+        + t56 * w_other_AUG_m_CS_s
+        + t57 * w_AUG_m_er
+        - t58 * w_AUG_m_er
+        - t59 * w_AUG_m_er
+        + t60
     )
-    z_CS_nA = t52 * w_nA_CS_c + t52 * w_nA_thC + t53 * w_nA_CS_s + t53 * w_nA_thS + t55 * w_nA_er + t61
+    z_CS_nA = (
+        t55 * w_nA_CS_c
+        + t55 * w_nA_thC
+        + t56 * w_nA_CS_s
+        + t56 * w_nA_thS
+        + t57 * w_nA_er
+        - t58 * w_nA_er
+        - t59 * w_nA_er
+        + t60
+    )
     z_CS_nS = (
-        (1 / 2) * sigma_CS_c * w_nS_CS_c
+        -1 / 2 * sigma_CS_c * t69
+        + (1 / 2) * sigma_CS_c * w_nS_CS_c
         + (1 / 2) * sigma_CS_c * w_nS_thC
+        - 1 / 2 * sigma_CS_s * t69
         + (1 / 2) * sigma_CS_s * w_nS_CS_s
         + (1 / 2) * sigma_CS_s * w_nS_thS
-        + (1 / 2) * t54 * w_nS_er
-        + (1 / 2) * t58
+        + (1 / 2) * t64
+        + (1 / 2) * t69
     )
     z_CS_r = (
-        o_r * sigma_CS_c
-        + o_r * sigma_CS_r
-        + o_r * sigma_CS_s
-        + sigma_CS_r * w_er_er
-        + t62 * w_er_CS_c
-        + t62 * w_er_thC
-        + t63 * w_er_CS_s
-        + t63 * w_er_thS
+        o_r
+        - sigma_CS_c * w_er_er
+        - sigma_CS_s * w_er_er
+        + t58 * w_er_CS_c
+        + t58 * w_er_thC
+        + t59 * w_er_CS_s
+        + t59 * w_er_thS
+        + w_er_er
     )
     mult_CS_same_c = 1
     mult_CS_same_s = 1
@@ -9659,143 +10111,154 @@ def velocity_value_S_AUG(x, p):
     P_CS_nS = jnp.where(n_CS != 0, P_CS_nS, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     # class CS: backward to attention and scores
-    t64 = w_thS_CS_c + w_thS_thC
-    t65 = t64 + w_CS_s_thC
-    t66 = P_CS_other_AUG_s * n_AUG
-    t67 = P_CS_other_C_s * n_C
-    t68 = P_CS_other_S_s * n_S
-    t69 = n_CS - 1
-    t70 = P_CS_other_CS_s * t69
-    t71 = 2 * o_c
-    t72 = w_thC_CS_c + w_thC_thC
-    t73 = t71 + t72
-    t74 = P_CS_other_AUG_c * n_AUG
-    t75 = P_CS_other_AUG_m * n_AUG
-    t76 = P_CS_other_C_c * n_C
-    t77 = P_CS_other_S_a * n_S
-    t78 = 2 * o_r
-    t79 = P_CS_same_c - 1
-    t80 = t72 + w_CS_c_thC
-    t81 = P_CS_other_CS_c * t69
-    t82 = n_C + n_CS + n_S
-    t83 = P_CS_nS * (-K_S + n_AUG + t82)
-    t84 = P_CS_nA * (-K_A + 2 * n_AUG + t82)
-    t85 = w_thS_CS_s + w_thS_thS
-    t86 = t85 + w_CS_s_thS
-    t87 = w_thC_CS_s + w_thC_thS
-    t88 = t71 + t87
-    t89 = t87 + w_CS_c_thS
-    t90 = (1 / 2) * SQRT2
-    t91 = t90 * (w_CS_s_er + w_thS_er)
-    t92 = SQRT2 * w_thC_er + t71
-    t93 = (1 / 2) * SQRT2 * w_CS_c_er + (1 / 2) * t92
+    t70 = w_thS_CS_c + w_thS_thC
+    t71 = t70 + w_CS_s_thC
+    t72 = P_CS_other_AUG_s * n_AUG
+    t73 = P_CS_other_C_s * n_C
+    t74 = P_CS_other_S_s * n_S
+    t75 = n_CS - 1
+    t76 = P_CS_other_CS_s * t75
+    t77 = 2 * o_c
+    t78 = w_thC_CS_c + w_thC_thC
+    t79 = t77 + t78
+    t80 = P_CS_other_AUG_c * n_AUG
+    t81 = P_CS_other_AUG_m * n_AUG
+    t82 = P_CS_other_C_c * n_C
+    t83 = P_CS_other_S_a * n_S
+    t84 = 2 * o_r
+    t85 = P_CS_same_c - 1
+    t86 = t78 + w_CS_c_thC
+    t87 = P_CS_other_CS_c * t75
+    t88 = n_C + n_CS + n_S
+    t89 = P_CS_nS * (-K_S + n_AUG + t88)
+    t90 = P_CS_nA * (-K_A + 2 * n_AUG + t88)
+    t91 = w_thS_CS_s + w_thS_thS
+    t92 = t91 + w_CS_s_thS
+    t93 = w_thC_CS_s + w_thC_thS
+    t94 = t77 + t93
+    t95 = t93 + w_CS_c_thS
+    t96 = (1 / 2) * SQRT2
+    t97 = t96 * (w_CS_s_er + w_thS_er)
+    t98 = SQRT2 * w_thC_er + t77
+    t99 = (1 / 2) * SQRT2 * w_CS_c_er + (1 / 2) * t98
     dsigma_CS_c = (
-        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_c + SQRT2 * w_er_thC + t78)
-        + (1 / 2) * P_CS_same_s * (t65 + w_same_CS_s_CS_c)
-        + (1 / 2) * t66 * (t64 + w_AUG_s_thC + w_other_AUG_s_CS_c)
-        + (1 / 2) * t67 * (t64 + w_C_s_thC + w_other_C_s_CS_c)
-        + (1 / 2) * t68 * (t64 + w_S_s_thC + w_other_S_s_CS_c)
-        + (1 / 2) * t70 * (t65 + w_other_CS_s_CS_c)
-        + (1 / 2) * t74 * (t73 + w_AUG_c_thC + w_other_AUG_c_CS_c)
-        + (1 / 2) * t75 * (t73 + w_AUG_m_thC + w_other_AUG_m_CS_c)
-        + (1 / 2) * t76 * (t73 + w_C_c_thC + w_other_C_c_CS_c)
-        + (1 / 2) * t77 * (t73 + w_S_a_thC + w_other_S_a_CS_c)
-        + (1 / 2) * t79 * (2 * lambda_C + t80 + w_same_CS_c_CS_c)
-        + (1 / 2) * t81 * (t71 + t80 + w_other_CS_c_CS_c)
-        - 1 / 2 * t83 * (t64 + w_nS_CS_c + w_nS_thC)
-        - 1 / 2 * t84 * (t73 + w_nA_CS_c + w_nA_thC)
+        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_c + SQRT2 * w_er_thC + t84)
+        + (1 / 2) * P_CS_same_s * (t71 + w_same_CS_s_CS_c)
+        + (1 / 2) * t72 * (t70 + w_AUG_s_thC + w_other_AUG_s_CS_c)
+        + (1 / 2) * t73 * (t70 + w_C_s_thC + w_other_C_s_CS_c)
+        + (1 / 2) * t74 * (t70 + w_S_s_thC + w_other_S_s_CS_c)
+        + (1 / 2) * t76 * (t71 + w_other_CS_s_CS_c)
+        + (1 / 2) * t80 * (t79 + w_AUG_c_thC + w_other_AUG_c_CS_c)
+        + (1 / 2) * t81 * (t79 + w_AUG_m_thC + w_other_AUG_m_CS_c)
+        + (1 / 2) * t82 * (t79 + w_C_c_thC + w_other_C_c_CS_c)
+        + (1 / 2) * t83 * (t79 + w_S_a_thC + w_other_S_a_CS_c)
+        + (1 / 2) * t85 * (2 * lambda_C + t86 + w_same_CS_c_CS_c)
+        + (1 / 2) * t87 * (t77 + t86 + w_other_CS_c_CS_c)
+        - 1 / 2 * t89 * (t70 + w_nS_CS_c + w_nS_thC)
+        - 1 / 2 * t90 * (t79 + w_nA_CS_c + w_nA_thC)
     )
     dsigma_CS_s = (
-        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_s + SQRT2 * w_er_thS + t78)
-        + (1 / 2) * P_CS_same_s * (t86 + w_same_CS_s_CS_s)
-        + (1 / 2) * t66 * (t85 + w_AUG_s_thS + w_other_AUG_s_CS_s)
-        + (1 / 2) * t67 * (t85 + w_C_s_thS + w_other_C_s_CS_s)
-        + (1 / 2) * t68 * (t85 + w_S_s_thS + w_other_S_s_CS_s)
-        + (1 / 2) * t70 * (t86 + w_other_CS_s_CS_s)
-        + (1 / 2) * t74 * (t88 + w_AUG_c_thS + w_other_AUG_c_CS_s)
-        + (1 / 2) * t75 * (t88 + w_AUG_m_thS + w_other_AUG_m_CS_s)
-        + (1 / 2) * t76 * (t88 + w_C_c_thS + w_other_C_c_CS_s)
-        + (1 / 2) * t77 * (t88 + w_S_a_thS + w_other_S_a_CS_s)
-        + (1 / 2) * t79 * (2 * lambda_M + t89 + w_same_CS_c_CS_s)
-        + (1 / 2) * t81 * (t71 + t89 + w_other_CS_c_CS_s)
-        - 1 / 2 * t83 * (t85 + w_nS_CS_s + w_nS_thS)
-        - 1 / 2 * t84 * (t88 + w_nA_CS_s + w_nA_thS)
+        (1 / 2) * P_CS_r * (SQRT2 * w_er_CS_s + SQRT2 * w_er_thS + t84)
+        + (1 / 2) * P_CS_same_s * (t92 + w_same_CS_s_CS_s)
+        + (1 / 2) * t72 * (t91 + w_AUG_s_thS + w_other_AUG_s_CS_s)
+        + (1 / 2) * t73 * (t91 + w_C_s_thS + w_other_C_s_CS_s)
+        + (1 / 2) * t74 * (t91 + w_S_s_thS + w_other_S_s_CS_s)
+        + (1 / 2) * t76 * (t92 + w_other_CS_s_CS_s)
+        + (1 / 2) * t80 * (t94 + w_AUG_c_thS + w_other_AUG_c_CS_s)
+        + (1 / 2) * t81 * (t94 + w_AUG_m_thS + w_other_AUG_m_CS_s)
+        + (1 / 2) * t82 * (t94 + w_C_c_thS + w_other_C_c_CS_s)
+        + (1 / 2) * t83 * (t94 + w_S_a_thS + w_other_S_a_CS_s)
+        + (1 / 2) * t85 * (2 * lambda_M + t95 + w_same_CS_c_CS_s)
+        + (1 / 2) * t87 * (t77 + t95 + w_other_CS_c_CS_s)
+        - 1 / 2 * t89 * (t91 + w_nS_CS_s + w_nS_thS)
+        - 1 / 2 * t90 * (t94 + w_nA_CS_s + w_nA_thS)
     )
     dsigma_CS_r = (
         P_CS_r * (o_r + w_er_er)
-        + P_CS_same_s * t91
-        + t66 * t90 * (w_AUG_s_er + w_thS_er)
-        + t67 * t90 * (w_C_s_er + w_thS_er)
-        + t68 * t90 * (w_S_s_er + w_thS_er)
-        + t70 * t91
-        + (1 / 2) * t74 * (SQRT2 * w_AUG_c_er + t92)
-        + (1 / 2) * t75 * (SQRT2 * w_AUG_m_er + t92)
-        + (1 / 2) * t76 * (SQRT2 * w_C_c_er + t92)
-        + (1 / 2) * t77 * (SQRT2 * w_S_a_er + t92)
-        + t79 * t93
-        + t81 * t93
-        - t83 * t90 * (w_nS_er + w_thS_er)
-        - 1 / 2 * t84 * (SQRT2 * w_nA_er + t92)
+        + P_CS_same_s * t97
+        + t72 * t96 * (w_AUG_s_er + w_thS_er)
+        + t73 * t96 * (w_C_s_er + w_thS_er)
+        + t74 * t96 * (w_S_s_er + w_thS_er)
+        + t76 * t97
+        + (1 / 2) * t80 * (SQRT2 * w_AUG_c_er + t98)
+        + (1 / 2) * t81 * (SQRT2 * w_AUG_m_er + t98)
+        + (1 / 2) * t82 * (SQRT2 * w_C_c_er + t98)
+        + (1 / 2) * t83 * (SQRT2 * w_S_a_er + t98)
+        + t85 * t99
+        + t87 * t99
+        - t89 * t96 * (w_nS_er + w_thS_er)
+        - 1 / 2 * t90 * (SQRT2 * w_nA_er + t98)
     )
-    t94 = dsigma_CS_r * sigma_CS_r
-    t95 = dsigma_CS_s * sigma_CS_s
-    t96 = dsigma_CS_c * sigma_CS_c
-    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t94 - t95)
-    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t94 - t96)
-    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t95 - t96)
+    t100 = dsigma_CS_r * sigma_CS_r
+    t101 = dsigma_CS_s * sigma_CS_s
+    t102 = dsigma_CS_c * sigma_CS_c
+    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t100 - t101)
+    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t100 - t102)
+    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t101 - t102)
     # class S: scores, attention, role logits, loss and its logit gradient
     u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
     u_S_r = kappa_er
     ashift_S = jnp.maximum(u_S_s, u_S_r)
-    t97 = jnp.exp(-ashift_S + u_S_s)
-    t98 = jnp.exp(-ashift_S + u_S_r)
-    t99 = 1.0 / (t97 + t98)
-    sigma_S_s = t97 * t99
-    sigma_S_r = t98 * t99
-    t100 = SQRT2 * sigma_S_r
-    t101 = sigma_S_s * w_thS_S_s + sigma_S_s * w_thS_thS + t100 * w_thS_er
-    t102 = sigma_S_s * w_S_s_thS + t100 * w_S_s_er + t101
-    t103 = (1 / 2) * sigma_S_s
-    t104 = (1 / 2) * t100
-    t105 = o_c * sigma_S_r + t103 * w_thC_S_s + t103 * w_thC_thS + t104 * w_thC_er
-    t106 = t103 * w_S_a_thS + t104 * w_S_a_er + t105
-    t107 = o_c * sigma_S_s
-    t108 = t105 + t107
-    t109 = SQRT2 * t103
-    z_S_same_s = (1 / 2) * sigma_S_s * w_same_S_s_S_s + (1 / 2) * t102
-    z_S_same_a = lambda_M * sigma_S_s + t103 * w_same_S_a_S_s + t106
-    z_S_other_C_c = t103 * w_C_c_thS + t103 * w_other_C_c_S_s + t104 * w_C_c_er + t108
+    t103 = jnp.exp(-ashift_S + u_S_s)
+    t104 = jnp.exp(-ashift_S + u_S_r)
+    t105 = 1.0 / (t103 + t104)
+    sigma_S_s = t103 * t105
+    sigma_S_r = t104 * t105
+    t106 = SQRT2 * w_S_s_er
+    t107 = SQRT2 * w_thS_er
+    t108 = -sigma_S_s * t107 + sigma_S_s * w_thS_S_s + sigma_S_s * w_thS_thS + t107
+    t109 = -sigma_S_s * t106 + sigma_S_s * w_S_s_thS + t106 + t108
+    t110 = (1 / 2) * sigma_S_s
+    t111 = (1 / 2) * SQRT2
+    t112 = SQRT2 * t110
+    t113 = o_c + t110 * w_thC_S_s + t110 * w_thC_thS + t111 * w_thC_er - t112 * w_thC_er
+    t114 = t110 * w_S_a_thS + t111 * w_S_a_er - t112 * w_S_a_er + t113
+    t115 = SQRT2 * w_C_s_er
+    t116 = SQRT2 * w_CS_s_er
+    t117 = SQRT2 * w_AUG_s_er
+    t118 = SQRT2 * w_nS_er
+    z_S_same_s = (1 / 2) * sigma_S_s * w_same_S_s_S_s + (1 / 2) * t109
+    z_S_same_a = lambda_M * sigma_S_s - o_c * sigma_S_s + t110 * w_same_S_a_S_s + t114
+    z_S_other_C_c = t110 * w_C_c_thS + t110 * w_other_C_c_S_s + t111 * w_C_c_er - t112 * w_C_c_er + t113
     z_S_other_C_s = (
-        (1 / 2) * sigma_S_s * w_C_s_thS
+        -1 / 2 * sigma_S_s * t115
+        + (1 / 2) * sigma_S_s * w_C_s_thS
         + (1 / 2) * sigma_S_s * w_other_C_s_S_s
-        + (1 / 2) * t100 * w_C_s_er
-        + (1 / 2) * t101
+        + (1 / 2) * t108
+        + (1 / 2) * t115
     )
-    z_S_other_CS_c = t103 * w_CS_c_thS + t103 * w_other_CS_c_S_s + t104 * w_CS_c_er + t108
+    z_S_other_CS_c = t110 * w_CS_c_thS + t110 * w_other_CS_c_S_s + t111 * w_CS_c_er - t112 * w_CS_c_er + t113
     z_S_other_CS_s = (
-        (1 / 2) * sigma_S_s * w_CS_s_thS
+        -1 / 2 * sigma_S_s * t116
+        + (1 / 2) * sigma_S_s * w_CS_s_thS
         + (1 / 2) * sigma_S_s * w_other_CS_s_S_s
-        + (1 / 2) * t100 * w_CS_s_er
-        + (1 / 2) * t101
+        + (1 / 2) * t108
+        + (1 / 2) * t116
     )
-    z_S_other_S_s = (1 / 2) * sigma_S_s * w_other_S_s_S_s + (1 / 2) * t102
-    z_S_other_S_a = t103 * w_other_S_a_S_s + t106 + t107
-    z_S_other_AUG_c = t103 * w_AUG_c_thS + t103 * w_other_AUG_c_S_s + t104 * w_AUG_c_er + t108
+    z_S_other_S_s = (1 / 2) * sigma_S_s * w_other_S_s_S_s + (1 / 2) * t109
+    z_S_other_S_a = t110 * w_other_S_a_S_s + t114
+    z_S_other_AUG_c = (
+        t110 * w_AUG_c_thS + t110 * w_other_AUG_c_S_s + t111 * w_AUG_c_er - t112 * w_AUG_c_er + t113
+    )
     z_S_other_AUG_s = (
-        (1 / 2) * sigma_S_s * w_AUG_s_thS
+        -1 / 2 * sigma_S_s * t117
+        + (1 / 2) * sigma_S_s * w_AUG_s_thS
         + (1 / 2) * sigma_S_s * w_other_AUG_s_S_s
-        + (1 / 2) * t100 * w_AUG_s_er
-        + (1 / 2) * t101
+        + (1 / 2) * t108
+        + (1 / 2) * t117
     )
-    z_S_other_AUG_m = t103 * w_AUG_m_thS + t103 * w_other_AUG_m_S_s + t104 * w_AUG_m_er + t108
-    z_S_nA = t103 * w_nA_S_s + t103 * w_nA_thS + t104 * w_nA_er + t108
+    z_S_other_AUG_m = (
+        t110 * w_AUG_m_thS + t110 * w_other_AUG_m_S_s + t111 * w_AUG_m_er - t112 * w_AUG_m_er + t113
+    )
+    z_S_nA = t110 * w_nA_S_s + t110 * w_nA_thS + t111 * w_nA_er - t112 * w_nA_er + t113
     z_S_nS = (
-        (1 / 2) * sigma_S_s * w_nS_S_s
+        -1 / 2 * sigma_S_s * t118
+        + (1 / 2) * sigma_S_s * w_nS_S_s
         + (1 / 2) * sigma_S_s * w_nS_thS
-        + (1 / 2) * t100 * w_nS_er
-        + (1 / 2) * t101
+        + (1 / 2) * t108
+        + (1 / 2) * t118
     )
-    z_S_r = o_r * sigma_S_r + o_r * sigma_S_s + sigma_S_r * w_er_er + t109 * w_er_S_s + t109 * w_er_thS
+    z_S_r = o_r - sigma_S_s * w_er_er + t112 * w_er_S_s + t112 * w_er_thS + w_er_er
     mult_S_same_s = 1
     mult_S_same_a = 1
     mult_S_other_C_c = n_C
@@ -9892,189 +10355,247 @@ def velocity_value_S_AUG(x, p):
     P_S_nS = E_S_nS / Z_S
     P_S_r = E_S_r / Z_S
     # class S: backward to attention and scores
-    t110 = w_thS_S_s + w_thS_thS
-    t111 = t110 + w_S_s_thS
-    t112 = P_S_other_AUG_s * n_AUG
-    t113 = P_S_other_CS_s * n_CS
-    t114 = P_S_other_C_s * n_C
-    t115 = n_S - 1
-    t116 = P_S_other_S_s * t115
-    t117 = 2 * o_c
-    t118 = w_thC_S_s + w_thC_thS
-    t119 = t117 + t118
-    t120 = P_S_other_AUG_c * n_AUG
-    t121 = P_S_other_AUG_m * n_AUG
-    t122 = P_S_other_CS_c * n_CS
-    t123 = P_S_other_C_c * n_C
-    t124 = P_S_same_a - 1
-    t125 = t118 + w_S_a_thS
-    t126 = P_S_other_S_a * t115
-    t127 = n_C + n_CS + n_S
-    t128 = P_S_nS * (-K_S + n_AUG + t127)
-    t129 = P_S_nA * (-K_A + 2 * n_AUG + t127)
-    t130 = (1 / 2) * SQRT2
-    t131 = t130 * (w_S_s_er + w_thS_er)
-    t132 = SQRT2 * w_thC_er + t117
-    t133 = (1 / 2) * SQRT2 * w_S_a_er + (1 / 2) * t132
+    t119 = w_thS_S_s + w_thS_thS
+    t120 = t119 + w_S_s_thS
+    t121 = P_S_other_AUG_s * n_AUG
+    t122 = P_S_other_CS_s * n_CS
+    t123 = P_S_other_C_s * n_C
+    t124 = n_S - 1
+    t125 = P_S_other_S_s * t124
+    t126 = 2 * o_c
+    t127 = w_thC_S_s + w_thC_thS
+    t128 = t126 + t127
+    t129 = P_S_other_AUG_c * n_AUG
+    t130 = P_S_other_AUG_m * n_AUG
+    t131 = P_S_other_CS_c * n_CS
+    t132 = P_S_other_C_c * n_C
+    t133 = P_S_same_a - 1
+    t134 = t127 + w_S_a_thS
+    t135 = P_S_other_S_a * t124
+    t136 = n_C + n_CS + n_S
+    t137 = P_S_nS * (-K_S + n_AUG + t136)
+    t138 = P_S_nA * (-K_A + 2 * n_AUG + t136)
+    t139 = (1 / 2) * SQRT2
+    t140 = t139 * (w_S_s_er + w_thS_er)
+    t141 = SQRT2 * w_thC_er + t126
+    t142 = (1 / 2) * SQRT2 * w_S_a_er + (1 / 2) * t141
     dsigma_S_s = (
         (1 / 2) * P_S_r * (SQRT2 * w_er_S_s + SQRT2 * w_er_thS + 2 * o_r)
-        + (1 / 2) * P_S_same_s * (t111 + w_same_S_s_S_s)
-        + (1 / 2) * t112 * (t110 + w_AUG_s_thS + w_other_AUG_s_S_s)
-        + (1 / 2) * t113 * (t110 + w_CS_s_thS + w_other_CS_s_S_s)
-        + (1 / 2) * t114 * (t110 + w_C_s_thS + w_other_C_s_S_s)
-        + (1 / 2) * t116 * (t111 + w_other_S_s_S_s)
-        + (1 / 2) * t120 * (t119 + w_AUG_c_thS + w_other_AUG_c_S_s)
-        + (1 / 2) * t121 * (t119 + w_AUG_m_thS + w_other_AUG_m_S_s)
-        + (1 / 2) * t122 * (t119 + w_CS_c_thS + w_other_CS_c_S_s)
-        + (1 / 2) * t123 * (t119 + w_C_c_thS + w_other_C_c_S_s)
-        + (1 / 2) * t124 * (2 * lambda_M + t125 + w_same_S_a_S_s)
-        + (1 / 2) * t126 * (t117 + t125 + w_other_S_a_S_s)
-        - 1 / 2 * t128 * (t110 + w_nS_S_s + w_nS_thS)
-        - 1 / 2 * t129 * (t119 + w_nA_S_s + w_nA_thS)
+        + (1 / 2) * P_S_same_s * (t120 + w_same_S_s_S_s)
+        + (1 / 2) * t121 * (t119 + w_AUG_s_thS + w_other_AUG_s_S_s)
+        + (1 / 2) * t122 * (t119 + w_CS_s_thS + w_other_CS_s_S_s)
+        + (1 / 2) * t123 * (t119 + w_C_s_thS + w_other_C_s_S_s)
+        + (1 / 2) * t125 * (t120 + w_other_S_s_S_s)
+        + (1 / 2) * t129 * (t128 + w_AUG_c_thS + w_other_AUG_c_S_s)
+        + (1 / 2) * t130 * (t128 + w_AUG_m_thS + w_other_AUG_m_S_s)
+        + (1 / 2) * t131 * (t128 + w_CS_c_thS + w_other_CS_c_S_s)
+        + (1 / 2) * t132 * (t128 + w_C_c_thS + w_other_C_c_S_s)
+        + (1 / 2) * t133 * (2 * lambda_M + t134 + w_same_S_a_S_s)
+        + (1 / 2) * t135 * (t126 + t134 + w_other_S_a_S_s)
+        - 1 / 2 * t137 * (t119 + w_nS_S_s + w_nS_thS)
+        - 1 / 2 * t138 * (t128 + w_nA_S_s + w_nA_thS)
     )
     dsigma_S_r = (
         P_S_r * (o_r + w_er_er)
-        + P_S_same_s * t131
-        + t112 * t130 * (w_AUG_s_er + w_thS_er)
-        + t113 * t130 * (w_CS_s_er + w_thS_er)
-        + t114 * t130 * (w_C_s_er + w_thS_er)
-        + t116 * t131
-        + (1 / 2) * t120 * (SQRT2 * w_AUG_c_er + t132)
-        + (1 / 2) * t121 * (SQRT2 * w_AUG_m_er + t132)
-        + (1 / 2) * t122 * (SQRT2 * w_CS_c_er + t132)
-        + (1 / 2) * t123 * (SQRT2 * w_C_c_er + t132)
-        + t124 * t133
-        + t126 * t133
-        - t128 * t130 * (w_nS_er + w_thS_er)
-        - 1 / 2 * t129 * (SQRT2 * w_nA_er + t132)
+        + P_S_same_s * t140
+        + t121 * t139 * (w_AUG_s_er + w_thS_er)
+        + t122 * t139 * (w_CS_s_er + w_thS_er)
+        + t123 * t139 * (w_C_s_er + w_thS_er)
+        + t125 * t140
+        + (1 / 2) * t129 * (SQRT2 * w_AUG_c_er + t141)
+        + (1 / 2) * t130 * (SQRT2 * w_AUG_m_er + t141)
+        + (1 / 2) * t131 * (SQRT2 * w_CS_c_er + t141)
+        + (1 / 2) * t132 * (SQRT2 * w_C_c_er + t141)
+        + t133 * t142
+        + t135 * t142
+        - t137 * t139 * (w_nS_er + w_thS_er)
+        - 1 / 2 * t138 * (SQRT2 * w_nA_er + t141)
     )
-    t134 = dsigma_S_r - dsigma_S_s
-    t135 = sigma_S_r * sigma_S_s
-    du_S_s = -t134 * t135
-    du_S_r = t134 * t135
+    t143 = dsigma_S_r - dsigma_S_s
+    t144 = sigma_S_r * sigma_S_s
+    du_S_s = -t143 * t144
+    du_S_r = t143 * t144
     # class AUG: scores, attention, role logits, loss and its logit gradient
     u_AUG_c = (1 / 2) * SQRT2 * (kappa_AUG_c + kappa_thC)
     u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
     u_AUG_r = kappa_er
     ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
-    t136 = jnp.exp(-ashift_AUG + u_AUG_c)
-    t137 = jnp.exp(-ashift_AUG + u_AUG_r)
-    t138 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t139 = 1.0 / (t136 + t137 + t138)
-    sigma_AUG_c = t136 * t139
-    sigma_AUG_s = t138 * t139
-    sigma_AUG_r = t137 * t139
-    t140 = (1 / 2) * sigma_AUG_c
-    t141 = (1 / 2) * sigma_AUG_s
-    t142 = SQRT2 * sigma_AUG_r
-    t143 = (1 / 2) * t142
-    t144 = (
-        o_c * sigma_AUG_r
-        + t140 * w_thC_AUG_c
-        + t140 * w_thC_thC
-        + t141 * w_thC_AUG_s
-        + t141 * w_thC_thS
-        + t143 * w_thC_er
+    t145 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t146 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t147 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t148 = 1.0 / (t145 + t146 + t147)
+    sigma_AUG_c = t145 * t148
+    sigma_AUG_s = t147 * t148
+    sigma_AUG_r = t146 * t148
+    t149 = (1 / 2) * sigma_AUG_c
+    t150 = (1 / 2) * sigma_AUG_s
+    t151 = (1 / 2) * SQRT2
+    t152 = SQRT2 * t149
+    t153 = SQRT2 * t150
+    t154 = (
+        o_c
+        + t149 * w_thC_AUG_c
+        + t149 * w_thC_thC
+        + t150 * w_thC_AUG_s
+        + t150 * w_thC_thS
+        + t151 * w_thC_er
+        - t152 * w_thC_er
+        - t153 * w_thC_er
     )
-    t145 = o_c * sigma_AUG_s + t144
-    t146 = t140 * w_AUG_c_thC + t141 * w_AUG_c_thS + t143 * w_AUG_c_er + t145
-    t147 = (
-        sigma_AUG_c * w_thS_AUG_c
+    t155 = (
+        t149 * w_AUG_c_thC
+        + t150 * w_AUG_c_thS
+        + t151 * w_AUG_c_er
+        - t152 * w_AUG_c_er
+        - t153 * w_AUG_c_er
+        + t154
+    )
+    t156 = SQRT2 * w_AUG_s_er
+    t157 = SQRT2 * w_thS_er
+    t158 = (
+        -sigma_AUG_c * t157
+        + sigma_AUG_c * w_thS_AUG_c
         + sigma_AUG_c * w_thS_thC
+        - sigma_AUG_s * t157
         + sigma_AUG_s * w_thS_AUG_s
         + sigma_AUG_s * w_thS_thS
-        + t142 * w_thS_er
+        + t157
     )
-    t148 = sigma_AUG_c * w_AUG_s_thC + sigma_AUG_s * w_AUG_s_thS + t142 * w_AUG_s_er + t147
-    t149 = o_c * sigma_AUG_c
-    t150 = t140 * w_AUG_m_thC + t141 * w_AUG_m_thS + t143 * w_AUG_m_er + t149
-    t151 = t145 + t149
-    t152 = SQRT2 * t140
-    t153 = SQRT2 * t141
-    z_AUG_same_c = lambda_C * sigma_AUG_c + t140 * w_same_AUG_c_AUG_c + t141 * w_same_AUG_c_AUG_s + t146
+    t159 = (
+        -sigma_AUG_c * t156
+        + sigma_AUG_c * w_AUG_s_thC
+        - sigma_AUG_s * t156
+        + sigma_AUG_s * w_AUG_s_thS
+        + t156
+        + t158
+    )
+    t160 = (
+        t149 * w_AUG_m_thC
+        + t150 * w_AUG_m_thS
+        + t151 * w_AUG_m_er
+        - t152 * w_AUG_m_er
+        - t153 * w_AUG_m_er
+        + t154
+    )
+    t161 = SQRT2 * w_C_s_er
+    t162 = SQRT2 * w_CS_s_er
+    t163 = SQRT2 * w_S_s_er
+    t164 = SQRT2 * w_nS_er
+    z_AUG_same_c = (
+        lambda_C * sigma_AUG_c
+        - o_c * sigma_AUG_c
+        + t149 * w_same_AUG_c_AUG_c
+        + t150 * w_same_AUG_c_AUG_s
+        + t155
+    )
     z_AUG_same_s = (
         (1 / 2) * sigma_AUG_c * w_same_AUG_s_AUG_c
         + (1 / 2) * sigma_AUG_s * w_same_AUG_s_AUG_s
-        + (1 / 2) * t148
+        + (1 / 2) * t159
     )
     z_AUG_same_m = (
-        lambda_M * sigma_AUG_s + t140 * w_same_AUG_m_AUG_c + t141 * w_same_AUG_m_AUG_s + t144 + t150
+        lambda_M * sigma_AUG_s
+        - o_c * sigma_AUG_s
+        + t149 * w_same_AUG_m_AUG_c
+        + t150 * w_same_AUG_m_AUG_s
+        + t160
     )
     z_AUG_other_C_c = (
-        t140 * w_C_c_thC
-        + t140 * w_other_C_c_AUG_c
-        + t141 * w_C_c_thS
-        + t141 * w_other_C_c_AUG_s
-        + t143 * w_C_c_er
-        + t151
+        t149 * w_C_c_thC
+        + t149 * w_other_C_c_AUG_c
+        + t150 * w_C_c_thS
+        + t150 * w_other_C_c_AUG_s
+        + t151 * w_C_c_er
+        - t152 * w_C_c_er
+        - t153 * w_C_c_er
+        + t154
     )
     z_AUG_other_C_s = (
-        (1 / 2) * sigma_AUG_c * w_C_s_thC
+        -1 / 2 * sigma_AUG_c * t161
+        + (1 / 2) * sigma_AUG_c * w_C_s_thC
         + (1 / 2) * sigma_AUG_c * w_other_C_s_AUG_c
+        - 1 / 2 * sigma_AUG_s * t161
         + (1 / 2) * sigma_AUG_s * w_C_s_thS
         + (1 / 2) * sigma_AUG_s * w_other_C_s_AUG_s
-        + (1 / 2) * t142 * w_C_s_er
-        + (1 / 2) * t147
+        + (1 / 2) * t158
+        + (1 / 2) * t161
     )
     z_AUG_other_CS_c = (
-        t140 * w_CS_c_thC
-        + t140 * w_other_CS_c_AUG_c
-        + t141 * w_CS_c_thS
-        + t141 * w_other_CS_c_AUG_s
-        + t143 * w_CS_c_er
-        + t151
+        t149 * w_CS_c_thC
+        + t149 * w_other_CS_c_AUG_c
+        + t150 * w_CS_c_thS
+        + t150 * w_other_CS_c_AUG_s
+        + t151 * w_CS_c_er
+        - t152 * w_CS_c_er
+        - t153 * w_CS_c_er
+        + t154
     )
     z_AUG_other_CS_s = (
-        (1 / 2) * sigma_AUG_c * w_CS_s_thC
+        -1 / 2 * sigma_AUG_c * t162
+        + (1 / 2) * sigma_AUG_c * w_CS_s_thC
         + (1 / 2) * sigma_AUG_c * w_other_CS_s_AUG_c
+        - 1 / 2 * sigma_AUG_s * t162
         + (1 / 2) * sigma_AUG_s * w_CS_s_thS
         + (1 / 2) * sigma_AUG_s * w_other_CS_s_AUG_s
-        + (1 / 2) * t142 * w_CS_s_er
-        + (1 / 2) * t147
+        + (1 / 2) * t158
+        + (1 / 2) * t162
     )
     z_AUG_other_S_s = (
-        (1 / 2) * sigma_AUG_c * w_S_s_thC
+        -1 / 2 * sigma_AUG_c * t163
+        + (1 / 2) * sigma_AUG_c * w_S_s_thC
         + (1 / 2) * sigma_AUG_c * w_other_S_s_AUG_c
+        - 1 / 2 * sigma_AUG_s * t163
         + (1 / 2) * sigma_AUG_s * w_S_s_thS
         + (1 / 2) * sigma_AUG_s * w_other_S_s_AUG_s
-        + (1 / 2) * t142 * w_S_s_er
-        + (1 / 2) * t147
+        + (1 / 2) * t158
+        + (1 / 2) * t163
     )
     z_AUG_other_S_a = (
-        t140 * w_S_a_thC
-        + t140 * w_other_S_a_AUG_c
-        + t141 * w_S_a_thS
-        + t141 * w_other_S_a_AUG_s
-        + t143 * w_S_a_er
-        + t151
+        t149 * w_S_a_thC
+        + t149 * w_other_S_a_AUG_c
+        + t150 * w_S_a_thS
+        + t150 * w_other_S_a_AUG_s
+        + t151 * w_S_a_er
+        - t152 * w_S_a_er
+        - t153 * w_S_a_er
+        + t154
     )
-    z_AUG_other_AUG_c = t140 * w_other_AUG_c_AUG_c + t141 * w_other_AUG_c_AUG_s + t146 + t149
+    z_AUG_other_AUG_c = t149 * w_other_AUG_c_AUG_c + t150 * w_other_AUG_c_AUG_s + t155
     z_AUG_other_AUG_s = (
         (1 / 2) * sigma_AUG_c * w_other_AUG_s_AUG_c
         + (1 / 2) * sigma_AUG_s * w_other_AUG_s_AUG_s
-        + (1 / 2) * t148
+        + (1 / 2) * t159
     )
-    z_AUG_other_AUG_m = t140 * w_other_AUG_m_AUG_c + t141 * w_other_AUG_m_AUG_s + t145 + t150
+    z_AUG_other_AUG_m = t149 * w_other_AUG_m_AUG_c + t150 * w_other_AUG_m_AUG_s + t160
     z_AUG_nA = (
-        t140 * w_nA_AUG_c + t140 * w_nA_thC + t141 * w_nA_AUG_s + t141 * w_nA_thS + t143 * w_nA_er + t151
+        t149 * w_nA_AUG_c
+        + t149 * w_nA_thC
+        + t150 * w_nA_AUG_s
+        + t150 * w_nA_thS
+        + t151 * w_nA_er
+        - t152 * w_nA_er
+        - t153 * w_nA_er
+        + t154
     )
     z_AUG_nS = (
-        (1 / 2) * sigma_AUG_c * w_nS_AUG_c
+        -1 / 2 * sigma_AUG_c * t164
+        + (1 / 2) * sigma_AUG_c * w_nS_AUG_c
         + (1 / 2) * sigma_AUG_c * w_nS_thC
+        - 1 / 2 * sigma_AUG_s * t164
         + (1 / 2) * sigma_AUG_s * w_nS_AUG_s
         + (1 / 2) * sigma_AUG_s * w_nS_thS
-        + (1 / 2) * t142 * w_nS_er
-        + (1 / 2) * t147
+        + (1 / 2) * t158
+        + (1 / 2) * t164
     )
     z_AUG_r = (
-        o_r * sigma_AUG_c
-        + o_r * sigma_AUG_r
-        + o_r * sigma_AUG_s
-        + sigma_AUG_r * w_er_er
+        o_r
+        - sigma_AUG_c * w_er_er
+        - sigma_AUG_s * w_er_er
         + t152 * w_er_AUG_c
         + t152 * w_er_thC
         + t153 * w_er_AUG_s
         + t153 * w_er_thS
+        + w_er_er
     )
     mult_AUG_same_c = 1
     mult_AUG_same_s = 1
@@ -10179,559 +10700,556 @@ def velocity_value_S_AUG(x, p):
     P_AUG_nS = E_AUG_nS / Z_AUG
     P_AUG_r = E_AUG_r / Z_AUG
     # class AUG: backward to attention and scores
-    t154 = w_thS_AUG_c + w_thS_thC
-    t155 = t154 + w_AUG_s_thC
-    t156 = P_AUG_other_CS_s * n_CS
-    t157 = P_AUG_other_C_s * n_C
-    t158 = P_AUG_other_S_s * n_S
-    t159 = 2 * o_c
-    t160 = w_thC_AUG_c + w_thC_thC
-    t161 = t159 + t160
-    t162 = t161 + w_AUG_m_thC
-    t163 = n_AUG - 1
-    t164 = P_AUG_other_AUG_s * t163
-    t165 = P_AUG_other_CS_c * n_CS
-    t166 = P_AUG_other_C_c * n_C
-    t167 = P_AUG_other_S_a * n_S
-    t168 = 2 * o_r
-    t169 = P_AUG_same_c - 1
-    t170 = P_AUG_other_AUG_c * t163
-    t171 = P_AUG_other_AUG_m * t163
-    t172 = n_C + n_CS + n_S
-    t173 = P_AUG_nS * (-K_S + n_AUG + t172)
-    t174 = P_AUG_nA * (-K_A + 2 * n_AUG + t172)
-    t175 = w_thS_AUG_s + w_thS_thS
-    t176 = t175 + w_AUG_s_thS
-    t177 = w_thC_AUG_s + w_thC_thS
-    t178 = t177 + w_AUG_m_thS
-    t179 = t159 + t177
-    t180 = t179 + w_AUG_c_thS
-    t181 = (1 / 2) * SQRT2
-    t182 = t181 * (w_AUG_s_er + w_thS_er)
-    t183 = SQRT2 * w_thC_er + t159
-    t184 = (1 / 2) * SQRT2 * w_AUG_m_er + (1 / 2) * t183
-    t185 = (1 / 2) * SQRT2 * w_AUG_c_er + (1 / 2) * t183
+    t165 = w_thS_AUG_c + w_thS_thC
+    t166 = t165 + w_AUG_s_thC
+    t167 = P_AUG_other_CS_s * n_CS
+    t168 = P_AUG_other_C_s * n_C
+    t169 = P_AUG_other_S_s * n_S
+    t170 = 2 * o_c
+    t171 = w_thC_AUG_c + w_thC_thC
+    t172 = t170 + t171
+    t173 = t172 + w_AUG_m_thC
+    t174 = n_AUG - 1
+    t175 = P_AUG_other_AUG_s * t174
+    t176 = P_AUG_other_CS_c * n_CS
+    t177 = P_AUG_other_C_c * n_C
+    t178 = P_AUG_other_S_a * n_S
+    t179 = 2 * o_r
+    t180 = P_AUG_same_c - 1
+    t181 = P_AUG_other_AUG_c * t174
+    t182 = P_AUG_other_AUG_m * t174
+    t183 = n_C + n_CS + n_S
+    t184 = P_AUG_nS * (-K_S + n_AUG + t183)
+    t185 = P_AUG_nA * (-K_A + 2 * n_AUG + t183)
+    t186 = w_thS_AUG_s + w_thS_thS
+    t187 = t186 + w_AUG_s_thS
+    t188 = w_thC_AUG_s + w_thC_thS
+    t189 = t188 + w_AUG_m_thS
+    t190 = t170 + t188
+    t191 = t190 + w_AUG_c_thS
+    t192 = (1 / 2) * SQRT2
+    t193 = t192 * (w_AUG_s_er + w_thS_er)
+    t194 = SQRT2 * w_thC_er + t170
+    t195 = (1 / 2) * SQRT2 * w_AUG_m_er + (1 / 2) * t194
+    t196 = (1 / 2) * SQRT2 * w_AUG_c_er + (1 / 2) * t194
     dsigma_AUG_c = (
-        (1 / 2) * P_AUG_r * (SQRT2 * w_er_AUG_c + SQRT2 * w_er_thC + t168)
-        + (1 / 2) * P_AUG_same_m * (t162 + w_same_AUG_m_AUG_c)
-        + (1 / 2) * P_AUG_same_s * (t155 + w_same_AUG_s_AUG_c)
-        + (1 / 2) * t156 * (t154 + w_CS_s_thC + w_other_CS_s_AUG_c)
-        + (1 / 2) * t157 * (t154 + w_C_s_thC + w_other_C_s_AUG_c)
-        + (1 / 2) * t158 * (t154 + w_S_s_thC + w_other_S_s_AUG_c)
-        + (1 / 2) * t164 * (t155 + w_other_AUG_s_AUG_c)
-        + (1 / 2) * t165 * (t161 + w_CS_c_thC + w_other_CS_c_AUG_c)
-        + (1 / 2) * t166 * (t161 + w_C_c_thC + w_other_C_c_AUG_c)
-        + (1 / 2) * t167 * (t161 + w_S_a_thC + w_other_S_a_AUG_c)
-        + (1 / 2) * t169 * (2 * lambda_C + t160 + w_AUG_c_thC + w_same_AUG_c_AUG_c)
-        + (1 / 2) * t170 * (t161 + w_AUG_c_thC + w_other_AUG_c_AUG_c)
-        + (1 / 2) * t171 * (t162 + w_other_AUG_m_AUG_c)
-        - 1 / 2 * t173 * (t154 + w_nS_AUG_c + w_nS_thC)
-        - 1 / 2 * t174 * (t161 + w_nA_AUG_c + w_nA_thC)
+        (1 / 2) * P_AUG_r * (SQRT2 * w_er_AUG_c + SQRT2 * w_er_thC + t179)
+        + (1 / 2) * P_AUG_same_m * (t173 + w_same_AUG_m_AUG_c)
+        + (1 / 2) * P_AUG_same_s * (t166 + w_same_AUG_s_AUG_c)
+        + (1 / 2) * t167 * (t165 + w_CS_s_thC + w_other_CS_s_AUG_c)
+        + (1 / 2) * t168 * (t165 + w_C_s_thC + w_other_C_s_AUG_c)
+        + (1 / 2) * t169 * (t165 + w_S_s_thC + w_other_S_s_AUG_c)
+        + (1 / 2) * t175 * (t166 + w_other_AUG_s_AUG_c)
+        + (1 / 2) * t176 * (t172 + w_CS_c_thC + w_other_CS_c_AUG_c)
+        + (1 / 2) * t177 * (t172 + w_C_c_thC + w_other_C_c_AUG_c)
+        + (1 / 2) * t178 * (t172 + w_S_a_thC + w_other_S_a_AUG_c)
+        + (1 / 2) * t180 * (2 * lambda_C + t171 + w_AUG_c_thC + w_same_AUG_c_AUG_c)
+        + (1 / 2) * t181 * (t172 + w_AUG_c_thC + w_other_AUG_c_AUG_c)
+        + (1 / 2) * t182 * (t173 + w_other_AUG_m_AUG_c)
+        - 1 / 2 * t184 * (t165 + w_nS_AUG_c + w_nS_thC)
+        - 1 / 2 * t185 * (t172 + w_nA_AUG_c + w_nA_thC)
     )
     dsigma_AUG_s = (
-        (1 / 2) * P_AUG_r * (SQRT2 * w_er_AUG_s + SQRT2 * w_er_thS + t168)
-        + (1 / 2) * P_AUG_same_m * (2 * lambda_M + t178 + w_same_AUG_m_AUG_s)
-        + (1 / 2) * P_AUG_same_s * (t176 + w_same_AUG_s_AUG_s)
-        + (1 / 2) * t156 * (t175 + w_CS_s_thS + w_other_CS_s_AUG_s)
-        + (1 / 2) * t157 * (t175 + w_C_s_thS + w_other_C_s_AUG_s)
-        + (1 / 2) * t158 * (t175 + w_S_s_thS + w_other_S_s_AUG_s)
-        + (1 / 2) * t164 * (t176 + w_other_AUG_s_AUG_s)
-        + (1 / 2) * t165 * (t179 + w_CS_c_thS + w_other_CS_c_AUG_s)
-        + (1 / 2) * t166 * (t179 + w_C_c_thS + w_other_C_c_AUG_s)
-        + (1 / 2) * t167 * (t179 + w_S_a_thS + w_other_S_a_AUG_s)
-        + (1 / 2) * t169 * (t180 + w_same_AUG_c_AUG_s)
-        + (1 / 2) * t170 * (t180 + w_other_AUG_c_AUG_s)
-        + (1 / 2) * t171 * (t159 + t178 + w_other_AUG_m_AUG_s)
-        - 1 / 2 * t173 * (t175 + w_nS_AUG_s + w_nS_thS)
-        - 1 / 2 * t174 * (t179 + w_nA_AUG_s + w_nA_thS)
+        (1 / 2) * P_AUG_r * (SQRT2 * w_er_AUG_s + SQRT2 * w_er_thS + t179)
+        + (1 / 2) * P_AUG_same_m * (2 * lambda_M + t189 + w_same_AUG_m_AUG_s)
+        + (1 / 2) * P_AUG_same_s * (t187 + w_same_AUG_s_AUG_s)
+        + (1 / 2) * t167 * (t186 + w_CS_s_thS + w_other_CS_s_AUG_s)
+        + (1 / 2) * t168 * (t186 + w_C_s_thS + w_other_C_s_AUG_s)
+        + (1 / 2) * t169 * (t186 + w_S_s_thS + w_other_S_s_AUG_s)
+        + (1 / 2) * t175 * (t187 + w_other_AUG_s_AUG_s)
+        + (1 / 2) * t176 * (t190 + w_CS_c_thS + w_other_CS_c_AUG_s)
+        + (1 / 2) * t177 * (t190 + w_C_c_thS + w_other_C_c_AUG_s)
+        + (1 / 2) * t178 * (t190 + w_S_a_thS + w_other_S_a_AUG_s)
+        + (1 / 2) * t180 * (t191 + w_same_AUG_c_AUG_s)
+        + (1 / 2) * t181 * (t191 + w_other_AUG_c_AUG_s)
+        + (1 / 2) * t182 * (t170 + t189 + w_other_AUG_m_AUG_s)
+        - 1 / 2 * t184 * (t186 + w_nS_AUG_s + w_nS_thS)
+        - 1 / 2 * t185 * (t190 + w_nA_AUG_s + w_nA_thS)
     )
     dsigma_AUG_r = (
         P_AUG_r * (o_r + w_er_er)
-        + P_AUG_same_m * t184
-        + P_AUG_same_s * t182
-        + t156 * t181 * (w_CS_s_er + w_thS_er)
-        + t157 * t181 * (w_C_s_er + w_thS_er)
-        + t158 * t181 * (w_S_s_er + w_thS_er)
-        + t164 * t182
-        + (1 / 2) * t165 * (SQRT2 * w_CS_c_er + t183)
-        + (1 / 2) * t166 * (SQRT2 * w_C_c_er + t183)
-        + (1 / 2) * t167 * (SQRT2 * w_S_a_er + t183)
-        + t169 * t185
-        + t170 * t185
-        + t171 * t184
-        - t173 * t181 * (w_nS_er + w_thS_er)
-        - 1 / 2 * t174 * (SQRT2 * w_nA_er + t183)
+        + P_AUG_same_m * t195
+        + P_AUG_same_s * t193
+        + t167 * t192 * (w_CS_s_er + w_thS_er)
+        + t168 * t192 * (w_C_s_er + w_thS_er)
+        + t169 * t192 * (w_S_s_er + w_thS_er)
+        + t175 * t193
+        + (1 / 2) * t176 * (SQRT2 * w_CS_c_er + t194)
+        + (1 / 2) * t177 * (SQRT2 * w_C_c_er + t194)
+        + (1 / 2) * t178 * (SQRT2 * w_S_a_er + t194)
+        + t180 * t196
+        + t181 * t196
+        + t182 * t195
+        - t184 * t192 * (w_nS_er + w_thS_er)
+        - 1 / 2 * t185 * (SQRT2 * w_nA_er + t194)
     )
-    t186 = dsigma_AUG_r * sigma_AUG_r
-    t187 = dsigma_AUG_s * sigma_AUG_s
-    t188 = dsigma_AUG_c * sigma_AUG_c
-    du_AUG_c = sigma_AUG_c * (dsigma_AUG_c * (sigma_AUG_r + sigma_AUG_s) - t186 - t187)
-    du_AUG_s = sigma_AUG_s * (dsigma_AUG_s * (sigma_AUG_c + sigma_AUG_r) - t186 - t188)
-    du_AUG_r = sigma_AUG_r * (dsigma_AUG_r * (sigma_AUG_c + sigma_AUG_s) - t187 - t188)
+    t197 = dsigma_AUG_r * sigma_AUG_r
+    t198 = dsigma_AUG_s * sigma_AUG_s
+    t199 = dsigma_AUG_c * sigma_AUG_c
+    du_AUG_c = sigma_AUG_c * (dsigma_AUG_c * (sigma_AUG_r + sigma_AUG_s) - t197 - t198)
+    du_AUG_s = sigma_AUG_s * (dsigma_AUG_s * (sigma_AUG_c + sigma_AUG_r) - t197 - t199)
+    du_AUG_r = sigma_AUG_r * (dsigma_AUG_r * (sigma_AUG_c + sigma_AUG_s) - t198 - t199)
     # the per-entry gradient of every moving orbit, times -lr
     lr_kq = p["lr_kq"]
     lr_v = p["lr_v"]
-    t189 = n_C + n_CS + n_S
-    t190 = n_AUG + t189
-    t191 = 1.0 / (t190)
-    t192 = lr_kq * t191
-    t193 = (1 / 2) * SQRT2 * t192
-    t194 = P_C_same_c - 1
-    t195 = lr_v * t191
-    t196 = (1 / 2) * t195
-    t197 = sigma_C_c * t196
-    t198 = -K_S + t190
-    t199 = n_C - 1
-    t200 = P_C_other_C_s * t199 + P_C_same_s
-    t201 = -P_C_nS * t198 + P_C_other_AUG_s * n_AUG + P_C_other_CS_s * n_CS + P_C_other_S_s * n_S + t200
-    t202 = -K_A + 2 * n_AUG + t189
-    t203 = P_C_other_C_c * t199 + t194
-    t204 = (
-        -P_C_nA * t202
+    t200 = n_C + n_CS + n_S
+    t201 = n_AUG + t200
+    t202 = 1.0 / (t201)
+    t203 = lr_kq * t202
+    t204 = (1 / 2) * SQRT2 * t203
+    t205 = P_C_same_c - 1
+    t206 = lr_v * t202
+    t207 = (1 / 2) * t206
+    t208 = sigma_C_c * t207
+    t209 = -K_S + t201
+    t210 = n_C - 1
+    t211 = P_C_other_C_s * t210 + P_C_same_s
+    t212 = -P_C_nS * t209 + P_C_other_AUG_s * n_AUG + P_C_other_CS_s * n_CS + P_C_other_S_s * n_S + t211
+    t213 = -K_A + 2 * n_AUG + t200
+    t214 = P_C_other_C_c * t210 + t205
+    t215 = (
+        -P_C_nA * t213
         + P_C_other_AUG_c * n_AUG
         + P_C_other_AUG_m * n_AUG
         + P_C_other_CS_c * n_CS
         + P_C_other_S_a * n_S
-        + t203
+        + t214
     )
-    t205 = P_C_r * SQRT2
-    t206 = sigma_C_s * t196
-    t207 = P_CS_same_c - 1
-    t208 = sigma_CS_c * t196
-    t209 = n_CS - 1
-    t210 = P_CS_other_CS_s * t209 + P_CS_same_s
-    t211 = -P_CS_nS * t198 + P_CS_other_AUG_s * n_AUG + P_CS_other_C_s * n_C + P_CS_other_S_s * n_S + t210
-    t212 = P_CS_other_CS_c * t209 + t207
-    t213 = (
-        -P_CS_nA * t202
+    t216 = P_C_r * SQRT2
+    t217 = sigma_C_s * t207
+    t218 = P_CS_same_c - 1
+    t219 = sigma_CS_c * t207
+    t220 = n_CS - 1
+    t221 = P_CS_other_CS_s * t220 + P_CS_same_s
+    t222 = -P_CS_nS * t209 + P_CS_other_AUG_s * n_AUG + P_CS_other_C_s * n_C + P_CS_other_S_s * n_S + t221
+    t223 = P_CS_other_CS_c * t220 + t218
+    t224 = (
+        -P_CS_nA * t213
         + P_CS_other_AUG_c * n_AUG
         + P_CS_other_AUG_m * n_AUG
         + P_CS_other_C_c * n_C
         + P_CS_other_S_a * n_S
-        + t212
+        + t223
     )
-    t214 = P_CS_r * SQRT2
-    t215 = sigma_CS_s * t196
-    t216 = sigma_S_s * t196
-    t217 = P_S_same_a - 1
-    t218 = n_S - 1
-    t219 = P_S_other_S_s * t218 + P_S_same_s
-    t220 = -P_S_nS * t198 + P_S_other_AUG_s * n_AUG + P_S_other_CS_s * n_CS + P_S_other_C_s * n_C + t219
-    t221 = P_S_other_S_a * t218 + t217
-    t222 = (
-        -P_S_nA * t202
+    t225 = P_CS_r * SQRT2
+    t226 = sigma_CS_s * t207
+    t227 = sigma_S_s * t207
+    t228 = P_S_same_a - 1
+    t229 = n_S - 1
+    t230 = P_S_other_S_s * t229 + P_S_same_s
+    t231 = -P_S_nS * t209 + P_S_other_AUG_s * n_AUG + P_S_other_CS_s * n_CS + P_S_other_C_s * n_C + t230
+    t232 = P_S_other_S_a * t229 + t228
+    t233 = (
+        -P_S_nA * t213
         + P_S_other_AUG_c * n_AUG
         + P_S_other_AUG_m * n_AUG
         + P_S_other_CS_c * n_CS
         + P_S_other_C_c * n_C
-        + t221
+        + t232
     )
-    t223 = P_AUG_same_c - 1
-    t224 = sigma_AUG_c * t196
-    t225 = n_AUG - 1
-    t226 = P_AUG_other_AUG_s * t225 + P_AUG_same_s
-    t227 = -P_AUG_nS * t198 + P_AUG_other_CS_s * n_CS + P_AUG_other_C_s * n_C + P_AUG_other_S_s * n_S + t226
-    t228 = P_AUG_other_AUG_m * t225 + P_AUG_same_m
-    t229 = P_AUG_other_AUG_c * t225 + t223
-    t230 = (
-        -P_AUG_nA * t202
+    t234 = P_AUG_same_c - 1
+    t235 = sigma_AUG_c * t207
+    t236 = n_AUG - 1
+    t237 = P_AUG_other_AUG_s * t236 + P_AUG_same_s
+    t238 = -P_AUG_nS * t209 + P_AUG_other_CS_s * n_CS + P_AUG_other_C_s * n_C + P_AUG_other_S_s * n_S + t237
+    t239 = P_AUG_other_AUG_m * t236 + P_AUG_same_m
+    t240 = P_AUG_other_AUG_c * t236 + t234
+    t241 = (
+        -P_AUG_nA * t213
         + P_AUG_other_CS_c * n_CS
         + P_AUG_other_C_c * n_C
         + P_AUG_other_S_a * n_S
-        + t228
-        + t229
+        + t239
+        + t240
     )
-    t231 = P_AUG_r * SQRT2
-    t232 = sigma_AUG_s * t196
-    t233 = n_AUG * sigma_AUG_s
-    t234 = n_CS * sigma_CS_s
-    t235 = n_S * sigma_S_s
-    t236 = n_C * sigma_C_s
-    t237 = SQRT2 * t196
-    t238 = n_AUG * sigma_AUG_c
-    t239 = n_CS * sigma_CS_c
-    t240 = n_C * sigma_C_c
-    t241 = n_AUG * sigma_AUG_r
-    t242 = n_CS * sigma_CS_r
-    t243 = n_S * sigma_S_r
-    t244 = n_C * sigma_C_r
-    v_kappa_C_c = -du_C_c * t193
-    v_kappa_C_s = -du_C_s * t193
-    v_kappa_CS_c = -du_CS_c * t193
-    v_kappa_CS_s = -du_CS_s * t193
-    v_kappa_S_s = -du_S_s * t193
-    v_kappa_AUG_c = -du_AUG_c * t193
-    v_kappa_AUG_s = -du_AUG_s * t193
-    v_kappa_thS = -t193 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
-    v_kappa_thC = -t193 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
-    v_kappa_er = -t192 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
-    v_w_same_C_c_C_c = -t194 * t197
-    v_w_same_C_s_C_c = -P_C_same_s * t197
-    v_w_other_C_c_C_c = -P_C_other_C_c * t197
-    v_w_other_C_s_C_c = -P_C_other_C_s * t197
-    v_w_other_CS_c_C_c = -P_C_other_CS_c * t197
-    v_w_other_CS_s_C_c = -P_C_other_CS_s * t197
-    v_w_other_S_s_C_c = -P_C_other_S_s * t197
-    v_w_other_S_a_C_c = -P_C_other_S_a * t197
-    v_w_other_AUG_c_C_c = -P_C_other_AUG_c * t197
-    v_w_other_AUG_s_C_c = -P_C_other_AUG_s * t197
-    v_w_other_AUG_m_C_c = -P_C_other_AUG_m * t197
-    v_w_nA_C_c = -P_C_nA * t197
-    v_w_nS_C_c = -P_C_nS * t197
-    v_w_thS_C_c = -t197 * t201
-    v_w_thC_C_c = -t197 * t204
-    v_w_er_C_c = -t197 * t205
-    v_w_same_C_c_C_s = -t194 * t206
-    v_w_same_C_s_C_s = -P_C_same_s * t206
-    v_w_other_C_c_C_s = -P_C_other_C_c * t206
-    v_w_other_C_s_C_s = -P_C_other_C_s * t206
-    v_w_other_CS_c_C_s = -P_C_other_CS_c * t206
-    v_w_other_CS_s_C_s = -P_C_other_CS_s * t206
-    v_w_other_S_s_C_s = -P_C_other_S_s * t206
-    v_w_other_S_a_C_s = -P_C_other_S_a * t206
-    v_w_other_AUG_c_C_s = -P_C_other_AUG_c * t206
-    v_w_other_AUG_s_C_s = -P_C_other_AUG_s * t206
-    v_w_other_AUG_m_C_s = -P_C_other_AUG_m * t206
-    v_w_nA_C_s = -P_C_nA * t206
-    v_w_nS_C_s = -P_C_nS * t206
-    v_w_thS_C_s = -t201 * t206
-    v_w_thC_C_s = -t204 * t206
-    v_w_er_C_s = -t205 * t206
-    v_w_same_CS_c_CS_c = -t207 * t208
-    v_w_same_CS_s_CS_c = -P_CS_same_s * t208
-    v_w_other_C_c_CS_c = -P_CS_other_C_c * t208
-    v_w_other_C_s_CS_c = -P_CS_other_C_s * t208
-    v_w_other_CS_c_CS_c = -P_CS_other_CS_c * t208
-    v_w_other_CS_s_CS_c = -P_CS_other_CS_s * t208
-    v_w_other_S_s_CS_c = -P_CS_other_S_s * t208
-    v_w_other_S_a_CS_c = -P_CS_other_S_a * t208
-    v_w_other_AUG_c_CS_c = -P_CS_other_AUG_c * t208
-    v_w_other_AUG_s_CS_c = -P_CS_other_AUG_s * t208
-    v_w_other_AUG_m_CS_c = -P_CS_other_AUG_m * t208
-    v_w_nA_CS_c = -P_CS_nA * t208
-    v_w_nS_CS_c = -P_CS_nS * t208
-    v_w_thS_CS_c = -t208 * t211
-    v_w_thC_CS_c = -t208 * t213
-    v_w_er_CS_c = -t208 * t214
-    v_w_same_CS_c_CS_s = -t207 * t215
-    v_w_same_CS_s_CS_s = -P_CS_same_s * t215
-    v_w_other_C_c_CS_s = -P_CS_other_C_c * t215
-    v_w_other_C_s_CS_s = -P_CS_other_C_s * t215
-    v_w_other_CS_c_CS_s = -P_CS_other_CS_c * t215
-    v_w_other_CS_s_CS_s = -P_CS_other_CS_s * t215
-    v_w_other_S_s_CS_s = -P_CS_other_S_s * t215
-    v_w_other_S_a_CS_s = -P_CS_other_S_a * t215
-    v_w_other_AUG_c_CS_s = -P_CS_other_AUG_c * t215
-    v_w_other_AUG_s_CS_s = -P_CS_other_AUG_s * t215
-    v_w_other_AUG_m_CS_s = -P_CS_other_AUG_m * t215
-    v_w_nA_CS_s = -P_CS_nA * t215
-    v_w_nS_CS_s = -P_CS_nS * t215
-    v_w_thS_CS_s = -t211 * t215
-    v_w_thC_CS_s = -t213 * t215
-    v_w_er_CS_s = -t214 * t215
-    v_w_same_S_s_S_s = -P_S_same_s * t216
-    v_w_same_S_a_S_s = -t216 * t217
-    v_w_other_C_c_S_s = -P_S_other_C_c * t216
-    v_w_other_C_s_S_s = -P_S_other_C_s * t216
-    v_w_other_CS_c_S_s = -P_S_other_CS_c * t216
-    v_w_other_CS_s_S_s = -P_S_other_CS_s * t216
-    v_w_other_S_s_S_s = -P_S_other_S_s * t216
-    v_w_other_S_a_S_s = -P_S_other_S_a * t216
-    v_w_other_AUG_c_S_s = -P_S_other_AUG_c * t216
-    v_w_other_AUG_s_S_s = -P_S_other_AUG_s * t216
-    v_w_other_AUG_m_S_s = -P_S_other_AUG_m * t216
-    v_w_nA_S_s = -P_S_nA * t216
-    v_w_nS_S_s = -P_S_nS * t216
-    v_w_thS_S_s = -t216 * t220
-    v_w_thC_S_s = -t216 * t222
-    v_w_er_S_s = -P_S_r * SQRT2 * t216
-    v_w_same_AUG_c_AUG_c = -t223 * t224
-    v_w_same_AUG_s_AUG_c = -P_AUG_same_s * t224
-    v_w_same_AUG_m_AUG_c = -P_AUG_same_m * t224
-    v_w_other_C_c_AUG_c = -P_AUG_other_C_c * t224
-    v_w_other_C_s_AUG_c = -P_AUG_other_C_s * t224
-    v_w_other_CS_c_AUG_c = -P_AUG_other_CS_c * t224
-    v_w_other_CS_s_AUG_c = -P_AUG_other_CS_s * t224
-    v_w_other_S_s_AUG_c = -P_AUG_other_S_s * t224
-    v_w_other_S_a_AUG_c = -P_AUG_other_S_a * t224
-    v_w_other_AUG_c_AUG_c = -P_AUG_other_AUG_c * t224
-    v_w_other_AUG_s_AUG_c = -P_AUG_other_AUG_s * t224
-    v_w_other_AUG_m_AUG_c = -P_AUG_other_AUG_m * t224
-    v_w_nA_AUG_c = -P_AUG_nA * t224
-    v_w_nS_AUG_c = -P_AUG_nS * t224
-    v_w_thS_AUG_c = -t224 * t227
-    v_w_thC_AUG_c = -t224 * t230
-    v_w_er_AUG_c = -t224 * t231
-    v_w_same_AUG_c_AUG_s = -t223 * t232
-    v_w_same_AUG_s_AUG_s = -P_AUG_same_s * t232
-    v_w_same_AUG_m_AUG_s = -P_AUG_same_m * t232
-    v_w_other_C_c_AUG_s = -P_AUG_other_C_c * t232
-    v_w_other_C_s_AUG_s = -P_AUG_other_C_s * t232
-    v_w_other_CS_c_AUG_s = -P_AUG_other_CS_c * t232
-    v_w_other_CS_s_AUG_s = -P_AUG_other_CS_s * t232
-    v_w_other_S_s_AUG_s = -P_AUG_other_S_s * t232
-    v_w_other_S_a_AUG_s = -P_AUG_other_S_a * t232
-    v_w_other_AUG_c_AUG_s = -P_AUG_other_AUG_c * t232
-    v_w_other_AUG_s_AUG_s = -P_AUG_other_AUG_s * t232
-    v_w_other_AUG_m_AUG_s = -P_AUG_other_AUG_m * t232
-    v_w_nA_AUG_s = -P_AUG_nA * t232
-    v_w_nS_AUG_s = -P_AUG_nS * t232
-    v_w_thS_AUG_s = -t227 * t232
-    v_w_thC_AUG_s = -t230 * t232
-    v_w_er_AUG_s = -t231 * t232
-    v_w_C_c_thS = -t196 * (
-        P_AUG_other_C_c * t233 + P_CS_other_C_c * t234 + P_S_other_C_c * t235 + sigma_C_s * t203
+    t242 = P_AUG_r * SQRT2
+    t243 = sigma_AUG_s * t207
+    t244 = n_AUG * sigma_AUG_s
+    t245 = n_CS * sigma_CS_s
+    t246 = n_S * sigma_S_s
+    t247 = n_C * sigma_C_s
+    t248 = SQRT2 * t207
+    t249 = n_AUG * sigma_AUG_c
+    t250 = n_CS * sigma_CS_c
+    t251 = n_C * sigma_C_c
+    t252 = n_AUG * sigma_AUG_r
+    t253 = n_CS * sigma_CS_r
+    t254 = n_S * sigma_S_r
+    t255 = n_C * sigma_C_r
+    v_kappa_C_c = -du_C_c * t204
+    v_kappa_C_s = -du_C_s * t204
+    v_kappa_CS_c = -du_CS_c * t204
+    v_kappa_CS_s = -du_CS_s * t204
+    v_kappa_S_s = -du_S_s * t204
+    v_kappa_AUG_c = -du_AUG_c * t204
+    v_kappa_AUG_s = -du_AUG_s * t204
+    v_kappa_thS = -t204 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
+    v_kappa_thC = -t204 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
+    v_kappa_er = -t203 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
+    v_w_same_C_c_C_c = -t205 * t208
+    v_w_same_C_s_C_c = -P_C_same_s * t208
+    v_w_other_C_c_C_c = -P_C_other_C_c * t208
+    v_w_other_C_s_C_c = -P_C_other_C_s * t208
+    v_w_other_CS_c_C_c = -P_C_other_CS_c * t208
+    v_w_other_CS_s_C_c = -P_C_other_CS_s * t208
+    v_w_other_S_s_C_c = -P_C_other_S_s * t208
+    v_w_other_S_a_C_c = -P_C_other_S_a * t208
+    v_w_other_AUG_c_C_c = -P_C_other_AUG_c * t208
+    v_w_other_AUG_s_C_c = -P_C_other_AUG_s * t208
+    v_w_other_AUG_m_C_c = -P_C_other_AUG_m * t208
+    v_w_nA_C_c = -P_C_nA * t208
+    v_w_nS_C_c = -P_C_nS * t208
+    v_w_thS_C_c = -t208 * t212
+    v_w_thC_C_c = -t208 * t215
+    v_w_er_C_c = -t208 * t216
+    v_w_same_C_c_C_s = -t205 * t217
+    v_w_same_C_s_C_s = -P_C_same_s * t217
+    v_w_other_C_c_C_s = -P_C_other_C_c * t217
+    v_w_other_C_s_C_s = -P_C_other_C_s * t217
+    v_w_other_CS_c_C_s = -P_C_other_CS_c * t217
+    v_w_other_CS_s_C_s = -P_C_other_CS_s * t217
+    v_w_other_S_s_C_s = -P_C_other_S_s * t217
+    v_w_other_S_a_C_s = -P_C_other_S_a * t217
+    v_w_other_AUG_c_C_s = -P_C_other_AUG_c * t217
+    v_w_other_AUG_s_C_s = -P_C_other_AUG_s * t217
+    v_w_other_AUG_m_C_s = -P_C_other_AUG_m * t217
+    v_w_nA_C_s = -P_C_nA * t217
+    v_w_nS_C_s = -P_C_nS * t217
+    v_w_thS_C_s = -t212 * t217
+    v_w_thC_C_s = -t215 * t217
+    v_w_er_C_s = -t216 * t217
+    v_w_same_CS_c_CS_c = -t218 * t219
+    v_w_same_CS_s_CS_c = -P_CS_same_s * t219
+    v_w_other_C_c_CS_c = -P_CS_other_C_c * t219
+    v_w_other_C_s_CS_c = -P_CS_other_C_s * t219
+    v_w_other_CS_c_CS_c = -P_CS_other_CS_c * t219
+    v_w_other_CS_s_CS_c = -P_CS_other_CS_s * t219
+    v_w_other_S_s_CS_c = -P_CS_other_S_s * t219
+    v_w_other_S_a_CS_c = -P_CS_other_S_a * t219
+    v_w_other_AUG_c_CS_c = -P_CS_other_AUG_c * t219
+    v_w_other_AUG_s_CS_c = -P_CS_other_AUG_s * t219
+    v_w_other_AUG_m_CS_c = -P_CS_other_AUG_m * t219
+    v_w_nA_CS_c = -P_CS_nA * t219
+    v_w_nS_CS_c = -P_CS_nS * t219
+    v_w_thS_CS_c = -t219 * t222
+    v_w_thC_CS_c = -t219 * t224
+    v_w_er_CS_c = -t219 * t225
+    v_w_same_CS_c_CS_s = -t218 * t226
+    v_w_same_CS_s_CS_s = -P_CS_same_s * t226
+    v_w_other_C_c_CS_s = -P_CS_other_C_c * t226
+    v_w_other_C_s_CS_s = -P_CS_other_C_s * t226
+    v_w_other_CS_c_CS_s = -P_CS_other_CS_c * t226
+    v_w_other_CS_s_CS_s = -P_CS_other_CS_s * t226
+    v_w_other_S_s_CS_s = -P_CS_other_S_s * t226
+    v_w_other_S_a_CS_s = -P_CS_other_S_a * t226
+    v_w_other_AUG_c_CS_s = -P_CS_other_AUG_c * t226
+    v_w_other_AUG_s_CS_s = -P_CS_other_AUG_s * t226
+    v_w_other_AUG_m_CS_s = -P_CS_other_AUG_m * t226
+    v_w_nA_CS_s = -P_CS_nA * t226
+    v_w_nS_CS_s = -P_CS_nS * t226
+    v_w_thS_CS_s = -t222 * t226
+    v_w_thC_CS_s = -t224 * t226
+    v_w_er_CS_s = -t225 * t226
+    v_w_same_S_s_S_s = -P_S_same_s * t227
+    v_w_same_S_a_S_s = -t227 * t228
+    v_w_other_C_c_S_s = -P_S_other_C_c * t227
+    v_w_other_C_s_S_s = -P_S_other_C_s * t227
+    v_w_other_CS_c_S_s = -P_S_other_CS_c * t227
+    v_w_other_CS_s_S_s = -P_S_other_CS_s * t227
+    v_w_other_S_s_S_s = -P_S_other_S_s * t227
+    v_w_other_S_a_S_s = -P_S_other_S_a * t227
+    v_w_other_AUG_c_S_s = -P_S_other_AUG_c * t227
+    v_w_other_AUG_s_S_s = -P_S_other_AUG_s * t227
+    v_w_other_AUG_m_S_s = -P_S_other_AUG_m * t227
+    v_w_nA_S_s = -P_S_nA * t227
+    v_w_nS_S_s = -P_S_nS * t227
+    v_w_thS_S_s = -t227 * t231
+    v_w_thC_S_s = -t227 * t233
+    v_w_er_S_s = -P_S_r * SQRT2 * t227
+    v_w_same_AUG_c_AUG_c = -t234 * t235
+    v_w_same_AUG_s_AUG_c = -P_AUG_same_s * t235
+    v_w_same_AUG_m_AUG_c = -P_AUG_same_m * t235
+    v_w_other_C_c_AUG_c = -P_AUG_other_C_c * t235
+    v_w_other_C_s_AUG_c = -P_AUG_other_C_s * t235
+    v_w_other_CS_c_AUG_c = -P_AUG_other_CS_c * t235
+    v_w_other_CS_s_AUG_c = -P_AUG_other_CS_s * t235
+    v_w_other_S_s_AUG_c = -P_AUG_other_S_s * t235
+    v_w_other_S_a_AUG_c = -P_AUG_other_S_a * t235
+    v_w_other_AUG_c_AUG_c = -P_AUG_other_AUG_c * t235
+    v_w_other_AUG_s_AUG_c = -P_AUG_other_AUG_s * t235
+    v_w_other_AUG_m_AUG_c = -P_AUG_other_AUG_m * t235
+    v_w_nA_AUG_c = -P_AUG_nA * t235
+    v_w_nS_AUG_c = -P_AUG_nS * t235
+    v_w_thS_AUG_c = -t235 * t238
+    v_w_thC_AUG_c = -t235 * t241
+    v_w_er_AUG_c = -t235 * t242
+    v_w_same_AUG_c_AUG_s = -t234 * t243
+    v_w_same_AUG_s_AUG_s = -P_AUG_same_s * t243
+    v_w_same_AUG_m_AUG_s = -P_AUG_same_m * t243
+    v_w_other_C_c_AUG_s = -P_AUG_other_C_c * t243
+    v_w_other_C_s_AUG_s = -P_AUG_other_C_s * t243
+    v_w_other_CS_c_AUG_s = -P_AUG_other_CS_c * t243
+    v_w_other_CS_s_AUG_s = -P_AUG_other_CS_s * t243
+    v_w_other_S_s_AUG_s = -P_AUG_other_S_s * t243
+    v_w_other_S_a_AUG_s = -P_AUG_other_S_a * t243
+    v_w_other_AUG_c_AUG_s = -P_AUG_other_AUG_c * t243
+    v_w_other_AUG_s_AUG_s = -P_AUG_other_AUG_s * t243
+    v_w_other_AUG_m_AUG_s = -P_AUG_other_AUG_m * t243
+    v_w_nA_AUG_s = -P_AUG_nA * t243
+    v_w_nS_AUG_s = -P_AUG_nS * t243
+    v_w_thS_AUG_s = -t238 * t243
+    v_w_thC_AUG_s = -t241 * t243
+    v_w_er_AUG_s = -t242 * t243
+    v_w_C_c_thS = -t207 * (
+        P_AUG_other_C_c * t244 + P_CS_other_C_c * t245 + P_S_other_C_c * t246 + sigma_C_s * t214
     )
-    v_w_C_s_thS = -t196 * (
-        P_AUG_other_C_s * t233 + P_CS_other_C_s * t234 + P_S_other_C_s * t235 + sigma_C_s * t200
+    v_w_C_s_thS = -t207 * (
+        P_AUG_other_C_s * t244 + P_CS_other_C_s * t245 + P_S_other_C_s * t246 + sigma_C_s * t211
     )
-    v_w_CS_c_thS = -t196 * (
-        P_AUG_other_CS_c * t233 + P_C_other_CS_c * t236 + P_S_other_CS_c * t235 + sigma_CS_s * t212
+    v_w_CS_c_thS = -t207 * (
+        P_AUG_other_CS_c * t244 + P_C_other_CS_c * t247 + P_S_other_CS_c * t246 + sigma_CS_s * t223
     )
-    v_w_CS_s_thS = -t196 * (
-        P_AUG_other_CS_s * t233 + P_C_other_CS_s * t236 + P_S_other_CS_s * t235 + sigma_CS_s * t210
+    v_w_CS_s_thS = -t207 * (
+        P_AUG_other_CS_s * t244 + P_C_other_CS_s * t247 + P_S_other_CS_s * t246 + sigma_CS_s * t221
     )
-    v_w_S_s_thS = -t196 * (
-        P_AUG_other_S_s * t233 + P_CS_other_S_s * t234 + P_C_other_S_s * t236 + sigma_S_s * t219
+    v_w_S_s_thS = -t207 * (
+        P_AUG_other_S_s * t244 + P_CS_other_S_s * t245 + P_C_other_S_s * t247 + sigma_S_s * t230
     )
-    v_w_S_a_thS = -t196 * (
-        P_AUG_other_S_a * t233 + P_CS_other_S_a * t234 + P_C_other_S_a * t236 + sigma_S_s * t221
+    v_w_S_a_thS = -t207 * (
+        P_AUG_other_S_a * t244 + P_CS_other_S_a * t245 + P_C_other_S_a * t247 + sigma_S_s * t232
     )
-    v_w_AUG_c_thS = -t196 * (
-        P_CS_other_AUG_c * t234 + P_C_other_AUG_c * t236 + P_S_other_AUG_c * t235 + sigma_AUG_s * t229
+    v_w_AUG_c_thS = -t207 * (
+        P_CS_other_AUG_c * t245 + P_C_other_AUG_c * t247 + P_S_other_AUG_c * t246 + sigma_AUG_s * t240
     )
-    v_w_AUG_s_thS = -t196 * (
-        P_CS_other_AUG_s * t234 + P_C_other_AUG_s * t236 + P_S_other_AUG_s * t235 + sigma_AUG_s * t226
+    v_w_AUG_s_thS = -t207 * (
+        P_CS_other_AUG_s * t245 + P_C_other_AUG_s * t247 + P_S_other_AUG_s * t246 + sigma_AUG_s * t237
     )
-    v_w_AUG_m_thS = -t196 * (
-        P_CS_other_AUG_m * t234 + P_C_other_AUG_m * t236 + P_S_other_AUG_m * t235 + sigma_AUG_s * t228
+    v_w_AUG_m_thS = -t207 * (
+        P_CS_other_AUG_m * t245 + P_C_other_AUG_m * t247 + P_S_other_AUG_m * t246 + sigma_AUG_s * t239
     )
-    v_w_nA_thS = -t196 * (P_AUG_nA * t233 + P_CS_nA * t234 + P_C_nA * t236 + P_S_nA * t235)
-    v_w_nS_thS = -t196 * (P_AUG_nS * t233 + P_CS_nS * t234 + P_C_nS * t236 + P_S_nS * t235)
-    v_w_thS_thS = -t196 * (t201 * t236 + t211 * t234 + t220 * t235 + t227 * t233)
-    v_w_thC_thS = -t196 * (t204 * t236 + t213 * t234 + t222 * t235 + t230 * t233)
-    v_w_er_thS = -t237 * (P_AUG_r * t233 + P_CS_r * t234 + P_C_r * t236 + P_S_r * t235)
-    v_w_C_c_thC = -t196 * (P_AUG_other_C_c * t238 + P_CS_other_C_c * t239 + sigma_C_c * t203)
-    v_w_C_s_thC = -t196 * (P_AUG_other_C_s * t238 + P_CS_other_C_s * t239 + sigma_C_c * t200)
-    v_w_CS_c_thC = -t196 * (P_AUG_other_CS_c * t238 + P_C_other_CS_c * t240 + sigma_CS_c * t212)
-    v_w_CS_s_thC = -t196 * (P_AUG_other_CS_s * t238 + P_C_other_CS_s * t240 + sigma_CS_c * t210)
-    v_w_S_s_thC = -t196 * (P_AUG_other_S_s * t238 + P_CS_other_S_s * t239 + P_C_other_S_s * t240)
-    v_w_S_a_thC = -t196 * (P_AUG_other_S_a * t238 + P_CS_other_S_a * t239 + P_C_other_S_a * t240)
-    v_w_AUG_c_thC = -t196 * (P_CS_other_AUG_c * t239 + P_C_other_AUG_c * t240 + sigma_AUG_c * t229)
-    v_w_AUG_s_thC = -t196 * (P_CS_other_AUG_s * t239 + P_C_other_AUG_s * t240 + sigma_AUG_c * t226)
-    v_w_AUG_m_thC = -t196 * (P_CS_other_AUG_m * t239 + P_C_other_AUG_m * t240 + sigma_AUG_c * t228)
-    v_w_nA_thC = -t196 * (P_AUG_nA * t238 + P_CS_nA * t239 + P_C_nA * t240)
-    v_w_nS_thC = -t196 * (P_AUG_nS * t238 + P_CS_nS * t239 + P_C_nS * t240)
-    v_w_thS_thC = -t196 * (t201 * t240 + t211 * t239 + t227 * t238)
-    v_w_thC_thC = -t196 * (t204 * t240 + t213 * t239 + t230 * t238)
-    v_w_er_thC = -t237 * (P_AUG_r * t238 + P_CS_r * t239 + P_C_r * t240)
-    v_w_C_c_er = -t237 * (
-        P_AUG_other_C_c * t241 + P_CS_other_C_c * t242 + P_S_other_C_c * t243 + sigma_C_r * t203
+    v_w_nA_thS = -t207 * (P_AUG_nA * t244 + P_CS_nA * t245 + P_C_nA * t247 + P_S_nA * t246)
+    v_w_nS_thS = -t207 * (P_AUG_nS * t244 + P_CS_nS * t245 + P_C_nS * t247 + P_S_nS * t246)
+    v_w_thS_thS = -t207 * (t212 * t247 + t222 * t245 + t231 * t246 + t238 * t244)
+    v_w_thC_thS = -t207 * (t215 * t247 + t224 * t245 + t233 * t246 + t241 * t244)
+    v_w_er_thS = -t248 * (P_AUG_r * t244 + P_CS_r * t245 + P_C_r * t247 + P_S_r * t246)
+    v_w_C_c_thC = -t207 * (P_AUG_other_C_c * t249 + P_CS_other_C_c * t250 + sigma_C_c * t214)
+    v_w_C_s_thC = -t207 * (P_AUG_other_C_s * t249 + P_CS_other_C_s * t250 + sigma_C_c * t211)
+    v_w_CS_c_thC = -t207 * (P_AUG_other_CS_c * t249 + P_C_other_CS_c * t251 + sigma_CS_c * t223)
+    v_w_CS_s_thC = -t207 * (P_AUG_other_CS_s * t249 + P_C_other_CS_s * t251 + sigma_CS_c * t221)
+    v_w_S_s_thC = -t207 * (P_AUG_other_S_s * t249 + P_CS_other_S_s * t250 + P_C_other_S_s * t251)
+    v_w_S_a_thC = -t207 * (P_AUG_other_S_a * t249 + P_CS_other_S_a * t250 + P_C_other_S_a * t251)
+    v_w_AUG_c_thC = -t207 * (P_CS_other_AUG_c * t250 + P_C_other_AUG_c * t251 + sigma_AUG_c * t240)
+    v_w_AUG_s_thC = -t207 * (P_CS_other_AUG_s * t250 + P_C_other_AUG_s * t251 + sigma_AUG_c * t237)
+    v_w_AUG_m_thC = -t207 * (P_CS_other_AUG_m * t250 + P_C_other_AUG_m * t251 + sigma_AUG_c * t239)
+    v_w_nA_thC = -t207 * (P_AUG_nA * t249 + P_CS_nA * t250 + P_C_nA * t251)
+    v_w_nS_thC = -t207 * (P_AUG_nS * t249 + P_CS_nS * t250 + P_C_nS * t251)
+    v_w_thS_thC = -t207 * (t212 * t251 + t222 * t250 + t238 * t249)
+    v_w_thC_thC = -t207 * (t215 * t251 + t224 * t250 + t241 * t249)
+    v_w_er_thC = -t248 * (P_AUG_r * t249 + P_CS_r * t250 + P_C_r * t251)
+    v_w_C_c_er = -t248 * (
+        P_AUG_other_C_c * t252 + P_CS_other_C_c * t253 + P_S_other_C_c * t254 + sigma_C_r * t214
     )
-    v_w_C_s_er = -t237 * (
-        P_AUG_other_C_s * t241 + P_CS_other_C_s * t242 + P_S_other_C_s * t243 + sigma_C_r * t200
+    v_w_C_s_er = -t248 * (
+        P_AUG_other_C_s * t252 + P_CS_other_C_s * t253 + P_S_other_C_s * t254 + sigma_C_r * t211
     )
-    v_w_CS_c_er = -t237 * (
-        P_AUG_other_CS_c * t241 + P_C_other_CS_c * t244 + P_S_other_CS_c * t243 + sigma_CS_r * t212
+    v_w_CS_c_er = -t248 * (
+        P_AUG_other_CS_c * t252 + P_C_other_CS_c * t255 + P_S_other_CS_c * t254 + sigma_CS_r * t223
     )
-    v_w_CS_s_er = -t237 * (
-        P_AUG_other_CS_s * t241 + P_C_other_CS_s * t244 + P_S_other_CS_s * t243 + sigma_CS_r * t210
+    v_w_CS_s_er = -t248 * (
+        P_AUG_other_CS_s * t252 + P_C_other_CS_s * t255 + P_S_other_CS_s * t254 + sigma_CS_r * t221
     )
-    v_w_S_s_er = -t237 * (
-        P_AUG_other_S_s * t241 + P_CS_other_S_s * t242 + P_C_other_S_s * t244 + sigma_S_r * t219
+    v_w_S_s_er = -t248 * (
+        P_AUG_other_S_s * t252 + P_CS_other_S_s * t253 + P_C_other_S_s * t255 + sigma_S_r * t230
     )
-    v_w_S_a_er = -t237 * (
-        P_AUG_other_S_a * t241 + P_CS_other_S_a * t242 + P_C_other_S_a * t244 + sigma_S_r * t221
+    v_w_S_a_er = -t248 * (
+        P_AUG_other_S_a * t252 + P_CS_other_S_a * t253 + P_C_other_S_a * t255 + sigma_S_r * t232
     )
-    v_w_AUG_c_er = -t237 * (
-        P_CS_other_AUG_c * t242 + P_C_other_AUG_c * t244 + P_S_other_AUG_c * t243 + sigma_AUG_r * t229
+    v_w_AUG_c_er = -t248 * (
+        P_CS_other_AUG_c * t253 + P_C_other_AUG_c * t255 + P_S_other_AUG_c * t254 + sigma_AUG_r * t240
     )
-    v_w_AUG_s_er = -t237 * (
-        P_CS_other_AUG_s * t242 + P_C_other_AUG_s * t244 + P_S_other_AUG_s * t243 + sigma_AUG_r * t226
+    v_w_AUG_s_er = -t248 * (
+        P_CS_other_AUG_s * t253 + P_C_other_AUG_s * t255 + P_S_other_AUG_s * t254 + sigma_AUG_r * t237
     )
-    v_w_AUG_m_er = -t237 * (
-        P_CS_other_AUG_m * t242 + P_C_other_AUG_m * t244 + P_S_other_AUG_m * t243 + sigma_AUG_r * t228
+    v_w_AUG_m_er = -t248 * (
+        P_CS_other_AUG_m * t253 + P_C_other_AUG_m * t255 + P_S_other_AUG_m * t254 + sigma_AUG_r * t239
     )
-    v_w_nA_er = -t237 * (P_AUG_nA * t241 + P_CS_nA * t242 + P_C_nA * t244 + P_S_nA * t243)
-    v_w_nS_er = -t237 * (P_AUG_nS * t241 + P_CS_nS * t242 + P_C_nS * t244 + P_S_nS * t243)
-    v_w_thS_er = -t237 * (t201 * t244 + t211 * t242 + t220 * t243 + t227 * t241)
-    v_w_thC_er = -t237 * (t204 * t244 + t213 * t242 + t222 * t243 + t230 * t241)
-    v_w_er_er = -t195 * (P_AUG_r * t241 + P_CS_r * t242 + P_C_r * t244 + P_S_r * t243)
-    t245 = 1.0 / (n_AUG + n_C + n_CS + n_S)
-    weight_C = n_C * t245
-    weight_CS = n_CS * t245
-    weight_S = n_S * t245
-    weight_AUG = n_AUG * t245
-    velocity = jnp.stack(
-        [
-            v_kappa_C_c,
-            v_kappa_C_s,
-            v_kappa_CS_c,
-            v_kappa_CS_s,
-            v_kappa_S_s,
-            v_kappa_AUG_c,
-            v_kappa_AUG_s,
-            v_kappa_thS,
-            v_kappa_thC,
-            v_kappa_er,
-            v_w_same_C_c_C_c,
-            v_w_same_C_s_C_c,
-            v_w_other_C_c_C_c,
-            v_w_other_C_s_C_c,
-            v_w_other_CS_c_C_c,
-            v_w_other_CS_s_C_c,
-            v_w_other_S_s_C_c,
-            v_w_other_S_a_C_c,
-            v_w_other_AUG_c_C_c,
-            v_w_other_AUG_s_C_c,
-            v_w_other_AUG_m_C_c,
-            v_w_nA_C_c,
-            v_w_nS_C_c,
-            v_w_thS_C_c,
-            v_w_thC_C_c,
-            v_w_er_C_c,
-            v_w_same_C_c_C_s,
-            v_w_same_C_s_C_s,
-            v_w_other_C_c_C_s,
-            v_w_other_C_s_C_s,
-            v_w_other_CS_c_C_s,
-            v_w_other_CS_s_C_s,
-            v_w_other_S_s_C_s,
-            v_w_other_S_a_C_s,
-            v_w_other_AUG_c_C_s,
-            v_w_other_AUG_s_C_s,
-            v_w_other_AUG_m_C_s,
-            v_w_nA_C_s,
-            v_w_nS_C_s,
-            v_w_thS_C_s,
-            v_w_thC_C_s,
-            v_w_er_C_s,
-            v_w_same_CS_c_CS_c,
-            v_w_same_CS_s_CS_c,
-            v_w_other_C_c_CS_c,
-            v_w_other_C_s_CS_c,
-            v_w_other_CS_c_CS_c,
-            v_w_other_CS_s_CS_c,
-            v_w_other_S_s_CS_c,
-            v_w_other_S_a_CS_c,
-            v_w_other_AUG_c_CS_c,
-            v_w_other_AUG_s_CS_c,
-            v_w_other_AUG_m_CS_c,
-            v_w_nA_CS_c,
-            v_w_nS_CS_c,
-            v_w_thS_CS_c,
-            v_w_thC_CS_c,
-            v_w_er_CS_c,
-            v_w_same_CS_c_CS_s,
-            v_w_same_CS_s_CS_s,
-            v_w_other_C_c_CS_s,
-            v_w_other_C_s_CS_s,
-            v_w_other_CS_c_CS_s,
-            v_w_other_CS_s_CS_s,
-            v_w_other_S_s_CS_s,
-            v_w_other_S_a_CS_s,
-            v_w_other_AUG_c_CS_s,
-            v_w_other_AUG_s_CS_s,
-            v_w_other_AUG_m_CS_s,
-            v_w_nA_CS_s,
-            v_w_nS_CS_s,
-            v_w_thS_CS_s,
-            v_w_thC_CS_s,
-            v_w_er_CS_s,
-            v_w_same_S_s_S_s,
-            v_w_same_S_a_S_s,
-            v_w_other_C_c_S_s,
-            v_w_other_C_s_S_s,
-            v_w_other_CS_c_S_s,
-            v_w_other_CS_s_S_s,
-            v_w_other_S_s_S_s,
-            v_w_other_S_a_S_s,
-            v_w_other_AUG_c_S_s,
-            v_w_other_AUG_s_S_s,
-            v_w_other_AUG_m_S_s,
-            v_w_nA_S_s,
-            v_w_nS_S_s,
-            v_w_thS_S_s,
-            v_w_thC_S_s,
-            v_w_er_S_s,
-            v_w_same_AUG_c_AUG_c,
-            v_w_same_AUG_s_AUG_c,
-            v_w_same_AUG_m_AUG_c,
-            v_w_other_C_c_AUG_c,
-            v_w_other_C_s_AUG_c,
-            v_w_other_CS_c_AUG_c,
-            v_w_other_CS_s_AUG_c,
-            v_w_other_S_s_AUG_c,
-            v_w_other_S_a_AUG_c,
-            v_w_other_AUG_c_AUG_c,
-            v_w_other_AUG_s_AUG_c,
-            v_w_other_AUG_m_AUG_c,
-            v_w_nA_AUG_c,
-            v_w_nS_AUG_c,
-            v_w_thS_AUG_c,
-            v_w_thC_AUG_c,
-            v_w_er_AUG_c,
-            v_w_same_AUG_c_AUG_s,
-            v_w_same_AUG_s_AUG_s,
-            v_w_same_AUG_m_AUG_s,
-            v_w_other_C_c_AUG_s,
-            v_w_other_C_s_AUG_s,
-            v_w_other_CS_c_AUG_s,
-            v_w_other_CS_s_AUG_s,
-            v_w_other_S_s_AUG_s,
-            v_w_other_S_a_AUG_s,
-            v_w_other_AUG_c_AUG_s,
-            v_w_other_AUG_s_AUG_s,
-            v_w_other_AUG_m_AUG_s,
-            v_w_nA_AUG_s,
-            v_w_nS_AUG_s,
-            v_w_thS_AUG_s,
-            v_w_thC_AUG_s,
-            v_w_er_AUG_s,
-            v_w_C_c_thS,
-            v_w_C_s_thS,
-            v_w_CS_c_thS,
-            v_w_CS_s_thS,
-            v_w_S_s_thS,
-            v_w_S_a_thS,
-            v_w_AUG_c_thS,
-            v_w_AUG_s_thS,
-            v_w_AUG_m_thS,
-            v_w_nA_thS,
-            v_w_nS_thS,
-            v_w_thS_thS,
-            v_w_thC_thS,
-            v_w_er_thS,
-            v_w_C_c_thC,
-            v_w_C_s_thC,
-            v_w_CS_c_thC,
-            v_w_CS_s_thC,
-            v_w_S_s_thC,
-            v_w_S_a_thC,
-            v_w_AUG_c_thC,
-            v_w_AUG_s_thC,
-            v_w_AUG_m_thC,
-            v_w_nA_thC,
-            v_w_nS_thC,
-            v_w_thS_thC,
-            v_w_thC_thC,
-            v_w_er_thC,
-            v_w_C_c_er,
-            v_w_C_s_er,
-            v_w_CS_c_er,
-            v_w_CS_s_er,
-            v_w_S_s_er,
-            v_w_S_a_er,
-            v_w_AUG_c_er,
-            v_w_AUG_s_er,
-            v_w_AUG_m_er,
-            v_w_nA_er,
-            v_w_nS_er,
-            v_w_thS_er,
-            v_w_thC_er,
-            v_w_er_er,
-        ],
-        axis=-1,
+    v_w_nA_er = -t248 * (P_AUG_nA * t252 + P_CS_nA * t253 + P_C_nA * t255 + P_S_nA * t254)
+    v_w_nS_er = -t248 * (P_AUG_nS * t252 + P_CS_nS * t253 + P_C_nS * t255 + P_S_nS * t254)
+    v_w_thS_er = -t248 * (t212 * t255 + t222 * t253 + t231 * t254 + t238 * t252)
+    v_w_thC_er = -t248 * (t215 * t255 + t224 * t253 + t233 * t254 + t241 * t252)
+    v_w_er_er = -t206 * (P_AUG_r * t252 + P_CS_r * t253 + P_C_r * t255 + P_S_r * t254)
+    t256 = 1.0 / (n_AUG + n_C + n_CS + n_S)
+    weight_C = n_C * t256
+    weight_CS = n_CS * t256
+    weight_S = n_S * t256
+    weight_AUG = n_AUG * t256
+    velocity = (
+        v_kappa_C_c,
+        v_kappa_C_s,
+        v_kappa_CS_c,
+        v_kappa_CS_s,
+        v_kappa_S_s,
+        v_kappa_AUG_c,
+        v_kappa_AUG_s,
+        v_kappa_thS,
+        v_kappa_thC,
+        v_kappa_er,
+        v_w_same_C_c_C_c,
+        v_w_same_C_s_C_c,
+        v_w_other_C_c_C_c,
+        v_w_other_C_s_C_c,
+        v_w_other_CS_c_C_c,
+        v_w_other_CS_s_C_c,
+        v_w_other_S_s_C_c,
+        v_w_other_S_a_C_c,
+        v_w_other_AUG_c_C_c,
+        v_w_other_AUG_s_C_c,
+        v_w_other_AUG_m_C_c,
+        v_w_nA_C_c,
+        v_w_nS_C_c,
+        v_w_thS_C_c,
+        v_w_thC_C_c,
+        v_w_er_C_c,
+        v_w_same_C_c_C_s,
+        v_w_same_C_s_C_s,
+        v_w_other_C_c_C_s,
+        v_w_other_C_s_C_s,
+        v_w_other_CS_c_C_s,
+        v_w_other_CS_s_C_s,
+        v_w_other_S_s_C_s,
+        v_w_other_S_a_C_s,
+        v_w_other_AUG_c_C_s,
+        v_w_other_AUG_s_C_s,
+        v_w_other_AUG_m_C_s,
+        v_w_nA_C_s,
+        v_w_nS_C_s,
+        v_w_thS_C_s,
+        v_w_thC_C_s,
+        v_w_er_C_s,
+        v_w_same_CS_c_CS_c,
+        v_w_same_CS_s_CS_c,
+        v_w_other_C_c_CS_c,
+        v_w_other_C_s_CS_c,
+        v_w_other_CS_c_CS_c,
+        v_w_other_CS_s_CS_c,
+        v_w_other_S_s_CS_c,
+        v_w_other_S_a_CS_c,
+        v_w_other_AUG_c_CS_c,
+        v_w_other_AUG_s_CS_c,
+        v_w_other_AUG_m_CS_c,
+        v_w_nA_CS_c,
+        v_w_nS_CS_c,
+        v_w_thS_CS_c,
+        v_w_thC_CS_c,
+        v_w_er_CS_c,
+        v_w_same_CS_c_CS_s,
+        v_w_same_CS_s_CS_s,
+        v_w_other_C_c_CS_s,
+        v_w_other_C_s_CS_s,
+        v_w_other_CS_c_CS_s,
+        v_w_other_CS_s_CS_s,
+        v_w_other_S_s_CS_s,
+        v_w_other_S_a_CS_s,
+        v_w_other_AUG_c_CS_s,
+        v_w_other_AUG_s_CS_s,
+        v_w_other_AUG_m_CS_s,
+        v_w_nA_CS_s,
+        v_w_nS_CS_s,
+        v_w_thS_CS_s,
+        v_w_thC_CS_s,
+        v_w_er_CS_s,
+        v_w_same_S_s_S_s,
+        v_w_same_S_a_S_s,
+        v_w_other_C_c_S_s,
+        v_w_other_C_s_S_s,
+        v_w_other_CS_c_S_s,
+        v_w_other_CS_s_S_s,
+        v_w_other_S_s_S_s,
+        v_w_other_S_a_S_s,
+        v_w_other_AUG_c_S_s,
+        v_w_other_AUG_s_S_s,
+        v_w_other_AUG_m_S_s,
+        v_w_nA_S_s,
+        v_w_nS_S_s,
+        v_w_thS_S_s,
+        v_w_thC_S_s,
+        v_w_er_S_s,
+        v_w_same_AUG_c_AUG_c,
+        v_w_same_AUG_s_AUG_c,
+        v_w_same_AUG_m_AUG_c,
+        v_w_other_C_c_AUG_c,
+        v_w_other_C_s_AUG_c,
+        v_w_other_CS_c_AUG_c,
+        v_w_other_CS_s_AUG_c,
+        v_w_other_S_s_AUG_c,
+        v_w_other_S_a_AUG_c,
+        v_w_other_AUG_c_AUG_c,
+        v_w_other_AUG_s_AUG_c,
+        v_w_other_AUG_m_AUG_c,
+        v_w_nA_AUG_c,
+        v_w_nS_AUG_c,
+        v_w_thS_AUG_c,
+        v_w_thC_AUG_c,
+        v_w_er_AUG_c,
+        v_w_same_AUG_c_AUG_s,
+        v_w_same_AUG_s_AUG_s,
+        v_w_same_AUG_m_AUG_s,
+        v_w_other_C_c_AUG_s,
+        v_w_other_C_s_AUG_s,
+        v_w_other_CS_c_AUG_s,
+        v_w_other_CS_s_AUG_s,
+        v_w_other_S_s_AUG_s,
+        v_w_other_S_a_AUG_s,
+        v_w_other_AUG_c_AUG_s,
+        v_w_other_AUG_s_AUG_s,
+        v_w_other_AUG_m_AUG_s,
+        v_w_nA_AUG_s,
+        v_w_nS_AUG_s,
+        v_w_thS_AUG_s,
+        v_w_thC_AUG_s,
+        v_w_er_AUG_s,
+        v_w_C_c_thS,
+        v_w_C_s_thS,
+        v_w_CS_c_thS,
+        v_w_CS_s_thS,
+        v_w_S_s_thS,
+        v_w_S_a_thS,
+        v_w_AUG_c_thS,
+        v_w_AUG_s_thS,
+        v_w_AUG_m_thS,
+        v_w_nA_thS,
+        v_w_nS_thS,
+        v_w_thS_thS,
+        v_w_thC_thS,
+        v_w_er_thS,
+        v_w_C_c_thC,
+        v_w_C_s_thC,
+        v_w_CS_c_thC,
+        v_w_CS_s_thC,
+        v_w_S_s_thC,
+        v_w_S_a_thC,
+        v_w_AUG_c_thC,
+        v_w_AUG_s_thC,
+        v_w_AUG_m_thC,
+        v_w_nA_thC,
+        v_w_nS_thC,
+        v_w_thS_thC,
+        v_w_thC_thC,
+        v_w_er_thC,
+        v_w_C_c_er,
+        v_w_C_s_er,
+        v_w_CS_c_er,
+        v_w_CS_s_er,
+        v_w_S_s_er,
+        v_w_S_a_er,
+        v_w_AUG_c_er,
+        v_w_AUG_s_er,
+        v_w_AUG_m_er,
+        v_w_nA_er,
+        v_w_nS_er,
+        v_w_thS_er,
+        v_w_thC_er,
+        v_w_er_er,
     )
     return velocity, weight_C * loss_C + weight_CS * loss_CS + weight_S * loss_S + weight_AUG * loss_AUG
 
@@ -10914,7 +11432,7 @@ def probe_value_S_AUG(x, p):
         w_thS_er,
         w_thC_er,
         w_er_er,
-    ) = [x[..., i] for i in range(166)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -11129,7 +11647,7 @@ def metrics_value_S_AUG(x, p):
         w_thS_er,
         w_thC_er,
         w_er_er,
-    ) = [x[..., i] for i in range(166)]
+    ) = x
     # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
     lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
     lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
@@ -11147,105 +11665,141 @@ def metrics_value_S_AUG(x, p):
     sigma_C_r = t1 * t3
     t4 = (1 / 2) * sigma_C_c
     t5 = (1 / 2) * sigma_C_s
-    t6 = SQRT2 * sigma_C_r
-    t7 = (1 / 2) * t6
-    t8 = (
-        o_c * sigma_C_r
-        + o_c * sigma_C_s
+    t6 = (1 / 2) * SQRT2
+    t7 = SQRT2 * t4
+    t8 = SQRT2 * t5
+    t9 = (
+        o_c
         + t4 * w_thC_C_c
         + t4 * w_thC_thC
         + t5 * w_thC_C_s
         + t5 * w_thC_thS
-        + t7 * w_thC_er
+        + t6 * w_thC_er
+        - t7 * w_thC_er
+        - t8 * w_thC_er
     )
-    t9 = t4 * w_C_c_thC + t5 * w_C_c_thS + t7 * w_C_c_er + t8
-    t10 = (
-        sigma_C_c * w_thS_C_c
+    t10 = t4 * w_C_c_thC + t5 * w_C_c_thS + t6 * w_C_c_er - t7 * w_C_c_er - t8 * w_C_c_er + t9
+    t11 = SQRT2 * w_C_s_er
+    t12 = SQRT2 * w_thS_er
+    t13 = (
+        -sigma_C_c * t12
+        + sigma_C_c * w_thS_C_c
         + sigma_C_c * w_thS_thC
+        - sigma_C_s * t12
         + sigma_C_s * w_thS_C_s
         + sigma_C_s * w_thS_thS
-        + t6 * w_thS_er
+        + t12
     )
-    t11 = sigma_C_c * w_C_s_thC + sigma_C_s * w_C_s_thS + t10 + t6 * w_C_s_er
-    t12 = o_c * sigma_C_c
-    t13 = t12 + t8
-    t14 = SQRT2 * t4
-    t15 = SQRT2 * t5
-    z_C_same_c = lambda_C * sigma_C_c + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s + t9
-    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t11
-    z_C_other_C_c = t12 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s + t9
+    t14 = -sigma_C_c * t11 + sigma_C_c * w_C_s_thC - sigma_C_s * t11 + sigma_C_s * w_C_s_thS + t11 + t13
+    t15 = SQRT2 * w_CS_s_er
+    t16 = SQRT2 * w_S_s_er
+    t17 = SQRT2 * w_AUG_s_er
+    t18 = SQRT2 * w_nS_er
+    z_C_same_c = lambda_C * sigma_C_c - o_c * sigma_C_c + t10 + t4 * w_same_C_c_C_c + t5 * w_same_C_c_C_s
+    z_C_same_s = (1 / 2) * sigma_C_c * w_same_C_s_C_c + (1 / 2) * sigma_C_s * w_same_C_s_C_s + (1 / 2) * t14
+    z_C_other_C_c = t10 + t4 * w_other_C_c_C_c + t5 * w_other_C_c_C_s
     z_C_other_C_s = (
-        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t11
+        (1 / 2) * sigma_C_c * w_other_C_s_C_c + (1 / 2) * sigma_C_s * w_other_C_s_C_s + (1 / 2) * t14
     )
     z_C_other_CS_c = (
-        t13
-        + t4 * w_CS_c_thC
+        t4 * w_CS_c_thC
         + t4 * w_other_CS_c_C_c
         + t5 * w_CS_c_thS
         + t5 * w_other_CS_c_C_s
-        + t7 * w_CS_c_er
+        + t6 * w_CS_c_er
+        - t7 * w_CS_c_er
+        - t8 * w_CS_c_er
+        + t9
     )
     z_C_other_CS_s = (
-        (1 / 2) * sigma_C_c * w_CS_s_thC
+        -1 / 2 * sigma_C_c * t15
+        + (1 / 2) * sigma_C_c * w_CS_s_thC
         + (1 / 2) * sigma_C_c * w_other_CS_s_C_c
+        - 1 / 2 * sigma_C_s * t15
         + (1 / 2) * sigma_C_s * w_CS_s_thS
         + (1 / 2) * sigma_C_s * w_other_CS_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_CS_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t15
     )
     z_C_other_S_s = (
-        (1 / 2) * sigma_C_c * w_S_s_thC
+        -1 / 2 * sigma_C_c * t16
+        + (1 / 2) * sigma_C_c * w_S_s_thC
         + (1 / 2) * sigma_C_c * w_other_S_s_C_c
+        - 1 / 2 * sigma_C_s * t16
         + (1 / 2) * sigma_C_s * w_S_s_thS
         + (1 / 2) * sigma_C_s * w_other_S_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_S_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t16
     )
     z_C_other_S_a = (
-        t13 + t4 * w_S_a_thC + t4 * w_other_S_a_C_c + t5 * w_S_a_thS + t5 * w_other_S_a_C_s + t7 * w_S_a_er
+        t4 * w_S_a_thC
+        + t4 * w_other_S_a_C_c
+        + t5 * w_S_a_thS
+        + t5 * w_other_S_a_C_s
+        + t6 * w_S_a_er
+        - t7 * w_S_a_er
+        - t8 * w_S_a_er
+        + t9
     )
     z_C_other_AUG_c = (
-        t13
-        + t4 * w_AUG_c_thC
+        t4 * w_AUG_c_thC
         + t4 * w_other_AUG_c_C_c
         + t5 * w_AUG_c_thS
         + t5 * w_other_AUG_c_C_s
-        + t7 * w_AUG_c_er
+        + t6 * w_AUG_c_er
+        - t7 * w_AUG_c_er
+        - t8 * w_AUG_c_er
+        + t9
     )
     z_C_other_AUG_s = (
-        (1 / 2) * sigma_C_c * w_AUG_s_thC
+        -1 / 2 * sigma_C_c * t17
+        + (1 / 2) * sigma_C_c * w_AUG_s_thC
         + (1 / 2) * sigma_C_c * w_other_AUG_s_C_c
+        - 1 / 2 * sigma_C_s * t17
         + (1 / 2) * sigma_C_s * w_AUG_s_thS
         + (1 / 2) * sigma_C_s * w_other_AUG_s_C_s
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_AUG_s_er
+        + (1 / 2) * t13
+        + (1 / 2) * t17
     )
     z_C_other_AUG_m = (
-        t13
-        + t4 * w_AUG_m_thC
+        t4 * w_AUG_m_thC
         + t4 * w_other_AUG_m_C_c
         + t5 * w_AUG_m_thS
         + t5 * w_other_AUG_m_C_s
-        + t7 * w_AUG_m_er
+        + t6 * w_AUG_m_er
+        - t7 * w_AUG_m_er
+        - t8 * w_AUG_m_er
+        + t9
     )
-    z_C_nA = t13 + t4 * w_nA_C_c + t4 * w_nA_thC + t5 * w_nA_C_s + t5 * w_nA_thS + t7 * w_nA_er
+    z_C_nA = (
+        t4 * w_nA_C_c
+        + t4 * w_nA_thC
+        + t5 * w_nA_C_s
+        + t5 * w_nA_thS
+        + t6 * w_nA_er
+        - t7 * w_nA_er
+        - t8 * w_nA_er
+        + t9
+    )
     z_C_nS = (
-        (1 / 2) * sigma_C_c * w_nS_C_c
+        -1 / 2 * sigma_C_c * t18
+        + (1 / 2) * sigma_C_c * w_nS_C_c
         + (1 / 2) * sigma_C_c * w_nS_thC
+        - 1 / 2 * sigma_C_s * t18
         + (1 / 2) * sigma_C_s * w_nS_C_s
         + (1 / 2) * sigma_C_s * w_nS_thS
-        + (1 / 2) * t10
-        + (1 / 2) * t6 * w_nS_er
+        + (1 / 2) * t13
+        + (1 / 2) * t18
     )
     z_C_r = (
-        o_r * sigma_C_c
-        + o_r * sigma_C_r
-        + o_r * sigma_C_s
-        + sigma_C_r * w_er_er
-        + t14 * w_er_C_c
-        + t14 * w_er_thC
-        + t15 * w_er_C_s
-        + t15 * w_er_thS
+        o_r
+        - sigma_C_c * w_er_er
+        - sigma_C_s * w_er_er
+        + t7 * w_er_C_c
+        + t7 * w_er_thC
+        + t8 * w_er_C_s
+        + t8 * w_er_thS
+        + w_er_er
     )
     mult_C_same_c = 1
     mult_C_same_s = 1
@@ -11358,169 +11912,207 @@ def metrics_value_S_AUG(x, p):
     P_C_nS = jnp.where(n_C != 0, P_C_nS, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     weight_C = n_C / (n_AUG + n_C + n_CS + n_S)
-    t16 = w_thS_C_c - w_thS_C_s + w_thS_thC - w_thS_thS
-    t17 = t16 + w_C_s_thC - w_C_s_thS
-    t18 = w_thC_C_c - w_thC_C_s + w_thC_thC - w_thC_thS
-    t19 = n_C - 1
-    t20 = t18 + w_C_c_thC - w_C_c_thS
-    t21 = n_C + n_CS + n_S
+    t19 = w_thS_C_c - w_thS_C_s + w_thS_thC - w_thS_thS
+    t20 = t19 + w_C_s_thC - w_C_s_thS
+    t21 = w_thC_C_c - w_thC_C_s + w_thC_thC - w_thC_thS
+    t22 = n_C - 1
+    t23 = t21 + w_C_c_thC - w_C_c_thS
+    t24 = n_C + n_CS + n_S
     margin_C = (
-        (1 / 2) * P_C_nA * (-K_A + 2 * n_AUG + t21) * (t18 + w_nA_C_c - w_nA_C_s + w_nA_thC - w_nA_thS)
-        + (1 / 2) * P_C_nS * (-K_S + n_AUG + t21) * (t16 + w_nS_C_c - w_nS_C_s + w_nS_thC - w_nS_thS)
+        (1 / 2) * P_C_nA * (-K_A + 2 * n_AUG + t24) * (t21 + w_nA_C_c - w_nA_C_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_C_nS * (-K_S + n_AUG + t24) * (t19 + w_nS_C_c - w_nS_C_s + w_nS_thC - w_nS_thS)
         - 1
         / 2
         * P_C_other_AUG_c
         * n_AUG
-        * (t18 + w_AUG_c_thC - w_AUG_c_thS + w_other_AUG_c_C_c - w_other_AUG_c_C_s)
+        * (t21 + w_AUG_c_thC - w_AUG_c_thS + w_other_AUG_c_C_c - w_other_AUG_c_C_s)
         - 1
         / 2
         * P_C_other_AUG_m
         * n_AUG
-        * (t18 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_C_c - w_other_AUG_m_C_s)
+        * (t21 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_C_c - w_other_AUG_m_C_s)
         - 1
         / 2
         * P_C_other_AUG_s
         * n_AUG
-        * (t16 + w_AUG_s_thC - w_AUG_s_thS + w_other_AUG_s_C_c - w_other_AUG_s_C_s)
+        * (t19 + w_AUG_s_thC - w_AUG_s_thS + w_other_AUG_s_C_c - w_other_AUG_s_C_s)
         - 1
         / 2
         * P_C_other_CS_c
         * n_CS
-        * (t18 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_C_c - w_other_CS_c_C_s)
+        * (t21 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_C_c - w_other_CS_c_C_s)
         - 1
         / 2
         * P_C_other_CS_s
         * n_CS
-        * (t16 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_C_c - w_other_CS_s_C_s)
-        - 1 / 2 * P_C_other_C_c * t19 * (t20 + w_other_C_c_C_c - w_other_C_c_C_s)
-        - 1 / 2 * P_C_other_C_s * t19 * (t17 + w_other_C_s_C_c - w_other_C_s_C_s)
-        - 1 / 2 * P_C_other_S_a * n_S * (t18 + w_S_a_thC - w_S_a_thS + w_other_S_a_C_c - w_other_S_a_C_s)
-        - 1 / 2 * P_C_other_S_s * n_S * (t16 + w_S_s_thC - w_S_s_thS + w_other_S_s_C_c - w_other_S_s_C_s)
+        * (t19 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_C_c - w_other_CS_s_C_s)
+        - 1 / 2 * P_C_other_C_c * t22 * (t23 + w_other_C_c_C_c - w_other_C_c_C_s)
+        - 1 / 2 * P_C_other_C_s * t22 * (t20 + w_other_C_s_C_c - w_other_C_s_C_s)
+        - 1 / 2 * P_C_other_S_a * n_S * (t21 + w_S_a_thC - w_S_a_thS + w_other_S_a_C_c - w_other_S_a_C_s)
+        - 1 / 2 * P_C_other_S_s * n_S * (t19 + w_S_s_thC - w_S_s_thS + w_other_S_s_C_c - w_other_S_s_C_s)
         - 1 / 2 * P_C_r * SQRT2 * (w_er_C_c - w_er_C_s + w_er_thC - w_er_thS)
-        - 1 / 2 * P_C_same_s * (t17 + w_same_C_s_C_c - w_same_C_s_C_s)
-        - 1 / 2 * (P_C_same_c - 1) * (2 * lambda_C - 2 * o_c + t20 + w_same_C_c_C_c - w_same_C_c_C_s)
+        - 1 / 2 * P_C_same_s * (t20 + w_same_C_s_C_c - w_same_C_s_C_s)
+        - 1 / 2 * (P_C_same_c - 1) * (2 * lambda_C - 2 * o_c + t23 + w_same_C_c_C_c - w_same_C_c_C_s)
     )
     # class CS
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t22 = jnp.exp(-ashift_CS + u_CS_c)
-    t23 = jnp.exp(-ashift_CS + u_CS_r)
-    t24 = jnp.exp(-ashift_CS + u_CS_s)
-    t25 = 1.0 / (t22 + t23 + t24)
-    sigma_CS_c = t22 * t25
-    sigma_CS_s = t24 * t25
-    sigma_CS_r = t23 * t25
-    t26 = (1 / 2) * sigma_CS_c
-    t27 = (1 / 2) * sigma_CS_s
-    t28 = SQRT2 * sigma_CS_r
-    t29 = (1 / 2) * t28
-    t30 = (
-        o_c * sigma_CS_r
-        + t26 * w_thC_CS_c
-        + t26 * w_thC_thC
-        + t27 * w_thC_CS_s
-        + t27 * w_thC_thS
-        + t29 * w_thC_er
+    t25 = jnp.exp(-ashift_CS + u_CS_c)
+    t26 = jnp.exp(-ashift_CS + u_CS_r)
+    t27 = jnp.exp(-ashift_CS + u_CS_s)
+    t28 = 1.0 / (t25 + t26 + t27)
+    sigma_CS_c = t25 * t28
+    sigma_CS_s = t27 * t28
+    sigma_CS_r = t26 * t28
+    t29 = (1 / 2) * sigma_CS_c
+    t30 = (1 / 2) * sigma_CS_s
+    t31 = (1 / 2) * SQRT2
+    t32 = SQRT2 * t29
+    t33 = SQRT2 * t30
+    t34 = (
+        o_c
+        + t29 * w_thC_CS_c
+        + t29 * w_thC_thC
+        + t30 * w_thC_CS_s
+        + t30 * w_thC_thS
+        + t31 * w_thC_er
+        - t32 * w_thC_er
+        - t33 * w_thC_er
     )
-    t31 = t26 * w_CS_c_thC + t27 * w_CS_c_thS + t29 * w_CS_c_er + t30
-    t32 = (
-        sigma_CS_c * w_thS_CS_c
+    t35 = t29 * w_CS_c_thC + t30 * w_CS_c_thS + t31 * w_CS_c_er - t32 * w_CS_c_er - t33 * w_CS_c_er + t34
+    t36 = SQRT2 * w_CS_s_er
+    t37 = SQRT2 * w_thS_er
+    t38 = (
+        -sigma_CS_c * t37
+        + sigma_CS_c * w_thS_CS_c
         + sigma_CS_c * w_thS_thC
+        - sigma_CS_s * t37
         + sigma_CS_s * w_thS_CS_s
         + sigma_CS_s * w_thS_thS
-        + t28 * w_thS_er
+        + t37
     )
-    t33 = sigma_CS_c * w_CS_s_thC + sigma_CS_s * w_CS_s_thS + t28 * w_CS_s_er + t32
-    t34 = o_c * sigma_CS_c + o_c * sigma_CS_s
-    t35 = t30 + t34
-    t36 = SQRT2 * t26
-    t37 = SQRT2 * t27
+    t39 = -sigma_CS_c * t36 + sigma_CS_c * w_CS_s_thC - sigma_CS_s * t36 + sigma_CS_s * w_CS_s_thS + t36 + t38
+    t40 = SQRT2 * w_C_s_er
+    t41 = SQRT2 * w_S_s_er
+    t42 = SQRT2 * w_AUG_s_er
+    t43 = SQRT2 * w_nS_er
     z_CS_same_c = (
-        lambda_C * sigma_CS_c + lambda_M * sigma_CS_s + t26 * w_same_CS_c_CS_c + t27 * w_same_CS_c_CS_s + t31
+        lambda_C * sigma_CS_c
+        + lambda_M * sigma_CS_s
+        - o_c * sigma_CS_c
+        - o_c * sigma_CS_s
+        + t29 * w_same_CS_c_CS_c
+        + t30 * w_same_CS_c_CS_s
+        + t35
     )
     z_CS_same_s = (
-        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t33
+        (1 / 2) * sigma_CS_c * w_same_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_same_CS_s_CS_s + (1 / 2) * t39
     )
     z_CS_other_C_c = (
-        t26 * w_C_c_thC
-        + t26 * w_other_C_c_CS_c
-        + t27 * w_C_c_thS
-        + t27 * w_other_C_c_CS_s
-        + t29 * w_C_c_er
-        + t35
+        t29 * w_C_c_thC
+        + t29 * w_other_C_c_CS_c
+        + t30 * w_C_c_thS
+        + t30 * w_other_C_c_CS_s
+        + t31 * w_C_c_er
+        - t32 * w_C_c_er
+        - t33 * w_C_c_er
+        + t34
     )
     z_CS_other_C_s = (
-        (1 / 2) * sigma_CS_c * w_C_s_thC
+        -1 / 2 * sigma_CS_c * t40
+        + (1 / 2) * sigma_CS_c * w_C_s_thC
         + (1 / 2) * sigma_CS_c * w_other_C_s_CS_c
+        - 1 / 2 * sigma_CS_s * t40
         + (1 / 2) * sigma_CS_s * w_C_s_thS
         + (1 / 2) * sigma_CS_s * w_other_C_s_CS_s
-        + (1 / 2) * t28 * w_C_s_er
-        + (1 / 2) * t32
+        + (1 / 2) * t38
+        + (1 / 2) * t40
     )
-    z_CS_other_CS_c = t26 * w_other_CS_c_CS_c + t27 * w_other_CS_c_CS_s + t31 + t34
+    z_CS_other_CS_c = t29 * w_other_CS_c_CS_c + t30 * w_other_CS_c_CS_s + t35
     z_CS_other_CS_s = (
-        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t33
+        (1 / 2) * sigma_CS_c * w_other_CS_s_CS_c + (1 / 2) * sigma_CS_s * w_other_CS_s_CS_s + (1 / 2) * t39
     )
     z_CS_other_S_s = (
-        (1 / 2) * sigma_CS_c * w_S_s_thC
+        -1 / 2 * sigma_CS_c * t41
+        + (1 / 2) * sigma_CS_c * w_S_s_thC
         + (1 / 2) * sigma_CS_c * w_other_S_s_CS_c
+        - 1 / 2 * sigma_CS_s * t41
         + (1 / 2) * sigma_CS_s * w_S_s_thS
         + (1 / 2) * sigma_CS_s * w_other_S_s_CS_s
-        + (1 / 2) * t28 * w_S_s_er
-        + (1 / 2) * t32
+        + (1 / 2) * t38
+        + (1 / 2) * t41
     )
     z_CS_other_S_a = (
-        t26 * w_S_a_thC
-        + t26 * w_other_S_a_CS_c
-        + t27 * w_S_a_thS
-        + t27 * w_other_S_a_CS_s
-        + t29 * w_S_a_er
-        + t35
+        t29 * w_S_a_thC
+        + t29 * w_other_S_a_CS_c
+        + t30 * w_S_a_thS
+        + t30 * w_other_S_a_CS_s
+        + t31 * w_S_a_er
+        - t32 * w_S_a_er
+        - t33 * w_S_a_er
+        + t34
     )
     z_CS_other_AUG_c = (
-        t26 * w_AUG_c_thC
-        + t26 * w_other_AUG_c_CS_c
-        + t27 * w_AUG_c_thS
-        + t27 * w_other_AUG_c_CS_s
-        + t29 * w_AUG_c_er
-        + t35
+        t29 * w_AUG_c_thC
+        + t29 * w_other_AUG_c_CS_c
+        + t30 * w_AUG_c_thS
+        + t30 * w_other_AUG_c_CS_s
+        + t31 * w_AUG_c_er
+        - t32 * w_AUG_c_er
+        - t33 * w_AUG_c_er
+        + t34
     )
     z_CS_other_AUG_s = (
-        (1 / 2) * sigma_CS_c * w_AUG_s_thC
+        -1 / 2 * sigma_CS_c * t42
+        + (1 / 2) * sigma_CS_c * w_AUG_s_thC
         + (1 / 2) * sigma_CS_c * w_other_AUG_s_CS_c
+        - 1 / 2 * sigma_CS_s * t42
         + (1 / 2) * sigma_CS_s * w_AUG_s_thS
         + (1 / 2) * sigma_CS_s * w_other_AUG_s_CS_s
-        + (1 / 2) * t28 * w_AUG_s_er
-        + (1 / 2) * t32
+        + (1 / 2) * t38
+        + (1 / 2) * t42
     )
     z_CS_other_AUG_m = (
-        t26 * w_AUG_m_thC
-        + t26 * w_other_AUG_m_CS_c
-        + t27 * w_AUG_m_thS
-        + t27 * w_other_AUG_m_CS_s
-        + t29 * w_AUG_m_er
-        + t35
+        t29 * w_AUG_m_thC
+        + t29 * w_other_AUG_m_CS_c
+        + t30 * w_AUG_m_thS
+        + t30 * w_other_AUG_m_CS_s
+        + t31 * w_AUG_m_er
+        - t32 * w_AUG_m_er
+        - t33 * w_AUG_m_er
+        + t34
     )
-    z_CS_nA = t26 * w_nA_CS_c + t26 * w_nA_thC + t27 * w_nA_CS_s + t27 * w_nA_thS + t29 * w_nA_er + t35
+    z_CS_nA = (
+        t29 * w_nA_CS_c
+        + t29 * w_nA_thC
+        + t30 * w_nA_CS_s
+        + t30 * w_nA_thS
+        + t31 * w_nA_er
+        - t32 * w_nA_er
+        - t33 * w_nA_er
+        + t34
+    )
     z_CS_nS = (
-        (1 / 2) * sigma_CS_c * w_nS_CS_c
+        -1 / 2 * sigma_CS_c * t43
+        + (1 / 2) * sigma_CS_c * w_nS_CS_c
         + (1 / 2) * sigma_CS_c * w_nS_thC
+        - 1 / 2 * sigma_CS_s * t43
         + (1 / 2) * sigma_CS_s * w_nS_CS_s
         + (1 / 2) * sigma_CS_s * w_nS_thS
-        + (1 / 2) * t28 * w_nS_er
-        + (1 / 2) * t32
+        + (1 / 2) * t38
+        + (1 / 2) * t43
     )
     z_CS_r = (
-        o_r * sigma_CS_c
-        + o_r * sigma_CS_r
-        + o_r * sigma_CS_s
-        + sigma_CS_r * w_er_er
-        + t36 * w_er_CS_c
-        + t36 * w_er_thC
-        + t37 * w_er_CS_s
-        + t37 * w_er_thS
+        o_r
+        - sigma_CS_c * w_er_er
+        - sigma_CS_s * w_er_er
+        + t32 * w_er_CS_c
+        + t32 * w_er_thC
+        + t33 * w_er_CS_s
+        + t33 * w_er_thS
+        + w_er_er
     )
     mult_CS_same_c = 1
     mult_CS_same_s = 1
@@ -11633,96 +12225,103 @@ def metrics_value_S_AUG(x, p):
     P_CS_nS = jnp.where(n_CS != 0, P_CS_nS, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     weight_CS = n_CS / (n_AUG + n_C + n_CS + n_S)
-    t38 = w_thS_CS_c - w_thS_CS_s + w_thS_thC - w_thS_thS
-    t39 = t38 + w_CS_s_thC - w_CS_s_thS
-    t40 = w_thC_CS_c - w_thC_CS_s + w_thC_thC - w_thC_thS
-    t41 = n_CS - 1
-    t42 = t40 + w_CS_c_thC - w_CS_c_thS
-    t43 = n_C + n_CS + n_S
+    t44 = w_thS_CS_c - w_thS_CS_s + w_thS_thC - w_thS_thS
+    t45 = t44 + w_CS_s_thC - w_CS_s_thS
+    t46 = w_thC_CS_c - w_thC_CS_s + w_thC_thC - w_thC_thS
+    t47 = n_CS - 1
+    t48 = t46 + w_CS_c_thC - w_CS_c_thS
+    t49 = n_C + n_CS + n_S
     margin_CS = (
-        (1 / 2) * P_CS_nA * (-K_A + 2 * n_AUG + t43) * (t40 + w_nA_CS_c - w_nA_CS_s + w_nA_thC - w_nA_thS)
-        + (1 / 2) * P_CS_nS * (-K_S + n_AUG + t43) * (t38 + w_nS_CS_c - w_nS_CS_s + w_nS_thC - w_nS_thS)
+        (1 / 2) * P_CS_nA * (-K_A + 2 * n_AUG + t49) * (t46 + w_nA_CS_c - w_nA_CS_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_CS_nS * (-K_S + n_AUG + t49) * (t44 + w_nS_CS_c - w_nS_CS_s + w_nS_thC - w_nS_thS)
         - 1
         / 2
         * P_CS_other_AUG_c
         * n_AUG
-        * (t40 + w_AUG_c_thC - w_AUG_c_thS + w_other_AUG_c_CS_c - w_other_AUG_c_CS_s)
+        * (t46 + w_AUG_c_thC - w_AUG_c_thS + w_other_AUG_c_CS_c - w_other_AUG_c_CS_s)
         - 1
         / 2
         * P_CS_other_AUG_m
         * n_AUG
-        * (t40 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_CS_c - w_other_AUG_m_CS_s)
+        * (t46 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_CS_c - w_other_AUG_m_CS_s)
         - 1
         / 2
         * P_CS_other_AUG_s
         * n_AUG
-        * (t38 + w_AUG_s_thC - w_AUG_s_thS + w_other_AUG_s_CS_c - w_other_AUG_s_CS_s)
-        - 1 / 2 * P_CS_other_CS_c * t41 * (t42 + w_other_CS_c_CS_c - w_other_CS_c_CS_s)
-        - 1 / 2 * P_CS_other_CS_s * t41 * (t39 + w_other_CS_s_CS_c - w_other_CS_s_CS_s)
-        - 1 / 2 * P_CS_other_C_c * n_C * (t40 + w_C_c_thC - w_C_c_thS + w_other_C_c_CS_c - w_other_C_c_CS_s)
-        - 1 / 2 * P_CS_other_C_s * n_C * (t38 + w_C_s_thC - w_C_s_thS + w_other_C_s_CS_c - w_other_C_s_CS_s)
-        - 1 / 2 * P_CS_other_S_a * n_S * (t40 + w_S_a_thC - w_S_a_thS + w_other_S_a_CS_c - w_other_S_a_CS_s)
-        - 1 / 2 * P_CS_other_S_s * n_S * (t38 + w_S_s_thC - w_S_s_thS + w_other_S_s_CS_c - w_other_S_s_CS_s)
+        * (t44 + w_AUG_s_thC - w_AUG_s_thS + w_other_AUG_s_CS_c - w_other_AUG_s_CS_s)
+        - 1 / 2 * P_CS_other_CS_c * t47 * (t48 + w_other_CS_c_CS_c - w_other_CS_c_CS_s)
+        - 1 / 2 * P_CS_other_CS_s * t47 * (t45 + w_other_CS_s_CS_c - w_other_CS_s_CS_s)
+        - 1 / 2 * P_CS_other_C_c * n_C * (t46 + w_C_c_thC - w_C_c_thS + w_other_C_c_CS_c - w_other_C_c_CS_s)
+        - 1 / 2 * P_CS_other_C_s * n_C * (t44 + w_C_s_thC - w_C_s_thS + w_other_C_s_CS_c - w_other_C_s_CS_s)
+        - 1 / 2 * P_CS_other_S_a * n_S * (t46 + w_S_a_thC - w_S_a_thS + w_other_S_a_CS_c - w_other_S_a_CS_s)
+        - 1 / 2 * P_CS_other_S_s * n_S * (t44 + w_S_s_thC - w_S_s_thS + w_other_S_s_CS_c - w_other_S_s_CS_s)
         - 1 / 2 * P_CS_r * SQRT2 * (w_er_CS_c - w_er_CS_s + w_er_thC - w_er_thS)
-        - 1 / 2 * P_CS_same_s * (t39 + w_same_CS_s_CS_c - w_same_CS_s_CS_s)
+        - 1 / 2 * P_CS_same_s * (t45 + w_same_CS_s_CS_c - w_same_CS_s_CS_s)
         - 1
         / 2
         * (P_CS_same_c - 1)
-        * (2 * lambda_C - 2 * lambda_M + t42 + w_same_CS_c_CS_c - w_same_CS_c_CS_s)
+        * (2 * lambda_C - 2 * lambda_M + t48 + w_same_CS_c_CS_c - w_same_CS_c_CS_s)
     )
     # class S
     u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
     u_S_r = kappa_er
     ashift_S = jnp.maximum(u_S_s, u_S_r)
-    t44 = jnp.exp(-ashift_S + u_S_s)
-    t45 = jnp.exp(-ashift_S + u_S_r)
-    t46 = 1.0 / (t44 + t45)
-    sigma_S_s = t44 * t46
-    sigma_S_r = t45 * t46
-    t47 = SQRT2 * sigma_S_r
-    t48 = sigma_S_s * w_thS_S_s + sigma_S_s * w_thS_thS + t47 * w_thS_er
-    t49 = sigma_S_s * w_S_s_thS + t47 * w_S_s_er + t48
-    t50 = (1 / 2) * sigma_S_s
-    t51 = (1 / 2) * t47
-    t52 = o_c * sigma_S_r + t50 * w_thC_S_s + t50 * w_thC_thS + t51 * w_thC_er
-    t53 = t50 * w_S_a_thS + t51 * w_S_a_er + t52
-    t54 = o_c * sigma_S_s
-    t55 = t52 + t54
-    t56 = SQRT2 * t50
-    z_S_same_s = (1 / 2) * sigma_S_s * w_same_S_s_S_s + (1 / 2) * t49
-    z_S_same_a = lambda_M * sigma_S_s + t50 * w_same_S_a_S_s + t53
-    z_S_other_C_c = t50 * w_C_c_thS + t50 * w_other_C_c_S_s + t51 * w_C_c_er + t55
+    t50 = jnp.exp(-ashift_S + u_S_s)
+    t51 = jnp.exp(-ashift_S + u_S_r)
+    t52 = 1.0 / (t50 + t51)
+    sigma_S_s = t50 * t52
+    sigma_S_r = t51 * t52
+    t53 = SQRT2 * w_S_s_er
+    t54 = SQRT2 * w_thS_er
+    t55 = -sigma_S_s * t54 + sigma_S_s * w_thS_S_s + sigma_S_s * w_thS_thS + t54
+    t56 = -sigma_S_s * t53 + sigma_S_s * w_S_s_thS + t53 + t55
+    t57 = (1 / 2) * sigma_S_s
+    t58 = (1 / 2) * SQRT2
+    t59 = SQRT2 * t57
+    t60 = o_c + t57 * w_thC_S_s + t57 * w_thC_thS + t58 * w_thC_er - t59 * w_thC_er
+    t61 = t57 * w_S_a_thS + t58 * w_S_a_er - t59 * w_S_a_er + t60
+    t62 = SQRT2 * w_C_s_er
+    t63 = SQRT2 * w_CS_s_er
+    t64 = SQRT2 * w_AUG_s_er
+    t65 = SQRT2 * w_nS_er
+    z_S_same_s = (1 / 2) * sigma_S_s * w_same_S_s_S_s + (1 / 2) * t56
+    z_S_same_a = lambda_M * sigma_S_s - o_c * sigma_S_s + t57 * w_same_S_a_S_s + t61
+    z_S_other_C_c = t57 * w_C_c_thS + t57 * w_other_C_c_S_s + t58 * w_C_c_er - t59 * w_C_c_er + t60
     z_S_other_C_s = (
-        (1 / 2) * sigma_S_s * w_C_s_thS
+        -1 / 2 * sigma_S_s * t62
+        + (1 / 2) * sigma_S_s * w_C_s_thS
         + (1 / 2) * sigma_S_s * w_other_C_s_S_s
-        + (1 / 2) * t47 * w_C_s_er
-        + (1 / 2) * t48
+        + (1 / 2) * t55
+        + (1 / 2) * t62
     )
-    z_S_other_CS_c = t50 * w_CS_c_thS + t50 * w_other_CS_c_S_s + t51 * w_CS_c_er + t55
+    z_S_other_CS_c = t57 * w_CS_c_thS + t57 * w_other_CS_c_S_s + t58 * w_CS_c_er - t59 * w_CS_c_er + t60
     z_S_other_CS_s = (
-        (1 / 2) * sigma_S_s * w_CS_s_thS
+        -1 / 2 * sigma_S_s * t63
+        + (1 / 2) * sigma_S_s * w_CS_s_thS
         + (1 / 2) * sigma_S_s * w_other_CS_s_S_s
-        + (1 / 2) * t47 * w_CS_s_er
-        + (1 / 2) * t48
+        + (1 / 2) * t55
+        + (1 / 2) * t63
     )
-    z_S_other_S_s = (1 / 2) * sigma_S_s * w_other_S_s_S_s + (1 / 2) * t49
-    z_S_other_S_a = t50 * w_other_S_a_S_s + t53 + t54
-    z_S_other_AUG_c = t50 * w_AUG_c_thS + t50 * w_other_AUG_c_S_s + t51 * w_AUG_c_er + t55
+    z_S_other_S_s = (1 / 2) * sigma_S_s * w_other_S_s_S_s + (1 / 2) * t56
+    z_S_other_S_a = t57 * w_other_S_a_S_s + t61
+    z_S_other_AUG_c = t57 * w_AUG_c_thS + t57 * w_other_AUG_c_S_s + t58 * w_AUG_c_er - t59 * w_AUG_c_er + t60
     z_S_other_AUG_s = (
-        (1 / 2) * sigma_S_s * w_AUG_s_thS
+        -1 / 2 * sigma_S_s * t64
+        + (1 / 2) * sigma_S_s * w_AUG_s_thS
         + (1 / 2) * sigma_S_s * w_other_AUG_s_S_s
-        + (1 / 2) * t47 * w_AUG_s_er
-        + (1 / 2) * t48
+        + (1 / 2) * t55
+        + (1 / 2) * t64
     )
-    z_S_other_AUG_m = t50 * w_AUG_m_thS + t50 * w_other_AUG_m_S_s + t51 * w_AUG_m_er + t55
-    z_S_nA = t50 * w_nA_S_s + t50 * w_nA_thS + t51 * w_nA_er + t55
+    z_S_other_AUG_m = t57 * w_AUG_m_thS + t57 * w_other_AUG_m_S_s + t58 * w_AUG_m_er - t59 * w_AUG_m_er + t60
+    z_S_nA = t57 * w_nA_S_s + t57 * w_nA_thS + t58 * w_nA_er - t59 * w_nA_er + t60
     z_S_nS = (
-        (1 / 2) * sigma_S_s * w_nS_S_s
+        -1 / 2 * sigma_S_s * t65
+        + (1 / 2) * sigma_S_s * w_nS_S_s
         + (1 / 2) * sigma_S_s * w_nS_thS
-        + (1 / 2) * t47 * w_nS_er
-        + (1 / 2) * t48
+        + (1 / 2) * t55
+        + (1 / 2) * t65
     )
-    z_S_r = o_r * sigma_S_r + o_r * sigma_S_s + sigma_S_r * w_er_er + t56 * w_er_S_s + t56 * w_er_thS
+    z_S_r = o_r - sigma_S_s * w_er_er + t59 * w_er_S_s + t59 * w_er_thS + w_er_er
     mult_S_same_s = 1
     mult_S_same_a = 1
     mult_S_other_C_c = n_C
@@ -11824,120 +12423,160 @@ def metrics_value_S_AUG(x, p):
     u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
     u_AUG_r = kappa_er
     ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
-    t57 = jnp.exp(-ashift_AUG + u_AUG_c)
-    t58 = jnp.exp(-ashift_AUG + u_AUG_r)
-    t59 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t60 = 1.0 / (t57 + t58 + t59)
-    sigma_AUG_c = t57 * t60
-    sigma_AUG_s = t59 * t60
-    sigma_AUG_r = t58 * t60
-    t61 = (1 / 2) * sigma_AUG_c
-    t62 = (1 / 2) * sigma_AUG_s
-    t63 = SQRT2 * sigma_AUG_r
-    t64 = (1 / 2) * t63
-    t65 = (
-        o_c * sigma_AUG_r
-        + t61 * w_thC_AUG_c
-        + t61 * w_thC_thC
-        + t62 * w_thC_AUG_s
-        + t62 * w_thC_thS
-        + t64 * w_thC_er
+    t66 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t67 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t68 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t69 = 1.0 / (t66 + t67 + t68)
+    sigma_AUG_c = t66 * t69
+    sigma_AUG_s = t68 * t69
+    sigma_AUG_r = t67 * t69
+    t70 = (1 / 2) * sigma_AUG_c
+    t71 = (1 / 2) * sigma_AUG_s
+    t72 = (1 / 2) * SQRT2
+    t73 = SQRT2 * t70
+    t74 = SQRT2 * t71
+    t75 = (
+        o_c
+        + t70 * w_thC_AUG_c
+        + t70 * w_thC_thC
+        + t71 * w_thC_AUG_s
+        + t71 * w_thC_thS
+        + t72 * w_thC_er
+        - t73 * w_thC_er
+        - t74 * w_thC_er
     )
-    t66 = o_c * sigma_AUG_s + t65
-    t67 = t61 * w_AUG_c_thC + t62 * w_AUG_c_thS + t64 * w_AUG_c_er + t66
-    t68 = (
-        sigma_AUG_c * w_thS_AUG_c
+    t76 = t70 * w_AUG_c_thC + t71 * w_AUG_c_thS + t72 * w_AUG_c_er - t73 * w_AUG_c_er - t74 * w_AUG_c_er + t75
+    t77 = SQRT2 * w_AUG_s_er
+    t78 = SQRT2 * w_thS_er
+    t79 = (
+        -sigma_AUG_c * t78
+        + sigma_AUG_c * w_thS_AUG_c
         + sigma_AUG_c * w_thS_thC
+        - sigma_AUG_s * t78
         + sigma_AUG_s * w_thS_AUG_s
         + sigma_AUG_s * w_thS_thS
-        + t63 * w_thS_er
+        + t78
     )
-    t69 = sigma_AUG_c * w_AUG_s_thC + sigma_AUG_s * w_AUG_s_thS + t63 * w_AUG_s_er + t68
-    t70 = o_c * sigma_AUG_c
-    t71 = t61 * w_AUG_m_thC + t62 * w_AUG_m_thS + t64 * w_AUG_m_er + t70
-    t72 = t66 + t70
-    t73 = SQRT2 * t61
-    t74 = SQRT2 * t62
-    z_AUG_same_c = lambda_C * sigma_AUG_c + t61 * w_same_AUG_c_AUG_c + t62 * w_same_AUG_c_AUG_s + t67
+    t80 = (
+        -sigma_AUG_c * t77
+        + sigma_AUG_c * w_AUG_s_thC
+        - sigma_AUG_s * t77
+        + sigma_AUG_s * w_AUG_s_thS
+        + t77
+        + t79
+    )
+    t81 = t70 * w_AUG_m_thC + t71 * w_AUG_m_thS + t72 * w_AUG_m_er - t73 * w_AUG_m_er - t74 * w_AUG_m_er + t75
+    t82 = SQRT2 * w_C_s_er
+    t83 = SQRT2 * w_CS_s_er
+    t84 = SQRT2 * w_S_s_er
+    t85 = SQRT2 * w_nS_er
+    z_AUG_same_c = (
+        lambda_C * sigma_AUG_c - o_c * sigma_AUG_c + t70 * w_same_AUG_c_AUG_c + t71 * w_same_AUG_c_AUG_s + t76
+    )
     z_AUG_same_s = (
         (1 / 2) * sigma_AUG_c * w_same_AUG_s_AUG_c
         + (1 / 2) * sigma_AUG_s * w_same_AUG_s_AUG_s
-        + (1 / 2) * t69
+        + (1 / 2) * t80
     )
-    z_AUG_same_m = lambda_M * sigma_AUG_s + t61 * w_same_AUG_m_AUG_c + t62 * w_same_AUG_m_AUG_s + t65 + t71
+    z_AUG_same_m = (
+        lambda_M * sigma_AUG_s - o_c * sigma_AUG_s + t70 * w_same_AUG_m_AUG_c + t71 * w_same_AUG_m_AUG_s + t81
+    )
     z_AUG_other_C_c = (
-        t61 * w_C_c_thC
-        + t61 * w_other_C_c_AUG_c
-        + t62 * w_C_c_thS
-        + t62 * w_other_C_c_AUG_s
-        + t64 * w_C_c_er
-        + t72
+        t70 * w_C_c_thC
+        + t70 * w_other_C_c_AUG_c
+        + t71 * w_C_c_thS
+        + t71 * w_other_C_c_AUG_s
+        + t72 * w_C_c_er
+        - t73 * w_C_c_er
+        - t74 * w_C_c_er
+        + t75
     )
     z_AUG_other_C_s = (
-        (1 / 2) * sigma_AUG_c * w_C_s_thC
+        -1 / 2 * sigma_AUG_c * t82
+        + (1 / 2) * sigma_AUG_c * w_C_s_thC
         + (1 / 2) * sigma_AUG_c * w_other_C_s_AUG_c
+        - 1 / 2 * sigma_AUG_s * t82
         + (1 / 2) * sigma_AUG_s * w_C_s_thS
         + (1 / 2) * sigma_AUG_s * w_other_C_s_AUG_s
-        + (1 / 2) * t63 * w_C_s_er
-        + (1 / 2) * t68
+        + (1 / 2) * t79
+        + (1 / 2) * t82
     )
     z_AUG_other_CS_c = (
-        t61 * w_CS_c_thC
-        + t61 * w_other_CS_c_AUG_c
-        + t62 * w_CS_c_thS
-        + t62 * w_other_CS_c_AUG_s
-        + t64 * w_CS_c_er
-        + t72
+        t70 * w_CS_c_thC
+        + t70 * w_other_CS_c_AUG_c
+        + t71 * w_CS_c_thS
+        + t71 * w_other_CS_c_AUG_s
+        + t72 * w_CS_c_er
+        - t73 * w_CS_c_er
+        - t74 * w_CS_c_er
+        + t75
     )
     z_AUG_other_CS_s = (
-        (1 / 2) * sigma_AUG_c * w_CS_s_thC
+        -1 / 2 * sigma_AUG_c * t83
+        + (1 / 2) * sigma_AUG_c * w_CS_s_thC
         + (1 / 2) * sigma_AUG_c * w_other_CS_s_AUG_c
+        - 1 / 2 * sigma_AUG_s * t83
         + (1 / 2) * sigma_AUG_s * w_CS_s_thS
         + (1 / 2) * sigma_AUG_s * w_other_CS_s_AUG_s
-        + (1 / 2) * t63 * w_CS_s_er
-        + (1 / 2) * t68
+        + (1 / 2) * t79
+        + (1 / 2) * t83
     )
     z_AUG_other_S_s = (
-        (1 / 2) * sigma_AUG_c * w_S_s_thC
+        -1 / 2 * sigma_AUG_c * t84
+        + (1 / 2) * sigma_AUG_c * w_S_s_thC
         + (1 / 2) * sigma_AUG_c * w_other_S_s_AUG_c
+        - 1 / 2 * sigma_AUG_s * t84
         + (1 / 2) * sigma_AUG_s * w_S_s_thS
         + (1 / 2) * sigma_AUG_s * w_other_S_s_AUG_s
-        + (1 / 2) * t63 * w_S_s_er
-        + (1 / 2) * t68
+        + (1 / 2) * t79
+        + (1 / 2) * t84
     )
     z_AUG_other_S_a = (
-        t61 * w_S_a_thC
-        + t61 * w_other_S_a_AUG_c
-        + t62 * w_S_a_thS
-        + t62 * w_other_S_a_AUG_s
-        + t64 * w_S_a_er
-        + t72
+        t70 * w_S_a_thC
+        + t70 * w_other_S_a_AUG_c
+        + t71 * w_S_a_thS
+        + t71 * w_other_S_a_AUG_s
+        + t72 * w_S_a_er
+        - t73 * w_S_a_er
+        - t74 * w_S_a_er
+        + t75
     )
-    z_AUG_other_AUG_c = t61 * w_other_AUG_c_AUG_c + t62 * w_other_AUG_c_AUG_s + t67 + t70
+    z_AUG_other_AUG_c = t70 * w_other_AUG_c_AUG_c + t71 * w_other_AUG_c_AUG_s + t76
     z_AUG_other_AUG_s = (
         (1 / 2) * sigma_AUG_c * w_other_AUG_s_AUG_c
         + (1 / 2) * sigma_AUG_s * w_other_AUG_s_AUG_s
-        + (1 / 2) * t69
+        + (1 / 2) * t80
     )
-    z_AUG_other_AUG_m = t61 * w_other_AUG_m_AUG_c + t62 * w_other_AUG_m_AUG_s + t66 + t71
-    z_AUG_nA = t61 * w_nA_AUG_c + t61 * w_nA_thC + t62 * w_nA_AUG_s + t62 * w_nA_thS + t64 * w_nA_er + t72
+    z_AUG_other_AUG_m = t70 * w_other_AUG_m_AUG_c + t71 * w_other_AUG_m_AUG_s + t81
+    z_AUG_nA = (
+        t70 * w_nA_AUG_c
+        + t70 * w_nA_thC
+        + t71 * w_nA_AUG_s
+        + t71 * w_nA_thS
+        + t72 * w_nA_er
+        - t73 * w_nA_er
+        - t74 * w_nA_er
+        + t75
+    )
     z_AUG_nS = (
-        (1 / 2) * sigma_AUG_c * w_nS_AUG_c
+        -1 / 2 * sigma_AUG_c * t85
+        + (1 / 2) * sigma_AUG_c * w_nS_AUG_c
         + (1 / 2) * sigma_AUG_c * w_nS_thC
+        - 1 / 2 * sigma_AUG_s * t85
         + (1 / 2) * sigma_AUG_s * w_nS_AUG_s
         + (1 / 2) * sigma_AUG_s * w_nS_thS
-        + (1 / 2) * t63 * w_nS_er
-        + (1 / 2) * t68
+        + (1 / 2) * t79
+        + (1 / 2) * t85
     )
     z_AUG_r = (
-        o_r * sigma_AUG_c
-        + o_r * sigma_AUG_r
-        + o_r * sigma_AUG_s
-        + sigma_AUG_r * w_er_er
+        o_r
+        - sigma_AUG_c * w_er_er
+        - sigma_AUG_s * w_er_er
         + t73 * w_er_AUG_c
         + t73 * w_er_thC
         + t74 * w_er_AUG_s
         + t74 * w_er_thS
+        + w_er_er
     )
     mult_AUG_same_c = 1
     mult_AUG_same_s = 1
@@ -12042,59 +12681,59 @@ def metrics_value_S_AUG(x, p):
     P_AUG_nS = E_AUG_nS / Z_AUG
     P_AUG_r = E_AUG_r / Z_AUG
     weight_AUG = n_AUG / (n_AUG + n_C + n_CS + n_S)
-    t75 = w_thS_AUG_c - w_thS_AUG_s + w_thS_thC - w_thS_thS
-    t76 = t75 + w_AUG_s_thC - w_AUG_s_thS
-    t77 = w_thC_AUG_c - w_thC_AUG_s + w_thC_thC - w_thC_thS
-    t78 = n_AUG - 1
-    t79 = t77 + w_AUG_c_thC - w_AUG_c_thS
-    t80 = -2 * o_c
-    t81 = n_C + n_CS + n_S
+    t86 = w_thS_AUG_c - w_thS_AUG_s + w_thS_thC - w_thS_thS
+    t87 = t86 + w_AUG_s_thC - w_AUG_s_thS
+    t88 = w_thC_AUG_c - w_thC_AUG_s + w_thC_thC - w_thC_thS
+    t89 = n_AUG - 1
+    t90 = t88 + w_AUG_c_thC - w_AUG_c_thS
+    t91 = -2 * o_c
+    t92 = n_C + n_CS + n_S
     margin_AUG = (
-        (1 / 2) * P_AUG_nA * (-K_A + 2 * n_AUG + t81) * (t77 + w_nA_AUG_c - w_nA_AUG_s + w_nA_thC - w_nA_thS)
-        + (1 / 2) * P_AUG_nS * (-K_S + n_AUG + t81) * (t75 + w_nS_AUG_c - w_nS_AUG_s + w_nS_thC - w_nS_thS)
-        - 1 / 2 * P_AUG_other_AUG_c * t78 * (t79 + w_other_AUG_c_AUG_c - w_other_AUG_c_AUG_s)
+        (1 / 2) * P_AUG_nA * (-K_A + 2 * n_AUG + t92) * (t88 + w_nA_AUG_c - w_nA_AUG_s + w_nA_thC - w_nA_thS)
+        + (1 / 2) * P_AUG_nS * (-K_S + n_AUG + t92) * (t86 + w_nS_AUG_c - w_nS_AUG_s + w_nS_thC - w_nS_thS)
+        - 1 / 2 * P_AUG_other_AUG_c * t89 * (t90 + w_other_AUG_c_AUG_c - w_other_AUG_c_AUG_s)
         - 1
         / 2
         * P_AUG_other_AUG_m
-        * t78
-        * (t77 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_AUG_c - w_other_AUG_m_AUG_s)
-        - 1 / 2 * P_AUG_other_AUG_s * t78 * (t76 + w_other_AUG_s_AUG_c - w_other_AUG_s_AUG_s)
+        * t89
+        * (t88 + w_AUG_m_thC - w_AUG_m_thS + w_other_AUG_m_AUG_c - w_other_AUG_m_AUG_s)
+        - 1 / 2 * P_AUG_other_AUG_s * t89 * (t87 + w_other_AUG_s_AUG_c - w_other_AUG_s_AUG_s)
         - 1
         / 2
         * P_AUG_other_CS_c
         * n_CS
-        * (t77 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_AUG_c - w_other_CS_c_AUG_s)
+        * (t88 + w_CS_c_thC - w_CS_c_thS + w_other_CS_c_AUG_c - w_other_CS_c_AUG_s)
         - 1
         / 2
         * P_AUG_other_CS_s
         * n_CS
-        * (t75 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_AUG_c - w_other_CS_s_AUG_s)
+        * (t86 + w_CS_s_thC - w_CS_s_thS + w_other_CS_s_AUG_c - w_other_CS_s_AUG_s)
         - 1
         / 2
         * P_AUG_other_C_c
         * n_C
-        * (t77 + w_C_c_thC - w_C_c_thS + w_other_C_c_AUG_c - w_other_C_c_AUG_s)
+        * (t88 + w_C_c_thC - w_C_c_thS + w_other_C_c_AUG_c - w_other_C_c_AUG_s)
         - 1
         / 2
         * P_AUG_other_C_s
         * n_C
-        * (t75 + w_C_s_thC - w_C_s_thS + w_other_C_s_AUG_c - w_other_C_s_AUG_s)
+        * (t86 + w_C_s_thC - w_C_s_thS + w_other_C_s_AUG_c - w_other_C_s_AUG_s)
         - 1
         / 2
         * P_AUG_other_S_a
         * n_S
-        * (t77 + w_S_a_thC - w_S_a_thS + w_other_S_a_AUG_c - w_other_S_a_AUG_s)
+        * (t88 + w_S_a_thC - w_S_a_thS + w_other_S_a_AUG_c - w_other_S_a_AUG_s)
         - 1
         / 2
         * P_AUG_other_S_s
         * n_S
-        * (t75 + w_S_s_thC - w_S_s_thS + w_other_S_s_AUG_c - w_other_S_s_AUG_s)
+        * (t86 + w_S_s_thC - w_S_s_thS + w_other_S_s_AUG_c - w_other_S_s_AUG_s)
         - 1 / 2 * P_AUG_r * SQRT2 * (w_er_AUG_c - w_er_AUG_s + w_er_thC - w_er_thS)
         + (1 / 2)
         * P_AUG_same_m
         * (
             2 * lambda_M
-            + t80
+            + t91
             - w_AUG_m_thC
             + w_AUG_m_thS
             - w_same_AUG_m_AUG_c
@@ -12104,83 +12743,83 @@ def metrics_value_S_AUG(x, p):
             - w_thC_thC
             + w_thC_thS
         )
-        - 1 / 2 * P_AUG_same_s * (t76 + w_same_AUG_s_AUG_c - w_same_AUG_s_AUG_s)
-        - 1 / 2 * (P_AUG_same_c - 1) * (2 * lambda_C + t79 + t80 + w_same_AUG_c_AUG_c - w_same_AUG_c_AUG_s)
+        - 1 / 2 * P_AUG_same_s * (t87 + w_same_AUG_s_AUG_c - w_same_AUG_s_AUG_s)
+        - 1 / 2 * (P_AUG_same_c - 1) * (2 * lambda_C + t90 + t91 + w_same_AUG_c_AUG_c - w_same_AUG_c_AUG_s)
     )
     # the counterfactual probe [c*, s*, r]
     u_probe_c = (1 / 2) * SQRT2 * kappa_thC
     u_probe_s = (1 / 2) * SQRT2 * kappa_thS
     u_probe_r = kappa_er
     ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
-    t82 = jnp.exp(-ashift_probe + u_probe_c)
-    t83 = jnp.exp(-ashift_probe + u_probe_r)
-    t84 = jnp.exp(-ashift_probe + u_probe_s)
-    t85 = 1.0 / (t82 + t83 + t84)
-    sigma_probe_c = t82 * t85
-    sigma_probe_s = t84 * t85
-    sigma_probe_r = t83 * t85
-    t86 = o_c * sigma_probe_r
-    t87 = (1 / 2) * sigma_probe_c
-    t88 = t87 * w_thC_thC
-    t89 = (1 / 2) * sigma_probe_s
-    t90 = t89 * w_thC_thS
-    t91 = SQRT2 * sigma_probe_r
-    t92 = (1 / 2) * t91
-    t93 = t92 * w_thC_er
-    t94 = o_c * sigma_probe_s + t86 + t88 + t90 + t93
-    t95 = t87 * w_nA_thC + t89 * w_nA_thS + t92 * w_nA_er
-    t96 = t94 + t95
-    t97 = o_c * sigma_probe_c
-    t98 = sigma_probe_c * w_thS_thC + sigma_probe_s * w_thS_thS + t91 * w_thS_er
-    t99 = (
+    t93 = jnp.exp(-ashift_probe + u_probe_c)
+    t94 = jnp.exp(-ashift_probe + u_probe_r)
+    t95 = jnp.exp(-ashift_probe + u_probe_s)
+    t96 = 1.0 / (t93 + t94 + t95)
+    sigma_probe_c = t93 * t96
+    sigma_probe_s = t95 * t96
+    sigma_probe_r = t94 * t96
+    t97 = o_c * sigma_probe_r
+    t98 = (1 / 2) * sigma_probe_c
+    t99 = t98 * w_thC_thC
+    t100 = (1 / 2) * sigma_probe_s
+    t101 = t100 * w_thC_thS
+    t102 = SQRT2 * sigma_probe_r
+    t103 = (1 / 2) * t102
+    t104 = t103 * w_thC_er
+    t105 = o_c * sigma_probe_s + t101 + t104 + t97 + t99
+    t106 = t100 * w_nA_thS + t103 * w_nA_er + t98 * w_nA_thC
+    t107 = t105 + t106
+    t108 = o_c * sigma_probe_c
+    t109 = sigma_probe_c * w_thS_thC + sigma_probe_s * w_thS_thS + t102 * w_thS_er
+    t110 = (
         (1 / 2) * sigma_probe_c * w_nS_thC
         + (1 / 2) * sigma_probe_s * w_nS_thS
-        + (1 / 2) * t91 * w_nS_er
-        + (1 / 2) * t98
+        + (1 / 2) * t102 * w_nS_er
+        + (1 / 2) * t109
     )
-    t100 = t94 + t97
-    z_probe_0 = lambda_C * sigma_probe_c + t96
-    z_probe_1 = lambda_M * sigma_probe_s + t86 + t88 + t90 + t93 + t95 + t97
-    z_probe_2 = t99
-    z_probe_3 = t96 + t97
-    z_probe_4 = t99
+    t111 = t105 + t108
+    z_probe_0 = lambda_C * sigma_probe_c + t107
+    z_probe_1 = lambda_M * sigma_probe_s + t101 + t104 + t106 + t108 + t97 + t99
+    z_probe_2 = t110
+    z_probe_3 = t107 + t108
+    z_probe_4 = t110
     z_probe_5 = (
-        SQRT2 * t87 * w_er_thC
-        + SQRT2 * t89 * w_er_thS
+        SQRT2 * t100 * w_er_thS
+        + SQRT2 * t98 * w_er_thC
         + o_r * sigma_probe_c
         + o_r * sigma_probe_r
         + o_r * sigma_probe_s
         + sigma_probe_r * w_er_er
     )
-    z_probe_6 = t100 + t87 * w_C_c_thC + t89 * w_C_c_thS + t92 * w_C_c_er
+    z_probe_6 = t100 * w_C_c_thS + t103 * w_C_c_er + t111 + t98 * w_C_c_thC
     z_probe_7 = (
         (1 / 2) * sigma_probe_c * w_C_s_thC
         + (1 / 2) * sigma_probe_s * w_C_s_thS
-        + (1 / 2) * t91 * w_C_s_er
-        + (1 / 2) * t98
+        + (1 / 2) * t102 * w_C_s_er
+        + (1 / 2) * t109
     )
-    z_probe_8 = t100 + t87 * w_CS_c_thC + t89 * w_CS_c_thS + t92 * w_CS_c_er
+    z_probe_8 = t100 * w_CS_c_thS + t103 * w_CS_c_er + t111 + t98 * w_CS_c_thC
     z_probe_9 = (
         (1 / 2) * sigma_probe_c * w_CS_s_thC
         + (1 / 2) * sigma_probe_s * w_CS_s_thS
-        + (1 / 2) * t91 * w_CS_s_er
-        + (1 / 2) * t98
+        + (1 / 2) * t102 * w_CS_s_er
+        + (1 / 2) * t109
     )
     z_probe_10 = (
         (1 / 2) * sigma_probe_c * w_S_s_thC
         + (1 / 2) * sigma_probe_s * w_S_s_thS
-        + (1 / 2) * t91 * w_S_s_er
-        + (1 / 2) * t98
+        + (1 / 2) * t102 * w_S_s_er
+        + (1 / 2) * t109
     )
-    z_probe_11 = t100 + t87 * w_S_a_thC + t89 * w_S_a_thS + t92 * w_S_a_er
-    z_probe_12 = t100 + t87 * w_AUG_c_thC + t89 * w_AUG_c_thS + t92 * w_AUG_c_er
+    z_probe_11 = t100 * w_S_a_thS + t103 * w_S_a_er + t111 + t98 * w_S_a_thC
+    z_probe_12 = t100 * w_AUG_c_thS + t103 * w_AUG_c_er + t111 + t98 * w_AUG_c_thC
     z_probe_13 = (
         (1 / 2) * sigma_probe_c * w_AUG_s_thC
         + (1 / 2) * sigma_probe_s * w_AUG_s_thS
-        + (1 / 2) * t91 * w_AUG_s_er
-        + (1 / 2) * t98
+        + (1 / 2) * t102 * w_AUG_s_er
+        + (1 / 2) * t109
     )
-    z_probe_14 = t100 + t87 * w_AUG_m_thC + t89 * w_AUG_m_thS + t92 * w_AUG_m_er
+    z_probe_14 = t100 * w_AUG_m_thS + t103 * w_AUG_m_er + t111 + t98 * w_AUG_m_thC
     mult_probe_0 = 1
     mult_probe_1 = 1
     mult_probe_2 = 1

@@ -39,8 +39,9 @@ SQRT_HALF = math.sqrt(0.5)
 
 @dataclasses.dataclass(frozen=True)
 class MinimalState:
-    """One run's state: ``x`` the moving coordinates (``(n,)``, :func:`state_names` order) and ``t`` the
-    number of steps taken (int32)."""
+    """One run's state: ``x`` the moving coordinates (a tuple of ``n`` scalars, :func:`state_names` order;
+    a tuple rather than an ``(n,)`` array so that a batch of runs keeps each coordinate contiguous) and
+    ``t`` the number of steps taken (int32)."""
 
     x: jax.Array
     t: jax.Array
@@ -95,18 +96,19 @@ def initial_state(params: dict, regime: Regime) -> jax.Array:
         "kappa_thS": -beta * SQRT_HALF,
     }
     zero = jnp.zeros_like(values["kappa_er"])
-    return jnp.stack([values.get(name, zero) for name in names], axis=-1)
+    return tuple(values.get(name, zero) for name in names)
 
 
 def to_general(x, regime: Regime) -> jax.Array:
     """The general 166-coordinate state of a minimal state ``x`` (coordinates that never move are 0)."""
     n_state = _compiled().n_state
+    x = jnp.stack(x, axis=-1)
     general = jnp.zeros((*x.shape[:-1], n_state), dtype=x.dtype)
     return general.at[..., general_index(regime)].set(x)
 
 
 def from_general(general, regime: Regime) -> jax.Array:
-    return general[..., general_index(regime)]
+    return tuple(general[..., i] for i in general_index(regime))
 
 
 def _engine(regime: Regime, masked: bool) -> Engine:
@@ -124,10 +126,11 @@ def _engine(regime: Regime, masked: bool) -> Engine:
         params, lr_scale, steps = inputs
         v, loss = velocity(state.x, params)
         if lr_scale is not None:
-            v = v * lr_scale[jnp.minimum(state.t, lr_scale.shape[0] - 1)]
-        x = state.x + v
+            scale = lr_scale[jnp.minimum(state.t, lr_scale.shape[0] - 1)]
+            v = tuple(vi * scale for vi in v)
+        x = tuple(xi + vi for xi, vi in zip(state.x, v, strict=True))
         if masked:
-            x = jnp.where(state.t < steps, x, state.x)
+            x = tuple(jnp.where(state.t < steps, new, old) for new, old in zip(x, state.x, strict=True))
         return MinimalState(x, state.t + 1), loss, {}
 
     def observe(state, inputs):
@@ -170,8 +173,8 @@ def summary_engine(regime: Regime, record_every: int) -> Engine:
 
     def init(inputs):
         state = base.init(inputs)
-        nan = jnp.full(state.x.shape[:-1], jnp.nan)
-        never = jnp.full(state.x.shape[:-1], -1, dtype=jnp.int32)
+        nan = jnp.full(jnp.shape(state.x[0]), jnp.nan)
+        never = jnp.full(jnp.shape(state.x[0]), -1, dtype=jnp.int32)
         return state, (nan, jnp.full_like(nan, -jnp.inf), never, never)
 
     def step(state, inputs):
@@ -296,7 +299,7 @@ def _first_imprecise(states, steps_recorded, params, regime: Regime):
 def _train(params, lr_scale, x0, n_steps, *, steps, record_every, regime, metrics, masked):
     engine = minimal_engine(regime, masked=masked)
     inputs = (params, lr_scale, n_steps)
-    state0 = None if x0 is None else MinimalState(x0, jnp.zeros((), dtype=jnp.int32))
+    state0 = None if x0 is None else MinimalState(tuple(x0), jnp.zeros((), dtype=jnp.int32))
     out = run_recorded(
         engine,
         inputs,
