@@ -174,9 +174,9 @@ def test_netcdf_file_round_trips_bit_for_bit_and_refuses_overwrite(tmp_path):
     assert info.value.key == "--resume"
 
 
-def _exploding_run_one(shared, per_run, *, steps, record_every):
+def _exploding_run_one(shared, per_run, *, steps, record_every, bucket, summaries_only):
     """A stand-in engine: x <- x * (1 + lr) overflows to inf (and loss to NaN) for large lr."""
-    del shared
+    del shared, bucket, summaries_only
     lr = per_run["lr_kq"]
 
     def body(carry, _):
@@ -230,16 +230,18 @@ def test_chunks_bucket_by_shape_and_pad():
     assert dataclasses.is_dataclass(chunks[0])
 
 
-def test_reduced_engine_sweep_is_one_bucket_and_equals_the_full_engine():
-    # Vocabulary and class sizes change no shape in the reduced engine: one bucket, one compilation,
-    # and real class sizes (mixture weights) are accepted there, not in the full engine.
+def test_reduced_engine_sweep_is_one_bucket_per_regime_and_equals_the_full_engine():
+    # Vocabulary and class sizes change no shape in the reduced engine: one bucket (and compilation) per
+    # regime (here W_V frozen or trained), and real class sizes (mixture weights) are accepted there, not in
+    # the full engine.
     spec = sweep_spec(
         base=SMALL,
         grid={"n_answers": [12, 20], "n_non_context_critical": [0, 1.5, 3], "lr_v": [0.0, 0.3]},
         trajectory_metrics=["context_reliance", "loss"],
     )
     result = run_sweep(spec, engine="reduced", chunk_size=16)
-    assert result.n_buckets == 1 and result.compilations <= 1
+    assert result.n_buckets == 2 and result.compilations <= 2
+    assert "frozen, value" in result.dataset.attrs["computed_by"]
     ds = result.dataset
     for n_answers in (12, 20):
         for n_cs in (0, 3):

@@ -98,10 +98,12 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="FILE.nc", help="result Dataset (netCDF)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep into --out")
     parser.add_argument(
-        "--chunk-size", type=int, metavar="N", help="runs per chunk (default: 256 full, 4096 reduced)"
+        "--chunk-size", type=int, metavar="N", help="runs per chunk (default: 4096 reduced, 256 full)"
     )
     parser.add_argument(
-        "--engine", default="full", help="full (d x d model) or reduced (exact class dynamics)"
+        "--engine",
+        default="reduced",
+        help="reduced (default: the exact class dynamics, minimal state per regime) or full (the d x d model)",
     )
     parser.add_argument(
         "--trajectory-every",

@@ -2,6 +2,8 @@
 delta_M (memorization strength), and over the C+S fraction x delta_C (self-copy strength).
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
@@ -9,9 +11,9 @@ from .._precision import enable_float64
 from ..config._config import Config
 from ..engine._loop import recorded_steps
 from ..engine._summary import summarize
-from ..model._world import build_world
 from ..paper._analysis import phase_boundary
-from ..phenomena._batch import train_batch
+from ..reduced._engine import reduced_param_values
+from ..reduced._minimal import Regime, minimal_train
 from ._data import write_figure_data
 from ._plotting import PALETTE, figure_style, new_figure, save_figure
 
@@ -39,32 +41,34 @@ QUICK = {
 
 
 def depth_grid(n_cs_values, key, values, steps, record_every):
-    """Inversion depth, peak and final M_C on the grid C+S count x ``key`` (one vmapped batch)."""
+    """Inversion depth, peak and final M_C on the grid C+S count x ``key``: one vmapped batch of the exact
+    reduced engine (W_V frozen, C and C+S points: its 7-coordinate regime)."""
     configs = [
         BASE.replace(n_context_critical=N_POINTS - k, n_non_context_critical=k, **{key: v}, steps=steps)
         for k in n_cs_values
         for v in values
     ]
-    result = train_batch(
-        [build_world(c) for c in configs],
-        BASE.lr_kq,
-        BASE.lr_v,
-        relation_score=BASE.relation_score,
-        steps=steps,
-        record_every=record_every,
-    )
-    mc = np.asarray(result.records["context_reliance"]).reshape(len(n_cs_values), len(values), -1)
+    rows = [reduced_param_values(c) for c in configs]
+    params = {name: jnp.asarray([r[name] for r in rows], dtype=jnp.float64) for name in rows[0]}
+    regime = Regime(value_trained=False, has_s=False, has_aug=False)
+    curves = jax.jit(
+        jax.vmap(
+            lambda p: minimal_train(
+                p, steps=steps, record_every=record_every, regime=regime, metrics="context_reliance"
+            ).records["context_reliance"]
+        )
+    )(params)
+    mc = np.asarray(curves).reshape(len(n_cs_values), len(values), -1)
     s = summarize(recorded_steps(steps, record_every), mc)
     return s.depth, s.peak, s.final
 
 
 def exact_boundary(key, values, steps, quick: bool) -> np.ndarray:
     """C+S fraction where the depth crosses 0.01, per value of ``key``: Brent's method on the exact reduced
-    engine with real class sizes (cpi_theory.paper._analysis.phase_boundary). NaN in quick mode (compiling the
-    reduced engine takes ~10 s) or where [0, 1] brackets no crossing."""
+    engine with real class sizes (cpi_theory.paper._analysis.phase_boundary). NaN where [0, 1] brackets no
+    crossing."""
+    del quick  # the reduced engine compiles in about a second: the quick run has the boundary too
     out = np.full(len(values), np.nan)
-    if quick:
-        return out
     for i, v in enumerate(values):
         config = BASE.replace(
             n_context_critical=N_POINTS // 2, n_non_context_critical=N_POINTS // 2, steps=steps, **{key: v}

@@ -7,7 +7,9 @@ method for that ODE, so at fixed tau it converges to the flow at rate O(eta) (te
 """
 
 import dataclasses
+import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.integrate
@@ -15,7 +17,16 @@ import scipy.optimize
 
 from .._precision import requires_float64
 from ..config._config import resolve_config
-from ..reduced import reduced_initial_state, reduced_metrics_jit, reduced_params, reduced_velocity_jit
+from ..reduced import reduced_params
+from ..reduced._minimal import Regime, initial_state, probe_fn, regime_of, to_general, velocity_fn
+
+
+@functools.cache
+def _jitted(regime: Regime):
+    """The minimal engine's velocity (tuple state in, flat array out) and M_C of a batch of states."""
+    velocity = jax.jit(lambda x, p: jnp.stack(velocity_fn(regime)(tuple(x), p)[0]))
+    reliance = jax.jit(lambda x, p: probe_fn(regime)(tuple(x), p)[0])
+    return velocity, reliance
 
 
 def _unit_rate_params(config):
@@ -30,21 +41,21 @@ def _unit_rate_params(config):
 
 @dataclasses.dataclass(frozen=True)
 class FlowSolution:
-    """The flow from the pretrained state: ``sol(tau)`` -> reduced state; ``context_reliance(tau)``."""
+    """The flow from the pretrained state: ``state(tau)`` -> general reduced state; ``context_reliance(tau)``.
+    The ODE runs on the minimal coordinates of the configuration's regime (``solution``)."""
 
     params: dict
-    solution: object  # scipy OdeSolution (dense output)
+    solution: object  # scipy OdeSolution (dense output) of the minimal coordinates
     t_max: float
+    regime: Regime
 
     def state(self, tau):
-        return self.solution(tau)
+        return np.asarray(to_general(tuple(jnp.asarray(self.solution(tau))), self.regime))
 
     def context_reliance(self, tau) -> np.ndarray:
         tau = np.atleast_1d(np.asarray(tau, dtype=np.float64))
-        states = self.solution(tau).T
-        return np.array(
-            [float(reduced_metrics_jit(jnp.asarray(x), self.params)["context_reliance"]) for x in states]
-        )
+        _, reliance = _jitted(self.regime)
+        return np.asarray(reliance(jnp.asarray(self.solution(tau)), self.params))
 
 
 @requires_float64
@@ -58,17 +69,19 @@ def gradient_flow(
     cfg, params = _unit_rate_params(config)
     t_max = cfg.lr_kq * cfg.steps if t_max is None else float(t_max)
 
-    def rhs(_, x):
-        velocity, _ = reduced_velocity_jit(jnp.asarray(x), params)
-        return np.asarray(velocity)
+    regime = regime_of(params)
+    velocity, _ = _jitted(regime)
 
-    x0 = np.asarray(reduced_initial_state(params))
+    def rhs(_, x):
+        return np.asarray(velocity(jnp.asarray(x), params))
+
+    x0 = np.asarray(jnp.stack(initial_state(params, regime)))
     sol = scipy.integrate.solve_ivp(
         rhs, (0.0, t_max), x0, method="DOP853", rtol=rtol, atol=atol, dense_output=True
     )
     if not sol.success:
         raise RuntimeError(f"gradient flow integration failed: {sol.message}")
-    return FlowSolution(params=params, solution=sol.sol, t_max=t_max)
+    return FlowSolution(params=params, solution=sol.sol, t_max=t_max, regime=regime)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,8 +7,9 @@ from ._compiled import reduced_metrics as reduced_metrics
 from ._compiled import reduced_metrics_jit as reduced_metrics_jit
 from ._compiled import reduced_velocity as reduced_velocity
 from ._compiled import reduced_velocity_jit as reduced_velocity_jit
+from ._engine import GENERAL_ENGINE as GENERAL_ENGINE
 from ._engine import PARAM_NAMES as PARAM_NAMES
-from ._engine import REDUCED_ENGINE as REDUCED_ENGINE
+from ._engine import general_train as general_train
 from ._engine import reduced_initial_state as reduced_initial_state
 from ._engine import reduced_param_values as reduced_param_values
 from ._engine import reduced_params as reduced_params

@@ -23,16 +23,19 @@ longer a data set of points. ``per_class`` records follow :data:`cpi_theory.DATA
 for classes of size 0 (as the full engine does); S points have no margin (NaN).
 """
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._precision import requires_float64
 from ..config._config import Config, resolve_config
 from ..engine._interface import Engine
 from ..engine._loop import Recorded, run_recorded
 from ._compiled import _as_f64, _compiled, _forward, reduced_metrics, reduced_velocity, reduced_velocity_jit
+from ._minimal import GENERAL, Regime, from_general, general_index, minimal_train, regime_of, to_general
 from ._symbolic import reduced_model
 
 PARAM_NAMES = (
@@ -112,8 +115,9 @@ def reduced_magnitude(state, params):
     return gap_terms + jnp.sum(probe.sigma * jnp.abs(probe.u))
 
 
-REDUCED_ENGINE = Engine(
-    name="reduced",
+# The general form: all 166 coordinates in every regime (the check the minimal engine is derived from).
+GENERAL_ENGINE = Engine(
+    name="reduced-general",
     init=reduced_initial_state,
     step=_gradient_step,
     observe=reduced_metrics,
@@ -124,15 +128,45 @@ REDUCED_ENGINE = Engine(
 
 @requires_float64
 @functools.partial(jax.jit, static_argnames=("steps", "record_every"))
+def general_train(params: dict, *, steps: int, record_every: int = 1, state0=None) -> Recorded:
+    """The general 166-coordinate form of the reduced dynamics (dense coefficient tensors, every coordinate
+    in every regime): the check :func:`reduced_train` is tested against. Same arguments and records."""
+    return run_recorded(GENERAL_ENGINE, params, steps=steps, record_every=record_every, state0=state0)
+
+
+def _regime_for(params: dict, state0) -> Regime:
+    """The minimal regime of concrete parameters whose coordinates hold ``state0``; GENERAL (every
+    coordinate) for traced parameters or a ``state0`` with values outside the regime's coordinates."""
+    try:
+        regime = regime_of(params)
+    except ValueError:
+        return GENERAL
+    if state0 is not None:
+        try:
+            outside = np.delete(np.asarray(state0), general_index(regime), axis=-1)
+        except jax.errors.TracerArrayConversionError:
+            return GENERAL
+        if np.any(outside != 0):
+            return GENERAL
+    return regime
+
+
+@requires_float64
 def reduced_train(params: dict, *, steps: int, record_every: int = 1, state0=None) -> Recorded:
     """Run ``steps`` exact GD updates of the reduced dynamics, recording at 0, k, 2k, ... and the last step.
 
     ``params``: :func:`reduced_params` (vmappable: stack several with ``jax.tree.map(jnp.stack, ...)``).
-    ``state0`` defaults to the pretrained state. The records have the keys of the full engine's
-    (``context_reliance``, ..., ``loss``, ``per_class`` with (R, 4) arrays); the final state is the reduced
-    state vector.
+    ``state0`` (a general 166-coordinate state) defaults to the pretrained state. The records have the keys
+    of the full engine's (``context_reliance``, ..., ``loss``, ``per_class`` with (R, 4) arrays); the final
+    state is the general state vector. Runs the minimal engine of the parameters' regime
+    (:func:`cpi_theory.reduced.minimal_train`; GENERAL under ``jax.vmap`` / ``jax.grad``, where the
+    parameters are traced).
     """
-    return run_recorded(REDUCED_ENGINE, params, steps=steps, record_every=record_every, state0=state0)
+    regime = _regime_for(params, state0)
+    x0 = None if state0 is None else from_general(jnp.asarray(state0, dtype=jnp.float64), regime)
+    out = minimal_train(params, steps=steps, record_every=record_every, regime=regime, x0=x0)
+    records = {k: v for k, v in out.records.items() if k != "state"}
+    return dataclasses.replace(out, records=records, final_state=to_general(out.final_state.x, regime))
 
 
 @requires_float64

@@ -54,7 +54,7 @@ def regime_of(params: dict) -> Regime:
     """The smallest regime of a configuration (its parameters must be concrete numbers)."""
     try:
         flags = [bool(np.any(np.asarray(params[k]) != 0)) for k in ("lr_v", "n_S", "n_AUG")]
-    except jax.errors.ConcretizationTypeError as error:
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError) as error:
         raise ValueError(
             "regime: the parameters are traced; pass regime= (GENERAL covers every configuration)"
         ) from error

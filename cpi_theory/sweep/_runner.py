@@ -465,7 +465,7 @@ def run_sweep(
     spec: SweepSpec,
     out: str | pathlib.Path | None = None,
     *,
-    engine: str = "full",
+    engine: str = "reduced",
     chunk_size: int | None = None,
     resume: bool = False,
     devices: int | None = None,

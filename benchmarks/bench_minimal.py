@@ -1,0 +1,328 @@
+"""The minimal reduced engine against its peers, in one run: NumPy batch, single runs, the value regime.
+
+Run: ``.venv/bin/python benchmarks/bench_minimal.py`` (reduced sizes, a few minutes on a 2-core machine);
+the issue's headline sizes: ``--runs 100000 --steps 3000``. Measures:
+
+(a) lr_v = 0, R runs x S steps over a grid of lr_kq x delta_m x n_non_context_critical around the default:
+    the hand-written vectorized NumPy peer (``benchmarks/numpy_minimal_peer.py``) against JAX in-process,
+    ``jax.jit(jax.vmap(...))`` over chunks of runs, both keeping only start / peak / peak_step / final of
+    M_C: ``minimal_summary`` (online summary) and ``minimal_train(metrics="context_reliance")`` reduced to
+    the summary afterwards. Compilation (ahead of time, one program per chunk shape) is reported apart.
+(b) one run at the default configuration (300 steps, every metric recorded): ``cpi.simulate(engine=...)``
+    and ``minimal_train(reduced_params(Config()), steps=300)``, median of repeated timings after a warm-up,
+    and the first call of ``minimal_train`` in a fresh process (compilation included).
+(c) lr_v = 0.3 (W_V trained), a batch: ``minimal_train`` against the general reduced engine
+    ``cpi.reduced.general_train`` (166 coordinates), both vmapped over the same batch, recording only the last step.
+
+Rates are config-steps per second (runs x steps / wall time). The machine is shared: the load average is
+printed before and after; ratios are taken within this one run.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import cpi_theory as cpi
+from cpi_theory.reduced import Regime, minimal_summary, minimal_train, reduced_param_values, reduced_params
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from numpy_minimal_peer import DEFAULT_BLOCK, run_numpy  # noqa: E402
+
+FROZEN = Regime(value_trained=False, has_s=False, has_aug=False)
+VALUE = Regime(value_trained=True, has_s=False, has_aug=False)
+SUMMARY = ("start", "peak", "peak_step", "final")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def grid(runs: int, lr_v: float) -> tuple[dict[str, np.ndarray], str]:
+    """``runs`` configurations around the default: an even sample of the full grid lr_kq (geometric,
+    0.25..4) x delta_m (0.45..0.9) x n_non_context_critical (0..20), n_context_critical = 10."""
+    n_cs = np.arange(21.0)
+    side = max(1, math.ceil(math.sqrt(runs / n_cs.size)))
+    lr = np.geomspace(0.25, 4.0, side)
+    dm = np.linspace(0.45, 0.9, side)
+    mesh = np.meshgrid(lr, dm, n_cs, indexing="ij")
+    total = mesh[0].size
+    pick = np.unique(np.linspace(0, total - 1, runs).round().astype(np.int64))
+    assert pick.size == runs, (pick.size, runs)
+    base = reduced_param_values(cpi.Config(lr_v=lr_v))
+    params = {k: np.full(runs, v, dtype=np.float64) for k, v in base.items()}
+    params["lr_kq"] = mesh[0].ravel()[pick]
+    params["delta_m"] = mesh[1].ravel()[pick]
+    params["n_CS"] = mesh[2].ravel()[pick]
+    return params, f"{side} lr_kq x {side} delta_m x {n_cs.size} n_CS, {runs} of {total} points"
+
+
+def chunks(params: dict[str, np.ndarray], size: int):
+    """Consecutive chunks of ``size`` runs as device arrays (the last one padded by repeating its last run,
+    so one compiled program serves all), with the number of real runs in each."""
+    runs = next(iter(params.values())).shape[0]
+    for lo in range(0, runs, size):
+        hi = min(lo + size, runs)
+        index = np.minimum(np.arange(lo, lo + size), hi - 1)
+        yield {k: jnp.asarray(v[index]) for k, v in params.items()}, hi - lo
+
+
+def run_chunked(compiled, params, size: int) -> tuple[dict[str, np.ndarray], float]:
+    """Every chunk through ``compiled``; the summaries on the host and the wall time (transfers included)."""
+    parts = {k: [] for k in SUMMARY}
+    t0 = time.perf_counter()
+    for chunk, real in chunks(params, size):
+        out = compiled(chunk)
+        for k, v in zip(SUMMARY, out, strict=True):
+            parts[k].append(np.asarray(v)[:real])
+    wall = time.perf_counter() - t0
+    return {k: np.concatenate(v) for k, v in parts.items()}, wall
+
+
+def compile_aot(fn, example) -> tuple[object, float]:
+    t0 = time.perf_counter()
+    compiled = jax.jit(jax.vmap(fn)).lower(example).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def median_seconds(run, repeats: int) -> float:
+    jax.block_until_ready(run())  # warm-up (compiles)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def agreement(a: dict, b: dict) -> str:
+    worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in ("start", "peak", "final"))
+    steps = int(np.sum(a["peak_step"] != b["peak_step"]))
+    return f"max abs diff {worst:.1e}, peak_step differs in {steps} runs"
+
+
+# ------------------------------------------------------------------------------------------ (a) batch
+def summary_by_minimal_summary(steps: int):
+    def fn(p):
+        r = minimal_summary(p, steps=steps, regime=FROZEN).records
+        return r["start"], r["peak"], r["peak_step"], r["final"]
+
+    return fn
+
+
+def summary_by_minimal_train(steps: int):
+    def fn(p):
+        mc = minimal_train(p, steps=steps, regime=FROZEN, metrics="context_reliance").records[
+            "context_reliance"
+        ]
+        return mc[0], jnp.max(mc), jnp.argmax(mc), mc[-1]
+
+    return fn
+
+
+def bench_batch(args, rows: list) -> None:
+    params, shape = grid(args.runs, lr_v=0.0)
+    work = args.runs * args.steps
+    print(f"\n(a) lr_v = 0: {args.runs} runs x {args.steps} steps ({shape})")
+    print(
+        "    NumPy peer: elementwise ufuncs only (no BLAS call), so OPENBLAS_NUM_THREADS / MKL settings do not "
+        f"matter; single-threaded, blocks of {args.block} runs"
+    )
+    t0 = time.perf_counter()
+    peer = run_numpy(params, args.steps, block=args.block)
+    numpy_wall = time.perf_counter() - t0
+    numpy_rate = work / numpy_wall
+    print(f"    NumPy peer:                  {numpy_rate:12.4g} config-steps/s  ({numpy_wall:.2f} s)")
+    rows.append(("(a) lr_v=0 batch", "NumPy peer", f"{numpy_rate:.4g}", f"{numpy_wall:.2f} s", "1.00", ""))
+
+    size = min(args.chunk, args.runs)
+    example = next(chunks(params, size))[0]
+    variants = {
+        "JAX vmap minimal_summary": summary_by_minimal_summary(args.steps),
+        "JAX vmap minimal_train(M_C)": summary_by_minimal_train(args.steps),
+    }
+    for name, fn in variants.items():
+        compiled, compile_s = compile_aot(fn, example)
+        out, wall = run_chunked(compiled, params, size)
+        rate = work / wall
+        check = agreement(out, peer)
+        print(
+            f"    {name + ':':28s} {rate:12.4g} config-steps/s  ({wall:.2f} s; compile {compile_s:.2f} s; "
+            f"JAX/NumPy {rate / numpy_rate:.2f}x; vs NumPy: {check})"
+        )
+        rows.append(
+            (
+                "(a) lr_v=0 batch",
+                f"{name} (chunks of {size})",
+                f"{rate:.4g}",
+                f"{wall:.2f} s + compile {compile_s:.2f} s",
+                f"{rate / numpy_rate:.2f}",
+                check,
+            )
+        )
+
+    # ---- (a2) THE CLI SWEEP (`cpi sweep ...`) ON THE SAME GRID: TO BE ADDED BY THE LEAD ------------------
+    # Not measured yet; deliberately no function and no number here until the real measurement exists.
+
+
+# ------------------------------------------------------------------------------------ (b) single run
+COLD = """
+import json, time
+t0 = time.perf_counter()
+import jax
+import cpi_theory as cpi
+from cpi_theory.reduced import minimal_train
+cpi.enable_float64()
+params = cpi.reduced_params(cpi.Config())
+t1 = time.perf_counter()
+jax.block_until_ready(minimal_train(params, steps=300))
+t2 = time.perf_counter()
+jax.block_until_ready(minimal_train(params, steps=300))
+t3 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "first": t2 - t1, "second": t3 - t2}))
+"""
+
+
+def bench_single(args, rows: list) -> None:
+    config = cpi.Config()
+    steps = config.steps
+    print(
+        f"\n(b) one run at the default configuration, {steps} steps, every metric recorded (median of {args.repeats})"
+    )
+    params = reduced_params(config)
+    runs = {
+        'cpi.simulate(engine="full")': lambda: cpi.simulate(config, engine="full").context_reliance,
+        'cpi.simulate(engine="reduced")': lambda: cpi.simulate(config, engine="reduced").context_reliance,
+        "minimal_train(reduced_params(Config()), steps=300)": lambda: minimal_train(params, steps=steps),
+    }
+    rates = {}
+    for name, run in runs.items():
+        rates[name] = steps / median_seconds(run, args.repeats)
+    full = rates['cpi.simulate(engine="full")']
+    for name, rate in rates.items():
+        print(f"    {name:52s} {rate:10.4g} steps/s  (vs full engine {rate / full:.2f}x)")
+        rows.append(
+            ("(b) one run, 300 steps", name, f"{rate:.4g}", "", f"{rate / full:.2f}", "ratio vs full")
+        )
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    done = subprocess.run(
+        [sys.executable, "-c", COLD],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=Path(__file__).parent,
+    )
+    cold = json.loads(done.stdout.strip().splitlines()[-1])
+    first = cold["first"]
+    print(
+        f"    fresh process: import {cold['import']:.2f} s, first minimal_train call {first:.2f} s "
+        f"(second {cold['second'] * 1e3:.1f} ms; compilation ~ {first - cold['second']:.2f} s)"
+    )
+    rows.append(
+        (
+            "(b) one run, 300 steps",
+            "minimal_train first call, fresh process",
+            "",
+            f"{first:.2f} s (import {cold['import']:.2f} s)",
+            "",
+            "compile + one run",
+        )
+    )
+
+
+# --------------------------------------------------------------------------------- (c) value regime
+def bench_value(args, rows: list) -> None:
+    params, shape = grid(args.value_runs, lr_v=0.3)
+    steps = args.value_steps
+    work = args.value_runs * steps
+    print(f"\n(c) lr_v = 0.3: {args.value_runs} runs x {steps} steps ({shape}), only the last step recorded")
+    batch = {k: jnp.asarray(v) for k, v in params.items()}
+
+    def minimal(p):
+        out = minimal_train(p, steps=steps, record_every=steps, regime=VALUE)
+        return out.records["context_reliance"][-1]
+
+    def general(p):
+        return cpi.reduced.general_train(p, steps=steps, record_every=steps).records["context_reliance"][-1]
+
+    results, rates = {}, {}
+    for name, fn in (("minimal_train (value regime)", minimal), ("cpi.reduced.general_train", general)):
+        compiled, compile_s = compile_aot(fn, batch)
+        results[name] = np.asarray(compiled(batch))  # also the warm-up
+        times = []
+        for _ in range(args.value_repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(compiled(batch))
+            times.append(time.perf_counter() - t0)
+        wall = statistics.median(times)
+        rates[name] = work / wall
+        print(
+            f"    {name + ':':32s} {rates[name]:12.4g} config-steps/s  ({wall:.2f} s; compile {compile_s:.2f} s)"
+        )
+        rows.append(
+            ("(c) lr_v=0.3 batch", name, f"{rates[name]:.4g}", f"{wall:.2f} s + compile {compile_s:.2f} s")
+        )
+    names = list(rates)
+    ratio = rates[names[0]] / rates[names[1]]
+    diff = float(np.max(np.abs(results[names[0]] - results[names[1]])))
+    print(f"    minimal / general: {ratio:.2f}x  (final M_C max abs diff {diff:.1e})")
+    rows[-2] = (*rows[-2], f"{ratio:.2f}", f"vs general; final M_C max abs diff {diff:.1e}")
+    rows[-1] = (*rows[-1], "1.00", "")
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=4096, help="(a) runs (headline: 100000)")
+    parser.add_argument("--steps", type=int, default=1000, help="(a) steps per run (headline: 3000)")
+    parser.add_argument("--chunk", type=int, default=4096, help="(a) JAX runs per vmapped chunk")
+    parser.add_argument("--block", type=int, default=DEFAULT_BLOCK, help="(a) NumPy peer runs per block")
+    parser.add_argument("--repeats", type=int, default=9, help="(b) timed repeats (median)")
+    parser.add_argument("--value-runs", type=int, default=256, help="(c) runs")
+    parser.add_argument("--value-steps", type=int, default=300, help="(c) steps per run")
+    parser.add_argument("--value-repeats", type=int, default=3, help="(c) timed repeats (median)")
+    parser.add_argument("--only", choices=("a", "b", "c"), action="append", help="run only these parts")
+    args = parser.parse_args(argv)
+    cpi.enable_float64()
+    parts = args.only or ["a", "b", "c"]
+
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, os.cpu_count()={os.cpu_count()}, "
+        f"load average {load()} (1/5/15 min)"
+    )
+    print(
+        f"python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}, "
+        f"{jax.device_count()} device(s)), numpy {np.__version__}, float64"
+    )
+    rows: list[tuple] = []
+    t0 = time.perf_counter()
+    if "a" in parts:
+        bench_batch(args, rows)
+    if "b" in parts:
+        bench_single(args, rows)
+    if "c" in parts:
+        bench_value(args, rows)
+    print(f"\nload average after: {load()}; total {time.perf_counter() - t0:.0f} s\n")
+
+    print("| part | what | rate (config-steps/s) | time | ratio | note |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
