@@ -23,9 +23,11 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,23 +51,32 @@ def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+N_CS = 20  # n_non_context_critical = 0..19 (n_context_critical = 10)
+
+
+def grid_axes(runs: int) -> dict[str, list[float]]:
+    """A Cartesian grid of exactly ``runs`` configurations around the default (``runs`` a multiple of 20):
+    lr_kq (geometric, 0.25..4) x delta_m (0.45..0.9) x n_non_context_critical (0..19)."""
+    if runs % N_CS:
+        raise SystemExit(f"--runs must be a multiple of {N_CS}, got {runs}")
+    rest = runs // N_CS
+    n_lr = max(d for d in range(1, math.isqrt(rest) + 1) if rest % d == 0)
+    return {
+        "lr_kq": [float(x) for x in np.geomspace(0.25, 4.0, n_lr)],
+        "delta_m": [float(x) for x in np.linspace(0.45, 0.9, rest // n_lr)],
+        "n_non_context_critical": [float(k) for k in range(N_CS)],
+    }
+
+
 def grid(runs: int, lr_v: float) -> tuple[dict[str, np.ndarray], str]:
-    """``runs`` configurations around the default: an even sample of the full grid lr_kq (geometric,
-    0.25..4) x delta_m (0.45..0.9) x n_non_context_critical (0..20), n_context_critical = 10."""
-    n_cs = np.arange(21.0)
-    side = max(1, math.ceil(math.sqrt(runs / n_cs.size)))
-    lr = np.geomspace(0.25, 4.0, side)
-    dm = np.linspace(0.45, 0.9, side)
-    mesh = np.meshgrid(lr, dm, n_cs, indexing="ij")
-    total = mesh[0].size
-    pick = np.unique(np.linspace(0, total - 1, runs).round().astype(np.int64))
-    assert pick.size == runs, (pick.size, runs)
+    """The runs of :func:`grid_axes` as parameter arrays (C order: lr_kq slowest, as the sweep's grid)."""
+    axes = grid_axes(runs)
+    mesh = np.meshgrid(*[np.asarray(v) for v in axes.values()], indexing="ij")
     base = reduced_param_values(cpi.Config(lr_v=lr_v))
     params = {k: np.full(runs, v, dtype=np.float64) for k, v in base.items()}
-    params["lr_kq"] = mesh[0].ravel()[pick]
-    params["delta_m"] = mesh[1].ravel()[pick]
-    params["n_CS"] = mesh[2].ravel()[pick]
-    return params, f"{side} lr_kq x {side} delta_m x {n_cs.size} n_CS, {runs} of {total} points"
+    params["lr_kq"], params["delta_m"], params["n_CS"] = (m.ravel() for m in mesh)
+    sizes = " x ".join(f"{len(v)} {k}" for k, v in axes.items())
+    return params, f"{sizes} = {runs} runs"
 
 
 def chunks(params: dict[str, np.ndarray], size: int):
@@ -172,8 +183,52 @@ def bench_batch(args, rows: list) -> None:
             )
         )
 
-    # ---- (a2) THE CLI SWEEP (`cpi sweep ...`) ON THE SAME GRID: TO BE ADDED BY THE LEAD ------------------
-    # Not measured yet; deliberately no function and no number here until the real measurement exists.
+    # ---- (a2) the CLI sweep on the same runs: start-up, planning and compilation included ------------------
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {"base": {"steps": args.steps}, "grid": grid_axes(args.runs), "trajectory_every": 0}
+        spec_path, out = Path(tmp) / "spec.json", Path(tmp) / "out.nc"
+        spec_path.write_text(json.dumps(spec))
+        command = [sys.executable, "-m", "cpi_theory.cli", "sweep", str(spec_path), "--out", str(out)]
+        t0 = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - t0
+        line = done.stderr.strip().splitlines()[-1]
+        in_process = float(re.search(r"([\d.e+]+) config-steps/s", line).group(1))
+        import xarray as xr
+
+        ds = xr.load_dataset(out, engine="scipy")
+        cli = {k: ds[k].values.reshape(-1) for k in ("start", "peak", "peak_step", "final")}
+        computed_by = ds.attrs.get("computed_by", "?")
+    rate = work / wall
+    check = agreement(cli, peer)
+    print(f"    CLI sweep (cpi-theory sweep, {computed_by}):")
+    print(
+        f"    {'CLI, whole command:':28s} {rate:12.4g} config-steps/s  ({wall:.2f} s wall, start-up and compile "
+        f"included; JAX/NumPy {rate / numpy_rate:.2f}x; vs NumPy: {check})"
+    )
+    print(
+        f"    {'CLI, its own rate:':28s} {in_process:12.4g} config-steps/s  (the sweep's summary line: {line})"
+    )
+    rows.append(
+        (
+            "(a) lr_v=0 batch",
+            "CLI sweep, whole command",
+            f"{rate:.4g}",
+            f"{wall:.2f} s",
+            f"{rate / numpy_rate:.2f}",
+            check,
+        )
+    )
+    rows.append(
+        (
+            "(a) lr_v=0 batch",
+            "CLI sweep, in-process rate",
+            f"{in_process:.4g}",
+            "",
+            f"{in_process / numpy_rate:.2f}",
+            "",
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------ (b) single run
@@ -286,7 +341,9 @@ def bench_value(args, rows: list) -> None:
 # ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=4096, help="(a) runs (headline: 100000)")
+    parser.add_argument(
+        "--runs", type=int, default=10000, help="(a) runs, a multiple of 20 (headline: 100000)"
+    )
     parser.add_argument("--steps", type=int, default=1000, help="(a) steps per run (headline: 3000)")
     parser.add_argument("--chunk", type=int, default=4096, help="(a) JAX runs per vmapped chunk")
     parser.add_argument("--block", type=int, default=DEFAULT_BLOCK, help="(a) NumPy peer runs per block")

@@ -187,8 +187,8 @@ def run(outdir: str, quick: bool) -> dict:
             "with real class sizes (cpi_theory.paper._analysis.phase_boundary); it should follow the brute-force 0.01 "
             f"contour. Largest gap to the brute-force grid's crossing: {boundary_gap:.3f} in C+S fraction."
             if np.isfinite(boundary_gap)
-            else "No exact phase boundary overlaid (quick mode, or cpi_theory.paper._analysis unavailable); the contours "
-            "are brute-force depth levels of the full model."
+            else "No exact phase boundary overlaid ([0, 1] brackets no crossing); the contours are brute-force "
+            "depth levels of the exact reduced engine."
         ),
         "Depth is measured at a finite horizon (the step count in the title): where M_C is still falling at the "
         "last step, the depth is a lower bound.",
