@@ -10,6 +10,9 @@ import textwrap
 # Public names that are not called, and why. Everything else public must appear in CALLS below.
 NOT_CALLED = {
     "enable_float64": "it turns float64 on: that is its job",
+    "regime_of": "reduced: reads which classes and pathways a configuration has (booleans), no computation",
+    "minimal_state_names": "reduced: names of a regime's coordinates, no computation",
+    "minimal_velocity": "reduced: returns the generated update function (called by minimal_train, tested there)",
     **{
         name: "figures: experiment drivers (minutes each) that enable float64 themselves"
         for name in ("reproduce", "script_main", "write_figure_data", "write_index", "packaged_figures")
@@ -122,6 +125,13 @@ CALLS = textwrap.dedent(
         "reduced_loss_and_gradient": lambda: reduced.reduced_loss_and_gradient(rstate, params),
         "reduced_metrics": lambda: reduced.reduced_metrics(rstate, params),
         "reduced_metrics_jit": lambda: reduced.reduced_metrics_jit(rstate, params),
+        "general_train": lambda: reduced.general_train(params, steps=5),
+        "minimal_train": lambda: reduced.minimal_train(params, steps=5),
+        "minimal_summary": lambda: reduced.minimal_summary(params, steps=5, regime=reduced.GENERAL).records,
+        "minimal_initial_state": lambda: reduced.minimal_initial_state(params, reduced.GENERAL),
+        "minimal_metrics": lambda: reduced.minimal_metrics(
+            tuple(np.zeros(len(reduced.minimal_state_names(reduced.GENERAL)))), params, reduced.GENERAL
+        ),
         # the paper (SPEC 5 and beyond)
         "check_assumptions": lambda: ct.check_assumptions(),
         "lemma3_value_logits": lambda: ct.lemma3_value_logits(),

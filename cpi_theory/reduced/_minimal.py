@@ -21,6 +21,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
 from .._precision import requires_float64
 from ..engine._interface import PRECISION_TOLERANCE, Engine
@@ -33,6 +34,8 @@ from ._symbolic import CLASSES
 # Steps per loop iteration: on a CPU a step is a few hundred scalar operations, so the loop's own overhead
 # matters; unrolling 4 steps halves it (measured: 2.98 -> 1.53 us per step at the default configuration).
 UNROLL = {False: 4, True: 1}  # by value_trained: a step with W_V trained is large enough already
+# A minimal state: one array per moving coordinate (0-d for one run, (runs,) for a batch).
+Coordinates = tuple[Float[Array, "*batch"], ...]
 GENERAL = Regime(value_trained=True, has_s=True, has_aug=True)
 SQRT_HALF = math.sqrt(0.5)
 
@@ -43,7 +46,7 @@ class MinimalState:
     a tuple rather than an ``(n,)`` array so that a batch of runs keeps each coordinate contiguous) and
     ``t`` the number of steps taken (int32)."""
 
-    x: jax.Array
+    x: Coordinates
     t: jax.Array
 
 
@@ -85,7 +88,8 @@ def _f64(x):
     return jnp.asarray(x, dtype=jnp.float64)
 
 
-def initial_state(params: dict, regime: Regime) -> jax.Array:
+@requires_float64
+def initial_state(params: dict, regime: Regime) -> Coordinates:
     """The pretrained state: q = relation_score e_r (+ the initial attention tilt ``context_bias``: every
     context's score up by beta / 2, every subject's down by beta / 2), Delta W_V = 0."""
     names = state_names(regime)
@@ -99,7 +103,7 @@ def initial_state(params: dict, regime: Regime) -> jax.Array:
     return tuple(values.get(name, zero) for name in names)
 
 
-def to_general(x, regime: Regime) -> jax.Array:
+def to_general(x: Coordinates, regime: Regime) -> Float[Array, "*batch state"]:
     """The general 166-coordinate state of a minimal state ``x`` (coordinates that never move are 0)."""
     n_state = _compiled().n_state
     x = jnp.stack(x, axis=-1)
@@ -107,7 +111,7 @@ def to_general(x, regime: Regime) -> jax.Array:
     return general.at[..., general_index(regime)].set(x)
 
 
-def from_general(general, regime: Regime) -> jax.Array:
+def from_general(general: Float[Array, "*batch state"], regime: Regime) -> Coordinates:
     return tuple(general[..., i] for i in general_index(regime))
 
 
@@ -268,6 +272,7 @@ def _records(values: dict, params: dict, regime: Regime) -> dict:
     }
 
 
+@requires_float64
 def minimal_metrics(x, params: dict, regime: Regime) -> dict:
     """The full engine's records at minimal state(s) ``x`` (leading axes = states)."""
     return _records(metrics_fn(regime)(x, params), params, regime)
