@@ -32,6 +32,12 @@ def test_bridge_run_tiny_end_to_end(tmp_path, capsys):
     assert report["fit"]["curve_error"] == pytest.approx(rmse, rel=1e-9)
     assert report["fit"]["time_scale"] > 0
     assert report["inversion_real"] == (report["measured"]["shape"] == "rise-then-fall")
+    # The joint fit (mixture fixed to the real class sizes): its report fields and its own shape.
+    best = report["best_fit"]
+    assert set(best["summary"]) >= {"shape", "peak_step", "peak", "final"}
+    assert best["parameters"]["cs_fraction"]["fixed"] and "delta_m" in best["free"]
+    assert report["inversion_toy_fitted"] == best["summary"]["inversion"]
+    assert best["curve_error"] <= report["fit"]["curve_error"] + 1e-12
     assert (out / "bridge.png").exists() and (out / "bridge.pdf").exists()
     assert "wrote" in capsys.readouterr().out
 
