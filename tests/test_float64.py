@@ -175,6 +175,9 @@ CALLS = textwrap.dedent(
         "simulate_toy": lambda: bridge.simulate_toy(toy, steps=30),
         "fit_time_scale": lambda: bridge.fit_time_scale(steps, values, steps, values),
         "fit_curve": lambda: bridge.fit_curve(steps, values, toy, extensions=False, horizon=30),
+        "joint_fit": lambda: bridge.joint_fit(steps, values, n_starts=1, horizon=30, n_dense=8),
+        "schedule_time": lambda: bridge.schedule_time(np.arange(5.0), warmup=2.0, decay="cosine", total=4.0),
+        "smooth_baseline": lambda: bridge.smooth_baseline(steps[:6], values[:6], 3, steps[6:8]),
     }
     """
 )

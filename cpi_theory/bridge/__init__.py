@@ -5,7 +5,8 @@ It is the package's verification path: a synthetic fact world (``make_fact_world
 finetuning on a mixture (``pretrain``, ``finetune``), the toy's quantities measured on the real model
 (``make_measure_fn``), the toy parametrized from the measured start and fitted to the measured curve
 (``toy_parameters``, ``fit_curve``; the joint fit of every toy parameter with intervals and held-out
-checks is ``cpi_theory.bridge._joint.joint_fit``, behind ``cpi-theory bridge fit``), one run (``run_bridge``) and the verification study (``run_study``).
+checks is ``joint_fit``, on the real run's learning-rate clock ``schedule_time``, against the
+``smooth_baseline``, behind ``cpi-theory bridge fit``), one run (``run_bridge``) and the verification study (``run_study``).
 Curves are summarized and shape-classified by :func:`cpi_theory.engine.summarize`. See README.md beside
 this file.
 """
@@ -49,6 +50,9 @@ from ._fit import fit_time_scale as fit_time_scale
 from ._fit import simulate_toy as simulate_toy
 from ._fit import toy_parameters as toy_parameters
 from ._fit import toy_start_reliance as toy_start_reliance
+from ._joint import joint_fit as joint_fit
+from ._joint import schedule_time as schedule_time
+from ._joint import smooth_baseline as smooth_baseline
 from ._trajectory_io import load_trajectory as load_trajectory
 
 # isort: split
