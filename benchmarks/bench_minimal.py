@@ -348,7 +348,7 @@ def main(argv=None) -> int:
     parser.add_argument("--chunk", type=int, default=4096, help="(a) JAX runs per vmapped chunk")
     parser.add_argument("--block", type=int, default=DEFAULT_BLOCK, help="(a) NumPy peer runs per block")
     parser.add_argument("--repeats", type=int, default=9, help="(b) timed repeats (median)")
-    parser.add_argument("--value-runs", type=int, default=256, help="(c) runs")
+    parser.add_argument("--value-runs", type=int, default=2000, help="(c) runs, a multiple of 20")
     parser.add_argument("--value-steps", type=int, default=300, help="(c) steps per run")
     parser.add_argument("--value-repeats", type=int, default=3, help="(c) timed repeats (median)")
     parser.add_argument("--only", choices=("a", "b", "c"), action="append", help="run only these parts")
