@@ -31,9 +31,11 @@ from ._codegen import Regime
 from ._compiled import _compiled
 from ._symbolic import CLASSES
 
-# Steps per loop iteration: on a CPU a step is a few hundred scalar operations, so the loop's own overhead
-# matters; unrolling 4 steps halves it (measured: 2.98 -> 1.53 us per step at the default configuration).
-UNROLL = {False: 4, True: 1}  # by value_trained: a step with W_V trained is large enough already
+# Steps per loop iteration of the summaries-only sweep loop, by value_trained: with W_V frozen a step is a few
+# hundred scalar operations and unrolling 4 steps gains ~10% on a CPU sweep. Elsewhere (minimal_train) the
+# loop is not unrolled: jax.jacfwd through an unrolled loop compiled 7x slower and ran 24x slower
+# (34 s / 239 ms vs 4.6 s / 10 ms for a 400-step, 6-direction Jacobian of the frozen-with-S regime).
+UNROLL = {False: 4, True: 1}
 # A minimal state: one array per moving coordinate (0-d for one run, (runs,) for a batch).
 Coordinates = tuple[Float[Array, "*batch"], ...]
 GENERAL = Regime(value_trained=True, has_s=True, has_aug=True)
@@ -311,7 +313,6 @@ def _train(params, lr_scale, x0, n_steps, *, steps, record_every, regime, metric
         steps=steps,
         record_every=record_every,
         state0=state0,
-        unroll=UNROLL[regime.value_trained],
     )
     states = out.records["state"]
     records = _metrics(states, params, regime, metrics)
