@@ -118,7 +118,7 @@ def test_sweep_refuses_what_cannot_fit_with_exit_2_naming_the_key(tmp_path):
     spec = tmp_path / "spec.json"
     out = tmp_path / "s.nc"
     spec.write_text(json.dumps({"base": {"n_answers": 30000}, "grid": {"lr_kq": [0.5, 1.0]}}))
-    done, seconds = _cli("sweep", str(spec), "--out", str(out), "--no-progress")
+    done, seconds = _cli("sweep", str(spec), "--out", str(out), "--no-progress", "--engine", "full")
     assert done.returncode == 2, done.stderr
     assert "error: base.n_answers: this sweep (full engine) needs about " in done.stderr
     assert "--engine reduced" in done.stderr and "16 GB" in done.stderr and seconds < 20
@@ -146,7 +146,7 @@ def test_a_chunk_too_large_for_memory_names_a_chunk_size_that_fits(monkeypatch, 
     grid = {"lr_kq": [0.5 + i for i in range(64)]}
     spec = sweep_spec(base={"n_answers": 500, "n_subjects": 400, "steps": 6}, grid=grid)
     with pytest.raises(ct.ConfigError, match=r"a --chunk-size of at most \d+, ") as info:
-        run_sweep(spec, tmp_path / "s.nc", chunk_size=64, vmap_width=2, devices=1)
+        run_sweep(spec, tmp_path / "s.nc", engine="full", chunk_size=64, vmap_width=2, devices=1)
     assert info.value.key == "base.n_answers" and "more than this machine's 256 MB" in str(info.value)
     assert not list(tmp_path.iterdir())
     suggested = int(re.search(r"at most (\d+)", str(info.value)).group(1))
