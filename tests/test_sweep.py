@@ -26,7 +26,7 @@ def test_grid_runs_equal_individual_simulations():
         grid={"lr_kq": [0.5, 2.0], "n_non_context_critical": [0, 3], "lr_v": [0.0, 0.3]},
         trajectory_metrics=["context_reliance", "loss", "per_class_margin"],
     )
-    result = run_sweep(spec, chunk_size=4, vmap_width=2)
+    result = run_sweep(spec, engine="full", chunk_size=4, vmap_width=2)
     ds = result.dataset
     assert dict(ds.sizes) == {"lr_kq": 2, "n_non_context_critical": 2, "lr_v": 2, "step": 13, "data_class": 4}
     # 6 and 3 training points, each with W_V frozen (lr_v = 0) or trained: one compilation per bucket.
