@@ -266,23 +266,37 @@ def _maximum(names: list[str]) -> str:
     return text
 
 
+def _substitution(regime: Regime) -> dict:
+    """What a regime fixes: coordinates that never move (at their value, 0) and absent classes' sizes."""
+    m = reduced_model()
+    moving = set(_moving(regime))
+    frozen = {s: sp.Integer(0) for s in m.state if s not in moving}
+    return {**frozen, **_derivation(regime)["zero"]}
+
+
+def _emit_attention(program: _Program, group: str, sub: dict) -> dict:
+    """Emit a group's attention scores, their shift (the largest) and the softmax; returns the score symbols."""
+    m = reduced_model()
+    u = m.score_sym[group]
+    program.assign(
+        [(u[y], _float_constants(e.xreplace(sub))) for y, e in m.score_expr[group].items()], cse=False
+    )
+    program.raw(f"{m.att_shift[group]} = {_maximum([str(u[y]) for y in u])}")
+    program.assign([(m.attention_sym[group][y], m.attention_expr[group][y]) for y in u])
+    return u
+
+
 def _emit_velocity(regime: Regime) -> list[str]:
     m = reduced_model()
     d = _derivation(regime)
     moving = _moving(regime)
-    frozen = {s: sp.Integer(0) for s in m.state if s not in set(moving)}
-    sub = {**frozen, **d["zero"]}
+    sub = _substitution(regime)
     program = _Program()
     _preamble(program, regime, moving)
     probs = {}  # P symbol of every role -> the P symbol emitted for its logit
     for k in d["classes"]:
         program.comment(f"class {k}: scores, attention, role logits, loss and its logit gradient")
-        u = m.score_sym[k]
-        program.assign(
-            [(u[y], _float_constants(e.xreplace(sub))) for y, e in m.score_expr[k].items()], cse=False
-        )
-        program.raw(f"{m.att_shift[k]} = {_maximum([str(u[y]) for y in u])}")
-        program.assign([(m.attention_sym[k][y], m.attention_expr[k][y]) for y in u])
+        _emit_attention(program, k, sub)
         prob = _emit_class_loss(program, regime, k, sub)
         d_sigma = {
             y: _float_constants(e.xreplace(sub)).xreplace(prob) for y, e in d["dl_dsigma_expr"][k].items()
@@ -376,17 +390,11 @@ def _emit_class_loss(program: _Program, regime: Regime, k: str, sub: dict) -> di
 def _emit_probe(regime: Regime) -> list[str]:
     m = reduced_model()
     moving = _moving(regime)
-    frozen = {s: sp.Integer(0) for s in m.state if s not in set(moving)}
-    sub = {**frozen, **_derivation(regime)["zero"]}
+    sub = _substitution(regime)
     program = _Program()
     _preamble(program, regime, moving)
-    u = m.score_sym["probe"]
-    program.assign(
-        [(u[y], _float_constants(e.xreplace(sub))) for y, e in m.score_expr["probe"].items()], cse=False
-    )
-    program.raw(f"{m.att_shift['probe']} = {_maximum([str(u[y]) for y in u])}")
+    u = _emit_attention(program, "probe", sub)
     sigma = m.attention_sym["probe"]
-    program.assign([(sigma[y], m.attention_expr["probe"][y]) for y in u])
     z_c, z_a = sp.Symbol("z_context"), sp.Symbol("z_memory")
     program.assign(
         [
@@ -408,19 +416,13 @@ def _emit_metrics(regime: Regime) -> list[str]:
     m = reduced_model()
     d = _derivation(regime)
     moving = _moving(regime)
-    frozen = {s: sp.Integer(0) for s in m.state if s not in set(moving)}
-    sub = {**frozen, **d["zero"]}
+    sub = _substitution(regime)
     program = _Program()
     _preamble(program, regime, moving)
     out = {"loss": {}, "attention_context": {}, "attention_subject": {}, "margin": {}, "weight": {}}
     for k in d["classes"]:
         program.comment(f"class {k}")
-        u = m.score_sym[k]
-        program.assign(
-            [(u[y], _float_constants(e.xreplace(sub))) for y, e in m.score_expr[k].items()], cse=False
-        )
-        program.raw(f"{m.att_shift[k]} = {_maximum([str(u[y]) for y in u])}")
-        program.assign([(m.attention_sym[k][y], m.attention_expr[k][y]) for y in u])
+        u = _emit_attention(program, k, sub)
         prob = _emit_class_loss(program, regime, k, sub)
         out["loss"][k] = str(m.class_loss_sym[k])
         out["attention_context"][k] = str(m.attention_sym[k]["c"]) if "c" in u else "0.0"
@@ -443,13 +445,8 @@ def _emit_metrics(regime: Regime) -> list[str]:
             program.assign([(symbol, margin)])
             out["margin"][k] = str(symbol)
     program.comment("the counterfactual probe [c*, s*, r]")
-    u = m.score_sym["probe"]
-    program.assign(
-        [(u[y], _float_constants(e.xreplace(sub))) for y, e in m.score_expr["probe"].items()], cse=False
-    )
-    program.raw(f"{m.att_shift['probe']} = {_maximum([str(u[y]) for y in u])}")
+    u = _emit_attention(program, "probe", sub)
     sigma = m.attention_sym["probe"]
-    program.assign([(sigma[y], m.attention_expr["probe"][y]) for y in u])
     roles = [
         r for r in m.probe_logit_expr if r in ("c*", "a*", "s*", "nA", "nS", "r") or r[0] in d["classes"]
     ]
