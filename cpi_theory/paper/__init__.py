@@ -1,6 +1,6 @@
 """SPEC.md §5 as code (the paper's lemmas, propositions and theorem) and what the paper left open (the
-gradient flow, the peak, the late-time plateau, the phase boundary, the lr_v / lr_kq effect), with the
-generated appendix. Each result is a frozen dataclass with named fields (``.holds`` where a claim is
+gradient flow, the peak, the late-time plateau and the late-time law of every mixture, the phase boundary,
+the lr_v / lr_kq effect), with the generated appendix. Each result is a frozen dataclass with named fields (``.holds`` where a claim is
 checked); the peak and the lr_v / lr_kq effect are the one :class:`cpi_theory.engine.Summary`."""
 
 from ._analysis import Plateau as Plateau
@@ -16,6 +16,12 @@ from ._flow import FlowPeak as FlowPeak
 from ._flow import FlowSolution as FlowSolution
 from ._flow import flow_peak as flow_peak
 from ._flow import gradient_flow as gradient_flow
+from ._late_time import LateTimeExpressions as LateTimeExpressions
+from ._late_time import LateTimeLaw as LateTimeLaw
+from ._late_time import infinite_horizon_boundary as infinite_horizon_boundary
+from ._late_time import late_time_expressions as late_time_expressions
+from ._late_time import late_time_law as late_time_law
+from ._late_time import saturation_amplitudes as saturation_amplitudes
 from ._paper import Assumptions as Assumptions
 from ._paper import Lemma3ValueLogits as Lemma3ValueLogits
 from ._paper import Lemma4Margins as Lemma4Margins
