@@ -135,6 +135,15 @@ def plot_study(cells: list[dict], regimes: list[str], columns: list[str], stem: 
                     lw=1.2,
                     label="toy extended",
                 )
+            if cell.get("joint_fit"):
+                ax.plot(
+                    steps,
+                    cell["joint_fit"]["context_reliance"],
+                    ":",
+                    color="C3",
+                    lw=1.4,
+                    label="toy joint fit",
+                )
             ax.set_ylim(-0.02, 1.02)
             if i == 0:
                 ax.set_title(column, fontsize=9)

@@ -3,8 +3,10 @@
 Each (regime, seed) is pretrained once; every cell of that row finetunes the same checkpoint. For each run
 the toy is parametrized from that checkpoint's measured start (delta_M, delta_C) and the cell's class
 fractions, and predicts the shape before any finetuning; then its time scale is fitted to the measured
-curve. Per cell, the seeds' curves are averaged and the extended toy (M_C(0)-calibrated delta_C, fitted
-lr_v / lr_kq) is fitted to the mean.
+curve. Per cell, the seeds' curves are averaged and two toys are fitted to the mean: the extended toy
+(M_C(0)-calibrated delta_C, fitted lr_v / lr_kq) and the joint fit (:func:`cpi_theory.bridge.joint_fit`:
+the measured delta_M, delta_C and the cell's fractions fixed, as a user who measured them would; the
+initial attention split, the time scale and lr_v / lr_kq fitted, with intervals).
 """
 
 import collections
@@ -17,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..config import DataClass
 from ._fit import fit_curve, summary_record, toy_parameters
+from ._joint import joint_fit
 from ._measure import CLASS_LOSS_KEYS
 from ._plot import plot_study
 from ._presets import REGIMES, fact_world_config, get_size
@@ -124,6 +127,7 @@ def _summarize_cell(regime: str, cell: str, runs: list[dict]) -> dict:
     )
     extended_out = fit_curve(steps, mean, params)
     extended = extended_out["extended_fit"]
+    joint = _joint_fit_cell(steps, mean, starts, counts)
     per_seed = [r["measured"] for r in runs]
     summary = {
         "regime": regime,
@@ -145,6 +149,7 @@ def _summarize_cell(regime: str, cell: str, runs: list[dict]) -> dict:
         "time_scale": _mean_std([r["fit"]["time_scale"] for r in runs]),
         "fitted_toy_shape": _majority([r["fit"]["summary"]["shape"] for r in runs]),
         "extended_fit": extended,
+        "joint_fit": joint,
         # Reference for the RMSEs: a curve that never leaves its start.
         "constant_rmse": float(np.sqrt(np.mean((mean - mean[0]) ** 2))),
         "predicted_shape_calibrated": extended_out["prediction_calibrated"]["summary"]["shape"],
@@ -166,6 +171,33 @@ def _summarize_cell(regime: str, cell: str, runs: list[dict]) -> dict:
     return summary
 
 
+def _joint_fit_cell(steps, mean, starts, counts: dict) -> dict:
+    """The joint fit of a cell's seed-mean curve, with what the study measured fixed: delta_M, delta_C
+    (left free when the measured pair breaks the toy's rule 2 delta_C < delta_M) and the class fractions."""
+    n = sum(counts.values())
+    delta_m = float(np.mean([s["delta_m"] for s in starts]))
+    delta_c = float(np.mean([s["delta_c"] for s in starts]))
+    fixed_c = 0.0 < 2.0 * delta_c < delta_m < 1.0
+    out = joint_fit(
+        steps,
+        mean,
+        delta_m=delta_m if 0.0 < delta_m < 1.0 else None,
+        delta_c=delta_c if fixed_c else None,
+        cs_fraction=counts[DataClass.NON_CONTEXT_CRITICAL.label] / n,
+        s_fraction=counts[DataClass.SUBJECT_ONLY.label] / n,
+        lr_v_ratio=None,
+        n_starts=4,
+    )["best_fit"]
+    return {
+        "curve_error": out["curve_error"],
+        "summary": out["summary"],
+        "context_reliance": out["context_reliance"],
+        "parameters": out["parameters"],
+        "undetermined": out["uncertainty"]["undetermined"],
+        "notes": out["notes"] + ([] if fixed_c else ["measured 2 delta_C >= delta_M: delta_C fitted"]),
+    }
+
+
 def _pm(pair, fmt=".2f") -> str:
     return f"{pair[0]:{fmt}} ± {pair[1]:{fmt}}"
 
@@ -177,12 +209,13 @@ def study_table(result: dict) -> str:
     is the same toy started at the measured M_C(0) via the initial attention split; "observed" is the
     majority over seeds (each seed in parentheses) and "mean curve" the shape of the seed-mean curve.
     RMSEs: the time-scale fit (mean ± sd over seeds), the extended fit on the seed-mean curve (split from
-    M_C(0) + fitted lr_v / lr_kq), and the constant-at-M_C(0) baseline on the same curve.
+    M_C(0) + fitted lr_v / lr_kq), the joint fit on the same curve (its RMSE and fitted shape) and the
+    constant-at-M_C(0) baseline on the same curve.
     """
     head = (
         "| regime | cell | delta_M | delta_C | M_C(0) | toy predicts | toy predicts, split-calibrated | "
         "observed (per seed) | mean curve | inversion pred / obs | peak step | peak | final | fit RMSE | "
-        "ext. RMSE (lr_v/lr_kq) | const. RMSE |"
+        "ext. RMSE (lr_v/lr_kq) | joint RMSE (shape) | const. RMSE |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for c in result["cells"]:
@@ -193,7 +226,8 @@ def study_table(result: dict) -> str:
             f"{c['observed_shape']} ({', '.join(c['observed_shapes'])}) | {c['mean_curve']['shape']} | "
             f"{c['predicted_inversion']} / {c['observed_inversion']} | {_pm(c['peak_step'], '.0f')} | "
             f"{_pm(c['peak'])} | {_pm(c['final'])} | {_pm(c['fit_error'], '.3f')} | "
-            f"{ext['curve_error']:.3f} ({ext['parameters']['lr_v_ratio']:g}) | {c['constant_rmse']:.3f} |"
+            f"{ext['curve_error']:.3f} ({ext['parameters']['lr_v_ratio']:g}) | "
+            f"{c['joint_fit']['curve_error']:.3f} ({c['joint_fit']['summary']['shape']}) | {c['constant_rmse']:.3f} |"
         )
     return "\n".join(lines) + "\n"
 
