@@ -150,3 +150,22 @@ def test_cli_fit_with_a_learning_rate_schedule(tmp_path, capsys):
     best = json.loads((out / "report.json").read_text())["best_fit"]
     assert best["schedule"] == {"warmup": 50.0, "decay": "cosine", "total": 2 * steps[-1]}
     assert best["curve_error"] < 0.1
+
+
+def test_cli_fit_lr_v_fits_the_value_rate_with_an_interval(tmp_path):
+    # The toy made with lr_v / lr_kq = 0.2: --fit-lr-v frees the ratio (the 78-coordinate value regime).
+    steps = np.linspace(0.0, 300.0, 16)
+    toy = cpi.Config(delta_m=0.6, delta_c=0.2, lr_v=0.2, steps=300)
+    truth = np.asarray(cpi.simulate(toy, engine="reduced").context_reliance)[steps.astype(int)]
+    path = tmp_path / "c.csv"
+    path.write_text(
+        "step,context_reliance\n" + "".join(f"{s:g},{v:.6f}\n" for s, v in zip(steps, truth, strict=True))
+    )
+    out = tmp_path / "o"
+    fixed = ["--delta-m", "0.6", "--delta-c", "0.2", "--cs-fraction", "0.5", "--starts", "2"]
+    assert main(["bridge", "fit", str(path), "--out", str(out), "--fit-lr-v", *fixed]) == 0
+    best = json.loads((out / "report.json").read_text())["best_fit"]
+    ratio = best["parameters"]["lr_v_ratio"]
+    assert not ratio["fixed"] and ratio["low"] <= ratio["value"] <= ratio["high"]
+    assert best["curve_error"] < 0.01
+    assert best["summary"]["shape"] == cpi.summarize(steps, truth).shape
