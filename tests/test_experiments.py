@@ -102,6 +102,11 @@ def test_f3_depth_larger_at_high_cs_fraction(quick_run):
         depth = ds[f"depth_vs_{key}"].values
         assert depth[frac >= 0.5].mean() > depth[frac <= 0.25].mean() + 0.1
         assert np.all(depth[frac == 0] < 1e-3)  # no C+S point: no fall
+        # the infinite horizon: the limit switches at C+S fraction 1/2 whatever the delta (late-time law);
+        # below it M_C ends above its final value at the horizon, above it below
+        assert np.all(ds[f"infinite_boundary_vs_{key}"].values == 0.5)
+        limit, final = ds[f"limit_vs_{key}"].values, ds[f"final_vs_{key}"].values
+        assert np.all(limit[frac < 0.5] > final[frac < 0.5]) and np.all(limit[frac > 0.5] < final[frac > 0.5])
 
 
 def test_f4_mitigations(quick_run):

@@ -121,3 +121,12 @@ def test_amplitudes_are_derived_from_the_reduced_model_and_match_lemma3_forms():
     # augmented: the C form plus the memorized answer's pull, (lambda_M - o_c) p(a | context-saturated)
     extra = (lam_m - cfg.o_c) * np.exp(cfg.o_c) * (1 - cfg.delta_c) / z
     assert a["AUG"] == pytest.approx(a["C"] + extra, rel=1e-12)
+
+
+def test_the_displayed_amplitudes_are_checked_against_the_derivation():
+    from cpi_theory.paper._late_time import _check_compact, _compact_amplitudes, _derived_amplitudes
+
+    derived, compact = _derived_amplitudes(), _compact_amplitudes()
+    _check_compact(derived, compact)  # the shipped forms pass
+    with pytest.raises(RuntimeError, match="a_CS|CS"):
+        _check_compact(derived, {**compact, "CS": compact["CS"] * 1.001})

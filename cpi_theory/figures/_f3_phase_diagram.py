@@ -1,5 +1,7 @@
 """F3 Phase diagram: inversion depth (peak minus final M_C) over the C+S fraction of the training set x
-delta_M (memorization strength), and over the C+S fraction x delta_C (self-copy strength).
+delta_M (memorization strength), and over the C+S fraction x delta_C (self-copy strength), with the
+finite-horizon boundary (depth = 0.01 at the horizon) and the infinite-horizon boundary of the late-time law
+(where M_C's limit switches from full context reliance to the memory limit).
 """
 
 import jax
@@ -12,6 +14,7 @@ from ..config._config import Config
 from ..engine._loop import recorded_steps
 from ..engine._summary import summarize
 from ..paper._analysis import phase_boundary
+from ..paper._late_time import infinite_horizon_boundary, late_time_law
 from ..reduced._engine import reduced_param_values
 from ..reduced._minimal import Regime, minimal_train
 from ._data import write_figure_data
@@ -80,6 +83,29 @@ def exact_boundary(key, values, steps, quick: bool) -> np.ndarray:
     return out
 
 
+def late_limits(n_cs_values, key, values):
+    """M_C(t -> infinity) on the grid (the late-time law, closed form) and the infinite-horizon boundary per
+    value of ``key`` (the C+S fraction where the limit switches from "context" to "memory")."""
+    limit = np.asarray(
+        [
+            [
+                late_time_law(
+                    BASE.replace(n_context_critical=N_POINTS - k, n_non_context_critical=k, **{key: v})
+                ).limit
+                for v in values
+            ]
+            for k in n_cs_values
+        ]
+    )
+    boundary = [
+        infinite_horizon_boundary(
+            BASE.replace(n_context_critical=N_POINTS // 2, n_non_context_critical=N_POINTS // 2, **{key: v})
+        )
+        for v in values
+    ]
+    return limit, np.asarray([np.nan if b is None else b for b in boundary])
+
+
 def compute(quick: bool) -> xr.Dataset:
     cfg = QUICK if quick else FULL
     fraction = np.asarray(cfg["n_cs"], dtype=np.float64) / N_POINTS
@@ -91,6 +117,9 @@ def compute(quick: bool) -> xr.Dataset:
         data[f"peak_vs_{key}"] = (dims, peak)
         data[f"final_vs_{key}"] = (dims, final)
         data[f"boundary_vs_{key}"] = ((key,), exact_boundary(key, cfg[key], cfg["steps"], quick))
+        limit, infinite = late_limits(cfg["n_cs"], key, cfg[key])
+        data[f"limit_vs_{key}"] = (dims, limit)
+        data[f"infinite_boundary_vs_{key}"] = ((key,), infinite)
     return xr.Dataset(
         data,
         coords={
@@ -102,7 +131,9 @@ def compute(quick: bool) -> xr.Dataset:
             "n_points": N_POINTS,
             "steps": cfg["steps"],
             "description": "inversion depth = max_t M_C - M_C(steps); delta_c=0.2 in the delta_m panel, "
-            "delta_m=0.6 in the delta_c panel; lr_kq=1, lr_v=0",
+            "delta_m=0.6 in the delta_c panel; lr_kq=1, lr_v=0; limit = M_C(t -> infinity) by the late-time "
+            "law (cpi_theory.paper.late_time_law); infinite_boundary = the C+S fraction where that limit "
+            "switches from full context reliance to the memory limit",
         },
     )
 
@@ -136,7 +167,17 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
                 lw=1.6,
                 label=f"exact boundary, depth = {BOUNDARY_DEPTH} (reduced engine)",
             )
-            ax.legend(loc="upper right", fontsize=7)
+        infinite = ds[f"infinite_boundary_vs_{key}"].values
+        if np.isfinite(infinite).any():
+            ax.plot(
+                infinite,
+                y,
+                ":",
+                color=PALETTE[1],
+                lw=2.0,
+                label="t -> infinity boundary (late-time law): limit context | memory",
+            )
+        ax.legend(loc="upper right", fontsize=7)
         ax.set(xlabel="C+S fraction of the training set (dimensionless)", ylabel=label)
         other = "$\\delta_C$ = 0.2" if key == "delta_m" else "$\\delta_M$ = 0.6"
         ax.set_title(f"inversion depth (peak - final $M_C$, {ds.attrs['steps']} steps), {other}")
@@ -178,6 +219,19 @@ def run(outdir: str, quick: bool) -> dict:
     if both.any():
         for v, b, c in zip(ds.delta_m.values[both], boundary[both], crossings[both], strict=True):
             numbers[f"boundary at delta_M={v:g}: exact / brute-force grid"] = f"{b:.3f} / {c:.3f}"
+    limit_m = ds.limit_vs_delta_m.values
+    infinite = ds.infinite_boundary_vs_delta_m.values
+    numbers["infinite-horizon boundary, C+S fraction (every delta_M)"] = (
+        f"{np.nanmin(infinite):.3f} .. {np.nanmax(infinite):.3f}"
+    )
+    default = int(np.argmin(np.abs(ds.delta_m.values - 0.6)))
+    for i in np.flatnonzero(np.abs(frac - 0.5) <= 0.1 + 1e-12):
+        numbers[f"M_C(t -> infinity) at C+S fraction {frac[i]:.2f}, delta_M = 0.6"] = float(
+            limit_m[i, default]
+        )
+    transient = (
+        (frac > np.nanmax(boundary)) & (frac < np.nanmin(infinite)) if np.isfinite(boundary).any() else []
+    )
     notes = [
         f"The depth is not monotone in the C+S fraction: it is largest at fraction {frac[i_max]:.2f} "
         f"({depth_m.max():.3f}), where enough C points drive a high peak and enough C+S points drive the fall; "
@@ -192,5 +246,16 @@ def run(outdir: str, quick: bool) -> dict:
         ),
         "Depth is measured at a finite horizon (the step count in the title): where M_C is still falling at the "
         "last step, the depth is a lower bound.",
+        "The dotted line is the infinite-horizon boundary of the late-time law (cpi_theory.paper.late_time_law): "
+        "to its left M_C ends at full context reliance (the fall seen at the horizon is transient, M_C returns "
+        "like t^-|g|), to its right at the memory limit, below the start; on it, at an interior plateau. It sits "
+        f"at C+S fraction {np.nanmin(infinite):.2f} for every delta_M and delta_C: only the class counts decide "
+        "the limit."
+        + (
+            f" Between the two boundaries (C+S fraction {frac[transient].min():.2f} to "
+            f"{frac[transient].max():.2f} on this grid) the inversion at the horizon is transient."
+            if np.any(transient)
+            else ""
+        ),
     ]
     return {"files": files, "numbers": numbers, "notes": notes}

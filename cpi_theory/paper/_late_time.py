@@ -62,17 +62,16 @@ _BALANCE_TOL = 1e-12
 class LateTimeExpressions:
     """The late-time law as sympy equations (for the appendix; :func:`late_time_law` evaluates them)."""
 
-    amplitude: dict  # class -> Eq(a_k, d loss_k / d epsilon at saturation), from the reduced model
+    amplitude: dict  # class -> Eq(a_k, compact form in Lemma 3's symbols), checked equal to the derivation
+    derived_amplitude: dict  # class -> d loss_k / d epsilon at saturation, as sympy derives it
     slope: sp.Eq  # g in the class sizes
     offset: sp.Eq  # d0 in beta, the amplitudes, the class sizes and lr_kq
     context_reliance: sp.Eq  # M(sigma): the probe's M_C at attention sigma on its context
 
 
-@functools.cache
-def late_time_expressions() -> LateTimeExpressions:
-    """Derive the saturation amplitudes from the reduced model's class losses (W_V at its pretrained value,
-    attention ``1 - epsilon`` on the saturating token, ``epsilon`` on the other, 0 on the relation) and
-    write the slope, the offset and M(sigma) as sympy equations."""
+def _derived_amplitudes() -> dict:
+    """a_k = d loss_k / d epsilon at epsilon = 0, from the reduced model's class losses: W_V at its pretrained
+    value, attention ``1 - epsilon`` on the saturating token, ``epsilon`` on the other, 0 on the relation."""
     m = reduced_model()
     eps = sp.Symbol("epsilon", positive=True)
     frozen = {w: sp.Integer(0) for w in m.w.values()}
@@ -85,7 +84,59 @@ def late_time_expressions() -> LateTimeExpressions:
             z: m.logit_expr[k][t].xreplace(frozen).xreplace(attention) for t, z in m.logit_sym[k].items()
         }
         loss = m.class_loss[k].xreplace({m.logit_shift[k]: sp.Integer(0)}).xreplace(logits)
-        amplitude[k] = sp.Eq(sp.Symbol(f"a_{k}"), sp.simplify(sp.diff(loss, eps).subs(eps, 0)))
+        amplitude[k] = sp.diff(loss, eps).subs(eps, 0)
+    return amplitude
+
+
+def _compact_amplitudes() -> dict:
+    """The same amplitudes in Lemma 3's symbols (Z the softmax normalizer of an untrained token's votes)."""
+    p = reduced_model().params
+    lam_c, lam_m, o_c, d_c, d_m = (p[n] for n in ("lambda_C", "lambda_M", "o_c", "delta_c", "delta_m"))
+    z = sp.Symbol("Z", positive=True)
+    return {
+        "C": (1 - d_c) * (lam_c - o_c),
+        "CS": (1 - d_m) * (lam_m - lam_c),
+        # the augmented point's subject votes for its own memorized answer, which the saturated context's
+        # softmax still gives probability (1 - delta_C) e^{o_c} / Z
+        "AUG": (1 - d_c) * (lam_c - o_c) + (1 - d_c) * (lam_m - o_c) * sp.exp(o_c) / z,
+    }
+
+
+def _check_compact(derived: dict, compact: dict) -> None:
+    """The compact forms equal the derivation (Lemma 3 substituted), checked at random parameter points to
+    30 digits: the displayed equations are the derived ones."""
+    m = reduced_model()
+    p = m.params
+    z = sp.Symbol("Z", positive=True)
+    lemma3 = {p["lambda_C"]: m.lam_c, p["lambda_M"]: m.lam_m}
+    normalizer = p["K_S"] + (p["K_A"] - 1) * sp.exp(p["o_c"]) + sp.exp(p["o_r"])
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        d_m = sp.Rational(int(rng.integers(40, 95)), 100)
+        point = {
+            p["delta_m"]: d_m,
+            p["delta_c"]: d_m * sp.Rational(int(rng.integers(5, 45)), 100),
+            p["o_c"]: sp.Rational(int(rng.integers(-50, 50)), 100),
+            p["o_r"]: sp.Rational(int(rng.integers(-50, 50)), 100),
+            p["K_A"]: int(rng.integers(40, 90)),
+            p["K_S"]: int(rng.integers(40, 90)),
+            **{p[f"n_{k}"]: int(rng.integers(1, 9)) for k in ("C", "CS", "S", "AUG")},
+        }
+        for k in derived:
+            a = derived[k].xreplace(lemma3).xreplace(point).evalf(30)
+            b = compact[k].xreplace({z: normalizer}).xreplace(lemma3).xreplace(point).evalf(30)
+            if abs(a - b) > 1e-25 * (1 + abs(a)):
+                raise RuntimeError(f"late-time amplitude {k}: compact form {compact[k]} != derivation")
+
+
+@functools.cache
+def late_time_expressions() -> LateTimeExpressions:
+    """The saturation amplitudes derived from the reduced model's class losses (shown in compact form, checked
+    equal to the derivation), the slope, the offset and M(sigma), as sympy equations."""
+    derived = _derived_amplitudes()
+    compact = _compact_amplitudes()
+    _check_compact(derived, compact)
+    amplitude = {k: sp.Eq(sp.Symbol(f"a_{k}"), compact[k]) for k in _SIDE}
     n = {k: sp.Symbol(f"n_{k}", nonnegative=True) for k in _SIDE}
     g, d0, beta, lr = sp.symbols("g d_0 beta eta_KQ", real=True)
     n_all = sp.Symbol("n", positive=True)
@@ -102,11 +153,12 @@ def late_time_expressions() -> LateTimeExpressions:
         )
         / (1 + total),
     )
-    p = m.params
+    p = reduced_model().params
     s = sp.Symbol("sigma", real=True)
     mc = 1 / (1 + sp.exp(-(s * (p["lambda_C"] - p["o_c"]) - (1 - s) * (p["lambda_M"] - p["o_c"]))))
     return LateTimeExpressions(
         amplitude=amplitude,
+        derived_amplitude=derived,
         slope=slope,
         offset=offset,
         context_reliance=sp.Eq(sp.Function("M")(s), mc),
@@ -119,8 +171,8 @@ def _amplitude_functions():
     names = ("n_C", "n_CS", "n_S", "n_AUG", "K_A", "K_S", "o_c", "o_r", "delta_c", "delta_m")
     symbols = [m.params[name] for name in names]
     lam = {m.params["lambda_C"]: m.lam_c, m.params["lambda_M"]: m.lam_m}
-    exprs = late_time_expressions().amplitude
-    return names, {k: sp.lambdify(symbols, exprs[k].rhs.xreplace(lam), "numpy") for k in exprs}
+    exprs = late_time_expressions().derived_amplitude
+    return names, {k: sp.lambdify(symbols, exprs[k].xreplace(lam), "numpy") for k in exprs}
 
 
 def saturation_amplitudes(config=None) -> dict[str, float]:
@@ -169,7 +221,7 @@ class LateTimeLaw:
         if not self.closed_form:
             raise ValueError(f"no late-time law here: {self.reason}")
         gap = self.score_gap_slope * np.log(np.asarray(t, dtype=np.float64)) + self.score_gap_offset
-        return self._m_of(1.0 / (1.0 + np.exp(-gap)))
+        return np.asarray(self._m_of(1.0 / (1.0 + np.exp(-gap))))
 
     _m_of: object = dataclasses.field(default=None, repr=False, compare=False)
 
