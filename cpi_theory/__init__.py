@@ -10,7 +10,7 @@ figure. Subpackages, each with one face:
 - :mod:`cpi_theory.model` (SPEC §1-4): world, pretrained state, forward pass, metrics, the full engine;
 - :mod:`cpi_theory.reduced` (SPEC §6): the sympy-derived reduced dynamics and their engine;
 - :mod:`cpi_theory.simulation`: the engine registry and ``simulate``;
-- :mod:`cpi_theory.paper` (SPEC §5 and beyond): lemmas, propositions, theorem, flow, peak, plateau, boundary;
+- :mod:`cpi_theory.paper` (SPEC §5 and beyond): lemmas, propositions, theorem, flow, peak, plateau, late-time law, boundary;
 - :mod:`cpi_theory.phenomena` (SPEC §7), :mod:`cpi_theory.sweep`, :mod:`cpi_theory.figures`,
   :mod:`cpi_theory.cli`, and :mod:`cpi_theory.bridge` (real transformers).
 
@@ -73,6 +73,7 @@ from .paper import eta_star as eta_star
 from .paper import flow_peak as flow_peak
 from .paper import gradient_flow as gradient_flow
 from .paper import inversion_peak as inversion_peak
+from .paper import late_time_law as late_time_law
 from .paper import lemma3_value_logits as lemma3_value_logits
 from .paper import lemma4_margins as lemma4_margins
 from .paper import lemma4_values as lemma4_values
