@@ -126,24 +126,12 @@ def plot_study(cells: list[dict], regimes: list[str], columns: list[str], stem: 
             ax.fill_between(steps, mean - spread, mean + spread, color="0.8")
             ax.plot(steps, mean, color="k", lw=1.5, label="real (mean, ±1 sd)")
             ax.plot(steps, cell["toy_fit_mean"], color="C0", lw=1.2, label="toy, fitted time")
-            if cell.get("extended_fit"):
-                ax.plot(
-                    steps,
-                    cell["extended_fit"]["context_reliance"],
-                    "--",
-                    color="C1",
-                    lw=1.2,
-                    label="toy extended",
-                )
-            if cell.get("joint_fit"):
-                ax.plot(
-                    steps,
-                    cell["joint_fit"]["context_reliance"],
-                    ":",
-                    color="C3",
-                    lw=1.4,
-                    label="toy joint fit",
-                )
+            for key, style, color, label in (
+                ("extended_fit", "--", "C1", "toy extended"),
+                ("joint_fit", ":", "C3", "toy joint fit"),
+            ):
+                if cell.get(key):
+                    ax.plot(steps, cell[key]["context_reliance"], style, color=color, lw=1.3, label=label)
             ax.set_ylim(-0.02, 1.02)
             if i == 0:
                 ax.set_title(column, fontsize=9)

@@ -155,28 +155,25 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
         if len(x) > 1 and len(y) > 1:
             cs = ax.contour(x, y, depth.T, levels=levels, colors="w", linewidths=0.8)
             ax.clabel(cs, fmt="%.2f", fontsize=7)
-        boundary = ds[f"boundary_vs_{key}"].values
-        if np.isfinite(boundary).any():
-            ax.plot(
-                boundary,
-                y,
+        overlays = (
+            (
+                f"boundary_vs_{key}",
                 "--",
-                color=PALETTE[4],
-                marker="D",
-                ms=4,
-                lw=1.6,
-                label=f"exact boundary, depth = {BOUNDARY_DEPTH} (reduced engine)",
-            )
-        infinite = ds[f"infinite_boundary_vs_{key}"].values
-        if np.isfinite(infinite).any():
-            ax.plot(
-                infinite,
-                y,
+                PALETTE[4],
+                f"exact boundary, depth = {BOUNDARY_DEPTH} (reduced engine)",
+            ),
+            (
+                f"infinite_boundary_vs_{key}",
                 ":",
-                color=PALETTE[1],
-                lw=2.0,
-                label="t -> infinity boundary (late-time law): limit context | memory",
-            )
+                PALETTE[1],
+                "t -> infinity boundary (late-time law): limit context | memory",
+            ),
+        )
+        for name, style, color, label in overlays:
+            boundary = ds[name].values
+            if np.isfinite(boundary).any():
+                marker = "D" if style == "--" else None
+                ax.plot(boundary, y, style, color=color, marker=marker, ms=4, lw=1.8, label=label)
         ax.legend(loc="upper right", fontsize=7)
         ax.set(xlabel="C+S fraction of the training set (dimensionless)", ylabel=label)
         other = "$\\delta_C$ = 0.2" if key == "delta_m" else "$\\delta_M$ = 0.6"

@@ -44,7 +44,7 @@ import sympy as sp
 
 from ..config._config import Config, resolve_config
 from ..reduced._symbolic import reduced_model
-from ._paper import lemma3_value_logits
+from ._paper import _param_subs, lemma3_value_logits
 
 # Classes that compete for attention at late times, and the token each saturates on (s_k = +1: context).
 _SIDE = {"C": 1, "CS": -1, "AUG": 1}
@@ -167,30 +167,20 @@ def late_time_expressions() -> LateTimeExpressions:
 
 @functools.cache
 def _amplitude_functions():
+    """(the parameter symbols, class -> numerical function of them) of the derived amplitudes."""
     m = reduced_model()
-    names = ("n_C", "n_CS", "n_S", "n_AUG", "K_A", "K_S", "o_c", "o_r", "delta_c", "delta_m")
-    symbols = [m.params[name] for name in names]
-    lam = {m.params["lambda_C"]: m.lam_c, m.params["lambda_M"]: m.lam_m}
-    exprs = late_time_expressions().derived_amplitude
-    return names, {k: sp.lambdify(symbols, exprs[k].xreplace(lam), "numpy") for k in exprs}
+    lemma3 = {m.params["lambda_C"]: m.lam_c, m.params["lambda_M"]: m.lam_m}
+    exprs = {k: e.xreplace(lemma3) for k, e in late_time_expressions().derived_amplitude.items()}
+    symbols = sorted(set().union(*(e.free_symbols for e in exprs.values())), key=str)
+    return symbols, {k: sp.lambdify(symbols, e, "numpy") for k, e in exprs.items()}
 
 
 def saturation_amplitudes(config=None) -> dict[str, float]:
     """``a_k`` for the classes C, CS, AUG at the configuration (see the module docstring): the late-time
     loss of a class-k point is its limit plus ``a_k exp(-u_k)``."""
-    cfg = resolve_config(config)
-    names, functions = _amplitude_functions()
-    counts = dict(zip(("n_C", "n_CS", "n_S", "n_AUG"), cfg.class_counts(), strict=True))
-    values = {
-        **counts,
-        "K_A": cfg.n_answers,
-        "K_S": cfg.n_subjects,
-        "o_c": cfg.o_c,
-        "o_r": cfg.o_r,
-        "delta_c": cfg.delta_c,
-        "delta_m": cfg.delta_m,
-    }
-    args = [float(values[name]) for name in names]
+    symbols, functions = _amplitude_functions()
+    values = _param_subs(resolve_config(config))
+    args = [float(values[symbol]) for symbol in symbols]
     return {k: float(f(*args)) for k, f in functions.items()}
 
 
