@@ -26,6 +26,7 @@ LAYERS = (
     ("sweep",),
     ("figures",),
     ("bridge",),
+    ("advise",),
     ("cli",),
 )
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -38,6 +38,7 @@ CALLS = textwrap.dedent(
     import importlib
     sweep = importlib.import_module("cpi_theory.sweep")  # the package (cpi_theory.sweep the attribute is the function)
     from cpi_theory.config import read_json_file
+    import cpi_theory.advise as advisor
 
     host = lambda tree: jax.tree.map(np.asarray, tree)
     with jax.enable_x64(True):
@@ -62,6 +63,12 @@ CALLS = textwrap.dedent(
         ct.sweep(spec, sweep_file)
     json_file = f"{tmp}/config.json"
     open(json_file, "w").write('{"steps": 5}')
+    fit_file = f"{tmp}/report.json"
+    names = ("delta_m", "delta_c", "cs_fraction", "s_fraction", "context_bias", "lr_v_ratio", "time_scale")
+    fit = dict(zip(names, (0.6, 0.2, 0.5, 0.0, 0.3, 0.0, 0.5)))
+    open(fit_file, "w").write(json.dumps({"best_fit": {
+        "parameters": {k: {"value": v} for k, v in fit.items()}, "step": [0.0, 100.0], "schedule": None,
+    }}))
 
     CALLS = {
         # configuration, engine and simulation
@@ -182,6 +189,9 @@ CALLS = textwrap.dedent(
         "joint_fit": lambda: bridge.joint_fit(steps, values, n_starts=1, horizon=30, n_dense=8),
         "schedule_time": lambda: bridge.schedule_time(np.arange(5.0), warmup=2.0, decay="cosine", total=4.0),
         "smooth_baseline": lambda: bridge.smooth_baseline(steps[:6], values[:6], 3, steps[6:8]),
+        # the advisor
+        "advise": lambda: advisor.advise(delta_m=0.6, delta_c=0.2, cs_fraction=0.5, horizon=20, target=0.7),
+        "fit_inputs": lambda: advisor.fit_inputs(fit_file),
     }
     """
 )
@@ -246,7 +256,7 @@ RUNNER = textwrap.dedent(
     public = set()
     import cpi_theory
     for face in ("", ".config", ".engine", ".model", ".reduced", ".simulation", ".paper", ".phenomena",
-                 ".sweep", ".figures", ".bridge"):
+                 ".sweep", ".figures", ".bridge", ".advise"):
         module = __import__("cpi_theory" + face, fromlist=["x"])
         public |= {n for n in dir(module) if not n.startswith("_") and inspect.isfunction(getattr(module, n))}
     print(json.dumps({"outcome": outcome, "public": sorted(public)}))

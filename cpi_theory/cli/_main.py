@@ -10,6 +10,7 @@ import sys
 
 from .._errors import ConfigError, DivergenceError, Float64Required
 from .._interrupt import install as install_interrupt_handler
+from ._advise import register as register_advise
 from ._appendix import register as register_appendix
 from ._bridge import register as register_bridge
 from ._reproduce import register as register_reproduce
@@ -17,7 +18,14 @@ from ._simulate import register as register_simulate
 from ._sweep import register as register_sweep
 
 # The subcommands, in the order ``cpi-theory --help`` lists them.
-_REGISTER = (register_simulate, register_sweep, register_bridge, register_reproduce, register_appendix)
+_REGISTER = (
+    register_simulate,
+    register_sweep,
+    register_bridge,
+    register_advise,
+    register_reproduce,
+    register_appendix,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,132 @@
+"""The advisor's inputs: their rules, and the ones a ``cpi-theory bridge fit`` report supplies.
+
+Every rule names the offending field, as :class:`cpi_theory.ConfigError` does for the configuration; the
+toy's own rules (0 < delta_C, 2 delta_C < delta_M < 1) are left to :class:`cpi_theory.Config`, whose
+errors name ``delta_c`` / ``delta_m``.
+"""
+
+import math
+
+from .._errors import ConfigError
+from ..config._config import read_json_file
+
+# The horizon above which the advisor refuses: the cost of one run grows linearly with it and a root
+# search makes ~50 runs per mitigation, so 1e7 steps already means hours on a CPU.
+MAX_HORIZON = 10_000_000
+# C + C+S + S points of the bridge's toy mixture (cpi_theory.bridge._fit.TOY_POINTS, which the fit's
+# fractions are shares of; not imported: the bridge package loads the transformer stack, seconds).
+FIT_POINTS = 20
+
+
+def _number(key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(key, f"must be finite, got {value!r}")
+    return value
+
+
+def check_fraction(key: str, value) -> float:
+    value = _number(key, value)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(key, f"must lie in [0, 1] (a share of the training points), got {value}")
+    return value
+
+
+def check_mixture(cs_fraction, s_fraction) -> tuple[float, float]:
+    cs, s = check_fraction("cs_fraction", cs_fraction), check_fraction("s_fraction", s_fraction)
+    if cs + s > 1.0 + 1e-12:
+        raise ConfigError(
+            "s_fraction",
+            f"cs_fraction + s_fraction must be <= 1 (the rest are C points), got {cs} + {s} = {cs + s}",
+        )
+    if s >= 1.0:
+        raise ConfigError("s_fraction", "must be < 1: the toy needs points with a context (C or C+S)")
+    return cs, s
+
+
+def check_horizon(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+        raise ConfigError("horizon", f"must be a positive integer number of toy steps, got {value!r}")
+    value = int(value)
+    if value < 1:
+        raise ConfigError("horizon", f"must be a positive integer number of toy steps, got {value}")
+    if value > MAX_HORIZON:
+        raise ConfigError(
+            "horizon",
+            f"must be <= {MAX_HORIZON:.0e} toy steps (each run costs time linear in the horizon and the "
+            f"advisor makes ~200 runs), got {value}",
+        )
+    return value
+
+
+def check_open_unit(key: str, value) -> float:
+    value = _number(key, value)
+    if not 0.0 < value < 1.0:
+        raise ConfigError(key, f"must lie strictly between 0 and 1 (a context reliance M_C), got {value}")
+    return value
+
+
+def check_positive(key: str, value) -> float:
+    value = _number(key, value)
+    if value <= 0:
+        raise ConfigError(key, f"must be > 0, got {value}")
+    return value
+
+
+def check_nonnegative(key: str, value) -> float:
+    value = _number(key, value)
+    if value < 0:
+        raise ConfigError(key, f"must be >= 0 (a ratio of learning rates), got {value}")
+    return value
+
+
+def _value(parameters: dict, name: str, path) -> float:
+    entry = parameters.get(name)
+    value = entry.get("value") if isinstance(entry, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(
+            "--from-fit",
+            f"{path}: best_fit.parameters.{name}.value is missing or not a finite number (is it the "
+            "report.json of `cpi-theory bridge fit`?)",
+        )
+    return float(value)
+
+
+def fit_inputs(path) -> dict:
+    """The advisor's inputs from the ``report.json`` written by ``cpi-theory bridge fit``: its joint fit's
+    best parameters (delta_m, delta_c, cs_fraction, s_fraction of the toy's 20 points, context_bias,
+    lr_v_ratio), its ``time_scale`` (toy steps per real step) and ``horizon``: the measured run's span in
+    toy steps (None when the real run had a learning-rate schedule: its clock is not linear)."""
+    report = read_json_file(path, "--from-fit")
+    best = report.get("best_fit") if isinstance(report, dict) else None
+    parameters = best.get("parameters") if isinstance(best, dict) else None
+    if not isinstance(parameters, dict):
+        raise ConfigError(
+            "--from-fit",
+            f"{path}: no best_fit.parameters object (is it the report.json of `cpi-theory bridge fit`?)",
+        )
+    values = {
+        name: _value(parameters, name, path)
+        for name in (
+            "delta_m",
+            "delta_c",
+            "cs_fraction",
+            "s_fraction",
+            "context_bias",
+            "lr_v_ratio",
+            "time_scale",
+        )
+    }
+    horizon = None
+    steps = best.get("step")
+    if best.get("schedule") is None and isinstance(steps, list) and len(steps) >= 2:
+        try:
+            span = float(steps[-1]) - float(steps[0])
+        except (TypeError, ValueError):
+            span = float("nan")
+        if math.isfinite(span) and span > 0:
+            # The fit's clock: toy time = time_scale * (real step - first step), without a schedule.
+            horizon = max(1, round(values["time_scale"] * span))
+    return {**values, "n_points": FIT_POINTS, "horizon": horizon, "source": str(path)}
