@@ -279,6 +279,19 @@ def _probe_metrics(c: CompiledReducedModel, fw: ForwardPass) -> dict:
     cf_acc = (z["c*"] > best(lower)) & (z["c*"] >= best(["a*", "nA", "r"]))
     par_acc = (z["a*"] > best([*lower, "c*"])) & (z["a*"] >= best(["nA", "r"]))
     sigma = dict(zip(probe.slots, [fw.probe.sigma[i] for i in range(3)], strict=True))
+    # The closed-book query [s*, r] of the same fact: attention over the probe's s and r scores only, and
+    # logits linear in it (z = sigma @ dz/dsigma with sigma_c = 0); recall p(a*) over every token.
+    s_i, r_i = probe.slots.index("s"), probe.slots.index("r")
+    book_sigma = jax.nn.softmax(jnp.stack([fw.probe.u[s_i], fw.probe.u[r_i]]))
+    book_z = book_sigma @ jnp.stack([fw.probe.dz_dsigma[s_i], fw.probe.dz_dsigma[r_i]])
+    book = dict(zip(probe.roles, [book_z[i] for i in range(len(probe.roles))], strict=True))
+    shift = jnp.max(jnp.where(fw.probe.mult > 0, book_z, -jnp.inf))
+    norm = jnp.sum(jnp.where(fw.probe.mult > 0, fw.probe.mult * jnp.exp(book_z - shift), 0.0))
+
+    def best_book(names):
+        return jnp.max(jnp.stack([jnp.where(mult[n] > 0, book[n], -jnp.inf) for n in names]))
+
+    memory = (book["a*"] > best_book([*lower, "c*"])) & (book["a*"] >= best_book(["nA", "r"]))
     weights = fw.class_weight
     losses = jnp.stack([fw.classes[k].loss for k in CLASSES])
     return {
@@ -287,6 +300,8 @@ def _probe_metrics(c: CompiledReducedModel, fw: ForwardPass) -> dict:
         "attention_subject": sigma["s"],
         "counterfactual_accuracy": cf_acc.astype(jnp.float64),
         "parametric_accuracy": par_acc.astype(jnp.float64),
+        "memory_recall": jnp.exp(book["a*"] - shift) / norm,
+        "memory_accuracy": memory.astype(jnp.float64),
         "loss": jnp.sum(jnp.where(weights != 0, weights * losses, 0.0)),
     }
 

@@ -8,8 +8,9 @@ The exact reduced GD dynamics restricted to the coordinates that move in each re
 - ``velocity_R(x, p) -> (v, loss)``: ``x + v`` is one exact GD step (rates lr_kq, lr_v), ``loss`` the
   training loss at ``x``; ``x`` and ``v`` are tuples, coordinate i is ``STATE_R[i]``;
 - ``probe_R(x, p) -> (context_reliance, magnitude)`` on the counterfactual probe;
-- ``metrics_R(x, p) -> dict``: the probe's role logits, multiplicities, attention and scores, and per class
-  its loss, attention on context and subject, Lemma 2's margin and its weight in the training loss.
+- ``metrics_R(x, p) -> dict``: the probe's role logits, multiplicities, attention and scores, the closed-book
+  query [s*, r]'s role logits and attention, and per class its loss, attention on context and subject,
+  Lemma 2's margin and its weight in the training loss.
 
 ``p`` maps the parameter names of :data:`cpi_theory.reduced.PARAM_NAMES` to float64 arrays; every
 operation is elementwise, so a batch of runs is a batch axis on ``x`` and ``p``.
@@ -384,6 +385,24 @@ def metrics_frozen(x, p):
     mult_probe_7 = n_C
     mult_probe_8 = n_CS
     mult_probe_9 = n_CS
+    ashift_book = jnp.maximum(u_probe_s, u_probe_r)
+    t15 = jnp.exp(-ashift_book + u_probe_s)
+    t16 = jnp.exp(-ashift_book + u_probe_r)
+    t17 = 1.0 / (t15 + t16)
+    sigma_book_s = t15 * t17
+    sigma_book_r = t16 * t17
+    t18 = sigma_book_r + sigma_book_s
+    t19 = o_c * t18
+    z_book_0 = t19
+    z_book_1 = lambda_M * sigma_book_s + o_c * sigma_book_r
+    z_book_2 = 0
+    z_book_3 = t19
+    z_book_4 = 0
+    z_book_5 = o_r * t18
+    z_book_6 = t19
+    z_book_7 = 0
+    z_book_8 = t19
+    z_book_9 = 0
     return {
         "probe_logit": {
             "c*": z_probe_0,
@@ -411,6 +430,19 @@ def metrics_frozen(x, p):
         },
         "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
         "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "closed_book_logit": {
+            "c*": z_book_0,
+            "a*": z_book_1,
+            "s*": z_book_2,
+            "nA": z_book_3,
+            "nS": z_book_4,
+            "r": z_book_5,
+            "C_c": z_book_6,
+            "C_s": z_book_7,
+            "CS_c": z_book_8,
+            "CS_s": z_book_9,
+        },
+        "closed_book_attention": {"s": sigma_book_s, "r": sigma_book_r},
         "loss": {"C": loss_C, "CS": loss_CS},
         "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c},
         "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s},
@@ -909,6 +941,27 @@ def metrics_frozen_AUG(x, p):
     mult_probe_10 = n_AUG
     mult_probe_11 = n_AUG
     mult_probe_12 = n_AUG
+    ashift_book = jnp.maximum(u_probe_s, u_probe_r)
+    t20 = jnp.exp(-ashift_book + u_probe_s)
+    t21 = jnp.exp(-ashift_book + u_probe_r)
+    t22 = 1.0 / (t20 + t21)
+    sigma_book_s = t20 * t22
+    sigma_book_r = t21 * t22
+    t23 = sigma_book_r + sigma_book_s
+    t24 = o_c * t23
+    z_book_0 = t24
+    z_book_1 = lambda_M * sigma_book_s + o_c * sigma_book_r
+    z_book_2 = 0
+    z_book_3 = t24
+    z_book_4 = 0
+    z_book_5 = o_r * t23
+    z_book_6 = t24
+    z_book_7 = 0
+    z_book_8 = t24
+    z_book_9 = 0
+    z_book_10 = t24
+    z_book_11 = 0
+    z_book_12 = t24
     return {
         "probe_logit": {
             "c*": z_probe_0,
@@ -942,6 +995,22 @@ def metrics_frozen_AUG(x, p):
         },
         "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
         "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "closed_book_logit": {
+            "c*": z_book_0,
+            "a*": z_book_1,
+            "s*": z_book_2,
+            "nA": z_book_3,
+            "nS": z_book_4,
+            "r": z_book_5,
+            "C_c": z_book_6,
+            "C_s": z_book_7,
+            "CS_c": z_book_8,
+            "CS_s": z_book_9,
+            "AUG_c": z_book_10,
+            "AUG_s": z_book_11,
+            "AUG_m": z_book_12,
+        },
+        "closed_book_attention": {"s": sigma_book_s, "r": sigma_book_r},
         "loss": {"C": loss_C, "CS": loss_CS, "AUG": loss_AUG},
         "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c, "AUG": sigma_AUG_c},
         "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s, "AUG": sigma_AUG_s},
@@ -1404,6 +1473,26 @@ def metrics_frozen_S(x, p):
     mult_probe_9 = n_CS
     mult_probe_10 = n_S
     mult_probe_11 = n_S
+    ashift_book = jnp.maximum(u_probe_s, u_probe_r)
+    t18 = jnp.exp(-ashift_book + u_probe_s)
+    t19 = jnp.exp(-ashift_book + u_probe_r)
+    t20 = 1.0 / (t18 + t19)
+    sigma_book_s = t18 * t20
+    sigma_book_r = t19 * t20
+    t21 = sigma_book_r + sigma_book_s
+    t22 = o_c * t21
+    z_book_0 = t22
+    z_book_1 = lambda_M * sigma_book_s + o_c * sigma_book_r
+    z_book_2 = 0
+    z_book_3 = t22
+    z_book_4 = 0
+    z_book_5 = o_r * t21
+    z_book_6 = t22
+    z_book_7 = 0
+    z_book_8 = t22
+    z_book_9 = 0
+    z_book_10 = 0
+    z_book_11 = t22
     return {
         "probe_logit": {
             "c*": z_probe_0,
@@ -1435,6 +1524,21 @@ def metrics_frozen_S(x, p):
         },
         "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
         "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "closed_book_logit": {
+            "c*": z_book_0,
+            "a*": z_book_1,
+            "s*": z_book_2,
+            "nA": z_book_3,
+            "nS": z_book_4,
+            "r": z_book_5,
+            "C_c": z_book_6,
+            "C_s": z_book_7,
+            "CS_c": z_book_8,
+            "CS_s": z_book_9,
+            "S_s": z_book_10,
+            "S_a": z_book_11,
+        },
+        "closed_book_attention": {"s": sigma_book_s, "r": sigma_book_r},
         "loss": {"C": loss_C, "CS": loss_CS, "S": loss_S},
         "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c, "S": 0.0},
         "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s, "S": sigma_S_s},
@@ -2045,6 +2149,29 @@ def metrics_frozen_S_AUG(x, p):
     mult_probe_12 = n_AUG
     mult_probe_13 = n_AUG
     mult_probe_14 = n_AUG
+    ashift_book = jnp.maximum(u_probe_s, u_probe_r)
+    t23 = jnp.exp(-ashift_book + u_probe_s)
+    t24 = jnp.exp(-ashift_book + u_probe_r)
+    t25 = 1.0 / (t23 + t24)
+    sigma_book_s = t23 * t25
+    sigma_book_r = t24 * t25
+    t26 = sigma_book_r + sigma_book_s
+    t27 = o_c * t26
+    z_book_0 = t27
+    z_book_1 = lambda_M * sigma_book_s + o_c * sigma_book_r
+    z_book_2 = 0
+    z_book_3 = t27
+    z_book_4 = 0
+    z_book_5 = o_r * t26
+    z_book_6 = t27
+    z_book_7 = 0
+    z_book_8 = t27
+    z_book_9 = 0
+    z_book_10 = 0
+    z_book_11 = t27
+    z_book_12 = t27
+    z_book_13 = 0
+    z_book_14 = t27
     return {
         "probe_logit": {
             "c*": z_probe_0,
@@ -2082,6 +2209,24 @@ def metrics_frozen_S_AUG(x, p):
         },
         "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
         "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "closed_book_logit": {
+            "c*": z_book_0,
+            "a*": z_book_1,
+            "s*": z_book_2,
+            "nA": z_book_3,
+            "nS": z_book_4,
+            "r": z_book_5,
+            "C_c": z_book_6,
+            "C_s": z_book_7,
+            "CS_c": z_book_8,
+            "CS_s": z_book_9,
+            "S_s": z_book_10,
+            "S_a": z_book_11,
+            "AUG_c": z_book_12,
+            "AUG_s": z_book_13,
+            "AUG_m": z_book_14,
+        },
+        "closed_book_attention": {"s": sigma_book_s, "r": sigma_book_r},
         "loss": {"C": loss_C, "CS": loss_CS, "S": loss_S, "AUG": loss_AUG},
         "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c, "S": 0.0, "AUG": sigma_AUG_c},
         "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s, "S": sigma_S_s, "AUG": sigma_AUG_s},
@@ -3687,6 +3832,33 @@ def metrics_value(x, p):
     mult_probe_7 = n_C
     mult_probe_8 = n_CS
     mult_probe_9 = n_CS
+    ashift_book = jnp.maximum(u_probe_s, u_probe_r)
+    t65 = jnp.exp(-ashift_book + u_probe_s)
+    t66 = jnp.exp(-ashift_book + u_probe_r)
+    t67 = 1.0 / (t65 + t66)
+    sigma_book_s = t65 * t67
+    sigma_book_r = t66 * t67
+    t68 = o_c * sigma_book_r
+    t69 = (1 / 2) * sigma_book_s
+    t70 = t69 * w_thC_thS
+    t71 = SQRT2 * sigma_book_r
+    t72 = (1 / 2) * t71
+    t73 = t72 * w_thC_er
+    t74 = o_c * sigma_book_s + t68 + t70 + t73
+    t75 = t69 * w_nA_thS + t72 * w_nA_er
+    t76 = t74 + t75
+    t77 = sigma_book_s * w_thS_thS + t71 * w_thS_er
+    t78 = (1 / 2) * sigma_book_s * w_nS_thS + (1 / 2) * t71 * w_nS_er + (1 / 2) * t77
+    z_book_0 = t76
+    z_book_1 = lambda_M * sigma_book_s + t68 + t70 + t73 + t75
+    z_book_2 = t78
+    z_book_3 = t76
+    z_book_4 = t78
+    z_book_5 = SQRT2 * t69 * w_er_thS + o_r * sigma_book_r + o_r * sigma_book_s + sigma_book_r * w_er_er
+    z_book_6 = t69 * w_C_c_thS + t72 * w_C_c_er + t74
+    z_book_7 = (1 / 2) * sigma_book_s * w_C_s_thS + (1 / 2) * t71 * w_C_s_er + (1 / 2) * t77
+    z_book_8 = t69 * w_CS_c_thS + t72 * w_CS_c_er + t74
+    z_book_9 = (1 / 2) * sigma_book_s * w_CS_s_thS + (1 / 2) * t71 * w_CS_s_er + (1 / 2) * t77
     return {
         "probe_logit": {
             "c*": z_probe_0,
@@ -3714,6 +3886,19 @@ def metrics_value(x, p):
         },
         "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
         "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "closed_book_logit": {
+            "c*": z_book_0,
+            "a*": z_book_1,
+            "s*": z_book_2,
+            "nA": z_book_3,
+            "nS": z_book_4,
+            "r": z_book_5,
+            "C_c": z_book_6,
+            "C_s": z_book_7,
+            "CS_c": z_book_8,
+            "CS_s": z_book_9,
+        },
+        "closed_book_attention": {"s": sigma_book_s, "r": sigma_book_r},
         "loss": {"C": loss_C, "CS": loss_CS},
         "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c},
         "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s},
@@ -6611,6 +6796,36 @@ def metrics_value_AUG(x, p):
     mult_probe_10 = n_AUG
     mult_probe_11 = n_AUG
     mult_probe_12 = n_AUG
+    ashift_book = jnp.maximum(u_probe_s, u_probe_r)
+    t93 = jnp.exp(-ashift_book + u_probe_s)
+    t94 = jnp.exp(-ashift_book + u_probe_r)
+    t95 = 1.0 / (t93 + t94)
+    sigma_book_s = t93 * t95
+    sigma_book_r = t94 * t95
+    t96 = o_c * sigma_book_r
+    t97 = (1 / 2) * sigma_book_s
+    t98 = t97 * w_thC_thS
+    t99 = SQRT2 * sigma_book_r
+    t100 = (1 / 2) * t99
+    t101 = t100 * w_thC_er
+    t102 = o_c * sigma_book_s + t101 + t96 + t98
+    t103 = t100 * w_nA_er + t97 * w_nA_thS
+    t104 = t102 + t103
+    t105 = sigma_book_s * w_thS_thS + t99 * w_thS_er
+    t106 = (1 / 2) * sigma_book_s * w_nS_thS + (1 / 2) * t105 + (1 / 2) * t99 * w_nS_er
+    z_book_0 = t104
+    z_book_1 = lambda_M * sigma_book_s + t101 + t103 + t96 + t98
+    z_book_2 = t106
+    z_book_3 = t104
+    z_book_4 = t106
+    z_book_5 = SQRT2 * t97 * w_er_thS + o_r * sigma_book_r + o_r * sigma_book_s + sigma_book_r * w_er_er
+    z_book_6 = t100 * w_C_c_er + t102 + t97 * w_C_c_thS
+    z_book_7 = (1 / 2) * sigma_book_s * w_C_s_thS + (1 / 2) * t105 + (1 / 2) * t99 * w_C_s_er
+    z_book_8 = t100 * w_CS_c_er + t102 + t97 * w_CS_c_thS
+    z_book_9 = (1 / 2) * sigma_book_s * w_CS_s_thS + (1 / 2) * t105 + (1 / 2) * t99 * w_CS_s_er
+    z_book_10 = t100 * w_AUG_c_er + t102 + t97 * w_AUG_c_thS
+    z_book_11 = (1 / 2) * sigma_book_s * w_AUG_s_thS + (1 / 2) * t105 + (1 / 2) * t99 * w_AUG_s_er
+    z_book_12 = t100 * w_AUG_m_er + t102 + t97 * w_AUG_m_thS
     return {
         "probe_logit": {
             "c*": z_probe_0,
@@ -6644,6 +6859,22 @@ def metrics_value_AUG(x, p):
         },
         "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
         "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "closed_book_logit": {
+            "c*": z_book_0,
+            "a*": z_book_1,
+            "s*": z_book_2,
+            "nA": z_book_3,
+            "nS": z_book_4,
+            "r": z_book_5,
+            "C_c": z_book_6,
+            "C_s": z_book_7,
+            "CS_c": z_book_8,
+            "CS_s": z_book_9,
+            "AUG_c": z_book_10,
+            "AUG_s": z_book_11,
+            "AUG_m": z_book_12,
+        },
+        "closed_book_attention": {"s": sigma_book_s, "r": sigma_book_r},
         "loss": {"C": loss_C, "CS": loss_CS, "AUG": loss_AUG},
         "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c, "AUG": sigma_AUG_c},
         "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s, "AUG": sigma_AUG_s},
@@ -8936,6 +9167,35 @@ def metrics_value_S(x, p):
     mult_probe_9 = n_CS
     mult_probe_10 = n_S
     mult_probe_11 = n_S
+    ashift_book = jnp.maximum(u_probe_s, u_probe_r)
+    t82 = jnp.exp(-ashift_book + u_probe_s)
+    t83 = jnp.exp(-ashift_book + u_probe_r)
+    t84 = 1.0 / (t82 + t83)
+    sigma_book_s = t82 * t84
+    sigma_book_r = t83 * t84
+    t85 = o_c * sigma_book_r
+    t86 = (1 / 2) * sigma_book_s
+    t87 = t86 * w_thC_thS
+    t88 = SQRT2 * sigma_book_r
+    t89 = (1 / 2) * t88
+    t90 = t89 * w_thC_er
+    t91 = o_c * sigma_book_s + t85 + t87 + t90
+    t92 = t86 * w_nA_thS + t89 * w_nA_er
+    t93 = t91 + t92
+    t94 = sigma_book_s * w_thS_thS + t88 * w_thS_er
+    t95 = (1 / 2) * sigma_book_s * w_nS_thS + (1 / 2) * t88 * w_nS_er + (1 / 2) * t94
+    z_book_0 = t93
+    z_book_1 = lambda_M * sigma_book_s + t85 + t87 + t90 + t92
+    z_book_2 = t95
+    z_book_3 = t93
+    z_book_4 = t95
+    z_book_5 = SQRT2 * t86 * w_er_thS + o_r * sigma_book_r + o_r * sigma_book_s + sigma_book_r * w_er_er
+    z_book_6 = t86 * w_C_c_thS + t89 * w_C_c_er + t91
+    z_book_7 = (1 / 2) * sigma_book_s * w_C_s_thS + (1 / 2) * t88 * w_C_s_er + (1 / 2) * t94
+    z_book_8 = t86 * w_CS_c_thS + t89 * w_CS_c_er + t91
+    z_book_9 = (1 / 2) * sigma_book_s * w_CS_s_thS + (1 / 2) * t88 * w_CS_s_er + (1 / 2) * t94
+    z_book_10 = (1 / 2) * sigma_book_s * w_S_s_thS + (1 / 2) * t88 * w_S_s_er + (1 / 2) * t94
+    z_book_11 = t86 * w_S_a_thS + t89 * w_S_a_er + t91
     return {
         "probe_logit": {
             "c*": z_probe_0,
@@ -8967,6 +9227,21 @@ def metrics_value_S(x, p):
         },
         "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
         "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "closed_book_logit": {
+            "c*": z_book_0,
+            "a*": z_book_1,
+            "s*": z_book_2,
+            "nA": z_book_3,
+            "nS": z_book_4,
+            "r": z_book_5,
+            "C_c": z_book_6,
+            "C_s": z_book_7,
+            "CS_c": z_book_8,
+            "CS_s": z_book_9,
+            "S_s": z_book_10,
+            "S_a": z_book_11,
+        },
+        "closed_book_attention": {"s": sigma_book_s, "r": sigma_book_r},
         "loss": {"C": loss_C, "CS": loss_CS, "S": loss_S},
         "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c, "S": 0.0},
         "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s, "S": sigma_S_s},
@@ -12835,6 +13110,38 @@ def metrics_value_S_AUG(x, p):
     mult_probe_12 = n_AUG
     mult_probe_13 = n_AUG
     mult_probe_14 = n_AUG
+    ashift_book = jnp.maximum(u_probe_s, u_probe_r)
+    t112 = jnp.exp(-ashift_book + u_probe_s)
+    t113 = jnp.exp(-ashift_book + u_probe_r)
+    t114 = 1.0 / (t112 + t113)
+    sigma_book_s = t112 * t114
+    sigma_book_r = t113 * t114
+    t115 = o_c * sigma_book_r
+    t116 = (1 / 2) * sigma_book_s
+    t117 = t116 * w_thC_thS
+    t118 = SQRT2 * sigma_book_r
+    t119 = (1 / 2) * t118
+    t120 = t119 * w_thC_er
+    t121 = o_c * sigma_book_s + t115 + t117 + t120
+    t122 = t116 * w_nA_thS + t119 * w_nA_er
+    t123 = t121 + t122
+    t124 = sigma_book_s * w_thS_thS + t118 * w_thS_er
+    t125 = (1 / 2) * sigma_book_s * w_nS_thS + (1 / 2) * t118 * w_nS_er + (1 / 2) * t124
+    z_book_0 = t123
+    z_book_1 = lambda_M * sigma_book_s + t115 + t117 + t120 + t122
+    z_book_2 = t125
+    z_book_3 = t123
+    z_book_4 = t125
+    z_book_5 = SQRT2 * t116 * w_er_thS + o_r * sigma_book_r + o_r * sigma_book_s + sigma_book_r * w_er_er
+    z_book_6 = t116 * w_C_c_thS + t119 * w_C_c_er + t121
+    z_book_7 = (1 / 2) * sigma_book_s * w_C_s_thS + (1 / 2) * t118 * w_C_s_er + (1 / 2) * t124
+    z_book_8 = t116 * w_CS_c_thS + t119 * w_CS_c_er + t121
+    z_book_9 = (1 / 2) * sigma_book_s * w_CS_s_thS + (1 / 2) * t118 * w_CS_s_er + (1 / 2) * t124
+    z_book_10 = (1 / 2) * sigma_book_s * w_S_s_thS + (1 / 2) * t118 * w_S_s_er + (1 / 2) * t124
+    z_book_11 = t116 * w_S_a_thS + t119 * w_S_a_er + t121
+    z_book_12 = t116 * w_AUG_c_thS + t119 * w_AUG_c_er + t121
+    z_book_13 = (1 / 2) * sigma_book_s * w_AUG_s_thS + (1 / 2) * t118 * w_AUG_s_er + (1 / 2) * t124
+    z_book_14 = t116 * w_AUG_m_thS + t119 * w_AUG_m_er + t121
     return {
         "probe_logit": {
             "c*": z_probe_0,
@@ -12872,6 +13179,24 @@ def metrics_value_S_AUG(x, p):
         },
         "probe_attention": {"c": sigma_probe_c, "s": sigma_probe_s, "r": sigma_probe_r},
         "probe_score": {"c": u_probe_c, "s": u_probe_s, "r": u_probe_r},
+        "closed_book_logit": {
+            "c*": z_book_0,
+            "a*": z_book_1,
+            "s*": z_book_2,
+            "nA": z_book_3,
+            "nS": z_book_4,
+            "r": z_book_5,
+            "C_c": z_book_6,
+            "C_s": z_book_7,
+            "CS_c": z_book_8,
+            "CS_s": z_book_9,
+            "S_s": z_book_10,
+            "S_a": z_book_11,
+            "AUG_c": z_book_12,
+            "AUG_s": z_book_13,
+            "AUG_m": z_book_14,
+        },
+        "closed_book_attention": {"s": sigma_book_s, "r": sigma_book_r},
         "loss": {"C": loss_C, "CS": loss_CS, "S": loss_S, "AUG": loss_AUG},
         "attention_context": {"C": sigma_C_c, "CS": sigma_CS_c, "S": 0.0, "AUG": sigma_AUG_c},
         "attention_subject": {"C": sigma_C_s, "CS": sigma_CS_s, "S": sigma_S_s, "AUG": sigma_AUG_s},

@@ -242,13 +242,24 @@ def _records(values: dict, params: dict, regime: Regime) -> dict:
     subjects = ["s*", "nS"] + [f"{k}_s" for k in classes]
     answers_before = [f"{k}_{slot}" for k in classes for slot in ("c", "a", "m") if f"{k}_{slot}" in z]
 
+    def best_of(logits, names):
+        return functools.reduce(jnp.maximum, [jnp.where(mult[n] > 0, logits[n], -jnp.inf) for n in names])
+
     def best(names):
-        return functools.reduce(jnp.maximum, [jnp.where(mult[n] > 0, z[n], -jnp.inf) for n in names])
+        return best_of(z, names)
 
     lower = subjects + answers_before
     counterfactual = (z["c*"] > best(lower)) & (z["c*"] >= best(["a*", "nA", "r"]))
     parametric = (z["a*"] > best([*lower, "c*"])) & (z["a*"] >= best(["nA", "r"]))
     nan = jnp.full_like(z["c*"], jnp.nan)
+    # The closed-book query [s*, r] of the same held-out fact: its recall p(a*) is a softmax over every
+    # token (each role counted with its multiplicity), shifted by the largest present logit; argmax ties
+    # as above (c* is now an unused answer of lower id than a*: a tie with it is not recall).
+    book = values["closed_book_logit"]
+    shift = best_of(book, list(book))
+    norm = sum(jnp.where(mult[n] > 0, mult[n] * jnp.exp(book[n] - shift), 0.0) for n in book)
+    recall = jnp.exp(book["a*"] - shift) / norm
+    memory = (book["a*"] > best_of(book, [*lower, "c*"])) & (book["a*"] >= best_of(book, ["nA", "r"]))
 
     def per_class(name):
         rows = []
@@ -267,6 +278,8 @@ def _records(values: dict, params: dict, regime: Regime) -> dict:
         "attention_subject": values["probe_attention"]["s"],
         "counterfactual_accuracy": counterfactual.astype(jnp.float64),
         "parametric_accuracy": parametric.astype(jnp.float64),
+        "memory_recall": jnp.broadcast_to(recall, nan.shape),
+        "memory_accuracy": jnp.broadcast_to(memory, nan.shape).astype(jnp.float64),
         "loss": loss,
         "per_class": {
             name: per_class(name) for name in ("loss", "attention_context", "attention_subject", "margin")
