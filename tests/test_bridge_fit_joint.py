@@ -1,12 +1,15 @@
-"""The joint toy fit (``cpi-theory bridge fit``): published-number curves, recovery, held-out, report."""
+"""The joint toy fit (``cpi-theory bridge fit``): published-number curves, recovery, held-out, report, and the
+verification study re-fitted with it (the tests that fit lr_v / lr_kq share one compiled program: one file)."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
 from scipy.interpolate import PchipInterpolator
 
 import cpi_theory as cpi
+from cpi_theory.bridge import summarize_cells, write_study
 from cpi_theory.bridge._joint import joint_fit, recovery_coverage, recovery_study, schedule_time
 from cpi_theory.cli import main
 from cpi_theory.engine import summarize
@@ -162,10 +165,53 @@ def test_cli_fit_lr_v_fits_the_value_rate_with_an_interval(tmp_path):
         "step,context_reliance\n" + "".join(f"{s:g},{v:.6f}\n" for s, v in zip(steps, truth, strict=True))
     )
     out = tmp_path / "o"
-    fixed = ["--delta-m", "0.6", "--delta-c", "0.2", "--cs-fraction", "0.5", "--starts", "2"]
+    fixed = [
+        "--delta-m",
+        "0.6",
+        "--delta-c",
+        "0.2",
+        "--cs-fraction",
+        "0.5",
+        "--s-fraction",
+        "0",
+        "--starts",
+        "1",
+    ]
     assert main(["bridge", "fit", str(path), "--out", str(out), "--fit-lr-v", *fixed]) == 0
     best = json.loads((out / "report.json").read_text())["best_fit"]
     ratio = best["parameters"]["lr_v_ratio"]
     assert not ratio["fixed"] and ratio["low"] <= ratio["value"] <= ratio["high"]
     assert best["curve_error"] < 0.01
     assert best["summary"]["shape"] == cpi.summarize(steps, truth).shape
+
+
+FIGURES = pathlib.Path(__file__).resolve().parents[1] / "figures" / "bridge"
+
+
+@pytest.fixture(scope="module")
+def committed():
+    return json.loads((FIGURES / "study_report.json").read_text())
+
+
+def test_a_cell_resummarized_from_its_runs_is_the_committed_cell(committed, tmp_path):
+    regime, cell = "strong", "C+S 0.5"
+    runs = [r for r in committed["runs"] if r["regime"] == regime and r["cell"] == cell]
+    (again,) = summarize_cells(runs, [regime], [cell])
+    (stored,) = [c for c in committed["cells"] if (c["regime"], c["cell"]) == (regime, cell)]
+    joint = again["joint_fit"]
+    assert joint["curve_error"] == pytest.approx(stored["joint_fit"]["curve_error"], rel=1e-6)
+    assert joint["summary"]["shape"] == stored["joint_fit"]["summary"]["shape"]
+    # what the study measured is fixed in the joint fit, the rest is fitted with an interval
+    parameters = joint["parameters"]
+    assert parameters["delta_m"]["fixed"] and parameters["cs_fraction"]["fixed"]
+    assert not parameters["lr_v_ratio"]["fixed"]
+    # every file written is read back
+    result = {"meta": committed["meta"], "cells": [again], "runs": runs}
+    written = write_study(result, tmp_path, [regime], [cell])
+    assert {p.name for p in written} >= {"study_report.json", "study_table.md", "study.png"}
+    back = json.loads((tmp_path / "study_report.json").read_text())
+    assert back["cells"][0]["joint_fit"]["curve_error"] == pytest.approx(joint["curve_error"], rel=1e-12)
+    assert (
+        f"{joint['curve_error']:.3f} ({joint['summary']['shape']})"
+        in (tmp_path / "study_table.md").read_text()
+    )
