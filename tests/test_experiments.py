@@ -1,4 +1,4 @@
-"""The figures: `reproduce --quick` runs F1-F6 once (module fixture, ~2-3 min on 2 cores) and each figure's
+"""The figures: `reproduce --quick` runs F1-F7 once (module fixture, ~4-5 min on 2 cores) and each figure's
 headline claim is asserted from the data it wrote; determinism, the repository's thin scripts, running from
 an empty directory, plotting outside pyplot and the CLI are checked too."""
 
@@ -24,6 +24,7 @@ STEMS = (
     "f4_mitigations",
     "f5_self_aligning",
     "f6_with_without_context",
+    "f7_designed_mixtures",
 )
 
 
@@ -41,7 +42,7 @@ def data(quick_run, stem):
 
 def test_all_figures_written_and_indexed(quick_run):
     outdir, entries = quick_run
-    assert list(entries) == ["F1", "F2", "F3", "F4", "F5", "F6"]
+    assert list(entries) == ["F1", "F2", "F3", "F4", "F5", "F6", "F7"]
     for entry in entries.values():
         for name in entry["files"]:
             assert (outdir / name).stat().st_size > 0
@@ -180,7 +181,7 @@ def test_cli_errors(tmp_path, capsys, repo_root):
     )
     assert "unknown figure(s) F9" in capsys.readouterr().err
     assert main(["reproduce", "--only", "F9", "--outdir", str(tmp_path)]) == 2
-    assert "unknown figure(s) F9 (available: F1, F2, F3, F4, F5, F6)" in capsys.readouterr().err
+    assert "unknown figure(s) F9 (available: F1, F2, F3, F4, F5, F6, F7)" in capsys.readouterr().err
     assert main(["reproduce", "--experiments-dir", str(tmp_path / "nope"), "--outdir", str(tmp_path)]) == 2
     assert "no such directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
@@ -190,7 +191,7 @@ def test_cli_errors(tmp_path, capsys, repo_root):
 
 def test_packaged_figures_in_order(tmp_path, monkeypatch, repo_root):
     figures = packaged_figures()
-    assert list(figures) == ["F1", "F2", "F3", "F4", "F5", "F6"]
+    assert list(figures) == ["F1", "F2", "F3", "F4", "F5", "F6", "F7"]
     assert [rp.script_name(m) for m in figures.values()] == [f"{stem}.py" for stem in STEMS]
     for module in figures.values():
         assert module.__name__.startswith("cpi_theory.figures._f")

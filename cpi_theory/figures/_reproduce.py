@@ -1,6 +1,6 @@
 """Regenerate every figure: run the figure modules shipped in the package, write ``INDEX.md``.
 
-The figures F1-F6 are modules of this package (``cpi_theory.figures._f1_inversion`` ...), found by import,
+The figures F1-F7 are modules of this package (``cpi_theory.figures._f1_inversion`` ...), found by import,
 so ``reproduce`` works from an installed wheel in any directory. ``--experiments-dir DIR`` runs the
 ``fN_*.py`` files of ``DIR`` instead, each loaded by path (the repository's ``experiments/`` scripts call
 the package modules). A figure module defines ``FIGURE`` (e.g. ``"F1"``), ``TITLE`` and
@@ -37,6 +37,7 @@ def packaged_figures() -> dict[str, ModuleType]:
         _f4_mitigations,
         _f5_self_aligning,
         _f6_with_without_context,
+        _f7_designed_mixtures,
     )
 
     modules = (
@@ -46,6 +47,7 @@ def packaged_figures() -> dict[str, ModuleType]:
         _f4_mitigations,
         _f5_self_aligning,
         _f6_with_without_context,
+        _f7_designed_mixtures,
     )
     return {module.FIGURE: module for module in modules}
 
