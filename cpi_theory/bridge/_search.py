@@ -48,6 +48,9 @@ SEARCH_REGIMES = {
     # Addendum 1 (pre-registered after stage 1): faster copying.
     "copy": dict(copy_rate=0.1, copy_noise=0.3, fact_noise=0.3),
     "strong": dict(copy_rate=0.3, copy_noise=0.0, fact_noise=0.3),
+    # Addendum 3: agreeing contexts in pretraining (C+S points in distribution), intermediate copying.
+    "agree": dict(copy_rate=0.035, copy_noise=0.7, fact_noise=0.3, agree_rate=0.2),
+    "between": dict(copy_rate=0.06, copy_noise=0.5, fact_noise=0.3),
 }
 
 #: The base configuration B of the pre-registered screen.
@@ -103,7 +106,14 @@ ADDENDUM = (
 #: picks, because its seed-0 curve rose and fell transiently (0.718 -> 0.756 at step 30 -> 0.735 at step 60)
 #: before rising again; judged by the unchanged criterion at T = 2000, the transient reported descriptively.
 REPLICATE = (ADDENDUM[7],)
-SCREENS = {"main": SCREEN, "addendum": ADDENDUM, "replicate": REPLICATE}
+#: Addendum 3 (pre-registered after addendum 2): two of the closing note's next knobs that need no new code.
+ADDENDUM3 = (
+    ("A10 agree regime", dict(regime="agree")),
+    ("A11 agree regime, C+S 0.5", dict(regime="agree", cs_fraction=0.5)),
+    ("A12 between regime", dict(regime="between")),
+    ("A13 between regime, C+S 0.5", dict(regime="between", cs_fraction=0.5)),
+)
+SCREENS = {"main": SCREEN, "addendum": ADDENDUM, "replicate": REPLICATE, "addendum3": ADDENDUM3}
 
 # Pre-registered thresholds.
 RISE_MIN = 0.01
