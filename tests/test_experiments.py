@@ -1,4 +1,4 @@
-"""The figures: `reproduce --quick` runs F1-F7 once (module fixture, ~4-5 min on 2 cores) and each figure's
+"""The figures: `reproduce --quick` runs F1-F7 once (module fixture, ~2 min on 2 cores) and each figure's
 headline claim is asserted from the data it wrote; determinism, the repository's thin scripts, running from
 an empty directory, plotting outside pyplot and the CLI are checked too."""
 
