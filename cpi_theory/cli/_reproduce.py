@@ -1,4 +1,4 @@
-"""``cpi-theory reproduce``: regenerate the figures F1-F6 (shipped in the package) and write ``INDEX.md``."""
+"""``cpi-theory reproduce``: regenerate the figures F1-F7 (shipped in the package) and write ``INDEX.md``."""
 
 import sys
 
@@ -24,7 +24,7 @@ def _run(args) -> int:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "reproduce",
-        help="regenerate every figure (F1-F6) and figures/INDEX.md",
+        help="regenerate every figure (F1-F7) and figures/INDEX.md",
         description="Run the figure definitions shipped in the package (cpi_theory/figures/, from any "
         "directory) with a progress bar, and write INDEX.md with each figure's command and key numbers.",
     )

@@ -1,4 +1,4 @@
-"""The figures F1-F6: their definitions (``_f1_inversion`` ... ``_f6_with_without_context``), the shared
+"""The figures F1-F7: their definitions (``_f1_inversion`` ... ``_f7_designed_mixtures``), the shared
 style (``_plotting``), byte-stable data files and ``reproduce``, which runs them and writes ``INDEX.md``.
 
 Only the light pieces are re-exported here: importing :mod:`cpi_theory` imports this package, and the
