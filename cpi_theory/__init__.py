@@ -31,7 +31,9 @@ from ._version import __version__ as __version__
 # Configuration and the data-class vocabulary.
 from .config import DATA_CLASSES as DATA_CLASSES
 from .config import Config as Config
+from .config import ClassSizes as ClassSizes
 from .config import DataClass as DataClass
+from .config import ToyParams as ToyParams
 from .config import resolve_config as resolve_config
 
 # The engine interface, the recorded loop and the one result type.
@@ -64,8 +66,10 @@ from .reduced import reduced_params as reduced_params
 from .reduced import reduced_state_names as reduced_state_names
 from .reduced import reduced_train as reduced_train
 
-# One run through a named engine.
+# One run, or many (columns of ToyParams), through a named engine.
+from .simulation import Batch as Batch
 from .simulation import simulate as simulate
+from .simulation import simulate_many as simulate_many
 
 # The paper's results (SPEC §5) and what it left open.
 from .paper import check_assumptions as check_assumptions

@@ -9,11 +9,11 @@ import pathlib
 import numpy as np
 import pytest
 
-from cpi_theory import Config
+from cpi_theory import Config, ToyParams
 from cpi_theory.advise import MITIGATIONS, advise, fit_inputs
 from cpi_theory.advise._inputs import FIT_POINTS
 from cpi_theory.cli._main import main
-from cpi_theory.reduced import Regime, minimal_train, reduced_param_values
+from cpi_theory.reduced import Regime, minimal_train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REPORT = ROOT / "figures" / "bridge" / "joint_example" / "report.json"
@@ -45,8 +45,7 @@ def _mc_at_horizon(name: str, dose: float) -> float:
     else:
         counts = {"n_context_critical": 10.0 * (1 - dose), "n_non_context_critical": 10.0 * (1 - dose)}
         counts["n_subject_only"] = 20.0 * dose
-    params = {k: np.float64(v) for k, v in reduced_param_values(Config(**counts, lr_v=lr_v)).items()}
-    params["context_bias"] = np.float64(0.0)
+    params = ToyParams.from_config(Config(**counts, lr_v=lr_v)).map(np.float64)
     # The regime the advisor uses for this mitigation (its compiled program is reused: the check is the
     # configuration, built here from a Config rather than by the advisor's dose map).
     out = minimal_train(params, steps=300, regime=REGIMES[name], compile_per_steps=False)

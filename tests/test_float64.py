@@ -121,8 +121,10 @@ CALLS = textwrap.dedent(
         "train": lambda: ct.train(world, state, 1.0, 0.1, steps=5),
         # the reduced dynamics (SPEC 6)
         "reduced_params": lambda: ct.reduced_params(config),
-        "reduced_param_values": lambda: reduced.reduced_param_values(config),
+        "ToyParams.from_config": lambda: ct.ToyParams.from_config(config),
+        "simulate_many": lambda: ct.simulate_many(ct.ToyParams.stack([ct.ToyParams.from_config(config)]), steps=3),
         "reduced_state_names": lambda: ct.reduced_state_names(),
+        "symbol_values": lambda: reduced.symbol_values(ct.ToyParams.from_config(config)),
         "reduced_model": lambda: len(reduced.reduced_model().state),
         "reduced_initial_state": lambda: ct.reduced_initial_state(params),
         "reduced_train": lambda: ct.reduced_train(params, steps=5),

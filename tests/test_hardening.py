@@ -146,14 +146,15 @@ def test_a_chunk_too_large_for_memory_names_a_chunk_size_that_fits(monkeypatch, 
     grid = {"lr_kq": [0.5 + i for i in range(64)]}
     spec = sweep_spec(base={"n_answers": 500, "n_subjects": 400, "steps": 6}, grid=grid)
     with pytest.raises(ct.ConfigError, match=r"a --chunk-size of at most \d+, ") as info:
-        run_sweep(spec, tmp_path / "s.nc", engine="full", chunk_size=64, vmap_width=2, devices=1)
+        # vmap_width None: every run of a device's shard in flight together (as on a GPU), ~78 MB each here
+        run_sweep(spec, tmp_path / "s.nc", engine="full", chunk_size=64, vmap_width=None, devices=1)
     assert info.value.key == "base.n_answers" and "more than this machine's 256 MB" in str(info.value)
     assert not list(tmp_path.iterdir())
     suggested = int(re.search(r"at most (\d+)", str(info.value)).group(1))
     assert 1 <= suggested < 64
-    refuse_unless_fits("", sweep_needs(spec, "full", suggested, 1, 2), limit)  # it does fit
+    refuse_unless_fits("", sweep_needs(spec, "full", suggested, 1, None), limit)  # it does fit
     with pytest.raises(ct.ConfigError):
-        refuse_unless_fits("", sweep_needs(spec, "full", 2 * suggested, 1, 2), limit)
+        refuse_unless_fits("", sweep_needs(spec, "full", 2 * suggested, 1, None), limit)
 
 
 def test_what_fits_is_not_refused():

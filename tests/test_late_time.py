@@ -40,8 +40,7 @@ CASES = {
 
 
 def _long_run(config, context_bias, steps, every):
-    params = dict(reduced_params(config))
-    params["context_bias"] = np.float64(context_bias)
+    params = reduced_params(config, context_bias=np.float64(context_bias))
     records = minimal_train(params, steps=steps, record_every=every).records
     t = np.arange(steps // every + 1) * every
     gap = np.log(np.asarray(records["attention_context"]) / np.asarray(records["attention_subject"]))

@@ -76,7 +76,7 @@ def test_value_training_costs_memory_and_frozen_values_keep_it():
     change_frozen = abs(frozen[-1] - frozen[0])
     assert change_frozen < 10 * np.exp(base.relation_score)
     # (the general case's compiled program above: same regime, steps and record_every)
-    trained = {**params, "lr_v": jnp.asarray(1.0, dtype=jnp.float64)}
+    trained = params.replace(lr_v=jnp.asarray(1.0, dtype=jnp.float64))
     valued = minimal_train(trained, steps=STEPS, record_every=STEPS, regime=GENERAL).records["memory_recall"]
     valued = np.asarray(valued)
     assert valued[0] == pytest.approx(frozen[0], abs=1e-14)

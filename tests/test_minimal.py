@@ -31,6 +31,7 @@ from cpi_theory.reduced import (
     minimal_train,
     minimal_velocity,
     regime_of,
+    symbol_values,
 )
 from cpi_theory.reduced._compiled import _BASE, _compiled
 
@@ -172,9 +173,10 @@ def test_reduced_matches_full_on_random_configs(regime):
 
 
 # -- 2. real class sizes ------------------------------------------------------------------------------------
-def _params(cfg: cpi.Config, **sizes) -> dict:
+def _params(cfg: cpi.Config, **sizes) -> cpi.ToyParams:
+    """The configuration's parameters with some class sizes (by DataClass key) set to real numbers."""
     params = cpi.reduced_params(cfg)
-    return {**params, **{k: jnp.asarray(v, dtype=jnp.float64) for k, v in sizes.items()}}
+    return params.with_class_sizes(**{k: jnp.asarray(v, dtype=jnp.float64) for k, v in sizes.items()})
 
 
 def test_real_class_sizes_match_general_engine_and_are_continuous():
@@ -190,7 +192,7 @@ def test_real_class_sizes_match_general_engine_and_are_continuous():
     )
     runs = {}
     for n_cs in (3.0, 3.5, 4.0):
-        params = _params(cfg, n_CS=n_cs)
+        params = _params(cfg, non_context_critical=n_cs)
         assert regime_of(params) == GENERAL
         minimal = train(params)
         general = cpi.reduced.general_train(params, steps=STEPS, record_every=1)
@@ -199,7 +201,7 @@ def test_real_class_sizes_match_general_engine_and_are_continuous():
         # Coordinates of empty orbits (here the "other augmented point" of the single augmented point)
         # cover no matrix entry and influence nothing: the general engine leaves them at 0, the minimal
         # one follows their limit as the orbit empties. Every other coordinate agrees.
-        orbit = np.asarray(_compiled().orbit_fn(*[params[k] for k in _BASE]))
+        orbit = np.asarray(_compiled().orbit_fn(*[symbol_values(params)[k] for k in _BASE]))
         np.testing.assert_allclose(
             np.asarray(_minimal.to_general(minimal.final_state.x, GENERAL))[orbit != 0],
             np.asarray(general.final_state)[orbit != 0],
@@ -210,7 +212,7 @@ def test_real_class_sizes_match_general_engine_and_are_continuous():
     # continuous: a size 1e-7 away moves the curve by O(1e-7)
     h = 1e-7
     for sign in (-1.0, 1.0):
-        near = train(_params(cfg, n_CS=3.5 + sign * h)).records
+        near = train(_params(cfg, non_context_critical=3.5 + sign * h)).records
         for key in ("context_reliance", "attention_context", "loss"):
             gap = np.max(np.abs(np.asarray(near[key]) - np.asarray(runs[3.5][key])))
             assert 0 < gap < 1e-5, (key, gap)
@@ -224,7 +226,7 @@ def test_covering_regime_gives_the_same_trajectory():
     the same records and the same moving coordinates; W_V stays exactly pretrained. (The q coordinates of
     the empty S / augmented classes are a phantom point's: the per-entry gradient of an orbit does not
     vanish with its size, but they enter nothing with weight n_S = n_AUG = 0.)"""
-    params = _params(cpi.Config(lr_kq=0.9, o_c=0.3), n_CS=3.5, n_C=7.0)
+    params = _params(cpi.Config(lr_kq=0.9, o_c=0.3), non_context_critical=3.5, context_critical=7.0)
     smallest = regime_of(params)
     assert smallest == FROZEN
     small = train(params)
@@ -329,7 +331,7 @@ def test_lr_scale_constant_and_schedule():
     assert regime_of(params) == VALUE
     c = 0.3
     constant = minimal_train(params, steps=STEPS, lr_scale=jnp.full((STEPS,), c))
-    scaled = {**params, "lr_kq": params["lr_kq"] * c, "lr_v": params["lr_v"] * c}
+    scaled = params.replace(lr_kq=params.lr_kq * c, lr_v=params.lr_v * c)
     rescaled = minimal_train(scaled, steps=STEPS, lr_scale=jnp.ones((STEPS,)))  # same program
     assert_same_records(constant.records, rescaled.records, skip=())
     # and lr_scale = 1 is no schedule at all (the run without one, here through the covering regime)

@@ -32,13 +32,14 @@ RTOL = 1e-6
 FLOOR = 1e-8
 FAST_COMPILE = {"xla_disable_hlo_passes": "fusion", "xla_backend_optimization_level": 0}
 SUMMARIES = ("final", "peak", "depth", "smooth_peak")
+# By their ToyParams column names (cpi_theory.config.PARAM_KEYS).
 PARAMS = (
     "delta_c",
     "delta_m",
-    "n_C",
-    "n_CS",
-    "n_S",
-    "n_AUG",
+    "n_context_critical",
+    "n_non_context_critical",
+    "n_subject_only",
+    "n_counterfactual_augmented",
     "lr_kq",
     "lr_v",
     "relation_score",
@@ -50,10 +51,10 @@ PARAMS = (
 FD_STEP = {
     "delta_c": 1e-5,
     "delta_m": 1e-4,
-    "n_C": 1e-4,
-    "n_CS": 1e-4,
-    "n_S": 1e-3,
-    "n_AUG": 1e-3,
+    "n_context_critical": 1e-4,
+    "n_non_context_critical": 1e-4,
+    "n_subject_only": 1e-3,
+    "n_counterfactual_augmented": 1e-3,
     "lr_kq": 1e-4,
     "lr_v": 1e-4,
     "relation_score": 1e-3,
@@ -70,15 +71,14 @@ def f64(x):
     return jnp.asarray(x, dtype=jnp.float64)
 
 
-def make_params(**overrides) -> dict:
-    params = cpi.reduced_params(cpi.Config.from_mapping({**BASE, **overrides}))
-    params["context_bias"] = f64(0.0)
-    return params
+def make_params(**overrides) -> cpi.ToyParams:
+    return cpi.reduced_params(cpi.Config.from_mapping({**BASE, **overrides}), context_bias=f64(0.0))
 
 
 def split(params):
-    """(theta: the differentiated parameters, rest: the others)."""
-    return {k: params[k] for k in PARAMS}, {k: v for k, v in params.items() if k not in PARAMS}
+    """(theta: the differentiated parameters by name, rest: the parameters they replace)."""
+    columns = params.columns()
+    return {k: columns[k] for k in PARAMS}, params
 
 
 def reliance(params, regime=GENERAL, steps=STEPS):
@@ -94,7 +94,7 @@ def summaries(mc):
 
 
 def summaries_of(theta, rest, regime=GENERAL):
-    return summaries(reliance({**rest, **theta}, regime))
+    return summaries(reliance(rest.with_columns(**theta), regime))
 
 
 def fast_compile(fn, *args):
@@ -113,11 +113,11 @@ def trajectory_program(regime, steps=STEPS):
 
 def central_difference(trajectory, params, name):
     """4th-order central difference of the summaries in ``name`` and the argmax steps at the stencil."""
-    x = float(params[name])
+    x = float(params.columns()[name])
     h = FD_STEP[name] * max(1.0, abs(x))
     values, argmax = [], []
     for k in (-2, -1, 1, 2):
-        mc = trajectory({**params, name: f64(x + k * h)})["context_reliance"]
+        mc = trajectory(params.with_columns(**{name: f64(x + k * h)}))["context_reliance"]
         values.append(np.asarray(summaries(mc)))
         argmax.append(int(jnp.argmax(mc)))
     fd = (values[0] - 8 * values[1] + 8 * values[2] - values[3]) / (12 * h)
@@ -237,7 +237,7 @@ def test_fraction_sensitivity_example():
     total = f64(20.0)
 
     def final_reliance(f):
-        mixed = {**params, "n_C": total * (1 - f), "n_CS": total * f}
+        mixed = params.with_class_sizes(context_critical=total * (1 - f), non_context_critical=total * f)
         return reliance(mixed, FROZEN, steps=300)[-1]
 
     f = f64(0.5)

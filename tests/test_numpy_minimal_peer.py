@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cpi_theory as cpi
-from cpi_theory.reduced import Regime, minimal_train
+from cpi_theory.reduced import Regime, minimal_train, symbol_values
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 from numpy_minimal_peer import PARAM_KEYS, STATE_NAMES, run_numpy  # noqa: E402
@@ -34,9 +34,16 @@ CONFIGS = [
 ]
 
 
+def _peer_inputs(params: cpi.ToyParams) -> dict:
+    """The peer's own inputs (the paper's symbols, plain NumPy) of one run's or columns of ToyParams."""
+    values = {k: np.asarray(v, dtype=np.float64) for k, v in symbol_values(params).items()}
+    return {**{k: values[k] for k in PARAM_KEYS}, "lr_v": values["lr_v"], "n_S": values["n_S"],
+            "n_AUG": values["n_AUG"], "context_bias": np.asarray(params.context_bias, dtype=np.float64)}  # fmt: skip
+
+
 def _stacked(configs):
     params = [cpi.reduced_params(cpi.Config(**c)) for c in configs]
-    return {k: np.array([float(p[k]) for p in params]) for k in PARAM_KEYS}, params
+    return _peer_inputs(cpi.ToyParams.stack(params)), params
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +101,8 @@ def test_paper_default_numbers(peer):
 
 def test_context_bias():
     """The initial attention tilt (params["context_bias"]) as minimal_train models it."""
-    params = cpi.reduced_params(cpi.Config(lr_kq=2.0))
-    params = {**params, "context_bias": jnp.asarray(1.5, dtype=jnp.float64)}
-    out = run_numpy({k: float(v) for k, v in params.items()}, STEPS, trajectory=True)
+    params = cpi.reduced_params(cpi.Config(lr_kq=2.0), context_bias=jnp.asarray(1.5, dtype=jnp.float64))
+    out = run_numpy(_peer_inputs(params), STEPS, trajectory=True)
     ref = minimal_train(params, steps=STEPS, regime=FROZEN, metrics="context_reliance")
     np.testing.assert_allclose(
         out["context_reliance"][:, 0], np.asarray(ref.records["context_reliance"]), rtol=0, atol=TOL
@@ -105,6 +111,6 @@ def test_context_bias():
 
 
 def test_rejects_value_training():
-    params = {k: float(v) for k, v in cpi.reduced_params(cpi.Config(lr_v=0.3)).items()}
+    params = _peer_inputs(cpi.reduced_params(cpi.Config(lr_v=0.3)))
     with pytest.raises(ValueError, match="lr_v"):
         run_numpy(params, 3)

@@ -174,10 +174,14 @@ def test_netcdf_file_round_trips_bit_for_bit_and_refuses_overwrite(tmp_path):
     assert info.value.key == "--resume"
 
 
-def _exploding_run_one(shared, per_run, *, steps, record_every, bucket, summaries_only):
+def _exploding_batch_run(bucket, recording):
     """A stand-in engine: x <- x * (1 + lr) overflows to inf (and loss to NaN) for large lr."""
-    del shared, bucket, summaries_only
-    lr = per_run["lr_kq"]
+    del bucket
+    return lambda params: _exploding_run(params.lr_kq, recording)
+
+
+def _exploding_run(lr, recording):
+    steps = recording.steps
 
     def body(carry, _):
         x, t, first_bad = carry
@@ -190,18 +194,20 @@ def _exploding_run_one(shared, per_run, *, steps, record_every, bucket, summarie
     (x, _, first_bad), (mc, loss) = jax.lax.scan(body, init, None, length=steps)
     mc = jnp.concatenate([mc, jax.nn.sigmoid(-1.0 / x)[None]])
     loss = jnp.concatenate([loss, (x - x + jnp.log(x))[None]])
-    return {"context_reliance": mc, "loss": loss}, first_bad
+    summary = registry.summary_of_records(mc, loss, recording.recorded_steps)
+    return registry.RunOutput(summary, first_bad, {"context_reliance": mc})
 
 
 def test_diverged_runs_are_flagged_not_fatal(monkeypatch):
-    fake = registry.RegisteredEngine(
+    fake = dataclasses.replace(
+        registry.REDUCED,
         name="exploding",
         run_config=None,
-        bucket_key=lambda config: (),
-        inputs=lambda configs: (None, {"lr_kq": np.asarray([c.lr_kq for c in configs], dtype=np.float64)}),
-        run_one=_exploding_run_one,
-        vmap_width=None,
-        default_chunk_size=4,
+        bucket_reads=(),
+        bucket_columns=lambda columns: (),
+        bucket_key=lambda row: (),
+        batch_run=_exploding_batch_run,
+        describe=lambda bucket: "x <- x (1 + lr)",
     )
     monkeypatch.setitem(registry.ENGINES, "exploding", fake)
     spec = sweep_spec(
@@ -320,7 +326,7 @@ def _plan_from_one_config_per_run(table, engine, chunk_size):
     """The plan as it was made before planning was vectorized: a Config (and a bucket key) per run."""
     buckets: dict[tuple, list[int]] = {}
     for i in range(table.n_total):
-        buckets.setdefault(engine.bucket_key(table.config(i)), []).append(i)
+        buckets.setdefault(engine.bucket_of(ct.ToyParams.from_config(table.config(i))), []).append(i)
     chunks = []
     for key in sorted(buckets):
         runs = np.asarray(buckets[key])
@@ -351,7 +357,8 @@ def test_vectorized_plan_equals_the_plan_of_one_config_per_run(grid, chunk_size)
     assert plan.chunk_lengths().tolist() == [len(runs) for _, _, runs in expected]
     # The column form of the bucket key is the engine's own, run by run.
     ids = plan.bucket_ids(np.arange(table.n_total))
-    assert [plan.buckets[i] for i in ids] == [registry.FULL.bucket_key(c) for c in table.configs]
+    configs = [ct.ToyParams.from_config(c) for c in table.configs]
+    assert [plan.buckets[i] for i in ids] == [registry.FULL.bucket_of(c) for c in configs]
 
 
 def test_a_hundred_million_run_grid_plans_in_seconds_in_bounded_memory():

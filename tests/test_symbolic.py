@@ -41,6 +41,9 @@ def test_symbolic_chain_rule_gradient_equals_the_engine():
     rng = np.random.default_rng(0)
     state = jnp.asarray(rng.normal(scale=0.3, size=len(m.state)))
     _, grad = reduced_loss_and_gradient(state, params)
+    params = cpi.reduced.symbol_values(
+        params
+    )  # the derivation's names, as the compiled forward pass takes them
     fw = _forward(state, params, CLASSES)
     c = _compiled()
     env = {s: sp.Float(float(v)) for s, v in zip(m.state, np.asarray(state), strict=True)}

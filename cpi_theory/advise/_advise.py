@@ -29,9 +29,11 @@ from scipy.optimize import brentq
 from .._errors import ConfigError
 from .._precision import requires_float64
 from ..config._config import Config
+from ..config._data_class import DataClass
+from ..config._params import ClassSizes, ToyParams
 from ..engine import recorded_steps, summarize
 from ..paper import late_time_law
-from ..reduced import Regime, minimal_initial_state, minimal_metrics, minimal_train, reduced_param_values
+from ..reduced import Regime, minimal_initial_state, minimal_metrics, minimal_train
 from ._inputs import (
     FIT_POINTS,
     check_horizon,
@@ -123,12 +125,12 @@ def _finite(x):
 
 
 # ------------------------------------------------------------------------------------------ the runs
-def _as_params(values: dict) -> dict:
+def _as_params(values: ToyParams) -> ToyParams:
     # np.float64 scalars, not Python floats: strongly typed, so every dose hits the same compiled program.
-    return {k: np.float64(v) for k, v in values.items()}
+    return values.map(np.float64)
 
 
-def _run(values: dict, regime: Regime, horizon: int):
+def _run(values: ToyParams, regime: Regime, horizon: int):
     """(recorded steps, M_C curve, memory recall at the horizon or None) of one exact run."""
     params = _as_params(values)
     if horizon <= DENSE_LIMIT:
@@ -152,13 +154,13 @@ def _start_fn(regime: Regime):
     return jax.jit(start)
 
 
-def _bias_for_start(values: dict, regime: Regime, start_mc: float) -> float:
+def _bias_for_start(values: ToyParams, regime: Regime, start_mc: float) -> float:
     """The initial attention tilt (``context_bias``) at which the exact toy's M_C(0) is ``start_mc``:
     M_C(0) rises with it (more attention on c* lifts its logit and lowers a*'s)."""
     start = _start_fn(regime)
 
     def gap(beta):
-        return float(start(_as_params({**values, "context_bias": beta}))) - start_mc
+        return float(start(_as_params(values.replace(context_bias=beta)))) - start_mc
 
     low, high = gap(-BIAS_BOUND) + start_mc, gap(BIAS_BOUND) + start_mc
     if not low < start_mc < high:
@@ -171,15 +173,23 @@ def _bias_for_start(values: dict, regime: Regime, start_mc: float) -> float:
 
 
 # ------------------------------------------------------------------------------------- the mitigations
-def _dosed(name: str, base: dict, dose: float, s0: float, n_points: float) -> dict:
+def _dosed(name: str, base: ToyParams, dose: float, s0: float, n_points: float) -> ToyParams:
+    sizes = base.class_sizes
     if name == "filter_cs":
-        return {**base, "n_CS": base["n_CS"] * (1.0 - dose)}
+        return base.with_class_sizes(non_context_critical=sizes.non_context_critical * (1.0 - dose))
     if name == "augment":
-        return {**base, "n_CS": base["n_CS"] * (1.0 - dose), "n_AUG": base["n_AUG"] + base["n_CS"] * dose}
+        return base.with_class_sizes(
+            non_context_critical=sizes.non_context_critical * (1.0 - dose),
+            counterfactual_augmented=sizes.counterfactual_augmented + sizes.non_context_critical * dose,
+        )
     if name == "lr_v_ratio":
-        return {**base, "lr_v": dose * base["lr_kq"]}
+        return base.replace(lr_v=dose * base.lr_kq)
     scale = (1.0 - dose) / (1.0 - s0)  # add_s
-    return {**base, "n_C": base["n_C"] * scale, "n_CS": base["n_CS"] * scale, "n_S": n_points * dose}
+    return base.with_class_sizes(
+        context_critical=sizes.context_critical * scale,
+        non_context_critical=sizes.non_context_critical * scale,
+        subject_only=n_points * dose,
+    )
 
 
 def _regime(name: str, base: Regime) -> Regime:
@@ -190,29 +200,34 @@ def _regime(name: str, base: Regime) -> Regime:
     )
 
 
-def _fractional(values: dict) -> list[str]:
-    return [f"{k} = {values[k]:.3g}" for k in ("n_C", "n_CS", "n_S", "n_AUG") if 0.0 < values[k] < 1.0]
+def _fractional(values: ToyParams) -> list[str]:
+    return [
+        f"n_{data_class.symbol} = {values.class_sizes.of(data_class):.3g}"
+        for data_class in DataClass
+        if 0.0 < values.class_sizes.of(data_class) < 1.0
+    ]
 
 
-def _points(name: str, base: dict, dose: float, n_points: float) -> float | None:
+def _points(name: str, base: ToyParams, dose: float, n_points: float) -> float | None:
     if name in ("filter_cs", "augment"):
-        return base["n_CS"] * dose
+        return base.class_sizes.non_context_critical * dose
     return n_points * dose if name == "add_s" else None
 
 
 def _search(name, base, regime, horizon, target, s0, n_points, base_recall, n_grid) -> Mitigation:
     meaning = DOSE_MEANING[name]
-    if name in ("filter_cs", "augment") and base["n_CS"] == 0:
+    sizes = base.class_sizes
+    if name in ("filter_cs", "augment") and sizes.non_context_critical == 0:
         return Mitigation(name, meaning, "not applicable", None, 0.0, None, False, None, False, None, None,
                           None, None, "no C+S points to act on")  # fmt: skip
     if name == "filter_cs":
         # Dropping every C+S point of a set made only of them would leave no data.
-        rest = base["n_C"] + base["n_S"] + base["n_AUG"]
+        rest = sizes.context_critical + sizes.subject_only + sizes.counterfactual_augmented
         base_dose, dose_range = 0.0, (0.0, 1.0 if rest > 0 else 0.999)
     elif name == "augment":
         base_dose, dose_range = 0.0, (0.0, 1.0)
     elif name == "lr_v_ratio":
-        base_dose = base["lr_v"] / base["lr_kq"]
+        base_dose = base.lr_v / base.lr_kq
         dose_range = (0.0, max(MAX_LR_V_RATIO, base_dose))
     else:
         base_dose, dose_range = s0, (s0, max(MAX_S_SHARE, s0))
@@ -321,26 +336,26 @@ def advise(
         raise ConfigError("start_mc", "give start_mc or context_bias, not both (each sets the start)")
     if isinstance(n_grid, bool) or not isinstance(n_grid, int) or n_grid < 2:
         raise ConfigError("n_grid", f"must be an integer >= 2, got {n_grid!r}")
-    counts = {"n_C": n_points * (1.0 - cs - s), "n_CS": n_points * cs, "n_S": n_points * s}
-    if counts["n_C"] + counts["n_CS"] <= 0:
+    counts = ClassSizes(n_points * (1.0 - cs - s), n_points * cs, n_points * s, 0.0)
+    if counts.context_critical + counts.non_context_critical <= 0:
         raise ConfigError("cs_fraction", "the mixture has no point with a context (C or C+S)")
     # One vocabulary for the base and every dose: the paper's, or what the largest dose needs (augmenting
     # every C+S point needs one more answer per point).
     n_subjects = max(_PAPER.n_subjects, math.ceil(n_points + 1))
-    n_answers = max(_PAPER.n_answers, math.ceil(n_points + counts["n_CS"] + 2))
+    n_answers = max(_PAPER.n_answers, math.ceil(n_points + counts.non_context_critical + 2))
     config = Config(
         n_answers=n_answers,
         n_subjects=n_subjects,
-        n_context_critical=max(counts["n_C"], 0.0),
-        n_non_context_critical=counts["n_CS"],
-        n_subject_only=counts["n_S"],
+        n_context_critical=max(counts.context_critical, 0.0),
+        n_non_context_critical=counts.non_context_critical,
+        n_subject_only=counts.subject_only,
         delta_c=delta_c,
         delta_m=delta_m,
         lr_v=ratio,
         steps=horizon,
     )
-    base = reduced_param_values(config)
-    regime = Regime(value_trained=ratio != 0, has_s=counts["n_S"] > 0, has_aug=False)
+    base = ToyParams.from_config(config)
+    regime = Regime(value_trained=ratio != 0, has_s=counts.subject_only > 0, has_aug=False)
     if start_mc is not None:
         start_mc = check_open_unit("start_mc", start_mc)
         beta = _bias_for_start(base, regime, start_mc)
@@ -350,7 +365,7 @@ def advise(
             raise ConfigError(
                 "context_bias", f"must be finite with |context_bias| <= {BIAS_BOUND}, got {beta}"
             )
-    base["context_bias"] = beta
+    base = base.replace(context_bias=beta)
 
     steps, mc, base_recall = _run(base, regime, horizon)
     summary = summarize(steps, mc)
@@ -375,7 +390,9 @@ def advise(
         "cs_fraction": cs,
         "s_fraction": s,
         "n_points": n_points,
-        "class_sizes": {"C": counts["n_C"], "C+S": counts["n_CS"], "S": counts["n_S"]},
+        "class_sizes": {
+            dc.label: counts.of(dc) for dc in DataClass if dc is not DataClass.COUNTERFACTUAL_AUGMENTED
+        },
         "vocabulary": {"subjects": n_subjects, "answers": n_answers},
         "horizon": horizon,
         "target": target,

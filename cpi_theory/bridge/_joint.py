@@ -34,7 +34,7 @@ from scipy.optimize import least_squares
 from scipy.stats import t as student_t
 
 from .._precision import requires_float64
-from ..config import Config
+from ..config import Config, ToyParams
 from ..reduced import Regime, minimal_train, reduced_params
 from ._fit import TOY_POINTS, summary_record
 
@@ -93,8 +93,8 @@ def schedule_time(
 
 
 # ----------------------------------------------------------------------------------- parameter maps
-def _base_params() -> dict:
-    return dict(reduced_params(Config()))
+def _base_params() -> ToyParams:
+    return reduced_params(Config())
 
 
 def _natural(full, fixed_dc: bool, fixed_cs: bool):
@@ -122,13 +122,14 @@ def _compiled(free: tuple, fixed_dc: bool, fixed_cs: bool, regime: Regime, horiz
 
     def curve(theta, rest, tau):
         dm, dc, n_c, n_cs, n_s, beta, lrv, log_alpha = _natural(full_vector(theta, rest), fixed_dc, fixed_cs)
-        params = dict(
-            base,
+        params = base.replace(
+            class_sizes=base.class_sizes.replace(
+                context_critical=TOY_POINTS * n_c,
+                non_context_critical=TOY_POINTS * n_cs,
+                subject_only=TOY_POINTS * n_s,
+            ),
             delta_m=dm,
             delta_c=dc,
-            n_C=TOY_POINTS * n_c,
-            n_CS=TOY_POINTS * n_cs,
-            n_S=TOY_POINTS * n_s,
             context_bias=beta,
             lr_v=lrv,
         )

@@ -91,14 +91,26 @@ def register(subparsers) -> None:
         description=(
             "Run every configuration of a sweep spec (JSON or TOML: {'base': {...}, 'grid': {key: [values]}, "
             "'random': {key: {'uniform': [lo, hi]}}, 'n_runs': N, 'seed': 0}) in vmapped chunks sharded over "
-            "the devices; finished chunks are kept in OUT.chunks/ so --resume continues after a crash."
+            "the devices; finished chunks are kept (in the Zarr store, or OUT.nc.chunks/) so --resume continues "
+            "after a crash."
         ),
     )
     parser.add_argument("spec", metavar="SPEC", help="sweep spec file (.json or .toml)")
-    parser.add_argument("--out", required=True, metavar="FILE.nc", help="result Dataset (netCDF)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="OUT",
+        help="results: a Zarr store (OUT.zarr: each chunk streamed into it as it finishes, readable with "
+        "xarray.open_zarr while the sweep runs, memory bounded by a chunk) or a netCDF file (OUT.nc: for "
+        "results that fit in memory; finished chunks kept in OUT.nc.chunks/)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep into --out")
     parser.add_argument(
-        "--chunk-size", type=int, metavar="N", help="runs per chunk (default: 4096 reduced, 256 full)"
+        "--chunk-size",
+        type=int,
+        metavar="N",
+        help="runs per chunk (default: the engine's for the device: reduced 262144 on a CPU, 4194304 on a "
+        "GPU; full 256 on a CPU, 100000 on a GPU)",
     )
     parser.add_argument(
         "--engine",

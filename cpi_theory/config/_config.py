@@ -13,10 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._errors import ConfigError
-from ._data_class import DataClass
-
-# The Config fields holding the point counts of the data classes (SPEC.md §4, §7), in DataClass order.
-_CLASS_COUNT_KEYS = tuple(data_class.count_key for data_class in DataClass)
+from ._rules import CLASS_COUNT_KEYS as _CLASS_COUNT_KEYS
+from ._rules import RULES, answers_needed, subjects_needed
 
 
 # no_type_check: the fields' types are what Config *stores*; what it is given is checked by its own rules,
@@ -88,12 +86,11 @@ class Config:
 
     def subjects_needed(self) -> int | float:
         """Distinct subjects: one per training point plus the counterfactual test subject s*."""
-        return sum(self.class_counts()) + 1
+        return subjects_needed(dataclasses.asdict(self))
 
     def answers_needed(self) -> int | float:
         """Distinct answers: one per C/C+S/S point, two per augmented point (context and memory), c* and a*."""
-        n_c, n_cs, n_s, n_aug = self.class_counts()
-        return n_c + n_cs + n_s + 2 * n_aug + 2
+        return answers_needed(dataclasses.asdict(self))
 
     def has_integer_class_counts(self) -> bool:
         return all(isinstance(n, int) for n in self.class_counts())
@@ -136,51 +133,25 @@ def _coerce(key: str, value: Any) -> int | float:
     return float(value)
 
 
-def _check_rules(cfg: Config) -> None:
-    def rule(ok: bool, key: str, message: str):
-        if not ok:
-            raise ConfigError(key, message)
+# The engines count steps in int32 (the step of a record, the step a run diverged at).
+MAX_STEPS = 2**31 - 1
 
-    rule(cfg.n_answers >= 2, "n_answers", f"must be >= 2, got {cfg.n_answers}")
-    rule(cfg.n_subjects >= 1, "n_subjects", f"must be >= 1, got {cfg.n_subjects}")
-    for key in _CLASS_COUNT_KEYS:
-        value = getattr(cfg, key)
-        rule(value >= 0, key, f"must be >= 0 (a count of points), got {value}")
-    rule(
-        sum(cfg.class_counts()) > 0, "n_context_critical", "the training set is empty: every class count is 0"
-    )
-    for key in ("delta_c", "delta_m"):
-        value = getattr(cfg, key)
-        rule(0.0 < value < 1.0, key, f"must be a probability strictly between 0 and 1, got {value}")
-    rule(
-        cfg.delta_m > 2 * cfg.delta_c,
-        "delta_m",
-        f"must be > 2*delta_c (memory beats self-copy, paper Assumption 6), got delta_m={cfg.delta_m}, "
-        f"delta_c={cfg.delta_c}",
-    )
-    for key in ("o_c", "o_r"):
-        value = getattr(cfg, key)
-        # exp(o) enters the normaliser Z of the value table; beyond ~709 it overflows to inf.
-        rule(abs(value) <= 700.0, key, f"must lie in [-700, 700] (exp({key}) must be finite), got {value}")
-    for key in ("lr_kq", "lr_v"):
-        value = getattr(cfg, key)
-        rule(value >= 0.0, key, f"must be >= 0 (a learning rate), got {value}")
-    rule(cfg.steps >= 0, "steps", f"must be >= 0, got {cfg.steps}")
-    rule(cfg.record_every >= 1, "record_every", f"must be >= 1, got {cfg.record_every}")
-    rule(
-        cfg.n_subjects >= cfg.subjects_needed(),
-        "n_subjects",
-        f"vocabulary too small: the requested points need {cfg.subjects_needed()} distinct subjects "
-        "(one per training point plus the test subject), got n_subjects="
-        f"{cfg.n_subjects}",
-    )
-    rule(
-        cfg.n_answers >= cfg.answers_needed(),
-        "n_answers",
-        f"vocabulary too small: the requested points need {cfg.answers_needed()} distinct answers "
-        "(one per C, C+S and S point, two per augmented point, plus c* and a*), got n_answers="
-        f"{cfg.n_answers}",
-    )
+
+def _check_rules(cfg: Config) -> None:
+    """Config's checks: the one-run case of the rule table (:data:`cpi_theory.config.RULES`)."""
+    values = dataclasses.asdict(cfg)
+    for rule in RULES:
+        if not rule.holds(values):
+            raise ConfigError(rule.key, rule.message(values))
+    # Not per run (ToyParams does not hold them): the length of the run and of its records.
+    if cfg.steps < 0:
+        raise ConfigError("steps", f"must be >= 0, got {cfg.steps}")
+    if cfg.steps > MAX_STEPS:
+        raise ConfigError(
+            "steps", f"must be <= {MAX_STEPS} (the loop counts steps in int32), got {cfg.steps}"
+        )
+    if cfg.record_every < 1:
+        raise ConfigError("record_every", f"must be >= 1, got {cfg.record_every}")
 
 
 def resolve_config(config: "Config | Mapping[str, Any] | None") -> Config:

@@ -4,19 +4,14 @@ finite-horizon boundary (depth = 0.01 at the horizon) and the infinite-horizon b
 (where M_C's limit switches from full context reliance to the memory limit).
 """
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
 from .._precision import enable_float64
-from ..config._config import Config
-from ..engine._loop import recorded_steps
-from ..engine._summary import summarize
+from ..config import Config, ToyParams
 from ..paper._analysis import phase_boundary
 from ..paper._late_time import infinite_horizon_boundary, late_time_law
-from ..reduced._engine import reduced_param_values
-from ..reduced._minimal import Regime, minimal_train
+from ..simulation import simulate_many
 from ._data import write_figure_data
 from ._plotting import PALETTE, figure_style, new_figure, save_figure
 
@@ -44,26 +39,19 @@ QUICK = {
 
 
 def depth_grid(n_cs_values, key, values, steps, record_every):
-    """Inversion depth, peak and final M_C on the grid C+S count x ``key``: one vmapped batch of the exact
-    reduced engine (W_V frozen, C and C+S points: its 7-coordinate regime)."""
-    configs = [
-        BASE.replace(n_context_critical=N_POINTS - k, n_non_context_critical=k, **{key: v}, steps=steps)
+    """Inversion depth, peak and final M_C on the grid C+S count x ``key``: one batch of the exact reduced
+    engine (W_V frozen, C and C+S points: its 7-coordinate regime), summaries only."""
+    base = ToyParams.from_config(BASE)
+    runs = [
+        base.with_class_sizes(context_critical=N_POINTS - k, non_context_critical=k).replace(**{key: v})
         for k in n_cs_values
         for v in values
     ]
-    rows = [reduced_param_values(c) for c in configs]
-    params = {name: jnp.asarray([r[name] for r in rows], dtype=jnp.float64) for name in rows[0]}
-    regime = Regime(value_trained=False, has_s=False, has_aug=False)
-    curves = jax.jit(
-        jax.vmap(
-            lambda p: minimal_train(
-                p, steps=steps, record_every=record_every, regime=regime, metrics="context_reliance"
-            ).records["context_reliance"]
-        )
-    )(params)
-    mc = np.asarray(curves).reshape(len(n_cs_values), len(values), -1)
-    s = summarize(recorded_steps(steps, record_every), mc)
-    return s.depth, s.peak, s.final
+    batch = simulate_many(ToyParams.stack(runs), steps=steps, record_every=record_every, store_every=0)
+    batch.raise_if_diverged()
+    shape = (len(n_cs_values), len(values))
+    summary = batch.summary
+    return tuple(summary[name].reshape(shape) for name in ("inversion_depth", "peak", "final"))
 
 
 def exact_boundary(key, values, steps, quick: bool) -> np.ndarray:

@@ -28,8 +28,9 @@ import xarray as xr
 from scipy.optimize import minimize
 
 from .._precision import enable_float64
+from ..config import DataClass, ToyParams
 from ..config._config import Config
-from ..reduced._engine import reduced_param_values
+from ..reduced._engine import reduced_params
 from ..reduced._minimal import GENERAL, initial_state, minimal_metrics, minimal_train
 from ._data import write_figure_data
 from ._plotting import PALETTE, figure_style, new_figure, save_figure
@@ -41,7 +42,7 @@ STEM = "f7_designed_mixtures"
 BASE = Config()  # paper default: K_A = 50, K_S = 40, delta_C = 0.2, delta_M = 0.6, lr_kq = 1
 N_CS = 10.0  # the C+S points one has: kept
 N_FREE = 10.0  # the other points: split between C, augmented and S points
-FREE_CLASSES = ("n_C", "n_AUG", "n_S")
+FREE_CLASSES = (DataClass.CONTEXT_CRITICAL, DataClass.COUNTERFACTUAL_AUGMENTED, DataClass.SUBJECT_ONLY)
 N_THETA = 4  # per phase: three weight logits and lr_v / lr_kq
 # Bounds on the logits: softmax weights down to ~e^-12 of a class, lr_v / lr_kq from ~6e-6 to ~1.
 THETA_BOUND = 12.0
@@ -84,25 +85,24 @@ def _admissible(overrides: dict) -> bool:
     return counts[1] == N_CS and sum(counts) == N_CS + N_FREE
 
 
-def _base_params() -> dict:
-    values = reduced_param_values(BASE)
-    return {k: jnp.asarray(v, dtype=jnp.float64) for k, v in values.items()}
+def _base_params() -> ToyParams:
+    return reduced_params(BASE).with_class_sizes(non_context_critical=jnp.asarray(N_CS, dtype=jnp.float64))
 
 
-def mixture(theta) -> dict:
-    """The class sizes and lr_v of one phase's parameters ``theta`` = (3 weight logits, lr_v / lr_kq)."""
+def mixture(theta, base: ToyParams) -> ToyParams:
+    """``base`` with the class sizes and lr_v of one phase's parameters ``theta`` = (3 weight logits,
+    lr_v / lr_kq)."""
     weights = N_FREE * jax.nn.softmax(theta[:3])
-    out = {name: weights[i] for i, name in enumerate(FREE_CLASSES)}
-    out["lr_v"] = BASE.lr_kq * theta[3]
-    return out
+    sizes = {data_class.key: weights[i] for i, data_class in enumerate(FREE_CLASSES)}
+    return base.with_class_sizes(**sizes).replace(lr_v=BASE.lr_kq * theta[3])
 
 
 def _phase(x0, theta, base, gate, steps: int):
     """One phase: from the minimal state ``x0`` (GENERAL's coordinates, an ``(n,)`` vector) with the phase's
     parameters ``theta`` -> (final state, M_C, memory_recall) as one ``(n + 2,)`` vector. ``gate``
     multiplies lr_v: 0 runs the phase QK-only (lr_v = 0 exactly) in the same compiled program."""
-    params = {**base, "n_CS": jnp.asarray(N_CS, dtype=jnp.float64), **mixture(theta)}
-    params["lr_v"] = params["lr_v"] * gate
+    params = mixture(theta, base)
+    params = params.replace(lr_v=params.lr_v * gate)
     x0 = tuple(x0[i] for i in range(x0.shape[0]))
     out = minimal_train(params, steps=steps, record_every=steps, regime=GENERAL, x0=x0)
     records = out.records
@@ -130,7 +130,7 @@ class Designer:
     phases: int
 
     @functools.cached_property
-    def base(self) -> dict:
+    def base(self) -> ToyParams:
         return _base_params()
 
     @functools.cached_property
@@ -193,7 +193,7 @@ class Designer:
     @functools.cached_property
     def recall0(self) -> float:
         """The pretrained closed-book recall p(a* | [s*, r]) (the records at the initial state)."""
-        params = {**self.base, "n_CS": jnp.asarray(N_CS, dtype=jnp.float64)}
+        params = self.base
         x = tuple(jnp.asarray(v) for v in self.x_init)
         return float(minimal_metrics(x, params, GENERAL)["memory_recall"])
 
@@ -273,7 +273,7 @@ def hand_points(designer: Designer) -> list[tuple]:
     out = []
     for family, label, overrides in [("paper default", "10 C + 10 C+S", {}), *HAND]:
         cfg = BASE.replace(**overrides)
-        params = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in reduced_param_values(cfg).items()}
+        params = reduced_params(cfg)
         mc, recall = (float(v) for v in _full_run(designer.steps)(params))
         out.append((family, label, mc, recall / designer.recall0, _admissible(overrides)))
     return out
@@ -287,7 +287,7 @@ def _full_run(steps: int):
         records = minimal_train(params, steps=steps, record_every=steps, regime=GENERAL).records
         return jnp.stack([records["context_reliance"][-1], records["memory_recall"][-1]])
 
-    example = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in reduced_param_values(BASE).items()}
+    example = reduced_params(BASE)
     return jax.jit(fn).lower(example).compile(compiler_options=FAST_COMPILE)
 
 
@@ -323,7 +323,7 @@ def compute(quick: bool) -> xr.Dataset:
         coords={
             "bound": bounds,
             "phase": np.arange(d.phases),
-            "knob": ["n_C", "n_AUG", "n_S", "lr_v"],
+            "knob": [f"n_{data_class.symbol}" for data_class in FREE_CLASSES] + ["lr_v"],
             "hand": np.arange(len(hand)),
             "hand_family": ("hand", [h[0] for h in hand]),
             "hand_label": ("hand", [h[1] for h in hand]),
@@ -344,8 +344,9 @@ def compute(quick: bool) -> xr.Dataset:
 
 def _phase_summary(theta, frozen: bool = False) -> list[float]:
     """(n_C, n_AUG, n_S, lr_v) of one phase's parameters (lr_v = 0 when QK-only)."""
-    m = mixture(jnp.asarray(theta, dtype=jnp.float64))
-    return [float(m[name]) for name in FREE_CLASSES] + [0.0 if frozen else float(m["lr_v"])]
+    m = mixture(jnp.asarray(theta, dtype=jnp.float64), ToyParams())
+    sizes = [float(m.class_sizes.of(data_class)) for data_class in FREE_CLASSES]
+    return sizes + [0.0 if frozen else float(m.lr_v)]
 
 
 MARKERS = {

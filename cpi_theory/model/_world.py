@@ -16,6 +16,7 @@ from .._errors import ConfigError
 from .._precision import requires_float64
 from ..config._config import Config
 from ..config._data_class import DataClass
+from ..config._params import ToyParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,4 +240,72 @@ def build_world(config: Config, dtype=jnp.float64) -> World:
         data_class=np.repeat(np.arange(len(DataClass)), [n_c, n_cs, n_s, n_aug]),
         probe=(c_star, s_star, a_star),
         dtype=dtype,
+    )
+
+
+def params_world(params: ToyParams, vocab: Vocabulary, n_points: int, embeddings_DxK=None) -> World:
+    """:func:`build_world` in JAX, from one run's :class:`ToyParams` (traced numbers: jit and vmap it over
+    the columns of a sweep chunk). ``vocab`` and ``n_points`` (the total of the class sizes) fix the shapes;
+    the class sizes must be whole numbers summing to ``n_points`` (the full engine's rules). The same world
+    as :func:`build_world`: every token at the same place, every table entry equal up to the last bit of
+    ``log`` / ``exp`` (computed by XLA here, by NumPy there).
+
+    Points come in DataClass order; point i has subject i, and answer i is its context (C, C+S, augmented)
+    and its target; the S points' context slot holds the relation. Augmented point j's memorized answer is
+    answer n + j, then come c* = answer n + n_AUG and a* = answer n + n_AUG + 1; s* is subject n.
+    """
+    n = n_points
+    sizes = params.class_sizes
+    counts = [
+        jnp.asarray(sizes.of(data_class), dtype=jnp.float64).astype(jnp.int32) for data_class in DataClass
+    ]
+    bounds = jnp.cumsum(jnp.stack(counts))  # class k holds the points [bounds[k-1], bounds[k])
+    point = jnp.arange(n, dtype=jnp.int32)
+    data_class = jnp.searchsorted(bounds, point, side="right").astype(jnp.int32)
+    n_c, n_cs, n_s, n_aug = counts
+    first_aug = n_c + n_cs + n_s
+    answer = vocab.answer(point)
+    has_context = data_class != DataClass.SUBJECT_ONLY.index
+    is_aug = data_class == DataClass.COUNTERFACTUAL_AUGMENTED.index
+    c_star, a_star = vocab.answer(n + n_aug), vocab.answer(n + n_aug + 1)
+
+    o_c = jnp.asarray(params.o_c, dtype=jnp.float64)
+    o_r = jnp.asarray(params.o_r, dtype=jnp.float64)
+    k_s, k_a = vocab.n_subjects, vocab.n_answers
+    log_z = jnp.log((k_a - 1) * jnp.exp(o_c) + jnp.exp(o_r) + k_s)
+
+    def logit_(p):
+        p = jnp.asarray(p, dtype=jnp.float64)
+        return jnp.log(p / (1.0 - p))
+
+    token = jnp.arange(vocab.n_tokens)
+    is_answer = (token >= k_s) & (token < k_s + k_a)
+    row = jnp.where(is_answer, o_c, jnp.where(token == vocab.relation, o_r, 0.0))
+    table = jnp.broadcast_to(row[:, None], (vocab.n_tokens, vocab.n_tokens))
+    # Self-copy: every token used as a context (C, C+S and augmented points, and c*) copies itself.
+    copies = jnp.where(has_context, answer, vocab.relation)
+    copy_value = logit_(params.delta_c) + log_z
+    table = table.at[copies, copies].set(jnp.where(has_context, copy_value, table[copies, copies]))
+    table = table.at[c_star, c_star].set(copy_value)
+    # Facts: every C+S, S and augmented subject, and s*, memorized an answer.
+    memorized = jnp.where(is_aug, vocab.answer(n + point - first_aug), answer)
+    is_fact = data_class != DataClass.CONTEXT_CRITICAL.index
+    fact_value = logit_(params.delta_m) + log_z
+    rows, cols = jnp.where(is_fact, memorized, vocab.relation), jnp.where(is_fact, point, vocab.relation)
+    table = table.at[rows, cols].set(jnp.where(is_fact, fact_value, table[rows, cols]))
+    table = table.at[a_star, n].set(fact_value)
+    if embeddings_DxK is None:
+        embeddings_DxK = jnp.asarray(embeddings(vocab), dtype=jnp.float64)
+    return World(
+        embeddings=embeddings_DxK,
+        value_table=table,
+        context=jnp.where(has_context, answer, vocab.relation).astype(jnp.int32),
+        subject=point,
+        target=answer.astype(jnp.int32),
+        has_context=has_context,
+        weight=jnp.ones(n, dtype=jnp.float64),
+        data_class=data_class,
+        probe_context=jnp.asarray(c_star, dtype=jnp.int32),
+        probe_subject=jnp.asarray(n, dtype=jnp.int32),
+        probe_memorized=jnp.asarray(a_star, dtype=jnp.int32),
     )

@@ -17,15 +17,16 @@ import scipy.optimize
 
 from .._precision import requires_float64
 from ..config._config import resolve_config
-from ..reduced import reduced_params
+from ..config._params import ToyParams
+from ..reduced import reduced_params, symbol_values
 from ..reduced._minimal import Regime, initial_state, probe_fn, regime_of, to_general, velocity_fn
 
 
 @functools.cache
 def _jitted(regime: Regime):
     """The minimal engine's velocity (tuple state in, flat array out) and M_C of a batch of states."""
-    velocity = jax.jit(lambda x, p: jnp.stack(velocity_fn(regime)(tuple(x), p)[0]))
-    reliance = jax.jit(lambda x, p: probe_fn(regime)(tuple(x), p)[0])
+    velocity = jax.jit(lambda x, p: jnp.stack(velocity_fn(regime)(tuple(x), symbol_values(p))[0]))
+    reliance = jax.jit(lambda x, p: probe_fn(regime)(tuple(x), symbol_values(p))[0])
     return velocity, reliance
 
 
@@ -33,9 +34,9 @@ def _unit_rate_params(config):
     cfg = resolve_config(config)
     if cfg.lr_kq <= 0:
         raise ValueError("the flow's time unit is lr_kq: it must be > 0")
-    params = reduced_params(cfg)
-    params["lr_v"] = jnp.asarray(cfg.lr_v / cfg.lr_kq, jnp.float64)
-    params["lr_kq"] = jnp.asarray(1.0, jnp.float64)
+    params = reduced_params(cfg).replace(
+        lr_v=jnp.asarray(cfg.lr_v / cfg.lr_kq, jnp.float64), lr_kq=jnp.asarray(1.0, jnp.float64)
+    )
     return cfg, params
 
 
@@ -44,7 +45,7 @@ class FlowSolution:
     """The flow from the pretrained state: ``state(tau)`` -> general reduced state; ``context_reliance(tau)``.
     The ODE runs on the minimal coordinates of the configuration's regime (``solution``)."""
 
-    params: dict
+    params: ToyParams
     solution: object  # scipy OdeSolution (dense output) of the minimal coordinates
     t_max: float
     regime: Regime

@@ -22,6 +22,7 @@ from ..reduced import (
     reduced_velocity_jit,
 )
 from ..reduced._compiled import _forward
+from ..reduced._inputs import symbol_values
 from ..reduced._symbolic import reduced_model
 
 # ---- Lemma 3: the pretrained value logits --------------------------------------------------------------
@@ -246,14 +247,13 @@ def _drift_of_q(config, lr, step: int):
 
     The velocity at unit lr_kq is -dL/dkappa_O / |O|, and the shared orbits have |O| = 1.
     """
-    p = reduced_params(resolve_config(config))
-    p["lr_kq"] = jnp.asarray(lr, jnp.float64)
+    p = reduced_params(resolve_config(config)).replace(lr_kq=jnp.asarray(lr, jnp.float64))
     x = reduced_initial_state(p)
     if step == 1:
         x, _ = reduced_step(x, p)
     elif step != 0:
         raise ValueError("step must be 0 or 1")
-    p["lr_kq"] = jnp.asarray(1.0, jnp.float64)
+    p = p.replace(lr_kq=jnp.asarray(1.0, jnp.float64))
     velocity, _ = reduced_velocity_jit(x, p)
     velocity = np.asarray(velocity)
     return {name: float(velocity[_kappa_index(name)]) for name in ("thS", "thC", "er")}
@@ -385,7 +385,7 @@ def proposition3(config=None, *, lr_v: float = 1.0) -> Proposition3:
 def _answer_vote(x, params, cls: str) -> float:
     """v(s)[c] - v(s)[a'] of class ``cls``'s point at reduced state ``x``: its subject's value logit for its
     own context/answer minus that for an unused answer."""
-    forward = _forward(x, params, (cls,)).classes[cls]
+    forward = _forward(x, symbol_values(params), (cls,)).classes[cls]
     m = reduced_model()
     roles = list(m.logit_expr[cls])
     s_row = forward.dz_dsigma[list(m.attention_sym[cls]).index("s")]

@@ -8,14 +8,14 @@ from ._compiled import reduced_metrics_jit as reduced_metrics_jit
 from ._compiled import reduced_velocity as reduced_velocity
 from ._compiled import reduced_velocity_jit as reduced_velocity_jit
 from ._engine import GENERAL_ENGINE as GENERAL_ENGINE
-from ._engine import PARAM_NAMES as PARAM_NAMES
 from ._engine import general_train as general_train
 from ._engine import reduced_initial_state as reduced_initial_state
-from ._engine import reduced_param_values as reduced_param_values
 from ._engine import reduced_params as reduced_params
 from ._engine import reduced_state_names as reduced_state_names
 from ._engine import reduced_step as reduced_step
 from ._engine import reduced_train as reduced_train
+from ._inputs import PARAM_NAMES as PARAM_NAMES
+from ._inputs import symbol_values as symbol_values
 from ._minimal import GENERAL as GENERAL
 from ._minimal import MinimalState as MinimalState
 from ._minimal import minimal_initial_state as minimal_initial_state

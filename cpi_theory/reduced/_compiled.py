@@ -12,6 +12,8 @@ import numpy as np
 import sympy as sp
 
 from .._precision import requires_float64
+from ..config._params import ToyParams
+from ._inputs import symbol_values
 from ._symbolic import CLASSES, ReducedModel, reduced_model
 
 
@@ -220,10 +222,10 @@ def _forward(state, params, groups=_GROUPS) -> ForwardPass:
 
 
 @requires_float64
-def reduced_loss_and_gradient(state, params):
+def reduced_loss_and_gradient(state, params: ToyParams):
     """Training loss and its gradient dL/dtheta_O in every reduced coordinate (chain rule, sympy pieces)."""
     c = _compiled()
-    fw = _forward(state, params, CLASSES)
+    fw = _forward(state, symbol_values(params), CLASSES)
     grad_k = jnp.zeros((c.n_kappa,), dtype=jnp.float64)
     grad_w = jnp.zeros((c.n_state - c.n_kappa,), dtype=jnp.float64)
     loss = _as_f64(0.0)
@@ -241,12 +243,13 @@ def reduced_loss_and_gradient(state, params):
 
 
 @requires_float64
-def reduced_velocity(state, params):
+def reduced_velocity(state, params: ToyParams):
     """The GD update direction per unit learning rate: ``-lr_ratio * dL/dtheta_O / |O|`` for every reduced
     coordinate (lr_kq for kappa, lr_v for w), and the loss. ``state - velocity`` would be one GD step; the
     gradient flow is ``d state / d t = velocity``."""
     c = _compiled()
     loss, grad = reduced_loss_and_gradient(state, params)
+    params = symbol_values(params)
     orbit = _vector(c.orbit_fn(*[_as_f64(params[k]) for k in _BASE]))
     # Per-entry gradient = dL/dtheta_O / |O|; an empty orbit (|O| = 0) never influences anything.
     safe = jnp.where(orbit == 0, 1.0, orbit)
@@ -335,9 +338,10 @@ def _per_class_metrics(c: CompiledReducedModel, fw: ForwardPass, params) -> dict
 
 
 @requires_float64
-def reduced_metrics(state, params) -> dict:
+def reduced_metrics(state, params: ToyParams) -> dict:
     """The full engine's :func:`cpi_theory.metrics` computed on a reduced state."""
     c = _compiled()
+    params = symbol_values(params)
     fw = _forward(state, params)
     out = _probe_metrics(c, fw)
     out["per_class"] = _per_class_metrics(c, fw, params)

@@ -2,15 +2,15 @@
 
 Public API (what sweeps call)::
 
-    params = reduced_params(config)            # dict of float64 0-d arrays (see below)
+    params = reduced_params(config)            # ToyParams of float64 0-d arrays (see below)
     out = reduced_train(params, steps=300, record_every=1)
     out.records        # same keys and shapes as the full trainer's records (per_class: (R, 4) arrays)
     out.final_state    # (166,) reduced state, names in reduced_state_names()
     out.first_nonfinite_step
 
-``reduced_params`` holds every number the dynamics depend on: the class sizes ``n_C, n_CS, n_S, n_AUG``
-(real numbers allowed), the vocabulary sizes ``K_A, K_S``, ``o_c, o_r, delta_c, delta_m``,
-``relation_score``, ``lr_kq`` and ``lr_v``. All are traced float64 scalars, so configurations of any
+A :class:`cpi_theory.ToyParams` holds every number the dynamics depend on: the class sizes (real numbers
+allowed), the vocabulary sizes K_A, K_S, ``o_c, o_r, delta_c, delta_m``, ``relation_score``, ``lr_kq``,
+``lr_v`` and the initial tilt ``context_bias``. All are traced float64 scalars, so configurations of any
 vocabulary or class size share one compilation per ``(steps, record_every)`` and ``jax.vmap`` over a
 stacked params pytree runs a batch of configurations. The cost of a step does not depend on the vocabulary
 or class sizes: they enter only as multiplicities.
@@ -25,6 +25,7 @@ for classes of size 0 (as the full engine does); S points have no margin (NaN).
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -32,58 +33,33 @@ import numpy as np
 
 from .._precision import requires_float64
 from ..config._config import Config, resolve_config
+from ..config._params import ToyParams
 from ..engine._interface import Engine
 from ..engine._loop import Recorded, run_recorded
-from ._compiled import _as_f64, _compiled, _forward, reduced_metrics, reduced_velocity, reduced_velocity_jit
-from ._minimal import GENERAL, Regime, from_general, general_index, minimal_train, regime_of, to_general
-from ._symbolic import reduced_model
-
-PARAM_NAMES = (
-    "n_C",
-    "n_CS",
-    "n_S",
-    "n_AUG",
-    "K_A",
-    "K_S",
-    "o_c",
-    "o_r",
-    "delta_c",
-    "delta_m",
-    "relation_score",
-    "lr_kq",
-    "lr_v",
+from ._compiled import _compiled, _forward, reduced_metrics, reduced_velocity, reduced_velocity_jit
+from ._inputs import PARAM_NAMES as PARAM_NAMES
+from ._inputs import as_float64, symbol_values
+from ._minimal import (
+    GENERAL,
+    Regime,
+    from_general,
+    general_index,
+    initial_state,
+    minimal_train,
+    regime_of,
+    to_general,
 )
-
-
-def reduced_param_values(config: Config) -> dict[str, float]:
-    """The numbers of :func:`reduced_params` as Python floats (no device arrays: cheap per run)."""
-    n_c, n_cs, n_s, n_aug = config.class_counts()
-    return {
-        "n_C": float(n_c),
-        "n_CS": float(n_cs),
-        "n_S": float(n_s),
-        "n_AUG": float(n_aug),
-        "K_A": float(config.n_answers),
-        "K_S": float(config.n_subjects),
-        "o_c": float(config.o_c),
-        "o_r": float(config.o_r),
-        "delta_c": float(config.delta_c),
-        "delta_m": float(config.delta_m),
-        "relation_score": float(config.relation_score),
-        "lr_kq": float(config.lr_kq),
-        "lr_v": float(config.lr_v),
-    }
+from ._symbolic import reduced_model
 
 
 @requires_float64
-def reduced_params(config: Config | dict | None) -> dict:
-    """Every number the reduced dynamics depend on, as float64 0-d arrays (a vmappable pytree).
+def reduced_params(config: Config | Mapping | None = None, *, context_bias=0.0) -> ToyParams:
+    """One run's :class:`cpi_theory.ToyParams` as float64 0-d arrays, from a :class:`Config` (or a mapping
+    of overrides, or None: the defaults).
 
-    Keys: :data:`PARAM_NAMES`. A sweep may also build this dict directly (e.g. arrays with a batch axis for
-    ``jax.vmap``); values outside a :class:`Config`'s rules are then not validated.
+    Columns of many runs: :meth:`ToyParams.from_columns` or :meth:`ToyParams.stack` (then ``jax.vmap``).
     """
-    values = reduced_param_values(resolve_config(config))
-    return {k: jnp.asarray(v, dtype=jnp.float64) for k, v in values.items()}
+    return as_float64(ToyParams.from_config(resolve_config(config), context_bias=context_bias))
 
 
 def reduced_state_names() -> tuple[str, ...]:
@@ -92,12 +68,9 @@ def reduced_state_names() -> tuple[str, ...]:
 
 
 @requires_float64
-def reduced_initial_state(params: dict) -> jax.Array:
-    """The pretrained state: q = relation_score * e_r, Delta W_V = 0."""
-    m = reduced_model()
-    index = m.state.index(m.kappa[("shared", "er")])
-    x = jnp.zeros((len(m.state),), dtype=jnp.float64)
-    return x.at[index].set(_as_f64(params["relation_score"]))
+def reduced_initial_state(params: ToyParams) -> jax.Array:
+    """The pretrained state: q = relation_score * e_r (plus the tilt ``context_bias``), Delta W_V = 0."""
+    return to_general(initial_state(params, GENERAL), GENERAL)
 
 
 def _gradient_step(state, params):
@@ -107,9 +80,9 @@ def _gradient_step(state, params):
     return state + velocity, loss, {}
 
 
-def reduced_magnitude(state, params):
+def reduced_magnitude(state, params: ToyParams):
     """|z_c*| + |z_a*| + sum_y sigma_y |u_y| on the probe (as the full engine's ``probe_magnitude``)."""
-    probe = _forward(state, params, ("probe",)).probe
+    probe = _forward(state, symbol_values(params), ("probe",)).probe
     roles = _compiled().groups["probe"].roles
     gap_terms = jnp.abs(probe.z[roles.index("c*")]) + jnp.abs(probe.z[roles.index("a*")])
     return gap_terms + jnp.sum(probe.sigma * jnp.abs(probe.u))
@@ -128,13 +101,14 @@ GENERAL_ENGINE = Engine(
 
 @requires_float64
 @functools.partial(jax.jit, static_argnames=("steps", "record_every"))
-def general_train(params: dict, *, steps: int, record_every: int = 1, state0=None) -> Recorded:
+def general_train(params: ToyParams, *, steps: int, record_every: int = 1, state0=None) -> Recorded:
     """The general 166-coordinate form of the reduced dynamics (dense coefficient tensors, every coordinate
     in every regime): the check :func:`reduced_train` is tested against. Same arguments and records."""
+    params = as_float64(params)
     return run_recorded(GENERAL_ENGINE, params, steps=steps, record_every=record_every, state0=state0)
 
 
-def _regime_for(params: dict, state0) -> Regime:
+def _regime_for(params: ToyParams, state0) -> Regime:
     """The minimal regime of concrete parameters whose coordinates hold ``state0``; GENERAL (every
     coordinate) for traced parameters or a ``state0`` with values outside the regime's coordinates."""
     try:
@@ -152,10 +126,10 @@ def _regime_for(params: dict, state0) -> Regime:
 
 
 @requires_float64
-def reduced_train(params: dict, *, steps: int, record_every: int = 1, state0=None) -> Recorded:
+def reduced_train(params: ToyParams, *, steps: int, record_every: int = 1, state0=None) -> Recorded:
     """Run ``steps`` exact GD updates of the reduced dynamics, recording at 0, k, 2k, ... and the last step.
 
-    ``params``: :func:`reduced_params` (vmappable: stack several with ``jax.tree.map(jnp.stack, ...)``).
+    ``params``: a :class:`cpi_theory.ToyParams` (:func:`reduced_params`; vmappable over columns).
     ``state0`` (a general 166-coordinate state) defaults to the pretrained state. The records have the keys
     of the full engine's (``context_reliance``, ..., ``loss``, ``per_class`` with (R, 4) arrays); the final
     state is the general state vector. Runs the minimal engine of the parameters' regime

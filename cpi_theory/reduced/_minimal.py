@@ -24,11 +24,13 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._precision import requires_float64
+from ..config._params import ToyParams
 from ..engine._interface import PRECISION_TOLERANCE, Engine
 from ..engine._loop import Recorded, recorded_steps, run_recorded
 from . import _generated
 from ._codegen import Regime
 from ._compiled import _compiled
+from ._inputs import as_float64, check_params, symbol_values
 from ._symbolic import CLASSES
 
 # Steps per loop iteration of the summaries-only sweep loop, by value_trained: with W_V frozen a step is a few
@@ -55,10 +57,15 @@ class MinimalState:
 jax.tree_util.register_dataclass(MinimalState, data_fields=["x", "t"], meta_fields=[])
 
 
-def regime_of(params: dict) -> Regime:
-    """The smallest regime of a configuration (its parameters must be concrete numbers)."""
+def regime_of(params: ToyParams) -> Regime:
+    """The smallest regime of one run or of columns of runs (the parameters must be concrete numbers)."""
+    check_params(params)
+    sizes = params.class_sizes
     try:
-        flags = [bool(np.any(np.asarray(params[k]) != 0)) for k in ("lr_v", "n_S", "n_AUG")]
+        flags = [
+            bool(np.any(np.asarray(x) != 0))
+            for x in (params.lr_v, sizes.subject_only, sizes.counterfactual_augmented)
+        ]
     except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError) as error:
         raise ValueError(
             "regime: the parameters are traced; pass regime= (GENERAL covers every configuration)"
@@ -91,13 +98,13 @@ def _f64(x):
 
 
 @requires_float64
-def initial_state(params: dict, regime: Regime) -> Coordinates:
+def initial_state(params: ToyParams, regime: Regime) -> Coordinates:
     """The pretrained state: q = relation_score e_r (+ the initial attention tilt ``context_bias``: every
     context's score up by beta / 2, every subject's down by beta / 2), Delta W_V = 0."""
     names = state_names(regime)
-    beta = _f64(params.get("context_bias", 0.0))
+    beta = _f64(check_params(params).context_bias)
     values = {
-        "kappa_er": _f64(params["relation_score"]),
+        "kappa_er": _f64(params.relation_score),
         "kappa_thC": beta * SQRT_HALF,
         "kappa_thS": -beta * SQRT_HALF,
     }
@@ -118,10 +125,10 @@ def from_general(general: Float[Array, "*batch state"], regime: Regime) -> Coord
 
 
 def _engine(regime: Regime, masked: bool) -> Engine:
-    """The engine of one regime. ``inputs = (params, lr_scale, steps)``: ``lr_scale`` None or a ``(S,)``
-    array multiplying both learning rates at each step (a schedule); with ``masked``, steps at or after
-    ``steps`` (a traced int) leave the state as it is, so one compiled program serves any ``steps`` up to
-    its scan length."""
+    """The engine of one regime. ``inputs = (params, lr_scale, steps)``: ``params`` a float64
+    :class:`ToyParams`; ``lr_scale`` None or a ``(S,)`` array multiplying both learning rates at each step
+    (a schedule); with ``masked``, steps at or after ``steps`` (a traced int) leave the state as it is, so
+    one compiled program serves any ``steps`` up to its scan length."""
     velocity = velocity_fn(regime)
 
     def init(inputs):
@@ -130,7 +137,7 @@ def _engine(regime: Regime, masked: bool) -> Engine:
 
     def step(state, inputs):
         params, lr_scale, steps = inputs
-        v, loss = velocity(state.x, params)
+        v, loss = velocity(state.x, symbol_values(params))
         if lr_scale is not None:
             scale = lr_scale[jnp.minimum(state.t, lr_scale.shape[0] - 1)]
             v = tuple(vi * scale for vi in v)
@@ -185,20 +192,21 @@ def summary_engine(regime: Regime, record_every: int) -> Engine:
 
     def step(state, inputs):
         inner, running = state
-        mc, _ = probe(inner.x, inputs[0])
+        mc, _ = probe(inner.x, symbol_values(inputs[0]))
         running = note(running, mc, inner.t, inner.t % record_every == 0)
         inner, loss, free = base.step(inner, inputs)
         return (inner, running), loss, free
 
     def records(state, inputs, final: bool):
         inner, running = state
-        mc, _ = probe(inner.x, inputs[0])
-        _, loss = velocity_fn(regime)(inner.x, inputs[0])
+        symbols = symbol_values(inputs[0])
+        mc, _ = probe(inner.x, symbols)
+        _, loss = velocity_fn(regime)(inner.x, symbols)
         if final:
             running = note(running, mc, inner.t, jnp.asarray(True))
         start, peak, peak_step, bad = running
         values = (start, peak, peak_step, mc, loss, bad)
-        return dict(zip(SUMMARY_FIELDS, values, strict=True))
+        return {**dict(zip(SUMMARY_FIELDS, values, strict=True)), "state": inner.x}
 
     return Engine(
         name=f"reduced-summary/{regime.name}",
@@ -211,20 +219,26 @@ def summary_engine(regime: Regime, record_every: int) -> Engine:
 
 
 @requires_float64
-@functools.partial(jax.jit, static_argnames=("steps", "record_every", "regime"))
-def minimal_summary(params: dict, *, steps: int, record_every: int = 1, regime: Regime) -> Recorded:
-    """Only the summary of M_C over ``steps`` exact GD steps (recorded every ``record_every``): the
-    records' last entries are :data:`SUMMARY_FIELDS`. Memory O(state) per run; vmap it over runs."""
+@functools.partial(jax.jit, static_argnames=("steps", "record_every", "regime", "store_every"))
+def minimal_summary(
+    params: ToyParams, *, steps: int, record_every: int = 1, regime: Regime, store_every: int = 0
+) -> Recorded:
+    """The summary of M_C over ``steps`` exact GD steps (M_C taken every ``record_every`` steps and at the
+    last): ``records`` holds :data:`SUMMARY_FIELDS` and, with ``store_every`` > 0, ``state``: the minimal
+    states at steps 0, ``store_every``, 2 ``store_every``, ... and the last (leading axis), which is all a
+    run keeps of its trajectory. Memory O(state) per run plus the stored states; vmap it over runs."""
     engine = summary_engine(regime, record_every)
     out = run_recorded(
         engine,
-        (params, None, jnp.asarray(steps, dtype=jnp.int32)),
+        (as_float64(params), None, jnp.asarray(steps, dtype=jnp.int32)),
         steps=steps,
-        record_every=steps,
+        record_every=store_every or max(steps, 1),
         unroll=UNROLL[regime.value_trained],
     )
-    final = jax.tree.map(lambda r: r[-1], out.records)
-    return dataclasses.replace(out, records=final, final_state=out.final_state[0])
+    records = {name: out.records[name][-1] for name in SUMMARY_FIELDS}
+    if store_every:
+        records["state"] = out.records["state"]
+    return dataclasses.replace(out, records=records, final_state=out.final_state[0])
 
 
 def metrics_fn(regime: Regime):
@@ -234,7 +248,7 @@ def metrics_fn(regime: Regime):
 
 def _records(values: dict, params: dict, regime: Regime) -> dict:
     """The full engine's records (:func:`cpi_theory.metrics`) from the generated metrics of a state (or of
-    states along a leading axis)."""
+    states along a leading axis); ``params``: the generated code's :func:`symbol_values`."""
     z, mult = values["probe_logit"], values["probe_multiplicity"]
     classes = regime.classes
     # argmax ties go to the lowest token id, as in the full model: subjects, then training answers, then
@@ -288,15 +302,16 @@ def _records(values: dict, params: dict, regime: Regime) -> dict:
 
 
 @requires_float64
-def minimal_metrics(x, params: dict, regime: Regime) -> dict:
+def minimal_metrics(x, params: ToyParams, regime: Regime) -> dict:
     """The full engine's records at minimal state(s) ``x`` (leading axes = states)."""
-    return _records(metrics_fn(regime)(x, params), params, regime)
+    symbols = symbol_values(params)
+    return _records(metrics_fn(regime)(x, symbols), symbols, regime)
 
 
-def _metrics(states, params, regime: Regime, which: str) -> dict:
+def _metrics(states, params: ToyParams, regime: Regime, which: str) -> dict:
     """The records of the recorded states (leading axis = recorded step), one vectorized pass."""
     if which == "context_reliance":
-        mc, _ = probe_fn(regime)(states, params)
+        mc, _ = probe_fn(regime)(states, symbol_values(params))
         return {"context_reliance": mc}
     return minimal_metrics(states, params, regime)
 
@@ -304,7 +319,7 @@ def _metrics(states, params, regime: Regime, which: str) -> dict:
 def _first_imprecise(states, steps_recorded, params, regime: Regime):
     """(first recorded step whose magnitude float64 cannot resolve, that magnitude): the loop's check,
     done after it on the recorded states (see ``Engine.magnitude``)."""
-    _, magnitude = probe_fn(regime)(states, params)
+    _, magnitude = probe_fn(regime)(states, symbol_values(params))
     bad = magnitude * jnp.finfo(jnp.float64).eps > PRECISION_TOLERANCE
     index = jnp.argmax(bad)
     found = jnp.any(bad)
@@ -318,6 +333,7 @@ def _first_imprecise(states, steps_recorded, params, regime: Regime):
 @functools.partial(jax.jit, static_argnames=("steps", "record_every", "regime", "metrics", "masked"))
 def _train(params, lr_scale, x0, n_steps, *, steps, record_every, regime, metrics, masked):
     engine = minimal_engine(regime, masked=masked)
+    params = as_float64(params)
     inputs = (params, lr_scale, n_steps)
     state0 = None if x0 is None else MinimalState(tuple(x0), jnp.zeros((), dtype=jnp.int32))
     out = run_recorded(
@@ -347,7 +363,7 @@ def _capacity(steps: int) -> int:
 
 @requires_float64
 def minimal_train(
-    params: dict,
+    params: ToyParams,
     *,
     steps: int,
     record_every: int = 1,
@@ -359,8 +375,8 @@ def minimal_train(
 ) -> Recorded:
     """``steps`` exact GD steps of the minimal reduced dynamics, recorded at 0, k, 2k, ... and the last step.
 
-    ``params``: :func:`cpi_theory.reduced.reduced_params` (plus ``context_bias``, the initial attention
-    tilt, default 0). ``metrics="all"`` gives the full engine's records; ``"context_reliance"`` only M_C
+    ``params``: a :class:`cpi_theory.ToyParams` (one run: numbers or 0-d arrays; ``jax.vmap`` it over
+    columns for many). ``metrics="all"`` gives the full engine's records; ``"context_reliance"`` only M_C
     (cheaper). ``lr_scale`` (optional, ``(steps,)``) multiplies both learning rates at each step. The
     records also hold ``state`` (the minimal state at each recorded step); ``final_state`` is a
     :class:`MinimalState`.
@@ -369,6 +385,7 @@ def minimal_train(
     the next power of two: the scan runs that many steps with the ones past ``steps`` masked out (for
     single runs, where compiling costs more than the padding; the records are the same).
     """
+    check_params(params)
     regime = regime_of(params) if regime is None else regime
     if metrics not in ("all", "context_reliance"):
         raise ValueError(f'metrics: must be "all" or "context_reliance", got {metrics!r}')
@@ -413,4 +430,10 @@ def minimal_train(
 # The names of the face (cpi_theory.reduced).
 minimal_initial_state = initial_state
 minimal_state_names = state_names
-minimal_velocity = velocity_fn
+
+
+def minimal_velocity(regime: Regime):
+    """``(x, params) -> (v, loss)`` for a :class:`ToyParams`: ``x + v`` is one exact GD step of the regime's
+    minimal state ``x``, ``loss`` the training loss at ``x`` (the generated velocity, typed at its door)."""
+    velocity = velocity_fn(regime)
+    return lambda x, params: velocity(x, symbol_values(params))

@@ -18,20 +18,9 @@ import os
 
 from .._errors import ConfigError
 from ..config._config import Config
-from ..config._data_class import DataClass
-from ..engine._trajectory import CLASS_METRICS, PROBE_METRICS
+from ._registry import FLOAT_BYTES, RECORD_FLOATS, get_engine
 
 MEMORY_ENV = "CPI_THEORY_MEMORY_BYTES"
-FLOAT_BYTES = 8  # float64
-# Recorded floats per recorded step: the probe metrics and every class metric for every data class.
-RECORD_FLOATS = len(PROBE_METRICS) + len(CLASS_METRICS) * len(DataClass)
-# Live d x d float64 arrays of one full-engine run: W_KQ and W_V, their gradients, the pretrained value
-# table and embeddings, and XLA's temporaries of the forward and backward passes. XLA's own count is about
-# 6 (arguments + outputs + temporaries of the trainer) and the measured peak of a simulate about 9.
-FULL_MATRIX_COPIES = 12
-# The reduced engine's state and temporaries: a few hundred scalars per run whatever the vocabulary (XLA
-# counts ~30 KB per run of a chunk beside the records).
-REDUCED_RUN_BYTES = 64 * 1024
 # Copies of the records one simulate holds at its peak: on the device, on the host, and the trajectory's
 # JSON form (Python floats in lists, then text); measured: 14 times the float64 arrays.
 SIMULATE_RECORD_COPIES = 16
@@ -88,19 +77,8 @@ def model_dim(n_subjects: int | float, n_answers: int | float) -> int:
 
 
 def run_state_bytes(n_subjects: int | float, n_answers: int | float, engine: str) -> int:
-    """Memory of one run's state and temporaries (not its records)."""
-    if engine == "reduced":
-        return REDUCED_RUN_BYTES
-    d = model_dim(n_subjects, n_answers)
-    return FULL_MATRIX_COPIES * d * d * FLOAT_BYTES
-
-
-def run_input_bytes(n_subjects: int | float, n_answers: int | float, engine: str) -> int:
-    """One run's inputs in a sweep chunk: for the full engine its world's K x K value table (K ~ d)."""
-    if engine == "reduced":
-        return 64 * FLOAT_BYTES
-    d = model_dim(n_subjects, n_answers)
-    return d * d * FLOAT_BYTES
+    """Memory of one run's state and temporaries (not its records): the registered engine's fact."""
+    return get_engine(engine).state_bytes(max(int(n_subjects), 0), max(int(n_answers), 0))
 
 
 def n_records(steps: int, record_every: int) -> int:

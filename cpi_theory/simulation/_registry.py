@@ -1,48 +1,203 @@
-"""The one engine registry: for each engine, how configurations become runs (one, or a batch of one shape).
+"""The one engine registry: what each engine is, how one run and a batch of runs go through it, and the
+facts about it that the batched door, sweeps and memory estimates need (no ``if engine == ...``).
 
-A registered engine has:
+A :class:`RegisteredEngine` has:
+
 - ``run_config(config)`` -> :class:`cpi_theory.engine.Recorded`: one run (what :func:`simulate` calls);
-- ``bucket_key(config)``: configs with equal keys give arrays of equal shapes (one compilation per key);
-- ``inputs(configs)``: host (NumPy) arrays for a chunk, ``(shared, per_run)``: ``shared`` is the same for
-  every run of the bucket (replicated on every device), ``per_run`` has a leading run axis (sharded);
-- ``run_one(shared, per_run_slice, steps=, record_every=)`` -> ``(records, first_nonfinite_step)``, pure JAX;
-- ``vmap_width``: how many runs one device advances together (``None``: its whole shard at once).
-
-Both paths call the same jitted loop (:func:`cpi_theory.engine.run_recorded`) through the engine's trainer.
+- a *bucket* of a run (``bucket_reads``, ``bucket_columns``, ``bucket_key``): runs of one bucket share one
+  compiled program (for the reduced engine the regime, for the full engine the shapes), computed on whole
+  columns of runs at once;
+- ``batch_run(bucket, recording)`` -> a pure-JAX function of ONE run's :class:`ToyParams` (the batched door
+  vmaps and shards it) returning a :class:`RunOutput` whose summary and stored trajectory are computed on
+  the device, keeping no unrecorded step;
+- ``rules``: validation rules of its own beside :data:`cpi_theory.config.RULES`;
+- memory per run (``state_bytes``, ``output_bytes``), default chunk and group sizes per platform (how many
+  runs a chunk holds, how many runs a device advances together), and a ``describe`` of a bucket.
 """
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .._errors import ConfigError
 from ..config._config import Config
-from ..engine._loop import Recorded
+from ..config._params import ToyParams
+from ..config._rules import CLASS_COUNT_KEYS, INTEGER_CLASS_COUNT_RULES, Rule
+from ..engine._loop import Recorded, recorded_steps
+from ..engine._trajectory import CLASS_METRICS, PROBE_METRICS
 from ..model._pretrained import pretrained_state
 from ..model._train import train
-from ..model._world import World, build_world
-from ..reduced._engine import reduced_param_values, reduced_params
-from ..reduced._minimal import Regime, minimal_summary, minimal_train, regime_of, to_general
+from ..model._world import Vocabulary, build_world, embeddings, params_world
+from ..reduced._engine import reduced_params
+from ..reduced._inputs import as_float64, symbol_values
+from ..reduced._minimal import (
+    SUMMARY_FIELDS,
+    Regime,
+    minimal_metrics,
+    minimal_summary,
+    minimal_train,
+    probe_fn,
+    regime_of,
+    to_general,
+)
 
-# Keys that do not enter the world: the learning rates and the pretrained W_KQ scale are per-run scalars,
-# steps and record_every are fixed per sweep.
-_NOT_IN_WORLD = ("relation_score", "lr_kq", "lr_v", "steps", "record_every")
+FLOAT_BYTES = 8  # float64
+# Trajectory variables a run can keep: the probe metrics, and per-class metrics (with a data_class axis).
+PER_CLASS_PREFIX = "per_class_"
+TRAJECTORY_METRICS = PROBE_METRICS + tuple(PER_CLASS_PREFIX + m for m in CLASS_METRICS)
 
 
 @dataclasses.dataclass(frozen=True)
+class Recording:
+    """What a batch keeps of each run: the summary of M_C over the steps 0, ``record_every``, ... and the
+    last, and (``store_every`` > 0) the ``metrics`` at the steps 0, ``store_every``, ... and the last.
+
+    ``store_every`` must be 0 or a multiple of ``record_every``."""
+
+    steps: int
+    record_every: int = 1
+    store_every: int = 0
+    metrics: tuple[str, ...] = ("context_reliance",)
+
+    def __post_init__(self):
+        for name, value, low in (("steps", self.steps, 0), ("record_every", self.record_every, 1)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise ConfigError(name, f"must be an integer >= {low}, got {value!r}")
+        every = self.store_every
+        if isinstance(every, bool) or not isinstance(every, int | np.integer) or every < 0:
+            raise ConfigError(
+                "trajectory_every", f"must be an integer >= 0 (0: no trajectories), got {every!r}"
+            )
+        if every and every % self.record_every:
+            raise ConfigError(
+                "trajectory_every", f"must be a multiple of record_every={self.record_every}, got {every}"
+            )
+        unknown = [m for m in self.metrics if m not in TRAJECTORY_METRICS]
+        if unknown or not self.metrics:
+            raise ConfigError(
+                "trajectory_metrics", f"unknown metric {unknown[:1]} (valid: {TRAJECTORY_METRICS})"
+            )
+        object.__setattr__(self, "metrics", tuple(dict.fromkeys(self.metrics)))
+
+    @property
+    def recorded_steps(self) -> np.ndarray:
+        """Steps whose M_C enters the summary."""
+        return recorded_steps(self.steps, self.record_every)
+
+    @property
+    def stored_steps(self) -> np.ndarray:
+        """Steps whose metrics are kept (empty without ``store_every``)."""
+        if not self.store_every:
+            return np.zeros(0, dtype=np.int64)
+        return recorded_steps(self.steps, self.store_every)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutput:
+    """What the device hands back for one run (leading run axes in a batch): the summary of M_C
+    (:data:`SUMMARY_FIELDS`: start, peak, peak_step, final, final_loss, first_nonfinite_reliance), the
+    first step whose loss was not finite (-1: none) and the stored trajectory (metric name -> values at
+    :attr:`Recording.stored_steps`; ``per_class_*`` with a trailing data-class axis)."""
+
+    summary: dict
+    first_nonfinite_step: Any
+    trajectory: dict
+
+
+jax.tree_util.register_dataclass(
+    RunOutput, data_fields=["summary", "first_nonfinite_step", "trajectory"], meta_fields=[]
+)
+
+
+# eq=False: an engine is itself (hashable by identity: compiled programs are cached per engine).
+@dataclasses.dataclass(frozen=True, eq=False)
 class RegisteredEngine:
-    """How the configurations of one engine become runs: one (``run_config``) or a batch (the rest)."""
+    """One engine and the facts about it (see the module docstring)."""
 
     name: str
-    run_config: Callable[[Config], Recorded] | None  # None: an engine for batches only (sweeps)
-    bucket_key: Callable[[Config], tuple]
-    inputs: Callable[[Sequence[Config]], tuple]
-    run_one: Callable
-    vmap_width: int | None
-    default_chunk_size: int
-    # run_one(..., summaries_only=True) returns {"summary": {field: (runs,)}} instead of records
-    summaries: bool = False
+    label: str  # what computed a sweep's results, in words (its ``computed_by``)
+    memory_way_out: str  # what shrinks a run that cannot fit, besides fewer runs at once
+    run_config: Callable[[Config], Recorded] | None  # None: an engine for batches only
+    bucket_reads: tuple[str, ...]  # the Config keys a run's bucket depends on
+    bucket_columns: Callable[
+        [Mapping[str, Any]], tuple
+    ]  # those columns -> the bucket's columns (elementwise)
+    bucket_key: Callable[[tuple], tuple]  # one row of bucket columns -> a hashable bucket
+    batch_run: Callable[[tuple, Recording], Callable[[ToyParams], RunOutput]]
+    describe: Callable[[tuple], str]  # a bucket, in words (the results' ``computed_by``)
+    rules: tuple[Rule, ...]
+    state_bytes: Callable[[int, int], int]  # (n_subjects, n_answers) -> bytes of one run in flight
+    input_bytes: Callable[[int, int], int]  # bytes of one run's inputs on the host and the device
+    chunk_size: Mapping[str, int]  # runs per chunk, by platform ("cpu", "gpu", "tpu")
+    group_size: Mapping[str, int | None]  # runs a device advances together, by platform (None: all)
+    # Keeps the summary of M_C on the device while stepping (memory O(state) per run, whatever the steps);
+    # otherwise every record_every-th step's metrics are held until the run ends.
+    online_summary: bool
+    # Config-steps per second a chunk runs at on a platform, roughly (measured on the 2-core CPU machine and
+    # one H200; benchmarks/RESULTS.md): what a sweep's time estimate assumes.
+    typical_rate: Mapping[str, float]
+
+    def bucket_of(self, params: ToyParams) -> tuple:
+        """The bucket of one run (concrete numbers)."""
+        columns = params.columns()
+        row = self.bucket_columns({key: np.float64(columns[key]) for key in self.bucket_reads})
+        return self.bucket_key(tuple(np.asarray(c).item() for c in row))
+
+    def output_bytes(self, recording: Recording) -> int:
+        """Bytes of one run's output (device and host): its summary and stored trajectory, and for engines
+        without an online summary every recorded step's metrics."""
+        stored = len(recording.stored_steps) * _stored_floats(recording.metrics)
+        held = 0 if self.online_summary else len(recording.recorded_steps) * RECORD_FLOATS
+        return (16 + stored + held) * FLOAT_BYTES
+
+    def estimated_seconds(self, config_steps: int, platform: str) -> float:
+        """Roughly how long ``config_steps`` (runs x steps) take on ``platform``."""
+        return config_steps / self.typical_rate.get(platform, self.typical_rate["cpu"])
+
+    def default_chunk_size(self, platform: str) -> int:
+        return self.chunk_size.get(platform, self.chunk_size["cpu"])
+
+    def default_group_size(self, platform: str) -> int | None:
+        return self.group_size.get(platform, self.group_size["cpu"])
+
+
+# Recorded floats per recorded step of the full engine: the probe metrics and every class metric per class.
+RECORD_FLOATS = len(PROBE_METRICS) + len(CLASS_METRICS) * len(CLASS_COUNT_KEYS) + 2
+
+
+def _stored_floats(metrics) -> int:
+    return sum(len(CLASS_COUNT_KEYS) if m.startswith(PER_CLASS_PREFIX) else 1 for m in metrics)
+
+
+def _select(records: dict, metrics, index) -> dict:
+    """The stored metrics of full-engine style records (leading axis = record) at ``index``."""
+    out = {}
+    for name in metrics:
+        if name.startswith(PER_CLASS_PREFIX):
+            out[name] = records["per_class"][name[len(PER_CLASS_PREFIX) :]][index]
+        else:
+            out[name] = records[name][index]
+    return out
+
+
+def summary_of_records(mc, loss, recorded: np.ndarray) -> dict:
+    """:data:`SUMMARY_FIELDS` of one run's recorded M_C curve (the first maximum is the peak), in JAX."""
+    step = jnp.asarray(recorded, dtype=jnp.int32)
+    i_peak = jnp.argmax(mc)
+    finite = jnp.isfinite(mc)
+    return {
+        "start": mc[0],
+        "peak": mc[i_peak],
+        "peak_step": step[i_peak],
+        "final": mc[-1],
+        "final_loss": loss[-1],
+        "first_nonfinite_reliance": jnp.where(finite.all(), -1, step[jnp.argmin(finite)]),
+    }
 
 
 # -- full engine: the d x d model ---------------------------------------------------------------------------
@@ -54,69 +209,76 @@ def _full_run_config(config: Config) -> Recorded:
     )
 
 
-def _full_bucket_key(config: Config) -> tuple:
+def _full_bucket_columns(v) -> tuple:
     """World shapes depend on the vocabulary and the number of points only (not on the class split).
 
     Runs with W_V frozen (lr_v = 0) get buckets of their own: the trainer then skips the d x d products,
     but only when lr_v is one number for the whole vmapped batch (a per-run lr_v makes its ``lax.cond``
     a select that computes both paths)."""
-    return (config.n_subjects, config.n_answers, int(sum(config.class_counts())), config.lr_v == 0)
+    total = sum(v[key] for key in CLASS_COUNT_KEYS)
+    return (v["n_subjects"], v["n_answers"], total, v["lr_v"] == 0)
 
 
-def _world_key(config: Config) -> tuple:
-    return tuple(v for k, v in config.to_dict().items() if k not in _NOT_IN_WORLD)
+def _full_batch_run(bucket: tuple, recording: Recording):
+    """One full-engine run from its :class:`ToyParams`: the world and the pretrained state are built on the
+    device from the run's numbers (:func:`cpi_theory.model.params_world`); the embeddings are the bucket's."""
+    n_subjects, n_answers, n_points, frozen = bucket
+    vocab = Vocabulary(n_subjects, n_answers)
+    phi = embeddings(vocab)
+    stored = np.searchsorted(recording.recorded_steps, recording.stored_steps)
+
+    def run(params: ToyParams) -> RunOutput:
+        world = params_world(params, vocab, n_points, jnp.asarray(phi))
+        state0 = pretrained_state(world, jnp.asarray(params.relation_score, dtype=jnp.float64))
+        lr_v = 0.0 if frozen else params.lr_v
+        out = train(
+            world, state0, params.lr_kq, lr_v, steps=recording.steps, record_every=recording.record_every
+        )
+        records = out.records
+        summary = summary_of_records(records["context_reliance"], records["loss"], recording.recorded_steps)
+        return RunOutput(summary, out.first_nonfinite_step, _select(records, recording.metrics, stored))
+
+    return run
 
 
-def _full_inputs(configs: Sequence[Config]):
-    worlds: dict[tuple, World] = {}  # runs that differ only in lrs/relation_score share one world
-    for config in configs:
-        key = _world_key(config)
-        if key not in worlds:
-            worlds[key] = jax_tree_to_numpy(build_world(config))
-    per_run_worlds = [worlds[_world_key(c)] for c in configs]
-    # Embeddings depend only on the vocabulary (the bucket), so one copy serves the chunk; so does lr_v = 0
-    # in a frozen-W_V bucket (None: per-run lr_v).
-    frozen = all(c.lr_v == 0 for c in configs)
-    shared = (per_run_worlds[0].embeddings, np.zeros((), dtype=np.float64) if frozen else None)
-    stacked = World(
-        **{
-            f.name: (
-                None if f.name == "embeddings" else np.stack([getattr(w, f.name) for w in per_run_worlds])
-            )
-            for f in dataclasses.fields(World)
-        }
-    )
-    scalars = {
-        key: np.asarray([getattr(c, key) for c in configs], dtype=np.float64)
-        for key in ("relation_score", "lr_kq", "lr_v")
-    }
-    return shared, (stacked, scalars)
+def _full_state_bytes(n_subjects: int, n_answers: int) -> int:
+    d = int(n_subjects) + int(n_answers) + 3
+    return FULL_MATRIX_COPIES * d * d * FLOAT_BYTES
 
 
-def jax_tree_to_numpy(world: World) -> World:
-    return World(**{f.name: np.asarray(getattr(world, f.name)) for f in dataclasses.fields(World)})
+def _full_input_bytes(n_subjects: int, n_answers: int) -> int:
+    # The world and pretrained state are built on the device: one d x d table per run in flight; the
+    # inputs themselves are a few numbers.
+    return 16 * FLOAT_BYTES
 
 
-def _full_run_one(shared, per_run, *, steps: int, record_every: int, bucket=None, summaries_only=False):
-    del bucket, summaries_only  # the bucket's shapes are the inputs'; no online summaries
-    (embeddings, shared_lr_v), (world, scalars) = shared, per_run
-    world = dataclasses.replace(world, embeddings=embeddings)
-    state0 = pretrained_state(world, scalars["relation_score"])
-    lr_v = scalars["lr_v"] if shared_lr_v is None else shared_lr_v
-    result = train(world, state0, scalars["lr_kq"], lr_v, steps=steps, record_every=record_every)
-    return result.records, result.first_nonfinite_step
-
+# Live d x d float64 arrays of one full-engine run: W_KQ and W_V, their gradients, the pretrained value
+# table and embeddings, and XLA's temporaries of the forward and backward passes. XLA's own count is about
+# 6 (arguments + outputs + temporaries of the trainer) and the measured peak of a simulate about 9.
+FULL_MATRIX_COPIES = 12
 
 FULL = RegisteredEngine(
     name="full",
+    label="full engine",
+    memory_way_out="a smaller vocabulary or --engine reduced (exact class dynamics, no d x d matrices)",
     run_config=_full_run_config,
-    bucket_key=_full_bucket_key,
-    inputs=_full_inputs,
-    run_one=_full_run_one,
-    # With W_V trained, each step is small d x d products: on CPU, wide vmaps spill the per-run state
-    # (~0.3 MB at the default size) out of cache, so each device advances a few runs at a time.
-    vmap_width=8,
-    default_chunk_size=256,
+    bucket_reads=("n_subjects", "n_answers", *CLASS_COUNT_KEYS, "lr_v"),
+    bucket_columns=_full_bucket_columns,
+    bucket_key=lambda row: (int(row[0]), int(row[1]), int(row[2]), bool(row[3])),
+    batch_run=_full_batch_run,
+    describe=lambda bucket: (
+        f"K_S={bucket[0]}, K_A={bucket[1]}, {bucket[2]} points" + (", W_V frozen" if bucket[3] else "")
+    ),
+    rules=INTEGER_CLASS_COUNT_RULES,
+    state_bytes=_full_state_bytes,
+    input_bytes=_full_input_bytes,
+    # With W_V trained each step is small d x d products: on a CPU wide vmaps spill the per-run state
+    # (~0.3 MB at the default size) out of cache, so a device advances a few runs at a time; a GPU
+    # advances its whole shard.
+    chunk_size={"cpu": 256, "gpu": 100_000, "tpu": 100_000},
+    group_size={"cpu": 8, "gpu": None, "tpu": None},
+    online_summary=False,
+    typical_rate={"cpu": 9e4, "gpu": 1e6, "tpu": 1e6},
 )
 
 
@@ -132,44 +294,63 @@ def _reduced_run_config(config: Config) -> Recorded:
     return dataclasses.replace(out, records=records, final_state=to_general(out.final_state.x, regime))
 
 
-def _config_regime(config: Config) -> Regime:
-    n_c, n_cs, n_s, n_aug = config.class_counts()
-    return Regime(value_trained=config.lr_v != 0, has_s=n_s != 0, has_aug=n_aug != 0)
-
-
-def _reduced_inputs(configs: Sequence[Config]):
-    # reduced_params builds device arrays (milliseconds per run): stack its plain-float values instead.
-    rows = [reduced_param_values(c) for c in configs]
-    return None, {k: np.asarray([r[k] for r in rows], dtype=np.float64) for k in rows[0]}
-
-
-def _reduced_run_one(shared, params, *, steps: int, record_every: int, bucket: tuple, summaries_only=False):
-    del shared
+def _reduced_batch_run(bucket: tuple, recording: Recording):
+    """One reduced run: the online summary of M_C and, where asked, the metrics of the states stored every
+    ``store_every`` steps (computed on the device from those states only)."""
     regime = Regime(*bucket)
-    if summaries_only:
-        result = minimal_summary(params, steps=steps, record_every=record_every, regime=regime)
-        return {"summary": result.records}, result.first_nonfinite_step
-    result = minimal_train(params, steps=steps, record_every=record_every, regime=regime)
-    records = {k: v for k, v in result.records.items() if k != "state"}
-    return records, result.first_nonfinite_step
+    only_reliance = recording.metrics == ("context_reliance",)
+
+    def run(params: ToyParams) -> RunOutput:
+        out = minimal_summary(
+            params,
+            steps=recording.steps,
+            record_every=recording.record_every,
+            regime=regime,
+            store_every=recording.store_every,
+        )
+        summary = {name: out.records[name] for name in SUMMARY_FIELDS}
+        trajectory = {}
+        if recording.store_every:
+            states = out.records["state"]
+            if only_reliance:
+                trajectory["context_reliance"], _ = probe_fn(regime)(
+                    states, symbol_values(as_float64(params))
+                )
+            else:
+                records = minimal_metrics(states, as_float64(params), regime)
+                trajectory = _select(records, recording.metrics, slice(None))
+        return RunOutput(summary, out.first_nonfinite_step, trajectory)
+
+    return run
 
 
 REDUCED = RegisteredEngine(
     name="reduced",
+    label="reduced engine, minimal state per regime",
+    memory_way_out="",
     run_config=_reduced_run_config,
     # No shape depends on vocabulary or class sizes; the regime (W_V trained, S / augmented points present)
     # picks the generated update: one compilation per regime.
-    bucket_key=lambda config: dataclasses.astuple(_config_regime(config)),
-    inputs=_reduced_inputs,
-    run_one=_reduced_run_one,
-    # A step is elementwise over the runs: batching the whole shard turns it into vector ops.
-    vmap_width=None,
-    default_chunk_size=4096,
-    summaries=True,
+    bucket_reads=("lr_v", "n_subject_only", "n_counterfactual_augmented"),
+    bucket_columns=lambda v: (v["lr_v"] != 0, v["n_subject_only"] != 0, v["n_counterfactual_augmented"] != 0),
+    bucket_key=lambda row: tuple(bool(x) for x in row),
+    batch_run=_reduced_batch_run,
+    describe=lambda bucket: Regime(*bucket).name,
+    rules=(),
+    # The state and temporaries: a few hundred scalars per run whatever the vocabulary (XLA counts ~30 KB
+    # per run of a vmapped chunk beside the records, for the value regimes).
+    state_bytes=lambda n_subjects, n_answers: 64 * 1024,
+    input_bytes=lambda n_subjects, n_answers: 16 * FLOAT_BYTES,
+    # A step is elementwise over the runs. On a CPU a device advances a cache-sized group of runs at a time
+    # (the state of 4096 runs of the frozen regime fits in L2); a GPU advances its whole shard.
+    chunk_size={"cpu": 1 << 18, "gpu": 1 << 22, "tpu": 1 << 22},
+    group_size={"cpu": 4096, "gpu": None, "tpu": None},
+    online_summary=True,
+    typical_rate={"cpu": 1e7, "gpu": 4e9, "tpu": 4e9},
 )
 
 
-# Engines by name: the one registry that simulate, sweeps and figures use.
+# Engines by name: the one registry that simulate, the batched door, sweeps and figures use.
 ENGINES: dict[str, RegisteredEngine] = {"full": FULL, "reduced": REDUCED}
 
 
@@ -178,3 +359,13 @@ def get_engine(name: str) -> RegisteredEngine:
     if name not in ENGINES:
         raise ConfigError("engine", f"must be one of {sorted(ENGINES)}, got {name!r}")
     return ENGINES[name]
+
+
+@functools.cache
+def _platform() -> str:
+    return jax.devices()[0].platform
+
+
+def device_platform() -> str:
+    """``cpu``, ``gpu`` or ``tpu``: the kind of the devices runs go to (chunk and group sizes follow it)."""
+    return _platform()

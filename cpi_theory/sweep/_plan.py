@@ -10,12 +10,12 @@ bounded by the block size and the number of buckets.
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from ..simulation._registry import ENGINES, RegisteredEngine
-from ._spec import _COUNT_KEYS, RunTable, grid_blocks
+from ..simulation._registry import RegisteredEngine
+from ._spec import RunTable, grid_blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,28 +23,6 @@ class Chunk:
     index: int
     bucket: tuple
     runs: np.ndarray  # global run indices (not padded)
-
-
-def _full_bucket_columns(v) -> tuple:
-    total = v["n_context_critical"] + v["n_non_context_critical"] + v["n_subject_only"]
-    return (v["n_subjects"], v["n_answers"], total + v["n_counterfactual_augmented"], v["lr_v"] == 0)
-
-
-def _full_bucket_key(row) -> tuple:
-    return (int(row[0]), int(row[1]), int(row[2]), bool(row[3]))
-
-
-# The registered engines' bucket keys on float64 columns: (the Config keys the key reads, the key's columns,
-# one row of them -> the key). Each must equal ``RegisteredEngine.bucket_key`` run by run
-# (tests/test_sweep.py checks); an engine not listed here is bucketed through one Config per run.
-COLUMN_BUCKET_KEYS: dict[str, tuple[tuple[str, ...], Callable, Callable]] = {
-    "full": (("n_subjects", "n_answers", *_COUNT_KEYS, "lr_v"), _full_bucket_columns, _full_bucket_key),
-    "reduced": (
-        ("lr_v", "n_subject_only", "n_counterfactual_augmented"),
-        lambda v: (v["lr_v"] != 0, v["n_subject_only"] != 0, v["n_counterfactual_augmented"] != 0),
-        lambda row: (bool(row[0]), bool(row[1]), bool(row[2])),
-    ),
-}
 
 
 # Sub-grids up to this many points keep a bucket index per point (8 bytes each).
@@ -57,19 +35,11 @@ class ChunkPlan:
     def __init__(self, table: RunTable, engine: RegisteredEngine, chunk_size: int):
         self.table = table
         self.chunk_size = chunk_size
-        columns = COLUMN_BUCKET_KEYS.get(engine.name)
-        if columns is not None and ENGINES.get(engine.name) is not engine:
-            columns = None  # not the registered engine of that name (a test's stand-in): ask it per run
+        # The engine's bucket key on float64 columns: (the Config keys it reads, their bucket columns, one
+        # row of those -> the key); it equals the engine's bucket of each run (tests/test_sweep.py checks).
         self._engine = engine
-        self._columns = columns
-        keys = (
-            columns[0]
-            if columns is not None
-            else tuple(k for k, _ in table.spec.grid) + tuple(k for k, _ in table.spec.random)
-        )
-        self._axes = tuple(sorted({a for key in keys for a in table.axes_of(key)}))
-        if columns is None:
-            self._axes = tuple(range(len(table.shape)))
+        self._columns = (engine.bucket_reads, engine.bucket_columns, engine.bucket_key)
+        self._axes = tuple(sorted({a for key in engine.bucket_reads for a in table.axes_of(key)}))
         sizes: dict[tuple, int] = {}
         for flat, coords in grid_blocks(table, self._axes):
             for key, count in zip(*self._keys_and_counts(flat, coords), strict=True):
@@ -102,10 +72,6 @@ class ChunkPlan:
 
     def _keys_and_counts(self, flat: np.ndarray, coords: dict) -> tuple[list, list]:
         """The distinct bucket keys among the runs at ``coords`` (sub-grid positions) and how often each occurs."""
-        if self._columns is None:  # one Config per run: engines without a column form of their bucket key
-            keys = [self._engine.bucket_key(self.table.config(int(run))) for run in flat]
-            distinct = sorted(set(keys))
-            return distinct, [keys.count(key) for key in distinct]
         names, columns, to_key = self._columns
         values = columns({key: self.table.values(key, coords) for key in names})
         if not values:
@@ -124,16 +90,10 @@ class ChunkPlan:
         coords = {axis: index[axis] for axis in self._axes}
         if self._sub_ids is not None:
             return self._sub_ids[np.ravel_multi_index([coords[a] for a in self._axes], self._sub_shape)]
-        if self._columns is None:
-            keys = [self._engine.bucket_key(self.table.config(int(run))) for run in runs]
-            return np.asarray([self._id[key] for key in keys], dtype=np.int64)
         return self._ids_at(coords, runs.shape)
 
     def _ids_at(self, coords: dict, shape: tuple) -> np.ndarray:
         """Bucket indices of the runs at sub-grid positions ``coords``."""
-        if self._columns is None:
-            runs = np.ravel_multi_index([coords[a] for a in self._axes], self._sub_shape)
-            return np.asarray([self._id[self._engine.bucket_key(self.table.config(int(r)))] for r in runs])
         names, columns, to_key = self._columns
         values = columns({key: self.table.values(key, coords) for key in names})
         rows = np.stack([np.broadcast_to(np.asarray(c, dtype=np.float64), shape) for c in values], axis=1)

@@ -1,4 +1,4 @@
-"""Sweep results: per-run summaries from recorded trajectories, chunk files, and the final labelled Dataset.
+"""Sweep results in netCDF: chunk files and the final labelled Dataset (for Zarr stores see ``_zarr``).
 
 Files are netCDF written by xarray's ``scipy`` engine (netCDF3, 64-bit offsets): SciPy is already a
 dependency, and netCDF3 stores float64 as IEEE-754 doubles, so values round-trip bit for bit (NaN included).
@@ -22,9 +22,8 @@ import numpy as np
 from .._atomic import replace_atomically
 from .._errors import ConfigError
 from ..config._data_class import DATA_CLASSES
-from ..engine._divergence import first_bad_step
-from ..engine._loop import recorded_steps
-from ..engine._summary import summarize
+from ..simulation._batch import SUMMARY_VARIABLES as SUMMARY_VARIABLES
+from ..simulation._registry import Recording
 from ._faults import fault_point
 from ._spec import PER_CLASS_PREFIX, RunTable, SweepSpec
 
@@ -33,92 +32,34 @@ if TYPE_CHECKING:
 
 NETCDF_ENGINE = "scipy"
 # xarray is imported where it is used: ``import cpi_theory`` stays light for runs that never sweep.
-SUMMARY_VARIABLES = ("start", "peak", "peak_step", "final", "inversion_depth", "diverged", "diverged_step")
 CHUNK_DIM = "chunk_run"
 
 
-def stored_record_indices(spec: SweepSpec) -> np.ndarray:
-    """Indices into the recorded steps of the trajectory points a sweep keeps (the last step always)."""
-    steps = recorded_steps(spec.base.steps, spec.base.record_every)
+def recording_of(spec: SweepSpec) -> Recording:
+    """What a sweep keeps of each run (the summary over every recorded step, the stored trajectory)."""
+    return Recording(spec.base.steps, spec.base.record_every, spec.stored_every, spec.trajectory_metrics)
+
+
+def n_stored(spec: SweepSpec) -> int:
+    """Stored trajectory points per run (0, every ``trajectory_every``-th step, and the last)."""
     every = spec.stored_every
-    if every == 0:
-        return np.zeros(0, dtype=np.int64)
-    keep = (steps % every == 0) | (steps == steps[-1])
-    return np.flatnonzero(keep)
+    return 0 if every == 0 else n_recorded(spec.base.steps, every)
 
 
-def summarize_runs(
-    recorded: np.ndarray, mc: np.ndarray, loss: np.ndarray, first_nonfinite: np.ndarray
-) -> dict:
-    """Per-run summary variables: the one summary (:func:`cpi_theory.engine.summarize`) of each run's M_C
-    and the one divergence check (:func:`cpi_theory.engine.first_bad_step`).
-
-    ``mc`` and ``loss`` are (runs, records). A run diverged when the trainer saw a non-finite loss or a
-    recorded M_C or loss is not finite; its summaries are NaN (steps -1) and ``diverged_step`` names the
-    first bad step. ``inversion_depth`` (the file's name, kept) is the summary's ``depth``.
-    """
-    diverged_step = first_bad_step(first_nonfinite, recorded, mc, loss)
-    diverged = diverged_step >= 0
-    summary = summarize(recorded, mc)
-    nan = np.float64(np.nan)
-    return {
-        "start": np.where(diverged, nan, summary.start),
-        "peak": np.where(diverged, nan, summary.peak),
-        "peak_step": np.where(diverged, -1, summary.peak_step).astype(np.int32),
-        "final": np.where(diverged, nan, summary.final),
-        "inversion_depth": np.where(diverged, nan, summary.depth),
-        "diverged": diverged,
-        "diverged_step": diverged_step,
-    }
+def n_recorded(steps: int, every: int) -> int:
+    """How many of the steps 0, every, 2 every, ... and the last there are (without listing them)."""
+    return steps // every + 1 + (1 if steps % every else 0)
 
 
-def summaries_from_online(online: dict, first_nonfinite: np.ndarray, steps: int) -> dict:
-    """:func:`summarize_runs`'s variables from an engine's online summary (``start``, ``peak``,
-    ``peak_step``, ``final``, ``final_loss``, ``first_nonfinite_reliance``): the same numbers, by the same
-    divergence rule (the loop's first non-finite loss, else the first recorded non-finite M_C or final loss)."""
-    online = {k: np.asarray(v) for k, v in online.items()}
-    counted = np.asarray(first_nonfinite)
-    from_records = np.where(
-        online["first_nonfinite_reliance"] >= 0,
-        online["first_nonfinite_reliance"],
-        np.where(np.isfinite(online["final_loss"]), -1, steps),
-    )
-    diverged_step = np.where(counted >= 0, counted, from_records).astype(np.int32)
-    diverged = diverged_step >= 0
-    nan = np.float64(np.nan)
-    return {
-        "start": np.where(diverged, nan, online["start"]),
-        "peak": np.where(diverged, nan, online["peak"]),
-        "peak_step": np.where(diverged, -1, online["peak_step"]).astype(np.int32),
-        "final": np.where(diverged, nan, online["final"]),
-        "inversion_depth": np.where(diverged, nan, online["peak"] - online["final"]),
-        "diverged": diverged,
-        "diverged_step": diverged_step,
-    }
-
-
-def chunk_dataset(
-    spec: SweepSpec, run_index: np.ndarray, records: dict, first_nonfinite: np.ndarray
-) -> "xr.Dataset":
+def chunk_dataset(spec: SweepSpec, run_index: np.ndarray, summary: dict, trajectory: dict) -> "xr.Dataset":
     """One finished chunk: its runs' summaries and stored trajectories, indexed by global run index."""
-    recorded = recorded_steps(spec.base.steps, spec.base.record_every)
-    if "summary" in records:  # the engine kept online summaries only (nothing to store but them)
-        summary = summaries_from_online(records["summary"], np.asarray(first_nonfinite), spec.base.steps)
-    else:
-        mc = np.asarray(records["context_reliance"], dtype=np.float64)
-        loss = np.asarray(records["loss"], dtype=np.float64)
-        summary = summarize_runs(recorded, mc, loss, np.asarray(first_nonfinite))
     data = {name: ((CHUNK_DIM,), values) for name, values in summary.items()}
-    keep = stored_record_indices(spec)
     coords = {CHUNK_DIM: np.asarray(run_index, dtype=np.int32)}
-    if keep.size:  # summaries only: no step axis (see the module docstring)
-        coords["step"] = recorded[keep].astype(np.int32)
-    for name in spec.trajectory_metrics if keep.size else ():
-        if name.startswith(PER_CLASS_PREFIX):
-            values = np.asarray(records["per_class"][name[len(PER_CLASS_PREFIX) :]])[:, keep, :]
-            data[name] = ((CHUNK_DIM, "step", "data_class"), values)
-        else:
-            data[name] = ((CHUNK_DIM, "step"), np.asarray(records[name])[:, keep])
+    if trajectory:  # summaries only: no step axis (see the module docstring)
+        coords["step"] = recording_of(spec).stored_steps.astype(np.int32)
+    for name, values in trajectory.items():
+        dims = (CHUNK_DIM, "step", "data_class") if name.startswith(PER_CLASS_PREFIX) else (CHUNK_DIM, "step")
+        data[name] = (dims, np.asarray(values))
     import xarray as xr
 
     return xr.Dataset(data, coords=coords)
@@ -198,13 +139,13 @@ def result_variables(spec: SweepSpec) -> dict[str, tuple[tuple[str, ...], tuple[
     variables: dict[str, tuple[tuple[str, ...], tuple[int, ...], type]] = {
         name: ((), (), dtype) for name, dtype in _SUMMARY_DTYPES.items()
     }
-    n_stored = stored_record_indices(spec).size
-    if n_stored:  # summaries only: no step axis (see the module docstring)
+    stored = n_stored(spec)
+    if stored:  # summaries only: no step axis (see the module docstring)
         for name in spec.trajectory_metrics:
             if name.startswith(PER_CLASS_PREFIX):
-                variables[name] = (("step", "data_class"), (n_stored, len(DATA_CLASSES)), np.float64)
+                variables[name] = (("step", "data_class"), (stored, len(DATA_CLASSES)), np.float64)
             else:
-                variables[name] = (("step",), (n_stored,), np.float64)
+                variables[name] = (("step",), (stored,), np.float64)
     return variables
 
 
@@ -224,8 +165,13 @@ class ResultArrays:
     def add(self, chunk: "xr.Dataset") -> None:
         """Scatter one chunk's runs into place (by their global run index)."""
         index = np.asarray(chunk[CHUNK_DIM].values, dtype=np.int64)
-        for name, values in self.flat.items():
-            values[index] = chunk[name].values
+        self.put(index, {name: chunk[name].values for name in self.flat})
+
+    def put(self, index: np.ndarray, values: dict) -> None:
+        """Scatter the runs ``index`` (global run indices) into place: ``values`` maps every variable to
+        its values for those runs."""
+        for name, flat in self.flat.items():
+            flat[index] = values[name]
         self.filled[index] = True
 
     def to_dataset(self, attrs: dict) -> "xr.Dataset":
@@ -242,10 +188,8 @@ class ResultArrays:
             for name, values in self.flat.items()
         }
         coords = {key: (dims, values) for key, (dims, values) in self.table.coords.items()}
-        keep = stored_record_indices(self.spec)
-        if keep.size:  # absent in a summaries-only sweep
-            steps = recorded_steps(self.spec.base.steps, self.spec.base.record_every)
-            coords["step"] = ("step", steps[keep].astype(np.int32))
+        if n_stored(self.spec):  # absent in a summaries-only sweep
+            coords["step"] = ("step", recording_of(self.spec).stored_steps.astype(np.int32))
         if any("data_class" in dims for dims, _, _ in variables.values()):
             # object strings, as a netCDF file reads back (the file's bytes are the same either way)
             coords["data_class"] = ("data_class", np.asarray(DATA_CLASSES, dtype=object))

@@ -21,26 +21,28 @@ import math
 import pathlib
 import tomllib
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._errors import ConfigError
 from ..config._config import Config, read_json_file
-from ..engine._trajectory import CLASS_METRICS, PROBE_METRICS
+from ..config._params import PARAM_KEYS, ToyParams
+from ..config._rules import RULES, Rule
+from ..simulation._registry import PER_CLASS_PREFIX as PER_CLASS_PREFIX
+from ..simulation._registry import TRAJECTORY_METRICS as TRAJECTORY_METRICS
+from ..simulation._registry import get_engine
 
 SPEC_KEYS = ("base", "grid", "random", "n_runs", "seed", "trajectory_every", "trajectory_metrics")
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
-# Trajectory variables a sweep can keep: the probe metrics, and per-class metrics (with a data_class axis).
-PER_CLASS_PREFIX = "per_class_"
-TRAJECTORY_METRICS = PROBE_METRICS + tuple(PER_CLASS_PREFIX + m for m in CLASS_METRICS)
 DEFAULT_TRAJECTORY_METRICS = ("context_reliance",)
 # Every run of a sweep shares one trajectory length: these keys fix the compiled scan lengths and the
 # ``step`` axis of the results, so they belong in ``base``.
 FIXED_KEYS = ("steps", "record_every")
 RUN_DIM = "run"
 SEED_KEY = "seed"
+_CONFIG_KEYS = frozenset(Config.keys())
 
 _INT_KEYS = tuple(
     f.name for f in dataclasses.fields(Config) if f.type is int or f.type == "int"
@@ -402,20 +404,27 @@ class RunTable:
             config = Config(**{**self.spec.base.to_dict(), **overrides})
         except ConfigError as err:
             raise ConfigError(err.key, f"{_rule(err)} (in the run with {_describe(overrides)})") from None
-        if self.engine == "full" and not config.has_integer_class_counts():
-            bad = next(k for k in _COUNT_KEYS if not isinstance(getattr(config, k), int))
-            raise ConfigError(
-                bad,
-                f"the full engine needs integer class counts, got {getattr(config, bad)!r} "
-                f"(in the run with {_describe(overrides)}); real class sizes need --engine reduced",
-            )
+        values = config.to_dict()
+        for rule in get_engine(self.engine).rules:
+            if not rule.holds(values):
+                raise ConfigError(
+                    rule.key, f"{rule.message(values)} (in the run with {_describe(overrides)})"
+                )
         return config
+
+    def params(self, runs: np.ndarray) -> ToyParams:
+        """The parameters of the global runs ``runs`` as float64 columns (no Python object per run)."""
+        runs = np.asarray(runs, dtype=np.int64)
+        coords = dict(enumerate(np.unravel_index(runs, self.shape))) if self.shape else {}
+        columns = {key: self.values(key, coords) for key in PARAM_KEYS if key in _CONFIG_KEYS}
+        params = ToyParams.from_columns(columns, validate=False)  # context_bias: 0, as in SPEC.md
+        return params.map(lambda x: np.broadcast_to(np.asarray(x, dtype=np.float64), runs.shape))
 
 
 def build_run_table(spec: SweepSpec, engine: str = "full") -> RunTable:
     """The runs of ``spec``, validated: raises :class:`ConfigError` naming the key of the first bad run.
 
-    No Config is built per run: Config's rules are checked on whole columns of values (:data:`_RULES`), each
+    No Config is built per run: the rules are checked on whole columns of values (:data:`RULES`), each
     over the grid of only the dimensions its keys live on, and the first run that breaks one is built as a
     Config, which raises the error Config itself gives. A 10^8-run grid validates in seconds.
     """
@@ -433,47 +442,18 @@ def build_run_table(spec: SweepSpec, engine: str = "full") -> RunTable:
     bad_run = first_invalid_run(table)
     if bad_run is not None:
         table.config(bad_run)  # raises the ConfigError Config gives for this run
-        raise AssertionError(f"run {bad_run} breaks a sweep rule that Config accepts: {_RULES} disagree")
+        raise AssertionError(f"run {bad_run} breaks a sweep rule that Config accepts: the rules disagree")
     return table
 
 
-# -- Config's rules on columns ----------------------------------------------------------------------------
-# A mirror of ``cpi_theory.config._config._check_rules`` (and the full engine's integer class counts) on
-# float64 columns: (the keys a rule reads, the rule). tests/test_sweep.py checks, run by run, that these
-# accept exactly the runs Config accepts. Integer keys must also hold integral values (Config's coercion).
-def _sum_counts(v):
-    return (
-        v["n_context_critical"]
-        + v["n_non_context_critical"]
-        + v["n_subject_only"]
-        + v["n_counterfactual_augmented"]
-    )
+# -- the rules on columns ----------------------------------------------------------------------------------
+# The one rule table (cpi_theory.config.RULES, which Config checks run by run) and the engine's own rules,
+# evaluated on float64 columns. tests/test_sweep.py checks, run by run, that they accept exactly the runs
+# Config (and the engine) accept.
+def _rules(table: "RunTable") -> tuple[Rule, ...]:
+    return (*RULES, *get_engine(table.engine).rules)
 
 
-_RULES: tuple[tuple[tuple[str, ...], Callable], ...] = (
-    *(((key,), lambda v, key=key: v[key] == np.floor(v[key])) for key in _INT_KEYS),
-    (("n_answers",), lambda v: v["n_answers"] >= 2),
-    (("n_subjects",), lambda v: v["n_subjects"] >= 1),
-    *(((key,), lambda v, key=key: v[key] >= 0) for key in _COUNT_KEYS),
-    (_COUNT_KEYS, lambda v: _sum_counts(v) > 0),
-    *(((key,), lambda v, key=key: (v[key] > 0) & (v[key] < 1)) for key in ("delta_c", "delta_m")),
-    (("delta_c", "delta_m"), lambda v: v["delta_m"] > 2 * v["delta_c"]),
-    *(((key,), lambda v, key=key: np.abs(v[key]) <= 700.0) for key in ("o_c", "o_r")),
-    *(((key,), lambda v, key=key: v[key] >= 0) for key in ("lr_kq", "lr_v")),
-    (("n_subjects", *_COUNT_KEYS), lambda v: v["n_subjects"] >= _sum_counts(v) + 1),
-    (
-        ("n_answers", *_COUNT_KEYS),
-        lambda v: (
-            v["n_answers"]
-            >= v["n_context_critical"]
-            + v["n_non_context_critical"]
-            + v["n_subject_only"]
-            + 2 * v["n_counterfactual_augmented"]
-            + 2
-        ),
-    ),
-)
-_FULL_ENGINE_RULES = tuple(((key,), lambda v, key=key: v[key] == np.floor(v[key])) for key in _COUNT_KEYS)
 # Runs checked at once: bounds the memory of validation and planning (a few float64 columns of this length).
 BLOCK = 1 << 20
 
@@ -489,11 +469,12 @@ def grid_blocks(table: RunTable, axes: tuple[int, ...]):
         yield flat, dict(zip(axes, index, strict=True))
 
 
-def _first_breaking(table: RunTable, keys: tuple[str, ...], rule: Callable) -> int | None:
+def _first_breaking(table: RunTable, rule: Rule) -> int | None:
     """The first run (C order) that breaks ``rule``; it is evaluated over the dimensions of its keys only."""
+    keys = rule.reads
     axes = tuple(sorted({a for key in keys for a in table.axes_of(key)}))
     for flat, coords in grid_blocks(table, axes):
-        ok = np.broadcast_to(rule({key: table.values(key, coords) for key in keys}), flat.shape)
+        ok = np.broadcast_to(rule.holds({key: table.values(key, coords) for key in keys}), flat.shape)
         if not ok.all():
             first = int(np.argmin(ok))
             # The earliest run with these coordinates: every other dimension at index 0.
@@ -509,15 +490,14 @@ def valid_runs(table: RunTable, runs: np.ndarray) -> np.ndarray:
     index = np.unravel_index(np.asarray(runs, dtype=np.int64), table.shape)
     coords = dict(enumerate(index))
     ok = np.ones(np.shape(runs), dtype=bool)
-    for keys, rule in _RULES + (_FULL_ENGINE_RULES if table.engine == "full" else ()):
-        ok &= np.broadcast_to(rule({key: table.values(key, coords) for key in keys}), ok.shape)
+    for rule in _rules(table):
+        ok &= np.broadcast_to(rule.holds({key: table.values(key, coords) for key in rule.reads}), ok.shape)
     return ok
 
 
 def first_invalid_run(table: RunTable) -> int | None:
     """The first run that Config (or the engine's need for integer class counts) would refuse, or None."""
-    rules = _RULES + (_FULL_ENGINE_RULES if table.engine == "full" else ())
-    firsts = [_first_breaking(table, keys, rule) for keys, rule in rules]
+    firsts = [_first_breaking(table, rule) for rule in _rules(table)]
     firsts = [run for run in firsts if run is not None]
     return min(firsts) if firsts else None
 

@@ -1,0 +1,284 @@
+"""The one door for many runs: :func:`simulate_many`, and the chunk runner that it and sweeps share.
+
+Runs travel as columns (:class:`ToyParams` with a leading run axis) from the host to the devices: no Python
+object per run. Runs are grouped by their engine's bucket (one compiled program each), cut into chunks of
+``chunk_size`` runs (the last one padded by repeating its last run, so every chunk of a bucket reuses one
+program), and each chunk's run axis is sharded over a 1-D device mesh; inside a device,
+``lax.map(..., batch_size=group)`` advances ``group`` runs together through a ``vmap`` of the engine's
+:meth:`RegisteredEngine.batch_run`. Summaries and stored trajectories are computed on the device, so a
+chunk hands back only what is kept. While one chunk computes, the next one's columns are cut and sent
+(JAX dispatches asynchronously).
+"""
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from .._errors import ConfigError
+from .._precision import require_float64
+from ..config._params import ToyParams
+from ..engine._divergence import raise_if_diverged
+from ..engine._loop import run_batched
+from ._registry import Recording, RegisteredEngine, RunOutput, device_platform, get_engine
+from ._simulate import wait_for
+
+BATCH_AXIS = "batch"
+#: The per-run summary variables of a batch (and of a sweep's results).
+SUMMARY_VARIABLES = ("start", "peak", "peak_step", "final", "inversion_depth", "diverged", "diverged_step")
+
+
+def device_mesh(n_devices: int | None = None) -> Mesh:
+    """A 1-D mesh over the devices (all of them, across hosts after ``jax.distributed.initialize``)."""
+    devices = jax.devices()
+    if n_devices is not None:
+        if not 1 <= n_devices <= len(devices):
+            raise ConfigError("devices", f"must be between 1 and {len(devices)}, got {n_devices}")
+        devices = devices[:n_devices]
+    return Mesh(np.asarray(devices), (BATCH_AXIS,))
+
+
+# Traces of the chunk program so far: one per compiled bucket (a sweep reports the increase).
+TRACES = [0]
+
+
+@functools.cache
+def compiled_chunk(
+    engine: RegisteredEngine,
+    bucket: tuple,
+    recording: Recording,
+    group: int | None,
+    mesh: Mesh,
+    on_trace=None,
+) -> Callable[[ToyParams], RunOutput]:
+    """The jitted program of one bucket: columns of runs (sharded over ``mesh``) -> their :class:`RunOutput`."""
+    one = engine.batch_run(bucket, recording)
+
+    def local(params: ToyParams) -> RunOutput:
+        TRACES[0] += 1
+        if on_trace is not None:
+            on_trace()
+        return run_batched(one, params, group)
+
+    # check_vma=False: the trainer's scan starts from constants that are the same on every device.
+    sharded = jax.shard_map(
+        local, mesh=mesh, in_specs=P(BATCH_AXIS), out_specs=P(BATCH_AXIS), check_vma=False
+    )
+    return jax.jit(sharded)
+
+
+def to_devices(params: ToyParams, mesh: Mesh) -> ToyParams:
+    """Host columns -> (possibly multi-host) global arrays sharded over the run axis; every process holds
+    the same host columns."""
+    sharding = NamedSharding(mesh, P(BATCH_AXIS))
+    return params.map(lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index, x=x: x[index]))
+
+
+def to_host(outputs: RunOutput, n_runs: int) -> RunOutput:
+    """The first ``n_runs`` runs of a chunk's outputs as NumPy arrays (gathered from every host)."""
+    wait_for(outputs)  # in Python, not inside XLA, so that Ctrl-C interrupts a long chunk at once
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        outputs = multihost_utils.process_allgather(outputs, tiled=True)
+    else:
+        outputs = jax.device_get(outputs)
+    return jax.tree.map(lambda x: np.asarray(x)[:n_runs], outputs)
+
+
+def pad_runs(runs: np.ndarray, size: int) -> np.ndarray:
+    """``runs`` padded to ``size`` by repeating its last run (the padding's results are dropped)."""
+    return np.concatenate([runs, np.full(size - runs.size, runs[-1], dtype=runs.dtype)])
+
+
+def summary_variables(output: RunOutput, steps: int) -> dict[str, np.ndarray]:
+    """:data:`SUMMARY_VARIABLES` of host outputs. A run diverged when the loop saw a non-finite loss, a
+    recorded M_C was not finite, or the final loss is not; its summaries are NaN (steps -1) and
+    ``diverged_step`` names the first bad step. ``inversion_depth`` = peak - final."""
+    online = output.summary
+    counted = np.asarray(output.first_nonfinite_step)
+    from_records = np.where(
+        online["first_nonfinite_reliance"] >= 0,
+        online["first_nonfinite_reliance"],
+        np.where(np.isfinite(online["final_loss"]), -1, steps),
+    )
+    diverged_step = np.where(counted >= 0, counted, from_records).astype(np.int32)
+    diverged = diverged_step >= 0
+    nan = np.float64(np.nan)
+    return {
+        "start": np.where(diverged, nan, online["start"]),
+        "peak": np.where(diverged, nan, online["peak"]),
+        "peak_step": np.where(diverged, -1, online["peak_step"]).astype(np.int32),
+        "final": np.where(diverged, nan, online["final"]),
+        "inversion_depth": np.where(diverged, nan, online["peak"] - online["final"]),
+        "diverged": diverged,
+        "diverged_step": diverged_step,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkRunner:
+    """How a batch of runs goes to the devices: the engine, the recording, the mesh, the chunk size (a
+    multiple of the device count) and the runs a device advances together (``group``; None: its shard)."""
+
+    engine: RegisteredEngine
+    recording: Recording
+    mesh: Mesh
+    chunk_size: int
+    group: int | None
+    on_trace: Callable | None = None
+
+    @classmethod
+    def create(
+        cls,
+        engine: str | RegisteredEngine,
+        recording: Recording,
+        *,
+        chunk_size: int | None = None,
+        group: int | None | str = "engine",
+        devices: int | None = None,
+        n_runs: int | None = None,
+        on_trace=None,
+    ) -> "ChunkRunner":
+        """Defaults from the engine and the devices (chunk and group sizes by platform); the chunk size is
+        cut to ``n_runs`` and rounded up to a multiple of the device count."""
+        eng = get_engine(engine) if isinstance(engine, str) else engine
+        mesh = device_mesh(devices)
+        platform = device_platform()
+        group = eng.default_group_size(platform) if group == "engine" else group
+        if group is not None and (isinstance(group, bool) or not isinstance(group, int) or group < 1):
+            raise ConfigError("group", f"must be a positive integer or None, got {group!r}")
+        if chunk_size is None:
+            chunk_size = eng.default_chunk_size(platform)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigError("--chunk-size", f"must be a positive integer, got {chunk_size!r}")
+        if n_runs is not None:
+            chunk_size = min(chunk_size, max(n_runs, 1))
+        chunk_size = math.ceil(chunk_size / mesh.size) * mesh.size  # every device gets an equal shard
+        return cls(eng, recording, mesh, chunk_size, group, on_trace)
+
+    @property
+    def n_devices(self) -> int:
+        return self.mesh.size
+
+    def launch(self, bucket: tuple, params: ToyParams) -> RunOutput:
+        """Dispatch one chunk (host columns of exactly ``chunk_size`` runs); returns device arrays at once."""
+        program = compiled_chunk(self.engine, bucket, self.recording, self.group, self.mesh, self.on_trace)
+        return program(to_devices(params, self.mesh))
+
+    def pipeline(self, chunks: Iterator[tuple[object, tuple, Callable[[], ToyParams], int]]):
+        """Run ``(tag, bucket, columns(), n_runs)`` chunks one after another with the next one dispatched
+        before the previous one is gathered; yields ``(tag, host RunOutput of its n_runs runs)``."""
+        pending = None
+        for tag, bucket, columns, n_runs in chunks:
+            outputs = self.launch(bucket, columns())
+            if pending is not None:
+                yield pending[0], to_host(pending[1], pending[2])
+            pending = (tag, outputs, n_runs)
+        if pending is not None:
+            yield pending[0], to_host(pending[1], pending[2])
+
+
+def buckets_of(engine: RegisteredEngine, params: ToyParams) -> tuple[list[tuple], np.ndarray]:
+    """The distinct buckets of columns of runs (sorted) and each run's index into them."""
+    columns = params.columns()
+    n = params.n_runs
+    values = engine.bucket_columns(
+        {key: np.asarray(columns[key], dtype=np.float64) for key in engine.bucket_reads}
+    )
+    rows = np.stack([np.broadcast_to(np.asarray(c, dtype=np.float64), (n,)) for c in values], axis=1)
+    distinct, inverse = np.unique(rows, axis=0, return_inverse=True)
+    keys = [engine.bucket_key(tuple(row)) for row in distinct]
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[order] = np.arange(len(keys))
+    return [keys[i] for i in order], rank[np.asarray(inverse).reshape(-1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """The results of many runs (leading axis = the runs, in the order given).
+
+    ``summary``: :data:`SUMMARY_VARIABLES` per run; ``trajectory``: metric -> values at
+    :attr:`stored_steps` (``per_class_*`` with a trailing data-class axis); ``buckets``: what computed
+    them (one compiled program each)."""
+
+    engine: str
+    recording: Recording
+    summary: dict
+    trajectory: dict
+    buckets: tuple[str, ...]
+
+    @property
+    def stored_steps(self) -> np.ndarray:
+        return self.recording.stored_steps
+
+    @property
+    def n_runs(self) -> int:
+        return int(self.summary["start"].shape[0])
+
+    def raise_if_diverged(self, detail: str = "lower the learning rate") -> None:
+        """Raise :class:`DivergenceError` naming the first run and step that stopped being finite."""
+        raise_if_diverged(self.summary["diverged_step"], detail)
+
+
+def simulate_many(
+    params: ToyParams,
+    *,
+    steps: int,
+    record_every: int = 1,
+    store_every: int | None = None,
+    metrics: tuple[str, ...] = ("context_reliance",),
+    engine: str = "reduced",
+    chunk_size: int | None = None,
+    devices: int | None = None,
+    check: bool = True,
+) -> Batch:
+    """Many runs through one engine: ``params`` holds a column per parameter (:meth:`ToyParams.stack`,
+    :meth:`ToyParams.from_columns`); each run takes ``steps`` exact GD steps.
+
+    The summary of M_C is over the steps 0, ``record_every``, ... and the last; ``metrics`` are kept at the
+    steps 0, ``store_every``, ... and the last (default ``store_every = record_every``; 0: summaries only).
+    With ``check`` (default) every run is validated first (the one rule table and the engine's own rules).
+    Diverged runs are flagged in ``summary`` (:meth:`Batch.raise_if_diverged` raises for them).
+    """
+    require_float64()
+    eng = get_engine(engine)
+    if not isinstance(params, ToyParams):
+        raise ConfigError("params", f"must be a cpi_theory.ToyParams of columns, got {type(params).__name__}")
+    n_runs = params.n_runs
+    if n_runs is None:
+        params = params.map(lambda x: np.asarray(x, dtype=np.float64)[None])
+        n_runs = 1
+    host = params.map(lambda x: np.broadcast_to(np.asarray(x, dtype=np.float64), (n_runs,)))
+    if check:
+        host.validate(eng.rules)
+    store_every = record_every if store_every is None else store_every
+    recording = Recording(steps, record_every, store_every, tuple(metrics))
+    runner = ChunkRunner.create(eng, recording, chunk_size=chunk_size, devices=devices, n_runs=n_runs)
+    buckets, ids = buckets_of(eng, host)
+    size = runner.chunk_size
+
+    def chunks():
+        for b, bucket in enumerate(buckets):
+            members = np.flatnonzero(ids == b)
+            for start in range(0, members.size, size):
+                runs = members[start : start + size]
+                padded = pad_runs(runs, size)
+                yield runs, bucket, (lambda padded=padded: host.take(padded)), runs.size
+
+    summary: dict[str, np.ndarray] = {}
+    trajectory: dict[str, np.ndarray] = {}
+    for runs, output in runner.pipeline(chunks()):
+        values = summary_variables(output, steps)
+        for target, source in ((summary, values), (trajectory, output.trajectory)):
+            for name, value in source.items():
+                if name not in target:
+                    target[name] = np.empty((n_runs, *value.shape[1:]), dtype=value.dtype)
+                target[name][runs] = value
+    return Batch(eng.name, recording, summary, trajectory, tuple(eng.describe(b) for b in buckets))
