@@ -23,11 +23,13 @@ from cpi_theory.bridge import (
     Transformer,
     fact_world_config,
     get_size,
+    init_optimizer,
     make_fact_world,
+    make_tx,
     model_config,
     qk_filter,
+    scan_steps,
 )
-from cpi_theory.bridge._train import _init_opt, make_tx, scan_steps
 
 
 def bench(size_name: str, params: str, steps: int, chunk: int, repeats: int) -> dict:
@@ -39,7 +41,7 @@ def bench(size_name: str, params: str, steps: int, chunk: int, repeats: int) -> 
     graphdef, trainable, frozen = nnx.split(model, trainable_filter, ...)
     ft = dataclasses.replace(size.finetune, params=params)
     tx = make_tx(ft.optimizer, ft.lr)
-    opt_state = _init_opt(tx, trainable)
+    opt_state = init_optimizer(tx, trainable)
     idx = np.broadcast_to(np.arange(len(data)), (chunk, len(data)))
     tokens = jnp.asarray(data.tokens[idx], dtype=jnp.int32)
     targets = jnp.asarray(data.targets[idx], dtype=jnp.int32)

@@ -36,10 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import cpi_theory as cpi
-from cpi_theory.reduced import Regime, minimal_summary, minimal_train, reduced_param_values, reduced_params
+from cpi_theory.reduced import Regime, minimal_summary, minimal_train, reduced_params
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from numpy_minimal_peer import DEFAULT_BLOCK, run_numpy  # noqa: E402
+from numpy_minimal_peer import DEFAULT_BLOCK, peer_inputs, run_numpy  # noqa: E402
 
 FROZEN = Regime(value_trained=False, has_s=False, has_aug=False)
 VALUE = Regime(value_trained=True, has_s=False, has_aug=False)
@@ -68,25 +68,25 @@ def grid_axes(runs: int) -> dict[str, list[float]]:
     }
 
 
-def grid(runs: int, lr_v: float) -> tuple[dict[str, np.ndarray], str]:
-    """The runs of :func:`grid_axes` as parameter arrays (C order: lr_kq slowest, as the sweep's grid)."""
+def grid(runs: int, lr_v: float) -> tuple[cpi.ToyParams, str]:
+    """The runs of :func:`grid_axes` as ToyParams columns (C order: lr_kq slowest, as the sweep's grid)."""
     axes = grid_axes(runs)
     mesh = np.meshgrid(*[np.asarray(v) for v in axes.values()], indexing="ij")
-    base = reduced_param_values(cpi.Config(lr_v=lr_v))
-    params = {k: np.full(runs, v, dtype=np.float64) for k, v in base.items()}
-    params["lr_kq"], params["delta_m"], params["n_CS"] = (m.ravel() for m in mesh)
+    base = cpi.ToyParams.from_config(cpi.Config(lr_v=lr_v)).columns()
+    columns = {k: np.full(runs, v, dtype=np.float64) for k, v in base.items()}
+    columns.update({key: m.ravel() for key, m in zip(axes, mesh, strict=True)})
     sizes = " x ".join(f"{len(v)} {k}" for k, v in axes.items())
-    return params, f"{sizes} = {runs} runs"
+    return cpi.ToyParams.from_columns(columns, validate=False), f"{sizes} = {runs} runs"
 
 
-def chunks(params: dict[str, np.ndarray], size: int):
+def chunks(params: cpi.ToyParams, size: int):
     """Consecutive chunks of ``size`` runs as device arrays (the last one padded by repeating its last run,
     so one compiled program serves all), with the number of real runs in each."""
-    runs = next(iter(params.values())).shape[0]
+    runs = params.n_runs
     for lo in range(0, runs, size):
         hi = min(lo + size, runs)
         index = np.minimum(np.arange(lo, lo + size), hi - 1)
-        yield {k: jnp.asarray(v[index]) for k, v in params.items()}, hi - lo
+        yield params.map(lambda v, index=index: jnp.asarray(v[index])), hi - lo
 
 
 def run_chunked(compiled, params, size: int) -> tuple[dict[str, np.ndarray], float]:
@@ -151,7 +151,7 @@ def bench_batch(args, rows: list) -> None:
         f"matter; single-threaded, blocks of {args.block} runs"
     )
     t0 = time.perf_counter()
-    peer = run_numpy(params, args.steps, block=args.block)
+    peer = run_numpy(peer_inputs(params), args.steps, block=args.block)
     numpy_wall = time.perf_counter() - t0
     numpy_rate = work / numpy_wall
     print(f"    NumPy peer:                  {numpy_rate:12.4g} config-steps/s  ({numpy_wall:.2f} s)")

@@ -23,7 +23,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 WRAPPER = (
@@ -117,7 +116,9 @@ def main(argv=None) -> int:
         every_s, rss_s, _ = run_cli(grid_spec(args.runs, args.steps, args.steps), tmp / "ts.nc")
         rows.append(f"| {args.runs:,} runs x {args.steps:,} steps, `trajectory_every: 0` | {every_0:.1f} s "
                     f"({args.runs * args.steps / every_0:.3g} config-steps/s) | - |")  # fmt: skip
-        rows.append(f"| the same, `trajectory_every: {args.steps}` | {every_s:.1f} s (peak {rss_s:.2f} GB) | - |")
+        rows.append(
+            f"| the same, `trajectory_every: {args.steps}` | {every_s:.1f} s (peak {rss_s:.2f} GB) | - |"
+        )
         rows.append(f"| ratio | {every_s / every_0:.2f}x | <= 1.3x |")
         engine = in_process_rate(args.runs, args.steps)
         rows.append(f"| the same runs in process (`simulate_many`, warm), `trajectory_every: 0` | "

@@ -53,6 +53,26 @@ STATE_NAMES = ("kappa_C_c", "kappa_C_s", "kappa_CS_c", "kappa_CS_s", "kappa_thS"
 DEFAULT_BLOCK = 4096
 
 
+def peer_inputs(params) -> dict[str, np.ndarray]:
+    """This peer's inputs from a ``cpi_theory.ToyParams`` (one run or columns), read attribute by attribute:
+    the peer itself stays plain NumPy in the paper's symbols."""
+    sizes = params.class_sizes
+    values = {
+        "n_C": sizes.context_critical,
+        "n_CS": sizes.non_context_critical,
+        "n_S": sizes.subject_only,
+        "n_AUG": sizes.counterfactual_augmented,
+        "K_A": params.n_answers,
+        "K_S": params.n_subjects,
+        **{
+            k: getattr(params, k)
+            for k in ("o_c", "o_r", "delta_c", "delta_m", "relation_score", "lr_kq", "lr_v")
+        },
+        "context_bias": params.context_bias,
+    }
+    return {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
+
+
 def _parameters(params: dict) -> dict[str, np.ndarray]:
     """The parameters as float64 arrays of one common shape (R,); rejects what this peer does not model."""
     for key in ("lr_v", "n_S", "n_AUG"):

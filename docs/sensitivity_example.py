@@ -24,7 +24,7 @@ PARAMS = cpi.reduced_params(cpi.Config())
 
 def final_reliance(f):
     """M_C after ``STEPS`` steps with the C+S fraction ``f`` of 20 points."""
-    params = {**PARAMS, "n_C": TOTAL * (1 - f), "n_CS": TOTAL * f}
+    params = PARAMS.with_class_sizes(context_critical=TOTAL * (1 - f), non_context_critical=TOTAL * f)
     out = minimal_train(params, steps=STEPS, regime=FROZEN, metrics="context_reliance")
     return out.records["context_reliance"][-1]
 

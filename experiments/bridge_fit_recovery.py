@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import cpi_theory as cpi
-from cpi_theory.bridge._joint import recovery_coverage, recovery_study
+from cpi_theory.fit import recovery_coverage, recovery_study
 
 
 def main() -> None:

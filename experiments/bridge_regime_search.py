@@ -1,7 +1,7 @@
 """Issue 13: a resumable regime search for an inversion of M_C in small real transformers.
 
 The criterion and the design are pre-registered in figures/bridge/search/PREREGISTRATION.md. Stage 1
-screens the configurations of ``cpi_theory.bridge._search.SCREEN`` at seed 0, each with its C+S-0 control;
+screens the configurations of ``regime_search.SCREEN`` at seed 0, each with its C+S-0 control;
 stage 2 reruns the pre-registered picks at seeds 1 and 2. Every finished run is one JSON line appended to
 ``--runs``; a rerun skips the runs already there. Pretrained checkpoints are cached under
 ``--checkpoints`` per (regime, finetuning set size, seed).
@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from cpi_theory.bridge import _search as S
+import regime_search as S  # experiments/regime_search.py, beside this script
 
 
 def write_outputs(out: Path) -> None:

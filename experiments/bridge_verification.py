@@ -16,8 +16,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from verification_study import CELLS, run_study, summarize_cells, write_study  # beside this script
+
 import cpi_theory as cpi
-from cpi_theory.bridge import CELLS, REGIMES, run_study, summarize_cells, write_study
+from cpi_theory.bridge import REGIMES
 
 
 def main(argv=None) -> int:

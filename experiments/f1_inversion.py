@@ -8,8 +8,9 @@ reproduce`` works from an installed wheel; this script runs it. It also defines 
 
 import sys
 
-from cpi_theory.figures import _f1_inversion as figure
-from cpi_theory.figures import script_main
+from cpi_theory.figures import packaged_figures, script_main
+
+figure = packaged_figures()["F1"]
 
 FIGURE, TITLE, run = figure.FIGURE, figure.TITLE, figure.run
 

@@ -8,8 +8,9 @@ reproduce`` works from an installed wheel; this script runs it. It also defines 
 
 import sys
 
-from cpi_theory.figures import _f2_time_scales as figure
-from cpi_theory.figures import script_main
+from cpi_theory.figures import packaged_figures, script_main
+
+figure = packaged_figures()["F2"]
 
 FIGURE, TITLE, run = figure.FIGURE, figure.TITLE, figure.run
 

@@ -8,8 +8,9 @@ and ``run``, so ``cpi-theory reproduce --experiments-dir experiments`` loads it.
 
 import sys
 
-from cpi_theory.figures import _f3_phase_diagram as figure
-from cpi_theory.figures import script_main
+from cpi_theory.figures import packaged_figures, script_main
+
+figure = packaged_figures()["F3"]
 
 FIGURE, TITLE, run = figure.FIGURE, figure.TITLE, figure.run
 

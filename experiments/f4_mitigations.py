@@ -8,8 +8,9 @@ reproduce`` works from an installed wheel; this script runs it. It also defines 
 
 import sys
 
-from cpi_theory.figures import _f4_mitigations as figure
-from cpi_theory.figures import script_main
+from cpi_theory.figures import packaged_figures, script_main
+
+figure = packaged_figures()["F4"]
 
 FIGURE, TITLE, run = figure.FIGURE, figure.TITLE, figure.run
 

@@ -8,8 +8,9 @@ that ``cpi-theory reproduce`` works from an installed wheel; this script runs it
 
 import sys
 
-from cpi_theory.figures import _f6_with_without_context as figure
-from cpi_theory.figures import script_main
+from cpi_theory.figures import packaged_figures, script_main
+
+figure = packaged_figures()["F6"]
 
 FIGURE, TITLE, run = figure.FIGURE, figure.TITLE, figure.run
 

@@ -8,8 +8,9 @@ defines ``FIGURE``, ``TITLE`` and ``run``, so ``cpi-theory reproduce --experimen
 
 import sys
 
-from cpi_theory.figures import _f7_designed_mixtures as figure
-from cpi_theory.figures import script_main
+from cpi_theory.figures import packaged_figures, script_main
+
+figure = packaged_figures()["F7"]
 
 FIGURE, TITLE, run = figure.FIGURE, figure.TITLE, figure.run
 

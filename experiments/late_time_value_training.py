@@ -17,8 +17,7 @@ import numpy as np
 
 import cpi_theory as cpi
 from cpi_theory.paper import late_time_law
-from cpi_theory.reduced import reduced_params
-from cpi_theory.reduced._minimal import minimal_train
+from cpi_theory.reduced import minimal_train, reduced_params
 
 HORIZONS = (10_000, 100_000, 1_000_000)
 

@@ -22,6 +22,7 @@ LAYERS = (
     ("reduced",),
     ("simulation",),
     ("paper",),
+    ("fit",),
     ("phenomena",),
     ("sweep",),
     ("figures",),
@@ -143,3 +144,43 @@ def test_checker_sees_a_planted_cycle_and_an_upward_import(tmp_path, monkeypatch
     )
     with pytest.raises(pytest.fail.Exception, match="import cycle"):
         test_no_import_cycles()
+
+
+REPO = PACKAGE.parent
+SCRIPT_DIRS = ("experiments", "benchmarks", "docs")
+
+
+def _script_imports(path: pathlib.Path) -> list[str]:
+    """``cpi_theory`` imports of a script, spelled ``module:name`` (``module`` for ``import module``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "cpi_theory"]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "cpi_theory":
+            found += [f"{node.module}:{a.name}" for a in node.names]
+    return found
+
+
+@pytest.mark.parametrize(
+    "script", sorted(str(p.relative_to(REPO)) for d in SCRIPT_DIRS for p in (REPO / d).glob("*.py"))
+)
+def test_scripts_import_only_public_faces(script):
+    """Experiments, benchmarks and doc examples use what a user can: no private module, no private name."""
+    for spec in _script_imports(REPO / script):
+        module, _, name = spec.partition(":")
+        private = [part for part in module.split(".") + [name] if part.startswith("_")]
+        assert not private, f"{script} imports {spec}: {private[0]} is private (use the subpackage's face)"
+
+
+def test_the_package_never_imports_the_repository_scripts():
+    scripts = {p.stem for d in SCRIPT_DIRS for p in (REPO / d).glob("*.py")}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [(node.module or "").split(".")[0]]
+            hit = sorted(set(names) & scripts)
+            assert not hit, f"{name} imports the repository script(s) {hit}"

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import cpi_theory as cpi
-from cpi_theory.bridge import (
+from cpi_theory.cli import main
+from cpi_theory.engine import classify_shape, summarize
+from cpi_theory.fit import (
     context_bias_for_start,
     delta_c_for_start,
     fit_curve,
@@ -17,9 +19,7 @@ from cpi_theory.bridge import (
     toy_parameters,
     toy_start_reliance,
 )
-from cpi_theory.bridge._fit import _toy_start
-from cpi_theory.cli import main
-from cpi_theory.engine import classify_shape, summarize
+from cpi_theory.fit._fit import _toy_start
 
 cpi.enable_float64()
 

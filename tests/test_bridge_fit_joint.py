@@ -3,16 +3,19 @@ verification study re-fitted with it (the tests that fit lr_v / lr_kq share one 
 
 import json
 import pathlib
+import sys
 
 import numpy as np
 import pytest
 from scipy.interpolate import PchipInterpolator
 
 import cpi_theory as cpi
-from cpi_theory.bridge import summarize_cells, write_study
-from cpi_theory.bridge._joint import joint_fit, recovery_coverage, recovery_study, schedule_time
 from cpi_theory.cli import main
 from cpi_theory.engine import summarize
+from cpi_theory.fit import joint_fit, recovery_coverage, recovery_study, schedule_time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
+from verification_study import summarize_cells, write_study  # noqa: E402  (a study: experiments/)
 
 cpi.enable_float64()
 

@@ -1,13 +1,16 @@
 """The regime search of issue 13: its pre-registered criterion, its table and its resumption."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cpi_theory.bridge import _search as S
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))  # the search is a study: experiments/regime_search.py
+import regime_search as S  # noqa: E402
 
-SEARCH = Path(__file__).resolve().parents[1] / "figures" / "bridge" / "search"
+SEARCH = REPO / "figures" / "bridge" / "search"
 
 
 def _bump(n_points=41, peak_at=10, rise=0.08, fall=0.05, start=0.5):

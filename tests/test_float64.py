@@ -21,12 +21,18 @@ NOT_CALLED = {
     **{
         name: "bridge: real transformers, float32 by design (cpi_theory/bridge/README.md)"
         for name in (
-            "fact_world_config", "finetune", "get_size", "load_checkpoint", "load_trajectory",
+            "fact_world_config", "finetune", "get_size", "load_checkpoint",
             "make_fact_world", "make_measure_fn", "measure_model", "model_config", "pretrain",
-            "pretraining_batch", "qk_filter", "run_bridge", "run_study", "save_checkpoint", "summarize_cells",
-            "write_report", "write_study",
+            "pretraining_batch", "qk_filter", "run_bridge", "save_checkpoint",
+            "write_report", "finetune_and_fit", "pretrained_model", "start_state", "write_json", "plot_study",
+            "check_finite", "init_optimizer", "make_tx", "scan_steps",
         )
     },
+    "load_trajectory": "fit: reads a measured curve from CSV / JSON (NumPy float64), no theory computed",
+    "summary_record": "fit: a dict of a curve's summarize() (NumPy float64)",
+    "joint_report_fields": "fit: copies fields of a joint fit's report into a dict",
+    "recovery_study": "fit: the recovery study runs joint_fit (called here) on many toy curves: minutes",
+    "recovery_coverage": "fit: counts intervals of a recovery study's rows (NumPy), no theory computed",
 }  # fmt: skip
 
 # Each public function with arguments made while float64 was on (NumPy float64 arrays: what a user passes).
@@ -34,7 +40,7 @@ CALLS = textwrap.dedent(
     """
     import numpy as np
     import cpi_theory as ct
-    from cpi_theory import bridge, engine, model, paper, phenomena, reduced, simulation
+    from cpi_theory import bridge, engine, fit, model, paper, phenomena, reduced, simulation
     import importlib
     sweep = importlib.import_module("cpi_theory.sweep")  # the package (cpi_theory.sweep the attribute is the function)
     from cpi_theory.config import read_json_file
@@ -56,8 +62,8 @@ CALLS = textwrap.dedent(
         logits = np.asarray(model.probe_logits(state, world)[0])[None, :]
         two = host(phenomena.stack_worlds([world, world]))
         params2 = jax.tree.map(lambda v: np.stack([v, v]), params)
-        toy = bridge.toy_parameters(0.6, 0.2, 0.5)
-        steps, values = bridge.simulate_toy(toy, steps=30)
+        toy = fit.toy_parameters(0.6, 0.2, 0.5)
+        steps, values = fit.simulate_toy(toy, steps=30)
         spec = ct.sweep_spec(base={"steps": 3}, grid={"lr_kq": [1.0, 2.0]})
         sweep_file = f"{tmp}/sweep.nc"
         ct.sweep(spec, sweep_file)
@@ -181,16 +187,16 @@ CALLS = textwrap.dedent(
         "sweep": lambda: ct.sweep(spec),
         "load": lambda: sweep.load(sweep_file),
         # the bridge's toy side
-        "toy_parameters": lambda: bridge.toy_parameters(0.6, 0.2, 0.5),
-        "toy_start_reliance": lambda: bridge.toy_start_reliance(0.6, 0.2),
-        "delta_c_for_start": lambda: bridge.delta_c_for_start(0.6, 0.3),
-        "context_bias_for_start": lambda: bridge.context_bias_for_start(toy, 0.3),
-        "simulate_toy": lambda: bridge.simulate_toy(toy, steps=30),
-        "fit_time_scale": lambda: bridge.fit_time_scale(steps, values, steps, values),
-        "fit_curve": lambda: bridge.fit_curve(steps, values, toy, extensions=False, horizon=30),
-        "joint_fit": lambda: bridge.joint_fit(steps, values, n_starts=1, horizon=30, n_dense=8),
-        "schedule_time": lambda: bridge.schedule_time(np.arange(5.0), warmup=2.0, decay="cosine", total=4.0),
-        "smooth_baseline": lambda: bridge.smooth_baseline(steps[:6], values[:6], 3, steps[6:8]),
+        "toy_parameters": lambda: fit.toy_parameters(0.6, 0.2, 0.5),
+        "toy_start_reliance": lambda: fit.toy_start_reliance(0.6, 0.2),
+        "delta_c_for_start": lambda: fit.delta_c_for_start(0.6, 0.3),
+        "context_bias_for_start": lambda: fit.context_bias_for_start(toy, 0.3),
+        "simulate_toy": lambda: fit.simulate_toy(toy, steps=30),
+        "fit_time_scale": lambda: fit.fit_time_scale(steps, values, steps, values),
+        "fit_curve": lambda: fit.fit_curve(steps, values, toy, extensions=False, horizon=30),
+        "joint_fit": lambda: fit.joint_fit(steps, values, n_starts=1, horizon=30, n_dense=8),
+        "schedule_time": lambda: fit.schedule_time(np.arange(5.0), warmup=2.0, decay="cosine", total=4.0),
+        "smooth_baseline": lambda: fit.smooth_baseline(steps[:6], values[:6], 3, steps[6:8]),
         # the advisor
         "advise": lambda: advisor.advise(delta_m=0.6, delta_c=0.2, cs_fraction=0.5, horizon=20, target=0.7),
         "fit_inputs": lambda: advisor.fit_inputs(fit_file),
@@ -258,7 +264,7 @@ RUNNER = textwrap.dedent(
     public = set()
     import cpi_theory
     for face in ("", ".config", ".engine", ".model", ".reduced", ".simulation", ".paper", ".phenomena",
-                 ".sweep", ".figures", ".bridge", ".advise"):
+                 ".sweep", ".figures", ".fit", ".bridge", ".advise"):
         module = __import__("cpi_theory" + face, fromlist=["x"])
         public |= {n for n in dir(module) if not n.startswith("_") and inspect.isfunction(getattr(module, n))}
     print(json.dumps({"outcome": outcome, "public": sorted(public)}))

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 import cpi_theory as cpi
-from cpi_theory.reduced import Regime, minimal_train, symbol_values
+from cpi_theory.reduced import Regime, minimal_train
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-from numpy_minimal_peer import PARAM_KEYS, STATE_NAMES, run_numpy  # noqa: E402
+from numpy_minimal_peer import STATE_NAMES, run_numpy  # noqa: E402
+from numpy_minimal_peer import peer_inputs as _peer_inputs  # noqa: E402
 
 TOL = 1e-12
 REFERENCE = pathlib.Path(__file__).resolve().parent / "reference"
@@ -32,13 +33,6 @@ CONFIGS = [
     dict(n_context_critical=0, n_non_context_critical=5, lr_kq=2.0, o_c=-0.5),
     dict(n_non_context_critical=0, lr_kq=3.0, delta_c=0.25, delta_m=0.7, n_answers=20, n_subjects=15),
 ]
-
-
-def _peer_inputs(params: cpi.ToyParams) -> dict:
-    """The peer's own inputs (the paper's symbols, plain NumPy) of one run's or columns of ToyParams."""
-    values = {k: np.asarray(v, dtype=np.float64) for k, v in symbol_values(params).items()}
-    return {**{k: values[k] for k in PARAM_KEYS}, "lr_v": values["lr_v"], "n_S": values["n_S"],
-            "n_AUG": values["n_AUG"], "context_bias": np.asarray(params.context_bias, dtype=np.float64)}  # fmt: skip
 
 
 def _stacked(configs):

@@ -13,8 +13,8 @@ from ..config._config import read_json_file
 # The horizon above which the advisor refuses: the cost of one run grows linearly with it and a root
 # search makes ~50 runs per mitigation, so 1e7 steps already means hours on a CPU.
 MAX_HORIZON = 10_000_000
-# C + C+S + S points of the bridge's toy mixture (cpi_theory.bridge._fit.TOY_POINTS, which the fit's
-# fractions are shares of; not imported: the bridge package loads the transformer stack, seconds).
+# C + C+S + S points of the fit's toy mixture (cpi_theory.fit.TOY_POINTS, which the fit's
+# fractions are shares of; not imported: the CLI validates advise input before JAX is loaded).
 FIT_POINTS = 20
 
 

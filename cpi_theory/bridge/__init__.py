@@ -3,10 +3,8 @@
 It is the package's verification path: a synthetic fact world (``make_fact_world``; not the toy's
 ``cpi_theory.World``), a decoder-only transformer (``Transformer``), pretraining to a controlled regime and
 finetuning on a mixture (``pretrain``, ``finetune``), the toy's quantities measured on the real model
-(``make_measure_fn``), the toy parametrized from the measured start and fitted to the measured curve
-(``toy_parameters``, ``fit_curve``; the joint fit of every toy parameter with intervals and held-out
-checks is ``joint_fit``, on the real run's learning-rate clock ``schedule_time``, against the
-``smooth_baseline``, behind ``cpi-theory bridge fit``), one run (``run_bridge``) and the verification study (``run_study``).
+(``make_measure_fn``) and one run (``run_bridge``: pretrain, finetune, measure, and fit the toy with
+:mod:`cpi_theory.fit`). The verification study and the regime search are studies: ``experiments/``.
 Curves are summarized and shape-classified by :func:`cpi_theory.engine.summarize`. See README.md beside
 this file.
 """
@@ -41,25 +39,19 @@ from ._presets import get_size as get_size
 from ._presets import model_config as model_config
 
 # isort: split
-# The toy parametrized from a measured start and fitted to a measured curve.
-from ._fit import ToyParameters as ToyParameters
-from ._fit import context_bias_for_start as context_bias_for_start
-from ._fit import delta_c_for_start as delta_c_for_start
-from ._fit import fit_curve as fit_curve
-from ._fit import fit_time_scale as fit_time_scale
-from ._fit import simulate_toy as simulate_toy
-from ._fit import toy_parameters as toy_parameters
-from ._fit import toy_start_reliance as toy_start_reliance
-from ._joint import joint_fit as joint_fit
-from ._joint import schedule_time as schedule_time
-from ._joint import smooth_baseline as smooth_baseline
-from ._trajectory_io import load_trajectory as load_trajectory
+# One run and the verification study.
+from ._run import finetune_and_fit as finetune_and_fit
+from ._run import pretrained_model as pretrained_model
+from ._run import run_bridge as run_bridge
+from ._run import start_state as start_state
+from ._run import write_json as write_json
+from ._run import write_report as write_report
 
 # isort: split
-# One run and the verification study.
-from ._run import run_bridge as run_bridge
-from ._run import write_report as write_report
-from ._study import CELLS as CELLS
-from ._study import run_study as run_study
-from ._study import summarize_cells as summarize_cells
-from ._study import write_study as write_study
+# Building blocks of studies (experiments/: the verification study, the regime search).
+from ._measure import CLASS_LOSS_KEYS as CLASS_LOSS_KEYS
+from ._plot import plot_study as plot_study
+from ._train import check_finite as check_finite
+from ._train import init_optimizer as init_optimizer
+from ._train import make_tx as make_tx
+from ._train import scan_steps as scan_steps

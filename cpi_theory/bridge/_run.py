@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DataClass
-from ._fit import fit_curve, toy_parameters
-from ._joint import joint_fit, joint_report_fields
+from ..fit import fit_curve, joint_fit, joint_report_fields, toy_parameters
 from ._presets import fact_world_config, get_size, model_config
 from ._train import FinetuneConfig, finetune, load_checkpoint, measure_model, pretrain, save_checkpoint
 from ._world import FINETUNE_CLASSES, FactWorld, make_fact_world

@@ -100,12 +100,12 @@ def scan_steps(graphdef, tx, trainable, frozen, opt_state, tokens_TxBxL, targets
     return trainable, opt_state, losses_T
 
 
-def _init_opt(tx, trainable):
+def init_optimizer(tx, trainable):
     with jax.numpy_dtype_promotion("standard"):
         return tx.init(trainable)
 
 
-def _check_finite(losses: np.ndarray, first_step: int) -> None:
+def check_finite(losses: np.ndarray, first_step: int) -> None:
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         raise DivergenceError(first_step + int(bad[0]))
@@ -118,7 +118,7 @@ def pretrain(
     model = Transformer(model_config)
     graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
     tx = make_tx("adam", config.lr)
-    opt_state = _init_opt(tx, params)
+    opt_state = init_optimizer(tx, params)
     rng = np.random.default_rng([config.seed, fact_world.config.seed, 11])
     losses = []
     bar = tqdm(total=config.steps, desc="pretrain", disable=not progress, leave=False)
@@ -130,7 +130,7 @@ def pretrain(
         targets = jnp.asarray(np.stack([b.targets for b in batches]), dtype=jnp.int32)
         params, opt_state, chunk_losses = scan_steps(graphdef, tx, params, frozen, opt_state, tokens, targets)
         chunk_losses = np.asarray(chunk_losses)
-        _check_finite(chunk_losses, done)
+        check_finite(chunk_losses, done)
         losses.append(chunk_losses)
         done += n
         bar.update(n)
@@ -153,7 +153,7 @@ def finetune(
     trainable_filter = qk_filter() if config.params == "qk" else nnx.Param
     graphdef, trainable, frozen = nnx.split(nnx.clone(model), trainable_filter, ...)
     tx = make_tx(config.optimizer, config.lr)
-    opt_state = _init_opt(tx, trainable)
+    opt_state = init_optimizer(tx, trainable)
     measure = make_measure_fn(graphdef, fact_world)
     rng = np.random.default_rng([config.seed, fact_world.config.seed, 13])
 
@@ -180,7 +180,7 @@ def finetune(
             graphdef, tx, trainable, frozen, opt_state, *batches(n)
         )
         chunk_losses = np.asarray(chunk_losses)
-        _check_finite(chunk_losses, done)
+        check_finite(chunk_losses, done)
         losses.append(chunk_losses)
         done += n
         records.append({"step": done, **jax.device_get(measure(trainable, frozen))})

@@ -6,13 +6,18 @@ import time
 from pathlib import Path
 
 from .._errors import ConfigError
-from ..bridge._fit import delta_c_for_start, fit_curve, toy_parameters
-from ..bridge._joint import joint_fit, joint_report_fields
 from ..bridge._plot import plot_run
 from ..bridge._presets import REGIMES, SIZES
 from ..bridge._run import fit_report_fields, run_bridge, write_report
 from ..bridge._train import OPTIMIZERS, PARAM_SETS
-from ..bridge._trajectory_io import load_trajectory
+from ..fit import (
+    delta_c_for_start,
+    fit_curve,
+    joint_fit,
+    joint_report_fields,
+    load_trajectory,
+    toy_parameters,
+)
 
 
 def _fraction(key: str):

@@ -17,15 +17,21 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import DataClass
-from ._fit import fit_curve, summary_record, toy_parameters
-from ._joint import joint_fit
-from ._measure import CLASS_LOSS_KEYS
-from ._plot import plot_study
-from ._presets import REGIMES, fact_world_config, get_size
-from ._run import finetune_and_fit, pretrained_model, start_state, write_json
-from ._train import measure_model
-from ._world import make_fact_world
+from cpi_theory.bridge import (
+    CLASS_LOSS_KEYS,
+    REGIMES,
+    fact_world_config,
+    finetune_and_fit,
+    get_size,
+    make_fact_world,
+    measure_model,
+    plot_study,
+    pretrained_model,
+    start_state,
+    write_json,
+)
+from cpi_theory.config import DataClass
+from cpi_theory.fit import fit_curve, joint_fit, summary_record, toy_parameters
 
 # Columns of the grid: the four mixtures, filtering (the 0.5 mixture without its C+S points) and QK-only
 # finetuning (the 0.5 mixture, only query/key weights train).

@@ -27,19 +27,21 @@ import numpy as np
 import optax
 from flax import nnx
 
-from .._errors import DivergenceError
-from ._measure import make_measure_fn
-from ._presets import get_size, model_config
-from ._train import (
-    _check_finite,
-    _init_opt,
+from cpi_theory import DivergenceError
+from cpi_theory.bridge import (
+    FactWorldConfig,
+    check_finite,
+    get_size,
+    init_optimizer,
     load_checkpoint,
+    make_fact_world,
+    make_measure_fn,
     measure_model,
+    model_config,
     pretrain,
     save_checkpoint,
     scan_steps,
 )
-from ._world import FactWorldConfig, make_fact_world
 
 #: Pretraining mixtures of the search (moderate = the bridge's ``moderate`` preset).
 SEARCH_REGIMES = {
@@ -286,7 +288,7 @@ def finetune_search(model, config: dict, seed: int) -> dict:
     multipliers = tuple((g, float(config[f"lr_{g}"])) for g in ("qk", "vo", "mlp", "other"))
     tx = group_tx(config["optimizer"], float(config["lr"]), multipliers)
     graphdef, trainable, frozen = nnx.split(nnx.clone(model), nnx.Param, ...)
-    opt_state = _init_opt(tx, trainable)
+    opt_state = init_optimizer(tx, trainable)
     measure = make_measure_fn(graphdef, fact_world)
     rng = np.random.default_rng([seed, fact_world.config.seed, 13])
     batch = config["batch_size"]
@@ -308,7 +310,7 @@ def finetune_search(model, config: dict, seed: int) -> dict:
     while done < config["steps"]:
         n = min(config["measure_every"], config["steps"] - done)
         trainable, opt_state, losses = scan_steps(graphdef, tx, trainable, frozen, opt_state, *batches(n))
-        _check_finite(np.asarray(losses), done)
+        check_finite(np.asarray(losses), done)
         done += n
         records.append(record(done))
     return {key: [r[key] for r in records] for key in records[0]}
