@@ -73,7 +73,7 @@ import cpi_theory as cpi
 cpi.enable_float64()
 spec = cpi.SweepSpec.from_mapping({grid_spec(runs, steps, 0)!r})
 from cpi_theory.sweep import build_run_table
-table = build_run_table(spec)
+table = build_run_table(spec)  # the spec's runs as columns
 params = table.params(np.arange(table.n_total))
 cpi.simulate_many(params, steps={steps}, store_every=0)
 t = time.perf_counter()

@@ -155,8 +155,8 @@ def test_fit_inputs_read_the_joint_fit_best_parameters():
     ):
         assert fit[name] == best["parameters"][name]["value"]
     assert fit["horizon"] == round(fit["time_scale"] * (best["step"][-1] - best["step"][0]))
-    # The fit's fractions are shares of the bridge's toy points (read from its source: no bridge import).
-    tree = ast.parse((ROOT / "cpi_theory" / "bridge" / "_fit.py").read_text())
+    # The fit's fractions are shares of the fit's toy points (read from its source: no JAX import).
+    tree = ast.parse((ROOT / "cpi_theory" / "fit" / "_fit.py").read_text())
     points = [
         n.value.value
         for n in tree.body

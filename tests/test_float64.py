@@ -25,10 +25,12 @@ NOT_CALLED = {
             "make_fact_world", "make_measure_fn", "measure_model", "model_config", "pretrain",
             "pretraining_batch", "qk_filter", "run_bridge", "save_checkpoint",
             "write_report", "finetune_and_fit", "pretrained_model", "start_state", "write_json", "plot_study",
-            "check_finite", "init_optimizer", "make_tx", "scan_steps",
+            "check_finite", "init_optimizer",
         )
     },
     "load_trajectory": "fit: reads a measured curve from CSV / JSON (NumPy float64), no theory computed",
+    "build_run_table": "sweep: a spec's runs as NumPy float64 columns, no theory computed (run_sweep is called)",
+    "open_results": "sweep: opens a Zarr store with xarray, no computation",
     "summary_record": "fit: a dict of a curve's summarize() (NumPy float64)",
     "joint_report_fields": "fit: copies fields of a joint fit's report into a dict",
     "recovery_study": "fit: the recovery study runs joint_fit (called here) on many toy curves: minutes",
@@ -40,7 +42,8 @@ CALLS = textwrap.dedent(
     """
     import numpy as np
     import cpi_theory as ct
-    from cpi_theory import bridge, engine, fit, model, paper, phenomena, reduced, simulation
+    from cpi_theory import bridge, engine, model, paper, phenomena, reduced, simulation
+    import cpi_theory.fit as toyfit
     import importlib
     sweep = importlib.import_module("cpi_theory.sweep")  # the package (cpi_theory.sweep the attribute is the function)
     from cpi_theory.config import read_json_file
@@ -62,8 +65,8 @@ CALLS = textwrap.dedent(
         logits = np.asarray(model.probe_logits(state, world)[0])[None, :]
         two = host(phenomena.stack_worlds([world, world]))
         params2 = jax.tree.map(lambda v: np.stack([v, v]), params)
-        toy = fit.toy_parameters(0.6, 0.2, 0.5)
-        steps, values = fit.simulate_toy(toy, steps=30)
+        toy = toyfit.toy_parameters(0.6, 0.2, 0.5)
+        steps, values = toyfit.simulate_toy(toy, steps=30)
         spec = ct.sweep_spec(base={"steps": 3}, grid={"lr_kq": [1.0, 2.0]})
         sweep_file = f"{tmp}/sweep.nc"
         ct.sweep(spec, sweep_file)
@@ -187,16 +190,16 @@ CALLS = textwrap.dedent(
         "sweep": lambda: ct.sweep(spec),
         "load": lambda: sweep.load(sweep_file),
         # the bridge's toy side
-        "toy_parameters": lambda: fit.toy_parameters(0.6, 0.2, 0.5),
-        "toy_start_reliance": lambda: fit.toy_start_reliance(0.6, 0.2),
-        "delta_c_for_start": lambda: fit.delta_c_for_start(0.6, 0.3),
-        "context_bias_for_start": lambda: fit.context_bias_for_start(toy, 0.3),
-        "simulate_toy": lambda: fit.simulate_toy(toy, steps=30),
-        "fit_time_scale": lambda: fit.fit_time_scale(steps, values, steps, values),
-        "fit_curve": lambda: fit.fit_curve(steps, values, toy, extensions=False, horizon=30),
-        "joint_fit": lambda: fit.joint_fit(steps, values, n_starts=1, horizon=30, n_dense=8),
-        "schedule_time": lambda: fit.schedule_time(np.arange(5.0), warmup=2.0, decay="cosine", total=4.0),
-        "smooth_baseline": lambda: fit.smooth_baseline(steps[:6], values[:6], 3, steps[6:8]),
+        "toy_parameters": lambda: toyfit.toy_parameters(0.6, 0.2, 0.5),
+        "toy_start_reliance": lambda: toyfit.toy_start_reliance(0.6, 0.2),
+        "delta_c_for_start": lambda: toyfit.delta_c_for_start(0.6, 0.3),
+        "context_bias_for_start": lambda: toyfit.context_bias_for_start(toy, 0.3),
+        "simulate_toy": lambda: toyfit.simulate_toy(toy, steps=30),
+        "fit_time_scale": lambda: toyfit.fit_time_scale(steps, values, steps, values),
+        "fit_curve": lambda: toyfit.fit_curve(steps, values, toy, extensions=False, horizon=30),
+        "joint_fit": lambda: toyfit.joint_fit(steps, values, n_starts=1, horizon=30, n_dense=8),
+        "schedule_time": lambda: toyfit.schedule_time(np.arange(5.0), warmup=2.0, decay="cosine", total=4.0),
+        "smooth_baseline": lambda: toyfit.smooth_baseline(steps[:6], values[:6], 3, steps[6:8]),
         # the advisor
         "advise": lambda: advisor.advise(delta_m=0.6, delta_c=0.2, cs_fraction=0.5, horizon=20, target=0.7),
         "fit_inputs": lambda: advisor.fit_inputs(fit_file),

@@ -236,7 +236,9 @@ def _full_batch_run(bucket: tuple, recording: Recording):
         )
         records = out.records
         summary = summary_of_records(records["context_reliance"], records["loss"], recording.recorded_steps)
-        return RunOutput(summary, out.first_nonfinite_step, _select(records, recording.metrics, stored))
+        # No zero-length arrays without stored steps (lax.map's batching cannot reshape them).
+        trajectory = _select(records, recording.metrics, stored) if stored.size else {}
+        return RunOutput(summary, out.first_nonfinite_step, trajectory)
 
     return run
 
