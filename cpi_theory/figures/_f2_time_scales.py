@@ -6,10 +6,9 @@ import numpy as np
 import xarray as xr
 
 from .._precision import enable_float64
-from ..config._config import Config
-from ..model._world import build_world
+from ..config import Config, ToyParams
 from ..paper._paper import eta_star
-from ..phenomena._batch import train_batch
+from ..simulation import simulate_many
 from ._data import write_figure_data
 from ._plotting import PALETTE, figure_style, new_figure, save_figure
 
@@ -26,16 +25,24 @@ ONE_STEP_LRS = np.round(np.logspace(0, 3, 31), 6)
 ONE_STEP_STEPS = 6
 
 
+def _full_engine_curves(lrs, steps: int) -> np.ndarray:
+    """M_C at every step of the full d x d engine, one run per learning rate (lr_kq), W_V frozen."""
+    params = ToyParams.stack(
+        [ToyParams.from_config(CONFIG).replace(lr_kq=float(lr)) for lr in np.atleast_1d(lrs)]
+    )
+    batch = simulate_many(params, steps=steps, engine="full")
+    batch.raise_if_diverged()
+    return batch.trajectory["context_reliance"]
+
+
 def collapse_runs(lrs, flow_time):
     """M_C at every step, one run per lr up to step flow_time / lr (NaN after a run's last step)."""
-    world = build_world(CONFIG)
     n_max = int(round(flow_time / min(lrs)))
     curves = np.full((len(lrs), n_max + 1), np.nan)
     for i, lr in enumerate(lrs):
         # steps differ per lr (different compiled shapes), so these are separate calls.
         steps = int(round(flow_time / lr))
-        result = train_batch([world], lr, 0.0, relation_score=CONFIG.relation_score, steps=steps)
-        curves[i, : steps + 1] = np.asarray(result.records["context_reliance"][0])
+        curves[i, : steps + 1] = _full_engine_curves(lr, steps)[0]
     return curves
 
 
@@ -52,20 +59,13 @@ def analytic_eta_star(quick: bool) -> float:
 def compute(quick: bool) -> xr.Dataset:
     cfg = QUICK if quick else FULL
     curves = collapse_runs(cfg["lrs"], cfg["flow_time"])
-    world = build_world(CONFIG)
-    one = train_batch(
-        [world] * ONE_STEP_LRS.size,
-        ONE_STEP_LRS,
-        0.0,
-        relation_score=CONFIG.relation_score,
-        steps=ONE_STEP_STEPS,
-    )
+    one = _full_engine_curves(ONE_STEP_LRS, ONE_STEP_STEPS)
     return xr.Dataset(
         {
             "context_reliance": (("lr", "step"), curves),
             "one_step_context_reliance": (
                 ("large_lr", "one_step"),
-                np.asarray(one.records["context_reliance"]),
+                one,
             ),
             # Proposition 1's analytic eta* (NaN: not computed).
             "eta_star": ((), analytic_eta_star(quick)),

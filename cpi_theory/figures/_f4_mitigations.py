@@ -6,11 +6,10 @@ import numpy as np
 import xarray as xr
 
 from .._precision import enable_float64
-from ..config._config import Config
+from ..config import Config, ToyParams
 from ..engine._loop import recorded_steps
 from ..engine._summary import summarize
-from ..model._world import build_world
-from ..phenomena._batch import train_batch
+from ..simulation import simulate_many
 from ._data import write_figure_data
 from ._plotting import PALETTE, figure_style, new_figure, save_figure
 
@@ -49,21 +48,26 @@ def compute(quick: bool) -> xr.Dataset:
         for family, items in FAMILIES.items()
         for label, overrides, lr_v in items
     ]
-    worlds = [build_world(BASE.replace(**overrides)) for _, _, overrides, _ in runs]
     lr_v = np.asarray([r[3] for r in runs]) * BASE.lr_kq
-    # One batch: worlds are padded to the largest (zero-weight points change nothing).
-    result = train_batch(
-        worlds,
-        BASE.lr_kq,
-        lr_v,
-        relation_score=BASE.relation_score,
+    params = ToyParams.stack(
+        [
+            ToyParams.from_config(BASE.replace(**overrides, lr_v=v))
+            for (_, _, overrides, _), v in zip(runs, lr_v, strict=True)
+        ]
+    )
+    # One batch through the full d x d engine (runs of one shape bucket share a compiled program).
+    batch = simulate_many(
+        params,
         steps=cfg["steps"],
         record_every=cfg["record_every"],
+        metrics=("context_reliance", "attention_context"),
+        engine="full",
     )
+    batch.raise_if_diverged()
     return xr.Dataset(
         {
-            "context_reliance": (("run", "step"), np.asarray(result.records["context_reliance"])),
-            "attention_context": (("run", "step"), np.asarray(result.records["attention_context"])),
+            "context_reliance": (("run", "step"), batch.trajectory["context_reliance"]),
+            "attention_context": (("run", "step"), batch.trajectory["attention_context"]),
         },
         coords={
             "run": np.arange(len(runs)),
