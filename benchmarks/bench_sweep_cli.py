@@ -35,10 +35,11 @@ WRAPPER = (
 def grid_spec(runs: int, steps: int, trajectory_every: int) -> dict:
     """A grid of ``runs`` runs (lr_kq x delta_m x n_non_context_critical, W_V frozen) of ``steps`` steps."""
     n_cs = 10
-    rest = max(runs // n_cs, 1)
-    n_lr = max(int(round(rest**0.5)), 1)
-    n_dm = max(rest // n_lr, 1)
-    assert n_lr * n_dm * n_cs == runs, f"--runs {runs}: choose a number of the form a * b * 10 with a ~ b"
+    if runs % n_cs:
+        raise SystemExit(f"--runs {runs}: must be a multiple of {n_cs}")
+    rest = runs // n_cs
+    n_lr = max(d for d in range(1, int(rest**0.5) + 1) if rest % d == 0)
+    n_dm = rest // n_lr
     lr = [0.25 + 1.75 * i / max(n_lr - 1, 1) for i in range(n_lr)]
     dm = [0.45 + 0.5 * i / max(n_dm - 1, 1) for i in range(n_dm)]
     return {
