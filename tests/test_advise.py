@@ -12,8 +12,8 @@ from _doc_examples import documented_examples, printed
 
 from cpi_theory import Config
 from cpi_theory.advise import MITIGATIONS, advise, fit_inputs
-from cpi_theory.advise._inputs import FIT_POINTS
-from cpi_theory.advise._search import LR_V_DOSES_PER_DECADE, dose_grid
+from cpi_theory.advise._inputs import FIT_POINTS, check_advice_inputs
+from cpi_theory.advise._search import LR_V_DOSES_PER_DECADE, _search, dose_grid
 from cpi_theory.cli._advise import _inputs, _summary
 from cpi_theory.cli._main import build_parser, main
 from cpi_theory.reduced import Regime, minimal_train, reduced_param_values
@@ -219,7 +219,11 @@ def test_lr_v_dose_grid_adapts_to_a_large_base_ratio(paper_advice):
         grid[12:] / grid[11:-1] <= 10 ** (1 / LR_V_DOSES_PER_DECADE) + 1e-9
     )
     assert np.array_equal(dose_grid("filter_cs", 0.0, 1.0, 41), np.linspace(0, 1, 41))
-    large = advise(**{**PAPER, "lr_v_ratio": 1e6}, n_grid=11).mitigation("lr_v_ratio")
+    # The lr_v_ratio search alone (the advisor runs it as below, after the base run), at a base ratio of 1e6.
+    given = check_advice_inputs(**PAPER, lr_v_ratio=1e6)
+    base = {**reduced_param_values(given.config), "context_bias": 0.0}
+    regime = Regime(value_trained=True, has_s=False, has_aug=False)
+    large = _search("lr_v_ratio", base, regime, 300, PAPER["target"], 0.0, 20.0, None, 11)
     expected = paper_advice.mitigation("lr_v_ratio").dose
     assert large.status == "met" and large.dose == pytest.approx(expected, abs=1e-9)
-    assert "below the base's own value" in large.note
+    assert large.dose_range == (0.0, 1e6) and "below the base's own value" in large.note

@@ -201,3 +201,20 @@ def test_status_line_only_for_work_that_takes_a_while():
     first, last = slow.getvalue().splitlines()
     assert first == "cpi-theory appendix: deriving (about 50 s) ..."
     assert last.startswith("cpi-theory appendix: done in ")
+
+
+@pytest.mark.parametrize(
+    "epilog, report",
+    [
+        ("BRIDGE_FIT_EPILOG", "joint_example/report.json"),
+        ("BRIDGE_RUN_EPILOG", "tiny_run/report.json"),
+    ],
+)
+def test_bridge_help_documents_every_key_of_its_report(repo_root, epilog, report):
+    """The report formats in `bridge fit --help` / `bridge run --help` name every top-level key of a
+    committed report (and of the joint fit's best_fit)."""
+    text = getattr(_manual, epilog)
+    data = json.loads((repo_root / "figures" / "bridge" / report).read_text())
+    keys = set(data) | set(data.get("best_fit", {}))
+    missing = sorted(k for k in keys if k not in text)
+    assert missing == []

@@ -5,7 +5,6 @@ Behind ``cpi-theory advise`` (its ``--help`` is the manual; docs/advise.md has w
 it loads no JAX: the inputs are checked first, the computation is imported by :func:`advise`."""
 
 from ._advise import advise as advise
-from ._inputs import check_advice_inputs as check_advice_inputs
 from ._inputs import fit_inputs as fit_inputs
 from ._result import MITIGATIONS as MITIGATIONS
 from ._result import Advice as Advice

@@ -76,7 +76,7 @@ def _missing(field: str, fit: dict | None) -> str:
 
 
 def _validate(args) -> None:
-    from ..advise import check_advice_inputs
+    from ..advise._inputs import check_advice_inputs
 
     args.inputs = _inputs(args)
     try:

@@ -271,15 +271,15 @@ def register(subparsers) -> None:
         help="pretrained copying regime: how much the model copies a context (default: moderate)",
     )
     run.add_argument(
-        "--seed", type=number_type("--seed", low=0, integer=True), default=0,
+        "--seed", type=number_type("--seed", low=0, integer=True), default=0, metavar="N",
         help="seed of the fact world, the initialization and the minibatches, an integer >= 0 (default 0)",
     )  # fmt: skip
     run.add_argument(
-        "--cs-fraction", type=_fraction("--cs-fraction"), default=0.5,
+        "--cs-fraction", type=_fraction("--cs-fraction"), default=0.5, metavar="F",
         help="C+S share of the finetuning points, in [0, 1] (default 0.5)",
     )  # fmt: skip
     run.add_argument(
-        "--s-fraction", type=_fraction("--s-fraction"), default=0.0,
+        "--s-fraction", type=_fraction("--s-fraction"), default=0.0, metavar="F",
         help="S share of the finetuning points, in [0, 1], cs + s <= 1; C points take the rest (default 0)",
     )  # fmt: skip
     run.add_argument(
@@ -297,15 +297,15 @@ def register(subparsers) -> None:
         f"preset, tiny: {tiny['optimizer']})",
     )  # fmt: skip
     run.add_argument(
-        "--lr", type=number_type("--lr", low=0.0, low_open=True),
+        "--lr", type=number_type("--lr", low=0.0, low_open=True), metavar="LR",
         help=f"finetuning learning rate, > 0 (default: the size's preset, tiny: {tiny['lr']:g})",
     )  # fmt: skip
     run.add_argument(
-        "--steps", type=number_type("--steps", low=1, integer=True),
+        "--steps", type=number_type("--steps", low=1, integer=True), metavar="N",
         help=f"finetuning steps, an integer >= 1 (default: the size's preset, tiny: {tiny['steps']})",
     )  # fmt: skip
     run.add_argument(
-        "--measure-every", type=number_type("--measure-every", low=1, integer=True),
+        "--measure-every", type=number_type("--measure-every", low=1, integer=True), metavar="K",
         help="measure M_C every K finetuning steps, an integer >= 1 (default: the size's preset, tiny: "
         f"{tiny['measure_every']})",
     )  # fmt: skip
@@ -334,23 +334,23 @@ def register(subparsers) -> None:
         help="output directory, created if missing; not an existing file",
     )
     fit.add_argument(
-        "--delta-m", type=number_type("--delta-m", low=0.0, high=1.0, low_open=True, high_open=True), default=None,
+        "--delta-m", type=number_type("--delta-m", low=0.0, high=1.0, low_open=True, high_open=True), default=None, metavar="P",
         help="memorization strength delta_M, in (0, 1), > 2 delta_C: fixed if given (default: fitted)",
     )  # fmt: skip
     fit.add_argument(
-        "--delta-c", type=number_type("--delta-c", low=0.0, high=1.0, low_open=True, high_open=True), default=None,
+        "--delta-c", type=number_type("--delta-c", low=0.0, high=1.0, low_open=True, high_open=True), default=None, metavar="P",
         help="copying strength delta_C, in (0, 1): fixed if given (default: fitted)",
     )  # fmt: skip
     fit.add_argument(
-        "--cs-fraction", type=_fraction("--cs-fraction"), default=None,
+        "--cs-fraction", type=_fraction("--cs-fraction"), default=None, metavar="F",
         help="C+S share of the finetuning points, in [0, 1]: fixed if given (default: fitted)",
     )  # fmt: skip
     fit.add_argument(
-        "--s-fraction", type=_fraction("--s-fraction"), default=None,
+        "--s-fraction", type=_fraction("--s-fraction"), default=None, metavar="F",
         help="S share, in [0, 1], cs + s <= 1: fixed if given (default: fitted)",
     )  # fmt: skip
     fit.add_argument(
-        "--lr-v-ratio", type=number_type("--lr-v-ratio", low=0.0, high=1.0, rule="the fit's box"), default=0.0,
+        "--lr-v-ratio", type=number_type("--lr-v-ratio", low=0.0, high=1.0, rule="the fit's box"), default=0.0, metavar="R",
         help="lr_v / lr_kq, in [0, 1], held fixed (default 0: attention-only finetuning)",
     )  # fmt: skip
     fit.add_argument(
@@ -363,7 +363,7 @@ def register(subparsers) -> None:
         "persistence and a smooth curve (default: fit every point)",
     )  # fmt: skip
     fit.add_argument(
-        "--warmup-steps", type=number_type("--warmup-steps", low=0.0), default=0.0,
+        "--warmup-steps", type=number_type("--warmup-steps", low=0.0), default=0.0, metavar="STEPS",
         help="the real run's linear learning-rate warmup, in steps, >= 0 (default 0)",
     )  # fmt: skip
     fit.add_argument(
@@ -371,15 +371,15 @@ def register(subparsers) -> None:
         help="the real run's learning-rate decay after the warmup, to 0 at --total-steps (default: none)",
     )  # fmt: skip
     fit.add_argument(
-        "--total-steps", type=number_type("--total-steps", low=0.0, low_open=True), default=None,
+        "--total-steps", type=number_type("--total-steps", low=0.0, low_open=True), default=None, metavar="STEP",
         help="with --decay: the step where the learning rate reaches 0, > --warmup-steps (default: none)",
     )  # fmt: skip
     fit.add_argument(
-        "--starts", type=number_type("--starts", low=1, integer=True), default=8,
+        "--starts", type=number_type("--starts", low=1, integer=True), default=8, metavar="N",
         help="least-squares starts of the joint fit, an integer >= 1 (default 8; more: slower, surer)",
     )  # fmt: skip
     fit.add_argument(
-        "--seed", type=number_type("--seed", low=0, integer=True), default=0,
+        "--seed", type=number_type("--seed", low=0, integer=True), default=0, metavar="N",
         help="seed of the random starts, an integer >= 0 (default 0)",
     )  # fmt: skip
     fit.add_argument(

@@ -153,11 +153,20 @@ output (in --outdir): appendix.tex (LaTeX; every equation from sympy.latex) and 
 
 BRIDGE_RUN_EPILOG = """\
 output (in --out): report.json and bridge.png / bridge.pdf (measured M_C with the fitted toy, attention on
-  the context per layer). report.json: size, regime, seed, mixture, model, world, start (delta_M, delta_C
-  and M_C(0) measured on the pretrained model), real (the measured curves per step: context_reliance,
-  attention_context per layer, accuracies, per-class losses), finetune (the settings used), toy / fit
-  (the toy parametrized from the start, time scale fitted), prediction, extended_fit, measured (shape,
-  start, peak, final), best_fit (the joint fit: see `cpi-theory bridge fit --help`), wall_seconds.
+  the context per layer). report.json:
+  size, regime, seed, mixture, model, world
+                         what was run: the options, the transformer's and the fact world's settings
+  start                  measured on the pretrained model: delta_m, delta_c, context_reliance (M_C(0)),
+                         parametric_accuracy, attention_context
+  pretrain_seconds, finetune_seconds, wall_seconds
+  real                   per measured step: context_reliance, attention_context (per layer),
+                         counterfactual and parametric accuracy, the measured delta_c / delta_m, per-class
+                         losses
+  train_loss, class_counts, finetune
+                         the finetuning loss per step, points per class, the settings used
+  toy, fit, prediction, extended_fit, prediction_calibrated, measured, best_fit, holdout,
+  inversion_real, inversion_toy, inversion_toy_fitted
+                         the toy fitted to the measured curve, as in `cpi-theory bridge fit --help`
 
 examples:
   cpi-theory bridge run --size tiny --out runs/tiny             # about 1.5 minutes on 2 cores
@@ -170,14 +179,26 @@ trajectory: a CSV with a header naming step and context_reliance (other columns 
   steps >= 0 and strictly increasing, M_C in [0, 1].
 
 output (in --out): report.json and fit.png / fit.pdf (the measured curve, the a-priori toy, the joint fit
-  with its 95% band, and the held-out part with --fit-until). report.json: source, real (the curve read),
-  prediction (the toy from what was given, defaults elsewhere: delta_M 0.6, C+S fraction 0.5), fit (that
-  toy with its time scale fitted), extended_fit, measured (shape, start, peak, peak_step, final),
-  best_fit {parameters {name: {value, low, high, fixed}} (delta_m, delta_c, cs_fraction, s_fraction,
-  context_bias, lr_v_ratio, time_scale), free, curve_error (RMSE), n_points, summary, step /
-  context_reliance (the toy at the measured steps), dense (a fine curve with its band), uncertainty
-  {undetermined: what the curve does not determine, correlations}, notes, starts}, holdout (with
-  --fit-until: RMSE of the toy, of persistence and of a smooth curve of equal flexibility), mixture.
+  with its 95% band, and the held-out part with --fit-until). report.json:
+  source                 the trajectory file read
+  real                   its step and context_reliance
+  prediction             the a-priori toy: parametrized from what was given (defaults elsewhere: delta_M
+                         0.6, C+S fraction 0.5, delta_C from M_C(0)), its curve and summary
+  toy, fit               that toy with its time scale fitted: time_scale, curve_error (RMSE), curve
+  extended_fit, prediction_calibrated
+                         the same with the initial attention split from M_C(0) (and lr_v / lr_kq)
+  measured               the measured curve's shape, start, peak, peak_step, final, inversion
+  best_fit               the joint fit: parameters {name: {value, low, high, fixed}} for delta_m,
+                         delta_c, c_fraction, cs_fraction, s_fraction, context_bias, lr_v_ratio,
+                         time_scale (95% intervals); free; curve_error (RMSE) on n_points; summary; step /
+                         context_reliance (the toy at the measured steps); dense (a fine curve with its
+                         band); uncertainty {internal, correlations, undetermined (what the curve does not
+                         determine), dof}; notes; horizon; starts; fit_until; schedule
+  holdout                with --fit-until: curve_error of the toy, persistence_error, smooth_error (a
+                         smooth curve of equal flexibility), winner, on the held-out points
+  inversion_real, inversion_toy, inversion_toy_fitted
+                         whether each curve rises then falls
+  mixture                the --cs-fraction and --s-fraction given (null: fitted)
   `cpi-theory advise --from-fit DIR/report.json --target M` reads it.
 
 examples:
