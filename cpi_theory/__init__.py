@@ -15,84 +15,141 @@ figure. Subpackages, each with one face:
   :mod:`cpi_theory.cli`, and :mod:`cpi_theory.bridge` (real transformers).
 
 The names below are the everyday ones; each subpackage's face has the rest.
+
+Every name is imported on first use (PEP 562 ``__getattr__``), not with the package: ``import cpi_theory``
+and ``import cpi_theory.cli`` load no JAX, so ``cpi-theory --help`` and refused arguments answer at once.
+To export another name, add it to ``_EXPORTS`` with the submodule that defines it.
 """
 
-# ruff: noqa: I001  (grouped by concern, in the order data flows, not alphabetically)
+import importlib
+import sys
+import types
 
-# Precision and errors.
-from ._errors import ConfigError as ConfigError
-from ._errors import DivergenceError as DivergenceError
-from ._errors import Float64Required as Float64Required
-from ._errors import PrecisionLossError as PrecisionLossError
-from ._precision import enable_float64 as enable_float64
-from ._precision import require_float64 as require_float64
-from ._version import __version__ as __version__
+# Name -> the submodule (relative to this package) that defines it; grouped by concern, in the order data
+# flows.
+_EXPORTS = {
+    # Precision and errors.
+    "ConfigError": "_errors",
+    "DivergenceError": "_errors",
+    "Float64Required": "_errors",
+    "PrecisionLossError": "_errors",
+    "enable_float64": "_precision",
+    "require_float64": "_precision",
+    "__version__": "_version",
+    # Configuration and the data-class vocabulary.
+    "DATA_CLASSES": "config",
+    "Config": "config",
+    "ClassSizes": "config",
+    "DataClass": "config",
+    "ToyParams": "config",
+    "resolve_config": "config",
+    # The engine interface, the recorded loop and the one result type.
+    "Engine": "engine",
+    "Recorded": "engine",
+    "Summary": "engine",
+    "Trajectory": "engine",
+    "recorded_steps": "engine",
+    "run_recorded": "engine",
+    "summarize": "engine",
+    "trajectory_from_records": "engine",
+    # The model (SPEC §1-4) and the full engine.
+    "ToyState": "model",
+    "Vocabulary": "model",
+    "World": "model",
+    "build_world": "model",
+    "context_reliance": "model",
+    "forward": "model",
+    "gd_step": "model",
+    "metrics": "model",
+    "pretrained_state": "model",
+    "train": "model",
+    "training_loss": "model",
+    "value_logits": "model",
+    # The reduced dynamics (SPEC §6).
+    "reduced_initial_state": "reduced",
+    "reduced_params": "reduced",
+    "reduced_state_names": "reduced",
+    "reduced_train": "reduced",
+    # One run, or many (columns of ToyParams), through a named engine.
+    "Batch": "simulation",
+    "simulate": "simulation",
+    "simulate_many": "simulation",
+    # The paper's results (SPEC §5) and what it left open.
+    "check_assumptions": "paper",
+    "eta_star": "paper",
+    "flow_peak": "paper",
+    "gradient_flow": "paper",
+    "inversion_peak": "paper",
+    "late_time_law": "paper",
+    "lemma3_value_logits": "paper",
+    "lemma4_margins": "paper",
+    "lemma4_values": "paper",
+    "phase_boundary": "paper",
+    "plateau": "paper",
+    "proposition2": "paper",
+    "proposition3": "paper",
+    "shared_direction_gradient": "paper",
+    "theorem1": "paper",
+    "value_rate_effect": "paper",
+    # Sweeps and figures.
+    "SweepResult": "sweep",
+    "SweepSpec": "sweep",
+    "run_sweep": "sweep",
+    "sweep": "sweep",
+    "sweep_spec": "sweep",
+    "reproduce": "figures",
+}
+# The subpackages, reachable as attributes (``cpi_theory.paper``) without an explicit import. ``sweep`` is
+# not among them: ``cpi_theory.sweep`` is the function (``_Package`` below keeps it so).
+_SUBPACKAGES = (
+    "config",
+    "engine",
+    "model",
+    "reduced",
+    "simulation",
+    "paper",
+    "phenomena",
+    "figures",
+    "bridge",
+    "advise",
+    "cli",
+)
 
-# Configuration and the data-class vocabulary.
-from .config import DATA_CLASSES as DATA_CLASSES
-from .config import Config as Config
-from .config import ClassSizes as ClassSizes
-from .config import DataClass as DataClass
-from .config import ToyParams as ToyParams
-from .config import resolve_config as resolve_config
+__all__ = list(_EXPORTS)
 
-# The engine interface, the recorded loop and the one result type.
-from .engine import Engine as Engine
-from .engine import Recorded as Recorded
-from .engine import Summary as Summary
-from .engine import Trajectory as Trajectory
-from .engine import recorded_steps as recorded_steps
-from .engine import run_recorded as run_recorded
-from .engine import summarize as summarize
-from .engine import trajectory_from_records as trajectory_from_records
 
-# The model (SPEC §1-4) and the full engine.
-from .model import ToyState as ToyState
-from .model import Vocabulary as Vocabulary
-from .model import World as World
-from .model import build_world as build_world
-from .model import context_reliance as context_reliance
-from .model import forward as forward
-from .model import gd_step as gd_step
-from .model import metrics as metrics
-from .model import pretrained_state as pretrained_state
-from .model import train as train
-from .model import training_loss as training_loss
-from .model import value_logits as value_logits
+def _export(name: str):
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
 
-# The reduced dynamics (SPEC §6).
-from .reduced import reduced_initial_state as reduced_initial_state
-from .reduced import reduced_params as reduced_params
-from .reduced import reduced_state_names as reduced_state_names
-from .reduced import reduced_train as reduced_train
 
-# One run, or many (columns of ToyParams), through a named engine.
-from .simulation import Batch as Batch
-from .simulation import simulate as simulate
-from .simulation import simulate_many as simulate_many
+class _Package(types.ModuleType):
+    """This package's module type: ``sweep`` names both a subpackage and the function exported as
+    ``cpi_theory.sweep``. Importing a subpackage binds it as an attribute of its parent, which would replace
+    the function whenever ``cpi_theory.sweep`` is imported first; a property is looked up before the
+    module's own attributes and ignores that binding, so ``cpi_theory.sweep`` stays the function."""
 
-# The paper's results (SPEC §5) and what it left open.
-from .paper import check_assumptions as check_assumptions
-from .paper import eta_star as eta_star
-from .paper import flow_peak as flow_peak
-from .paper import gradient_flow as gradient_flow
-from .paper import inversion_peak as inversion_peak
-from .paper import late_time_law as late_time_law
-from .paper import lemma3_value_logits as lemma3_value_logits
-from .paper import lemma4_margins as lemma4_margins
-from .paper import lemma4_values as lemma4_values
-from .paper import phase_boundary as phase_boundary
-from .paper import plateau as plateau
-from .paper import proposition2 as proposition2
-from .paper import proposition3 as proposition3
-from .paper import shared_direction_gradient as shared_direction_gradient
-from .paper import theorem1 as theorem1
-from .paper import value_rate_effect as value_rate_effect
+    @property
+    def sweep(self):
+        return _export("sweep")
 
-# Sweeps and figures.
-from .sweep import SweepResult as SweepResult
-from .sweep import SweepSpec as SweepSpec
-from .sweep import run_sweep as run_sweep
-from .sweep import sweep as sweep
-from .sweep import sweep_spec as sweep_spec
-from .figures import reproduce as reproduce
+    @sweep.setter
+    def sweep(self, _subpackage) -> None:
+        pass
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = _export(name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBPACKAGES))

@@ -7,13 +7,16 @@ raising :class:`Float64Required`) or computes in float64 whatever JAX's setting 
 
 import functools
 
-import jax
-
 from ._errors import Float64Required
+
+# JAX is imported inside the functions, not with this module: the command line imports the package's light
+# modules to check its input and answer --help before any JAX start-up (about 1-3 s).
 
 
 def enable_float64() -> None:
     """Turn on float64 in JAX for this process (call before creating arrays)."""
+    import jax
+
     jax.config.update("jax_enable_x64", True)
 
 
@@ -22,6 +25,8 @@ def require_float64() -> None:
 
     Honours ``with jax.enable_x64(True):`` as well as the global setting.
     """
+    import jax
+
     if not jax.config.jax_enable_x64:
         raise Float64Required()
 

@@ -8,11 +8,14 @@ import pathlib
 
 import numpy as np
 import pytest
+from _doc_examples import documented_examples, printed
 
 from cpi_theory import Config, ToyParams
 from cpi_theory.advise import MITIGATIONS, advise, fit_inputs
-from cpi_theory.advise._inputs import FIT_POINTS
-from cpi_theory.cli._main import main
+from cpi_theory.advise._inputs import FIT_POINTS, check_advice_inputs
+from cpi_theory.advise._search import LR_V_DOSES_PER_DECADE, _search, dose_grid
+from cpi_theory.cli._advise import _inputs, _summary
+from cpi_theory.cli._main import build_parser, main
 from cpi_theory.reduced import Regime, minimal_train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -165,11 +168,61 @@ def test_fit_inputs_read_the_joint_fit_best_parameters():
     assert points == [FIT_POINTS]
 
 
-def test_from_fit_summary_with_an_override(capsys):
-    assert main(["advise", "--from-fit", str(REPORT), "--target", "0.8", "--horizon", "150"]) == 0
-    text = capsys.readouterr().out
+def test_from_fit_flags_override_the_report():
+    args = build_parser().parse_args(
+        ["advise", "--from-fit", str(REPORT), "--target", "0.8", "--horizon", "150"]
+    )
+    inputs = _inputs(args)
     fit = fit_inputs(REPORT)
-    assert f"delta_M {fit['delta_m']:.4g}" in text and "T = 150:" in text
-    assert "rise-then-fall" in text and f"context_bias {fit['context_bias']:.4g}" in text
-    for name in MITIGATIONS:
-        assert f"\n{name} " in text
+    assert inputs["horizon"] == 150 != fit["horizon"] and inputs["target"] == 0.8
+    assert inputs["delta_m"] == fit["delta_m"] and inputs["context_bias"] == fit["context_bias"]
+    args = build_parser().parse_args(
+        ["advise", "--from-fit", str(REPORT), "--target", "0.8", "--start-mc", "0.5"]
+    )
+    assert "context_bias" not in _inputs(args)  # --start-mc replaces the report's start
+
+
+# The documented `$ cpi-theory advise ...` examples (README.md, docs/advise.md): the paper default's from
+# this module's fixture (the command's inputs checked to be the fixture's), the --from-fit one run here.
+ADVISE_EXAMPLES = [e for e in documented_examples(ROOT) if e.argv[0] == "advise"]
+
+
+def test_documented_paper_default_examples_print_what_the_docs_show(paper_advice):
+    examples = [e for e in ADVISE_EXAMPLES if "--from-fit" not in e.argv]
+    assert len(examples) >= 2  # README.md and docs/advise.md
+    for example in examples:
+        inputs = _inputs(build_parser().parse_args(list(example.argv)))
+        assert inputs == {k: float(v) if k != "horizon" else v for k, v in PAPER.items()}, example.id
+        assert _summary(paper_advice) == example.shown, example.id
+
+
+def test_documented_from_fit_example_prints_what_the_docs_show(capsys, monkeypatch):
+    (example,) = [e for e in ADVISE_EXAMPLES if "--from-fit" in e.argv]
+    monkeypatch.chdir(ROOT)
+    assert main(list(example.argv)) == 0
+    captured = capsys.readouterr()
+    assert printed(captured.out, captured.err) == example.shown
+    fit = fit_inputs(REPORT)
+    assert (
+        f"delta_M {fit['delta_m']:.4g}" in example.shown
+        and f"context_bias {fit['context_bias']:.4g}" in example.shown
+    )
+
+
+def test_lr_v_dose_grid_adapts_to_a_large_base_ratio(paper_advice):
+    """A base lr_v / lr_kq of 1e6 still finds the paper's crossing (0.1438): the grid keeps its resolution
+    on [0, 1] and extends geometrically beyond (a linear grid to 1e6 would start with the cell [0, 25000])."""
+    grid = dose_grid("lr_v_ratio", 0.0, 1e6, 11)
+    assert np.allclose(grid[:11], np.linspace(0, 1, 11)) and grid[-1] == pytest.approx(1e6)
+    assert np.all(np.diff(grid) > 0) and np.all(
+        grid[12:] / grid[11:-1] <= 10 ** (1 / LR_V_DOSES_PER_DECADE) + 1e-9
+    )
+    assert np.array_equal(dose_grid("filter_cs", 0.0, 1.0, 41), np.linspace(0, 1, 41))
+    # The lr_v_ratio search alone (the advisor runs it as below, after the base run), at a base ratio of 1e6.
+    given = check_advice_inputs(**PAPER, lr_v_ratio=1e6)
+    base = ToyParams.from_config(given.config)
+    regime = Regime(value_trained=True, has_s=False, has_aug=False)
+    large = _search("lr_v_ratio", base, regime, 300, PAPER["target"], 0.0, 20.0, None, 11)
+    expected = paper_advice.mitigation("lr_v_ratio").dose
+    assert large.status == "met" and large.dose == pytest.approx(expected, abs=1e-9)
+    assert large.dose_range == (0.0, 1e6) and "below the base's own value" in large.note

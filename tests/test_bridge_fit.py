@@ -162,7 +162,7 @@ def test_cli_fit_refuses_bad_steps_with_one_line_naming_the_column_and_rule(
     out = tmp_path / "fit"
     assert main(["bridge", "fit", str(path), "--out", str(out)]) == 2
     captured = capsys.readouterr()
-    assert captured.err == f"cpi-theory bridge: error: {message.format(path=path)}\n"
+    assert captured.err == f"cpi-theory bridge fit: error: {message.format(path=path)}\n"
     assert captured.out == "" and not out.exists()
 
 

@@ -136,9 +136,9 @@ def test_cli_fit_until_needs_points_on_both_sides(tmp_path, capsys):
         "step,context_reliance\n" + "".join(f"{s:g},{v:.6f}\n" for s, v in zip(steps, values, strict=True))
     )
     assert main(["bridge", "fit", str(path), "--out", str(tmp_path / "o"), "--fit-until", "1000"]) == 2
-    assert "fit_until" in capsys.readouterr().err
+    assert "--fit-until" in capsys.readouterr().err
     assert main(["bridge", "fit", str(path), "--out", str(tmp_path / "o"), "--fit-until", "50"]) == 2
-    assert "fit_until" in capsys.readouterr().err
+    assert "--fit-until" in capsys.readouterr().err
 
 
 def test_cli_fit_with_a_learning_rate_schedule(tmp_path, capsys):
@@ -150,7 +150,7 @@ def test_cli_fit_with_a_learning_rate_schedule(tmp_path, capsys):
     out = tmp_path / "o"
     fixed = ["--delta-m", "0.8", "--cs-fraction", "0.4", "--starts", "1"]
     assert main(["bridge", "fit", str(path), "--out", str(out), "--decay", "cosine", *fixed]) == 2
-    assert "total_steps" in capsys.readouterr().err
+    assert "--total-steps" in capsys.readouterr().err
     schedule = ["--warmup-steps", "50", "--decay", "cosine", "--total-steps", str(2 * steps[-1])]
     assert main(["bridge", "fit", str(path), "--out", str(out), *schedule, *fixed]) == 0
     best = json.loads((out / "report.json").read_text())["best_fit"]

@@ -1,6 +1,7 @@
 """Bad input is rejected with one line naming the key and the rule (exit code 2 on the CLI, no traceback)."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -77,10 +78,27 @@ def test_cli_writes_reference_format(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("M_C: start 0.290")
 
 
-def test_cli_prints_json_to_stdout_without_out(capsys):
+def test_cli_without_out_prints_the_summary_and_asks_for_out(capsys):
+    """A terminal gets one summary line, not thousands of lines of JSON; --json prints the JSON."""
     assert main(["simulate", "--set", "steps=2"]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["step"] == [0, 1, 2]
+    assert captured.out == ""
+    summary, hint = captured.err.splitlines()
+    assert summary.startswith("M_C: start 0.290") and "--out FILE.json" in hint and "--json" in hint
+    assert main(["simulate", "--set", "steps=2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == [0, 1, 2]
+
+
+def test_simulate_help_documents_every_key_of_its_output(tmp_path, capsys):
+    """The output format in `simulate --help` names every top-level key the JSON has, and nothing else."""
+    from cpi_theory.cli._manual import simulate_epilog
+
+    out = tmp_path / "run.json"
+    assert main(["simulate", "--set", "steps=2", "--out", str(out)]) == 0
+    section = simulate_epilog().split("output (")[1].split("\n  Without")[0]
+    names = re.findall(r"^  ([a-z_]+(?:, [a-z_]+)*)", section, flags=re.M)
+    documented = {name for line in names for name in line.split(", ")}
+    assert documented == set(json.loads(out.read_text()))
 
 
 def test_console_script_bad_input_has_no_traceback():

@@ -182,4 +182,6 @@ def test_a_zarr_sweep_killed_at_a_random_point_resumes_to_the_same_numbers(tmp_p
     for name in want.data_vars:
         np.testing.assert_array_equal(done[name].values, want[name].values, err_msg=name)
     for name in want.coords:
-        np.testing.assert_array_equal(np.asarray(done[name].values, dtype=want[name].dtype), want[name].values)
+        np.testing.assert_array_equal(
+            np.asarray(done[name].values, dtype=want[name].dtype), want[name].values
+        )

@@ -1,11 +1,17 @@
-"""The README's numbers come from the code: its worked-example table is regenerated and compared."""
+"""The README's numbers come from the code: its worked-example table is regenerated and compared, its
+snippets are run, and every documented command-line example prints what its docs show."""
 
+import pathlib
 import re
 import subprocess
 
 import numpy as np
+import pytest
+from _doc_examples import documented_examples, printed
+from conftest import REPO
 
 import cpi_theory as cpi
+from cpi_theory.cli import main
 
 
 def test_worked_example_table_matches_simulation(repo_root):
@@ -49,3 +55,27 @@ def test_theory_example_prints_what_the_readme_shows(repo_root, capsys):
     shown = re.search(r"<!-- theory-output -->\n```\n(.*?)```", section, flags=re.S).group(1)
     exec(compile(code, "README.md (theory example)", "exec"), {})
     assert capsys.readouterr().out == shown
+
+
+# Every documented `$ cpi-theory ...` example whose output is shown is run and its printed output compared
+# (tests/_doc_examples.py). The advisor's are compared in tests/test_advise.py, on its module fixture.
+EXAMPLES = documented_examples(REPO)
+RUN_HERE = [e for e in EXAMPLES if e.argv[0] != "advise"]
+
+
+def test_every_documented_example_is_compared():
+    assert {e.argv[0] for e in EXAMPLES} >= {"simulate", "advise", "bridge"}
+    assert all(e.shown.strip() for e in EXAMPLES), [e.id for e in EXAMPLES if not e.shown.strip()]
+
+
+@pytest.mark.parametrize("example", RUN_HERE, ids=[e.id for e in RUN_HERE])
+def test_documented_example_prints_what_the_docs_show(example, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)  # the examples name the repository's files
+    # Outputs go to the test's folder: a file name relative to the repository, or a /tmp path.
+    argv = list(example.argv)
+    for i, arg in enumerate(argv[:-1]):
+        if arg in ("--out", "--plot"):
+            argv[i + 1] = str(tmp_path / pathlib.PurePath(argv[i + 1]).name)
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert printed(captured.out, captured.err) == example.shown

@@ -1,12 +1,13 @@
-"""Figures: one run (real vs fitted toy, attention per layer) and the study grid. PNG + byte-stable PDF."""
+"""Figures: one run (measured vs fitted toy, attention per layer) and the study grid. PNG + byte-stable PDF.
+
+Drawn on :class:`matplotlib.figure.Figure` objects, outside pyplot (no backend is selected, no global
+figure state); ``draw_run`` returns the figure so that tests can read its labels back.
+"""
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def _save(fig, stem: Path) -> list[Path]:
@@ -14,22 +15,42 @@ def _save(fig, stem: Path) -> list[Path]:
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     fig.savefig(paths[0], dpi=130, metadata={"Software": None})
     fig.savefig(paths[1], metadata={"CreationDate": None, "Creator": None, "Producer": None})
-    plt.close(fig)
     return paths
 
 
-def plot_run(report: dict, stem: str | Path) -> list[Path]:
-    """Left: measured M_C with the time-scale-fitted toy (and the extended fit). Right: attention on context."""
-    fig, (ax, ax_att) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+def _describe(report: dict) -> tuple[str, str]:
+    """(the measured curve's legend entry, the figure's title): a bridge run's transformer, or the external
+    trajectory a ``bridge fit`` read (its file name), with the C+S fraction given or fitted."""
+    cs_fraction = report.get("mixture", {}).get("cs_fraction")
+    if "size" in report:  # cpi-theory bridge run
+        regime = report.get("regime", "")
+        return (
+            f"real transformer ({report['size']}, {regime} copying)",
+            f"{report['size']} transformer, {regime} copying regime, C+S fraction {cs_fraction:g}: "
+            "measured vs toy",
+        )
+    source = Path(str(report.get("source", "external trajectory"))).name
+    mixture = "mixture fitted" if cs_fraction is None else f"C+S fraction {cs_fraction:g} given"
+    return f"measured ({source})", f"toy fitted to {source} ({mixture})"
+
+
+def draw_run(report: dict) -> Figure:
+    """Left: measured M_C with the toy fits. Right, when the report has it (a bridge run): attention on the
+    context per layer."""
+    att = np.asarray(report["real"].get("attention_context", []))
+    fig = Figure(figsize=(10, 3.8) if att.size else (6.5, 4.0), layout="constrained")
+    axes = fig.subplots(1, 2 if att.size else 1, squeeze=False)[0]
+    ax = axes[0]
     real = report["real"]
-    ax.plot(real["step"], real["context_reliance"], "o-", ms=3, color="k", label="real transformer")
+    measured_label, title = _describe(report)
+    ax.plot(real["step"], real["context_reliance"], "o-", ms=3, color="k", label=measured_label)
     fit = report["fit"]
     ax.plot(
         fit["step"],
         fit["context_reliance"],
         "-",
         color="C0",
-        label=f"toy, fitted time scale (RMSE {fit['curve_error']:.3f})",
+        label=f"toy a priori, time scale fitted (RMSE {fit['curve_error']:.3f})",
     )
     ext = report.get("extended_fit")
     if ext:
@@ -39,7 +60,7 @@ def plot_run(report: dict, stem: str | Path) -> list[Path]:
             ext["context_reliance"],
             "--",
             color="C1",
-            label=f"toy, init. split from M_C(0), lr_v/lr_kq={ratio:g} (RMSE {ext['curve_error']:.3f})",
+            label=f"toy, initial split from $M_C(0)$, lr$_V$/lr$_{{KQ}}$ = {ratio:g} (RMSE {ext['curve_error']:.3f})",
         )
     best = report.get("best_fit")
     if best:
@@ -80,39 +101,31 @@ def plot_run(report: dict, stem: str | Path) -> list[Path]:
                 color="C4",
                 label=f"persistence (held-out RMSE {holdout['persistence_error']:.3f})",
             )
-    ax.set_xlabel("finetuning step (real)")
-    ax.set_ylabel("context reliance M_C")
+    ax.set_xlabel("finetuning step of the measured run")
+    ax.set_ylabel("context reliance $M_C$")
     ax.set_ylim(-0.02, 1.02)
-    cs_fraction = report.get("mixture", {}).get("cs_fraction")
-    ax.set_title(
-        f"{report.get('size', '')} {report.get('regime', '')}, C+S fraction "
-        f"{'fitted' if cs_fraction is None else cs_fraction}"
-    )
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="best")
-    att = np.asarray(real.get("attention_context", []))
-    if att.size == 0:  # an external trajectory: only M_C is known
-        ax_att.set_axis_off()
-        ax_att.text(0.5, 0.5, "no attention measured\n(external trajectory)", ha="center", va="center")
-        return _save(fig, Path(stem))
-    for layer, row in enumerate(att):
-        ax_att.plot(real["step"], row, label=f"layer {layer}")
-    ax_att.set_xlabel("finetuning step (real)")
-    ax_att.set_ylabel("attention on context (answer position)")
-    ax_att.legend(fontsize=7)
-    return _save(fig, Path(stem))
+    if att.size:
+        ax_att = axes[1]
+        for layer, row in enumerate(att):
+            ax_att.plot(real["step"], row, label=f"layer {layer}")
+        ax_att.set_xlabel("finetuning step of the measured run")
+        ax_att.set_ylabel("attention on the context")
+        ax_att.set_title("attention on the context at the answer position, per layer", fontsize=9)
+        ax_att.legend(fontsize=7)
+    return fig
+
+
+def plot_run(report: dict, stem: str | Path) -> list[Path]:
+    """:func:`draw_run` saved as ``stem.png`` and ``stem.pdf``."""
+    return _save(draw_run(report), Path(stem))
 
 
 def plot_study(cells: list[dict], regimes: list[str], columns: list[str], stem: str | Path) -> list[Path]:
     """Grid: rows = regimes, columns = mixtures/mitigations; real mean +- spread vs fitted toy."""
-    fig, axes = plt.subplots(
-        len(regimes),
-        len(columns),
-        figsize=(2.6 * len(columns), 2.2 * len(regimes)),
-        sharex=True,
-        sharey=True,
-        constrained_layout=True,
-        squeeze=False,
-    )
+    fig = Figure(figsize=(2.6 * len(columns), 2.2 * len(regimes)), layout="constrained")
+    axes = fig.subplots(len(regimes), len(columns), sharex=True, sharey=True, squeeze=False)
     by_key = {(c["regime"], c["cell"]): c for c in cells}
     for i, regime in enumerate(regimes):
         for j, column in enumerate(columns):

@@ -5,6 +5,8 @@ import sys
 
 from .._errors import ConfigError
 from ._exit import exit_at_once_on_interrupt
+from ._manual import ADVISE_EPILOG
+from ._status import status
 
 # The advisor's field names and the flags that give them: its errors name the field, the CLI the flag.
 _FLAGS = {
@@ -38,6 +40,7 @@ def _inputs(args) -> dict:
             "--horizon", f"must be a positive integer number of toy steps, got {args.horizon!r}"
         )
     inputs = {}
+    fit = None
     if args.from_fit:
         from ..advise import fit_inputs
 
@@ -49,11 +52,43 @@ def _inputs(args) -> dict:
     inputs.update({field: value for field, value in given.items() if value is not None})
     for field in ("delta_m", "delta_c", "cs_fraction", "horizon", "target"):
         if field not in inputs:
-            why = " (the --from-fit report gives no horizon: its run had a schedule)" if args.from_fit else ""
-            raise ConfigError(_FLAGS[field], f"required (or take it from --from-fit REPORT.json){why}")
+            raise ConfigError(_FLAGS[field], _missing(field, fit))
     if "horizon" in inputs:
         inputs["horizon"] = int(inputs["horizon"])
     return inputs
+
+
+def _missing(field: str, fit: dict | None) -> str:
+    """Why a required input is missing, for the way the inputs were given."""
+    if field == "target":
+        what = "required: the M_C wanted at the horizon, in (0, 1)"
+        return what + (
+            " (a --from-fit report gives the mixture and the horizon, never a target)" if fit else ""
+        )
+    if fit is None:
+        return "required (or take it from the report of `cpi-theory bridge fit` with --from-fit REPORT.json)"
+    if field == "horizon":
+        return (
+            "required: the --from-fit report gives no horizon (its run had a learning-rate schedule, so "
+            "its steps are not toy steps at a constant rate); give --horizon in toy steps"
+        )
+    return "required: the --from-fit report does not give it"
+
+
+def _validate(args) -> None:
+    from ..advise._inputs import check_advice_inputs
+
+    args.inputs = _inputs(args)
+    try:
+        check_advice_inputs(**args.inputs)
+    except ConfigError as err:
+        raise _with_flag(err) from None
+
+
+def _with_flag(err: ConfigError) -> ConfigError:
+    """The advisor's errors name its fields; the command line names the flags."""
+    flag = _FLAGS.get(err.key)
+    return err if flag is None else ConfigError(flag, str(err)[len(err.key) + 2 :])
 
 
 def _summary(advice) -> str:
@@ -102,14 +137,13 @@ def _summary(advice) -> str:
 def _run(args) -> int:
     from ..advise import advise
 
-    inputs = _inputs(args)
-    try:
-        advice = advise(**inputs)
-    except ConfigError as err:
-        flag = _FLAGS.get(err.key)
-        if flag is None:
-            raise
-        raise ConfigError(flag, str(err)[len(err.key) + 2 :]) from None
+    with status(
+        "advise", "simulating the mixture and searching each mitigation's dose", "about 20 s on 2 cores"
+    ):
+        try:
+            advice = advise(**args.inputs)
+        except ConfigError as err:
+            raise _with_flag(err) from None
     sys.stdout.write((advice.to_json() if args.json else _summary(advice)) + "\n")
     return 0
 
@@ -121,31 +155,68 @@ def register(subparsers) -> None:
         description="Run the exact toy (lr_kq = 1) for a data mixture: the shape and peak of M_C(t), M_C at "
         "the horizon and as t -> infinity, and for each mitigation (filter C+S, counterfactual "
         "augmentation, lr_v/lr_kq, S share) the smallest dose with M_C(horizon) >= target, found by root "
-        "finding and checked by one more simulation. See docs/advise.md.",
-    )
-    parser.add_argument("--delta-m", dest="delta_m", metavar="P", help="memorized-fact strength delta_M")
-    parser.add_argument("--delta-c", dest="delta_c", metavar="P", help="self-copy strength delta_C")
-    parser.add_argument("--cs-fraction", dest="cs_fraction", metavar="F", help="C+S share of the points")
-    parser.add_argument(
-        "--s-fraction", dest="s_fraction", metavar="F", help="S share of the points (default 0)"
+        "finding and checked by one more simulation. Give --delta-m, --delta-c, --cs-fraction, --horizon "
+        "and --target, or --from-fit and --target.",
+        epilog=ADVISE_EPILOG,
     )
     parser.add_argument(
-        "--n-points", dest="n_points", metavar="N", help="training points (default 20, the paper's setting)"
+        "--delta-m",
+        dest="delta_m",
+        metavar="P",
+        help="memorized-fact strength delta_M, in (0, 1), > 2 delta_C; required unless --from-fit gives it",
     )
-    parser.add_argument("--horizon", metavar="T", help="toy steps at lr_kq = 1")
-    parser.add_argument("--target", metavar="M", help="the M_C wanted at the horizon (met: M_C(T) >= M)")
+    parser.add_argument(
+        "--delta-c",
+        dest="delta_c",
+        metavar="P",
+        help="self-copy strength delta_C, in (0, 1); required unless --from-fit gives it",
+    )
+    parser.add_argument(
+        "--cs-fraction",
+        dest="cs_fraction",
+        metavar="F",
+        help="C+S share of the points, in [0, 1]; required unless --from-fit gives it",
+    )
+    parser.add_argument(
+        "--s-fraction",
+        dest="s_fraction",
+        metavar="F",
+        help="S share of the points, in [0, 1), cs + s <= 1 (default 0)",
+    )
+    parser.add_argument(
+        "--n-points",
+        dest="n_points",
+        metavar="N",
+        help="training points, > 0, may be fractional (default 20, the paper's setting)",
+    )
+    parser.add_argument(
+        "--horizon",
+        metavar="T",
+        help="toy steps at lr_kq = 1: an integer in [1, 1e7] (cost grows with it); required unless --from-fit "
+        "gives it",
+    )
+    parser.add_argument(
+        "--target", metavar="M", help="the M_C wanted at the horizon, in (0, 1) (met: M_C(T) >= M); required"
+    )
     parser.add_argument(
         "--start-mc",
         dest="start_mc",
         metavar="M",
-        help="the base model's M_C at step 0 (default: the paper's pretrained state, attention 1/2 : 1/2)",
+        help="the base model's M_C at step 0, in (0, 1) and within what delta_M, delta_C allow (default: the "
+        "paper's pretrained state, attention 1/2 : 1/2)",
     )
-    parser.add_argument("--lr-v-ratio", dest="lr_v_ratio", metavar="R", help="lr_v / lr_kq (default 0)")
+    parser.add_argument(
+        "--lr-v-ratio",
+        dest="lr_v_ratio",
+        metavar="R",
+        help="lr_v / lr_kq of the base finetuning, >= 0 (default 0)",
+    )
     parser.add_argument(
         "--from-fit",
         dest="from_fit",
         metavar="REPORT.json",
-        help="take the parameters from the report.json of `cpi-theory bridge fit` (flags override them)",
+        help="take delta_M, delta_C, the fractions, the start, lr_v/lr_kq and the horizon from the report.json "
+        "of `cpi-theory bridge fit` (flags given beside it override them; default: none)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.set_defaults(func=_run)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the screen")
+    parser.set_defaults(func=_run, validate=_validate)

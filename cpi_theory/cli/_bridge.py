@@ -1,39 +1,60 @@
-"""``cpi-theory bridge run|fit``: the bridge from the command line."""
+"""``cpi-theory bridge run|fit``: the bridge from the command line.
 
-import argparse
+Every option is checked here, before the transformer stack (Flax, optax, JAX) is imported and before any
+pretraining or fitting; the bridge's own configuration objects are then built once more, still before any
+work, as a second line of defence.
+"""
+
 import sys
 import time
 from pathlib import Path
 
 from .._errors import ConfigError
-from ..bridge._plot import plot_run
-from ..bridge._presets import REGIMES, SIZES
-from ..bridge._run import fit_report_fields, run_bridge, write_report
-from ..bridge._train import OPTIMIZERS, PARAM_SETS
-from ..fit import (
-    delta_c_for_start,
-    fit_curve,
-    joint_fit,
-    joint_report_fields,
-    load_trajectory,
-    toy_parameters,
-)
+from ._manual import BRIDGE_FIT_EPILOG, BRIDGE_RUN_EPILOG
+from ._parser import number_type
+from ._paths import check_input_file, check_output_dir
+from ._status import status
+
+# The choices of cpi_theory.bridge (SIZES, REGIMES, OPTIMIZERS, PARAM_SETS) and the tiny size's finetuning
+# preset, spelled here because importing the bridge loads the transformer stack (seconds); a test checks
+# that they agree with the bridge.
+SIZE_CHOICES = ("tiny", "small", "base", "micro")
+REGIME_CHOICES = ("moderate", "strong", "weak")
+OPTIMIZER_CHOICES = ("gd", "sgd", "adam")
+PARAM_CHOICES = ("all", "qk")
+TINY_FINETUNE = {"optimizer": "adam", "lr": 3e-4, "steps": 100, "measure_every": 5, "params": "all"}
+DECAYS = ("none", "linear", "cosine")
+
+_fraction = lambda flag: number_type(flag, low=0.0, high=1.0, rule="a share of the finetuning points")
 
 
-def _fraction(key: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{key} must be a number, got {text!r}") from None
-        if not 0.0 <= value <= 1.0:
-            raise argparse.ArgumentTypeError(f"{key} must lie in [0, 1], got {value}")
-        return value
+def _check_fraction_sum(cs_fraction, s_fraction) -> None:
+    if (cs_fraction or 0.0) + (s_fraction or 0.0) > 1.0:
+        raise ConfigError(
+            "--s-fraction",
+            f"--cs-fraction + --s-fraction must be <= 1 (the rest are C points), got {cs_fraction} + {s_fraction}",
+        )
 
-    return parse
+
+# ---------------------------------------------------------------------------------------------- run
+def _validate_run(args) -> None:
+    _check_fraction_sum(args.cs_fraction, args.s_fraction)
+    if args.filter_cs and args.cs_fraction >= 1.0:
+        raise ConfigError(
+            "--filter-cs", "filtering the C+S points of a mixture made only of them leaves no data"
+        )
+    check_output_dir("--out", args.out)
+    if args.checkpoint is not None:
+        check_output_dir("--checkpoint", args.checkpoint)
 
 
 def _run(args) -> int:
+    import dataclasses
+
+    from ..bridge._plot import plot_run
+    from ..bridge._presets import fact_world_config, get_size
+    from ..bridge._run import run_bridge, write_report
+
     overrides = {
         key: value
         for key, value in (
@@ -45,6 +66,11 @@ def _run(args) -> int:
         )
         if value is not None
     }
+    # The bridge's own rules (fact world, finetuning settings), still before any pretraining.
+    size = get_size(args.size)
+    mixture = dict(cs_fraction=args.cs_fraction, s_fraction=args.s_fraction, filter_cs=args.filter_cs)
+    fact_world_config(size, args.regime, args.seed, **mixture)
+    dataclasses.replace(size.finetune, seed=args.seed, **overrides)
     started = time.perf_counter()
     report = run_bridge(
         args.size,
@@ -86,26 +112,55 @@ def _run(args) -> int:
     return 0
 
 
-def _check_fraction_sum(cs_fraction, s_fraction) -> None:
-    if (cs_fraction or 0.0) + (s_fraction or 0.0) > 1.0:
-        raise ConfigError("s_fraction", "cs_fraction + s_fraction must be <= 1")
+# ---------------------------------------------------------------------------------------------- fit
+def _validate_fit(args) -> None:
+    path = check_input_file("trajectory", args.trajectory)
+    if path.suffix.lower() == ".csv":
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        if len(lines) == 1:
+            raise ConfigError(
+                "trajectory", f"{path}: the CSV has a header but no data rows (need at least 3 points)"
+            )
+    check_output_dir("--out", args.out)
+    if args.delta_m is not None and args.delta_c is not None and not args.delta_m > 2 * args.delta_c:
+        raise ConfigError(
+            "--delta-m",
+            f"must be > 2 x --delta-c (memory beats self-copy, the toy's Assumption 6), got {args.delta_m} "
+            f"and {args.delta_c}",
+        )
+    if args.delta_c is not None and args.delta_m is None and not args.delta_c < 0.49:
+        raise ConfigError(
+            "--delta-c",
+            f"must be < 0.49 (delta_M, fitted in [0.05, 0.98], must exceed 2 delta_C), got {args.delta_c}",
+        )
+    _check_fraction_sum(args.cs_fraction, args.s_fraction)
+    if args.fit_lr_v and args.lr_v_ratio != 0.0:
+        raise ConfigError("--lr-v-ratio", "fixes lr_v / lr_kq; --fit-lr-v fits it: give one of the two")
+    if args.decay != "none" and (args.total_steps is None or args.total_steps <= args.warmup_steps):
+        raise ConfigError("--total-steps", "a --decay needs --total-steps greater than --warmup-steps")
+    if args.total_steps is not None and args.decay == "none":
+        raise ConfigError("--total-steps", "only with --decay linear or cosine (where the decay reaches 0)")
 
 
 def _fit(args) -> int:
+    from ..bridge._plot import plot_run
+    from ..bridge._run import fit_report_fields, write_report
+    from ..fit import (
+        delta_c_for_start,
+        fit_curve,
+        joint_fit,
+        joint_report_fields,
+        load_trajectory,
+        toy_parameters,
+    )
+
     steps, values = load_trajectory(args.trajectory)
-    for key in ("delta_m", "delta_c"):
-        value = getattr(args, key)
-        if value is not None and not 0.0 < value < 1.0:
-            raise ConfigError(key, f"must lie in (0, 1), got {value}")
-    _check_fraction_sum(args.cs_fraction, args.s_fraction)
     if args.fit_until is not None and not (steps <= args.fit_until).sum() >= 3:
-        raise ConfigError("fit_until", f"need at least 3 points at or before step {args.fit_until:g}")
+        raise ConfigError("--fit-until", f"need at least 3 points at or before step {args.fit_until:g}")
     if args.fit_until is not None and not (steps > args.fit_until).any():
-        raise ConfigError("fit_until", f"no point after step {args.fit_until:g} to hold out")
+        raise ConfigError("--fit-until", f"no point after step {args.fit_until:g} to hold out")
     schedule = None
     if args.warmup_steps or args.decay != "none":
-        if args.decay != "none" and (args.total_steps is None or args.total_steps <= args.warmup_steps):
-            raise ConfigError("total_steps", "a decay needs --total-steps greater than --warmup-steps")
         schedule = {"warmup": args.warmup_steps, "decay": args.decay, "total": args.total_steps}
     # The a-priori prediction (toy parametrized from what is known, defaults where nothing is): separate
     # from the joint fit.
@@ -120,20 +175,21 @@ def _fit(args) -> int:
     else:
         delta_c = args.delta_c
     params = toy_parameters(delta_m, delta_c, cs_fraction, s_fraction)
-    fit = fit_curve(steps, values, params, extensions=not args.no_extensions)
-    joint = joint_fit(
-        steps,
-        values,
-        delta_m=args.delta_m,
-        delta_c=args.delta_c,
-        cs_fraction=args.cs_fraction,
-        s_fraction=args.s_fraction,
-        lr_v_ratio=None if args.fit_lr_v else args.lr_v_ratio,
-        fit_until=args.fit_until,
-        schedule=schedule,
-        n_starts=args.starts,
-        seed=args.seed,
-    )
+    with status("bridge fit", f"fitting the toy ({args.starts} starts)", "seconds to a minute on 2 cores"):
+        fit = fit_curve(steps, values, params, extensions=not args.no_extensions)
+        joint = joint_fit(
+            steps,
+            values,
+            delta_m=args.delta_m,
+            delta_c=args.delta_c,
+            cs_fraction=args.cs_fraction,
+            s_fraction=args.s_fraction,
+            lr_v_ratio=None if args.fit_lr_v else args.lr_v_ratio,
+            fit_until=args.fit_until,
+            schedule=schedule,
+            n_starts=args.starts,
+            seed=args.seed,
+        )
     report = {
         "source": str(args.trajectory),
         "real": {"step": steps.tolist(), "context_reliance": values.tolist()},
@@ -186,54 +242,153 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "bridge",
         help="train small real transformers and map the toy onto them",
-        description="The bridge: real transformers under the toy's data mixtures, and the toy fitted to them.",
+        description="The bridge: real transformers under the toy's data mixtures (run), and the toy fitted to "
+        "any measured M_C curve (fit). `cpi-theory bridge run --help` and `cpi-theory bridge fit --help` "
+        "describe each.",
     )
     sub = parser.add_subparsers(dest="bridge_command", required=True, metavar="BRIDGE_COMMAND")
+    tiny = TINY_FINETUNE
 
-    run = sub.add_parser("run", help="pretrain, finetune, measure and fit one cell; writes DIR/report.json")
+    run = sub.add_parser(
+        "run",
+        help="pretrain, finetune, measure and fit one cell; writes DIR/report.json and a figure",
+        description="Pretrain a small decoder-only transformer on a synthetic fact world (its regime sets how "
+        "strongly it copies contexts), finetune it on a C / C+S / S mixture, measure M_C, accuracies and "
+        "attention per layer, and fit the toy to the measured curve.",
+        epilog=BRIDGE_RUN_EPILOG,
+    )
     run.add_argument(
         "--size",
         default="tiny",
-        choices=[s for s in SIZES if s != "micro"] + ["micro"],
-        help="tiny: 2-core CPU, about a minute; small/base: GPU sizes; micro: tests only",
+        choices=SIZE_CHOICES,
+        help="tiny (default): a 2-core CPU, about a minute; small / base: GPU sizes; micro: tests only",
     )
-    run.add_argument("--out", required=True, help="output directory (report.json, bridge.png/.pdf)")
     run.add_argument(
-        "--regime", default="moderate", choices=sorted(REGIMES), help="pretrained copying regime"
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory, created if missing; not an existing file",
     )
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--cs-fraction", type=_fraction("cs_fraction"), default=0.5)
-    run.add_argument("--s-fraction", type=_fraction("s_fraction"), default=0.0)
-    run.add_argument("--filter-cs", action="store_true", help="mitigation: drop the C+S points")
-    run.add_argument("--params", choices=PARAM_SETS, help="finetune all parameters or only query/key")
-    run.add_argument("--optimizer", choices=OPTIMIZERS, help="gd = full-batch gradient descent")
-    run.add_argument("--lr", type=float)
-    run.add_argument("--steps", type=int)
-    run.add_argument("--measure-every", type=int)
-    run.add_argument("--checkpoint", help="pretrained checkpoint directory: loaded if present, else written")
-    run.add_argument("--no-progress", action="store_true")
-    run.set_defaults(func=_run)
+    run.add_argument(
+        "--regime",
+        default="moderate",
+        choices=REGIME_CHOICES,
+        help="pretrained copying regime: how much the model copies a context (default: moderate)",
+    )
+    run.add_argument(
+        "--seed", type=number_type("--seed", low=0, integer=True), default=0, metavar="N",
+        help="seed of the fact world, the initialization and the minibatches, an integer >= 0 (default 0)",
+    )  # fmt: skip
+    run.add_argument(
+        "--cs-fraction", type=_fraction("--cs-fraction"), default=0.5, metavar="F",
+        help="C+S share of the finetuning points, in [0, 1] (default 0.5)",
+    )  # fmt: skip
+    run.add_argument(
+        "--s-fraction", type=_fraction("--s-fraction"), default=0.0, metavar="F",
+        help="S share of the finetuning points, in [0, 1], cs + s <= 1; C points take the rest (default 0)",
+    )  # fmt: skip
+    run.add_argument(
+        "--filter-cs",
+        action="store_true",
+        help="the filtering mitigation: drop the C+S points (default: kept)",
+    )
+    run.add_argument(
+        "--params", choices=PARAM_CHOICES,
+        help=f"finetune all parameters or only attention query/key (default: the size's preset, tiny: {tiny['params']})",
+    )  # fmt: skip
+    run.add_argument(
+        "--optimizer", choices=OPTIMIZER_CHOICES,
+        help="gd: full-batch gradient descent as in the theory; sgd / adam: minibatches (default: the size's "
+        f"preset, tiny: {tiny['optimizer']})",
+    )  # fmt: skip
+    run.add_argument(
+        "--lr", type=number_type("--lr", low=0.0, low_open=True), metavar="LR",
+        help=f"finetuning learning rate, > 0 (default: the size's preset, tiny: {tiny['lr']:g})",
+    )  # fmt: skip
+    run.add_argument(
+        "--steps", type=number_type("--steps", low=1, integer=True), metavar="N",
+        help=f"finetuning steps, an integer >= 1 (default: the size's preset, tiny: {tiny['steps']})",
+    )  # fmt: skip
+    run.add_argument(
+        "--measure-every", type=number_type("--measure-every", low=1, integer=True), metavar="K",
+        help="measure M_C every K finetuning steps, an integer >= 1 (default: the size's preset, tiny: "
+        f"{tiny['measure_every']})",
+    )  # fmt: skip
+    run.add_argument(
+        "--checkpoint", metavar="DIR",
+        help="pretrained checkpoint directory: loaded if it holds one, else pretraining is saved there "
+        "(default: none, pretrain every time)",
+    )  # fmt: skip
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown on stderr)")
+    run.set_defaults(func=_run, validate=_validate_run, verb="bridge run")
 
-    fit = sub.add_parser("fit", help="fit the toy to an external trajectory (CSV or JSON of step, M_C)")
-    fit.add_argument("trajectory", help="CSV with step,context_reliance columns, or JSON")
-    fit.add_argument("--out", required=True)
+    fit = sub.add_parser(
+        "fit",
+        help="fit the toy to an external trajectory (CSV or JSON of step, M_C)",
+        description="Fit the whole toy family jointly to a measured M_C curve (any model's finetuning run): "
+        "delta_M, delta_C, the class fractions, the initial attention split and the time scale (optionally "
+        "lr_v / lr_kq and the real run's learning-rate schedule), from several starts, with 95% intervals; "
+        "beside it the a-priori toy (parametrized from what is given) with its time scale fitted.",
+        epilog=BRIDGE_FIT_EPILOG,
+    )
+    fit.add_argument("trajectory", help="CSV with step,context_reliance columns, or JSON (see below)")
     fit.add_argument(
-        "--delta-m", type=float, default=None, help="memorization strength: fixed if given, else fitted"
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory, created if missing; not an existing file",
     )
     fit.add_argument(
-        "--delta-c", type=float, default=None, help="copying strength: fixed if given, else fitted"
-    )
-    fit.add_argument("--cs-fraction", type=_fraction("cs_fraction"), default=None, help="fixed if given")
-    fit.add_argument("--s-fraction", type=_fraction("s_fraction"), default=None, help="fixed if given")
-    fit.add_argument("--lr-v-ratio", type=float, default=0.0, help="lr_v / lr_kq, fixed (default 0)")
+        "--delta-m", type=number_type("--delta-m", low=0.0, high=1.0, low_open=True, high_open=True), default=None, metavar="P",
+        help="memorization strength delta_M, in (0, 1), > 2 delta_C: fixed if given (default: fitted)",
+    )  # fmt: skip
     fit.add_argument(
-        "--fit-lr-v", action="store_true", help="fit lr_v / lr_kq too (its toy regime compiles for minutes)"
-    )
-    fit.add_argument("--fit-until", type=float, default=None, help="fit on steps <= STEP, report the rest")
-    fit.add_argument("--warmup-steps", type=float, default=0.0, help="real run's linear warmup (steps)")
-    fit.add_argument("--decay", choices=("none", "linear", "cosine"), default="none", help="real run's decay")
-    fit.add_argument("--total-steps", type=float, default=None, help="step where the decay reaches 0")
-    fit.add_argument("--starts", type=int, default=8, help="least-squares starts of the joint fit")
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--no-extensions", action="store_true", help="a-priori side: fit the time scale only")
-    fit.set_defaults(func=_fit)
+        "--delta-c", type=number_type("--delta-c", low=0.0, high=1.0, low_open=True, high_open=True), default=None, metavar="P",
+        help="copying strength delta_C, in (0, 1): fixed if given (default: fitted)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--cs-fraction", type=_fraction("--cs-fraction"), default=None, metavar="F",
+        help="C+S share of the finetuning points, in [0, 1]: fixed if given (default: fitted)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--s-fraction", type=_fraction("--s-fraction"), default=None, metavar="F",
+        help="S share, in [0, 1], cs + s <= 1: fixed if given (default: fitted)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--lr-v-ratio", type=number_type("--lr-v-ratio", low=0.0, high=1.0, rule="the fit's box"), default=0.0, metavar="R",
+        help="lr_v / lr_kq, in [0, 1], held fixed (default 0: attention-only finetuning)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--fit-lr-v", action="store_true",
+        help="fit lr_v / lr_kq in [0, 1] too (its toy regime compiles for minutes; default: fixed)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--fit-until", type=number_type("--fit-until", low=0.0), default=None, metavar="STEP",
+        help="fit on the points at steps <= STEP (>= 3 of them) and report the error on the rest against "
+        "persistence and a smooth curve (default: fit every point)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--warmup-steps", type=number_type("--warmup-steps", low=0.0), default=0.0, metavar="STEPS",
+        help="the real run's linear learning-rate warmup, in steps, >= 0 (default 0)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--decay", choices=DECAYS, default="none",
+        help="the real run's learning-rate decay after the warmup, to 0 at --total-steps (default: none)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--total-steps", type=number_type("--total-steps", low=0.0, low_open=True), default=None, metavar="STEP",
+        help="with --decay: the step where the learning rate reaches 0, > --warmup-steps (default: none)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--starts", type=number_type("--starts", low=1, integer=True), default=8, metavar="N",
+        help="least-squares starts of the joint fit, an integer >= 1 (default 8; more: slower, surer)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--seed", type=number_type("--seed", low=0, integer=True), default=0, metavar="N",
+        help="seed of the random starts, an integer >= 0 (default 0)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--no-extensions", action="store_true",
+        help="a-priori side: fit the time scale only (default: also the initial split and lr_v / lr_kq)",
+    )  # fmt: skip
+    fit.set_defaults(func=_fit, validate=_validate_fit, verb="bridge fit")

@@ -5,6 +5,7 @@ import sys
 
 from .._errors import ConfigError
 from ._exit import exit_at_once_on_interrupt
+from ._manual import SWEEP_EPILOG
 
 
 def _positive_int(flag: str, value):
@@ -94,49 +95,72 @@ def register(subparsers) -> None:
             "the devices; finished chunks are kept (in the Zarr store, or OUT.nc.chunks/) so --resume continues "
             "after a crash."
         ),
+        epilog=SWEEP_EPILOG,
     )
-    parser.add_argument("spec", metavar="SPEC", help="sweep spec file (.json or .toml)")
+    parser.add_argument("spec", metavar="SPEC", help="sweep spec file (.json or .toml; format below)")
     parser.add_argument(
         "--out",
         required=True,
         metavar="OUT",
         help="results: a Zarr store (OUT.zarr: each chunk streamed into it as it finishes, readable with "
         "xarray.open_zarr while the sweep runs, memory bounded by a chunk) or a netCDF file (OUT.nc: for "
-        "results that fit in memory; finished chunks kept in OUT.nc.chunks/)",
+        "results that fit in memory; finished chunks kept in OUT.nc.chunks/); format below",
     )
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep into --out")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted sweep into --out (default: start afresh)",
+    )
     parser.add_argument(
         "--chunk-size",
         type=int,
         metavar="N",
-        help="runs per chunk (default: the engine's for the device: reduced 262144 on a CPU, 4194304 on a "
-        "GPU; full 256 on a CPU, 100000 on a GPU)",
+        help="runs per chunk, an integer >= 1 (default: the engine's for the device: reduced 262144 on a CPU, "
+        "4194304 on a GPU; full 256 on a CPU, 100000 on a GPU)",
     )
     parser.add_argument(
         "--engine",
         default="reduced",
-        help="reduced (default: the exact class dynamics, minimal state per regime) or full (the d x d model)",
+        help="reduced (default: the exact class dynamics, minimal state per regime) or full (the d x d model; "
+        "integer class counts only)",
     )
     parser.add_argument(
         "--trajectory-every",
         type=int,
         metavar="K",
-        help="keep trajectories every K steps (0: summaries only); overrides the spec's trajectory_every",
+        help="keep trajectories every K steps, an integer >= 0 (0: summaries only, memory O(1) per run); "
+        "overrides the spec's trajectory_every (default: the spec's)",
     )
     parser.add_argument(
         "--cpu-devices",
         type=int,
         metavar="N",
-        help="JAX devices to split a CPU host into (default: one per core)",
+        help="JAX devices to split a CPU host into, an integer >= 1 (default: one per core)",
     )
     parser.add_argument(
         "--distributed",
         action="store_true",
-        help="call jax.distributed.initialize() first: shard the sweep over the devices of every host",
+        help="call jax.distributed.initialize() first: shard the sweep over the devices of every host "
+        "(default: this host only)",
     )
-    parser.add_argument("--coordinator", metavar="HOST:PORT", help="with --distributed: process 0's address")
-    parser.add_argument("--num-processes", type=int, metavar="N", help="with --coordinator: number of hosts")
-    parser.add_argument("--process-id", type=int, metavar="I", help="with --coordinator: this host's index")
-    parser.add_argument("--keep-chunks", action="store_true", help="keep OUT.chunks/ after the final write")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="with --distributed: process 0's address (default: auto-detected)",
+    )
+    parser.add_argument(
+        "--num-processes",
+        type=int,
+        metavar="N",
+        help="with --coordinator: number of hosts (required with it)",
+    )
+    parser.add_argument(
+        "--process-id", type=int, metavar="I", help="with --coordinator: this host's index (required with it)"
+    )
+    parser.add_argument(
+        "--keep-chunks", action="store_true", help="keep OUT.chunks/ after the final write (default: removed)"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (default: shown on stderr)"
+    )
     parser.set_defaults(func=_run)

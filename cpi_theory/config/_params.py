@@ -14,12 +14,16 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from .._errors import ConfigError
 from ._config import Config
 from ._data_class import DataClass
-from ._rules import CLASS_COUNT_KEYS, CONTEXT_BIAS_RULE, RULES, Rule
+from ._rules import (
+    CLASS_COUNT_KEYS,
+    CONTEXT_BIAS_RULE,
+    RULES,
+    Rule,
+    np,  # NumPy, imported on first use (the command line reads this module before NumPy loads)
+)
 
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(Config)}
 
@@ -204,12 +208,12 @@ class ToyParams(NamedTuple):
         return self
 
 
-def _number(key: str, value: np.floating) -> int | float:
+def _number(key: str, value) -> int | float:
     """One run's value as Config shows it: counts and vocabulary sizes as ints where whole, else floats."""
     value = float(value)
     whole = key in CLASS_COUNT_KEYS or key in ("n_answers", "n_subjects")
     return int(value) if whole and value.is_integer() else value
 
 
-def _which(column: np.ndarray, run: int) -> str:
+def _which(column, run: int) -> str:
     return f" (run {run})" if np.ndim(column) else ""

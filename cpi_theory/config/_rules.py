@@ -12,9 +12,20 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
-
 from ._data_class import DataClass
+
+
+class _LazyNumPy:
+    """``np.floor`` and friends, importing NumPy on first use: the command line reads this table (its help
+    and its argument checks) before NumPy or JAX are loaded."""
+
+    def __getattr__(self, name):
+        import numpy
+
+        return getattr(numpy, name)
+
+
+np = _LazyNumPy()
 
 #: The Config fields holding the point counts of the data classes, in DataClass order.
 CLASS_COUNT_KEYS = tuple(data_class.count_key for data_class in DataClass)
@@ -58,11 +69,18 @@ def answers_needed(v: Values):
     return n_c + n_cs + n_s + 2 * n_aug + 2
 
 
+def _whole(x):
+    """Whether ``x`` holds whole numbers (elementwise for columns; no NumPy for one Python number)."""
+    if isinstance(x, int | float):
+        return float(x).is_integer()
+    return np.floor(x) == x
+
+
 def _integral(key: str) -> Rule:
     return Rule(
         key,
         (key,),
-        lambda v: np.floor(v[key]) == v[key],
+        lambda v: _whole(v[key]),
         lambda v: f"must be an integer, got {v[key]!r}",
     )
 
@@ -81,7 +99,7 @@ def _value_logit(key: str) -> Rule:
     return Rule(
         key,
         (key,),
-        lambda v: np.abs(v[key]) <= 700.0,
+        lambda v: abs(v[key]) <= 700.0,
         lambda v: f"must lie in [-700, 700] (exp({key}) must be finite), got {v[key]}",
     )
 
@@ -166,7 +184,7 @@ INTEGER_CLASS_COUNT_RULES: tuple[Rule, ...] = tuple(
     Rule(
         key,
         (key,),
-        lambda v, key=key: np.floor(v[key]) == v[key],
+        lambda v, key=key: _whole(v[key]),
         lambda v, key=key: (
             f"the full engine needs integer class counts, got {v[key]!r}; real class sizes need --engine reduced"
         ),

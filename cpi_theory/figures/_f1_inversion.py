@@ -60,7 +60,7 @@ def compute(quick: bool) -> xr.Dataset:
 
 
 @figure_style()
-def plot(ds: xr.Dataset, path_stem: str) -> None:
+def plot(ds: xr.Dataset, path_stem: str):
     step = ds.step.values
     mc = ds.context_reliance.values
     s = summarize(step, mc)
@@ -119,6 +119,7 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
     axes[1].legend()
     axes[2].legend()
     save_figure(fig, path_stem)
+    return fig
 
 
 def run(outdir: str, quick: bool) -> dict:

@@ -102,7 +102,7 @@ def theorem1_holds(ds: xr.Dataset) -> np.ndarray:
 
 
 @figure_style()
-def plot(ds: xr.Dataset, path_stem: str) -> None:
+def plot(ds: xr.Dataset, path_stem: str):
     fig, axes = new_figure(1, 3, figsize=(13, 3.8))
     lrs = ds.lr.values
     step = ds.step.values
@@ -144,8 +144,9 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
         title="one-step regime (Theorem 1)",
     )
     ax.set_yscale("symlog", linthresh=1e-3)
-    ax.legend()
+    ax.legend(loc="lower right")  # the upper right holds M_C(1) - M_C(0) near its maximum
     save_figure(fig, path_stem)
+    return fig
 
 
 def run(outdir: str, quick: bool) -> dict:

@@ -127,15 +127,18 @@ def compute(quick: bool) -> xr.Dataset:
 
 
 @figure_style()
-def plot(ds: xr.Dataset, path_stem: str) -> None:
-    fig, axes = new_figure(1, 2, figsize=(11, 4))
+def plot(ds: xr.Dataset, path_stem: str):
+    fig, axes = new_figure(1, 2, figsize=(11, 4.4))
     vmax = max(float(ds.depth_vs_delta_m.max()), float(ds.depth_vs_delta_c.max()))
-    for ax, key, label in zip(
-        axes,
-        ("delta_m", "delta_c"),
-        ("$\\delta_M$ (memorization strength)", "$\\delta_C$ (self-copy strength)"),
-        strict=True,
-    ):
+    axis_labels = {
+        "delta_m": "$\\delta_M$ (memorization strength)",
+        "delta_c": "$\\delta_C$ (self-copy strength)",
+    }
+    overlays = (
+        ("boundary_vs_{}", "--", PALETTE[4], f"exact boundary at the horizon: depth = {BOUNDARY_DEPTH} (reduced engine)"),
+        ("infinite_boundary_vs_{}", ":", PALETTE[1], "$t \\to \\infty$ boundary (late-time law): $M_C$ tends to 1 on its left, to the memory limit on its right"),
+    )  # fmt: skip
+    for ax, key in zip(axes, ("delta_m", "delta_c"), strict=True):
         depth = ds[f"depth_vs_{key}"].values
         x, y = ds.cs_fraction.values, ds[key].values
         mesh = ax.pcolormesh(x, y, depth.T, shading="nearest", cmap="viridis", vmin=0.0, vmax=vmax)
@@ -143,32 +146,21 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
         if len(x) > 1 and len(y) > 1:
             cs = ax.contour(x, y, depth.T, levels=levels, colors="w", linewidths=0.8)
             ax.clabel(cs, fmt="%.2f", fontsize=7)
-        overlays = (
-            (
-                f"boundary_vs_{key}",
-                "--",
-                PALETTE[4],
-                f"exact boundary, depth = {BOUNDARY_DEPTH} (reduced engine)",
-            ),
-            (
-                f"infinite_boundary_vs_{key}",
-                ":",
-                PALETTE[1],
-                "t -> infinity boundary (late-time law): limit context | memory",
-            ),
-        )
-        for name, style, color, label in overlays:
-            boundary = ds[name].values
+        for name, style, color, overlay_label in overlays:
+            boundary = ds[name.format(key)].values
             if np.isfinite(boundary).any():
                 marker = "D" if style == "--" else None
-                ax.plot(boundary, y, style, color=color, marker=marker, ms=4, lw=1.8, label=label)
-        ax.legend(loc="upper right", fontsize=7)
-        ax.set(xlabel="C+S fraction of the training set (dimensionless)", ylabel=label)
+                ax.plot(boundary, y, style, color=color, marker=marker, ms=4, lw=1.8, label=overlay_label)
+        ax.set(xlabel="C+S fraction of the training points", ylabel=axis_labels[key])
         other = "$\\delta_C$ = 0.2" if key == "delta_m" else "$\\delta_M$ = 0.6"
-        ax.set_title(f"inversion depth (peak - final $M_C$, {ds.attrs['steps']} steps), {other}")
+        ax.set_title(f"inversion depth (peak - final $M_C$ over {ds.attrs['steps']} steps), {other}")
         ax.grid(False)
-    fig.colorbar(mesh, ax=axes, label="inversion depth (probability)")
+    fig.colorbar(mesh, ax=axes, label="inversion depth (peak - final $M_C$)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:  # one legend for both panels, below them: the upper corners hold data
+        fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     save_figure(fig, path_stem)
+    return fig
 
 
 def run(outdir: str, quick: bool) -> dict:

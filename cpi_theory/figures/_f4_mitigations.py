@@ -83,7 +83,7 @@ def compute(quick: bool) -> xr.Dataset:
 
 
 @figure_style()
-def plot(ds: xr.Dataset, path_stem: str) -> None:
+def plot(ds: xr.Dataset, path_stem: str):
     fig, axes = new_figure(1, 4, figsize=(16, 4), sharey=True)
     families = list(dict.fromkeys(str(f) for f in ds.family.values))
     for ax, family in zip(axes, families, strict=False):
@@ -104,6 +104,7 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
         ax.legend(loc="lower right")
     axes[0].set_ylabel("context reliance $M_C$")
     save_figure(fig, path_stem)
+    return fig
 
 
 def run(outdir: str, quick: bool) -> dict:

@@ -5,6 +5,7 @@ are measured before and after: accuracy and knowledge consistency (rank correlat
 """
 
 import jax
+import matplotlib
 import numpy as np
 import xarray as xr
 
@@ -108,7 +109,7 @@ def partial_correlations(ds: xr.Dataset) -> dict[str, float]:
 
 
 @figure_style()
-def plot(ds: xr.Dataset, path_stem: str) -> None:
+def plot(ds: xr.Dataset, path_stem: str):
     fig, axes = new_figure(1, 4, figsize=(17, 4))
     mixed = np.isfinite(ds.incompatible_ratio.values)
     ratio = ds.incompatible_ratio.values[mixed]
@@ -135,19 +136,24 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
         ax.legend(fontsize=7)
     ax = axes[3]
     change = ds.accuracy_post.values - ds.accuracy_pre.values
+    # The incompatible share is ordered: one sequential colour scale for it, black squares for harmonious.
+    shades = matplotlib.colormaps["viridis"]
     for j, name in enumerate(ds.condition.values):
-        style = ("s", "k") if name == "harmonious" else ("o", PALETTE[(j - 1) % 8])
-        ax.plot(
-            ds.rank_correlation.values[:, j], change[:, j], style[0], ms=4, color=style[1], label=str(name)
-        )
+        name = str(name)
+        if name == "harmonious":
+            style = ("s", "k")
+        else:
+            style = ("o", shades(0.9 * float(name.partition("=")[2])))
+        ax.plot(ds.rank_correlation.values[:, j], change[:, j], style[0], ms=4, color=style[1], label=name)
     pc = partial_correlations(ds)
     ax.set(
         xlabel="rank correlation pre vs post",
-        ylabel="held-out accuracy change",
+        ylabel="held-out accuracy change (post - pre)",
         title=f"partial corr. (consistency, accuracy | pre-acc.) = {pc['rank_correlation']:.2f}",
     )
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))  # beside the points, not on them
     save_figure(fig, path_stem)
+    return fig
 
 
 def run(outdir: str, quick: bool) -> dict:

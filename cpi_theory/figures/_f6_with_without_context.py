@@ -84,7 +84,7 @@ def compute(quick: bool) -> xr.Dataset:
 
 
 @figure_style()
-def plot(ds: xr.Dataset, path_stem: str) -> None:
+def plot(ds: xr.Dataset, path_stem: str):
     fig, axes = new_figure(1, 3, figsize=(15, 4))
     f = ds.context_fraction.values
     ax = axes[0]
@@ -130,10 +130,14 @@ def plot(ds: xr.Dataset, path_stem: str) -> None:
         x, ["closed-book\n[s, r] -> a", "with context\n[a, s, r] -> a", "counterfactual\n[c', s, r] -> c'"]
     )
     ax.set(
-        ylabel="probability of the right answer", title="test suite: mixed model vs router", ylim=(0, 1.02)
+        xlabel="query type: input -> right answer",
+        ylabel="probability of the right answer",
+        title="test suite: mixed model vs router",
+        ylim=(0, 1.02),
     )
     ax.legend(fontsize=7)
     save_figure(fig, path_stem)
+    return fig
 
 
 def run(outdir: str, quick: bool) -> dict:

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import pkgutil
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -50,6 +51,20 @@ def packaged_figures() -> dict[str, ModuleType]:
         _f7_designed_mixtures,
     )
     return {module.FIGURE: module for module in modules}
+
+
+_PACKAGED_FILE = re.compile(r"^_f(\d+)_[a-z0-9_]+$")
+
+
+def packaged_figure_ids() -> list[str]:
+    """The ids of the figures shipped in the package (``["F1", ...]``), from the module names alone: no
+    figure module is imported (the command line checks ``--only`` before loading matplotlib or JAX)."""
+    found = [
+        int(match.group(1))
+        for info in pkgutil.iter_modules([str(pathlib.Path(__file__).parent)])
+        if (match := _PACKAGED_FILE.match(info.name))
+    ]
+    return [f"F{n}" for n in sorted(found)]
 
 
 def script_name(module: ModuleType) -> str:
@@ -90,10 +105,12 @@ def load_experiment(path: pathlib.Path) -> ModuleType:
 
 
 def select(available: Sequence[str], only: str | None) -> list[str]:
-    """Figure ids to run: all, or the comma-separated ``only`` (case-insensitive), checked."""
-    if not only:
+    """Figure ids to run: all (``only`` None), or the comma-separated ``only`` (case-insensitive), checked."""
+    if only is None:
         return list(available)
     wanted = [w.strip().upper() for w in only.split(",") if w.strip()]
+    if not wanted:
+        raise ValueError(f"--only: names no figure, got {only!r} (e.g. --only F1,F3; omit it for all)")
     unknown = [w for w in wanted if w not in available]
     if unknown:
         raise ValueError(
