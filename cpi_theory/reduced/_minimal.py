@@ -33,11 +33,12 @@ from ._compiled import _compiled
 from ._inputs import as_float64, check_params, symbol_values
 from ._symbolic import CLASSES
 
-# Steps per loop iteration of the summaries-only sweep loop, by value_trained: with W_V frozen a step is a few
-# hundred scalar operations and unrolling 4 steps gains ~10% on a CPU sweep. Elsewhere (minimal_train) the
-# loop is not unrolled: jax.jacfwd through an unrolled loop compiled 7x slower and ran 24x slower
-# (34 s / 239 ms vs 4.6 s / 10 ms for a 400-step, 6-direction Jacobian of the frozen-with-S regime).
-UNROLL = {False: 4, True: 1}
+# Steps per loop iteration of the summaries-only sweep loop, by value_trained. Not unrolled: with the step
+# reduced to what the summary needs, unrolling 2-8 steps made a whole-batch CPU sweep 2x slower (XLA then
+# splits the bigger body into fusions whose intermediates leave the cache: 100,000 runs x 1,000 steps,
+# 2.8e7 config-steps/s at 1 vs 1.3e7-1.4e7 at 2, 8). Nor is minimal_train's: jax.jacfwd through an
+# unrolled loop compiled 7x slower and ran 24x slower.
+UNROLL = {False: 1, True: 1}
 # A minimal state: one array per moving coordinate (0-d for one run, (runs,) for a batch).
 Coordinates = tuple[Float[Array, "*batch"], ...]
 GENERAL = Regime(value_trained=True, has_s=True, has_aug=True)
