@@ -15,11 +15,14 @@ from pathlib import Path
 import jax
 
 jax.config.update("jax_enable_x64", True)
+import cpi_theory as cpi  # noqa: E402
+
+# As `cpi-theory sweep` does: one CPU device per core, each advancing cache-sized groups of runs. The loop
+# peer runs as a user would write it (jit(vmap) on the default device, which still uses every core's thread).
+cpi.use_cpu_cores()
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-
-import cpi_theory as cpi  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_minimal import grid  # noqa: E402
@@ -45,7 +48,7 @@ def main(argv=None) -> int:
     best = dict.fromkeys(sides, float("inf"))
     for fn in sides.values():
         jax.block_until_ready(fn())  # compile
-    print(f"{shape}; load average {os.getloadavg()[0]:.2f} at the start")
+    print(f"{shape}; {jax.device_count()} device(s); load average {os.getloadavg()[0]:.2f} at the start")
     for round_ in range(args.rounds):
         for name, fn in sides.items():
             start = time.perf_counter()

@@ -45,6 +45,8 @@ from jax_loop_peer import run_one as loop_run_one  # noqa: E402
 from jax_loop_peer import summaries as loop_summaries  # noqa: E402
 from numpy_minimal_peer import DEFAULT_BLOCK, peer_inputs, run_numpy  # noqa: E402
 
+# As `cpi-theory sweep` does: one CPU device per core (the engine then advances cache-sized groups per core).
+cpi.use_cpu_cores()
 FROZEN = Regime(value_trained=False, has_s=False, has_aug=False)
 VALUE = Regime(value_trained=True, has_s=False, has_aug=False)
 SUMMARY = ("start", "peak", "peak_step", "final")

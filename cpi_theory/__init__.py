@@ -74,6 +74,7 @@ _EXPORTS = {
     "Batch": "simulation",
     "simulate": "simulation",
     "simulate_many": "simulation",
+    "use_cpu_cores": "simulation",
     # The paper's results (SPEC §5) and what it left open.
     "check_assumptions": "paper",
     "eta_star": "paper",

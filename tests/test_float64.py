@@ -28,6 +28,7 @@ NOT_CALLED = {
             "check_finite", "init_optimizer",
         )
     },
+    "use_cpu_cores": "simulation: sets how many CPU devices JAX starts with, no computation",
     "load_trajectory": "fit: reads a measured curve from CSV / JSON (NumPy float64), no theory computed",
     "build_run_table": "sweep: a spec's runs as NumPy float64 columns, no theory computed (run_sweep is called)",
     "open_results": "sweep: opens a Zarr store with xarray, no computation",
@@ -146,6 +147,7 @@ CALLS = textwrap.dedent(
         "general_train": lambda: reduced.general_train(params, steps=5),
         "minimal_train": lambda: reduced.minimal_train(params, steps=5),
         "minimal_summary": lambda: reduced.minimal_summary(params, steps=5, regime=reduced.GENERAL).records,
+        "summary_step": lambda: reduced.summary_step(reduced.GENERAL, params)[1],
         "minimal_initial_state": lambda: reduced.minimal_initial_state(params, reduced.GENERAL),
         "minimal_metrics": lambda: reduced.minimal_metrics(
             tuple(np.zeros(len(reduced.minimal_state_names(reduced.GENERAL)))), params, reduced.GENERAL

@@ -458,3 +458,20 @@ def test_every_regime_agrees_with_the_general_form_to_1e13(regime):
     assert abs(float(summary["peak"]) - mc.max()) <= 1e-13 and int(summary["peak_step"]) == int(mc.argmax())
     assert abs(float(summary["final"]) - mc[-1]) <= 1e-13 and abs(float(summary["start"]) - mc[0]) <= 1e-13
     assert abs(float(summary["final_loss"]) - float(np.asarray(general["loss"])[-1])) <= 1e-13
+
+
+@pytest.mark.parametrize("value_trained", [False])  # the value regime's step is the same wrapper (compiles 20 s)
+def test_the_summary_step_repeated_is_the_summaries_engine(value_trained):
+    """``summary_step`` (what benchmarks/roofline.py costs) is the step the summaries loop repeats."""
+    from cpi_theory.reduced import summary_step
+
+    regime = Regime(value_trained, False, False)
+    params = cpi.ToyParams.from_config(cpi.Config(lr_v=0.3 if value_trained else 0.0)).map(jnp.asarray)
+    step, state = summary_step(regime, params)
+    step = jax.jit(step)
+    for _ in range(30):
+        state = step(state, params)
+    out = minimal_summary(params, steps=30, regime=regime, store_every=30)
+    stepped = np.stack(state[0].x)
+    np.testing.assert_allclose(stepped, np.stack([x[-1] for x in out.records["state"]]), rtol=1e-13, atol=1e-15)
+    assert int(state[0].t) == 30 and np.any(stepped != np.stack([x[0] for x in out.records["state"]]))

@@ -1,6 +1,5 @@
 """``cpi-theory sweep SPEC --out results.nc``: a parameter sweep from a JSON/TOML spec, resumable."""
 
-import os
 import sys
 
 from .._errors import ConfigError
@@ -14,24 +13,6 @@ def _positive_int(flag: str, value):
     if value < 1:
         raise ConfigError(flag, f"must be >= 1, got {value}")
     return value
-
-
-def _use_cpu_devices(count: int | None) -> None:
-    """Split the host CPU into ``count`` JAX devices (one per core by default) before JAX starts.
-
-    XLA runs the small products of one run on one thread, so one device per core is what keeps every
-    core busy. Ignored on GPU/TPU hosts, where the accelerators are the devices.
-    """
-    import jax
-
-    if count is None:
-        if os.environ.get("JAX_NUM_CPU_DEVICES"):
-            return
-        count = os.cpu_count() or 1
-    try:
-        jax.config.update("jax_num_cpu_devices", count)
-    except RuntimeError:  # the backend is already up (e.g. when called from Python): keep its devices
-        pass
 
 
 def _start_distributed(args) -> None:
@@ -68,7 +49,9 @@ def _run(args) -> int:
         data = spec.to_mapping()
         data["trajectory_every"] = args.trajectory_every
         spec = SweepSpec.from_mapping(data)
-    _use_cpu_devices(args.cpu_devices)
+    from ..simulation import use_cpu_cores
+
+    use_cpu_cores(args.cpu_devices)  # one device per core: each advances cache-sized groups of runs
     if args.distributed:
         _start_distributed(args)
     result = run_sweep(

@@ -25,5 +25,6 @@ from ._minimal import minimal_summary as minimal_summary
 from ._minimal import minimal_train as minimal_train
 from ._minimal import minimal_velocity as minimal_velocity
 from ._minimal import regime_of as regime_of
+from ._minimal import summary_step as summary_step
 from ._symbolic import ReducedModel as ReducedModel
 from ._symbolic import reduced_model as reduced_model

@@ -39,6 +39,11 @@ from ._symbolic import CLASSES
 # 2.8e7 config-steps/s at 1 vs 1.3e7-1.4e7 at 2, 8). Nor is minimal_train's: jax.jacfwd through an
 # unrolled loop compiled 7x slower and ran 24x slower.
 UNROLL = {False: 1, True: 1}
+# Steps per loop iteration of ONE run's loop (scalars, every step recorded), by value_trained: there the loop's
+# per-iteration cost dominates a step of a few hundred scalar operations, and 4 steps per iteration ran the
+# frozen regime 1.55x faster (3,000 steps padded to 4,096: 3.0 vs 4.7 ms, best of 30, 2-core machine). The
+# value regimes' bodies are 10-20x larger (compile time grows with the unroll): not unrolled.
+SINGLE_RUN_UNROLL = {False: 4, True: 1}
 # A minimal state: one array per moving coordinate (0-d for one run, (runs,) for a batch).
 Coordinates = tuple[Float[Array, "*batch"], ...]
 GENERAL = Regime(value_trained=True, has_s=True, has_aug=True)
@@ -118,9 +123,14 @@ def initial_state(params: ToyParams, regime: Regime) -> Coordinates:
     return tuple(values.get(name, zero) for name in names)
 
 
-def to_general(x: Coordinates, regime: Regime) -> Float[Array, "*batch state"]:
+def to_general(x: Coordinates, regime: Regime) -> Float[Array | np.ndarray, "*batch state"]:
     """The general 166-coordinate state of a minimal state ``x`` (coordinates that never move are 0)."""
     n_state = _compiled().n_state
+    if not any(isinstance(xi, jax.core.Tracer) for xi in x):  # concrete: one transfer, placed by NumPy
+        x = np.stack([np.asarray(xi, dtype=np.float64) for xi in jax.device_get(tuple(x))], axis=-1)
+        general = np.zeros((*x.shape[:-1], n_state), dtype=np.float64)
+        general[..., general_index(regime)] = x
+        return general
     x = jnp.stack(x, axis=-1)
     general = jnp.zeros((*x.shape[:-1], n_state), dtype=x.dtype)
     return general.at[..., general_index(regime)].set(x)
@@ -248,6 +258,20 @@ def summary_engine(regime: Regime, record_every: int) -> Engine:
 
 
 @requires_float64
+def summary_step(regime: Regime, params: ToyParams):
+    """``(step, state0)``: one step of the summaries engine as ``step(state, params) -> state`` (the probe's
+    logit gap, the running summary, the update and the finiteness check), and the pretrained state of
+    ``params``. What a sweep's loop repeats; for cost analysis (``benchmarks/roofline.py``)."""
+    engine = summary_engine(regime, 1)
+
+    def step(state, params):
+        new, _, _ = engine.step(state, (as_float64(params), None, None))
+        return new
+
+    return step, engine.init((as_float64(params), None, None))
+
+
+@requires_float64
 @functools.partial(jax.jit, static_argnames=("steps", "record_every", "regime", "store_every"))
 def minimal_summary(
     params: ToyParams, *, steps: int, record_every: int = 1, regime: Regime, store_every: int = 0
@@ -359,8 +383,8 @@ def _first_imprecise(states, steps_recorded, params, regime: Regime):
 
 
 @requires_float64
-@functools.partial(jax.jit, static_argnames=("steps", "record_every", "regime", "metrics"))
-def _train(params, lr_scale, x0, n_steps, *, steps, record_every, regime, metrics):
+@functools.partial(jax.jit, static_argnames=("steps", "record_every", "regime", "metrics", "unroll"))
+def _train(params, lr_scale, x0, n_steps, *, steps, record_every, regime, metrics, unroll=1):
     engine = minimal_engine(regime)
     params = as_float64(params)
     inputs = (params, lr_scale, n_steps)
@@ -371,6 +395,7 @@ def _train(params, lr_scale, x0, n_steps, *, steps, record_every, regime, metric
         steps=steps,
         record_every=record_every,
         state0=state0,
+        unroll=unroll,
     )
     states = out.records["state"]
     records = _metrics(states, params, regime, metrics)
@@ -401,6 +426,7 @@ def minimal_train(
     lr_scale=None,
     x0=None,
     compile_per_steps: bool = True,
+    unroll: int = 1,
 ) -> Recorded:
     """``steps`` exact GD steps of the minimal reduced dynamics, recorded at 0, k, 2k, ... and the last step.
 
@@ -412,7 +438,10 @@ def minimal_train(
 
     With ``compile_per_steps=False`` and no ``lr_scale``, one compiled program serves every ``steps`` up to
     the next power of two: the scan runs that many steps with the ones past ``steps`` masked out (for
-    single runs, where compiling costs more than the padding; the records are the same).
+    single runs, where compiling costs more than the padding; the records are the same, returned as NumPy
+    arrays when the inputs are concrete). ``unroll``: steps
+    per loop iteration (:data:`SINGLE_RUN_UNROLL` is what ``simulate`` uses for one run; keep 1 under
+    ``jax.vmap`` or derivatives, where unrolling was slower).
     """
     check_params(params)
     regime = regime_of(params) if regime is None else regime
@@ -432,6 +461,7 @@ def minimal_train(
             record_every=record_every,
             regime=regime,
             metrics=metrics,
+            unroll=unroll,
         )
     capacity = _capacity(steps)
     out = _train(
@@ -443,10 +473,14 @@ def minimal_train(
         record_every=1,
         regime=regime,
         metrics=metrics,
+        unroll=unroll,
     )
     keep = steps + 1  # records 0..steps; the ones after are copies of the state at ``steps``
+    records = out.records
+    if not any(isinstance(r, jax.core.Tracer) for r in jax.tree.leaves(records)):
+        records = jax.device_get(records)  # one transfer, then NumPy slices (not one dispatch per record)
     return Recorded(
-        records=jax.tree.map(lambda r: r[:keep], out.records),
+        records=jax.tree.map(lambda r: r[:keep], records),
         final_state=MinimalState(out.final_state.x, jnp.asarray(steps, dtype=jnp.int32)),
         first_nonfinite_step=jnp.where(out.first_nonfinite_step >= steps, -1, out.first_nonfinite_step),
         first_imprecise_step=jnp.minimum(out.first_imprecise_step, steps),

@@ -5,6 +5,7 @@ from ._batch import SUMMARY_VARIABLES as SUMMARY_VARIABLES
 from ._batch import Batch as Batch
 from ._batch import ChunkRunner as ChunkRunner
 from ._batch import simulate_many as simulate_many
+from ._batch import use_cpu_cores as use_cpu_cores
 from ._registry import ENGINES as ENGINES
 from ._registry import TRAJECTORY_METRICS as TRAJECTORY_METRICS
 from ._registry import Recording as Recording

@@ -13,6 +13,7 @@ chunk hands back only what is kept. While one chunk computes, the next one's col
 import dataclasses
 import functools
 import math
+import os
 from collections.abc import Callable, Iterator
 
 import jax
@@ -25,7 +26,7 @@ from .._precision import require_float64
 from ..config._params import ToyParams
 from ..engine._divergence import raise_if_diverged
 from ..engine._loop import run_batched
-from ._registry import Recording, RegisteredEngine, RunOutput, device_platform, get_engine
+from ._registry import Recording, RegisteredEngine, RunOutput, device_platform, get_engine, usable_cores
 from ._simulate import wait_for
 
 BATCH_AXIS = "batch"
@@ -41,6 +42,21 @@ def device_mesh(n_devices: int | None = None) -> Mesh:
             raise ConfigError("devices", f"must be between 1 and {len(devices)}, got {n_devices}")
         devices = devices[:n_devices]
     return Mesh(np.asarray(devices), (BATCH_AXIS,))
+
+
+def use_cpu_cores(count: int | None = None) -> None:
+    """Split the host CPU into ``count`` JAX devices (default: one per usable core) before JAX's backend
+    starts (it does not start the backend itself, so ``jax.distributed.initialize`` may still follow). With a core to itself, a device advances cache-sized
+    groups of runs (the engine's ``core_group_size``): 1.5x the one-device whole-shard vmap for the reduced
+    engine on 2 cores (benchmarks/RESULTS.md). ``cpi-theory sweep`` does this; in Python call it first thing.
+    Once the backend is up the devices stay as they are (no error). On GPU/TPU hosts the accelerators
+    remain the devices."""
+    if count is None:
+        count = int(os.environ.get("JAX_NUM_CPU_DEVICES") or usable_cores())
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # the backend is already up: keep its devices
+        pass
 
 
 # Traces of the chunk program so far: one per compiled bucket (a sweep reports the increase).
@@ -150,7 +166,7 @@ class ChunkRunner:
         eng = get_engine(engine) if isinstance(engine, str) else engine
         mesh = device_mesh(devices)
         platform = device_platform()
-        group = eng.default_group_size(platform) if group == "engine" else group
+        group = eng.default_group_size(platform, mesh.size) if group == "engine" else group
         if group is not None and (isinstance(group, bool) or not isinstance(group, int) or group < 1):
             raise ConfigError("group", f"must be a positive integer or None, got {group!r}")
         if chunk_size is None:
@@ -237,6 +253,7 @@ def simulate_many(
     engine: str = "reduced",
     chunk_size: int | None = None,
     devices: int | None = None,
+    group: int | None | str = "engine",
     check: bool = True,
 ) -> Batch:
     """Many runs through one engine: ``params`` holds a column per parameter (:meth:`ToyParams.stack`,
@@ -244,6 +261,8 @@ def simulate_many(
 
     The summary of M_C is over the steps 0, ``record_every``, ... and the last; ``metrics`` are kept at the
     steps 0, ``store_every``, ... and the last (default ``store_every = record_every``; 0: summaries only).
+    ``devices``: how many of the devices to shard the runs over (default all); ``group``: runs a device advances
+    together (None: its whole shard; default: the engine's choice for the platform and device count).
     With ``check`` (default) every run is validated first (the one rule table and the engine's own rules).
     Diverged runs are flagged in ``summary`` (:meth:`Batch.raise_if_diverged` raises for them).
     """
@@ -260,7 +279,9 @@ def simulate_many(
         host.validate(eng.rules)
     store_every = record_every if store_every is None else store_every
     recording = Recording(steps, record_every, store_every, tuple(metrics))
-    runner = ChunkRunner.create(eng, recording, chunk_size=chunk_size, devices=devices, n_runs=n_runs)
+    runner = ChunkRunner.create(
+        eng, recording, chunk_size=chunk_size, group=group, devices=devices, n_runs=n_runs
+    )
     buckets, ids = buckets_of(eng, host)
     size = runner.chunk_size
 

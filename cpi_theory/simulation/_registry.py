@@ -17,6 +17,7 @@ A :class:`RegisteredEngine` has:
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,9 +34,9 @@ from ..engine._trajectory import CLASS_METRICS, PROBE_METRICS
 from ..model._pretrained import pretrained_state
 from ..model._train import train
 from ..model._world import Vocabulary, build_world, embeddings, params_world
-from ..reduced._engine import reduced_params
 from ..reduced._inputs import as_float64, symbol_values
 from ..reduced._minimal import (
+    SINGLE_RUN_UNROLL,
     SUMMARY_FIELDS,
     Regime,
     minimal_metrics,
@@ -135,6 +136,9 @@ class RegisteredEngine:
     input_bytes: Callable[[int, int], int]  # bytes of one run's inputs on the host and the device
     chunk_size: Mapping[str, int]  # runs per chunk, by platform ("cpu", "gpu", "tpu")
     group_size: Mapping[str, int | None]  # runs a device advances together, by platform (None: all)
+    # Runs a CPU device advances together when it has a core to itself (as many CPU devices as cores, as
+    # ``cpi-theory sweep`` sets up): a group whose state stays in the core's cache for all its steps.
+    core_group_size: int | None
     # Keeps the summary of M_C on the device while stepping (memory O(state) per run, whatever the steps);
     # otherwise every record_every-th step's metrics are held until the run ends.
     online_summary: bool
@@ -162,8 +166,18 @@ class RegisteredEngine:
     def default_chunk_size(self, platform: str) -> int:
         return self.chunk_size.get(platform, self.chunk_size["cpu"])
 
-    def default_group_size(self, platform: str) -> int | None:
+    def default_group_size(self, platform: str, n_devices: int = 1) -> int | None:
+        if platform == "cpu" and n_devices >= usable_cores() and self.core_group_size is not None:
+            return self.core_group_size
         return self.group_size.get(platform, self.group_size["cpu"])
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 # Recorded floats per recorded step of the full engine: the probe metrics and every class metric per class.
@@ -279,6 +293,7 @@ FULL = RegisteredEngine(
     # advances its whole shard.
     chunk_size={"cpu": 256, "gpu": 100_000, "tpu": 100_000},
     group_size={"cpu": 8, "gpu": None, "tpu": None},
+    core_group_size=None,
     online_summary=False,
     typical_rate={"cpu": 9e4, "gpu": 1e6, "tpu": 1e6},
 )
@@ -286,11 +301,17 @@ FULL = RegisteredEngine(
 
 # -- reduced engine: the exact class-level dynamics, minimal state per regime (cpi_theory.reduced._minimal) -----
 def _reduced_run_config(config: Config) -> Recorded:
-    params = reduced_params(config)
+    # NumPy scalars: jit transfers them in one call (float64 JAX arrays would be one dispatch each).
+    params = ToyParams.from_config(config).map(np.float64)
     regime = regime_of(params)
     # compile_per_steps=False: one compiled program serves every ``steps`` up to the next power of two.
     out = minimal_train(
-        params, steps=config.steps, record_every=config.record_every, regime=regime, compile_per_steps=False
+        params,
+        steps=config.steps,
+        record_every=config.record_every,
+        regime=regime,
+        compile_per_steps=False,
+        unroll=SINGLE_RUN_UNROLL[regime.value_trained],
     )
     records = {k: v for k, v in out.records.items() if k != "state"}
     return dataclasses.replace(out, records=records, final_state=to_general(out.final_state.x, regime))
@@ -347,6 +368,7 @@ REDUCED = RegisteredEngine(
     # spreads each fused step over the cores; groups of 1,024-4,096 runs were 1.3-1.5x slower, measured).
     chunk_size={"cpu": 1 << 18, "gpu": 1 << 22, "tpu": 1 << 22},
     group_size={"cpu": None, "gpu": None, "tpu": None},
+    core_group_size=1024,
     online_summary=True,
     typical_rate={"cpu": 1e7, "gpu": 4e9, "tpu": 4e9},
 )
