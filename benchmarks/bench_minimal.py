@@ -3,14 +3,16 @@
 Run: ``.venv/bin/python benchmarks/bench_minimal.py`` (reduced sizes, a few minutes on a 2-core machine);
 the issue's headline sizes: ``--runs 100000 --steps 3000``. Measures:
 
-(a) lr_v = 0, R runs x S steps over a grid of lr_kq x delta_m x n_non_context_critical around the default:
-    the hand-written vectorized NumPy peer (``benchmarks/numpy_minimal_peer.py``) against JAX in-process,
-    ``jax.jit(jax.vmap(...))`` over chunks of runs, both keeping only start / peak / peak_step / final of
-    M_C: ``minimal_summary`` (online summary) and ``minimal_train(metrics="context_reliance")`` reduced to
-    the summary afterwards. Compilation (ahead of time, one program per chunk shape) is reported apart.
-(b) one run at the default configuration (300 steps, every metric recorded): ``cpi.simulate(engine=...)``
-    and ``minimal_train(reduced_params(Config()), steps=300)``, median of repeated timings after a warm-up,
-    and the first call of ``minimal_train`` in a fresh process (compilation included).
+(a) lr_v = 0, R runs x S steps over a grid of lr_kq x delta_m x n_non_context_critical around the default,
+    every peer keeping only start / peak / peak_step / final of M_C: the hand-written vectorized NumPy peer
+    (``benchmarks/numpy_minimal_peer.py``), the engine through the package's door for many runs
+    (``cpi.simulate_many``, summaries only, warm), the plain JAX loop a user would write
+    (``benchmarks/jax_loop_peer.py``: ``jit(vmap)`` over every run, and advanced in the engine's CPU groups),
+    ``jit(vmap(minimal_train(metrics="context_reliance")))`` over chunks, and the CLI sweep of the same runs
+    (the whole command: start-up, planning, compilation, the file).
+(b) one run at the default configuration (``--single-steps``, default 3000, every metric recorded):
+    ``cpi.simulate(engine=...)`` and ``minimal_train`` alone, median of repeated timings after a warm-up, and
+    the first call of ``minimal_train`` in a fresh process (compilation included).
 (c) lr_v = 0.3 (W_V trained), a batch: ``minimal_train`` against the general reduced engine
     ``cpi.reduced.general_train`` (166 coordinates), both vmapped over the same batch, recording only the last step.
 
@@ -39,6 +41,8 @@ import cpi_theory as cpi
 from cpi_theory.reduced import Regime, minimal_summary, minimal_train, reduced_params
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from jax_loop_peer import run_one as loop_run_one  # noqa: E402
+from jax_loop_peer import summaries as loop_summaries  # noqa: E402
 from numpy_minimal_peer import DEFAULT_BLOCK, peer_inputs, run_numpy  # noqa: E402
 
 FROZEN = Regime(value_trained=False, has_s=False, has_aug=False)
@@ -157,12 +161,53 @@ def bench_batch(args, rows: list) -> None:
     print(f"    NumPy peer:                  {numpy_rate:12.4g} config-steps/s  ({numpy_wall:.2f} s)")
     rows.append(("(a) lr_v=0 batch", "NumPy peer", f"{numpy_rate:.4g}", f"{numpy_wall:.2f} s", "1.00", ""))
 
+    # The engine through the package's door for many runs (chunks, groups and devices as a sweep runs them),
+    # warm: its second call, compilation excluded.
+    timed = {}
+
+    def door():
+        timed["out"] = cpi.simulate_many(params, steps=args.steps, store_every=0).summary
+        return timed["out"]["peak"]
+
+    t0 = time.perf_counter()
+    door()
+    compile_door = time.perf_counter() - t0
+    wall = median_seconds(door, 1)
+    engine_rate = work / wall
+    out = {k: timed["out"][k] for k in ("start", "peak", "peak_step", "final")}
+    check = agreement(out, peer)
+    print(
+        f"    {'engine, simulate_many:':28s} {engine_rate:12.4g} config-steps/s  ({wall:.2f} s; first call "
+        f"{compile_door:.2f} s; JAX/NumPy {engine_rate / numpy_rate:.2f}x; vs NumPy: {check})"
+    )
+    rows.append(("(a) lr_v=0 batch", "engine: simulate_many (summaries)", f"{engine_rate:.4g}", f"{wall:.2f} s",
+                 f"{engine_rate / numpy_rate:.2f}", check))  # fmt: skip
+    # The plain JAX loop a user would write (benchmarks/jax_loop_peer.py): jit(vmap(...)) over every run,
+    # and the same loop advanced in the engine's CPU groups (lax.map), its best case here.
+    loop_inputs = {k: jnp.asarray(v) for k, v in peer_inputs(params).items()}
+    loops = {
+        "hand-written JAX loop, jit(vmap)": jax.jit(lambda p: loop_summaries(p, args.steps)),
+        f"hand-written loop, groups of {args.group}": jax.jit(
+            lambda p: jax.lax.map(lambda q: loop_run_one(q, args.steps), p, batch_size=args.group)
+        ),
+    }
+    for name, fn in loops.items():
+        wall = median_seconds(lambda fn=fn: fn(loop_inputs), 1)
+        rate = work / wall
+        got = fn(loop_inputs)
+        check = agreement(
+            dict(zip(("start", "peak", "peak_step", "final"), map(np.asarray, got), strict=True)), peer
+        )
+        print(
+            f"    {name + ':':28s} {rate:12.4g} config-steps/s  ({wall:.2f} s; engine / loop "
+            f"{engine_rate / rate:.2f}x; vs NumPy: {check})"
+        )
+        rows.append(("(a) lr_v=0 batch", name, f"{rate:.4g}", f"{wall:.2f} s", f"{rate / numpy_rate:.2f}",
+                     f"engine / loop {engine_rate / rate:.2f}x"))  # fmt: skip
+
     size = min(args.chunk, args.runs)
     example = next(chunks(params, size))[0]
-    variants = {
-        "JAX vmap minimal_summary": summary_by_minimal_summary(args.steps),
-        "JAX vmap minimal_train(M_C)": summary_by_minimal_train(args.steps),
-    }
+    variants = {"jit(vmap(minimal_train(M_C)))": summary_by_minimal_train(args.steps)}
     for name, fn in variants.items():
         compiled, compile_s = compile_aot(fn, example)
         out, wall = run_chunked(compiled, params, size)
@@ -250,7 +295,7 @@ print(json.dumps({"import": t1 - t0, "first": t2 - t1, "second": t3 - t2}))
 
 
 def bench_single(args, rows: list) -> None:
-    config = cpi.Config()
+    config = cpi.Config(steps=args.single_steps)
     steps = config.steps
     print(
         f"\n(b) one run at the default configuration, {steps} steps, every metric recorded (median of {args.repeats})"
@@ -259,7 +304,7 @@ def bench_single(args, rows: list) -> None:
     runs = {
         'cpi.simulate(engine="full")': lambda: cpi.simulate(config, engine="full").context_reliance,
         'cpi.simulate(engine="reduced")': lambda: cpi.simulate(config, engine="reduced").context_reliance,
-        "minimal_train(reduced_params(Config()), steps=300)": lambda: minimal_train(params, steps=steps),
+        f"minimal_train(reduced_params(Config()), steps={steps})": lambda: minimal_train(params, steps=steps),
     }
     rates = {}
     for name, run in runs.items():
@@ -268,7 +313,7 @@ def bench_single(args, rows: list) -> None:
     for name, rate in rates.items():
         print(f"    {name:52s} {rate:10.4g} steps/s  (vs full engine {rate / full:.2f}x)")
         rows.append(
-            ("(b) one run, 300 steps", name, f"{rate:.4g}", "", f"{rate / full:.2f}", "ratio vs full")
+            (f"(b) one run, {steps} steps", name, f"{rate:.4g}", "", f"{rate / full:.2f}", "ratio vs full")
         )
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
@@ -304,7 +349,7 @@ def bench_value(args, rows: list) -> None:
     steps = args.value_steps
     work = args.value_runs * steps
     print(f"\n(c) lr_v = 0.3: {args.value_runs} runs x {steps} steps ({shape}), only the last step recorded")
-    batch = {k: jnp.asarray(v) for k, v in params.items()}
+    batch = params.map(jnp.asarray)
 
     def minimal(p):
         out = minimal_train(p, steps=steps, record_every=steps, regime=VALUE)
@@ -347,7 +392,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=1000, help="(a) steps per run (headline: 3000)")
     parser.add_argument("--chunk", type=int, default=4096, help="(a) JAX runs per vmapped chunk")
     parser.add_argument("--block", type=int, default=DEFAULT_BLOCK, help="(a) NumPy peer runs per block")
+    parser.add_argument("--group", type=int, default=4096, help="(a) the loop's runs per lax.map group")
     parser.add_argument("--repeats", type=int, default=9, help="(b) timed repeats (median)")
+    parser.add_argument("--single-steps", type=int, default=3000, help="(b) steps of the one run")
     parser.add_argument("--value-runs", type=int, default=2000, help="(c) runs, a multiple of 20")
     parser.add_argument("--value-steps", type=int, default=300, help="(c) steps per run")
     parser.add_argument("--value-repeats", type=int, default=3, help="(c) timed repeats (median)")

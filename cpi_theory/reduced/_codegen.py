@@ -9,6 +9,7 @@ coefficient tensors) that computes the exact GD update of the moving coordinates
 
     velocity_<regime>(x, p) -> (v, loss):  x_next = x + lr_scale * v  is one GD step at rates lr_kq, lr_v
     probe_<regime>(x, p) -> (M_C, magnitude): the counterfactual probe
+    probe_gap_<regime>(x, p) -> z_c* - z_a*: the probe's logit gap (M_C = sigmoid of it)
 
 The gradient is derived here by sympy, stage by stage (reverse mode written out symbolically): class losses
 -> role logits z (bilinear in attention and W_V) -> attention sigma (softmax Jacobian) -> scores u (linear in
@@ -302,9 +303,12 @@ def _emit_velocity(regime: Regime) -> list[str]:
             y: _float_constants(e.xreplace(sub)).xreplace(prob) for y, e in d["dl_dsigma_expr"][k].items()
         }
         program.comment(f"class {k}: backward to attention and scores")
-        program.assign([(d["dl_dsigma"][k][y], e) for y, e in d_sigma.items()])
         probs.update(prob)
-        program.assign([(d["dl_du"][k][v], e) for v, e in d["dl_du_expr"][k].items()])
+        if regime.value_trained:
+            program.assign([(d["dl_dsigma"][k][y], e) for y, e in d_sigma.items()])
+            program.assign([(d["dl_du"][k][v], e) for v, e in d["dl_du_expr"][k].items()])
+        else:
+            _emit_centered_backward(program, regime, k, d_sigma)
     program.comment("the per-entry gradient of every moving orbit, times -lr")
     velocity = []
     for s in moving:
@@ -325,6 +329,27 @@ def _emit_velocity(regime: Regime) -> list[str]:
     program.raw(f"velocity = ({', '.join(str(v) for v, _ in velocity)},)")
     program.raw(f"return velocity, {loss}")
     return program.lines
+
+
+def _emit_centered_backward(program: _Program, regime: Regime, k: str, d_sigma: dict) -> None:
+    """dL/du through class ``k``'s attention softmax, centered on the relation slot.
+
+    The attention sums to 1, so adding one constant to every dL/dsigma_y changes no dL/du_v =
+    sigma_v (dL/dsigma_v - sum_y sigma_y dL/dsigma_y). Subtracting the relation slot's dL/dsigma before
+    emitting lets sympy cancel what every slot shares (with W_V frozen: the untrained answers' and the
+    relation's logits), instead of computing it and cancelling it in floating point at every step."""
+    m = reduced_model()
+    d = _derivation(regime)
+    sigma = m.attention_sym[k]
+    centered = {y: sp.expand(e - d_sigma["r"]) for y, e in d_sigma.items() if y != "r"}
+    centered = {y: e for y, e in centered.items() if e != 0}
+    program.assign([(d["dl_dsigma"][k][y], e) for y, e in centered.items()])
+    dbar = sp.Symbol(f"dbar_{k}", real=True)
+    program.assign(
+        [(dbar, sum((sigma[y] * d["dl_dsigma"][k][y] for y in centered), sp.Integer(0)))], cse=False
+    )
+    du = {v: sigma[v] * ((d["dl_dsigma"][k][v] if v in centered else 0) - dbar) for v in m.score_sym[k]}
+    program.assign([(d["dl_du"][k][v], e) for v, e in du.items()], cse=False)
 
 
 def _attention_sums_to_one(k: str) -> dict:
@@ -407,6 +432,20 @@ def _emit_probe(regime: Regime) -> list[str]:
     program.raw(
         f"return jax.nn.sigmoid(z_context - z_memory), jnp.abs(z_context) + jnp.abs(z_memory) + {magnitude}"
     )
+    return program.lines
+
+
+def _emit_probe_gap(regime: Regime) -> list[str]:
+    """The probe's logit gap z_c* - z_a* alone (M_C = sigmoid of it, monotone): what an online peak tracks."""
+    m = reduced_model()
+    moving = _moving(regime)
+    sub = _substitution(regime)
+    program = _Program()
+    _preamble(program, regime, moving)
+    _emit_attention(program, "probe", sub)
+    gap = sp.expand(_float_constants((m.probe_logit_expr["c*"] - m.probe_logit_expr["a*"]).xreplace(sub)))
+    program.assign([(sp.Symbol("gap"), gap)])
+    program.raw("return gap")
     return program.lines
 
 
@@ -505,7 +544,8 @@ The exact reduced GD dynamics restricted to the coordinates that move in each re
 - ``GENERAL_INDEX_R``: their positions in the general 166-coordinate state;
 - ``velocity_R(x, p) -> (v, loss)``: ``x + v`` is one exact GD step (rates lr_kq, lr_v), ``loss`` the
   training loss at ``x``; ``x`` and ``v`` are tuples, coordinate i is ``STATE_R[i]``;
-- ``probe_R(x, p) -> (context_reliance, magnitude)`` on the counterfactual probe;
+- ``probe_R(x, p) -> (context_reliance, magnitude)`` on the counterfactual probe; ``probe_gap_R(x, p)``
+  its logit gap z_c* - z_a* alone (M_C is its sigmoid);
 - ``metrics_R(x, p) -> dict``: the probe's role logits, multiplicities, attention and scores, the closed-book
   query [s*, r]'s role logits and attention, and per class its loss, attention on context and subject,
   Lemma 2's margin and its weight in the training loss.
@@ -538,6 +578,8 @@ def generate() -> str:
         parts.append("\n".join(_emit_velocity(regime)) + "\n\n")
         parts.append(f"\ndef probe_{regime.name}(x, p):\n")
         parts.append("\n".join(_emit_probe(regime)) + "\n")
+        parts.append(f"\n\ndef probe_gap_{regime.name}(x, p):\n")
+        parts.append("\n".join(_emit_probe_gap(regime)) + "\n")
         parts.append(f"\n\ndef metrics_{regime.name}(x, p):\n")
         parts.append("\n".join(_emit_metrics(regime)) + "\n")
     return "".join(parts)

@@ -7,7 +7,8 @@ The exact reduced GD dynamics restricted to the coordinates that move in each re
 - ``GENERAL_INDEX_R``: their positions in the general 166-coordinate state;
 - ``velocity_R(x, p) -> (v, loss)``: ``x + v`` is one exact GD step (rates lr_kq, lr_v), ``loss`` the
   training loss at ``x``; ``x`` and ``v`` are tuples, coordinate i is ``STATE_R[i]``;
-- ``probe_R(x, p) -> (context_reliance, magnitude)`` on the counterfactual probe;
+- ``probe_R(x, p) -> (context_reliance, magnitude)`` on the counterfactual probe; ``probe_gap_R(x, p)``
+  its logit gap z_c* - z_a* alone (M_C is its sigmoid);
 - ``metrics_R(x, p) -> dict``: the probe's role logits, multiplicities, attention and scores, the closed-book
   query [s*, r]'s role logits and attention, and per class its loss, attention on context and subject,
   Lemma 2's margin and its weight in the training loss.
@@ -107,31 +108,23 @@ def velocity_frozen(x, p):
     P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     # class C: backward to attention and scores
-    t4 = P_C_same_c - 1
-    t5 = P_C_other_C_c * o_c
-    t6 = P_C_r * o_r + n_CS * t5 + t5 * (n_C - 1) - t5 * (-K_A + n_C + n_CS)
-    t7 = o_c * t4 + t6
-    dsigma_C_c = lambda_C * t4 + t6
-    dsigma_C_s = t7
-    dsigma_C_r = t7
-    t8 = dsigma_C_r * sigma_C_r
-    t9 = dsigma_C_s * sigma_C_s
-    t10 = dsigma_C_c * sigma_C_c
-    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t8 - t9)
-    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t10 - t8)
-    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t10 - t9)
+    dsigma_C_c = P_C_same_c * lambda_C - P_C_same_c * o_c - lambda_C + o_c
+    dbar_C = dsigma_C_c * sigma_C_c
+    du_C_c = sigma_C_c * (-dbar_C + dsigma_C_c)
+    du_C_s = -dbar_C * sigma_C_s
+    du_C_r = -dbar_C * sigma_C_r
     # class CS: scores, attention, role logits, loss and its logit gradient
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t11 = jnp.exp(-ashift_CS + u_CS_c)
-    t12 = jnp.exp(-ashift_CS + u_CS_r)
-    t13 = jnp.exp(-ashift_CS + u_CS_s)
-    t14 = 1.0 / (t11 + t12 + t13)
-    sigma_CS_c = t11 * t14
-    sigma_CS_s = t13 * t14
-    sigma_CS_r = t12 * t14
+    t4 = jnp.exp(-ashift_CS + u_CS_c)
+    t5 = jnp.exp(-ashift_CS + u_CS_r)
+    t6 = jnp.exp(-ashift_CS + u_CS_s)
+    t7 = 1.0 / (t4 + t5 + t6)
+    sigma_CS_c = t4 * t7
+    sigma_CS_s = t6 * t7
+    sigma_CS_r = t5 * t7
     z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s - o_c * sigma_CS_c - o_c * sigma_CS_s + o_c
     z_CS_same_s = 0
     z_CS_other_C_c = o_c
@@ -162,32 +155,27 @@ def velocity_frozen(x, p):
     P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     # class CS: backward to attention and scores
-    t15 = P_CS_same_c - 1
-    t16 = P_CS_other_C_c * o_c
-    t17 = P_CS_r * o_r + n_C * t16 + t16 * (n_CS - 1) - t16 * (-K_A + n_C + n_CS)
-    dsigma_CS_c = lambda_C * t15 + t17
-    dsigma_CS_s = lambda_M * t15 + t17
-    dsigma_CS_r = o_c * t15 + t17
-    t18 = dsigma_CS_r * sigma_CS_r
-    t19 = dsigma_CS_s * sigma_CS_s
-    t20 = dsigma_CS_c * sigma_CS_c
-    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t18 - t19)
-    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t18 - t20)
-    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t19 - t20)
+    t8 = -P_CS_same_c * o_c + o_c
+    dsigma_CS_c = P_CS_same_c * lambda_C - lambda_C + t8
+    dsigma_CS_s = P_CS_same_c * lambda_M - lambda_M + t8
+    dbar_CS = dsigma_CS_c * sigma_CS_c + dsigma_CS_s * sigma_CS_s
+    du_CS_c = sigma_CS_c * (-dbar_CS + dsigma_CS_c)
+    du_CS_s = sigma_CS_s * (-dbar_CS + dsigma_CS_s)
+    du_CS_r = -dbar_CS * sigma_CS_r
     # the per-entry gradient of every moving orbit, times -lr
     lr_kq = p["lr_kq"]
-    t21 = lr_kq / (n_C + n_CS)
-    t22 = (1 / 2) * SQRT2 * t21
-    v_kappa_C_c = -du_C_c * t22
-    v_kappa_C_s = -du_C_s * t22
-    v_kappa_CS_c = -du_CS_c * t22
-    v_kappa_CS_s = -du_CS_s * t22
-    v_kappa_thS = -t22 * (du_CS_s * n_CS + du_C_s * n_C)
-    v_kappa_thC = -t22 * (du_CS_c * n_CS + du_C_c * n_C)
-    v_kappa_er = -t21 * (du_CS_r * n_CS + du_C_r * n_C)
-    t23 = 1.0 / (n_C + n_CS)
-    weight_C = n_C * t23
-    weight_CS = n_CS * t23
+    t9 = lr_kq / (n_C + n_CS)
+    t10 = (1 / 2) * SQRT2 * t9
+    v_kappa_C_c = -du_C_c * t10
+    v_kappa_C_s = -du_C_s * t10
+    v_kappa_CS_c = -du_CS_c * t10
+    v_kappa_CS_s = -du_CS_s * t10
+    v_kappa_thS = -t10 * (du_CS_s * n_CS + du_C_s * n_C)
+    v_kappa_thC = -t10 * (du_CS_c * n_CS + du_C_c * n_C)
+    v_kappa_er = -t9 * (du_CS_r * n_CS + du_C_r * n_C)
+    t11 = 1.0 / (n_C + n_CS)
+    weight_C = n_C * t11
+    weight_CS = n_CS * t11
     velocity = (
         v_kappa_C_c,
         v_kappa_C_s,
@@ -241,6 +229,42 @@ def probe_frozen(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def probe_gap_frozen(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+    ) = x
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t0 = jnp.exp(-ashift_probe + u_probe_c)
+    t1 = jnp.exp(-ashift_probe + u_probe_r)
+    t2 = jnp.exp(-ashift_probe + u_probe_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_probe_c = t0 * t3
+    sigma_probe_s = t2 * t3
+    sigma_probe_r = t1 * t3
+    gap = lambda_C * sigma_probe_c - lambda_M * sigma_probe_s - o_c * sigma_probe_c + o_c * sigma_probe_s
+    return gap
 
 
 def metrics_frozen(x, p):
@@ -542,32 +566,23 @@ def velocity_frozen_AUG(x, p):
     P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     # class C: backward to attention and scores
-    t4 = P_C_same_c - 1
-    t5 = P_C_other_C_c * o_c
-    t6 = 2 * n_AUG
-    t7 = P_C_r * o_r + n_CS * t5 + t5 * t6 + t5 * (n_C - 1) - t5 * (-K_A + n_C + n_CS + t6)
-    t8 = o_c * t4 + t7
-    dsigma_C_c = lambda_C * t4 + t7
-    dsigma_C_s = t8
-    dsigma_C_r = t8
-    t9 = dsigma_C_r * sigma_C_r
-    t10 = dsigma_C_s * sigma_C_s
-    t11 = dsigma_C_c * sigma_C_c
-    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t10 - t9)
-    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t11 - t9)
-    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t10 - t11)
+    dsigma_C_c = P_C_same_c * lambda_C - P_C_same_c * o_c - lambda_C + o_c
+    dbar_C = dsigma_C_c * sigma_C_c
+    du_C_c = sigma_C_c * (-dbar_C + dsigma_C_c)
+    du_C_s = -dbar_C * sigma_C_s
+    du_C_r = -dbar_C * sigma_C_r
     # class CS: scores, attention, role logits, loss and its logit gradient
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t12 = jnp.exp(-ashift_CS + u_CS_c)
-    t13 = jnp.exp(-ashift_CS + u_CS_r)
-    t14 = jnp.exp(-ashift_CS + u_CS_s)
-    t15 = 1.0 / (t12 + t13 + t14)
-    sigma_CS_c = t12 * t15
-    sigma_CS_s = t14 * t15
-    sigma_CS_r = t13 * t15
+    t4 = jnp.exp(-ashift_CS + u_CS_c)
+    t5 = jnp.exp(-ashift_CS + u_CS_r)
+    t6 = jnp.exp(-ashift_CS + u_CS_s)
+    t7 = 1.0 / (t4 + t5 + t6)
+    sigma_CS_c = t4 * t7
+    sigma_CS_s = t6 * t7
+    sigma_CS_r = t5 * t7
     z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s - o_c * sigma_CS_c - o_c * sigma_CS_s + o_c
     z_CS_same_s = 0
     z_CS_other_C_c = o_c
@@ -598,31 +613,25 @@ def velocity_frozen_AUG(x, p):
     P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     # class CS: backward to attention and scores
-    t16 = P_CS_same_c - 1
-    t17 = P_CS_other_C_c * o_c
-    t18 = 2 * n_AUG
-    t19 = P_CS_r * o_r + n_C * t17 + t17 * t18 + t17 * (n_CS - 1) - t17 * (-K_A + n_C + n_CS + t18)
-    dsigma_CS_c = lambda_C * t16 + t19
-    dsigma_CS_s = lambda_M * t16 + t19
-    dsigma_CS_r = o_c * t16 + t19
-    t20 = dsigma_CS_r * sigma_CS_r
-    t21 = dsigma_CS_s * sigma_CS_s
-    t22 = dsigma_CS_c * sigma_CS_c
-    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t20 - t21)
-    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t20 - t22)
-    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t21 - t22)
+    t8 = -P_CS_same_c * o_c + o_c
+    dsigma_CS_c = P_CS_same_c * lambda_C - lambda_C + t8
+    dsigma_CS_s = P_CS_same_c * lambda_M - lambda_M + t8
+    dbar_CS = dsigma_CS_c * sigma_CS_c + dsigma_CS_s * sigma_CS_s
+    du_CS_c = sigma_CS_c * (-dbar_CS + dsigma_CS_c)
+    du_CS_s = sigma_CS_s * (-dbar_CS + dsigma_CS_s)
+    du_CS_r = -dbar_CS * sigma_CS_r
     # class AUG: scores, attention, role logits, loss and its logit gradient
     u_AUG_c = (1 / 2) * SQRT2 * (kappa_AUG_c + kappa_thC)
     u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
     u_AUG_r = kappa_er
     ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
-    t23 = jnp.exp(-ashift_AUG + u_AUG_c)
-    t24 = jnp.exp(-ashift_AUG + u_AUG_r)
-    t25 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t26 = 1.0 / (t23 + t24 + t25)
-    sigma_AUG_c = t23 * t26
-    sigma_AUG_s = t25 * t26
-    sigma_AUG_r = t24 * t26
+    t9 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t10 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t11 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t12 = 1.0 / (t10 + t11 + t9)
+    sigma_AUG_c = t12 * t9
+    sigma_AUG_s = t11 * t12
+    sigma_AUG_r = t10 * t12
     z_AUG_same_c = lambda_C * sigma_AUG_c - o_c * sigma_AUG_c + o_c
     z_AUG_same_s = 0
     z_AUG_same_m = lambda_M * sigma_AUG_s - o_c * sigma_AUG_s + o_c
@@ -653,39 +662,29 @@ def velocity_frozen_AUG(x, p):
     P_AUG_other_C_c = E_AUG_other_C_c / Z_AUG
     P_AUG_r = E_AUG_r / Z_AUG
     # class AUG: backward to attention and scores
-    t27 = P_AUG_same_c - 1
-    t28 = P_AUG_other_C_c * o_c
-    t29 = (
-        P_AUG_r * o_r + n_C * t28 + n_CS * t28 + 2 * t28 * (n_AUG - 1) - t28 * (-K_A + 2 * n_AUG + n_C + n_CS)
-    )
-    t30 = P_AUG_same_m * o_c + t29
-    t31 = o_c * t27
-    dsigma_AUG_c = lambda_C * t27 + t30
-    dsigma_AUG_s = P_AUG_same_m * lambda_M + t29 + t31
-    dsigma_AUG_r = t30 + t31
-    t32 = dsigma_AUG_r * sigma_AUG_r
-    t33 = dsigma_AUG_s * sigma_AUG_s
-    t34 = dsigma_AUG_c * sigma_AUG_c
-    du_AUG_c = sigma_AUG_c * (dsigma_AUG_c * (sigma_AUG_r + sigma_AUG_s) - t32 - t33)
-    du_AUG_s = sigma_AUG_s * (dsigma_AUG_s * (sigma_AUG_c + sigma_AUG_r) - t32 - t34)
-    du_AUG_r = sigma_AUG_r * (dsigma_AUG_r * (sigma_AUG_c + sigma_AUG_s) - t33 - t34)
+    dsigma_AUG_c = P_AUG_same_c * lambda_C - P_AUG_same_c * o_c - lambda_C + o_c
+    dsigma_AUG_s = P_AUG_same_m * (lambda_M - o_c)
+    dbar_AUG = dsigma_AUG_c * sigma_AUG_c + dsigma_AUG_s * sigma_AUG_s
+    du_AUG_c = sigma_AUG_c * (-dbar_AUG + dsigma_AUG_c)
+    du_AUG_s = sigma_AUG_s * (-dbar_AUG + dsigma_AUG_s)
+    du_AUG_r = -dbar_AUG * sigma_AUG_r
     # the per-entry gradient of every moving orbit, times -lr
     lr_kq = p["lr_kq"]
-    t35 = lr_kq / (n_AUG + n_C + n_CS)
-    t36 = (1 / 2) * SQRT2 * t35
-    v_kappa_C_c = -du_C_c * t36
-    v_kappa_C_s = -du_C_s * t36
-    v_kappa_CS_c = -du_CS_c * t36
-    v_kappa_CS_s = -du_CS_s * t36
-    v_kappa_AUG_c = -du_AUG_c * t36
-    v_kappa_AUG_s = -du_AUG_s * t36
-    v_kappa_thS = -t36 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C)
-    v_kappa_thC = -t36 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
-    v_kappa_er = -t35 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C)
-    t37 = 1.0 / (n_AUG + n_C + n_CS)
-    weight_C = n_C * t37
-    weight_CS = n_CS * t37
-    weight_AUG = n_AUG * t37
+    t13 = lr_kq / (n_AUG + n_C + n_CS)
+    t14 = (1 / 2) * SQRT2 * t13
+    v_kappa_C_c = -du_C_c * t14
+    v_kappa_C_s = -du_C_s * t14
+    v_kappa_CS_c = -du_CS_c * t14
+    v_kappa_CS_s = -du_CS_s * t14
+    v_kappa_AUG_c = -du_AUG_c * t14
+    v_kappa_AUG_s = -du_AUG_s * t14
+    v_kappa_thS = -t14 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C)
+    v_kappa_thC = -t14 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
+    v_kappa_er = -t13 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C)
+    t15 = 1.0 / (n_AUG + n_C + n_CS)
+    weight_C = n_C * t15
+    weight_CS = n_CS * t15
+    weight_AUG = n_AUG * t15
     velocity = (
         v_kappa_C_c,
         v_kappa_C_s,
@@ -744,6 +743,45 @@ def probe_frozen_AUG(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def probe_gap_frozen_AUG(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    n_AUG = p["n_AUG"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_AUG_c,
+        kappa_AUG_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+    ) = x
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t0 = jnp.exp(-ashift_probe + u_probe_c)
+    t1 = jnp.exp(-ashift_probe + u_probe_r)
+    t2 = jnp.exp(-ashift_probe + u_probe_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_probe_c = t0 * t3
+    sigma_probe_s = t2 * t3
+    sigma_probe_r = t1 * t3
+    gap = lambda_C * sigma_probe_c - lambda_M * sigma_probe_s - o_c * sigma_probe_c + o_c * sigma_probe_s
+    return gap
 
 
 def metrics_frozen_AUG(x, p):
@@ -1107,31 +1145,23 @@ def velocity_frozen_S(x, p):
     P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     # class C: backward to attention and scores
-    t4 = P_C_same_c - 1
-    t5 = P_C_other_C_c * o_c
-    t6 = P_C_r * o_r + n_CS * t5 + n_S * t5 + t5 * (n_C - 1) - t5 * (-K_A + n_C + n_CS + n_S)
-    t7 = o_c * t4 + t6
-    dsigma_C_c = lambda_C * t4 + t6
-    dsigma_C_s = t7
-    dsigma_C_r = t7
-    t8 = dsigma_C_r * sigma_C_r
-    t9 = dsigma_C_s * sigma_C_s
-    t10 = dsigma_C_c * sigma_C_c
-    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t8 - t9)
-    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t10 - t8)
-    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t10 - t9)
+    dsigma_C_c = P_C_same_c * lambda_C - P_C_same_c * o_c - lambda_C + o_c
+    dbar_C = dsigma_C_c * sigma_C_c
+    du_C_c = sigma_C_c * (-dbar_C + dsigma_C_c)
+    du_C_s = -dbar_C * sigma_C_s
+    du_C_r = -dbar_C * sigma_C_r
     # class CS: scores, attention, role logits, loss and its logit gradient
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t11 = jnp.exp(-ashift_CS + u_CS_c)
-    t12 = jnp.exp(-ashift_CS + u_CS_r)
-    t13 = jnp.exp(-ashift_CS + u_CS_s)
-    t14 = 1.0 / (t11 + t12 + t13)
-    sigma_CS_c = t11 * t14
-    sigma_CS_s = t13 * t14
-    sigma_CS_r = t12 * t14
+    t4 = jnp.exp(-ashift_CS + u_CS_c)
+    t5 = jnp.exp(-ashift_CS + u_CS_r)
+    t6 = jnp.exp(-ashift_CS + u_CS_s)
+    t7 = 1.0 / (t4 + t5 + t6)
+    sigma_CS_c = t4 * t7
+    sigma_CS_s = t6 * t7
+    sigma_CS_r = t5 * t7
     z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s - o_c * sigma_CS_c - o_c * sigma_CS_s + o_c
     z_CS_same_s = 0
     z_CS_other_C_c = o_c
@@ -1162,27 +1192,22 @@ def velocity_frozen_S(x, p):
     P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     # class CS: backward to attention and scores
-    t15 = P_CS_same_c - 1
-    t16 = P_CS_other_C_c * o_c
-    t17 = P_CS_r * o_r + n_C * t16 + n_S * t16 + t16 * (n_CS - 1) - t16 * (-K_A + n_C + n_CS + n_S)
-    dsigma_CS_c = lambda_C * t15 + t17
-    dsigma_CS_s = lambda_M * t15 + t17
-    dsigma_CS_r = o_c * t15 + t17
-    t18 = dsigma_CS_r * sigma_CS_r
-    t19 = dsigma_CS_s * sigma_CS_s
-    t20 = dsigma_CS_c * sigma_CS_c
-    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t18 - t19)
-    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t18 - t20)
-    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t19 - t20)
+    t8 = -P_CS_same_c * o_c + o_c
+    dsigma_CS_c = P_CS_same_c * lambda_C - lambda_C + t8
+    dsigma_CS_s = P_CS_same_c * lambda_M - lambda_M + t8
+    dbar_CS = dsigma_CS_c * sigma_CS_c + dsigma_CS_s * sigma_CS_s
+    du_CS_c = sigma_CS_c * (-dbar_CS + dsigma_CS_c)
+    du_CS_s = sigma_CS_s * (-dbar_CS + dsigma_CS_s)
+    du_CS_r = -dbar_CS * sigma_CS_r
     # class S: scores, attention, role logits, loss and its logit gradient
     u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
     u_S_r = kappa_er
     ashift_S = jnp.maximum(u_S_s, u_S_r)
-    t21 = jnp.exp(-ashift_S + u_S_s)
-    t22 = jnp.exp(-ashift_S + u_S_r)
-    t23 = 1.0 / (t21 + t22)
-    sigma_S_s = t21 * t23
-    sigma_S_r = t22 * t23
+    t9 = jnp.exp(-ashift_S + u_S_s)
+    t10 = jnp.exp(-ashift_S + u_S_r)
+    t11 = 1.0 / (t10 + t9)
+    sigma_S_s = t11 * t9
+    sigma_S_r = t10 * t11
     z_S_same_s = 0
     z_S_same_a = lambda_M * sigma_S_s - o_c * sigma_S_s + o_c
     z_S_other_C_c = o_c
@@ -1208,31 +1233,26 @@ def velocity_frozen_S(x, p):
     P_S_other_C_c = E_S_other_C_c / Z_S
     P_S_r = E_S_r / Z_S
     # class S: backward to attention and scores
-    t24 = P_S_same_a - 1
-    t25 = P_S_other_C_c * o_c
-    t26 = P_S_r * o_r + n_C * t25 + n_CS * t25 + t25 * (n_S - 1) - t25 * (-K_A + n_C + n_CS + n_S)
-    dsigma_S_s = lambda_M * t24 + t26
-    dsigma_S_r = o_c * t24 + t26
-    t27 = dsigma_S_r - dsigma_S_s
-    t28 = sigma_S_r * sigma_S_s
-    du_S_s = -t27 * t28
-    du_S_r = t27 * t28
+    dsigma_S_s = P_S_same_a * lambda_M - P_S_same_a * o_c - lambda_M + o_c
+    dbar_S = dsigma_S_s * sigma_S_s
+    du_S_s = sigma_S_s * (-dbar_S + dsigma_S_s)
+    du_S_r = -dbar_S * sigma_S_r
     # the per-entry gradient of every moving orbit, times -lr
     lr_kq = p["lr_kq"]
-    t29 = lr_kq / (n_C + n_CS + n_S)
-    t30 = (1 / 2) * SQRT2 * t29
-    v_kappa_C_c = -du_C_c * t30
-    v_kappa_C_s = -du_C_s * t30
-    v_kappa_CS_c = -du_CS_c * t30
-    v_kappa_CS_s = -du_CS_s * t30
-    v_kappa_S_s = -du_S_s * t30
-    v_kappa_thS = -t30 * (du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
-    v_kappa_thC = -t30 * (du_CS_c * n_CS + du_C_c * n_C)
-    v_kappa_er = -t29 * (du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
-    t31 = 1.0 / (n_C + n_CS + n_S)
-    weight_C = n_C * t31
-    weight_CS = n_CS * t31
-    weight_S = n_S * t31
+    t12 = lr_kq / (n_C + n_CS + n_S)
+    t13 = (1 / 2) * SQRT2 * t12
+    v_kappa_C_c = -du_C_c * t13
+    v_kappa_C_s = -du_C_s * t13
+    v_kappa_CS_c = -du_CS_c * t13
+    v_kappa_CS_s = -du_CS_s * t13
+    v_kappa_S_s = -du_S_s * t13
+    v_kappa_thS = -t13 * (du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
+    v_kappa_thC = -t13 * (du_CS_c * n_CS + du_C_c * n_C)
+    v_kappa_er = -t12 * (du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
+    t14 = 1.0 / (n_C + n_CS + n_S)
+    weight_C = n_C * t14
+    weight_CS = n_CS * t14
+    weight_S = n_S * t14
     velocity = (
         v_kappa_C_c,
         v_kappa_C_s,
@@ -1289,6 +1309,44 @@ def probe_frozen_S(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def probe_gap_frozen_S(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    n_S = p["n_S"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_S_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+    ) = x
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t0 = jnp.exp(-ashift_probe + u_probe_c)
+    t1 = jnp.exp(-ashift_probe + u_probe_r)
+    t2 = jnp.exp(-ashift_probe + u_probe_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_probe_c = t0 * t3
+    sigma_probe_s = t2 * t3
+    sigma_probe_r = t1 * t3
+    gap = lambda_C * sigma_probe_c - lambda_M * sigma_probe_s - o_c * sigma_probe_c + o_c * sigma_probe_s
+    return gap
 
 
 def metrics_frozen_S(x, p):
@@ -1642,32 +1700,23 @@ def velocity_frozen_S_AUG(x, p):
     P_C_other_C_c = jnp.where(n_C != 0, P_C_other_C_c, 0.0)
     P_C_r = jnp.where(n_C != 0, P_C_r, 0.0)
     # class C: backward to attention and scores
-    t4 = P_C_same_c - 1
-    t5 = P_C_other_C_c * o_c
-    t6 = 2 * n_AUG
-    t7 = P_C_r * o_r + n_CS * t5 + n_S * t5 + t5 * t6 + t5 * (n_C - 1) - t5 * (-K_A + n_C + n_CS + n_S + t6)
-    t8 = o_c * t4 + t7
-    dsigma_C_c = lambda_C * t4 + t7
-    dsigma_C_s = t8
-    dsigma_C_r = t8
-    t9 = dsigma_C_r * sigma_C_r
-    t10 = dsigma_C_s * sigma_C_s
-    t11 = dsigma_C_c * sigma_C_c
-    du_C_c = sigma_C_c * (dsigma_C_c * (sigma_C_r + sigma_C_s) - t10 - t9)
-    du_C_s = sigma_C_s * (dsigma_C_s * (sigma_C_c + sigma_C_r) - t11 - t9)
-    du_C_r = sigma_C_r * (dsigma_C_r * (sigma_C_c + sigma_C_s) - t10 - t11)
+    dsigma_C_c = P_C_same_c * lambda_C - P_C_same_c * o_c - lambda_C + o_c
+    dbar_C = dsigma_C_c * sigma_C_c
+    du_C_c = sigma_C_c * (-dbar_C + dsigma_C_c)
+    du_C_s = -dbar_C * sigma_C_s
+    du_C_r = -dbar_C * sigma_C_r
     # class CS: scores, attention, role logits, loss and its logit gradient
     u_CS_c = (1 / 2) * SQRT2 * (kappa_CS_c + kappa_thC)
     u_CS_s = (1 / 2) * SQRT2 * (kappa_CS_s + kappa_thS)
     u_CS_r = kappa_er
     ashift_CS = jnp.maximum(jnp.maximum(u_CS_c, u_CS_s), u_CS_r)
-    t12 = jnp.exp(-ashift_CS + u_CS_c)
-    t13 = jnp.exp(-ashift_CS + u_CS_r)
-    t14 = jnp.exp(-ashift_CS + u_CS_s)
-    t15 = 1.0 / (t12 + t13 + t14)
-    sigma_CS_c = t12 * t15
-    sigma_CS_s = t14 * t15
-    sigma_CS_r = t13 * t15
+    t4 = jnp.exp(-ashift_CS + u_CS_c)
+    t5 = jnp.exp(-ashift_CS + u_CS_r)
+    t6 = jnp.exp(-ashift_CS + u_CS_s)
+    t7 = 1.0 / (t4 + t5 + t6)
+    sigma_CS_c = t4 * t7
+    sigma_CS_s = t6 * t7
+    sigma_CS_r = t5 * t7
     z_CS_same_c = lambda_C * sigma_CS_c + lambda_M * sigma_CS_s - o_c * sigma_CS_c - o_c * sigma_CS_s + o_c
     z_CS_same_s = 0
     z_CS_other_C_c = o_c
@@ -1698,35 +1747,22 @@ def velocity_frozen_S_AUG(x, p):
     P_CS_other_C_c = jnp.where(n_CS != 0, P_CS_other_C_c, 0.0)
     P_CS_r = jnp.where(n_CS != 0, P_CS_r, 0.0)
     # class CS: backward to attention and scores
-    t16 = P_CS_same_c - 1
-    t17 = P_CS_other_C_c * o_c
-    t18 = 2 * n_AUG
-    t19 = (
-        P_CS_r * o_r
-        + n_C * t17
-        + n_S * t17
-        + t17 * t18
-        + t17 * (n_CS - 1)
-        - t17 * (-K_A + n_C + n_CS + n_S + t18)
-    )
-    dsigma_CS_c = lambda_C * t16 + t19
-    dsigma_CS_s = lambda_M * t16 + t19
-    dsigma_CS_r = o_c * t16 + t19
-    t20 = dsigma_CS_r * sigma_CS_r
-    t21 = dsigma_CS_s * sigma_CS_s
-    t22 = dsigma_CS_c * sigma_CS_c
-    du_CS_c = sigma_CS_c * (dsigma_CS_c * (sigma_CS_r + sigma_CS_s) - t20 - t21)
-    du_CS_s = sigma_CS_s * (dsigma_CS_s * (sigma_CS_c + sigma_CS_r) - t20 - t22)
-    du_CS_r = sigma_CS_r * (dsigma_CS_r * (sigma_CS_c + sigma_CS_s) - t21 - t22)
+    t8 = -P_CS_same_c * o_c + o_c
+    dsigma_CS_c = P_CS_same_c * lambda_C - lambda_C + t8
+    dsigma_CS_s = P_CS_same_c * lambda_M - lambda_M + t8
+    dbar_CS = dsigma_CS_c * sigma_CS_c + dsigma_CS_s * sigma_CS_s
+    du_CS_c = sigma_CS_c * (-dbar_CS + dsigma_CS_c)
+    du_CS_s = sigma_CS_s * (-dbar_CS + dsigma_CS_s)
+    du_CS_r = -dbar_CS * sigma_CS_r
     # class S: scores, attention, role logits, loss and its logit gradient
     u_S_s = (1 / 2) * SQRT2 * (kappa_S_s + kappa_thS)
     u_S_r = kappa_er
     ashift_S = jnp.maximum(u_S_s, u_S_r)
-    t23 = jnp.exp(-ashift_S + u_S_s)
-    t24 = jnp.exp(-ashift_S + u_S_r)
-    t25 = 1.0 / (t23 + t24)
-    sigma_S_s = t23 * t25
-    sigma_S_r = t24 * t25
+    t9 = jnp.exp(-ashift_S + u_S_s)
+    t10 = jnp.exp(-ashift_S + u_S_r)
+    t11 = 1.0 / (t10 + t9)
+    sigma_S_s = t11 * t9
+    sigma_S_r = t10 * t11
     z_S_same_s = 0
     z_S_same_a = lambda_M * sigma_S_s - o_c * sigma_S_s + o_c
     z_S_other_C_c = o_c
@@ -1752,35 +1788,22 @@ def velocity_frozen_S_AUG(x, p):
     P_S_other_C_c = E_S_other_C_c / Z_S
     P_S_r = E_S_r / Z_S
     # class S: backward to attention and scores
-    t26 = P_S_same_a - 1
-    t27 = P_S_other_C_c * o_c
-    t28 = 2 * n_AUG
-    t29 = (
-        P_S_r * o_r
-        + n_C * t27
-        + n_CS * t27
-        + t27 * t28
-        + t27 * (n_S - 1)
-        - t27 * (-K_A + n_C + n_CS + n_S + t28)
-    )
-    dsigma_S_s = lambda_M * t26 + t29
-    dsigma_S_r = o_c * t26 + t29
-    t30 = dsigma_S_r - dsigma_S_s
-    t31 = sigma_S_r * sigma_S_s
-    du_S_s = -t30 * t31
-    du_S_r = t30 * t31
+    dsigma_S_s = P_S_same_a * lambda_M - P_S_same_a * o_c - lambda_M + o_c
+    dbar_S = dsigma_S_s * sigma_S_s
+    du_S_s = sigma_S_s * (-dbar_S + dsigma_S_s)
+    du_S_r = -dbar_S * sigma_S_r
     # class AUG: scores, attention, role logits, loss and its logit gradient
     u_AUG_c = (1 / 2) * SQRT2 * (kappa_AUG_c + kappa_thC)
     u_AUG_s = (1 / 2) * SQRT2 * (kappa_AUG_s + kappa_thS)
     u_AUG_r = kappa_er
     ashift_AUG = jnp.maximum(jnp.maximum(u_AUG_c, u_AUG_s), u_AUG_r)
-    t32 = jnp.exp(-ashift_AUG + u_AUG_c)
-    t33 = jnp.exp(-ashift_AUG + u_AUG_r)
-    t34 = jnp.exp(-ashift_AUG + u_AUG_s)
-    t35 = 1.0 / (t32 + t33 + t34)
-    sigma_AUG_c = t32 * t35
-    sigma_AUG_s = t34 * t35
-    sigma_AUG_r = t33 * t35
+    t12 = jnp.exp(-ashift_AUG + u_AUG_c)
+    t13 = jnp.exp(-ashift_AUG + u_AUG_r)
+    t14 = jnp.exp(-ashift_AUG + u_AUG_s)
+    t15 = 1.0 / (t12 + t13 + t14)
+    sigma_AUG_c = t12 * t15
+    sigma_AUG_s = t14 * t15
+    sigma_AUG_r = t13 * t15
     z_AUG_same_c = lambda_C * sigma_AUG_c - o_c * sigma_AUG_c + o_c
     z_AUG_same_s = 0
     z_AUG_same_m = lambda_M * sigma_AUG_s - o_c * sigma_AUG_s + o_c
@@ -1811,46 +1834,31 @@ def velocity_frozen_S_AUG(x, p):
     P_AUG_other_C_c = E_AUG_other_C_c / Z_AUG
     P_AUG_r = E_AUG_r / Z_AUG
     # class AUG: backward to attention and scores
-    t36 = P_AUG_same_c - 1
-    t37 = P_AUG_other_C_c * o_c
-    t38 = (
-        P_AUG_r * o_r
-        + n_C * t37
-        + n_CS * t37
-        + n_S * t37
-        + 2 * t37 * (n_AUG - 1)
-        - t37 * (-K_A + 2 * n_AUG + n_C + n_CS + n_S)
-    )
-    t39 = P_AUG_same_m * o_c + t38
-    t40 = o_c * t36
-    dsigma_AUG_c = lambda_C * t36 + t39
-    dsigma_AUG_s = P_AUG_same_m * lambda_M + t38 + t40
-    dsigma_AUG_r = t39 + t40
-    t41 = dsigma_AUG_r * sigma_AUG_r
-    t42 = dsigma_AUG_s * sigma_AUG_s
-    t43 = dsigma_AUG_c * sigma_AUG_c
-    du_AUG_c = sigma_AUG_c * (dsigma_AUG_c * (sigma_AUG_r + sigma_AUG_s) - t41 - t42)
-    du_AUG_s = sigma_AUG_s * (dsigma_AUG_s * (sigma_AUG_c + sigma_AUG_r) - t41 - t43)
-    du_AUG_r = sigma_AUG_r * (dsigma_AUG_r * (sigma_AUG_c + sigma_AUG_s) - t42 - t43)
+    dsigma_AUG_c = P_AUG_same_c * lambda_C - P_AUG_same_c * o_c - lambda_C + o_c
+    dsigma_AUG_s = P_AUG_same_m * (lambda_M - o_c)
+    dbar_AUG = dsigma_AUG_c * sigma_AUG_c + dsigma_AUG_s * sigma_AUG_s
+    du_AUG_c = sigma_AUG_c * (-dbar_AUG + dsigma_AUG_c)
+    du_AUG_s = sigma_AUG_s * (-dbar_AUG + dsigma_AUG_s)
+    du_AUG_r = -dbar_AUG * sigma_AUG_r
     # the per-entry gradient of every moving orbit, times -lr
     lr_kq = p["lr_kq"]
-    t44 = lr_kq / (n_AUG + n_C + n_CS + n_S)
-    t45 = (1 / 2) * SQRT2 * t44
-    v_kappa_C_c = -du_C_c * t45
-    v_kappa_C_s = -du_C_s * t45
-    v_kappa_CS_c = -du_CS_c * t45
-    v_kappa_CS_s = -du_CS_s * t45
-    v_kappa_S_s = -du_S_s * t45
-    v_kappa_AUG_c = -du_AUG_c * t45
-    v_kappa_AUG_s = -du_AUG_s * t45
-    v_kappa_thS = -t45 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
-    v_kappa_thC = -t45 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
-    v_kappa_er = -t44 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
-    t46 = 1.0 / (n_AUG + n_C + n_CS + n_S)
-    weight_C = n_C * t46
-    weight_CS = n_CS * t46
-    weight_S = n_S * t46
-    weight_AUG = n_AUG * t46
+    t16 = lr_kq / (n_AUG + n_C + n_CS + n_S)
+    t17 = (1 / 2) * SQRT2 * t16
+    v_kappa_C_c = -du_C_c * t17
+    v_kappa_C_s = -du_C_s * t17
+    v_kappa_CS_c = -du_CS_c * t17
+    v_kappa_CS_s = -du_CS_s * t17
+    v_kappa_S_s = -du_S_s * t17
+    v_kappa_AUG_c = -du_AUG_c * t17
+    v_kappa_AUG_s = -du_AUG_s * t17
+    v_kappa_thS = -t17 * (du_AUG_s * n_AUG + du_CS_s * n_CS + du_C_s * n_C + du_S_s * n_S)
+    v_kappa_thC = -t17 * (du_AUG_c * n_AUG + du_CS_c * n_CS + du_C_c * n_C)
+    v_kappa_er = -t16 * (du_AUG_r * n_AUG + du_CS_r * n_CS + du_C_r * n_C + du_S_r * n_S)
+    t18 = 1.0 / (n_AUG + n_C + n_CS + n_S)
+    weight_C = n_C * t18
+    weight_CS = n_CS * t18
+    weight_S = n_S * t18
+    weight_AUG = n_AUG * t18
     velocity = (
         v_kappa_C_c,
         v_kappa_C_s,
@@ -1912,6 +1920,47 @@ def probe_frozen_S_AUG(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def probe_gap_frozen_S_AUG(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    n_S = p["n_S"]
+    n_AUG = p["n_AUG"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_S_s,
+        kappa_AUG_c,
+        kappa_AUG_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+    ) = x
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t0 = jnp.exp(-ashift_probe + u_probe_c)
+    t1 = jnp.exp(-ashift_probe + u_probe_r)
+    t2 = jnp.exp(-ashift_probe + u_probe_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_probe_c = t0 * t3
+    sigma_probe_s = t2 * t3
+    sigma_probe_r = t1 * t3
+    gap = lambda_C * sigma_probe_c - lambda_M * sigma_probe_s - o_c * sigma_probe_c + o_c * sigma_probe_s
+    return gap
 
 
 def metrics_frozen_S_AUG(x, p):
@@ -3282,6 +3331,113 @@ def probe_value(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def probe_gap_value(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+        w_same_C_c_C_c,
+        w_same_C_s_C_c,
+        w_other_C_c_C_c,
+        w_other_C_s_C_c,
+        w_other_CS_c_C_c,
+        w_other_CS_s_C_c,
+        w_nA_C_c,
+        w_nS_C_c,
+        w_thS_C_c,
+        w_thC_C_c,
+        w_er_C_c,
+        w_same_C_c_C_s,
+        w_same_C_s_C_s,
+        w_other_C_c_C_s,
+        w_other_C_s_C_s,
+        w_other_CS_c_C_s,
+        w_other_CS_s_C_s,
+        w_nA_C_s,
+        w_nS_C_s,
+        w_thS_C_s,
+        w_thC_C_s,
+        w_er_C_s,
+        w_same_CS_c_CS_c,
+        w_same_CS_s_CS_c,
+        w_other_C_c_CS_c,
+        w_other_C_s_CS_c,
+        w_other_CS_c_CS_c,
+        w_other_CS_s_CS_c,
+        w_nA_CS_c,
+        w_nS_CS_c,
+        w_thS_CS_c,
+        w_thC_CS_c,
+        w_er_CS_c,
+        w_same_CS_c_CS_s,
+        w_same_CS_s_CS_s,
+        w_other_C_c_CS_s,
+        w_other_C_s_CS_s,
+        w_other_CS_c_CS_s,
+        w_other_CS_s_CS_s,
+        w_nA_CS_s,
+        w_nS_CS_s,
+        w_thS_CS_s,
+        w_thC_CS_s,
+        w_er_CS_s,
+        w_C_c_thS,
+        w_C_s_thS,
+        w_CS_c_thS,
+        w_CS_s_thS,
+        w_nA_thS,
+        w_nS_thS,
+        w_thS_thS,
+        w_thC_thS,
+        w_er_thS,
+        w_C_c_thC,
+        w_C_s_thC,
+        w_CS_c_thC,
+        w_CS_s_thC,
+        w_nA_thC,
+        w_nS_thC,
+        w_thS_thC,
+        w_thC_thC,
+        w_er_thC,
+        w_C_c_er,
+        w_C_s_er,
+        w_CS_c_er,
+        w_CS_s_er,
+        w_nA_er,
+        w_nS_er,
+        w_thS_er,
+        w_thC_er,
+        w_er_er,
+    ) = x
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t0 = jnp.exp(-ashift_probe + u_probe_c)
+    t1 = jnp.exp(-ashift_probe + u_probe_r)
+    t2 = jnp.exp(-ashift_probe + u_probe_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_probe_c = t0 * t3
+    sigma_probe_s = t2 * t3
+    sigma_probe_r = t1 * t3
+    gap = lambda_C * sigma_probe_c - lambda_M * sigma_probe_s - o_c * sigma_probe_c + o_c * sigma_probe_s
+    return gap
 
 
 def metrics_value(x, p):
@@ -5756,6 +5912,167 @@ def probe_value_AUG(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def probe_gap_value_AUG(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    n_AUG = p["n_AUG"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_AUG_c,
+        kappa_AUG_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+        w_same_C_c_C_c,
+        w_same_C_s_C_c,
+        w_other_C_c_C_c,
+        w_other_C_s_C_c,
+        w_other_CS_c_C_c,
+        w_other_CS_s_C_c,
+        w_other_AUG_c_C_c,
+        w_other_AUG_s_C_c,
+        w_other_AUG_m_C_c,
+        w_nA_C_c,
+        w_nS_C_c,
+        w_thS_C_c,
+        w_thC_C_c,
+        w_er_C_c,
+        w_same_C_c_C_s,
+        w_same_C_s_C_s,
+        w_other_C_c_C_s,
+        w_other_C_s_C_s,
+        w_other_CS_c_C_s,
+        w_other_CS_s_C_s,
+        w_other_AUG_c_C_s,
+        w_other_AUG_s_C_s,
+        w_other_AUG_m_C_s,
+        w_nA_C_s,
+        w_nS_C_s,
+        w_thS_C_s,
+        w_thC_C_s,
+        w_er_C_s,
+        w_same_CS_c_CS_c,
+        w_same_CS_s_CS_c,
+        w_other_C_c_CS_c,
+        w_other_C_s_CS_c,
+        w_other_CS_c_CS_c,
+        w_other_CS_s_CS_c,
+        w_other_AUG_c_CS_c,
+        w_other_AUG_s_CS_c,
+        w_other_AUG_m_CS_c,
+        w_nA_CS_c,
+        w_nS_CS_c,
+        w_thS_CS_c,
+        w_thC_CS_c,
+        w_er_CS_c,
+        w_same_CS_c_CS_s,
+        w_same_CS_s_CS_s,
+        w_other_C_c_CS_s,
+        w_other_C_s_CS_s,
+        w_other_CS_c_CS_s,
+        w_other_CS_s_CS_s,
+        w_other_AUG_c_CS_s,
+        w_other_AUG_s_CS_s,
+        w_other_AUG_m_CS_s,
+        w_nA_CS_s,
+        w_nS_CS_s,
+        w_thS_CS_s,
+        w_thC_CS_s,
+        w_er_CS_s,
+        w_same_AUG_c_AUG_c,
+        w_same_AUG_s_AUG_c,
+        w_same_AUG_m_AUG_c,
+        w_other_C_c_AUG_c,
+        w_other_C_s_AUG_c,
+        w_other_CS_c_AUG_c,
+        w_other_CS_s_AUG_c,
+        w_other_AUG_c_AUG_c,
+        w_other_AUG_s_AUG_c,
+        w_other_AUG_m_AUG_c,
+        w_nA_AUG_c,
+        w_nS_AUG_c,
+        w_thS_AUG_c,
+        w_thC_AUG_c,
+        w_er_AUG_c,
+        w_same_AUG_c_AUG_s,
+        w_same_AUG_s_AUG_s,
+        w_same_AUG_m_AUG_s,
+        w_other_C_c_AUG_s,
+        w_other_C_s_AUG_s,
+        w_other_CS_c_AUG_s,
+        w_other_CS_s_AUG_s,
+        w_other_AUG_c_AUG_s,
+        w_other_AUG_s_AUG_s,
+        w_other_AUG_m_AUG_s,
+        w_nA_AUG_s,
+        w_nS_AUG_s,
+        w_thS_AUG_s,
+        w_thC_AUG_s,
+        w_er_AUG_s,
+        w_C_c_thS,
+        w_C_s_thS,
+        w_CS_c_thS,
+        w_CS_s_thS,
+        w_AUG_c_thS,
+        w_AUG_s_thS,
+        w_AUG_m_thS,
+        w_nA_thS,
+        w_nS_thS,
+        w_thS_thS,
+        w_thC_thS,
+        w_er_thS,
+        w_C_c_thC,
+        w_C_s_thC,
+        w_CS_c_thC,
+        w_CS_s_thC,
+        w_AUG_c_thC,
+        w_AUG_s_thC,
+        w_AUG_m_thC,
+        w_nA_thC,
+        w_nS_thC,
+        w_thS_thC,
+        w_thC_thC,
+        w_er_thC,
+        w_C_c_er,
+        w_C_s_er,
+        w_CS_c_er,
+        w_CS_s_er,
+        w_AUG_c_er,
+        w_AUG_s_er,
+        w_AUG_m_er,
+        w_nA_er,
+        w_nS_er,
+        w_thS_er,
+        w_thC_er,
+        w_er_er,
+    ) = x
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t0 = jnp.exp(-ashift_probe + u_probe_c)
+    t1 = jnp.exp(-ashift_probe + u_probe_r)
+    t2 = jnp.exp(-ashift_probe + u_probe_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_probe_c = t0 * t3
+    sigma_probe_s = t2 * t3
+    sigma_probe_r = t1 * t3
+    gap = lambda_C * sigma_probe_c - lambda_M * sigma_probe_s - o_c * sigma_probe_c + o_c * sigma_probe_s
+    return gap
 
 
 def metrics_value_AUG(x, p):
@@ -8376,6 +8693,142 @@ def probe_value_S(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def probe_gap_value_S(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    n_S = p["n_S"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_S_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+        w_same_C_c_C_c,
+        w_same_C_s_C_c,
+        w_other_C_c_C_c,
+        w_other_C_s_C_c,
+        w_other_CS_c_C_c,
+        w_other_CS_s_C_c,
+        w_other_S_s_C_c,
+        w_other_S_a_C_c,
+        w_nA_C_c,
+        w_nS_C_c,
+        w_thS_C_c,
+        w_thC_C_c,
+        w_er_C_c,
+        w_same_C_c_C_s,
+        w_same_C_s_C_s,
+        w_other_C_c_C_s,
+        w_other_C_s_C_s,
+        w_other_CS_c_C_s,
+        w_other_CS_s_C_s,
+        w_other_S_s_C_s,
+        w_other_S_a_C_s,
+        w_nA_C_s,
+        w_nS_C_s,
+        w_thS_C_s,
+        w_thC_C_s,
+        w_er_C_s,
+        w_same_CS_c_CS_c,
+        w_same_CS_s_CS_c,
+        w_other_C_c_CS_c,
+        w_other_C_s_CS_c,
+        w_other_CS_c_CS_c,
+        w_other_CS_s_CS_c,
+        w_other_S_s_CS_c,
+        w_other_S_a_CS_c,
+        w_nA_CS_c,
+        w_nS_CS_c,
+        w_thS_CS_c,
+        w_thC_CS_c,
+        w_er_CS_c,
+        w_same_CS_c_CS_s,
+        w_same_CS_s_CS_s,
+        w_other_C_c_CS_s,
+        w_other_C_s_CS_s,
+        w_other_CS_c_CS_s,
+        w_other_CS_s_CS_s,
+        w_other_S_s_CS_s,
+        w_other_S_a_CS_s,
+        w_nA_CS_s,
+        w_nS_CS_s,
+        w_thS_CS_s,
+        w_thC_CS_s,
+        w_er_CS_s,
+        w_same_S_s_S_s,
+        w_same_S_a_S_s,
+        w_other_C_c_S_s,
+        w_other_C_s_S_s,
+        w_other_CS_c_S_s,
+        w_other_CS_s_S_s,
+        w_other_S_s_S_s,
+        w_other_S_a_S_s,
+        w_nA_S_s,
+        w_nS_S_s,
+        w_thS_S_s,
+        w_thC_S_s,
+        w_er_S_s,
+        w_C_c_thS,
+        w_C_s_thS,
+        w_CS_c_thS,
+        w_CS_s_thS,
+        w_S_s_thS,
+        w_S_a_thS,
+        w_nA_thS,
+        w_nS_thS,
+        w_thS_thS,
+        w_thC_thS,
+        w_er_thS,
+        w_C_c_thC,
+        w_C_s_thC,
+        w_CS_c_thC,
+        w_CS_s_thC,
+        w_S_s_thC,
+        w_S_a_thC,
+        w_nA_thC,
+        w_nS_thC,
+        w_thS_thC,
+        w_thC_thC,
+        w_er_thC,
+        w_C_c_er,
+        w_C_s_er,
+        w_CS_c_er,
+        w_CS_s_er,
+        w_S_s_er,
+        w_S_a_er,
+        w_nA_er,
+        w_nS_er,
+        w_thS_er,
+        w_thC_er,
+        w_er_er,
+    ) = x
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t0 = jnp.exp(-ashift_probe + u_probe_c)
+    t1 = jnp.exp(-ashift_probe + u_probe_r)
+    t2 = jnp.exp(-ashift_probe + u_probe_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_probe_c = t0 * t3
+    sigma_probe_s = t2 * t3
+    sigma_probe_r = t1 * t3
+    gap = lambda_C * sigma_probe_c - lambda_M * sigma_probe_s - o_c * sigma_probe_c + o_c * sigma_probe_s
+    return gap
 
 
 def metrics_value_S(x, p):
@@ -11742,6 +12195,203 @@ def probe_value_S_AUG(x, p):
     ) + sigma_probe_c * jnp.abs(u_probe_c) + sigma_probe_s * jnp.abs(u_probe_s) + sigma_probe_r * jnp.abs(
         u_probe_r
     )
+
+
+def probe_gap_value_S_AUG(x, p):
+    n_C = p["n_C"]
+    n_CS = p["n_CS"]
+    n_S = p["n_S"]
+    n_AUG = p["n_AUG"]
+    K_A = p["K_A"]
+    K_S = p["K_S"]
+    o_c = p["o_c"]
+    o_r = p["o_r"]
+    delta_c = p["delta_c"]
+    delta_m = p["delta_m"]
+    (
+        kappa_C_c,
+        kappa_C_s,
+        kappa_CS_c,
+        kappa_CS_s,
+        kappa_S_s,
+        kappa_AUG_c,
+        kappa_AUG_s,
+        kappa_thS,
+        kappa_thC,
+        kappa_er,
+        w_same_C_c_C_c,
+        w_same_C_s_C_c,
+        w_other_C_c_C_c,
+        w_other_C_s_C_c,
+        w_other_CS_c_C_c,
+        w_other_CS_s_C_c,
+        w_other_S_s_C_c,
+        w_other_S_a_C_c,
+        w_other_AUG_c_C_c,
+        w_other_AUG_s_C_c,
+        w_other_AUG_m_C_c,
+        w_nA_C_c,
+        w_nS_C_c,
+        w_thS_C_c,
+        w_thC_C_c,
+        w_er_C_c,
+        w_same_C_c_C_s,
+        w_same_C_s_C_s,
+        w_other_C_c_C_s,
+        w_other_C_s_C_s,
+        w_other_CS_c_C_s,
+        w_other_CS_s_C_s,
+        w_other_S_s_C_s,
+        w_other_S_a_C_s,
+        w_other_AUG_c_C_s,
+        w_other_AUG_s_C_s,
+        w_other_AUG_m_C_s,
+        w_nA_C_s,
+        w_nS_C_s,
+        w_thS_C_s,
+        w_thC_C_s,
+        w_er_C_s,
+        w_same_CS_c_CS_c,
+        w_same_CS_s_CS_c,
+        w_other_C_c_CS_c,
+        w_other_C_s_CS_c,
+        w_other_CS_c_CS_c,
+        w_other_CS_s_CS_c,
+        w_other_S_s_CS_c,
+        w_other_S_a_CS_c,
+        w_other_AUG_c_CS_c,
+        w_other_AUG_s_CS_c,
+        w_other_AUG_m_CS_c,
+        w_nA_CS_c,
+        w_nS_CS_c,
+        w_thS_CS_c,
+        w_thC_CS_c,
+        w_er_CS_c,
+        w_same_CS_c_CS_s,
+        w_same_CS_s_CS_s,
+        w_other_C_c_CS_s,
+        w_other_C_s_CS_s,
+        w_other_CS_c_CS_s,
+        w_other_CS_s_CS_s,
+        w_other_S_s_CS_s,
+        w_other_S_a_CS_s,
+        w_other_AUG_c_CS_s,
+        w_other_AUG_s_CS_s,
+        w_other_AUG_m_CS_s,
+        w_nA_CS_s,
+        w_nS_CS_s,
+        w_thS_CS_s,
+        w_thC_CS_s,
+        w_er_CS_s,
+        w_same_S_s_S_s,
+        w_same_S_a_S_s,
+        w_other_C_c_S_s,
+        w_other_C_s_S_s,
+        w_other_CS_c_S_s,
+        w_other_CS_s_S_s,
+        w_other_S_s_S_s,
+        w_other_S_a_S_s,
+        w_other_AUG_c_S_s,
+        w_other_AUG_s_S_s,
+        w_other_AUG_m_S_s,
+        w_nA_S_s,
+        w_nS_S_s,
+        w_thS_S_s,
+        w_thC_S_s,
+        w_er_S_s,
+        w_same_AUG_c_AUG_c,
+        w_same_AUG_s_AUG_c,
+        w_same_AUG_m_AUG_c,
+        w_other_C_c_AUG_c,
+        w_other_C_s_AUG_c,
+        w_other_CS_c_AUG_c,
+        w_other_CS_s_AUG_c,
+        w_other_S_s_AUG_c,
+        w_other_S_a_AUG_c,
+        w_other_AUG_c_AUG_c,
+        w_other_AUG_s_AUG_c,
+        w_other_AUG_m_AUG_c,
+        w_nA_AUG_c,
+        w_nS_AUG_c,
+        w_thS_AUG_c,
+        w_thC_AUG_c,
+        w_er_AUG_c,
+        w_same_AUG_c_AUG_s,
+        w_same_AUG_s_AUG_s,
+        w_same_AUG_m_AUG_s,
+        w_other_C_c_AUG_s,
+        w_other_C_s_AUG_s,
+        w_other_CS_c_AUG_s,
+        w_other_CS_s_AUG_s,
+        w_other_S_s_AUG_s,
+        w_other_S_a_AUG_s,
+        w_other_AUG_c_AUG_s,
+        w_other_AUG_s_AUG_s,
+        w_other_AUG_m_AUG_s,
+        w_nA_AUG_s,
+        w_nS_AUG_s,
+        w_thS_AUG_s,
+        w_thC_AUG_s,
+        w_er_AUG_s,
+        w_C_c_thS,
+        w_C_s_thS,
+        w_CS_c_thS,
+        w_CS_s_thS,
+        w_S_s_thS,
+        w_S_a_thS,
+        w_AUG_c_thS,
+        w_AUG_s_thS,
+        w_AUG_m_thS,
+        w_nA_thS,
+        w_nS_thS,
+        w_thS_thS,
+        w_thC_thS,
+        w_er_thS,
+        w_C_c_thC,
+        w_C_s_thC,
+        w_CS_c_thC,
+        w_CS_s_thC,
+        w_S_s_thC,
+        w_S_a_thC,
+        w_AUG_c_thC,
+        w_AUG_s_thC,
+        w_AUG_m_thC,
+        w_nA_thC,
+        w_nS_thC,
+        w_thS_thC,
+        w_thC_thC,
+        w_er_thC,
+        w_C_c_er,
+        w_C_s_er,
+        w_CS_c_er,
+        w_CS_s_er,
+        w_S_s_er,
+        w_S_a_er,
+        w_AUG_c_er,
+        w_AUG_s_er,
+        w_AUG_m_er,
+        w_nA_er,
+        w_nS_er,
+        w_thS_er,
+        w_thC_er,
+        w_er_er,
+    ) = x
+    # Lemma 3: the pretrained table entries V[c, c] and V[a, s]
+    lambda_C = jnp.log(delta_c / (1 - delta_c)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    lambda_M = jnp.log(delta_m / (1 - delta_m)) + jnp.log(K_S + (K_A - 1) * jnp.exp(o_c) + jnp.exp(o_r))
+    u_probe_c = (1 / 2) * SQRT2 * kappa_thC
+    u_probe_s = (1 / 2) * SQRT2 * kappa_thS
+    u_probe_r = kappa_er
+    ashift_probe = jnp.maximum(jnp.maximum(u_probe_c, u_probe_s), u_probe_r)
+    t0 = jnp.exp(-ashift_probe + u_probe_c)
+    t1 = jnp.exp(-ashift_probe + u_probe_r)
+    t2 = jnp.exp(-ashift_probe + u_probe_s)
+    t3 = 1.0 / (t0 + t1 + t2)
+    sigma_probe_c = t0 * t3
+    sigma_probe_s = t2 * t3
+    sigma_probe_r = t1 * t3
+    gap = lambda_C * sigma_probe_c - lambda_M * sigma_probe_s - o_c * sigma_probe_c + o_c * sigma_probe_s
+    return gap
 
 
 def metrics_value_S_AUG(x, p):

@@ -33,11 +33,12 @@ from ._compiled import _compiled
 from ._inputs import as_float64, check_params, symbol_values
 from ._symbolic import CLASSES
 
-# Steps per loop iteration of the summaries-only sweep loop, by value_trained: with W_V frozen a step is a few
-# hundred scalar operations and unrolling 4 steps gains ~10% on a CPU sweep. Elsewhere (minimal_train) the
-# loop is not unrolled: jax.jacfwd through an unrolled loop compiled 7x slower and ran 24x slower
-# (34 s / 239 ms vs 4.6 s / 10 ms for a 400-step, 6-direction Jacobian of the frozen-with-S regime).
-UNROLL = {False: 4, True: 1}
+# Steps per loop iteration of the summaries-only sweep loop, by value_trained. Not unrolled: with the step
+# reduced to what the summary needs, unrolling 2-8 steps made a whole-batch CPU sweep 2x slower (XLA then
+# splits the bigger body into fusions whose intermediates leave the cache: 100,000 runs x 1,000 steps,
+# 2.8e7 config-steps/s at 1 vs 1.3e7-1.4e7 at 2, 8). Nor is minimal_train's: jax.jacfwd through an
+# unrolled loop compiled 7x slower and ran 24x slower.
+UNROLL = {False: 1, True: 1}
 # A minimal state: one array per moving coordinate (0-d for one run, (runs,) for a batch).
 Coordinates = tuple[Float[Array, "*batch"], ...]
 GENERAL = Regime(value_trained=True, has_s=True, has_aug=True)
@@ -93,6 +94,11 @@ def probe_fn(regime: Regime):
     return getattr(_generated, f"probe_{regime.name}")
 
 
+def probe_gap_fn(regime: Regime):
+    """``(x, params) -> z_c* - z_a*``: the probe's logit gap (M_C is its sigmoid, so their maxima coincide)."""
+    return getattr(_generated, f"probe_gap_{regime.name}")
+
+
 def _f64(x):
     return jnp.asarray(x, dtype=jnp.float64)
 
@@ -124,26 +130,34 @@ def from_general(general: Float[Array, "*batch state"], regime: Regime) -> Coord
     return tuple(general[..., i] for i in general_index(regime))
 
 
-def _engine(regime: Regime, masked: bool) -> Engine:
+def _engine(regime: Regime) -> Engine:
     """The engine of one regime. ``inputs = (params, lr_scale, steps)``: ``params`` a float64
     :class:`ToyParams`; ``lr_scale`` None or a ``(S,)`` array multiplying both learning rates at each step
-    (a schedule); with ``masked``, steps at or after ``steps`` (a traced int) leave the state as it is, so
-    one compiled program serves any ``steps`` up to its scan length."""
+    (a schedule); steps at or after ``steps`` (a traced int) leave the state as it is, so one compiled
+    program serves any ``steps`` up to its scan length."""
     velocity = velocity_fn(regime)
 
     def init(inputs):
         params, _, _ = inputs
         return MinimalState(initial_state(params, regime), jnp.zeros((), dtype=jnp.int32))
 
-    def step(state, inputs):
+    def advance(state, inputs):
         params, lr_scale, steps = inputs
         v, loss = velocity(state.x, symbol_values(params))
         if lr_scale is not None:
             scale = lr_scale[jnp.minimum(state.t, lr_scale.shape[0] - 1)]
             v = tuple(vi * scale for vi in v)
-        x = tuple(xi + vi for xi, vi in zip(state.x, v, strict=True))
-        if masked:
-            x = tuple(jnp.where(state.t < steps, new, old) for new, old in zip(x, state.x, strict=True))
+        return tuple(xi + vi for xi, vi in zip(state.x, v, strict=True)), loss
+
+    def step(state, inputs):
+        # Steps at or past ``steps`` keep the state and cost nothing: a real branch where one run is stepped,
+        # a select under vmap. Unmasked runs take the same branch (their ``steps`` is the scan's length), so
+        # the two compile to the same arithmetic and a padded run equals an exact one bit for bit.
+        x, loss = jax.lax.cond(
+            state.t < inputs[2],
+            lambda: advance(state, inputs),
+            lambda: (state.x, jnp.zeros_like(state.x[0])),
+        )
         return MinimalState(x, state.t + 1), loss, {}
 
     def observe(state, inputs):
@@ -160,8 +174,8 @@ def _engine(regime: Regime, masked: bool) -> Engine:
 
 
 @functools.cache
-def minimal_engine(regime: Regime, masked: bool = False) -> Engine:
-    return _engine(regime, masked)
+def minimal_engine(regime: Regime) -> Engine:
+    return _engine(regime)
 
 
 # The online summary of M_C over the recorded steps (as :func:`cpi_theory.engine.summarize` would compute it
@@ -173,9 +187,15 @@ SUMMARY_FIELDS = ("start", "peak", "peak_step", "final", "final_loss", "first_no
 def summary_engine(regime: Regime, record_every: int) -> Engine:
     """The engine of one regime that keeps only the summary of M_C at the steps 0, k, 2k, ... and the last
     (k = ``record_every``): memory O(state) per run, whatever the number of steps. Drive it with
-    ``run_recorded(..., record_every=steps)``; the last record holds :data:`SUMMARY_FIELDS`."""
-    base = minimal_engine(regime)
+    ``run_recorded(..., record_every=steps)``; the last record holds :data:`SUMMARY_FIELDS`.
+
+    A step computes only what the summary needs: M_C as the sigmoid of the probe's logit gap (not the
+    probe's magnitude), and no training loss: the divergence check reads the state instead (a loss is finite
+    exactly when the state is: every logit averages finite table entries under a shifted softmax), so the
+    loss's logarithms are computed once, for the final record."""
+    velocity = velocity_fn(regime)
     probe = probe_fn(regime)
+    gap_of = probe_gap_fn(regime)
 
     def note(running, mc, t, recorded):
         start, peak, peak_step, bad = running
@@ -184,26 +204,35 @@ def summary_engine(regime: Regime, record_every: int) -> Engine:
         bad = jnp.where(recorded & (bad < 0) & ~jnp.isfinite(mc), t, bad)
         return (start, jnp.where(better, mc, peak), jnp.where(better, t, peak_step), bad)
 
+    def reliance(x, symbols):
+        return jax.nn.sigmoid(gap_of(x, symbols))
+
+    def base_step(inner, params):
+        v, _ = velocity(inner.x, symbol_values(params))  # the loss is unused: XLA drops its computation
+        x = tuple(xi + vi for xi, vi in zip(inner.x, v, strict=True))
+        finite = functools.reduce(jnp.logical_and, [jnp.isfinite(xi) for xi in inner.x])
+        return MinimalState(x, inner.t + 1), jnp.where(finite, 0.0, jnp.nan)
+
     def init(inputs):
-        state = base.init(inputs)
+        state = MinimalState(initial_state(inputs[0], regime), jnp.zeros((), dtype=jnp.int32))
         nan = jnp.full(jnp.shape(state.x[0]), jnp.nan)
         never = jnp.full(jnp.shape(state.x[0]), -1, dtype=jnp.int32)
         return state, (nan, jnp.full_like(nan, -jnp.inf), never, never)
 
     def step(state, inputs):
         inner, running = state
-        mc, _ = probe(inner.x, symbol_values(inputs[0]))
+        mc = reliance(inner.x, symbol_values(inputs[0]))
         running = note(running, mc, inner.t, inner.t % record_every == 0)
-        inner, loss, free = base.step(inner, inputs)
-        return (inner, running), loss, free
+        inner, finite = base_step(inner, inputs[0])
+        return (inner, running), finite, {}
 
     def records(state, inputs, final: bool):
         inner, running = state
         symbols = symbol_values(inputs[0])
         mc, _ = probe(inner.x, symbols)
-        _, loss = velocity_fn(regime)(inner.x, symbols)
+        _, loss = velocity(inner.x, symbols)
         if final:
-            running = note(running, mc, inner.t, jnp.asarray(True))
+            running = note(running, reliance(inner.x, symbols), inner.t, jnp.asarray(True))
         start, peak, peak_step, bad = running
         values = (start, peak, peak_step, mc, loss, bad)
         return {**dict(zip(SUMMARY_FIELDS, values, strict=True)), "state": inner.x}
@@ -330,9 +359,9 @@ def _first_imprecise(states, steps_recorded, params, regime: Regime):
 
 
 @requires_float64
-@functools.partial(jax.jit, static_argnames=("steps", "record_every", "regime", "metrics", "masked"))
-def _train(params, lr_scale, x0, n_steps, *, steps, record_every, regime, metrics, masked):
-    engine = minimal_engine(regime, masked=masked)
+@functools.partial(jax.jit, static_argnames=("steps", "record_every", "regime", "metrics"))
+def _train(params, lr_scale, x0, n_steps, *, steps, record_every, regime, metrics):
+    engine = minimal_engine(regime)
     params = as_float64(params)
     inputs = (params, lr_scale, n_steps)
     state0 = None if x0 is None else MinimalState(tuple(x0), jnp.zeros((), dtype=jnp.int32))
@@ -403,7 +432,6 @@ def minimal_train(
             record_every=record_every,
             regime=regime,
             metrics=metrics,
-            masked=False,
         )
     capacity = _capacity(steps)
     out = _train(
@@ -415,7 +443,6 @@ def minimal_train(
         record_every=1,
         regime=regime,
         metrics=metrics,
-        masked=True,
     )
     keep = steps + 1  # records 0..steps; the ones after are copies of the state at ``steps``
     return Recorded(

@@ -51,9 +51,11 @@ def wait_for(result, *, label: str = "", progress: bool = False) -> None:
     started = time.monotonic()
     terminal = sys.stderr.isatty()
     shown = None  # when the progress line was last written
+    pause = 1e-4  # polls start fast (a short run is not delayed) and slow down to every 20 ms
     while not all(x.is_ready() for x in leaves):
         raise_if_interrupted()
-        time.sleep(0.02)
+        time.sleep(pause)
+        pause = min(2 * pause, 0.02)
         elapsed = time.monotonic() - started
         every = 1.0 if terminal else 60.0
         if progress and elapsed > PROGRESS_AFTER_SECONDS and (shown is None or elapsed - shown >= every):
