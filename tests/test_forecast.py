@@ -1,9 +1,10 @@
 """``cpi-theory forecast`` (issue 23): the model's likelihood, the stacking weights, a small forecast end to end
 (the report's contract, its bands and probabilities, its held-out scores recomputed), the command line and
-its figure. The samplers run at tiny sizes here (a few seconds); the real settings are exercised by
-experiments/forecast_backtest.py and experiments/forecast_sampler_check.py, whose committed results
-tests/test_forecast_backtest.py reads back."""
+its figure. The samplers run at tiny sizes here; the real settings are exercised by
+experiments/forecast_backtest.py, whose committed results tests/test_forecast_backtest.py reads back."""
 
+import contextlib
+import io
 import json
 import math
 import pathlib
@@ -19,7 +20,6 @@ from cpi_theory.cli._manual import FORECAST_FIELDS
 from cpi_theory.forecast import (
     SMCSettings,
     draw_forecast,
-    forecast,
     forecast_steps,
     make_problem,
     stacking_weights,
@@ -33,8 +33,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from _doc_examples import documented_examples, printed  # noqa: E402
 
-# The README's example runs with these settings (one compiled sampler serves this file).
-SMALL = SMCSettings(particles=128, replicas=2, mutations=10)
+# The README's example runs with these settings (its run serves this file).
 SMALL_FLAGS = ["--replicas", "2", "--particles", "128", "--mutations", "10"]
 EXAMPLES = [e for e in documented_examples(REPO) if e.argv[0] == "forecast"]
 TRUTH = {  # a rise-then-fall toy curve
@@ -93,25 +92,48 @@ def test_cli_constants_agree_with_the_package():
     assert set(cli_forecast.NOISE_CHOICES) == set(NOISE_MODELS)
 
 
+COMMITTED = "figures/forecast/example"  # the docs' example on the default settings, its output committed
+SMALL_EXAMPLES = [e for e in EXAMPLES if COMMITTED not in e.argv]
+
+
 @pytest.fixture(scope="module")
-def small_report():
-    steps, values, clean = _toy_curve()
-    report = forecast(steps, values, until=240.0, settings=SMALL, seed=1, source="toy.csv")
-    return steps, values, clean, report
+def small_run(tmp_path_factory):
+    """The docs' `$ cpi-theory forecast ...` example on the small settings, run once (the one sampling of this
+    file): (the example, what it printed, its output folder, its report, the curve's steps and values)."""
+    assert len(SMALL_EXAMPLES) == 1, "one small example: its run serves every test here"
+    example = SMALL_EXAMPLES[0]
+    argv = list(example.argv)
+    assert all(flag in argv for flag in SMALL_FLAGS), "keep the docs' example on the small settings"
+    out = tmp_path_factory.mktemp("fc") / "fc"
+    argv[argv.index("--out") + 1] = str(out)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        mp.chdir(REPO)
+        assert main(argv) == 0
+    report = json.loads((out / "forecast.json").read_text())
+    rows = (REPO / argv[1]).read_text().split()[1:]
+    steps, values = np.asarray([[float(x) for x in r.split(",")[:2]] for r in rows]).T
+    return example, printed(stdout.getvalue(), stderr.getvalue()), out, report, steps, values
 
 
-def test_small_forecast_keeps_its_contract(small_report):
-    steps, values, _, r = small_report
+def test_small_forecast_keeps_its_contract(small_run):
+    example, _, _, r, steps, values = small_run
+    until = float(example.argv[example.argv.index("--until") + 1])
     assert list(r) == list(FORECAST_FIELDS)
     json.dumps(r, allow_nan=False)  # strict JSON
-    assert r["schema"] == "cpi_theory.forecast/1" and r["until"] == steps[steps <= 240][-1]
+    assert r["schema"] == "cpi_theory.forecast/1" and r["until"] == steps[steps <= until][-1]
     f = r["forecast"]
-    assert f["step"] == steps[steps > 240].tolist()  # every later measured step, horizon = the last
+    assert f["step"] == steps[steps > until].tolist()  # every later measured step, horizon = the last
     bands = np.asarray([f[k] for k in ("q05", "q25", "median", "q75", "q95")])
     assert np.all(np.diff(bands, axis=0) >= -1e-12) and bands.min() >= 0 and bands.max() <= 1
     for p in (r["peak"]["p_already_peaked"], r["below"]["p_ever"], r["below"]["p_at_horizon"]):
         assert 0.0 <= p <= 1.0
     assert r["below"]["p_at_horizon"] <= r["below"]["p_ever"]
+    assert r["below"]["value"] == values[0]  # the default --below: the first measured value
     limit = r["late_time_limit"]
     assert 0 <= limit["q05"] <= limit["median"] <= limit["q95"] <= 1
     assert sum(limit["kind_probability"].values()) == pytest.approx(1.0)
@@ -121,51 +143,71 @@ def test_small_forecast_keeps_its_contract(small_report):
     assert post["replicas"] == 2 and post["draws"] == 256 and post["reached_posterior"]
     assert len(post["log_evidence"]) == 2 and len(set(post["log_evidence"])) == 2  # independent replicas
     assert set(post["rhat"]) == set(post["ess"]) and "rho" in post["rhat"]
+    assert post["max_rhat"] == max(post["rhat"].values()) and post["min_ess"] == min(post["ess"].values())
     assert 0 < post["parameters"]["delta_c"]["median"] < post["parameters"]["delta_m"]["median"] / 2
     # The held-out scores, recomputed from the report's own arrays.
     o = np.asarray(f["observed"])
-    np.testing.assert_allclose(o, values[steps > 240])
+    np.testing.assert_allclose(o, values[steps > until])
+    np.testing.assert_allclose(f["persistence"], values[steps <= until][-1])
     h = r["holdout"]
     assert h["rmse"]["toy"] == pytest.approx(np.sqrt(np.mean((np.asarray(f["median"]) - o) ** 2)))
-    assert h["rmse"]["persistence"] == pytest.approx(np.sqrt(np.mean((values[steps <= 240][-1] - o) ** 2)))
+    assert h["rmse"]["persistence"] == pytest.approx(np.sqrt(np.mean((values[steps <= until][-1] - o) ** 2)))
     inside = (np.asarray(f["q05"]) <= o) & (o <= np.asarray(f["q95"]))
     assert h["coverage90"] == pytest.approx(inside.mean())
+    inside = (np.asarray(f["q25"]) <= o) & (o <= np.asarray(f["q75"]))
+    assert h["coverage50"] == pytest.approx(inside.mean())
     stacked = w["toy"] * np.asarray(f["median"]) + w["persistence"] * np.asarray(f["persistence"])
     np.testing.assert_allclose(f["stacked"], stacked + w["smooth"] * np.asarray(f["smooth"]))
 
 
-def test_figure_shows_data_bands_baselines_and_held_out_part(small_report):
-    *_, r = small_report
+def test_figure_shows_data_bands_baselines_and_held_out_part(small_run):
+    *_, r, _, _ = small_run
     fig = draw_forecast(r)
     ax, side = fig.axes
     labels = side.get_legend().get_texts()
     text = " ".join(t.get_text() for t in labels)
     for word in ("90% band", "50% band", "posterior predictive median", "fitted part", "stacked",
-                 "persistence", "smooth baseline", "measured, fitted", "measured, held out", "late-time"):  # fmt: skip
+                 "persistence", "smooth baseline", "measured, fitted", "measured, held out", "late-time",
+                 f"origin (step {r['until']:g})"):  # fmt: skip
         assert word in text, word
     assert ax.get_xlabel() == "finetuning step" and ax.get_ylabel() == "context reliance M_C"
-    assert "up to step 240" in ax.get_title()
+    assert f"up to step {r['until']:g}" in ax.get_title()
     assert "P(already peaked)" in side.texts[0].get_text()
+    # The legend sits in its own panel, beside the data, not over it.
+    assert side.get_position().x0 >= ax.get_position().x1
 
 
-def test_documented_example_prints_what_the_readme_shows(tmp_path, monkeypatch, capsys):
-    """The README's `$ cpi-theory forecast ...` (its output compared as tests/test_readme.py compares the
-    others), with the report and figure it writes."""
-    assert len(EXAMPLES) >= 1
-    for example in EXAMPLES:
+def test_documented_example_prints_what_the_readme_shows(small_run):
+    """The docs' small example: its output compared (as tests/test_readme.py compares the others), with the
+    report and figures it writes."""
+    example, shown, out, report, _, _ = small_run
+    assert shown == example.shown, example.where
+    assert report["holdout"]["n_points"] > 0 and report["source"] == example.argv[1]
+    assert (out / "forecast.png").stat().st_size > 10_000 and (out / "forecast.pdf").stat().st_size > 5_000
+
+
+def test_committed_example_is_what_the_docs_show(capsys):
+    """The docs' example on the default settings (about 2 minutes, not rerun here): its committed report was
+    made by the command shown (the curve, --until, the default sampler settings), and what the command
+    prints, rendered from that report, is what the docs show."""
+    shown = [e for e in EXAMPLES if COMMITTED in e.argv]
+    assert len(shown) >= 1
+    report = json.loads((REPO / COMMITTED / "forecast.json").read_text())
+    for example in shown:
         argv = list(example.argv)
-        assert all(flag in argv for flag in SMALL_FLAGS), (
-            "keep the docs' example on the settings compiled here"
+        assert argv[1] == report["source"] and float(argv[argv.index("--until") + 1]) == report["until"]
+        assert not {"--particles", "--replicas", "--mutations", "--seed", "--noise"} & set(argv)
+        post = report["posterior"]
+        defaults = SMCSettings()
+        assert (post["replicas"], post["particles_per_replica"], post["mutations_per_stage"]) == (
+            defaults.replicas,
+            defaults.particles,
+            defaults.mutations,
         )
-        out = tmp_path / "fc"
-        argv[argv.index("--out") + 1] = str(out)
-        monkeypatch.chdir(REPO)
-        assert main(argv) == 0
-        captured = capsys.readouterr()
-        assert printed(captured.out, captured.err) == example.shown, example.where
-        report = json.loads((out / "forecast.json").read_text())
-        assert list(report) == list(FORECAST_FIELDS) and report["holdout"]["n_points"] > 0
-        assert (out / "forecast.png").stat().st_size > 10_000 and (out / "forecast.pdf").exists()
+        cli_forecast._print(report)
+        assert printed(capsys.readouterr().out, "") == example.shown, example.where
+    assert (REPO / COMMITTED / "forecast.png").stat().st_size > 10_000
+    assert (REPO / COMMITTED / "forecast.pdf").stat().st_size > 5_000
 
 
 def test_committed_example_documents_every_key():

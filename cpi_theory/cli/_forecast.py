@@ -123,7 +123,7 @@ def _run(args) -> int:
 
     steps, values = load_trajectory(args.curve)
     settings = SMCSettings(particles=args.particles, replicas=args.replicas, mutations=args.mutations)
-    with status("forecast", "sampling the toy's posterior", "under a minute on 2 cores"):
+    with status("forecast", "sampling the toy's posterior", "1-2 minutes on 2 cores"):
         report = forecast(
             steps,
             values,

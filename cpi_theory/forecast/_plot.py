@@ -47,7 +47,9 @@ def draw_forecast(report: dict) -> Figure:
     ax.plot(step[is_fit], value[is_fit], "o", ms=3.5, color="k", label="measured, fitted")
     if (~is_fit).any():
         ax.plot(step[~is_fit], value[~is_fit], "o", ms=3.5, mfc="white", mec="k", label="measured, held out")
-    ax.axvline(report["until"], color="0.5", lw=0.8)
+    ax.axvline(
+        report["until"], color="0.5", lw=0.8, label=f"origin (step {report['until']:g}): fitted up to here"
+    )
     limit = report["late_time_limit"]
     if limit["median"] is not None:
         ax.axhline(limit["median"], color="C4", lw=0.8, ls=(0, (6, 3)))

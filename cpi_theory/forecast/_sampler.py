@@ -16,7 +16,8 @@ differentiable minimal engine, in forward mode (``jax.jvp`` along each coordinat
 reverse mode through the toy's 400-step scan). On this posterior it needs ~60 leapfrog steps per draw on
 average and up to the tree-depth limit: the data fix a curved ridge (the start value ties context_bias to
 delta_M and delta_C; the peak's timing ties the time scale to the rest) across a broad prior. It is the
-reference the SMC sampler is checked against (``experiments/forecast_sampler_check.py``).
+reference to check the SMC sampler against (``experiments/forecast_sampler_check.py``; that comparison's run
+is not committed yet).
 """
 
 import dataclasses
