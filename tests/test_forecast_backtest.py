@@ -1,7 +1,7 @@
 """The committed forecast backtest and sampler check (figures/forecast/, issue 23), read back: the summary
 tables recomputed from the per-forecast rows, each row's scores from its own arrays, and a sample of rows'
 baselines (persistence and the smooth curve) recomputed from the curves themselves. The full run is
-experiments/forecast_backtest.py (about 1.5 hours on 2 cores); nothing here samples."""
+experiments/forecast_backtest.py (about an hour on 2 cores); nothing here samples."""
 
 import json
 import pathlib
@@ -95,3 +95,14 @@ def test_markdown_table_shows_the_summary(backtest):
     )
     for name in backtest["summary"]["per_curve"]:
         assert f"| {name} |" in text
+
+
+@pytest.mark.parametrize("doc", ["README.md", "cpi_theory/forecast/README.md"])
+def test_docs_results_tables_are_the_backtests(doc):
+    """The results tables in the docs are rows of the committed backtest.md (no number typed by hand)."""
+    text = (FOLDER.parents[1] / doc).read_text()
+    section = text.split("<!-- backtest-table -->", 1)[1].split("<!-- /backtest-table -->", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(table) >= 4
+    lines = set((FOLDER / "backtest.md").read_text().splitlines())
+    assert [line for line in table if line not in lines] == []
