@@ -123,7 +123,9 @@ def _run(args) -> int:
 
     steps, values = load_trajectory(args.curve)
     settings = SMCSettings(particles=args.particles, replicas=args.replicas, mutations=args.mutations)
-    with status("forecast", "sampling the toy's posterior", "1-2 minutes on 2 cores"):
+    with status(
+        "forecast", "sampling the toy's posterior", "about 30 s on 2 cores, longer when they are shared"
+    ):
         report = forecast(
             steps,
             values,
