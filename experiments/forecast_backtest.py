@@ -20,9 +20,9 @@ of held-out points inside the 50% and 90% bands. Curves:
   steps, Gaussian noise of sd 0.01-0.02, clipped to [0, 1]); origins 0.4, 0.6, 0.8; the truth is known.
 
 The subsampling (``SUBSAMPLE``, ``TOY_CURVES``) and one origin for the study and search runs keep the run
-to about an hour of forecasting on the shared 2-core machine (one forecast takes 30-80 s there); the full set (12 long,
-54 study, 61 search runs, 24 toy curves) would take about 4 h. The SMC settings are
-``cpi-theory forecast``'s defaults (fewer particles left R-hat worse). Results stream into
+to about an hour of forecasting on the shared 2-core machine (79 forecasts; one took 26-100 s there,
+median 41 s); the full set (12 long, 54 study, 61 search runs, 24 toy curves: 226 forecasts) would take
+about 2.5 h at that median. The SMC settings are ``cpi-theory forecast``'s defaults. Results stream into
 ``OUT/.partial.jsonl`` (a killed run resumes where it stopped; rows made with other SMC settings or seed
 are not reused); at the end ``OUT/backtest.json`` (every row with its arrays, and the summary) and
 ``OUT/backtest.md`` (the tables) are written. ``tests/test_forecast_backtest.py`` reads them back.
