@@ -23,6 +23,7 @@ LAYERS = (
     ("simulation",),
     ("paper",),
     ("fit",),
+    ("forecast",),
     ("phenomena",),
     ("sweep",),
     ("figures",),

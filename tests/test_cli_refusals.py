@@ -14,6 +14,7 @@ from cpi_theory.cli import main
 SIM = ["simulate"]
 RUN = ["bridge", "run", "--size", "tiny", "--out", "out"]
 FIT = ["bridge", "fit", "GOOD", "--out", "out"]
+FORECAST = ["forecast", "CURVE", "--out", "out", "--until", "40"]
 ADVISE = ["advise", "--delta-m", "0.6", "--delta-c", "0.2", "--cs-fraction", "0.5", "--horizon", "300"]
 TARGET = ["--target", "0.7"]
 
@@ -84,6 +85,49 @@ CASES = [
         "trajectory: HEADER.csv: the CSV has a header but no data rows",
     ),
     (["bridge", "fit", "DIR", "--out", "out"], "trajectory: DIR is not a file"),
+    # forecast: the curve read and checked with the standard library, before JAX or NumPy
+    ([*FORECAST[:-2]], "the following arguments are required: --until"),
+    (["forecast", "CURVE", "--until", "40"], "the following arguments are required: --out"),
+    (["forecast", "EMPTY", "--out", "out", "--until", "40"], "curve: EMPTY.csv: the file is empty"),
+    (["forecast", "HEADER", "--out", "out", "--until", "40"], "curve: HEADER.csv: no data rows"),
+    (
+        ["forecast", "ONEROW", "--out", "out", "--until", "0"],
+        "curve: ONEROW.csv: 1 data row(s); need at least 5",
+    ),
+    (
+        ["forecast", "DOWN", "--out", "out", "--until", "40"],
+        "step: DOWN.csv: must be strictly increasing, got 20 after 30 at record 4",
+    ),
+    (
+        ["forecast", "OUTSIDE", "--out", "out", "--until", "40"],
+        "context_reliance: OUTSIDE.csv: must lie in [0, 1], got 1.2 at record 3",
+    ),
+    (
+        ["forecast", "NOTNUMBER", "--out", "out", "--until", "40"],
+        "context_reliance: NOTNUMBER.csv: must be a number, got 'high'",
+    ),
+    (
+        ["forecast", "BADJSON", "--out", "out", "--until", "40"],
+        "curve: BADJSON.json: neither .csv nor valid JSON",
+    ),
+    (["forecast", "missing.csv", "--out", "out", "--until", "40"], "curve: file not found: missing.csv"),
+    (["forecast", "DIR", "--out", "out", "--until", "40"], "curve: DIR is not a file"),
+    (["forecast", "CURVE", "--out", "FILE", "--until", "40"], "--out: FILE exists and is not a directory"),
+    ([*FORECAST[:-1], "100"], "--until: 100 is past the data (its last step is 90)"),
+    ([*FORECAST[:-1], "30"], "--until: need at least 5 points at or before it, got 4"),
+    ([*FORECAST[:-1], "-5"], "argument --until: must be a finite number >= 0"),
+    ([*FORECAST[:-1], "nan"], "argument --until: must be a finite number >= 0"),
+    ([*FORECAST[:-1], "90"], "--horizon: required when --until is at the last measured step"),
+    ([*FORECAST, "--horizon", "30"], "--horizon: must lie after the origin 40 and at most 20x"),
+    (
+        [*FORECAST, "--horizon", "900"],
+        "--horizon: must lie after the origin 40 and at most 20x the fitted span from the first step (800), got 900",
+    ),
+    ([*FORECAST, "--below", "1.5"], "argument --below: must be a finite number >= 0 and <= 1"),
+    ([*FORECAST, "--particles", "8"], "argument --particles: must be an integer >= 16"),
+    ([*FORECAST, "--replicas", "1"], "argument --replicas: must be an integer >= 2"),
+    ([*FORECAST, "--mutations", "0"], "argument --mutations: must be an integer >= 1"),
+    ([*FORECAST, "--noise", "pink"], "argument --noise: invalid choice"),
     # advise
     (ADVISE, "--target: required: the M_C wanted at the horizon"),
     ([*ADVISE, "--target", "nan"], "--target: must be finite"),
@@ -135,6 +179,14 @@ def workdir(tmp_path, monkeypatch, repo_root):
     (tmp_path / "DIR").mkdir()
     (tmp_path / "GOOD.csv").write_text("step,context_reliance\n0,0.5\n10,0.6\n20,0.7\n")
     (tmp_path / "HEADER.csv").write_text("step,context_reliance\n")
+    curve = "step,context_reliance\n" + "".join(f"{10 * i},0.{i + 1}\n" for i in range(10))  # steps 0-90
+    (tmp_path / "CURVE.csv").write_text(curve)
+    (tmp_path / "EMPTY.csv").write_text("")
+    (tmp_path / "ONEROW.csv").write_text("step,context_reliance\n0,0.5\n")
+    (tmp_path / "DOWN.csv").write_text(curve.replace("\n30,", "\n20,", 1).replace("\n20,0.3", "\n30,0.3", 1))
+    (tmp_path / "OUTSIDE.csv").write_text(curve.replace("\n20,0.3", "\n20,1.2"))
+    (tmp_path / "NOTNUMBER.csv").write_text(curve.replace("\n20,0.3", "\n20,high"))
+    (tmp_path / "BADJSON.json").write_text("{not json")
     report = (repo_root / "figures" / "bridge" / "joint_example" / "report.json").read_text()
     (tmp_path / "REPORT.json").write_text(report)
     (tmp_path / "SCHEDULED.json").write_text(report.replace('"schedule": null', '"schedule": {"warmup": 10}'))
@@ -145,6 +197,13 @@ def _spell(argv: list[str]) -> list[str]:
     names = {
         "GOOD": "GOOD.csv",
         "HEADER": "HEADER.csv",
+        "CURVE": "CURVE.csv",
+        "EMPTY": "EMPTY.csv",
+        "ONEROW": "ONEROW.csv",
+        "DOWN": "DOWN.csv",
+        "OUTSIDE": "OUTSIDE.csv",
+        "NOTNUMBER": "NOTNUMBER.csv",
+        "BADJSON": "BADJSON.json",
         "REPORT": "REPORT.json",
         "SCHEDULED": "SCHEDULED.json",
     }

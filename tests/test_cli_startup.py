@@ -51,8 +51,8 @@ def _probe(argvs: list[list[str]], cwd) -> dict:
 
 
 def _verbs() -> list[list[str]]:
-    return [[], ["simulate"], ["sweep"], ["bridge"], ["bridge", "run"], ["bridge", "fit"], ["advise"],
-            ["reproduce"], ["appendix"]]  # fmt: skip
+    return [[], ["simulate"], ["sweep"], ["bridge"], ["bridge", "run"], ["bridge", "fit"], ["forecast"],
+            ["advise"], ["reproduce"], ["appendix"]]  # fmt: skip
 
 
 def test_help_of_every_command_imports_nothing_heavy(tmp_path):
@@ -81,6 +81,11 @@ def test_refusals_come_before_any_heavy_import(tmp_path):
     (tmp_path / "file").write_text("x")
     (tmp_path / "header.csv").write_text("step,context_reliance\n")
     (tmp_path / "good.csv").write_text("step,context_reliance\n0,0.5\n1,0.6\n2,0.7\n")
+    (tmp_path / "long.csv").write_text(
+        "step,context_reliance\n" + "".join(f"{i},0.{i + 1}\n" for i in range(8))
+    )
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "down.csv").write_text("step,context_reliance\n0,0.5\n2,0.6\n1,0.7\n")
     argvs = [
         ["simulate", "--engine", "x"],
         ["simulate", "--set", "steps=0"],
@@ -94,6 +99,13 @@ def test_refusals_come_before_any_heavy_import(tmp_path):
         ["bridge", "fit", "good.csv", "--out", "d", "--starts", "0"],
         ["bridge", "fit", "good.csv", "--out", "file"],
         ["bridge", "fit", "header.csv", "--out", "d"],
+        ["forecast", "long.csv", "--out", "d", "--until", "-1"],
+        ["forecast", "long.csv", "--out", "d", "--until", "20"],
+        ["forecast", "long.csv", "--out", "d", "--until", "5", "--horizon", "500"],
+        ["forecast", "long.csv", "--out", "file", "--until", "5"],
+        ["forecast", "empty.csv", "--out", "d", "--until", "5"],
+        ["forecast", "header.csv", "--out", "d", "--until", "5"],
+        ["forecast", "down.csv", "--out", "d", "--until", "5"],
         ["advise", "--delta-m", "0.6", "--delta-c", "0.2", "--cs-fraction", "0.5", "--horizon", "300"],
         ["reproduce", "--only", ""],
         ["reproduce", "--outdir", "file"],
@@ -104,7 +116,8 @@ def test_refusals_come_before_any_heavy_import(tmp_path):
         assert result["code"] == 2, (argv, result)
         assert len(result["err"].strip().splitlines()) == 1, (argv, result["err"])
     assert out["loaded"] == [], f"refusals imported {out['loaded']}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "good.csv", "header.csv"]  # nothing written
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["down.csv", "empty.csv", "file", "good.csv", "header.csv", "long.csv"]  # nothing new
 
 
 def test_package_import_is_lazy_and_every_name_resolves():

@@ -18,6 +18,7 @@ from .._errors import ConfigError, DivergenceError, Float64Required
 from ._advise import register as register_advise
 from ._appendix import register as register_appendix
 from ._bridge import register as register_bridge
+from ._forecast import register as register_forecast
 from ._parser import Parser
 from ._reproduce import register as register_reproduce
 from ._simulate import register as register_simulate
@@ -28,6 +29,7 @@ _REGISTER = (
     register_simulate,
     register_sweep,
     register_bridge,
+    register_forecast,
     register_advise,
     register_reproduce,
     register_appendix,

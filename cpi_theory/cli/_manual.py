@@ -209,3 +209,74 @@ output (in --out): report.json and fit.png / fit.pdf (the measured curve, the a-
 examples:
   cpi-theory bridge fit curve.csv --out fit/
   cpi-theory bridge fit curve.csv --out fit/ --fit-until 300 --delta-m 0.8"""
+
+
+# The report of `cpi-theory forecast` (forecast.json): each top-level key and its meaning. The one statement
+# of the contract: the help prints it, tests/test_forecast.py checks a report's keys against it.
+FORECAST_FIELDS = {
+    "schema": '"cpi_theory.forecast/1"',
+    "source": "the curve file read",
+    "until": "the origin: the last measured step <= --until (the points up to it are fitted)",
+    "horizon": "the last forecast step",
+    "data": "step, context_reliance, fitted (true for the fitted points)",
+    "forecast": "per forecast step (every measured step after the origin up to the horizon, then an even grid "
+    "at most the fitted part's median spacing apart): step, observed (null where not measured), median, q05, q25, q75, q95 (the "
+    "posterior predictive: 50% band q25-q75, 90% band q05-q95), toy (the toy curve alone, posterior "
+    "median), persistence (the last fitted value), smooth (the smooth baseline), stacked",
+    "fitted": "step, median, q05, q95: the toy's posterior over the fitted part",
+    "late_time_limit": "median, q05, q95 of M_C as t -> infinity (the late-time law of each of up to 200 "
+    "posterior draws), kind_probability {memory, context, plateau}, p_below_start, p_below_origin_value, "
+    "draws, note",
+    "peak": "p_already_peaked (the toy curve's maximum over [first step, horizon] lies at or before the "
+    "origin), step_median, step_q05, step_q95",
+    "below": "value (--below; default the first measured value), p_ever (a predictive path goes below it "
+    "at some forecast step), p_at_horizon",
+    "posterior": "sampler, replicas, particles_per_replica, mutations_per_stage, stages, reached_posterior, "
+    "log_evidence, final_acceptance, unique_fraction, rhat and ess per coordinate, max_rhat, min_ess, "
+    "draws, parameters {delta_m, delta_c, c_fraction, cs_fraction, s_fraction, context_bias, time_scale, "
+    "sigma, rho: {median, q05, q95}}, priors, noise_model, sampling_seconds",
+    "stacking": "weights {toy, persistence, smooth} (least squares on the simplex, step 1/20, from "
+    "forecasts made at internal origins of the fitted part), internal_origins, rmse per member there, "
+    "n_points, note",
+    "misspecification": "residual_rmse and residual_lag1 of the posterior-median toy on the fitted part, "
+    "noise_sd (the curve's point-to-point noise from second differences), misspecified, statement",
+    "holdout": "with measured points after the origin: n_points, rmse {toy (the median), persistence, smooth, "
+    "stacked}, coverage50, coverage90, winner; null without",
+    "seconds": "wall time of the forecast",
+}
+
+
+def _fields_table(fields: dict, width: int = 108) -> str:
+    key_width = max(len(k) for k in fields) + 2
+    lines = []
+    for key, meaning in fields.items():
+        head = f"  {key:<{key_width}}"
+        lines += textwrap.wrap(meaning, width, initial_indent=head, subsequent_indent=" " * len(head))
+    return "\n".join(lines)
+
+
+FORECAST_EPILOG = f"""\
+curve: a CSV with a header naming step and context_reliance (other columns ignored), or JSON (an object
+  with step and context_reliance lists, a bridge report, or a list of records); steps >= 0 and strictly
+  increasing, M_C in [0, 1]; at least 5 points at or before --until.
+
+the model: the toy family of `bridge fit` (delta_M, delta_C, the C / C+S / S fractions, the initial
+  attention split, the time scale; lr_v = 0) run by the differentiable minimal engine, plus a residual that
+  is an Ornstein-Uhlenbeck process in the step (stationary sd sigma, correlation rho per median step gap;
+  --noise white fixes rho = 0). Priors: uniform on the joint fit's boxes (delta_m U(0.05, 0.98), delta_C /
+  (delta_M / 2) U(0.02, 0.98), context share U(0.05, 1), C+S share of it U(0, 1), context_bias U(-8, 8),
+  log time scale uniform over four decades up to the fitted part spanning 400 toy steps), log sigma
+  U(log 1e-4, log 0.5), rho U(0, 0.99). Sampled by adaptive tempered SMC (blackjax; --replicas independent
+  runs of --particles particles, --mutations random-walk moves per stage); R-hat and ESS over the replicas.
+  The forecast: each draw's toy plus the residual carried on from the last fitted one. Stacking: the same
+  forecast made from internal origins (60% and 80% of the fitted points) and scored on the rest of the
+  fitted part gives the weights of the toy median, persistence and the smooth baseline. Details:
+  cpi_theory/forecast/README.md.
+
+output (in --out): forecast.json and forecast.png / forecast.pdf (the data, the fitted part, the bands,
+  the baselines, the held-out part). forecast.json:
+{_fields_table(FORECAST_FIELDS)}
+
+examples:
+  cpi-theory forecast curve.csv --until 300 --out fc/                 # held-out points after 300 are scored
+  cpi-theory forecast curve.csv --until 300 --horizon 1000 --below 0.75 --out fc/"""
