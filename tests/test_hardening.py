@@ -157,6 +157,24 @@ def test_a_chunk_too_large_for_memory_names_a_chunk_size_that_fits(monkeypatch, 
         refuse_unless_fits("", sweep_needs(spec, "full", 2 * suggested, 1, None), limit)
 
 
+def test_the_default_chunk_shrinks_to_fit_and_an_explicit_one_is_refused(monkeypatch, tmp_path):
+    from cpi_theory.simulation._memory import refuse_unless_fits
+    from cpi_theory.simulation._registry import get_engine
+    from cpi_theory.sweep._runner import _settings, sweep_needs
+
+    limit = 2 * 2**30
+    monkeypatch.setenv(memory.MEMORY_ENV, str(limit))
+    grid = {"lr_kq": [1.0 + i for i in range(1000)], "lr_v": [0.5 + i for i in range(1000)]}
+    spec = sweep_spec(grid=grid, trajectory_every=0)
+    default = get_engine("reduced").default_chunk_size("cpu")
+    settings = _settings(spec, "reduced", None, 1, None, None, False)
+    assert settings.chunk_size < default  # 10^6 runs: the default chunk's 16 GB estimate does not fit 2 GB
+    refuse_unless_fits("", sweep_needs(spec, "reduced", settings.chunk_size, 1, None, streamed=True), limit)
+    with pytest.raises(ct.ConfigError, match=r"a --chunk-size of at most \d+") as info:
+        _settings(spec, "reduced", default, 1, None, None, False)
+    assert info.value.key == "--chunk-size"  # the reduced engine's state does not grow with the vocabulary
+
+
 def test_what_fits_is_not_refused():
     memory.check_simulate_memory(ct.Config(), "full", available=64 * 2**20)
     memory.check_simulate_memory(ct.Config(n_answers=10**6, n_subjects=10**6), "reduced", available=2**30)

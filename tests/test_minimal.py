@@ -432,3 +432,29 @@ def test_generated_file_is_up_to_date(repo_root):
     assert formatted == committed, (
         "_generated.py is stale: run python -m cpi_theory.reduced._codegen and ruff format"
     )
+
+
+# -- 6. the restructured step (issue 21) against the general form, in every regime --------------------------
+@pytest.mark.parametrize("regime", REGIMES, ids=lambda r: r.name)
+def test_every_regime_agrees_with_the_general_form_to_1e13(regime):
+    """The minimal engine (centered softmax backward, the summary's gap-based probe and its state check)
+    and the unchanged general 166-coordinate form: M_C, the loss and the online summary within 1e-13."""
+    cfg = cpi.Config(
+        lr_v=0.2 if regime.value_trained else 0.0,
+        n_subject_only=3 if regime.has_s else 0,
+        n_counterfactual_augmented=2 if regime.has_aug else 0,
+        o_c=0.3,
+        o_r=-0.2,
+        lr_kq=1.5,
+    )
+    params = cpi.reduced_params(cfg)
+    assert regime_of(params) == regime
+    mine = minimal_train(params, steps=STEPS).records
+    general = cpi.reduced.general_train(params, steps=STEPS).records
+    for key in ("context_reliance", "loss", "attention_context", "attention_subject"):
+        np.testing.assert_allclose(mine[key], general[key], rtol=0, atol=1e-13, err_msg=key)
+    summary = minimal_summary(params, steps=STEPS, regime=regime).records
+    mc = np.asarray(general["context_reliance"])
+    assert abs(float(summary["peak"]) - mc.max()) <= 1e-13 and int(summary["peak_step"]) == int(mc.argmax())
+    assert abs(float(summary["final"]) - mc[-1]) <= 1e-13 and abs(float(summary["start"]) - mc[0]) <= 1e-13
+    assert abs(float(summary["final_loss"]) - float(np.asarray(general["loss"])[-1])) <= 1e-13

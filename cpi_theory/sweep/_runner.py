@@ -38,6 +38,7 @@ from .._version import __version__
 from ..simulation._batch import TRACES, ChunkRunner, device_mesh, pad_runs, summary_variables
 from ..simulation._memory import (
     Need,
+    device_memory_bytes,
     format_bytes,
     machine_memory_bytes,
     refuse_unless_fits,
@@ -163,7 +164,8 @@ def sweep_needs(
     return [
         Need(
             runs,
-            vocabulary_key(n_subjects, n_answers, prefix),
+            # An engine whose per-run state grows with the vocabulary names it; otherwise the chunk is the lever.
+            vocabulary_key(n_subjects, n_answers, prefix) if engine.memory_way_out else "--chunk-size",
             f"the {engine.name} engine holds {format_bytes(engine.state_bytes(int(n_subjects), int(n_answers)))} "
             f"per run in flight: use {smaller}fewer runs per chunk"
             + (f", {engine.memory_way_out}" if engine.memory_way_out else ""),
@@ -211,6 +213,24 @@ def _fitting_chunk_size(spec, engine, chunk_size, n_devices, group, available) -
     return 0
 
 
+def _default_chunk_that_fits(spec, engine, chunk_size, n_devices, group, streamed) -> int:
+    """``chunk_size`` halved (a multiple of the device count) until one chunk fits beside the rest of the
+    sweep, in this machine's memory and one device's; ``chunk_size`` itself if it fits or nothing does (the
+    refusal then names the key to change, not the chunk: a chunk that fits on its own is kept)."""
+    available, device = machine_memory_bytes(), device_memory_bytes()
+    size, alone = chunk_size, None
+    while size >= n_devices:
+        needs = sweep_needs(spec, engine, size, n_devices, group, available, streamed)
+        fits_host = sum(need.bytes for need in needs) <= available
+        fits_device = device is None or sum(need.per_device for need in needs) <= device
+        if fits_host and fits_device:
+            return size
+        if alone is None and needs[0].bytes + needs[1].bytes <= available:
+            alone = size
+        size = size // 2 // n_devices * n_devices
+    return alone or chunk_size
+
+
 # -- the steps of a sweep -------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class _Settings:
@@ -253,6 +273,19 @@ def _settings(spec, engine: str, chunk_size, devices, group, store, resume) -> _
     )
     eng, n_dev, width = runner.engine, runner.n_devices, runner.group
     streamed = store is not None and store.streamed
+    if chunk_size is None:
+        # The engine's default chunk is a speed choice, not the user's: halve it until a chunk fits here.
+        fitted = _default_chunk_that_fits(spec, eng, runner.chunk_size, n_dev, width, streamed)
+        if fitted != runner.chunk_size:
+            runner = ChunkRunner.create(
+                engine,
+                recording_of(spec),
+                chunk_size=fitted,
+                group=group,
+                devices=devices,
+                n_runs=spec.n_total,
+                on_trace=_trace_drill,
+            )
     # Refuse what cannot fit (or cannot be written) before a single run is built.
     needs = sweep_needs(spec, eng, runner.chunk_size, n_dev, width, streamed=streamed)
     refuse_unless_fits(f"this sweep ({eng.name} engine)", needs)
