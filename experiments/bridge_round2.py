@@ -77,10 +77,12 @@ def _clean(x):
 def gate_stage(designs, out: Path, checkpoints, log=print) -> dict:
     """Gate every (design, model variant); returns {(design, variant): [seed records]} (models attached)."""
     gated = {}
-    table = {}
+    path = out / "gate.json"
+    table = json.loads(path.read_text()) if path.exists() else {}  # other variants' gates are kept
     for name in designs:
-        for variant in designs[name].models:
-            design = designs[name]
+        design = designs[name]
+        variants = [v for v in design.models if any(c.model == v for c in design.cells)]
+        for variant in variants:
 
             def report(variant, seed, verdict, seconds, design=design):
                 log(
@@ -92,7 +94,7 @@ def gate_stage(designs, out: Path, checkpoints, log=print) -> dict:
             table[f"{name}/{variant}"] = [
                 {k: r[k] for k in ("seed", "start", "gate", "seconds")} for r in records
             ]
-    write_json(table, out / "gate.json")
+    write_json(table, path)
     (out / "gate.md").write_text(gate_table(table))
     return gated
 
@@ -136,30 +138,42 @@ def finetune_stage(designs, gated, out: Path, controls: bool, together: bool, lo
             }
             if not todo:
                 continue
-            started = time.perf_counter()
-            trajectories = finetune_arms(design, cell, arms, todo, together=together)
-            records = []
-            for (seed, arm_name), trajectory in trajectories.items():
-                arm = next(a for a in arms if a.name == arm_name)
-                records.append(
-                    {
-                        "key": run_key(name, cell.name, arm_name, seed),
-                        "design": name,
-                        "cell": cell.name,
-                        "arm": arm_name,
-                        "control": arm.control,
-                        "seed": seed,
-                        "recipe": cell.recipe.to_dict(),
-                        "arm_world": arm.world,
-                        "fresh_share": arm.fresh_share,
-                        "trajectory": {k: v for k, v in trajectory.items()},
-                    }
-                )
-            append_runs(runs_path, records)
-            log(
-                f"{name} / {cell.name}: {'controls' if controls else 'treatments'} x {len(todo)} seeds in "
-                f"{time.perf_counter() - started:.0f} s"
-            )
+            # One seed at a time on a CPU: each seed's runs are appended (and survive an interruption) at once.
+            batches = [todo] if together else [{seed: model} for seed, model in todo.items()]
+            for batch in batches:
+                _finetune_batch(name, design, cell, arms, batch, together, runs_path, controls, log)
+
+
+def _finetune_batch(name, design, cell, arms, todo, together, runs_path, controls, log) -> None:
+    started = time.perf_counter()
+    trajectories = finetune_arms(design, cell, arms, todo, together=together)
+    records = []
+    for (seed, arm_name), trajectory in trajectories.items():
+        arm = next(a for a in arms if a.name == arm_name)
+        records.append(
+            {
+                "key": run_key(name, cell.name, arm_name, seed),
+                "design": name,
+                "cell": cell.name,
+                "arm": arm_name,
+                "control": arm.control,
+                "seed": seed,
+                "recipe": cell.recipe.to_dict(),
+                "arm_world": arm.world,
+                "fresh_share": arm.fresh_share,
+                "trajectory": {k: v for k, v in trajectory.items()},
+            }
+        )
+    append_runs(runs_path, records)
+    finals = ", ".join(
+        f"{arm} seed {seed}: M_C {t['context_reliance'][0]:.3f} -> max {max(t['context_reliance']):.3f} "
+        f"-> {t['context_reliance'][-1]:.3f}"
+        for (seed, arm), t in trajectories.items()
+    )
+    log(
+        f"{name} / {cell.name}: {'controls' if controls else 'treatments'} x seeds {sorted(todo)} in "
+        f"{time.perf_counter() - started:.0f} s ({finals})"
+    )
 
 
 def _curves(runs, design, cell, arm):
@@ -189,9 +203,12 @@ def seed_mean_start(gated, name, variant) -> dict:
 def predict_stage(designs, gated, out: Path, log=print) -> dict:
     """Predictions of every cell's C+S arms from its start and its C+S-0 control (before the arms run)."""
     runs = read_runs(out / "runs.jsonl")
-    predictions = {}
+    path = out / "predictions.json"
+    predictions = json.loads(path.read_text()) if path.exists() else {}  # other cells' are kept
     for name, design in designs.items():
         for cell in design.cells:
+            if f"{name} / {cell.name}" in predictions:
+                continue  # predicted once, before its treatments ran: never redone
             control = next(a for a in cell.controls if a.world.get("cs_as_c") or a.fresh_share == 1.0)
             curves, seeds, steps = _curves(runs, name, cell.name, control.name)
             if curves is None:
@@ -405,6 +422,9 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--together", action="store_true", help="all (seed, arm) of a cell in one vmapped program"
     )
+    parser.add_argument(
+        "--cells", nargs="+", default=None, metavar="NAME", help="only these cells (by name) of the designs"
+    )
     parser.add_argument("--n-seeds", type=int, default=None, help="override the design's seed count (tests)")
     args = parser.parse_args(argv)
     cpi_theory.enable_float64()  # the toy (predict stage) runs in float64; the transformers stay float32
@@ -415,6 +435,11 @@ def main(argv=None) -> None:
         design = get_design(name, args.size)
         if args.n_seeds is not None:
             design = dataclasses.replace(design, n_seeds=args.n_seeds)
+        if args.cells is not None:
+            cells = tuple(c for c in design.cells if c.name in args.cells)
+            if not cells:
+                parser.error(f"--cells: none of {args.cells} is a cell of {name}")
+            design = dataclasses.replace(design, cells=cells)
         designs[name] = design
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
