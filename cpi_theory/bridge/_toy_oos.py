@@ -28,6 +28,7 @@ RISE_MIN = 0.01
 DEPTH_MIN = 0.03
 PEAK_TOLERANCE = 0.25  # a peak-step hit: within +-25% of the measured peak step
 DEPTH_TOLERANCE = (0.02, 0.25)  # a depth hit: within max(0.02, 25% of the measured depth)
+TIME_SCALE_MIN = 1e-3  # cpi_theory.fit.fit_time_scale's lower bound on alpha
 
 
 def curve_numbers(steps, curve) -> dict:
@@ -124,6 +125,8 @@ def predict_arms(
             "notes": list(notes),
         },
         "time_scale": float(alpha),
+        # fit_time_scale searches alpha >= 1e-3: at that bound the control is slower than the toy can follow
+        "time_scale_at_bound": bool(alpha <= TIME_SCALE_MIN * (1 + 1e-6)),
         "control_rmse": float(rmse),
         "control_curve": at(curves[0], control_time).tolist(),
         "arms": arms,
