@@ -234,3 +234,21 @@ def test_toy_recovers_its_own_time_scale_and_predicts_its_own_arms():
     assert again["arms"]["C+S 0.5"]["curve"][0] == pytest.approx(0.3, abs=1e-3)
     slower = predict_arms(start, steps, 0.3 + 0.4 * (1 - np.exp(-steps / 600)), {"C+S 0.5": 0.5}, horizon=400)
     assert slower["time_scale"] < 0.5 * first["time_scale"]
+
+
+def test_cli_runs_one_cell_of_a_design(tmp_path, capsys):
+    """`cpi-theory bridge run --design V1 --size micro`: the gate line, then the cell's two arms."""
+    import json
+
+    from cpi_theory.cli import main
+
+    code = main(["bridge", "run", "--design", "V1", "--size", "micro", "--steps", "5", "--seed", "0",
+                 "--out", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "ck")])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "gate: delta_M" in printed
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["design"] == "V1" and report["recipe"]["steps"] == 5
+    assert report["gate"]["passed"] and code == 0  # micro seed 0 passes (delta_M 0.64, M_C(0) 0.23)
+    assert set(report["arms"]) == {"C+S 0.5", "control: C+S -> C (matched)"}
+    for arm in report["arms"].values():
+        assert arm["trajectory"]["step"][-1] == 5 and len(arm["trajectory"]["context_reliance"]) >= 2
