@@ -252,3 +252,32 @@ def test_cli_runs_one_cell_of_a_design(tmp_path, capsys):
     assert set(report["arms"]) == {"C+S 0.5", "control: C+S -> C (matched)"}
     for arm in report["arms"].values():
         assert arm["trajectory"]["step"][-1] == 5 and len(arm["trajectory"]["context_reliance"]) >= 2
+
+
+def test_schedule_warmup_then_decay():
+    cosine = Recipe(steps=10, warmup=2, decay="cosine", n_measure=2)
+    factors = np.asarray(cosine.schedule_factor(np.arange(10)))
+    np.testing.assert_allclose(factors[:2], [0.5, 1.0])
+    np.testing.assert_allclose(factors[2], 1.0)
+    assert np.all(np.diff(factors[2:]) < 0)
+    assert factors[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 7 / 8)), rel=1e-5)  # float32
+    linear = np.asarray(Recipe(steps=4, decay="linear", n_measure=2).schedule_factor(np.arange(4)))
+    np.testing.assert_allclose(linear, [1.0, 0.75, 0.5, 0.25])
+    grid = Recipe(steps=1000, n_measure=5).measure_steps()
+    assert grid[0] == 0 and grid[-1] == 1000 and np.all(np.diff(grid) > 0)
+
+
+def test_lora_starts_at_the_base_model_and_trains_only_its_factors(micro_model):
+    """LoRA (B = 0 at start): step 0 measures the base model exactly; after steps M_C has moved."""
+    model, world = micro_model
+    base = Recipe(steps=2, optimizer="adam", lr=1e-2, n_measure=1, lr_mlp=0.0, lr_embed=0.0,
+                  lr_unembed=0.0, lr_norm=0.0)  # fmt: skip
+    lora = dataclasses.replace(base, lora_rank=2, lora_targets=("q", "v"))
+    assert lora.trained_groups == ("qk", "vo")
+    _, trainable, frozen, lora_graph = _split(model, lora, 0)
+    assert lora_graph is not None
+    names = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(trainable)[0]]
+    assert names and all("lora_" in n for n in names)
+    a, b = (finetune_members([model], [Member(world)], r)[0] for r in (base, lora))
+    assert a["context_reliance"][0] == pytest.approx(b["context_reliance"][0], abs=1e-6)
+    assert abs(b["context_reliance"][-1] - b["context_reliance"][0]) > 1e-5
