@@ -305,7 +305,7 @@ def table_stage(designs, out: Path) -> dict:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     oos = [
-        "| design / cell | arm | predicted: inverts, peak step, depth | measured: inverts, peak step, depth | hits (inversion, peak, depth) |",
+        "| design / cell | arm | predicted: inverts, peak step, depth, final | measured: inverts, peak step, depth, final | hits (inversion, peak, depth) |",
         "|---|---|---|---|---|",
     ]
     hits = {"inversion": [0, 0], "peak_step": [0, 0], "depth": [0, 0]}
@@ -339,11 +339,13 @@ def table_stage(designs, out: Path) -> dict:
                         hits[k][0] += int(v)
                         hits[k][1] += 1
                 n = p["numbers"]
-                fmt = lambda inv, step, depth: f"{'yes' if inv else 'no'}, {step:.0f}, {depth:.3f}"
+                fmt = lambda inv, step, depth, final: (
+                    f"{'yes' if inv else 'no'}, {step:.0f}, {depth:.3f}, {final:.3f}"
+                )
                 mark = lambda v: "-" if v is None else ("hit" if v else "miss")
                 oos.append(
-                    f"| {key} | {arm_name} | {fmt(n['inverts'], n['peak_step'], n['depth'])} | "
-                    f"{fmt(a['treatment_inverts'], measured['peak_step'], measured['depth'])} | "
+                    f"| {key} | {arm_name} | {fmt(n['inverts'], n['peak_step'], n['depth'], n['final'])} | "
+                    f"{fmt(a['treatment_inverts'], measured['peak_step'], measured['depth'], measured['final'])} | "
                     f"{mark(score['inversion'])}, {mark(score['peak_step'])}, {mark(score['depth'])} |"
                 )
     summary = [
@@ -352,11 +354,19 @@ def table_stage(designs, out: Path) -> dict:
         for name, depths in design_controls.items()
     ]
     hit_line = ", ".join(f"{k}: {h[0]} of {h[1]}" for k, h in hits.items())
+    fits = [
+        f"{key}: time scale {p['time_scale']:.3g}{' (at its lower bound 1e-3)' if p['time_scale'] <= 1.000001e-3 else ''}, "
+        f"control RMSE {p['control_rmse']:.3f}"
+        for key, p in predictions.items()
+    ]
     text = (
         "## Criterion per cell\n\n" + "\n".join(lines) + "\n\n" + "\n".join(summary) + "\n\n"
         "## The toy out of sample (predicted from the start and the C+S-0 control, before the arms ran)\n\n"
         + "\n".join(oos)
-        + f"\n\nHits: {hit_line} (peak step scored only where both invert).\n"
+        + f"\n\nHits: {hit_line} (peak step scored only where both invert).\n\n"
+        + "The toy's time scale, fitted on each control only:\n\n"
+        + "\n".join(f"- {line}" for line in fits)
+        + "\n"
     )
     (out / "results.md").write_text(text)
     write_json({"cells": results, "hits": hits}, out / "results.json")
@@ -371,7 +381,7 @@ def plot(designs, runs, predictions, stem: Path) -> None:
     cells = [(n, c) for n, c in cells if any(r["design"] == n and r["cell"] == c.name for r in runs)]
     if not cells:
         return
-    fig = Figure(figsize=(3.4 * len(cells), 3.2))
+    fig = Figure(figsize=(3.4 * len(cells), 3.6))
     axes = fig.subplots(1, len(cells), squeeze=False)[0]
     colors = ["C3", "C1", "C4"]
     for ax, (name, cell) in zip(axes, cells, strict=True):
@@ -383,10 +393,17 @@ def plot(designs, runs, predictions, stem: Path) -> None:
             color = "C0" if arm.control else colors[i % 3]
             style = "--" if arm.control and i > 2 else "-"
             x = np.maximum(steps, 0.5)
-            ax.plot(x, curves.mean(axis=0), color=color, ls=style, lw=1.8, label=f"{arm.name} ({len(seeds)})")
+            ax.plot(
+                x,
+                curves.mean(axis=0),
+                color=color,
+                ls=style,
+                lw=1.8,
+                label=f"{arm.name}: measured, {len(seeds)} seeds",
+            )
             pred = predictions.get(key, {}).get("arms", {}).get(arm.name)
             if pred is not None:
-                ax.plot(x, pred["curve"], color=color, ls=":", lw=1.2)
+                ax.plot(x, pred["curve"], color=color, ls=":", lw=1.2, label=f"{arm.name}: toy, predicted")
         if key in predictions:
             p = predictions[key]
             ax.plot(
@@ -395,13 +412,13 @@ def plot(designs, runs, predictions, stem: Path) -> None:
                 color="C0",
                 ls=":",
                 lw=1.2,
-                label="toy (dotted)",
+                label="control: toy, time scale fitted",
             )
         ax.set_xscale("log")
         ax.set_title(key, fontsize=8)
         ax.set_xlabel("finetuning step (step 0 drawn at 0.5)", fontsize=7)
         ax.legend(fontsize=5.5)
-    axes[0].set_ylabel("counterfactual context reliance M_C (seed mean)")
+    axes[0].set_ylabel("context reliance M_C (seed mean)")
     fig.tight_layout()
     for ext in ("png", "pdf"):
         fig.savefig(f"{stem}.{ext}", dpi=120, metadata={"CreationDate": None} if ext == "pdf" else None)
