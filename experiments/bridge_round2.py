@@ -10,12 +10,16 @@ Stages, in the pre-registered order (each resumable; finished runs are skipped):
     treatments  finetune the C+S arms (runs.jsonl)
     table       the criterion per cell, predicted vs measured with hits (results.md, results.json), figure
 
-    # one core of the shared 2-core machine, single-threaded XLA, lowest priority
+    # one core of the shared 2-core machine, single-threaded XLA; what figures/bridge/round2/ holds (V1, tiny,
+    # 4 gated seeds, one cell per call in the pre-registered order, then the table of all four; 38 minutes)
     export OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    nice -n 19 .venv/bin/python experiments/bridge_round2.py --stage gate --designs V1 V2 --out figures/bridge/round2
+    nice -n 5 .venv/bin/python experiments/bridge_round2.py --designs V1 --size tiny --n-seeds 4 \\
+        --cells "h4, GD lr 1" --out figures/bridge/round2      # then "h4, GD lr 3", "h1, GD lr 1", "h1, GD lr 3"
+    nice -n 5 .venv/bin/python experiments/bridge_round2.py --designs V1 --size tiny --n-seeds 4 \\
+        --stage table --out figures/bridge/round2
 
-``--together`` trains every (seed, arm) of a cell in one vmapped program (a GPU); ``--size micro`` is the
-test size. experiments/bridge_round2_gpu.py runs all stages at ``small`` on a GPU.
+``--together`` trains every (seed, arm) of a cell in one vmapped program (meant for a GPU; not run yet);
+``--size micro`` is the test size. No GPU script for the ``small`` grid exists yet (issue 22, item 5).
 """
 
 import argparse

@@ -45,10 +45,11 @@ def gate_line(result: dict) -> str:
     )
 
 
-#: The round-two pretraining regime, calibrated on the gate at ``tiny`` (figures/bridge/round2/gate.md):
-#: agreeing contexts (C+S-format points are in distribution before finetuning), copy examples on unknown
-#: subjects frequent enough that copying always emerges, their label noise setting delta_C near 1/4, and
-#: fact label noise setting delta_M near 0.7.
+#: The round-two pretraining regime: agreeing contexts (C+S-format points are in distribution before
+#: finetuning), copy examples on unknown subjects frequent enough that copying always emerges, their label
+#: noise keeping delta_C near 0.1-0.2, and fact label noise setting delta_M near 0.65. Set by hand, not
+#: calibrated: at ``tiny`` it passes the gate for 4 of 7 seeds (4 heads) and 4 of 11 (1 head), failing on
+#: M_C(0) (figures/bridge/round2/gate.md); ``small`` and ``base`` were not measured.
 ROUND2_REGIME = dict(copy_rate=0.25, copy_noise=0.75, agree_rate=0.2, fact_noise=0.3)
 
 
