@@ -58,6 +58,10 @@ CASES = [
         "--checkpoint: FILE exists and is not a directory",
     ),
     (["bridge", "run"], "the following arguments are required: --out"),
+    ([*RUN, "--design", "V9"], "argument --design: invalid choice"),
+    ([*RUN, "--cell", "1"], "--cell: picks a cell of a --design"),
+    ([*RUN, "--design", "V2", "--cell", "2"], "--cell: V2 has cells 0 to 1"),
+    ([*RUN, "--design", "V1", "--lr", "0.1"], "--lr: the --design fixes its recipe"),
     # bridge fit: refused before the fitting stack is loaded
     ([*FIT, "--lr-v-ratio", "-1"], "argument --lr-v-ratio: must be a finite number >= 0 and <= 1"),
     ([*FIT, "--lr-v-ratio", "nan"], "argument --lr-v-ratio"),

@@ -190,6 +190,10 @@ def test_spelled_out_choices_agree_with_the_package():
     assert tuple(_bridge.OPTIMIZER_CHOICES) == tuple(OPTIMIZERS) and tuple(_bridge.PARAM_CHOICES) == tuple(
         PARAM_SETS
     )
+    from cpi_theory.bridge import DESIGN_NAMES, get_design
+
+    assert tuple(_bridge.DESIGN_CELLS) == DESIGN_NAMES
+    assert _bridge.DESIGN_CELLS == {n: len(get_design(n, "micro").cells) for n in DESIGN_NAMES}
     tiny = SIZES["tiny"].finetune
     assert _bridge.TINY_FINETUNE == {k: getattr(tiny, k) for k in _bridge.TINY_FINETUNE}
     from cpi_theory.figures import packaged_figures

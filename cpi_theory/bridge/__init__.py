@@ -55,3 +55,29 @@ from ._train import check_finite as check_finite
 from ._train import init_optimizer as init_optimizer
 from ._train import make_tx as make_tx
 from ._train import scan_steps as scan_steps
+
+# isort: split
+# Round two (issue 22): recipes (per-group rates, freezing, LoRA, schedules, weight decay, fresh C points,
+# members trained together), the gate, the pre-registered designs, and the toy out of sample.
+from ._designs import DESIGN_NAMES as DESIGN_NAMES
+from ._designs import ROUND2_REGIME as ROUND2_REGIME
+from ._designs import Arm as Arm
+from ._designs import Cell as Cell
+from ._designs import Design as Design
+from ._designs import gate as gate
+from ._designs import gate_line as gate_line
+from ._designs import get_design as get_design
+from ._designs import round2_world as round2_world
+from ._recipe import GROUPS as GROUPS
+from ._recipe import Adapters as Adapters
+from ._recipe import Member as Member
+from ._recipe import Recipe as Recipe
+from ._recipe import finetune_members as finetune_members
+from ._recipe import param_group as param_group
+from ._round2 import finetune_arms as finetune_arms
+from ._round2 import gated_checkpoint as gated_checkpoint
+from ._round2 import gated_seeds as gated_seeds
+from ._round2 import members_of as members_of
+from ._toy_oos import curve_numbers as curve_numbers
+from ._toy_oos import predict_arms as predict_arms
+from ._toy_oos import score_prediction as score_prediction

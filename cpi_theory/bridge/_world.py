@@ -11,7 +11,15 @@ and ``[s, r]`` inputs, with the context span at a known place so attention on it
 Subject pools (disjoint):
 - known facts, memorized in pretraining: the first ``n_probe`` are the held-out counterfactual probes, the
   rest feed the finetuning C+S and S points;
-- unknown subjects for pretraining copy examples, for finetuning C points, and for the delta_C probe.
+- unknown subjects for pretraining copy examples, for finetuning C points, and for the delta_C probe;
+- (round two, issue 22) a pool of *stream* subjects for fresh C points: a new subject and context per
+  finetuning row, never used for facts, so those C points cannot be memorized by subject.
+
+Round two also splits the answers (``n_context_answers`` > 0): the first ``n_answers - n_context_answers``
+are *fact answers* (memorized facts, the counterfactual contexts c*, the delta_C probe), the rest are used
+only as the contexts of fixed C points, as in the toy where C contexts are nobody's memorized answer.
+``cs_as_c`` is the frequency-matched control: every C+S point keeps its context (= target) token and gets
+an unknown subject instead of its known one, so the arms differ only in whether the subject knows the answer.
 """
 
 import dataclasses
@@ -51,13 +59,17 @@ class FactWorldConfig:
     cs_fraction: float = 0.5  # context-redundant (C+S) share
     s_fraction: float = 0.0  # subject-only (S) share; context-critical (C) takes the rest
     filter_cs: bool = False  # the filtering mitigation: drop the C+S points of this mixture
+    # Round two (issue 22); the defaults give the round-one world unchanged.
+    n_context_answers: int = 0  # the last answers: contexts of fixed C points only (0: no split)
+    n_stream_subjects: int = 0  # pool of never-memorized subjects for fresh C points
+    cs_as_c: bool = False  # frequency-matched control: C+S points get unknown subjects, same contexts
     seed: int = 0
 
     def __post_init__(self):
         for key in ("n_answers", "n_known_facts", "n_probe", "n_finetune", "n_distractor_vocab"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, f"must be a positive integer, got {getattr(self, key)}")
-        for key in ("n_copy_subjects", "n_distractors"):
+        for key in ("n_copy_subjects", "n_distractors", "n_context_answers", "n_stream_subjects"):
             if getattr(self, key) < 0:
                 raise ConfigError(key, f"must be >= 0, got {getattr(self, key)}")
         for key in ("copy_rate", "agree_rate", "fact_noise", "copy_noise", "cs_fraction", "s_fraction"):
@@ -72,8 +84,15 @@ class FactWorldConfig:
             raise ConfigError(
                 "n_answers", "needs at least 2 answers (a counterfactual differs from the fact)"
             )
+        if self.n_fact_answers < 2:
+            raise ConfigError(
+                "n_context_answers",
+                f"must leave at least 2 fact answers (n_answers - n_context_answers), got {self.n_fact_answers}",
+            )
         counts = self.class_counts
         n_c, n_cs, n_s = (counts[data_class] for data_class in FINETUNE_CLASSES)
+        if self.cs_as_c and self.filter_cs:
+            raise ConfigError("cs_as_c", "the matched control replaces the C+S points; filter_cs drops them")
         if n_cs + n_s > self.n_known_facts - self.n_probe:
             raise ConfigError(
                 "n_known_facts",
@@ -96,6 +115,11 @@ class FactWorldConfig:
         }
 
     @property
+    def n_fact_answers(self) -> int:
+        """Answers that facts (and counterfactual contexts) use: all but the context-only ones."""
+        return self.n_answers - self.n_context_answers
+
+    @property
     def seq_len(self) -> int:
         return self.n_distractors + 5
 
@@ -103,7 +127,14 @@ class FactWorldConfig:
     def n_subjects(self) -> int:
         # The C pool has room for an all-C mixture, so the vocabulary (and the model) is the same for every
         # mixture of one world: finetuning runs on different mixtures start from one pretrained checkpoint.
-        return self.n_known_facts + self.n_copy_subjects + self.n_finetune + self.n_probe
+        # The matched control (cs_as_c) takes its unknown subjects from the same C pool.
+        return (
+            self.n_known_facts
+            + self.n_copy_subjects
+            + self.n_finetune
+            + self.n_probe
+            + self.n_stream_subjects
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -143,6 +174,9 @@ class FactWorld:
     counterfactual_contexts: np.ndarray  # (n_probe,) conflicting context per probe fact, != its answer
     copy_probe_contexts: np.ndarray  # (n_probe,) context answer per unknown probe subject
     finetune: dict[DataClass, Examples]  # the FINETUNE_CLASSES, in that order
+    stream_subjects: np.ndarray  # (n_stream_subjects,) subjects of fresh C points
+    fact_answer_ids: np.ndarray  # token ids of the fact answers
+    context_answer_ids: np.ndarray  # token ids usable as fixed C contexts (all answers without a split)
 
     @property
     def probe_subjects(self) -> np.ndarray:
@@ -225,14 +259,20 @@ def make_fact_world(config: FactWorldConfig) -> FactWorld:
     subject_ids = first_subject + rng.permutation(config.n_subjects)
     counts = config.class_counts
     n_c, n_cs, n_s = (counts[data_class] for data_class in FINETUNE_CLASSES)
-    cuts = np.cumsum([config.n_known_facts, config.n_copy_subjects, config.n_finetune])
-    known, copy, ft_unknown, probe_unknown = np.split(subject_ids, cuts)
+    cuts = np.cumsum([config.n_known_facts, config.n_copy_subjects, config.n_finetune, config.n_probe])
+    known, copy, ft_unknown, probe_unknown, stream = np.split(subject_ids, cuts)
+    # The matched control's unknown subjects come after the C points' in the same pool (room: n_finetune).
+    cs_unknown = ft_unknown[n_c : n_c + n_cs]
     ft_unknown = ft_unknown[:n_c]
 
-    answer_idx = rng.integers(0, config.n_answers, size=config.n_known_facts)
-    counterfactual_idx = _other_answer(rng, config.n_answers, answer_idx[: config.n_probe])
-    copy_probe_idx = rng.integers(0, config.n_answers, size=config.n_probe)
-    c_context_idx = rng.integers(0, config.n_answers, size=config.n_finetune)[:n_c]
+    n_fact = config.n_fact_answers
+    answer_idx = rng.integers(0, n_fact, size=config.n_known_facts)
+    counterfactual_idx = _other_answer(rng, n_fact, answer_idx[: config.n_probe])
+    copy_probe_idx = rng.integers(0, n_fact, size=config.n_probe)
+    if config.n_context_answers:
+        c_context_idx = n_fact + rng.integers(0, config.n_context_answers, size=config.n_finetune)[:n_c]
+    else:
+        c_context_idx = rng.integers(0, config.n_answers, size=config.n_finetune)[:n_c]
     known_answers = (first_answer + answer_idx).astype(np.int32)
 
     # Finetuning points use non-probe known facts: C+S first, then S, on distinct subjects.
@@ -241,17 +281,27 @@ def make_fact_world(config: FactWorldConfig) -> FactWorld:
     ft_rng = np.random.default_rng([config.seed, 2])
     c_contexts = (first_answer + c_context_idx).astype(np.int32)
     cs = DataClass.NON_CONTEXT_CRITICAL
+    c_points = Examples(sequences(config, ft_unknown, c_contexts, ft_rng), c_contexts)
+    cs_subjects = cs_unknown if config.cs_as_c else known[cs_rows]
+    cs_points = Examples(
+        sequences(config, cs_subjects, known_answers[cs_rows], ft_rng), known_answers[cs_rows].copy()
+    )
+    if config.cs_as_c:  # the control: those points are C points now (unknown subjects, same contexts)
+        c_points = Examples(
+            np.concatenate([c_points.tokens, cs_points.tokens]),
+            np.concatenate([c_points.targets, cs_points.targets]),
+        )
+        cs_points = Examples(cs_points.tokens[:0], cs_points.targets[:0])
     finetune = {
-        DataClass.CONTEXT_CRITICAL: Examples(sequences(config, ft_unknown, c_contexts, ft_rng), c_contexts),
-        cs: Examples(
-            sequences(config, known[cs_rows], known_answers[cs_rows], ft_rng), known_answers[cs_rows].copy()
-        ),
+        DataClass.CONTEXT_CRITICAL: c_points,
+        cs: cs_points,
         DataClass.SUBJECT_ONLY: Examples(
             sequences(config, known[s_rows], None, None), known_answers[s_rows].copy()
         ),
     }
     if config.filter_cs:
         finetune[cs] = Examples(finetune[cs].tokens[:0], finetune[cs].targets[:0])
+    answer_ids = np.arange(first_answer, first_answer + config.n_answers, dtype=np.int32)
     return FactWorld(
         config=config,
         known_subjects=known.astype(np.int32),
@@ -262,6 +312,9 @@ def make_fact_world(config: FactWorldConfig) -> FactWorld:
         counterfactual_contexts=(first_answer + counterfactual_idx).astype(np.int32),
         copy_probe_contexts=(first_answer + copy_probe_idx).astype(np.int32),
         finetune=finetune,
+        stream_subjects=stream.astype(np.int32),
+        fact_answer_ids=answer_ids[:n_fact],
+        context_answer_ids=answer_ids[n_fact:] if config.n_context_answers else answer_ids,
     )
 
 
@@ -280,12 +333,12 @@ def pretraining_batch(fact_world: FactWorld, rng: np.random.Generator, batch_siz
         p=[1.0 - config.copy_rate - config.agree_rate, config.copy_rate, config.agree_rate],
     )
     fact_rows = rng.integers(0, config.n_known_facts, size=batch_size)
+    first_answer = config.vocab_size - config.n_answers
     subjects = fact_world.known_subjects[fact_rows].copy()
     targets = fact_world.known_answers[fact_rows].copy()
     is_copy = kind == 1
     if is_copy.any():
         subjects[is_copy] = rng.choice(fact_world.copy_subjects, size=int(is_copy.sum()))
-        first_answer = config.vocab_size - config.n_answers
         targets[is_copy] = first_answer + rng.integers(0, config.n_answers, size=int(is_copy.sum()))
     has_context = kind > 0
     tokens = sequences(config, subjects, None, None)
@@ -294,6 +347,16 @@ def pretraining_batch(fact_world: FactWorld, rng: np.random.Generator, batch_siz
     noise = np.where(kind == 0, config.fact_noise, np.where(is_copy, config.copy_noise, 0.0))
     flip = rng.random(batch_size) < noise
     if flip.any():
-        first_answer = config.vocab_size - config.n_answers
-        targets[flip] = first_answer + _other_answer(rng, config.n_answers, targets[flip] - first_answer)
+        if config.n_context_answers:
+            # A noisy fact keeps to the fact answers (context-only answers are never anyone's memory); a
+            # noisy copy row may name any answer.
+            flip_fact, flip_copy = flip & (kind == 0), flip & is_copy
+            targets[flip_fact] = first_answer + _other_answer(
+                rng, config.n_fact_answers, targets[flip_fact] - first_answer
+            )
+            targets[flip_copy] = first_answer + _other_answer(
+                rng, config.n_answers, targets[flip_copy] - first_answer
+            )
+        else:
+            targets[flip] = first_answer + _other_answer(rng, config.n_answers, targets[flip] - first_answer)
     return Examples(tokens, targets.astype(np.int32))

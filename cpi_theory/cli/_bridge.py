@@ -24,6 +24,8 @@ OPTIMIZER_CHOICES = ("gd", "sgd", "adam")
 PARAM_CHOICES = ("all", "qk")
 TINY_FINETUNE = {"optimizer": "adam", "lr": 3e-4, "steps": 100, "measure_every": 5, "params": "all"}
 DECAYS = ("none", "linear", "cosine")
+# Round two's designs (cpi_theory.bridge.DESIGN_NAMES) and their cell counts; a test checks they agree.
+DESIGN_CELLS = {"V1": 4, "V2": 2, "V3": 2}
 
 _fraction = lambda flag: number_type(flag, low=0.0, high=1.0, rule="a share of the finetuning points")
 
@@ -38,6 +40,18 @@ def _check_fraction_sum(cs_fraction, s_fraction) -> None:
 
 # ---------------------------------------------------------------------------------------------- run
 def _validate_run(args) -> None:
+    if args.cell is not None and args.design is None:
+        raise ConfigError("--cell", "picks a cell of a --design; give --design too")
+    if args.design is not None:
+        fixed = [flag for flag, value in (("--params", args.params), ("--optimizer", args.optimizer),
+                 ("--lr", args.lr), ("--measure-every", args.measure_every)) if value is not None]  # fmt: skip
+        if fixed or args.filter_cs:
+            raise ConfigError(
+                (fixed or ["--filter-cs"])[0], "the --design fixes its recipe and mixture; drop this option"
+            )
+        n_cells = DESIGN_CELLS[args.design]
+        if args.cell is not None and args.cell >= n_cells:
+            raise ConfigError("--cell", f"{args.design} has cells 0 to {n_cells - 1}, got {args.cell}")
     _check_fraction_sum(args.cs_fraction, args.s_fraction)
     if args.filter_cs and args.cs_fraction >= 1.0:
         raise ConfigError(
@@ -48,7 +62,57 @@ def _validate_run(args) -> None:
         check_output_dir("--checkpoint", args.checkpoint)
 
 
+def _run_design(args) -> int:
+    """One seed of one cell of a round-two design: the gated checkpoint, then every arm of the cell."""
+    import dataclasses
+
+    from ..bridge._designs import gate_line, get_design
+    from ..bridge._round2 import finetune_arms, gated_checkpoint
+    from ..bridge._run import write_json
+    from ..bridge._toy_oos import curve_numbers
+
+    design = get_design(args.design, args.size)
+    cell = design.cells[args.cell or 0]
+    if args.steps is not None:
+        recipe = cell.recipe
+        recipe = dataclasses.replace(
+            recipe,
+            steps=args.steps,
+            n_measure=min(recipe.n_measure, args.steps),
+            warmup=min(recipe.warmup, args.steps - 1),
+        )
+        cell = dataclasses.replace(cell, recipe=recipe)
+    started = time.perf_counter()
+    model, start, verdict, seconds = gated_checkpoint(design, cell.model, args.seed, args.checkpoint)
+    print(
+        f"{design.name} / {cell.name}, seed {args.seed} ({seconds:.0f} s pretraining): {gate_line(verdict)}"
+    )
+    report = {
+        "design": design.name, "size": args.size, "cell": cell.name, "model": cell.model, "seed": args.seed,
+        "recipe": cell.recipe.to_dict(), "start": start, "gate": verdict, "arms": {},
+    }  # fmt: skip
+    if not verdict["passed"]:
+        write_json(report, Path(args.out) / "report.json")
+        print(f"seed {args.seed} fails the gate: not finetuned (the design uses only seeds that pass)")
+        return 1
+    trajectories = finetune_arms(design, cell, cell.arms, {args.seed: model})
+    for (_, arm), trajectory in trajectories.items():
+        numbers = curve_numbers(trajectory["step"], trajectory["context_reliance"])
+        report["arms"][arm] = {"numbers": numbers, "trajectory": trajectory}
+        print(
+            f"{arm}: M_C {numbers['start']:.3f} -> peak {numbers['peak']:.3f} at step {numbers['peak_step']:g} "
+            f"-> {numbers['final']:.3f} (depth {numbers['depth']:.3f})"
+        )
+    report["wall_seconds"] = time.perf_counter() - started
+    path = Path(args.out) / "report.json"
+    write_json(report, path)
+    print(f"wrote {path} in {report['wall_seconds']:.1f} s (one seed; the criterion needs the study's seeds)")
+    return 0
+
+
 def _run(args) -> int:
+    if args.design is not None:
+        return _run_design(args)
     import dataclasses
 
     from ..bridge._plot import plot_run
@@ -318,6 +382,15 @@ def register(subparsers) -> None:
         "--checkpoint", metavar="DIR",
         help="pretrained checkpoint directory: loaded if it holds one, else pretraining is saved there "
         "(default: none, pretrain every time)",
+    )  # fmt: skip
+    run.add_argument(
+        "--design", choices=tuple(DESIGN_CELLS),
+        help="run one seed of one cell of a round-two design (issue 22, figures/bridge/round2/): the gated "
+        "checkpoint, then the cell's arms; uses --size, --seed, --steps, --checkpoint (default: none)",
+    )  # fmt: skip
+    run.add_argument(
+        "--cell", type=number_type("--cell", low=0, integer=True), metavar="I",
+        help="with --design: which of its cells, an integer >= 0 (default 0; V1 has 4, V2 and V3 2)",
     )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown on stderr)")
     run.set_defaults(func=_run, validate=_validate_run, verb="bridge run")
