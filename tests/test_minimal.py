@@ -460,7 +460,8 @@ def test_every_regime_agrees_with_the_general_form_to_1e13(regime):
     assert abs(float(summary["final_loss"]) - float(np.asarray(general["loss"])[-1])) <= 1e-13
 
 
-@pytest.mark.parametrize("value_trained", [False])  # the value regime's step is the same wrapper (compiles 20 s)
+# The value regimes' step is the same wrapper around a bigger generated update (it compiles in 20 s).
+@pytest.mark.parametrize("value_trained", [False])
 def test_the_summary_step_repeated_is_the_summaries_engine(value_trained):
     """``summary_step`` (what benchmarks/roofline.py costs) is the step the summaries loop repeats."""
     from cpi_theory.reduced import summary_step
@@ -473,5 +474,7 @@ def test_the_summary_step_repeated_is_the_summaries_engine(value_trained):
         state = step(state, params)
     out = minimal_summary(params, steps=30, regime=regime, store_every=30)
     stepped = np.stack(state[0].x)
-    np.testing.assert_allclose(stepped, np.stack([x[-1] for x in out.records["state"]]), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(
+        stepped, np.stack([x[-1] for x in out.records["state"]]), rtol=1e-13, atol=1e-15
+    )
     assert int(state[0].t) == 30 and np.any(stepped != np.stack([x[0] for x in out.records["state"]]))
