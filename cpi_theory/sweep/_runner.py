@@ -262,30 +262,26 @@ def _settings(spec, engine: str, chunk_size, devices, group, store, resume) -> _
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
         raise ConfigError("--chunk-size", f"must be a positive integer, got {chunk_size!r}")
-    runner = ChunkRunner.create(
-        engine,
-        recording_of(spec),
-        chunk_size=chunk_size,
-        group=group,
-        devices=devices,
-        n_runs=spec.n_total,
-        on_trace=_trace_drill,
-    )
+
+    def runner_of(size):
+        return ChunkRunner.create(
+            engine,
+            recording_of(spec),
+            chunk_size=size,
+            group=group,
+            devices=devices,
+            n_runs=spec.n_total,
+            on_trace=_trace_drill,
+        )
+
+    runner = runner_of(chunk_size)
     eng, n_dev, width = runner.engine, runner.n_devices, runner.group
     streamed = store is not None and store.streamed
     if chunk_size is None:
         # The engine's default chunk is a speed choice, not the user's: halve it until a chunk fits here.
         fitted = _default_chunk_that_fits(spec, eng, runner.chunk_size, n_dev, width, streamed)
         if fitted != runner.chunk_size:
-            runner = ChunkRunner.create(
-                engine,
-                recording_of(spec),
-                chunk_size=fitted,
-                group=group,
-                devices=devices,
-                n_runs=spec.n_total,
-                on_trace=_trace_drill,
-            )
+            runner = runner_of(fitted)
     # Refuse what cannot fit (or cannot be written) before a single run is built.
     needs = sweep_needs(spec, eng, runner.chunk_size, n_dev, width, streamed=streamed)
     refuse_unless_fits(f"this sweep ({eng.name} engine)", needs)
