@@ -26,8 +26,14 @@ NOT_CALLED = {
             "pretraining_batch", "qk_filter", "run_bridge", "save_checkpoint",
             "write_report", "finetune_and_fit", "pretrained_model", "start_state", "write_json", "plot_study",
             "check_finite", "init_optimizer",
+            # round two (issue 22): designs, the gate, per-group recipes, finetuning members
+            "finetune_arms", "finetune_members", "gate", "gate_line", "gated_checkpoint", "gated_seeds",
+            "get_design", "members_of", "param_group", "round2_world",
         )
     },
+    "curve_numbers": "bridge: start / peak / final of a measured curve (NumPy float64), no theory computed",
+    "score_prediction": "bridge: counts hits between two dicts of predictions, no theory computed",
+    "predict_arms": "bridge: the toy through fit_time_scale and simulate_many (both called here: they refuse float32)",
     "use_cpu_cores": "simulation: sets how many CPU devices JAX starts with, no computation",
     "load_trajectory": "fit: reads a measured curve from CSV / JSON (NumPy float64), no theory computed",
     "build_run_table": "sweep: a spec's runs as NumPy float64 columns, no theory computed (run_sweep is called)",

@@ -123,17 +123,21 @@ def initial_state(params: ToyParams, regime: Regime) -> Coordinates:
     return tuple(values.get(name, zero) for name in names)
 
 
-def to_general(x: Coordinates, regime: Regime) -> Float[Array | np.ndarray, "*batch state"]:
+def to_general(x: Coordinates, regime: Regime) -> Float[Array, "*batch state"]:
     """The general 166-coordinate state of a minimal state ``x`` (coordinates that never move are 0)."""
     n_state = _compiled().n_state
-    if not any(isinstance(xi, jax.core.Tracer) for xi in x):  # concrete: one transfer, placed by NumPy
-        x = np.stack([np.asarray(xi, dtype=np.float64) for xi in jax.device_get(tuple(x))], axis=-1)
-        general = np.zeros((*x.shape[:-1], n_state), dtype=np.float64)
-        general[..., general_index(regime)] = x
-        return general
     x = jnp.stack(x, axis=-1)
     general = jnp.zeros((*x.shape[:-1], n_state), dtype=x.dtype)
     return general.at[..., general_index(regime)].set(x)
+
+
+def to_general_host(x: Coordinates, regime: Regime) -> np.ndarray:
+    """:func:`to_general` of a concrete state, on the host: one transfer, placed by NumPy (for one run, where
+    the device's scatter costs more than the numbers)."""
+    x = np.stack([np.asarray(xi, dtype=np.float64) for xi in jax.device_get(tuple(x))], axis=-1)
+    general = np.zeros((*x.shape[:-1], _compiled().n_state), dtype=np.float64)
+    general[..., general_index(regime)] = x
+    return general
 
 
 def from_general(general: Float[Array, "*batch state"], regime: Regime) -> Coordinates:

@@ -44,7 +44,7 @@ from ..reduced._minimal import (
     minimal_train,
     probe_fn,
     regime_of,
-    to_general,
+    to_general_host,
 )
 
 FLOAT_BYTES = 8  # float64
@@ -314,7 +314,7 @@ def _reduced_run_config(config: Config) -> Recorded:
         unroll=SINGLE_RUN_UNROLL[regime.value_trained],
     )
     records = {k: v for k, v in out.records.items() if k != "state"}
-    return dataclasses.replace(out, records=records, final_state=to_general(out.final_state.x, regime))
+    return dataclasses.replace(out, records=records, final_state=to_general_host(out.final_state.x, regime))
 
 
 def _reduced_batch_run(bucket: tuple, recording: Recording):
