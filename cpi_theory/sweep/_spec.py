@@ -29,7 +29,7 @@ import numpy as np
 from .._errors import ConfigError
 from ..config._config import Config, read_json_file
 from ..config._params import PARAM_KEYS, ToyParams
-from ..config._rules import RULES, Rule
+from ..config._rules import CLASS_COUNT_KEYS, RULES, Rule
 from ..simulation._registry import PER_CLASS_PREFIX as PER_CLASS_PREFIX
 from ..simulation._registry import TRAJECTORY_METRICS as TRAJECTORY_METRICS
 from ..simulation._registry import get_engine
@@ -47,7 +47,6 @@ _CONFIG_KEYS = frozenset(Config.keys())
 _INT_KEYS = tuple(
     f.name for f in dataclasses.fields(Config) if f.type is int or f.type == "int"
 )  # n_answers, n_subjects, steps, record_every
-_COUNT_KEYS = ("n_context_critical", "n_non_context_critical", "n_subject_only", "n_counterfactual_augmented")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +250,7 @@ def _parse_random(random) -> tuple[tuple[str, tuple[str, tuple]], ...]:
 
 def _integer_draws(key: str, arg) -> bool:
     """Integer keys always draw integers; class counts do where both bounds are integers."""
-    return key in _INT_KEYS or (key in _COUNT_KEYS and all(_is_int(v) for v in arg))
+    return key in _INT_KEYS or (key in CLASS_COUNT_KEYS and all(_is_int(v) for v in arg))
 
 
 def draw_random(spec: SweepSpec, seed: int) -> dict[str, np.ndarray]:
