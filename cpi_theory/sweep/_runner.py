@@ -200,14 +200,15 @@ def sweep_needs(
     ]
 
 
-def _fitting_chunk_size(spec, engine, chunk_size, n_devices, group, available) -> int:
+def _fitting_chunk_size(spec, engine, chunk_size, n_devices, group, available, device=None) -> int:
     """The largest chunk size (chunk_size halved, a multiple of the device count) whose runs fit in
-    ``available`` bytes; 0 if none smaller than ``chunk_size`` does."""
+    ``available`` bytes (and, given ``device``, in one device's memory); 0 if none smaller than ``chunk_size``
+    does."""
     size = chunk_size // 2
     while size >= n_devices:
         size = size // n_devices * n_devices
-        (runs, _), (records, _) = _chunk_bytes(spec, engine, size, n_devices, group)
-        if runs + records <= available:
+        (runs, runs_device), (records, records_device) = _chunk_bytes(spec, engine, size, n_devices, group)
+        if runs + records <= available and (device is None or runs_device + records_device <= device):
             return size
         size //= 2
     return 0
@@ -218,17 +219,15 @@ def _default_chunk_that_fits(spec, engine, chunk_size, n_devices, group, streame
     sweep, in this machine's memory and one device's; ``chunk_size`` itself if it fits or nothing does (the
     refusal then names the key to change, not the chunk: a chunk that fits on its own is kept)."""
     available, device = machine_memory_bytes(), device_memory_bytes()
-    size, alone = chunk_size, None
-    while size >= n_devices:
-        needs = sweep_needs(spec, engine, size, n_devices, group, available, streamed)
-        fits_host = sum(need.bytes for need in needs) <= available
-        fits_device = device is None or sum(need.per_device for need in needs) <= device
-        if fits_host and fits_device:
-            return size
-        if alone is None and needs[0].bytes + needs[1].bytes <= available:
-            alone = size
-        size = size // 2 // n_devices * n_devices
-    return alone or chunk_size
+    needs = sweep_needs(spec, engine, chunk_size, n_devices, group, available, streamed)
+    in_chunk = needs[0].bytes + needs[1].bytes  # the chunk's runs and records; the rest does not shrink
+    rest = sum(need.bytes for need in needs) - in_chunk
+    if in_chunk + rest <= available and (device is None or sum(need.per_device for need in needs) <= device):
+        return chunk_size
+    beside = _fitting_chunk_size(spec, engine, chunk_size, n_devices, group, available - rest, device)
+    if beside or in_chunk <= available:
+        return beside or chunk_size
+    return _fitting_chunk_size(spec, engine, chunk_size, n_devices, group, available) or chunk_size
 
 
 # -- the steps of a sweep -------------------------------------------------------------------------------------
