@@ -443,9 +443,10 @@ def minimal_train(
     With ``compile_per_steps=False`` and no ``lr_scale``, one compiled program serves every ``steps`` up to
     the next power of two: the scan runs that many steps with the ones past ``steps`` masked out (for
     single runs, where compiling costs more than the padding; the records are the same, returned as NumPy
-    arrays when the inputs are concrete). ``unroll``: steps
-    per loop iteration (:data:`SINGLE_RUN_UNROLL` is what ``simulate`` uses for one run; keep 1 under
-    ``jax.vmap`` or derivatives, where unrolling was slower).
+    arrays when the inputs are concrete).
+
+    ``unroll``: steps per loop iteration (:data:`SINGLE_RUN_UNROLL` is what ``simulate`` uses for one run;
+    keep 1 under ``jax.vmap`` or derivatives, where unrolling was slower).
     """
     check_params(params)
     regime = regime_of(params) if regime is None else regime

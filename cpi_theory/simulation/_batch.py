@@ -46,11 +46,12 @@ def device_mesh(n_devices: int | None = None) -> Mesh:
 
 def use_cpu_cores(count: int | None = None) -> None:
     """Split the host CPU into ``count`` JAX devices (default: one per usable core) before JAX's backend
-    starts (it does not start the backend itself, so ``jax.distributed.initialize`` may still follow). With a core to itself, a device advances cache-sized
-    groups of runs (the engine's ``core_group_size``): 1.5x the one-device whole-shard vmap for the reduced
-    engine on 2 cores (benchmarks/RESULTS.md). ``cpi-theory sweep`` does this; in Python call it first thing.
-    Once the backend is up the devices stay as they are (no error). On GPU/TPU hosts the accelerators
-    remain the devices."""
+    starts. It does not start the backend itself, so ``jax.distributed.initialize`` may still follow; once
+    the backend is up the devices stay as they are (no error). On GPU/TPU hosts the accelerators remain the
+    devices. ``cpi-theory sweep`` calls it; in Python call it first thing.
+
+    With a core to itself, a device advances cache-sized groups of runs (the engine's ``core_group_size``):
+    1.5x the one-device whole-shard vmap for the reduced engine on 2 cores (benchmarks/RESULTS.md)."""
     if count is None:
         count = int(os.environ.get("JAX_NUM_CPU_DEVICES") or usable_cores())
     try:
