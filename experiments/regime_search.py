@@ -42,6 +42,9 @@ from cpi_theory.bridge import (
     save_checkpoint,
     scan_steps,
 )
+from cpi_theory.bridge import (
+    param_group as bridge_param_group,
+)
 
 #: Pretraining mixtures of the search (moderate = the bridge's ``moderate`` preset).
 SEARCH_REGIMES = {
@@ -211,15 +214,14 @@ def screen_score(treatment, control) -> float | None:
 # --- training --------------------------------------------------------------------------------------
 
 
+# The search's coarser groups: the bridge's embedding, unembedding and norm groups share one multiplier.
+_SEARCH_GROUP = {"embed": "other", "unembed": "other", "norm": "other"}
+
+
 def param_group(path: str) -> str:
     """``qk``, ``vo``, ``mlp`` or ``other`` for a parameter path (``jax.tree_util.keystr``)."""
-    if "w_query" in path or "w_key" in path:
-        return "qk"
-    if "['attn']" in path:
-        return "vo"
-    if "mlp_in" in path or "mlp_out" in path:
-        return "mlp"
-    return "other"
+    group = bridge_param_group(path)
+    return _SEARCH_GROUP.get(group, group)
 
 
 def _scale_by_group(multipliers: tuple[tuple[str, float], ...]) -> optax.GradientTransformation:

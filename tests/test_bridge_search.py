@@ -115,3 +115,31 @@ def test_a_real_micro_run_is_resumed(tmp_path):
 def test_committed_table_is_regenerated_from_runs():
     runs = S.read_runs(SEARCH / "runs.jsonl")
     assert S.search_table(runs) == (SEARCH / "search_table.md").read_text()
+
+
+def test_the_search_groups_every_parameter_as_qk_vo_mlp_or_other():
+    """The search's four groups are the bridge's six with embeddings, unembedding and norms merged."""
+    import jax
+    from flax import nnx
+
+    from cpi_theory.bridge import ModelConfig, Transformer
+
+    state = nnx.state(Transformer(ModelConfig(vocab_size=20, seq_len=4)), nnx.Param)
+    groups = {
+        jax.tree_util.keystr(p): S.param_group(jax.tree_util.keystr(p))
+        for p, _ in jax.tree_util.tree_leaves_with_path(state)
+    }
+    # First match wins: norms before "mlp" (norm_mlp), "embed" also covers pos_embed and w_unembed.
+    expected = {
+        "norm": "other",
+        "embed": "other",
+        "w_query": "qk",
+        "w_key": "qk",
+        "w_value": "vo",
+        "w_out": "vo",
+        "mlp": "mlp",
+    }
+    for path, group in groups.items():
+        name = next(k for k in expected if k in path)
+        assert group == expected[name], path
+    assert set(groups.values()) == {"qk", "vo", "mlp", "other"}
