@@ -55,3 +55,9 @@ def test_use_cpu_cores_splits_the_host_before_jax_starts_and_keeps_it_after():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3", "3"]
+
+
+@pytest.mark.parametrize("count", [0, -2, True])  # other types: the signature (checked in tests)
+def test_use_cpu_cores_refuses_a_count_that_is_not_a_positive_integer(count):
+    with pytest.raises(ct.ConfigError, match=r"^count: CPU devices: must be an integer >= 1"):
+        ct.use_cpu_cores(count)

@@ -54,6 +54,8 @@ def use_cpu_cores(count: int | None = None) -> None:
     1.5x the one-device whole-shard vmap for the reduced engine on 2 cores (benchmarks/RESULTS.md)."""
     if count is None:
         count = int(os.environ.get("JAX_NUM_CPU_DEVICES") or usable_cores())
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError("count", f"CPU devices: must be an integer >= 1, got {count!r}")
     try:
         jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError:  # the backend is already up: keep its devices
