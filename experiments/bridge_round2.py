@@ -385,8 +385,13 @@ def plot(designs, runs, predictions, stem: Path) -> None:
     cells = [(n, c) for n, c in cells if any(r["design"] == n and r["cell"] == c.name for r in runs)]
     if not cells:
         return
-    fig = Figure(figsize=(3.4 * len(cells), 3.6))
-    axes = fig.subplots(1, len(cells), squeeze=False)[0]
+    ncols = min(len(cells), 3)  # rows of at most three cells, so that six stay legible
+    nrows = -(-len(cells) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.6 * nrows))
+    grid = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in grid.ravel()[len(cells) :]:
+        ax.set_visible(False)
+    axes = grid.ravel()[: len(cells)]
     colors = ["C3", "C1", "C4"]
     for ax, (name, cell) in zip(axes, cells, strict=True):
         key = f"{name} / {cell.name}"
@@ -422,7 +427,8 @@ def plot(designs, runs, predictions, stem: Path) -> None:
         ax.set_title(key, fontsize=8)
         ax.set_xlabel("finetuning step (step 0 drawn at 0.5)", fontsize=7)
         ax.legend(fontsize=5.5)
-    axes[0].set_ylabel("context reliance M_C (seed mean)")
+    for ax in grid[:, 0]:
+        ax.set_ylabel("context reliance M_C (seed mean)")
     fig.tight_layout()
     for ext in ("png", "pdf"):
         fig.savefig(f"{stem}.{ext}", dpi=120, metadata={"CreationDate": None} if ext == "pdf" else None)
@@ -466,7 +472,8 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     stages = ("gate", "controls", "predict", "treatments", "table") if args.stage == "all" else (args.stage,)
-    gated = gate_stage(designs, out, args.checkpoints)  # every stage needs the gated checkpoints (cached)
+    # every stage but the table needs the gated checkpoints (cached); the table reads runs.jsonl only
+    gated = gate_stage(designs, out, args.checkpoints) if stages != ("table",) else {}
     if "controls" in stages:
         finetune_stage(designs, gated, out, controls=True, together=args.together)
     if "predict" in stages:

@@ -2,6 +2,7 @@
 world and its matched control, the designs as presets, and the toy out of sample. All at ``micro`` size."""
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -290,3 +291,40 @@ def test_lora_starts_at_the_base_model_and_trains_only_its_factors(micro_model):
     a, b = (finetune_members([model], [Member(world)], r)[0] for r in (base, lora))
     assert a["context_reliance"][0] == pytest.approx(b["context_reliance"][0], abs=1e-6)
     assert abs(b["context_reliance"][-1] - b["context_reliance"][0]) > 1e-5
+
+
+ROUND2 = Path(__file__).resolve().parents[1] / "figures" / "bridge" / "round2"
+
+
+@pytest.mark.skipif(not (ROUND2 / "runs.jsonl").exists(), reason="no committed round two")
+def test_committed_round_two_verdicts_are_regenerated_from_its_runs():
+    """figures/bridge/round2/results.json read back: every committed cell's verdict, depth and controls are
+    what the pre-registered criterion gives on runs.jsonl; every cell with treatment runs has a prediction
+    in predictions.json; V3's gate (all seeds failing) is in gate.json."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROUND2.parents[2] / "experiments"))
+    import bridge_round2 as R
+
+    from cpi_theory.bridge import get_design
+
+    runs = R.read_runs(ROUND2 / "runs.jsonl")
+    results = json.loads((ROUND2 / "results.json").read_text())["cells"]
+    predictions = json.loads((ROUND2 / "predictions.json").read_text())
+    for name in ("V1", "V2", "V3"):
+        for cell in get_design(name, "tiny").cells:
+            key = f"{name} / {cell.name}"
+            judged = R.judge_cell(runs, name, cell)
+            committed = results[key]
+            assert set(judged["arms"]) == set(committed["arms"]), key
+            for arm, a in judged["arms"].items():
+                c = committed["arms"][arm]
+                assert a["inversion"] == c["inversion"] and a["failed"] == c["failed"], (key, arm)
+                assert a["treatment"]["depth"] == pytest.approx(c["treatment"]["depth"], abs=1e-12)
+                assert key in predictions, key
+            for control, c in judged["controls"].items():
+                assert c["depth"] == pytest.approx(committed["controls"][control]["depth"], abs=1e-12)
+    gate = json.loads((ROUND2 / "gate.json").read_text())
+    assert len(gate["V3/h4"]) == 12 and not any(r["gate"]["passed"] for r in gate["V3/h4"])
+    assert sum(r["gate"]["passed"] for r in gate["V2/h4"]) == 5
