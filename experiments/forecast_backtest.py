@@ -258,7 +258,7 @@ def backtest_row(curve: dict, origin: float, settings: SMCSettings, seed: int = 
 def settings_tag(settings: SMCSettings, seed: int) -> str:
     return (
         f"SMC {settings.replicas} replicas x {settings.particles} particles, {settings.mutations} "
-        f"moves per stage, OU residual, seed {seed}"
+        f"moves per stage, reference {settings.reference:g} (Gaussian share), OU residual, seed {seed}"
     )
 
 

@@ -129,6 +129,7 @@ CASES = [
     ),
     ([*FORECAST, "--below", "1.5"], "argument --below: must be a finite number >= 0 and <= 1"),
     ([*FORECAST, "--particles", "8"], "argument --particles: must be an integer >= 16"),
+    ([*FORECAST, "--reference", "1.5"], "argument --reference: must be a finite number >= 0 and <= 1"),
     ([*FORECAST, "--replicas", "1"], "argument --replicas: must be an integer >= 2"),
     ([*FORECAST, "--mutations", "0"], "argument --mutations: must be an integer >= 1"),
     ([*FORECAST, "--noise", "pink"], "argument --noise: invalid choice"),

@@ -122,7 +122,9 @@ def _run(args) -> int:
     from ..forecast import SMCSettings, forecast, plot_forecast
 
     steps, values = load_trajectory(args.curve)
-    settings = SMCSettings(particles=args.particles, replicas=args.replicas, mutations=args.mutations)
+    settings = SMCSettings(
+        particles=args.particles, replicas=args.replicas, mutations=args.mutations, reference=args.reference
+    )
     with status(
         "forecast", "sampling the toy's posterior", "about 30 s on 2 cores, longer when they are shared"
     ):
@@ -234,6 +236,11 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--mutations", type=number_type("--mutations", low=1, integer=True), default=25, metavar="N",
         help="random-walk moves per SMC stage, an integer >= 1 (default 25)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reference", type=number_type("--reference", low=0.0, high=1.0), default=1.0, metavar="SHARE",
+        help="where the tempering starts: this share of a Gaussian around the least-squares fit, the rest the "
+        "prior, in [0, 1] (0: the prior alone; default 1)",
     )  # fmt: skip
     parser.add_argument(
         "--seed", type=number_type("--seed", low=0, integer=True), default=0, metavar="N",

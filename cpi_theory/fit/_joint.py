@@ -511,6 +511,42 @@ def _rmse(a, b) -> float:
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
 
+def multistart_least_squares(family: ToyFamily, tau, y, w, n: int, rng, n_starts: int = 8):
+    """The family's least-squares fit to the first ``n`` of the padded points ``tau, y, w`` from several
+    starts: ``(theta, ssr, starts used)``.
+
+    A second round of starts when the best fit misses by clearly more than the curve's own noise (a local
+    minimum: in the recovery study, every wrong shape class came with such an RMSE, rise-then-fall truths
+    fitted as falls): starts seeded for a rise-then-fall peaking where the curve does (_peak_starts), then
+    fresh random starts.
+    """
+    tau_fit, y_fit = np.asarray(tau)[:n], np.asarray(y)[:n]
+    target = max(1.5 * noise_estimate(y_fit), 0.01)
+    best, starts_used = None, 0
+    for round_ in range(3):
+        if round_ == 0:
+            starts = [_place(family, x, tau, y, w, n) for x in _start_points(family, rng, n_starts)]
+        elif math.sqrt(2.0 * best.cost / n) <= target:
+            break
+        elif round_ == 1:
+            starts = _peak_starts(family, tau, y, w, n, tau_fit, y_fit)
+        else:
+            starts = [_place(family, x, tau, y, w, n) for x in _start_points(family, rng, n_starts)[1:]]
+        for x0 in starts:
+            res = least_squares(
+                lambda th: family.residual(th, tau, y, w),
+                x0,
+                jac=lambda th: family.jacobian(th, tau, y, w),
+                bounds=(family.lower, family.upper),
+                x_scale="jac",
+                max_nfev=200,
+            )
+            starts_used += 1
+            if best is None or res.cost < best.cost:
+                best = res
+    return np.asarray(best.x), 2.0 * float(best.cost), starts_used
+
+
 # --------------------------------------------------------------------------------------------- entry
 @requires_float64
 def joint_fit(
@@ -558,37 +594,8 @@ def joint_fit(
     npad = _pad(max(s.size, n_dense))
     tau, yy, w = _padded(tau_all[fit_mask], y[fit_mask], npad)
     rng = np.random.default_rng(seed)
-    best = None
-    # A second round of starts when the best fit misses by clearly more than the curve's own noise (a local
-    # minimum: in the recovery study, every wrong shape class came with such an RMSE, rise-then-fall truths
-    # fitted as falls): fresh random starts, and starts seeded for a rise-then-fall peaking where the curve
-    # does (_peak_starts).
-    target = max(1.5 * noise_estimate(y[fit_mask]), 0.01)
-    starts_used = 0
-    for round_ in range(3):
-        if round_ == 0:
-            starts = [_place(family, x, tau, yy, w, n) for x in _start_points(family, rng, n_starts)]
-        elif math.sqrt(2.0 * best.cost / n) <= target:
-            break
-        elif round_ == 1:
-            starts = _peak_starts(family, tau, yy, w, n, tau_all[fit_mask], y[fit_mask])
-        else:
-            starts = [_place(family, x, tau, yy, w, n) for x in _start_points(family, rng, n_starts)[1:]]
-        for x0 in starts:
-            res = least_squares(
-                lambda th: family.residual(th, tau, yy, w),
-                x0,
-                jac=lambda th: family.jacobian(th, tau, yy, w),
-                bounds=(family.lower, family.upper),
-                x_scale="jac",
-                max_nfev=200,
-            )
-            starts_used += 1
-            if best is None or res.cost < best.cost:
-                best = res
-    theta = best.x
+    theta, ssr, starts_used = multistart_least_squares(family, tau, yy, w, n, rng, n_starts)
     jac = family.jacobian(theta, tau, yy, w)[:n]
-    ssr = 2.0 * float(best.cost)
     laplace = _laplace(family, theta, jac, ssr, n)
     parameters = _reported_parameters(family, theta, laplace)
     # The toy at every measured step (fitted and held-out) and on a dense grid with its band.

@@ -233,3 +233,55 @@ def natural_parameters(problem: Problem, x) -> dict[str, np.ndarray]:
         "sigma": np.exp(x[:, p]),
         "rho": x[:, p + 1],
     }
+
+
+# ----------------------------------------------------------------------------- the SMC's reference
+REFERENCE_INFLATION = 3.0  # the Gaussian's sd: this many least-squares standard errors (in z) ...
+REFERENCE_FLOOR = 0.05  # ... at least this much (in z), at most the prior's own sd (logistic: pi / sqrt 3)
+REFERENCE_NOISE_SD = {"log_sigma": 0.5, "rho": 0.3}  # the noise coordinates' sd around their centre (in x)
+
+
+def reference_gaussian(problem: Problem, rng, n_starts: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """A Gaussian in the unconstrained coordinates around the least-squares fit of ``problem`` (the joint
+    fit's multi-start search, :func:`cpi_theory.fit._joint.multistart_least_squares`): its mean and the
+    Cholesky factor of its covariance, the Gauss-Newton covariance inflated by
+    :data:`REFERENCE_INFLATION` (floored and capped per coordinate); the noise scale at the fit's residual
+    RMSE, rho at 0.2.
+
+    Used only as part of the tempered SMC's *reference* distribution (mixed with the prior): tempering
+    from it to the posterior is exact whatever it is; it makes the narrow mode of a well-determined curve
+    reachable, which random-walk moves from the prior alone miss (the backtest's toy curves: see
+    ``cpi_theory/forecast/README.md``).
+    """
+    from scipy.linalg import cholesky
+
+    from ..fit._joint import _padded, multistart_least_squares
+
+    family, n = problem.family, problem.steps.size
+    tau, y, w = _padded(problem.tau, problem.values, problem.structure.npad)
+    theta, ssr, _ = multistart_least_squares(family, tau, y, w, n, rng, n_starts)
+    jac = family.jacobian(theta, tau, y, w)[:n]
+    p = theta.size
+    s2 = max(ssr / max(n - p, 1), 1e-8)
+    cov_x = s2 * np.linalg.pinv(jac.T @ jac, rcond=1e-10)
+    sigma = max(math.sqrt(ssr / n), 2e-4)
+    x = np.concatenate([theta, [math.log(sigma), min(0.2, problem.upper[-1])]])
+    lower, upper = problem.lower, problem.upper
+    u = np.clip((x - lower) / (upper - lower), 1e-3, 1 - 1e-3)
+    x = lower + u * (upper - lower)
+    dzdx = (upper - lower) / ((x - lower) * (upper - x))  # d logit((x - l) / (u - l)) / dx
+    cov = np.zeros((p + 2, p + 2))
+    cov[:p, :p] = cov_x
+    cov[p, p] = REFERENCE_NOISE_SD["log_sigma"] ** 2
+    cov[p + 1, p + 1] = REFERENCE_NOISE_SD["rho"] ** 2
+    cov_z = REFERENCE_INFLATION**2 * (dzdx[:, None] * cov * dzdx[None, :])
+    sd = np.sqrt(np.clip(np.diag(cov_z), 0.0, None))
+    target = np.clip(sd, REFERENCE_FLOOR, math.pi / math.sqrt(3.0))
+    scale = np.where(sd > 0, target / np.maximum(sd, 1e-300), 0.0)
+    cov_z = scale[:, None] * cov_z * scale[None, :] + np.diag(np.where(sd > 0, 0.0, target**2))
+    cov_z = 0.5 * (cov_z + cov_z.T) + 1e-10 * np.eye(p + 2)
+    try:
+        chol = cholesky(cov_z, lower=True)
+    except np.linalg.LinAlgError:
+        chol = np.diag(target)
+    return problem.to_z(x, margin=1e-3), chol

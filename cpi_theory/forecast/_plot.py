@@ -87,8 +87,12 @@ def draw_forecast(report: dict) -> Figure:
     ax.set_ylabel("context reliance M_C")
     handles, labels = ax.get_legend_handles_labels()
     side.legend(handles, labels, fontsize=7.5, loc="upper left", frameon=False)
-    low = np.nanmin(np.concatenate([value, _array(fc["q05"])]))
-    high = np.nanmax(np.concatenate([value, _array(fc["q95"])]))
+    # the axes hold the data, the bands and the late-time limit's line (listed in the legend)
+    shown = [value, _array(fc["q05"]), _array(fc["q95"])]
+    if limit["median"] is not None:
+        shown.append(np.asarray([limit["median"]], dtype=np.float64))
+    low = np.nanmin(np.concatenate(shown))
+    high = np.nanmax(np.concatenate(shown))
     pad = 0.05 * max(high - low, 0.05)
     ax.set_ylim(max(0.0, low - pad), min(1.0, high + 4 * pad))
     return fig
