@@ -106,3 +106,26 @@ def test_docs_results_tables_are_the_backtests(doc):
     assert len(table) >= 4
     lines = set((FOLDER / "backtest.md").read_text().splitlines())
     assert [line for line in table if line not in lines] == []
+
+
+@pytest.mark.skipif(not (FOLDER / "sampler_check.json").exists(), reason="no committed sampler check")
+def test_committed_sampler_check_is_read_back(tmp_path):
+    """figures/forecast/sampler_check.json read back: every case of the script has both samplers with
+    their quantiles, its differences are recomputed from the stored predictive quantiles, and the
+    committed table is the one the script writes from this json."""
+    import forecast_sampler_check as C
+
+    data = json.loads((FOLDER / "sampler_check.json").read_text())
+    assert [(r["curve"], r["origin"]) for r in data["results"]] == list(C.CASES)
+    for r in data["results"]:
+        a, b = (np.asarray(r["samplers"][k]["predictive"]) for k in ("smc", "nuts"))
+        assert a.shape == b.shape == (len(C.QUANTILES), len(r["held_steps"]))
+        assert r["predictive_max_abs_difference"] == pytest.approx(float(np.max(np.abs(a - b))), abs=1e-15)
+        assert r["median_max_abs_difference"] == pytest.approx(float(np.max(np.abs(a[2] - b[2]))), abs=1e-15)
+        for sampler in ("smc", "nuts"):
+            assert set(r["samplers"][sampler]["parameters"]) == {
+                "delta_m", "delta_c_ratio", "context_fraction", "cs_share", "context_bias",
+                "log_time_scale", "log_sigma", "rho",
+            }  # fmt: skip
+    C.write_markdown(data["results"], data["meta"], tmp_path / "table.md")
+    assert (tmp_path / "table.md").read_text() == (FOLDER / "sampler_check.md").read_text()
