@@ -11,12 +11,16 @@ Stages, in the pre-registered order (each resumable; finished runs are skipped):
     table       the criterion per cell, predicted vs measured with hits (results.md, results.json), figure
 
     # one core of the shared 2-core machine, single-threaded XLA; what figures/bridge/round2/ holds (V1, tiny,
-    # 4 gated seeds, one cell per call in the pre-registered order, then the table of all four; 38 minutes)
+    # 4 gated seeds, one cell per call in the pre-registered order; 38 minutes)
     export OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     nice -n 5 .venv/bin/python experiments/bridge_round2.py --designs V1 --size tiny --n-seeds 4 \\
         --cells "h4, GD lr 1" --out figures/bridge/round2      # then "h4, GD lr 3", "h1, GD lr 1", "h1, GD lr 3"
-    nice -n 5 .venv/bin/python experiments/bridge_round2.py --designs V1 --size tiny --n-seeds 4 \\
-        --stage table --out figures/bridge/round2
+    # V2 then V3 (5 gated seeds each, the designs' default), one cell per call in the pre-registered order
+    # (figures/bridge/round2/run_round2.sh and run_v3.sh), then the table of all three designs:
+    nice -n 5 .venv/bin/python experiments/bridge_round2.py --designs V2 --size tiny --cells "Adam 1e-3" \\
+        --out figures/bridge/round2      # then "GD 0.3"; V3: "LoRA r8 q/k/v/o", "full finetuning"
+    .venv/bin/python experiments/bridge_round2.py --designs V1 V2 V3 --size tiny --stage table \\
+        --out figures/bridge/round2      # the table stage reads runs.jsonl only (no gate, no pretraining)
 
 ``--together`` trains every (seed, arm) of a cell in one vmapped program (meant for a GPU; not run yet);
 ``--size micro`` is the test size. No GPU script for the ``small`` grid exists yet (issue 22, item 5).

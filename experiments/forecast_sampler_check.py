@@ -79,8 +79,8 @@ def write_markdown(results: list[dict], meta: dict, path: pathlib.Path) -> None:
         "# Tempered SMC against NUTS on the forecast's posterior (issue 23)",
         "",
         f"Made by `{meta['command']}` on the 2-core machine. SMC: the forecast's defaults (4 replicas x 256 "
-        f"particles, 25 random-walk moves per stage, tempering from the least-squares reference: "
-        f"{meta.get('reference', 'reference 0 (the prior)')}); NUTS: 4 chains, {meta['warmup']} warmup + {meta['draws']} "
+        f"particles, 25 random-walk moves per stage, {meta['reference']}: the share of the tempering's "
+        f"start drawn around the least-squares fit); NUTS: 4 chains, {meta['warmup']} warmup + {meta['draws']} "
         "draws each, dense mass matrix, tree depth up to 10, started from one SMC particle per replica. "
         "Predictive quantiles at the held-out steps, the same function on either sampler's draws.",
         "",

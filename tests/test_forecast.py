@@ -256,3 +256,12 @@ def test_reference_tempered_smc_recovers_the_noise_of_a_toy_curve():
     assert 0.01 / 1.6 < sigma < 0.01 * 1.6, sigma
     assert posterior.info["reached_posterior"]
     assert abs(np.diff(posterior.info["log_evidence"])[0]) < 2.0, posterior.info["log_evidence"]
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, float("nan")])
+def test_smc_settings_refuse_a_reference_share_outside_zero_one(bad):
+    """From Python as from the CLI: a share outside [0, 1] (or NaN) is refused, naming the field."""
+    from cpi_theory import ConfigError
+
+    with pytest.raises(ConfigError, match="reference"):
+        SMCSettings(reference=bad)

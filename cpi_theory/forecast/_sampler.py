@@ -43,6 +43,7 @@ from blackjax.smc import resampling
 from blackjax.smc.adaptive_tempered import build_kernel as tempered_kernel
 from blackjax.smc.adaptive_tempered import init as tempered_init
 
+from .._errors import ConfigError
 from ._model import Problem, Structure, log_likelihood_fn, log_prior, reference_gaussian
 
 TARGET_ACCEPTANCE = 0.25
@@ -61,6 +62,11 @@ class SMCSettings:
     # The tempering starts from a *reference* distribution: this share of a Gaussian around the least-squares
     # fit (reference_gaussian), the rest the prior; 0 starts from the prior alone. Exact either way.
     reference: float = 1.0
+
+    def __post_init__(self):
+        # a share outside [0, 1] (or NaN) would make the reference's log density NaN: every particle lost
+        if not 0.0 <= self.reference <= 1.0:
+            raise ConfigError("reference", f"must be a share in [0, 1], got {self.reference!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 #!/bin/bash
 # V2 and V3 at tiny, in the pre-registered order; no cell started after 03:45 UTC.
-cd /work/main
+cd "$(dirname "$0")/../../.."  # the repository root
 export OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 run_cell () {
   design=$1; cell=$2

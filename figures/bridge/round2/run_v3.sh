@@ -1,5 +1,5 @@
 #!/bin/bash
-cd /work/main
+cd "$(dirname "$0")/../../.."  # the repository root
 export OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 for cell in "LoRA r8 q/k/v/o" "full finetuning"; do
   now=$(date -u +%H%M)
