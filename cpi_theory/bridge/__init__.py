@@ -61,6 +61,7 @@ from ._train import scan_steps as scan_steps
 # members trained together), the gate, the pre-registered designs, and the toy out of sample.
 from ._designs import DESIGN_NAMES as DESIGN_NAMES
 from ._designs import ROUND2_REGIME as ROUND2_REGIME
+from ._designs import V3_REGIME as V3_REGIME
 from ._designs import Arm as Arm
 from ._designs import Cell as Cell
 from ._designs import Design as Design

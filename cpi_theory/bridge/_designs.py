@@ -53,6 +53,14 @@ def gate_line(result: dict) -> str:
 ROUND2_REGIME = dict(copy_rate=0.25, copy_noise=0.75, agree_rate=0.2, fact_noise=0.3)
 
 
+#: V3's pretraining regime (calibrated on the gate alone, before any V3 finetuning run:
+#: figures/bridge/round2/v3_calibration/). V3's world memorizes 2,112 facts (V1's: 256); with ROUND2_REGIME it
+#: failed the gate at 12 of 12 seeds (M_C(0) 0.87-0.99). Cleaner fact labels strengthen memory (delta_M
+#: 0.6 -> 0.85), fewer agreeing contexts and noisier copy labels weaken copying on known subjects; at ``tiny``
+#: 3 of the first 4 seeds pass. ``small`` and ``base`` are not measured.
+V3_REGIME = dict(agree_rate=0.05, fact_noise=0.1, copy_noise=0.85)
+
+
 def round2_world(size: Size, **overrides) -> dict:
     """The world of ``size`` for round two: a third of the answers context-only, a stream-subject pool as
     large as the copy pool, the regime above; ``overrides`` last."""
@@ -226,6 +234,7 @@ def _v3(size: Size, budget: dict) -> Design:
         size,
         n_finetune=n_points,
         n_known_facts=size.world["n_probe"] + n_cs,
+        **V3_REGIME,
     )
     steps = budget["v3_epochs"] * n_points // budget["v3_batch"]
     arms = (
