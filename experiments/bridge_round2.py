@@ -22,8 +22,11 @@ Stages, in the pre-registered order (each resumable; finished runs are skipped):
     .venv/bin/python experiments/bridge_round2.py --designs V1 V2 V3 --size tiny --stage table \\
         --out figures/bridge/round2      # the table stage reads runs.jsonl only (no gate, no pretraining)
 
-``--together`` trains every (seed, arm) of a cell in one vmapped program (meant for a GPU; not run yet);
-``--size micro`` is the test size. No GPU script for the ``small`` grid exists yet (issue 22, item 5).
+``--together`` trains every (seed, arm) of a cell in one vmapped program (meant for a GPU; not run on one yet);
+``--size micro`` is the test size. The GPU grid at ``small`` (issue 22, item 5) is
+``experiments/bridge_round2_gpu.py``: these stages in one budgeted run. V3's pretraining was calibrated on the
+gate alone by ``experiments/bridge_v3_calibration.py``; V3 and V1's 5th seed then ran with
+figures/bridge/round2/run_v3_calibrated.sh and run_v1_seed5.sh.
 """
 
 import argparse
@@ -403,8 +406,11 @@ def plot(designs, runs, predictions, stem: Path) -> None:
             curves, seeds, steps = _curves(runs, name, cell.name, arm.name)
             if curves is None:
                 continue
-            color = "C0" if arm.control else colors[i % 3]
-            style = "--" if arm.control and i > 2 else "-"
+            # the first control is the one the toy's time scale is fitted on (C0, like its dotted fit); a
+            # second control (V3's fresh C) gets its own colour
+            n_control = sum(a.control for a in cell.arms[:i])
+            color = ("C0", "C2")[min(n_control, 1)] if arm.control else colors[i % 3]
+            style = "-"
             x = np.maximum(steps, 0.5)
             ax.plot(
                 x,
@@ -433,6 +439,11 @@ def plot(designs, runs, predictions, stem: Path) -> None:
         ax.legend(fontsize=5.5)
     for ax in grid[:, 0]:
         ax.set_ylabel("context reliance M_C (seed mean)")
+    fig.suptitle(
+        "Round two: seed-mean M_C of each design's arms (solid) and the toy's out-of-sample predictions "
+        "(dotted); no cell meets the inversion criterion",
+        fontsize=9,
+    )
     fig.tight_layout()
     for ext in ("png", "pdf"):
         fig.savefig(f"{stem}.{ext}", dpi=120, metadata={"CreationDate": None} if ext == "pdf" else None)

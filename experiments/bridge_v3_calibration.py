@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", nargs="+", default=["steps3x"], choices=sorted(CANDIDATES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--size", default="tiny", choices=("micro", "tiny"))
+    parser.add_argument("--size", default="tiny", choices=("micro", "tiny", "small"))
     parser.add_argument("--out", default="figures/bridge/round2/v3_calibration")
     parser.add_argument("--checkpoints", default="/tmp/bridge_round2_checkpoints")
     args = parser.parse_args(argv)
