@@ -411,7 +411,8 @@ def main(argv=None) -> int:
     )
     print(
         f"python {platform.python_version()}, jax {jax.__version__} ({jax.default_backend()}, "
-        f"{jax.device_count()} device(s)), numpy {np.__version__}, float64"
+        f"{jax.device_count()} device(s)), numpy {np.__version__}, float64; "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} (use_cpu_cores adds the vector width on AVX-512)"
     )
     rows: list[tuple] = []
     t0 = time.perf_counter()

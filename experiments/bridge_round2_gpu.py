@@ -28,22 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bridge_round2 as R  # noqa: E402  (experiments/bridge_round2.py: the stages, unchanged)
 
 import cpi_theory  # noqa: E402
-from cpi_theory.bridge import gate_line, gated_checkpoint, get_design  # noqa: E402
-
-
-def gate_within(design, variant: str, checkpoints: str, deadline: float, log=print) -> list[dict]:
-    """``gated_seeds`` with a deadline: no new seed is pretrained after ``deadline`` (a perf_counter time)."""
-    records = []
-    for seed in range(design.max_seed):
-        if sum(r["gate"]["passed"] for r in records) >= design.n_seeds or time.perf_counter() > deadline:
-            break
-        model, start, verdict, seconds = gated_checkpoint(design, variant, seed, checkpoints)
-        records.append(
-            {"seed": seed, "start": start, "gate": verdict, "seconds": seconds,
-             "model": model if verdict["passed"] else None}
-        )  # fmt: skip
-        log(f"{design.name} {variant} seed {seed}: {gate_line(verdict)} ({seconds:.0f} s pretraining)")
-    return records
+from cpi_theory.bridge import gate_line, gated_seeds, get_design  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -81,7 +66,16 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     deadline = started + args.gate_share * args.budget_s
     variants = [v for v in design.models if any(c.model == v for c in design.cells)]
-    gated = {(design.name, v): gate_within(design, v, checkpoints, deadline) for v in variants}
+
+    def report(variant, seed, verdict, seconds):
+        print(
+            f"{design.name} {variant} seed {seed}: {gate_line(verdict)} ({seconds:.0f} s pretraining)",
+            flush=True,
+        )
+
+    gated = {
+        (design.name, v): gated_seeds(design, v, checkpoints, report, deadline=deadline) for v in variants
+    }
     table = {f"{design.name}/{v}": [{k: r[k] for k in ("seed", "start", "gate", "seconds")} for r in recs]
              for (_, v), recs in gated.items()}  # fmt: skip
     R.write_json(table, out / "gate.json")

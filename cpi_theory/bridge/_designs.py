@@ -57,7 +57,7 @@ ROUND2_REGIME = dict(copy_rate=0.25, copy_noise=0.75, agree_rate=0.2, fact_noise
 #: figures/bridge/round2/v3_calibration/). V3's world memorizes 2,112 facts (V1's: 256); with ROUND2_REGIME it
 #: failed the gate at 12 of 12 seeds (M_C(0) 0.87-0.99). Cleaner fact labels strengthen memory (delta_M
 #: 0.6 -> 0.85), fewer agreeing contexts and noisier copy labels weaken copying on known subjects; at ``tiny``
-#: 3 of the first 4 seeds pass. ``small`` and ``base`` are not measured.
+#: 3 of the first 4 seeds pass. At ``small`` seed 0 fails (M_C(0) 0.85); ``base`` is not measured.
 V3_REGIME = dict(agree_rate=0.05, fact_noise=0.1, copy_noise=0.85)
 
 

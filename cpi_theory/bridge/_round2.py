@@ -36,14 +36,23 @@ def gated_checkpoint(design: Design, variant: str, seed: int, root: str | Path |
     return model, start, gate(start), seconds
 
 
-def gated_seeds(design: Design, variant: str, root=None, log=None, n_seeds: int | None = None) -> list[dict]:
-    """Seeds from 0 up, pretrained and gated, until ``n_seeds`` (default the design's) pass or
-    ``design.max_seed`` seeds were tried. Returns one record per seed tried: seed, start, gate, seconds,
-    model (None when the gate failed)."""
+def gated_seeds(
+    design: Design,
+    variant: str,
+    root=None,
+    log=None,
+    n_seeds: int | None = None,
+    deadline: float | None = None,
+) -> list[dict]:
+    """Seeds from 0 up, pretrained and gated, until ``n_seeds`` (default the design's) pass,
+    ``design.max_seed`` seeds were tried, or (``deadline``, a ``time.perf_counter()`` time) no new seed may
+    start. Returns one record per seed tried: seed, start, gate, seconds, model (None when the gate failed)."""
     wanted = design.n_seeds if n_seeds is None else n_seeds
     out = []
     for seed in range(design.max_seed):
         if sum(r["gate"]["passed"] for r in out) >= wanted:
+            break
+        if deadline is not None and time.perf_counter() > deadline:
             break
         model, start, verdict, seconds = gated_checkpoint(design, variant, seed, root)
         out.append(
