@@ -14,6 +14,10 @@ Rows (config-steps/s = runs x steps / seconds; each rate beside the peers measur
   and 0.1 (targets >= 3e6 and >= 1e6).
 
 Writes ``gpu_check.md`` (the table, the device named) and ``gpu_check.json`` under the output folder.
+
+Issue 22's grid of round two at ``small`` (at most 8 minutes by that issue) is its own prepared command, run
+after this one when the device time allows: ``XLA_PYTHON_CLIENT_PREALLOCATE=false python
+experiments/bridge_round2_gpu.py --budget-s 420`` (writes under ``$OUT/round2_small``).
 """
 
 import argparse

@@ -22,14 +22,14 @@ def scripts():
 def test_gpu_grid_script_runs_every_stage_and_resumes(tmp_path, scripts):
     gpu, _ = scripts
     out = tmp_path / "round2_micro"
-    argv = ["--design", "V3", "--size", "micro", "--n-seeds", "2", "--budget-s", "600", "--out", str(out)]
+    argv = ["--design", "V3", "--size", "micro", "--n-seeds", "1", "--budget-s", "600", "--out", str(out)]
     assert gpu.main(argv) == 0
     timing = json.loads((out / "timing.json").read_text())
     assert timing["design"] == "V3" and timing["size"] == "micro" and timing["not_run"] == []
     assert {"gate", "table"} <= set(timing["stages"]) and timing["wall_s"] > 0
     gate = json.loads((out / "gate.json").read_text())["V3/h4"]
     passed = [r["seed"] for r in gate if r["gate"]["passed"]]
-    assert len(passed) <= 2 and (len(passed) == 2 or len(gate) == 12)
+    assert len(passed) <= 1 and (len(passed) == 1 or len(gate) == 12)
     runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
     # every gated seed has every arm of both cells, each arm a curve from step 0 to the last step
     assert {(r["cell"], r["arm"], r["seed"]) for r in runs} == {
