@@ -49,8 +49,9 @@ def while_body_counts(hlo: str) -> dict:
                 stack.append(comps[callee])
                 text += comps[callee]
     counts = {op: len(re.findall(rf" {op}\(", text)) for op in OPS}
-    carried = re.search(r"parameter\(0\)", body) and body.split("parameter(0)")[0]
-    n_carried = len(re.findall(r"f64\[\d+\]", carried.rsplit("\n", 1)[-1])) if carried else 0
+    # the loop state: the body's parameter(0), a tuple whose f64 arrays are carried from step to step
+    state = next((line for line in body.splitlines() if "parameter(0)" in line), "")
+    n_carried = len(re.findall(r"f64\[\d+\]", state))
     return {"body": name, "fusions": fusions, "carried_f64_arrays": n_carried, **counts}
 
 

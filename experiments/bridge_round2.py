@@ -85,8 +85,9 @@ def _clean(x):
 
 
 # --- the gate --------------------------------------------------------------------------------------
-def gate_stage(designs, out: Path, checkpoints, log=print) -> dict:
-    """Gate every (design, model variant); returns {(design, variant): [seed records]} (models attached)."""
+def gate_stage(designs, out: Path, checkpoints, log=print, deadline: float | None = None) -> dict:
+    """Gate every (design, model variant); returns {(design, variant): [seed records]} (models attached).
+    ``deadline`` (a ``time.perf_counter()`` time): no new seed is pretrained after it."""
     gated = {}
     path = out / "gate.json"
     table = json.loads(path.read_text()) if path.exists() else {}  # other variants' gates are kept
@@ -100,7 +101,7 @@ def gate_stage(designs, out: Path, checkpoints, log=print) -> dict:
                     f"{design.name} {variant} seed {seed}: {gate_line(verdict)} ({seconds:.0f} s pretraining)"
                 )
 
-            records = gated_seeds(design, variant, checkpoints, log=report)
+            records = gated_seeds(design, variant, checkpoints, log=report, deadline=deadline)
             gated[(name, variant)] = records
             table[f"{name}/{variant}"] = [
                 {k: r[k] for k in ("seed", "start", "gate", "seconds")} for r in records
@@ -410,13 +411,12 @@ def plot(designs, runs, predictions, stem: Path) -> None:
             # second control (V3's fresh C) gets its own colour
             n_control = sum(a.control for a in cell.arms[:i])
             color = ("C0", "C2")[min(n_control, 1)] if arm.control else colors[i % 3]
-            style = "-"
             x = np.maximum(steps, 0.5)
             ax.plot(
                 x,
                 curves.mean(axis=0),
                 color=color,
-                ls=style,
+                ls="-",
                 lw=1.8,
                 label=f"{arm.name}: measured, {len(seeds)} seeds",
             )

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bridge_round2 as R  # noqa: E402  (experiments/bridge_round2.py: the stages, unchanged)
 
 import cpi_theory  # noqa: E402
-from cpi_theory.bridge import gate_line, gated_seeds, get_design  # noqa: E402
+from cpi_theory.bridge import get_design  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -65,21 +65,9 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     deadline = started + args.gate_share * args.budget_s
-    variants = [v for v in design.models if any(c.model == v for c in design.cells)]
-
-    def report(variant, seed, verdict, seconds):
-        print(
-            f"{design.name} {variant} seed {seed}: {gate_line(verdict)} ({seconds:.0f} s pretraining)",
-            flush=True,
-        )
-
-    gated = {
-        (design.name, v): gated_seeds(design, v, checkpoints, report, deadline=deadline) for v in variants
-    }
-    table = {f"{design.name}/{v}": [{k: r[k] for k in ("seed", "start", "gate", "seconds")} for r in recs]
-             for (_, v), recs in gated.items()}  # fmt: skip
-    R.write_json(table, out / "gate.json")
-    (out / "gate.md").write_text(R.gate_table(table))
+    gated = R.gate_stage(
+        designs, out, checkpoints, log=lambda line: print(line, flush=True), deadline=deadline
+    )
     stage_done("gate", t0)
     for cell in design.cells:
         if time.perf_counter() - started > args.budget_s:
