@@ -41,8 +41,13 @@ def main(argv=None) -> int:
     parser.add_argument("--gate-share", type=float, default=0.6, help="share of the budget for pretraining")
     parser.add_argument("--n-seeds", type=int, default=None, help="override the design's seed count")
     args = parser.parse_args(argv)
-    if args.budget_s <= 0 or not 0 < args.gate_share <= 1:
-        parser.error("--budget-s must be > 0 and --gate-share in (0, 1]")
+    # written as "not (good)" so that NaN is refused too
+    if not 0 < args.budget_s < float("inf"):
+        parser.error(f"--budget-s: must be a finite number of seconds > 0, got {args.budget_s}")
+    if not 0 < args.gate_share <= 1:
+        parser.error(f"--gate-share: must lie in (0, 1], got {args.gate_share}")
+    if args.n_seeds is not None and args.n_seeds < 1:
+        parser.error(f"--n-seeds: must be >= 1, got {args.n_seeds}")
     cpi_theory.enable_float64()  # the toy's predictions; the transformers stay float32 (precision set)
     import jax
 

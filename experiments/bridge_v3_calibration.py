@@ -125,6 +125,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="figures/bridge/round2/v3_calibration")
     parser.add_argument("--checkpoints", default="/tmp/bridge_round2_checkpoints")
     args = parser.parse_args(argv)
+    if min(args.seeds) < 0:
+        parser.error(f"--seeds: must be >= 0, got {min(args.seeds)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "calibration.jsonl"

@@ -83,3 +83,25 @@ def test_v3_calibration_records_every_seed_tried(tmp_path, scripts):
     # the regime V3 uses is the calibrated candidate's world
     chosen = calibration.candidate_design("agree0.05_factnoise0.1_copynoise0.85", "micro")
     assert chosen.world == calibration.get_design("V3", "micro").world
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--budget-s", "nan"], ["--budget-s", "0"], ["--budget-s", "inf"], ["--gate-share", "nan"],
+     ["--gate-share", "1.5"], ["--n-seeds", "0"]],
+)  # fmt: skip
+def test_gpu_grid_script_refuses_bad_values_before_any_work(tmp_path, scripts, argv, capsys):
+    gpu, _ = scripts
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as stop:
+        gpu.main(["--size", "micro", "--out", str(out), *argv])
+    assert stop.value.code == 2 and argv[0] in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_v3_calibration_refuses_a_negative_seed(tmp_path, scripts, capsys):
+    _, calibration = scripts
+    with pytest.raises(SystemExit) as stop:
+        calibration.main(["--seeds", "-1", "--size", "micro", "--out", str(tmp_path / "never")])
+    assert stop.value.code == 2 and "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
