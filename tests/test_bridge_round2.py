@@ -340,3 +340,7 @@ def test_committed_round_two_verdicts_are_regenerated_from_its_runs():
     calibration = R.read_runs(ROUND2 / "v3_calibration" / "calibration.jsonl")
     preregistered = [r for r in calibration if r["candidate"] == "preregistered"]
     assert len(preregistered) == 12 and not any(r["gate"]["passed"] for r in preregistered)
+    # the docs' small-size check: V3's calibrated regime, seed 0, fails the gate at M_C(0) 0.847
+    (small,) = R.read_runs(ROUND2 / "v3_calibration" / "small" / "calibration.jsonl")
+    assert small["candidate"] == "agree0.05_factnoise0.1_copynoise0.85" and small["seed"] == 0
+    assert not small["gate"]["passed"] and round(small["gate"]["context_reliance"], 3) == 0.847
