@@ -7,7 +7,8 @@ the issue's headline sizes: ``--runs 100000 --steps 3000``. Measures:
     every peer keeping only start / peak / peak_step / final of M_C: the hand-written vectorized NumPy peer
     (``benchmarks/numpy_minimal_peer.py``), the engine through the package's door for many runs
     (``cpi.simulate_many``, summaries only, warm), the plain JAX loop a user would write
-    (``benchmarks/jax_loop_peer.py``: ``jit(vmap)`` over every run, and advanced in the engine's CPU groups),
+    (``benchmarks/jax_loop_peer.py``: ``jit(vmap)`` over every run, and advanced in the engine's CPU groups;
+    each also compiled with the engine's own XLA compile options, the loop at its best),
     ``jit(vmap(minimal_train(metrics="context_reliance")))`` over chunks, and the CLI sweep of the same runs
     (the whole command: start-up, planning, compilation, the file).
 (b) one run at the default configuration (``--single-steps``, default 3000, every metric recorded):
@@ -39,6 +40,7 @@ import numpy as np
 
 import cpi_theory as cpi
 from cpi_theory.reduced import Regime, minimal_summary, minimal_train, reduced_params
+from cpi_theory.simulation import get_engine, known_compiler_options
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jax_loop_peer import run_one as loop_run_one  # noqa: E402
@@ -187,12 +189,18 @@ def bench_batch(args, rows: list) -> None:
     # The plain JAX loop a user would write (benchmarks/jax_loop_peer.py): jit(vmap(...)) over every run,
     # and the same loop advanced in the engine's CPU groups (lax.map), its best case here.
     loop_inputs = {k: jnp.asarray(v) for k, v in peer_inputs(params).items()}
-    loops = {
-        "hand-written JAX loop, jit(vmap)": jax.jit(lambda p: loop_summaries(p, args.steps)),
-        f"hand-written loop, groups of {args.group}": jax.jit(
-            lambda p: jax.lax.map(lambda q: loop_run_one(q, args.steps), p, batch_size=args.group)
-        ),
-    }
+    # Each also compiled with the engine's own CPU compile options (the older fusion emitter), so that the
+    # engine is compared with the loop at its best, not with XLA settings the engine alone enjoys.
+    options = known_compiler_options(get_engine("reduced").compiler_options.get("cpu", {}), "cpu")
+    loops = {}
+    for suffix, opts in (("", None), (", engine's XLA options", options or None)):
+        loops["hand-written JAX loop, jit(vmap)" + suffix] = jax.jit(
+            lambda p: loop_summaries(p, args.steps), compiler_options=opts
+        )
+        loops[f"hand-written loop, groups of {args.group}" + suffix] = jax.jit(
+            lambda p: jax.lax.map(lambda q: loop_run_one(q, args.steps), p, batch_size=args.group),
+            compiler_options=opts,
+        )
     for name, fn in loops.items():
         wall = median_seconds(lambda fn=fn: fn(loop_inputs), 1)
         rate = work / wall

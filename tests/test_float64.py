@@ -35,6 +35,7 @@ NOT_CALLED = {
     "score_prediction": "bridge: counts hits between two dicts of predictions, no theory computed",
     "predict_arms": "bridge: the toy through fit_time_scale and simulate_many (both called here: they refuse float32)",
     "use_cpu_cores": "simulation: sets how many CPU devices JAX starts with, no computation",
+    "known_compiler_options": "simulation: which XLA compile options this jaxlib accepts, no theory computed",
     "load_trajectory": "fit: reads a measured curve from CSV / JSON (NumPy float64), no theory computed",
     "build_run_table": "sweep: a spec's runs as NumPy float64 columns, no theory computed (run_sweep is called)",
     "open_results": "sweep: opens a Zarr store with xarray, no computation",

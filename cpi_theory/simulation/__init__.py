@@ -4,6 +4,7 @@
 from ._batch import SUMMARY_VARIABLES as SUMMARY_VARIABLES
 from ._batch import Batch as Batch
 from ._batch import ChunkRunner as ChunkRunner
+from ._batch import known_compiler_options as known_compiler_options
 from ._batch import simulate_many as simulate_many
 from ._batch import use_cpu_cores as use_cpu_cores
 from ._registry import ENGINES as ENGINES

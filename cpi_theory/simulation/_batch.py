@@ -90,6 +90,23 @@ TRACES = [0]
 
 
 @functools.cache
+def _accepts_option(platform: str, name: str, value) -> bool:
+    """Whether this XLA compiles with ``name=value`` on ``platform`` (a tiny program, compiled once)."""
+    x = jax.device_put(np.float32(0), jax.devices(platform)[0])
+    try:
+        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(x).compile()
+    except RuntimeError:  # XLA refuses an unknown option or value (INVALID_ARGUMENT): leave it out
+        return False
+    return True
+
+
+def known_compiler_options(options, platform: str) -> dict:
+    """The entries of ``options`` that this XLA accepts on ``platform`` (an engine's compile options are
+    speed settings: where a jaxlib no longer knows one, the program compiles without it)."""
+    return {name: value for name, value in options.items() if _accepts_option(platform, name, value)}
+
+
+@functools.cache
 def compiled_chunk(
     engine: RegisteredEngine,
     bucket: tuple,
@@ -111,7 +128,9 @@ def compiled_chunk(
     sharded = jax.shard_map(
         local, mesh=mesh, in_specs=P(BATCH_AXIS), out_specs=P(BATCH_AXIS), check_vma=False
     )
-    return jax.jit(sharded)
+    platform = mesh.devices.flat[0].platform
+    options = known_compiler_options(engine.compiler_options.get(platform, {}), platform)
+    return jax.jit(sharded, compiler_options=options or None)
 
 
 def to_devices(params: ToyParams, mesh: Mesh) -> ToyParams:
