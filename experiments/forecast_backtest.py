@@ -20,13 +20,14 @@ of held-out points inside the 50% and 90% bands. Curves:
   steps, Gaussian noise of sd 0.01-0.02, clipped to [0, 1]); origins 0.4, 0.6, 0.8; the truth is known.
 
 The subsampling (``SUBSAMPLE``) and one origin for the study and search runs keep the run to about an
-hour of forecasting on the 2-core machine (115 forecasts, 1.0 h; one takes 25-80 s there, median 29 s); the
+hour of forecasting on the 2-core machine (115 forecasts, 1.0 h; one takes 22-82 s there, median 29 s); the
 full bridge set (12 long, 54 study, 61 search runs: 226 forecasts in all) would take about 1.8 h at that
 median. The toy set was 12 curves until 2026-12-05 (10 of 12 wins after the peak); it was widened to 24
 after that near miss was seen, for a larger sample (the first 12 unchanged; cpi_theory/forecast/README.md).
 The SMC settings are ``cpi-theory forecast``'s defaults. Results stream into ``OUT/.partial.jsonl`` (a
-killed run resumes where it stopped; rows made with other SMC settings or seed are not reused); at the end ``OUT/backtest.json`` (every row with its arrays, and the summary) and
-``OUT/backtest.md`` (the tables) are written. ``tests/test_forecast_backtest.py`` reads them back.
+killed run resumes where it stopped; rows made with other SMC settings or seed are not reused); at the end
+``OUT/backtest.json`` (every row with its arrays, and the summary) and ``OUT/backtest.md`` (the tables) are
+written. ``tests/test_forecast_backtest.py`` reads them back.
 
     python experiments/forecast_backtest.py --out figures/forecast            # the committed run
     python experiments/forecast_backtest.py --out /tmp/bt --only toy --limit 2   # a quick look
@@ -60,7 +61,7 @@ TRUTH_BOX = {  # where the toy curves' true parameters are drawn (the joint fit'
 }
 TOY_CURVES = 24
 # The bridge groups are subsampled so that the committed run takes about an hour on the shared 2-core machine
-# (one forecast: 30-80 s): the first 6 long runs in file order (seed 0's four cells, seed 1's C+S 0 and
+# (one forecast: 22-82 s): the first 6 long runs in file order (seed 0's four cells, seed 1's C+S 0 and
 # 0.5), and 8 evenly spaced runs (in file order) of the study and of the search.
 SUBSAMPLE = {"bridge-long": ("first", 6), "bridge-study": ("spread", 8), "bridge-search": ("spread", 8)}
 TOY_NOISE = (0.01, 0.02)

@@ -92,17 +92,31 @@ TRACES = [0]
 @functools.cache
 def _accepts_option(platform: str, name: str, value) -> bool:
     """Whether this XLA compiles with ``name=value`` on ``platform`` (a tiny program, compiled once)."""
-    x = jax.device_put(np.float32(0), jax.devices(platform)[0])
+    try:
+        device = jax.local_devices(backend=platform)[0]
+    except RuntimeError:  # no such platform in this process
+        return False
+    x = jax.device_put(np.float32(0), device)
     try:
         jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(x).compile()
-    except RuntimeError:  # XLA refuses an unknown option or value (INVALID_ARGUMENT): leave it out
-        return False
+    except RuntimeError as error:
+        # XLA refuses an option it does not know, or a value it cannot take, as INVALID_ARGUMENT: leave the
+        # option out. Any other failure is not about the option: raise it.
+        if "INVALID_ARGUMENT" in str(error):
+            return False
+        raise
     return True
 
 
 def known_compiler_options(options, platform: str) -> dict:
     """The entries of ``options`` that this XLA accepts on ``platform`` (an engine's compile options are
-    speed settings: where a jaxlib no longer knows one, the program compiles without it)."""
+    speed settings: where a jaxlib no longer knows one, or the platform is absent, the program compiles
+    without it). Values are XLA option values: ``bool``, ``int``, ``float`` or ``str``."""
+    for name, value in options.items():
+        if not isinstance(value, bool | int | float | str):
+            raise ConfigError(
+                f"compiler_options[{name!r}]", f"must be a bool, int, float or str, got {value!r}"
+            )
     return {name: value for name, value in options.items() if _accepts_option(platform, name, value)}
 
 
