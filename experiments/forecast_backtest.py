@@ -258,9 +258,13 @@ def backtest_row(curve: dict, origin: float, settings: SMCSettings, seed: int = 
 
 
 def settings_tag(settings: SMCSettings, seed: int) -> str:
+    # the reference's least-squares starts are named only when not the 4 that every committed row used
+    starts = (
+        "" if settings.reference_starts == 4 else f", least squares from {settings.reference_starts} starts"
+    )
     return (
         f"SMC {settings.replicas} replicas x {settings.particles} particles, {settings.mutations} "
-        f"moves per stage, reference {settings.reference:g} (Gaussian share), OU residual, seed {seed}"
+        f"moves per stage, reference {settings.reference:g} (Gaussian share{starts}), OU residual, seed {seed}"
     )
 
 

@@ -232,7 +232,8 @@ FORECAST_FIELDS = {
     "below": "value (--below; default the first measured value), p_ever (a predictive path goes below it "
     "at some forecast step), p_at_horizon",
     "posterior": "sampler, reference (where the tempering started: the share of a Gaussian around the "
-    "least-squares fit, the rest the prior), replicas, particles_per_replica, mutations_per_stage, stages, reached_posterior, "
+    "least-squares fit, the rest the prior), reference_starts (the starts of that least-squares search), "
+    "replicas, particles_per_replica, mutations_per_stage, stages, reached_posterior, "
     "log_evidence, final_acceptance, unique_fraction, rhat and ess per coordinate, max_rhat, min_ess, "
     "draws, parameters {delta_m, delta_c, c_fraction, cs_fraction, s_fraction, context_bias, time_scale, "
     "sigma, rho: {median, q05, q95}}, priors, noise_model, sampling_seconds",
