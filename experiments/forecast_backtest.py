@@ -31,6 +31,7 @@ written. ``tests/test_forecast_backtest.py`` reads them back.
 
     python experiments/forecast_backtest.py --out figures/forecast            # the committed run
     python experiments/forecast_backtest.py --out /tmp/bt --only toy --limit 2   # a quick look
+    python experiments/forecast_backtest.py --out /tmp/bt16 --only toy --reference-starts 16
 """
 
 import argparse
@@ -427,7 +428,15 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated groups (default: all)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many curves per group")
     parser.add_argument("--seed", type=int, default=0, help="the forecasts' seed (default 0)")
+    parser.add_argument(
+        "--reference-starts",
+        type=int,
+        default=SMCSettings().reference_starts,
+        help="least-squares starts of the SMC reference (SMCSettings.reference_starts; default its default)",
+    )
     args = parser.parse_args(argv)
+    if args.reference_starts < 1:
+        parser.error(f"--reference-starts: must be an integer >= 1, got {args.reference_starts}")
     cpi.enable_float64()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -448,7 +457,7 @@ def main(argv=None) -> int:
             if count[c["group"]] <= args.limit:
                 kept.append(c)
         curves = kept
-    settings = SMCSettings()
+    settings = SMCSettings(reference_starts=args.reference_starts)
     tag = settings_tag(settings, args.seed)
     done = {key: row for key, row in done.items() if row.get("settings", DEFAULT_TAG) == tag}
     jobs = [(c, o) for c in curves for o in origins(c)]

@@ -129,3 +129,14 @@ def test_committed_sampler_check_is_read_back(tmp_path):
             }  # fmt: skip
     C.write_markdown(data["results"], data["meta"], tmp_path / "table.md")
     assert (tmp_path / "table.md").read_text() == (FOLDER / "sampler_check.md").read_text()
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "x"])
+def test_backtest_refuses_bad_reference_starts_before_any_forecast(bad, tmp_path):
+    """--reference-starts must be an integer >= 1: exit 2 before anything is written or forecast."""
+    import forecast_backtest
+
+    with pytest.raises(SystemExit) as exit_info:
+        forecast_backtest.main(["--out", str(tmp_path / "bt"), "--reference-starts", bad])
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "bt").exists()
