@@ -15,7 +15,8 @@ the issue's headline sizes: ``--runs 100000 --steps 3000``. Measures:
     ``cpi.simulate(engine=...)`` and ``minimal_train`` alone, median of repeated timings after a warm-up, and
     the first call of ``minimal_train`` in a fresh process (compilation included).
 (c) lr_v = 0.3 (W_V trained), a batch: ``minimal_train`` against the general reduced engine
-    ``cpi.reduced.general_train`` (166 coordinates), both vmapped over the same batch, recording only the last step.
+    ``cpi.reduced.general_train`` (166 coordinates), both vmapped over the same batch, recording only the last
+    step; and ``cpi.simulate_many`` (summaries) on the CPU kernel against its XLA program.
 
 Rates are config-steps per second (runs x steps / wall time). The machine is shared: the load average is
 printed before and after; ratios are taken within this one run.
@@ -125,6 +126,16 @@ def median_seconds(run, repeats: int) -> float:
     return statistics.median(times)
 
 
+def timed_median(run, repeats: int):
+    """(the last result, the median wall time) of ``repeats`` timed calls of ``run`` (already warm)."""
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(run())
+        times.append(time.perf_counter() - t0)
+    return out, statistics.median(times)
+
+
 def agreement(a: dict, b: dict) -> str:
     worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in ("start", "peak", "final"))
     steps = int(np.sum(a["peak_step"] != b["peak_step"]))
@@ -166,26 +177,36 @@ def bench_batch(args, rows: list) -> None:
     rows.append(("(a) lr_v=0 batch", "NumPy peer", f"{numpy_rate:.4g}", f"{numpy_wall:.2f} s", "1.00", ""))
 
     # The engine through the package's door for many runs (chunks, groups and devices as a sweep runs them),
-    # warm: its second call, compilation excluded.
-    timed = {}
+    # warm: its second call, compilation excluded. On a CPU the door runs the frozen regime on the engine's
+    # CPU kernel (cpi_theory.reduced._cpu_kernel); cpu_kernel=False times the XLA program it replaces.
+    engine_rates = {}
+    for name, kernel in (
+        ("engine: simulate_many (summaries)", True),
+        ("engine, XLA program (cpu_kernel=False)", False),
+    ):
+        timed = {}
 
-    def door():
-        timed["out"] = cpi.simulate_many(params, steps=args.steps, store_every=0).summary
-        return timed["out"]["peak"]
+        def door(kernel=kernel, timed=timed):
+            timed["out"] = cpi.simulate_many(
+                params, steps=args.steps, store_every=0, cpu_kernel=kernel
+            ).summary
+            return timed["out"]["peak"]
 
-    t0 = time.perf_counter()
-    door()
-    compile_door = time.perf_counter() - t0
-    wall = median_seconds(door, 1)
-    engine_rate = work / wall
-    out = {k: timed["out"][k] for k in ("start", "peak", "peak_step", "final")}
-    check = agreement(out, peer)
-    print(
-        f"    {'engine, simulate_many:':28s} {engine_rate:12.4g} config-steps/s  ({wall:.2f} s; first call "
-        f"{compile_door:.2f} s; JAX/NumPy {engine_rate / numpy_rate:.2f}x; vs NumPy: {check})"
-    )
-    rows.append(("(a) lr_v=0 batch", "engine: simulate_many (summaries)", f"{engine_rate:.4g}", f"{wall:.2f} s",
-                 f"{engine_rate / numpy_rate:.2f}", check))  # fmt: skip
+        t0 = time.perf_counter()
+        door()
+        compile_door = time.perf_counter() - t0
+        wall = median_seconds(door, 1)
+        engine_rates[name] = work / wall
+        out = {k: timed["out"][k] for k in ("start", "peak", "peak_step", "final")}
+        check = agreement(out, peer)
+        print(
+            f"    {name + ':':28s} {engine_rates[name]:12.4g} config-steps/s  ({wall:.2f} s; first call "
+            f"{compile_door:.2f} s; JAX/NumPy {engine_rates[name] / numpy_rate:.2f}x; vs NumPy: {check})"
+        )
+        rows.append(("(a) lr_v=0 batch", name, f"{engine_rates[name]:.4g}", f"{wall:.2f} s",
+                     f"{engine_rates[name] / numpy_rate:.2f}", check))  # fmt: skip
+    engine_rate = engine_rates["engine: simulate_many (summaries)"]
+    xla_rate = engine_rates["engine, XLA program (cpu_kernel=False)"]
     # The plain JAX loop a user would write (benchmarks/jax_loop_peer.py): jit(vmap(...)) over every run,
     # and the same loop advanced in the engine's CPU groups (lax.map), its best case here.
     loop_inputs = {k: jnp.asarray(v) for k, v in peer_inputs(params).items()}
@@ -210,10 +231,10 @@ def bench_batch(args, rows: list) -> None:
         )
         print(
             f"    {name + ':':28s} {rate:12.4g} config-steps/s  ({wall:.2f} s; engine / loop "
-            f"{engine_rate / rate:.2f}x; vs NumPy: {check})"
+            f"{engine_rate / rate:.2f}x, its XLA program / loop {xla_rate / rate:.2f}x; vs NumPy: {check})"
         )
         rows.append(("(a) lr_v=0 batch", name, f"{rate:.4g}", f"{wall:.2f} s", f"{rate / numpy_rate:.2f}",
-                     f"engine / loop {engine_rate / rate:.2f}x"))  # fmt: skip
+                     f"engine / loop {engine_rate / rate:.2f}x (XLA program {xla_rate / rate:.2f}x)"))  # fmt: skip
 
     size = min(args.chunk, args.runs)
     example = next(chunks(params, size))[0]
@@ -372,12 +393,7 @@ def bench_value(args, rows: list) -> None:
     for name, fn in (("minimal_train (value regime)", minimal), ("cpi.reduced.general_train", general)):
         compiled, compile_s = compile_aot(fn, batch)
         results[name] = np.asarray(compiled(batch))  # also the warm-up
-        times = []
-        for _ in range(args.value_repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(compiled(batch))
-            times.append(time.perf_counter() - t0)
-        wall = statistics.median(times)
+        _, wall = timed_median(lambda compiled=compiled: compiled(batch), args.value_repeats)
         rates[name] = work / wall
         print(
             f"    {name + ':':32s} {rates[name]:12.4g} config-steps/s  ({wall:.2f} s; compile {compile_s:.2f} s)"
@@ -390,6 +406,41 @@ def bench_value(args, rows: list) -> None:
     diff = float(np.max(np.abs(results[names[0]] - results[names[1]])))
     print(f"    minimal / general: {ratio:.2f}x  (final M_C max abs diff {diff:.1e})")
     rows[-2] = (*rows[-2], f"{ratio:.2f}", f"vs general; final M_C max abs diff {diff:.1e}")
+    rows[-1] = (*rows[-1], "1.00", "")
+    # The door for many runs, summaries only: the value regime on the CPU kernel and on the XLA program.
+    door = {}
+    for name, kernel in (
+        ("simulate_many (value regime), CPU kernel", True),
+        ("simulate_many, XLA program", False),
+    ):
+        t0 = time.perf_counter()
+        cpi.simulate_many(params, steps=steps, store_every=0, cpu_kernel=kernel)
+        first = time.perf_counter() - t0
+        door[name], wall = timed_median(
+            lambda kernel=kernel: (
+                cpi.simulate_many(params, steps=steps, store_every=0, cpu_kernel=kernel).summary
+            ),
+            args.value_repeats,
+        )
+        rates[name] = work / wall
+        print(
+            f"    {name + ':':42s} {rates[name]:12.4g} config-steps/s  ({wall:.2f} s; first call {first:.2f} s)"
+        )
+        rows.append(
+            ("(c) lr_v=0.3 batch", name, f"{rates[name]:.4g}", f"{wall:.2f} s + first call {first:.2f} s")
+        )
+    a, b = door.values()
+    diff = max(float(np.max(np.abs(a[k] - b[k]))) for k in ("start", "peak", "final"))
+    same = int(np.sum(a["peak_step"] != b["peak_step"]))
+    ratio = rates["simulate_many (value regime), CPU kernel"] / rates["simulate_many, XLA program"]
+    print(
+        f"    CPU kernel / XLA program: {ratio:.2f}x  (max abs diff {diff:.1e}, peak_step differs in {same} runs)"
+    )
+    rows[-2] = (
+        *rows[-2],
+        f"{ratio:.2f}",
+        f"vs the XLA program; max abs diff {diff:.1e}, peak_step differs in {same}",
+    )
     rows[-1] = (*rows[-1], "1.00", "")
 
 

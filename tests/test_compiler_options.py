@@ -60,10 +60,11 @@ def test_engine_options_agree_with_xla_defaults(monkeypatch, lr_v, n_s):
     """The engine with its options, and a copy of it without them, on the same runs: within 1e-13, the
     peak at the same step."""
     params = _grid(lr_v, n_s)
-    tuned = cpi.simulate_many(params, steps=400, store_every=0).summary
+    # cpu_kernel=False: the options are the XLA program's (the CPU kernel would otherwise run these runs)
+    tuned = cpi.simulate_many(params, steps=400, store_every=0, cpu_kernel=False).summary
     plain_engine = dataclasses.replace(_registry.ENGINES["reduced"], compiler_options={})
     monkeypatch.setitem(_registry.ENGINES, "reduced", plain_engine)
-    plain = cpi.simulate_many(params, steps=400, store_every=0).summary
+    plain = cpi.simulate_many(params, steps=400, store_every=0, cpu_kernel=False).summary
     for key in SUMMARY:
         a, b = np.asarray(tuned[key], dtype=np.float64), np.asarray(plain[key], dtype=np.float64)
         assert np.all(np.isfinite(a))

@@ -21,7 +21,7 @@ from bench_minimal import grid
 out = {}
 for lr_v in (0.0, 0.3):
     params, _ = grid(200, lr_v=lr_v)
-    s = cpi.simulate_many(params, steps=300, store_every=0).summary
+    s = cpi.simulate_many(params, steps=300, store_every=0, cpu_kernel=False).summary  # XLA's vectors
     out[str(lr_v)] = {k: np.asarray(s[k], dtype=float).tolist() for k in ("start", "peak", "final")}
 print(json.dumps(out))
 """

@@ -7,7 +7,9 @@ program), and each chunk's run axis is sharded over a 1-D device mesh; inside a 
 ``lax.map(..., batch_size=group)`` advances ``group`` runs together through a ``vmap`` of the engine's
 :meth:`RegisteredEngine.batch_run`. Summaries and stored trajectories are computed on the device, so a
 chunk hands back only what is kept. While one chunk computes, the next one's columns are cut and sent
-(JAX dispatches asynchronously).
+(JAX dispatches asynchronously). On a CPU, a bucket for which the engine registers a CPU kernel
+(:attr:`RegisteredEngine.cpu_kernel`: the reduced engine's summaries) runs there instead, one thread per
+core, on the host columns.
 """
 
 import dataclasses
@@ -196,10 +198,26 @@ def summary_variables(output: RunOutput, steps: int) -> dict[str, np.ndarray]:
     }
 
 
+@functools.cache
+def _kernel_of(engine: RegisteredEngine, bucket: tuple, recording: Recording, on_trace=None):
+    """The engine's CPU kernel for a bucket (compiled once; counted in :data:`TRACES` as a compilation), or
+    None."""
+    kernel = engine.cpu_kernel(bucket, recording) if engine.cpu_kernel is not None else None
+    if kernel is not None:
+        TRACES[0] += 1
+        if on_trace is not None:
+            on_trace()
+    return kernel
+
+
 @dataclasses.dataclass(frozen=True)
 class ChunkRunner:
     """How a batch of runs goes to the devices: the engine, the recording, the mesh, the chunk size (a
-    multiple of the device count) and the runs a device advances together (``group``; None: its shard)."""
+    multiple of the device count) and the runs a device advances together (``group``; None: its shard).
+
+    ``cpu_kernel``: on a CPU (one process), buckets for which the engine has a CPU kernel
+    (:attr:`RegisteredEngine.cpu_kernel`) run there, on as many threads as the mesh has cores, instead of the
+    XLA program; False: always the XLA program."""
 
     engine: RegisteredEngine
     recording: Recording
@@ -207,6 +225,7 @@ class ChunkRunner:
     chunk_size: int
     group: int | None
     on_trace: Callable | None = None
+    cpu_kernel: bool = True
 
     @classmethod
     def create(
@@ -219,6 +238,7 @@ class ChunkRunner:
         devices: int | None = None,
         n_runs: int | None = None,
         on_trace=None,
+        cpu_kernel: bool = True,
     ) -> "ChunkRunner":
         """Defaults from the engine and the devices (chunk and group sizes by platform); the chunk size is
         cut to ``n_runs`` and rounded up to a multiple of the device count."""
@@ -235,14 +255,47 @@ class ChunkRunner:
         if n_runs is not None:
             chunk_size = min(chunk_size, max(n_runs, 1))
         chunk_size = math.ceil(chunk_size / mesh.size) * mesh.size  # every device gets an equal shard
-        return cls(eng, recording, mesh, chunk_size, group, on_trace)
+        if not isinstance(cpu_kernel, bool):
+            raise ConfigError("cpu_kernel", f"must be True or False, got {cpu_kernel!r}")
+        return cls(eng, recording, mesh, chunk_size, group, on_trace, cpu_kernel)
 
     @property
     def n_devices(self) -> int:
         return self.mesh.size
 
+    @property
+    def may_use_kernel(self) -> bool:
+        """Whether buckets may run on the engine's CPU kernel here (a CPU mesh in one process)."""
+        return (
+            self.cpu_kernel
+            and self.engine.cpu_kernel is not None
+            and self.mesh.devices.flat[0].platform == "cpu"
+            and jax.process_count() == 1
+        )
+
+    def kernel(self, bucket: tuple):
+        """The CPU kernel that runs ``bucket`` here, or None (the XLA program runs it)."""
+        if not self.may_use_kernel:
+            return None
+        return _kernel_of(self.engine, bucket, self.recording, self.on_trace)
+
+    def describe(self, bucket: tuple) -> str:
+        """A bucket and what computes it here, in words."""
+        on_kernel = " on the CPU kernel" if self.kernel(bucket) is not None else ""
+        return self.engine.describe(bucket) + on_kernel
+
+    @property
+    def kernel_threads(self) -> int:
+        """Threads of the CPU kernel: the cores behind the mesh's devices."""
+        per_device = max(1, usable_cores() // max(1, len(jax.devices("cpu"))))
+        return self.mesh.size * per_device
+
     def launch(self, bucket: tuple, params: ToyParams) -> RunOutput:
-        """Dispatch one chunk (host columns of exactly ``chunk_size`` runs); returns device arrays at once."""
+        """Dispatch one chunk (host columns of exactly ``chunk_size`` runs); returns device arrays at once,
+        or, where the CPU kernel runs the bucket, host arrays once it is done."""
+        kernel = self.kernel(bucket)
+        if kernel is not None:
+            return kernel(params, self.kernel_threads)
         program = compiled_chunk(self.engine, bucket, self.recording, self.group, self.mesh, self.on_trace)
         return program(to_devices(params, self.mesh))
 
@@ -314,6 +367,7 @@ def simulate_many(
     devices: int | None = None,
     group: int | None | str = "engine",
     check: bool = True,
+    cpu_kernel: bool = True,
 ) -> Batch:
     """Many runs through one engine: ``params`` holds a column per parameter (:meth:`ToyParams.stack`,
     :meth:`ToyParams.from_columns`); each run takes ``steps`` exact GD steps.
@@ -324,6 +378,8 @@ def simulate_many(
     together (None: its whole shard; default: the engine's choice for the platform and device count).
     With ``check`` (default) every run is validated first (the one rule table and the engine's own rules).
     Diverged runs are flagged in ``summary`` (:meth:`Batch.raise_if_diverged` raises for them).
+    ``cpu_kernel``: on a CPU, let the engine's CPU kernel run the buckets it has one for (the reduced engine's
+    frozen regimes, summaries only; within 1e-13 of the XLA program); False: the XLA program only.
     """
     require_float64()
     eng = get_engine(engine)
@@ -339,7 +395,13 @@ def simulate_many(
     store_every = record_every if store_every is None else store_every
     recording = Recording(steps, record_every, store_every, tuple(metrics))
     runner = ChunkRunner.create(
-        eng, recording, chunk_size=chunk_size, group=group, devices=devices, n_runs=n_runs
+        eng,
+        recording,
+        chunk_size=chunk_size,
+        group=group,
+        devices=devices,
+        n_runs=n_runs,
+        cpu_kernel=cpu_kernel,
     )
     buckets, ids = buckets_of(eng, host)
     size = runner.chunk_size
@@ -361,4 +423,4 @@ def simulate_many(
                 if name not in target:
                     target[name] = np.empty((n_runs, *value.shape[1:]), dtype=value.dtype)
                 target[name][runs] = value
-    return Batch(eng.name, recording, summary, trajectory, tuple(eng.describe(b) for b in buckets))
+    return Batch(eng.name, recording, summary, trajectory, tuple(runner.describe(b) for b in buckets))

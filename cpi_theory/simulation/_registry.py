@@ -12,7 +12,9 @@ A :class:`RegisteredEngine` has:
   the device, keeping no unrecorded step;
 - ``rules``: validation rules of its own beside :data:`cpi_theory.config.RULES`;
 - memory per run (``state_bytes``, ``output_bytes``), default chunk and group sizes per platform (how many
-  runs a chunk holds, how many runs a device advances together), and a ``describe`` of a bucket.
+  runs a chunk holds, how many runs a device advances together), and a ``describe`` of a bucket;
+- speed settings that never change a result's meaning beyond rounding: XLA ``compiler_options`` per
+  platform, and a ``cpu_kernel`` that computes a bucket's runs on a CPU without XLA.
 """
 
 import dataclasses
@@ -34,6 +36,7 @@ from ..engine._trajectory import CLASS_METRICS, PROBE_METRICS
 from ..model._pretrained import pretrained_state
 from ..model._train import train
 from ..model._world import Vocabulary, build_world, embeddings, params_world
+from ..reduced._cpu_kernel import summary_kernel
 from ..reduced._inputs import as_float64, symbol_values
 from ..reduced._minimal import (
     SINGLE_RUN_UNROLL,
@@ -149,6 +152,10 @@ class RegisteredEngine:
     # emitter where it is measured faster); an option this XLA does not know is dropped
     # (:func:`cpi_theory.simulation._batch.known_compiler_options`), so they never change a result's meaning.
     compiler_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    # A CPU kernel that computes a bucket's runs without XLA, where the engine has one for it:
+    # ``cpu_kernel(bucket, recording)`` -> None (no kernel: the XLA program runs) or ``run(params, threads)``
+    # -> a host :class:`RunOutput` of NumPy columns. Compiling happens in ``cpu_kernel``.
+    cpu_kernel: Callable[[tuple, Recording], Callable[[ToyParams, int], RunOutput] | None] | None = None
 
     def bucket_of(self, params: ToyParams) -> tuple:
         """The bucket of one run (concrete numbers)."""
@@ -351,6 +358,23 @@ def _reduced_batch_run(bucket: tuple, recording: Recording):
     return run
 
 
+def _reduced_cpu_kernel(bucket: tuple, recording: Recording):
+    """The frozen regimes' summaries on the LLVM CPU kernel (:mod:`cpi_theory.reduced._cpu_kernel`: the whole
+    loop with the state in registers, 2.4x the XLA program on the 2-core machine); None for the value
+    regimes, for stored trajectories, and where llvmlite is missing."""
+    if recording.store_every:
+        return None
+    kernel = summary_kernel(Regime(*bucket))
+    if kernel is None:
+        return None
+
+    def run(params: ToyParams, threads: int) -> RunOutput:
+        out = kernel.run(params, steps=recording.steps, record_every=recording.record_every, threads=threads)
+        return RunOutput({name: out[name] for name in SUMMARY_FIELDS}, out["first_nonfinite_step"], {})
+
+    return run
+
+
 REDUCED = RegisteredEngine(
     name="reduced",
     label="reduced engine, minimal state per regime",
@@ -378,6 +402,7 @@ REDUCED = RegisteredEngine(
     # XLA's newer CPU fusion emitters cut the frozen step into 23 fusions, the older ones into 18, and run it
     # 1.2-1.4x slower; results agree within 1e-14 (benchmarks/loop_body.py, tests/test_compiler_options.py).
     compiler_options={"cpu": {"xla_cpu_use_fusion_emitters": False}},
+    cpu_kernel=_reduced_cpu_kernel,
 )
 
 

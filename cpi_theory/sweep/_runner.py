@@ -601,7 +601,9 @@ def run_sweep(
     )
     table = build_run_table(spec, settings.engine.name)  # validates every run before any work
     plan = ChunkPlan(table, settings.engine, settings.chunk_size)
-    settings.attrs.update(_path_attrs(spec, settings.engine, plan))
+    traces_before = TRACES[0]
+    settings = _with_kernels(settings, plan)
+    settings.attrs.update(_path_attrs(spec, settings.runner, plan))
 
     def result(dataset, chunks_computed, compilations, runs_computed):
         return SweepResult(
@@ -626,7 +628,6 @@ def run_sweep(
             depth = np.asarray(finished["inversion_depth"], dtype=np.float64)
             store.largest_depth = float(np.nanmax(depth)) if np.isfinite(depth).any() else float("nan")
         return result(finished, 0, 0, 0)
-    traces_before = TRACES[0]
     lengths = plan.chunk_lengths()
     remaining = estimated_seconds(spec, settings.engine) * (1 - len(done) / max(plan.n_chunks, 1))
     if progress and remaining > ESTIMATE_AFTER_SECONDS:
@@ -647,10 +648,23 @@ def run_sweep(
     return result(dataset, chunks_computed, TRACES[0] - traces_before, runs_computed)
 
 
-def _path_attrs(spec: SweepSpec, engine: RegisteredEngine, plan: ChunkPlan) -> dict:
+def _with_kernels(settings: _Settings, plan: ChunkPlan) -> _Settings:
+    """The settings with the buckets that the CPU kernel computes named in the fingerprint: its results differ
+    from the XLA program's in the last bits, so chunks of one path are never resumed by the other."""
+    on_kernel = [bucket for bucket in plan.buckets if settings.runner.kernel(bucket) is not None]
+    if not on_kernel:
+        return settings
+    engine = settings.engine
+    key = f"{settings.fingerprint}|cpu-kernel:{','.join(engine.describe(b) for b in on_kernel)}"
+    return dataclasses.replace(settings, fingerprint=key, attrs={**settings.attrs, "fingerprint": key})
+
+
+def _path_attrs(spec: SweepSpec, runner: ChunkRunner, plan: ChunkPlan) -> dict:
     """How the runs were computed, for the results' attributes: the engine and the bucket each compiled
-    program served, and whether only online summaries were kept."""
-    buckets = ", ".join(engine.describe(bucket) for bucket in plan.buckets)
+    program served (and which ran on the engine's CPU kernel), and whether only online summaries were
+    kept."""
+    engine = runner.engine
+    buckets = ", ".join(runner.describe(bucket) for bucket in plan.buckets)
     if engine.online_summary:
         kept = (
             "; online summaries, O(state) memory per run"
