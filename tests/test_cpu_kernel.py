@@ -178,10 +178,43 @@ def test_without_llvmlite_the_xla_program_runs(monkeypatch):
         _batch._kernel_of.cache_clear()
 
 
-def test_stored_trajectories_and_the_full_engine_keep_xla():
-    recording = _registry.Recording(10, 1, 5, ("context_reliance",))
+@pytest.mark.parametrize("regime", [Regime(False, False, False), Regime(True, True, False)], ids=str)
+@pytest.mark.parametrize(("steps", "every"), [(300, 100), (301, 100), (50, 7), (0, 5)])
+def test_stored_context_reliance_agrees_with_the_xla_program(regime, steps, every):
+    """M_C stored every ``every`` steps (and at the last) on the kernel: the same steps, within 1e-13."""
+    params = _columns(regime, 20, seed=9)
+    kernel = cpi.simulate_many(params, steps=steps, store_every=every)
+    xla = cpi.simulate_many(params, steps=steps, store_every=every, cpu_kernel=False)
+    assert "CPU kernel" in kernel.buckets[0] and "CPU kernel" not in xla.buckets[0]
+    np.testing.assert_array_equal(kernel.stored_steps, xla.stored_steps)
+    a, b = kernel.trajectory["context_reliance"], xla.trajectory["context_reliance"]
+    assert a.shape == b.shape == (20, xla.stored_steps.size)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-13)
+    _assert_agree(kernel.summary, xla.summary)
+
+
+def test_other_stored_metrics_and_the_full_engine_keep_xla():
+    recording = _registry.Recording(10, 1, 5, ("context_reliance", "loss"))
     assert _registry.ENGINES["reduced"].cpu_kernel((False, False, False), recording) is None
     assert _registry.ENGINES["full"].cpu_kernel is None
-    runner = _batch.ChunkRunner.create("reduced", dataclasses.replace(recording, store_every=0))
+    runner = _batch.ChunkRunner.create(
+        "reduced", dataclasses.replace(recording, metrics=("context_reliance",))
+    )
     assert runner.kernel((False, False, False)) is not None
     assert runner.describe((False, False, False)) == "frozen on the CPU kernel"
+
+
+def test_a_sweep_names_the_kernel_and_is_never_resumed_across_paths(tmp_path):
+    from cpi_theory.sweep import SweepSpec, run_sweep
+
+    spec = SweepSpec.from_mapping(
+        {"base": {"steps": 30}, "grid": {"lr_kq": [0.5, 1.0]}, "trajectory_every": 0}
+    )
+    xla = run_sweep(spec, tmp_path / "xla.nc", cpu_kernel=False).dataset
+    kernel = run_sweep(spec, tmp_path / "kernel.nc").dataset
+    assert "cpu-kernel" not in xla.attrs["fingerprint"] and "CPU kernel" not in xla.attrs["computed_by"]
+    assert kernel.attrs["fingerprint"].endswith("|cpu-kernel:frozen")
+    assert "frozen on the CPU kernel" in kernel.attrs["computed_by"]
+    np.testing.assert_allclose(kernel["peak"], xla["peak"], rtol=0, atol=1e-13)
+    with pytest.raises(cpi.ConfigError, match="CPU kernel"):
+        run_sweep(spec, tmp_path / "xla.nc", resume=True)  # finished by XLA's program: not the kernel's

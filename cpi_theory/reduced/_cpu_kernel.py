@@ -18,8 +18,8 @@ The kernel computes what ``summary_engine(regime, record_every)`` computes per s
 the running start / peak / peak step / first non-finite M_C, the first step whose state is not finite, the
 update); the final record (the last step's M_C, the final loss) is evaluated on the host from the final
 state. Every regime agrees with the XLA engine within 1e-13 (``tests/test_cpu_kernel.py``). Only concrete
-batches use it (sweeps and :func:`cpi_theory.simulate_many` on a CPU, summaries only): derivatives, single
-runs, stored trajectories and other platforms keep the XLA engine, which stays the reference.
+batches use it (sweeps and :func:`cpi_theory.simulate_many` on a CPU: the summaries and stored M_C):
+derivatives, single runs, other stored metrics and other platforms keep the XLA engine, the reference.
 
 It needs ``llvmlite`` (a dependency); where it cannot be imported, :func:`summary_kernel` returns None and
 the XLA program runs instead.
@@ -36,6 +36,7 @@ import types
 import numpy as np
 
 from .._interrupt import raise_if_interrupted
+from ..engine._loop import recorded_steps
 from . import _generated
 from ._codegen import Regime
 from ._inputs import _CLASS_SYMBOLS, _SCALAR_SYMBOLS
@@ -198,6 +199,11 @@ def _evaluate(graph: _Graph, wanted, params: dict, state=None) -> dict[int, np.n
             else:
                 values[node_id] = _NUMPY[op](*(values[a] for a in args))
     return values
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 def host_symbols(params) -> dict[str, np.ndarray]:
@@ -515,10 +521,14 @@ class SummaryKernel:
         signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 2, *[ctypes.c_int64] * 5)
         self._kernel = signature(address)  # ctypes releases the GIL during the call: threads run in parallel
 
-    def run(self, params, *, steps: int, record_every: int = 1, threads: int = 1) -> dict[str, np.ndarray]:
+    def run(
+        self, params, *, steps: int, record_every: int = 1, store_every: int = 0, threads: int = 1
+    ) -> dict[str, np.ndarray]:
         """The summary of M_C of columns of runs ``params`` (a :class:`cpi_theory.ToyParams` of NumPy columns,
         at least one run) as ``summary_engine`` computes it: :data:`SUMMARY_FIELDS` (steps as int32),
-        ``first_nonfinite_step`` and the final ``state`` (a list of columns).
+        ``first_nonfinite_step`` and the final ``state`` (a list of columns); with ``store_every`` > 0 also
+        ``context_reliance``, (runs, stored steps): M_C at the steps 0, ``store_every``, ... and the last
+        (taken from the state between kernel calls, so only M_C is kept, never the states).
 
         ``threads`` (1 or more) share the blocks of ``lanes`` runs; the steps go in segments of about
         :data:`SEGMENT_CONFIG_STEPS` per thread, between which Ctrl-C is honoured
@@ -562,9 +572,16 @@ class SummaryKernel:
                     every,
                 )
 
+        steps = int(steps)
+        stored = recorded_steps(steps, int(store_every)) if store_every else np.zeros(0, dtype=np.int64)
+        reliance = np.empty((n_runs, stored.size))
+        column = {int(t): i for i, t in enumerate(stored)}
+        # kernel calls from one cut to the next: the segments, and every stored step
+        cuts_t = sorted({*range(0, steps, segment), *(int(t) for t in stored if t < steps), steps})
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # leaving it waits for running parts
-            for t_begin in range(0, int(steps), segment):
-                t_end = min(t_begin + segment, int(steps))
+            for t_begin, t_end in zip(cuts_t[:-1], cuts_t[1:], strict=True):
+                if t_begin in column:
+                    reliance[:, column[t_begin]] = self._reliance(carry[: self.n_x, :n_runs], symbols)
                 pending = {pool.submit(part, i, t_begin, t_end) for i in range(threads)}
                 while pending:
                     _, pending = concurrent.futures.wait(pending, timeout=0.05)
@@ -574,8 +591,9 @@ class SummaryKernel:
         start, peak, peak_step, bad, nonfinite = carry[self.n_x :]
         # the final record (summary_engine's ``records(final=True)``): the last step is always recorded
         last = _evaluate(self.graph, (self.gap, self.loss), symbols, state)
-        with np.errstate(all="ignore"):
-            final = 1.0 / (1.0 + np.exp(-np.broadcast_to(last[self.gap], (n_runs,))))
+        final = _sigmoid(np.broadcast_to(last[self.gap], (n_runs,)))
+        if stored.size:
+            reliance[:, column[steps]] = final
         start = np.where(steps == 0, final, start)
         better = final > peak
         peak = np.where(better, final, peak)
@@ -590,7 +608,13 @@ class SummaryKernel:
             "first_nonfinite_reliance": bad.astype(np.int32),
             "first_nonfinite_step": nonfinite.astype(np.int32),
             "state": state,
+            **({"context_reliance": reliance} if stored.size else {}),
         }
+
+    def _reliance(self, state, symbols) -> np.ndarray:
+        """M_C (the sigmoid of the probe gap) at the states ``state`` (rows: coordinates), on the host."""
+        gap = _evaluate(self.graph, (self.gap,), symbols, list(state))[self.gap]
+        return _sigmoid(np.broadcast_to(gap, (state.shape[1],)))
 
 
 @functools.cache

@@ -379,7 +379,7 @@ def simulate_many(
     With ``check`` (default) every run is validated first (the one rule table and the engine's own rules).
     Diverged runs are flagged in ``summary`` (:meth:`Batch.raise_if_diverged` raises for them).
     ``cpu_kernel``: on a CPU, let the engine's CPU kernel run the buckets it has one for (the reduced engine's
-    frozen regimes, summaries only; within 1e-13 of the XLA program); False: the XLA program only.
+    summaries and stored M_C; within 1e-13 of the XLA program); False: the XLA program only.
     """
     require_float64()
     eng = get_engine(engine)

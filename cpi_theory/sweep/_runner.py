@@ -253,7 +253,7 @@ class _Settings:
         return self.runner.n_devices
 
 
-def _settings(spec, engine: str, chunk_size, devices, group, store, resume) -> _Settings:
+def _settings(spec, engine: str, chunk_size, devices, group, store, resume, cpu_kernel=True) -> _Settings:
     """Check the arguments and the memory estimate; nothing is built yet."""
     if chunk_size is None and resume and store is not None:
         chunk_size = store.recorded_chunk_size()
@@ -271,6 +271,7 @@ def _settings(spec, engine: str, chunk_size, devices, group, store, resume) -> _
             devices=devices,
             n_runs=spec.n_total,
             on_trace=_trace_drill,
+            cpu_kernel=cpu_kernel,
         )
 
     runner = runner_of(chunk_size)
@@ -427,15 +428,17 @@ class _NetcdfStore(_MemoryStore):
             dataset = load(self.out)
             if dataset.attrs.get("fingerprint") != settings.fingerprint:
                 raise ConfigError(
-                    "--resume", f"{self.out} holds a different sweep (spec, engine or chunk size)"
+                    "--resume",
+                    f"{self.out} holds a different sweep (spec, engine, chunk size, or the CPU kernel against "
+                    "XLA's program)",
                 )
             return dataset, set()
         manifest = json.loads(self.manifest.read_text()) if (resume and self.manifest.exists()) else None
         if manifest is not None and manifest["fingerprint"] != settings.fingerprint:
             raise ConfigError(
                 "--resume",
-                f"{self.chunk_dir} belongs to a different sweep (spec, engine, chunk size, device count "
-                f"or vmap width differ: it used engine {manifest['engine']}, chunk size "
+                f"{self.chunk_dir} belongs to a different sweep (spec, engine, chunk size, device count, "
+                f"vmap width or the CPU kernel differ: it used engine {manifest['engine']}, chunk size "
                 f"{manifest['chunk_size']}, {manifest['n_devices']} device(s), vmap width "
                 f"{manifest['vmap_width']})",
             )
@@ -583,6 +586,7 @@ def run_sweep(
     vmap_width: int | None | str = "engine",
     progress: bool = False,
     keep_chunks: bool = False,
+    cpu_kernel: bool = True,
 ) -> SweepResult:
     """Run every configuration of ``spec``; return (and with ``out``, write) the labelled results.
 
@@ -590,14 +594,16 @@ def run_sweep(
     netCDF file (finished chunks go to ``<out>.chunks/``, the final Dataset to ``out``, both atomically).
     ``resume=True`` reuses the finished chunks of an interrupted run of the same spec, engine and chunk size.
     ``devices`` limits the mesh to the first N devices; ``vmap_width`` overrides how many runs a device
-    advances together (None: its whole shard; default: the engine's for this platform). Raises
+    advances together (None: its whole shard; default: the engine's for this platform). ``cpu_kernel``: on
+    a CPU in one process, buckets the engine has a CPU kernel for run there (the reduced engine's summaries
+    and stored M_C); False: XLA's program only (as a multi-host sweep always runs). Raises
     :class:`ConfigError` on a bad spec, or one that cannot fit in memory or in a netCDF3 file, before any work.
     """
     require_float64()
     started = time.perf_counter()
     store = _store(out, spec)
     settings = _settings(
-        spec, engine, chunk_size, devices, vmap_width, store if out is not None else None, resume
+        spec, engine, chunk_size, devices, vmap_width, store if out is not None else None, resume, cpu_kernel
     )
     table = build_run_table(spec, settings.engine.name)  # validates every run before any work
     plan = ChunkPlan(table, settings.engine, settings.chunk_size)
