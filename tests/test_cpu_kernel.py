@@ -195,7 +195,8 @@ def test_stored_context_reliance_agrees_with_the_xla_program(regime, steps, ever
 
 def test_other_stored_metrics_and_the_full_engine_keep_xla():
     recording = _registry.Recording(10, 1, 5, ("context_reliance", "loss"))
-    assert _registry.ENGINES["reduced"].cpu_kernel((False, False, False), recording) is None
+    reduced = _registry.ENGINES["reduced"]
+    assert reduced.cpu_kernel.for_engine(reduced, (False, False, False), recording) is None
     assert _registry.ENGINES["full"].cpu_kernel is None
     runner = _batch.ChunkRunner.create(
         "reduced", dataclasses.replace(recording, metrics=("context_reliance",))
@@ -218,3 +219,49 @@ def test_a_sweep_names_the_kernel_and_is_never_resumed_across_paths(tmp_path):
     np.testing.assert_allclose(kernel["peak"], xla["peak"], rtol=0, atol=1e-13)
     with pytest.raises(cpi.ConfigError, match="CPU kernel"):
         run_sweep(spec, tmp_path / "xla.nc", resume=True)  # finished by XLA's program: not the kernel's
+
+
+def test_an_engine_derived_with_another_batch_run_does_not_run_the_kernel():
+    """The kernel is the fast form of the reduced engine's batch_run only: an engine made from it with
+    dataclasses.replace and another batch_run runs that batch_run."""
+    recording = _registry.Recording(10, 1, 0, ("context_reliance",))
+    derived = dataclasses.replace(_registry.REDUCED, batch_run=lambda b, r: _registry.REDUCED.batch_run(b, r))
+    assert _batch.ChunkRunner.create(derived, recording).kernel((False, False, False)) is None
+    assert _batch.ChunkRunner.create(_registry.REDUCED, recording).kernel((False, False, False)) is not None
+
+
+def test_a_plateau_peaks_at_its_first_step():
+    """lr_kq = 0: M_C never moves, so the first maximum is step 0 on both paths (a kernel that kept the last
+    maximum would say the last step)."""
+    params = _columns(Regime(False, False, False), 10, seed=10)
+    columns = params.columns()
+    columns["lr_kq"][:] = 0.0
+    params = cpi.ToyParams.from_columns(columns, validate=False)
+    kernel, xla = _both(params, steps=50, check=False)
+    assert np.all(kernel["peak_step"] == 0) and np.all(xla["peak_step"] == 0)
+    _assert_agree({**kernel, "inversion_depth": kernel["inversion_depth"]}, xla)
+
+
+def test_the_raw_summary_fields_agree_with_the_xla_program():
+    """Every field the engine hands back (not only the batch's derived ones), one run per thread and several
+    segments, with M_C stored: first_nonfinite_reliance and first_nonfinite_step included."""
+    regime = Regime(False, False, False)
+    params = _columns(regime, 132, seed=11)
+    columns = params.columns()
+    columns["delta_m"][5] = 1.0  # a run that is not finite from its first step
+    params = cpi.ToyParams.from_columns(columns, validate=False)
+    recording = _registry.Recording(120, 4, 40, ("context_reliance",))
+    runner = _batch.ChunkRunner.create("reduced", recording, chunk_size=132, cpu_kernel=False)
+    xla = _batch.to_host(runner.launch((False, False, False), params.map(np.asarray)), 132)
+    kernel = _cpu_kernel.summary_kernel(regime)
+    import unittest.mock
+
+    with unittest.mock.patch.object(_cpu_kernel, "SEGMENT_CONFIG_STEPS", 132 * 7):
+        got = kernel.run(params.map(np.asarray), steps=120, record_every=4, store_every=40, threads=3)
+    for key, value in xla.summary.items():
+        np.testing.assert_allclose(got[key], value, rtol=0, atol=1e-13, err_msg=key)
+    np.testing.assert_array_equal(got["first_nonfinite_step"], xla.first_nonfinite_step)
+    assert got["first_nonfinite_step"][5] >= 0 and got["first_nonfinite_reliance"][5] >= 0
+    np.testing.assert_allclose(
+        got["context_reliance"], xla.trajectory["context_reliance"], rtol=0, atol=1e-13
+    )

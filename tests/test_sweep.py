@@ -208,7 +208,6 @@ def test_diverged_runs_are_flagged_not_fatal(monkeypatch):
         bucket_key=lambda row: (),
         batch_run=_exploding_batch_run,
         describe=lambda bucket: "x <- x (1 + lr)",
-        cpu_kernel=None,  # its batch_run is the only way it runs
     )
     monkeypatch.setitem(registry.ENGINES, "exploding", fake)
     spec = sweep_spec(

@@ -62,6 +62,7 @@ def _run(args) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         keep_chunks=args.keep_chunks,
+        cpu_kernel=not args.no_cpu_kernel,
     )
     wrote = f"; wrote {args.out}" if result.dataset is not None else ""
     print(f"cpi-theory sweep: {result.summary_line()}{wrote}", file=sys.stderr)
@@ -145,5 +146,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (default: shown on stderr)"
+    )
+    parser.add_argument(
+        "--no-cpu-kernel",
+        action="store_true",
+        help="run XLA's program on a CPU too, not the reduced engine's CPU kernel (default: the kernel, "
+        "where the engine has one; e.g. to --resume a sweep that XLA's program started)",
     )
     parser.set_defaults(func=_run)

@@ -16,13 +16,15 @@ NumPy's), because LLVM would otherwise call the scalar libm once per lane.
 
 The kernel computes what ``summary_engine(regime, record_every)`` computes per step (M_C on recorded steps,
 the running start / peak / peak step / first non-finite M_C, the first step whose state is not finite, the
-update); the final record (the last step's M_C, the final loss) is evaluated on the host from the final
-state. Every regime agrees with the XLA engine within 1e-13 (``tests/test_cpu_kernel.py``). Only concrete
-batches use it (sweeps and :func:`cpi_theory.simulate_many` on a CPU: the summaries and stored M_C):
-derivatives, single runs, other stored metrics and other platforms keep the XLA engine, the reference.
+update, and M_C at stored steps); the final record's M_C comes from one more call at t = steps (rounded as
+every other M_C), its loss from the host. No fast-math flags: every operation rounds as in XLA's and NumPy's
+code, whatever the host's vector instructions. Every regime agrees with the XLA engine within 1e-13
+(``tests/test_cpu_kernel.py``). Only concrete batches use it (sweeps and :func:`cpi_theory.simulate_many` on a
+CPU: the summaries and stored M_C): derivatives, single runs, other stored metrics and other platforms keep
+the XLA engine, the reference.
 
-It needs ``llvmlite`` (a dependency); where it cannot be imported, :func:`summary_kernel` returns None and
-the XLA program runs instead.
+It needs ``llvmlite`` >= 0.45 (a dependency); where it cannot be imported or build the kernel,
+:func:`summary_kernel` returns None (with a warning in the second case) and the XLA program runs instead.
 """
 
 import concurrent.futures
@@ -32,6 +34,7 @@ import inspect
 import math
 import struct
 import types
+import warnings
 
 import numpy as np
 
@@ -43,17 +46,19 @@ from ._inputs import _CLASS_SYMBOLS, _SCALAR_SYMBOLS
 
 # Runs per vector value, by value_trained. Wider than a register (8 float64 with AVX-512): LLVM splits each
 # operation into lanes / 8 independent ones, which the core overlaps; one step's chain of exponentials and
-# divides is otherwise latency bound (frozen regime, 2-core machine, 20,000 runs x 3,000 steps, one core:
-# 8 lanes 4.3e7, 16 6.5e7, 32 7.9e7, 64 9.0e7, 128 7.0e7 config-steps/s). The value regimes' state (78-166
-# coordinates) already gives the core independent work: 8 lanes 2.8e7, 16 3.1e7, 32 2.9e7 (value regime,
-# 20,000 runs x 1,000 steps, two cores).
-LANES = {False: 64, True: 16}
+# divides is otherwise latency bound. Frozen regime, 2-core machine, 20,000 runs x 3,000 steps, one core:
+# 8 lanes 4.3e7, 16 6.5e7, 32 7.9e7, 64 9.0e7, 128 7.0e7 config-steps/s while products were still contracted
+# into fused multiply-adds; without (as now) 32 lanes 7.5e7 and 64 7.0e7 (two cores: 1.45e8, 1.37e8). The
+# value regimes' state (78-166 coordinates) already gives the core independent work: 8 lanes 2.1e7, 16
+# 2.6e7, 32 2.1e7 (value regime, 20,000 runs x 1,000 steps, two cores).
+LANES = {False: 32, True: 16}
 SQRT_HALF = math.sqrt(0.5)
 # Config-steps of one kernel call per thread (about 0.3 s on the 2-core machine): Ctrl-C waits at most that.
 SEGMENT_CONFIG_STEPS = 1 << 25
 # The running values after the state: M_C at step 0, the peak, its step, the first recorded step whose M_C
-# is not finite, the first step whose state is not finite (steps as float64; -1: none).
-RUNNING = ("start", "peak", "peak_step", "first_nonfinite_reliance", "first_nonfinite_step")
+# is not finite, the first step whose state is not finite (steps as float64; -1: none), and M_C at the last
+# step taken (the final M_C comes from one more call at t = steps, so that it rounds as every other M_C).
+RUNNING = ("start", "peak", "peak_step", "first_nonfinite_reliance", "first_nonfinite_step", "reliance")
 
 
 # -- the symbolic trace -------------------------------------------------------------------------------------
@@ -201,11 +206,6 @@ def _evaluate(graph: _Graph, wanted, params: dict, state=None) -> dict[int, np.n
     return values
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        return 1.0 / (1.0 + np.exp(-x))
-
-
 def host_symbols(params) -> dict[str, np.ndarray]:
     """:func:`cpi_theory.reduced.symbol_values` as float64 NumPy columns (no JAX)."""
     sizes = params.class_sizes
@@ -348,16 +348,19 @@ class _Body:
         name = f"%{self.prefix}{node_id}"
         a = [self.value(i) for i in args]
         if op in _BINARY:
-            # contract: a product feeding a sum may become one fused multiply-add (one rounding fewer)
-            self.lines.append(f"  {name} = {_BINARY[op]} contract {v.V} {a[0]}, {a[1]}")
+            # no fast-math flags (no contraction into fused multiply-adds): every operation rounds as XLA's
+            # and NumPy's do, and the results do not depend on whether the host has FMA
+            self.lines.append(f"  {name} = {_BINARY[op]} {v.V} {a[0]}, {a[1]}")
         elif op == "neg":
             self.lines.append(f"  {name} = fneg {v.V} {a[0]}")
         elif op == "exp":
             self.lines.append(f"  {name} = call {v.V} @vexp({v.V} {a[0]})")
-        elif op == "max":  # NaN-propagating, as jnp.maximum
-            self.lines.append(
-                f"  {name} = call {v.V} @llvm.maximum.v{v.lanes}f64({v.V} {a[0]}, {v.V} {a[1]})"
-            )
+        elif op == "max":  # NaN-propagating, as jnp.maximum: a + b (NaN) where either is NaN
+            self.lines.append(f"  {name}.gt = fcmp ogt {v.V} {a[0]}, {a[1]}")
+            self.lines.append(f"  {name}.m = select {v.B} {name}.gt, {v.V} {a[0]}, {v.V} {a[1]}")
+            self.lines.append(f"  {name}.nan = fcmp uno {v.V} {a[0]}, {a[1]}")
+            self.lines.append(f"  {name}.s = fadd {v.V} {a[0]}, {a[1]}")
+            self.lines.append(f"  {name} = select {v.B} {name}.nan, {v.V} {name}.s, {v.V} {name}.m")
         elif op in _COMPARE:
             self.lines.append(f"  {name} = fcmp {_COMPARE[op]} {v.V} {a[0]}, {a[1]}")
             self.kinds[node_id] = "b"
@@ -377,10 +380,12 @@ def kernel_ir(regime: Regime, lanes: int) -> tuple[str, list[int], int]:
     """The LLVM IR of one regime's kernel, the parameter-only nodes it reads (host inputs, in order) and the
     number of state coordinates.
 
-    ``void kernel(double* inputs, double* carry, i64 n_blocks, i64 stride, i64 t_begin, i64 t_end,
-    i64 record_every)``: ``inputs`` row j, ``carry`` row k are at ``j * stride`` (``stride`` runs, a multiple
-    of LANES); the carry rows are the state then :data:`RUNNING`. Each block of LANES runs takes the steps
-    ``t_begin, ..., t_end - 1`` in registers and leaves its carry for the next call."""
+    ``void kernel(double* inputs, double* carry, double* stored, i64 n_blocks, i64 stride, i64 t_begin,
+    i64 t_end, i64 record_every, i64 store_every)``: ``inputs`` row j, ``carry`` row k and ``stored`` row i
+    are at ``j * stride`` (``stride`` runs, a multiple of the lanes); the carry rows are the state then
+    :data:`RUNNING`. Each block of runs takes the steps ``t_begin, ..., t_end - 1`` in registers and leaves
+    its carry for the next call; with ``store_every`` > 0, M_C at a step t that it divides goes to row
+    ``t / store_every`` of ``stored``."""
     v = _Vec(lanes)
     graph, velocity, _, gap = _trace(regime)
     n_x = len(velocity)
@@ -391,11 +396,12 @@ def kernel_ir(regime: Regime, lanes: int) -> tuple[str, list[int], int]:
     inputs = sorted(i for i in read | {*velocity, gap} if not on_state[i] and graph.nodes[i][0] != "const")
     carried = [f"x{k}" for k in range(n_x)] + list(RUNNING)
     out = [
-        'target datalayout = ""',
         _exp_ir(v),
-        "define void @kernel(ptr noalias %inp, ptr noalias %carry, i64 %nblk, i64 %stride, i64 %t.begin, "
-        "i64 %t.end, i64 %every) nounwind {",
+        "define void @kernel(ptr noalias %inp, ptr noalias %carry, ptr noalias %stored, i64 %nblk, i64 %stride, "
+        "i64 %t.begin, i64 %t.end, i64 %every, i64 %store.every) nounwind {",
         "entry:",
+        "  %storing = icmp ne i64 %store.every, 0",
+        "  %store.div = select i1 %storing, i64 %store.every, i64 1",  # no division by 0 when not storing
         "  br label %blk",
         "blk:",
         "  %b = phi i64 [0, %entry], [%b.next, %done]",
@@ -416,9 +422,9 @@ def kernel_ir(regime: Regime, lanes: int) -> tuple[str, list[int], int]:
         out.append(f"  %ca{k} = add i64 %co{k}, %off")
         out.append(f"  %cp{k} = getelementptr double, ptr %carry, i64 %ca{k}")
         out.append(f"  %{name}.0 = load {v.V}, ptr %cp{k}, align 8")
-    out += ["  br label %head", "head:", "  %t = phi i64 [%t.begin, %load], [%t.next, %body]"]
+    out += ["  br label %head", "head:", "  %t = phi i64 [%t.begin, %load], [%t.next, %latch]"]
     for name in carried:
-        out.append(f"  %{name} = phi {v.V} [%{name}.0, %load], [%{name}.new, %body]")
+        out.append(f"  %{name} = phi {v.V} [%{name}.0, %load], [%{name}.new, %latch]")
     out += ["  %go = icmp slt i64 %t, %t.end", "  br i1 %go, label %body, label %done", "body:"]
     for k in range(n_x):
         names[graph.lift(graph.add("state", k)).id] = f"%x{k}"
@@ -452,6 +458,7 @@ def kernel_ir(regime: Regime, lanes: int) -> tuple[str, list[int], int]:
         f"  %rbad1 = and {v.B} %rbad0, %rnone",
         f"  %rbad = select i1 %rec, {v.B} %rbad1, {v.B} zeroinitializer",
         f"  %first_nonfinite_reliance.new = select {v.B} %rbad, {v.V} %tv, {v.V} %first_nonfinite_reliance",
+        f"  %reliance.new = fadd {v.V} %mc, {v.splat(-0.0)}",  # (x + -0.0 is x: a named copy)
     ]
     # the state's finiteness before the update (summary_engine's base_step): sum_k 0 * x_k is 0 when every
     # x_k is finite and NaN otherwise (0 * inf = NaN), one comparison instead of one per coordinate
@@ -471,35 +478,57 @@ def kernel_ir(regime: Regime, lanes: int) -> tuple[str, list[int], int]:
     ]
     for k in range(n_x):
         out.append(f"  %x{k}.new = fadd {v.V} %x{k}, {body.value(velocity[k])}")
-    out += ["  %t.next = add i64 %t, 1", "  br label %head", "done:"]
+    # M_C of a stored step to its row (a branch on the step counter, the same for every run)
+    out += [
+        "  %srem = urem i64 %t, %store.div",
+        "  %sat = icmp eq i64 %srem, 0",
+        "  %save = and i1 %storing, %sat",
+        "  br i1 %save, label %store, label %latch",
+        "store:",
+        "  %srow = udiv i64 %t, %store.div",
+        "  %so = mul i64 %srow, %stride",
+        "  %sa = add i64 %so, %off",
+        "  %sp = getelementptr double, ptr %stored, i64 %sa",
+        f"  store {v.V} %mc, ptr %sp, align 8",
+        "  br label %latch",
+        "latch:",
+        "  %t.next = add i64 %t, 1",
+        "  br label %head",
+        "done:",
+    ]
     for k, name in enumerate(carried):
         out.append(f"  store {v.V} %{name}, ptr %cp{k}, align 8")
     out += ["  %b.next = add i64 %b, 1", "  br label %blk", "exit:", "  ret void", "}"]
     out.append(f"declare {v.V} @llvm.fabs.v{v.lanes}f64({v.V})")
-    out.append(f"declare {v.V} @llvm.maximum.v{v.lanes}f64({v.V}, {v.V})")
     return "\n".join(out), inputs, n_x
 
 
 # -- compiling and running --------------------------------------------------------------------------------
 @functools.cache
-def _target_machine():
+@functools.cache
+def _llvm():
+    """llvmlite's binding with the native target initialized (once). ImportError where there is none fit."""
+    import llvmlite
     import llvmlite.binding as llvm
 
-    if not hasattr(llvm, "create_pass_builder"):  # llvmlite < 0.44: no new pass manager
-        raise ImportError("cpu kernel: llvmlite >= 0.44 is needed")
+    # >= 0.45 (LLVM 20): opaque pointers in the IR; 0.44's LLVM 15 rejects them
+    if tuple(int(x) for x in llvmlite.__version__.split(".")[:2]) < (0, 45):
+        raise ImportError(f"cpu kernel: llvmlite >= 0.45 is needed, found {llvmlite.__version__}")
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
-    target = llvm.Target.from_default_triple()
-    return llvm, target.create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3
-    )
+    return llvm
 
 
 def _compile(ir: str, name: str):
-    """(the execution engine, which must stay alive while the code runs; the address of ``name``)."""
-    llvm, machine = _target_machine()
+    """(the execution engine, which must stay alive while the code runs; the address of ``name``). Each
+    engine gets a target machine of its own: an engine owns its machine and frees it with itself."""
+    llvm = _llvm()
+    machine = llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3
+    )
     module = llvm.parse_assembly(ir)
     module.triple = machine.triple
+    module.data_layout = str(machine.target_data)
     module.verify()
     builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(speed_level=3))
     builder.getModulePassManager().run(module, builder)
@@ -512,13 +541,12 @@ class SummaryKernel:
     """One regime's compiled kernel and the graph it came from (see the module docstring)."""
 
     def __init__(self, regime: Regime, lanes: int | None = None):
-        llvm, machine = _target_machine()
         self.regime = regime
         self.lanes = LANES[regime.value_trained] if lanes is None else int(lanes)
         self.graph, self.velocity, self.loss, self.gap = _trace(regime)
         ir, self.inputs, self.n_x = kernel_ir(regime, self.lanes)
         self._engine, address = _compile(ir, "kernel")
-        signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 2, *[ctypes.c_int64] * 5)
+        signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 6)
         self._kernel = signature(address)  # ctypes releases the GIL during the call: threads run in parallel
 
     def run(
@@ -528,7 +556,7 @@ class SummaryKernel:
         at least one run) as ``summary_engine`` computes it: :data:`SUMMARY_FIELDS` (steps as int32),
         ``first_nonfinite_step`` and the final ``state`` (a list of columns); with ``store_every`` > 0 also
         ``context_reliance``, (runs, stored steps): M_C at the steps 0, ``store_every``, ... and the last
-        (taken from the state between kernel calls, so only M_C is kept, never the states).
+        (written by the kernel as it steps: only M_C is kept, never the states).
 
         ``threads`` (1 or more) share the blocks of ``lanes`` runs; the steps go in segments of about
         :data:`SEGMENT_CONFIG_STEPS` per thread, between which Ctrl-C is honoured
@@ -551,9 +579,13 @@ class SummaryKernel:
         values = _evaluate(self.graph, self.inputs, symbols)
         inputs = np.stack([padded(values[node_id]) for node_id in self.inputs])
         initial = host_initial_state(params, self.regime, n_runs)
-        running = [np.full(stride, value) for value in (np.nan, -np.inf, -1.0, -1.0, -1.0)]
+        running = [np.full(stride, value) for value in (np.nan, -np.inf, -1.0, -1.0, -1.0, np.nan)]
         carry = np.stack([padded(column) for column in initial] + running)
         every = max(int(record_every), 1)
+        steps = int(steps)
+        stored = recorded_steps(steps, int(store_every)) if store_every else np.zeros(0, dtype=np.int64)
+        # the kernel writes M_C at the stored steps before the last; the last (always ``steps``) is the final
+        kept = np.empty((max(stored.size - 1, 1), stride))
         threads = max(1, min(int(threads), blocks))
         cuts = np.linspace(0, blocks, threads + 1).astype(np.int64)
         segment = max(1, SEGMENT_CONFIG_STEPS // (int(cuts[1] - cuts[0]) * self.lanes))
@@ -562,64 +594,45 @@ class SummaryKernel:
             first, count = int(cuts[i]), int(cuts[i + 1] - cuts[i])
             if count:
                 offset = first * self.lanes * inputs.itemsize
-                self._kernel(
-                    inputs.ctypes.data + offset,
-                    carry.ctypes.data + offset,
-                    count,
-                    stride,
-                    t_begin,
-                    t_end,
-                    every,
-                )
+                pointers = (array.ctypes.data + offset for array in (inputs, carry, kept))
+                self._kernel(*pointers, count, stride, t_begin, t_end, every, int(store_every))
 
-        steps = int(steps)
-        stored = recorded_steps(steps, int(store_every)) if store_every else np.zeros(0, dtype=np.int64)
-        reliance = np.empty((n_runs, stored.size))
-        column = {int(t): i for i, t in enumerate(stored)}
-        # kernel calls from one cut to the next: the segments, and every stored step
-        cuts_t = sorted({*range(0, steps, segment), *(int(t) for t in stored if t < steps), steps})
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:  # leaving it waits for running parts
-            for t_begin, t_end in zip(cuts_t[:-1], cuts_t[1:], strict=True):
-                if t_begin in column:
-                    reliance[:, column[t_begin]] = self._reliance(carry[: self.n_x, :n_runs], symbols)
+            for t_begin in range(0, steps, segment):
+                t_end = min(t_begin + segment, steps)
                 pending = {pool.submit(part, i, t_begin, t_end) for i in range(threads)}
                 while pending:
-                    _, pending = concurrent.futures.wait(pending, timeout=0.05)
+                    finished, pending = concurrent.futures.wait(pending, timeout=0.05)
+                    for future in finished:
+                        future.result()  # a part's exception, raised here
                     raise_if_interrupted()
-        carry = carry[:, :n_runs]
-        state = list(carry[: self.n_x])
-        start, peak, peak_step, bad, nonfinite = carry[self.n_x :]
-        # the final record (summary_engine's ``records(final=True)``): the last step is always recorded
-        last = _evaluate(self.graph, (self.gap, self.loss), symbols, state)
-        final = _sigmoid(np.broadcast_to(last[self.gap], (n_runs,)))
+        # The final record (summary_engine's ``records(final=True)``: the last step is always recorded): one
+        # more step at t = steps on a copy, recording, storing nothing; its M_C and its note are the final
+        # ones. The copy's update, and its state check (not a step taken), are dropped.
+        state = carry[: self.n_x, :n_runs].copy()
+        nonfinite = carry[self.n_x + RUNNING.index("first_nonfinite_step"), :n_runs].copy()
+        self._kernel(
+            inputs.ctypes.data, carry.ctypes.data, kept.ctypes.data, blocks, stride, steps, steps + 1, 1, 0
+        )
+        start, peak, peak_step, bad, _, final = carry[self.n_x :, :n_runs]
         if stored.size:
-            reliance[:, column[steps]] = final
-        start = np.where(steps == 0, final, start)
-        better = final > peak
-        peak = np.where(better, final, peak)
-        peak_step = np.where(better, steps, peak_step)
-        bad = np.where((bad < 0) & ~np.isfinite(final), steps, bad)
+            reliance = np.concatenate([kept[: stored.size - 1, :n_runs].T, final[:, None]], axis=1)
+        loss = _evaluate(self.graph, (self.loss,), symbols, list(state))[self.loss]
         return {
             "start": start,
             "peak": peak,
             "peak_step": peak_step.astype(np.int32),
             "final": final,
-            "final_loss": np.broadcast_to(last[self.loss], (n_runs,)).astype(np.float64),
+            "final_loss": np.broadcast_to(loss, (n_runs,)).astype(np.float64),
             "first_nonfinite_reliance": bad.astype(np.int32),
             "first_nonfinite_step": nonfinite.astype(np.int32),
-            "state": state,
+            "state": list(state),
             **({"context_reliance": reliance} if stored.size else {}),
         }
-
-    def _reliance(self, state, symbols) -> np.ndarray:
-        """M_C (the sigmoid of the probe gap) at the states ``state`` (rows: coordinates), on the host."""
-        gap = _evaluate(self.graph, (self.gap,), symbols, list(state))[self.gap]
-        return _sigmoid(np.broadcast_to(gap, (state.shape[1],)))
 
 
 @functools.cache
 def _exp_program(lanes: int):
-    llvm, machine = _target_machine()
     v = _Vec(lanes)
     ir = "\n".join(
         [
@@ -663,9 +676,17 @@ def vector_exp(x) -> np.ndarray:
 
 @functools.cache
 def summary_kernel(regime: Regime) -> SummaryKernel | None:
-    """The compiled kernel of a regime, or None where ``llvmlite`` cannot be imported (the XLA program then
-    runs)."""
+    """The compiled kernel of a regime, or None (the XLA program then runs): silently where ``llvmlite``
+    (>= 0.45) cannot be imported, with a warning naming the cause where LLVM cannot build it here."""
     try:
         return SummaryKernel(regime)
     except ImportError:
+        return None
+    except Exception as error:  # noqa: BLE001 (a speed path: XLA's program is always there)
+        warnings.warn(
+            f"cpu kernel: not built for the {regime.name} regime ({type(error).__name__}: {error}); "
+            "XLA's program runs instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return None

@@ -202,7 +202,9 @@ def summary_variables(output: RunOutput, steps: int) -> dict[str, np.ndarray]:
 def _kernel_of(engine: RegisteredEngine, bucket: tuple, recording: Recording, on_trace=None):
     """The engine's CPU kernel for a bucket (compiled once; counted in :data:`TRACES` as a compilation), or
     None."""
-    kernel = engine.cpu_kernel(bucket, recording) if engine.cpu_kernel is not None else None
+    kernel = (
+        engine.cpu_kernel.for_engine(engine, bucket, recording) if engine.cpu_kernel is not None else None
+    )
     if kernel is not None:
         TRACES[0] += 1
         if on_trace is not None:

@@ -118,6 +118,22 @@ jax.tree_util.register_dataclass(
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class CpuKernel:
+    """The fast CPU form of one ``batch_run``: ``build(bucket, recording)`` -> None (no kernel for that bucket:
+    the XLA program runs) or ``run(params, threads)`` -> a host :class:`RunOutput` of NumPy columns (compiling
+    happens in ``build``). It serves only the ``batch_run`` it names: an engine derived with another
+    ``batch_run`` (``dataclasses.replace``) does not run it."""
+
+    batch_run: Callable
+    build: Callable[[tuple, Recording], Callable[[ToyParams, int], RunOutput] | None]
+
+    def for_engine(self, engine: "RegisteredEngine", bucket: tuple, recording: Recording):
+        if engine.batch_run is not self.batch_run:
+            return None
+        return self.build(bucket, recording)
+
+
 # eq=False: an engine is itself (hashable by identity: compiled programs are cached per engine).
 @dataclasses.dataclass(frozen=True, eq=False)
 class RegisteredEngine:
@@ -152,10 +168,8 @@ class RegisteredEngine:
     # emitter where it is measured faster); an option this XLA does not know is dropped
     # (:func:`cpi_theory.simulation._batch.known_compiler_options`), so they never change a result's meaning.
     compiler_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-    # A CPU kernel that computes a bucket's runs without XLA, where the engine has one for it:
-    # ``cpu_kernel(bucket, recording)`` -> None (no kernel: the XLA program runs) or ``run(params, threads)``
-    # -> a host :class:`RunOutput` of NumPy columns. Compiling happens in ``cpu_kernel``.
-    cpu_kernel: Callable[[tuple, Recording], Callable[[ToyParams, int], RunOutput] | None] | None = None
+    # A CPU kernel that computes what ``batch_run`` computes, without XLA (see :class:`CpuKernel`).
+    cpu_kernel: "CpuKernel | None" = None
 
     def bucket_of(self, params: ToyParams) -> tuple:
         """The bucket of one run (concrete numbers)."""
@@ -412,7 +426,7 @@ REDUCED = RegisteredEngine(
     # XLA's newer CPU fusion emitters cut the frozen step into 23 fusions, the older ones into 18, and run it
     # 1.2-1.4x slower; results agree within 1e-14 (benchmarks/loop_body.py, tests/test_compiler_options.py).
     compiler_options={"cpu": {"xla_cpu_use_fusion_emitters": False}},
-    cpu_kernel=_reduced_cpu_kernel,
+    cpu_kernel=CpuKernel(_reduced_batch_run, _reduced_cpu_kernel),
 )
 
 
