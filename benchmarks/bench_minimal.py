@@ -118,12 +118,7 @@ def compile_aot(fn, example) -> tuple[object, float]:
 
 def median_seconds(run, repeats: int) -> float:
     jax.block_until_ready(run())  # warm-up (compiles)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(run())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return timed_median(run, repeats)[1]
 
 
 def timed_median(run, repeats: int):

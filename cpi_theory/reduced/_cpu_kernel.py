@@ -42,7 +42,8 @@ from .._interrupt import raise_if_interrupted
 from ..engine._loop import recorded_steps
 from . import _generated
 from ._codegen import Regime
-from ._inputs import _CLASS_SYMBOLS, _SCALAR_SYMBOLS
+from ._inputs import PARAM_NAMES, symbol_columns
+from ._minimal import pretrained_coordinates
 
 # Runs per vector value, by value_trained. Wider than a register (8 float64 with AVX-512): LLVM splits each
 # operation into lanes / 8 independent ones, which the core overlaps; one step's chain of exponentials and
@@ -52,7 +53,6 @@ from ._inputs import _CLASS_SYMBOLS, _SCALAR_SYMBOLS
 # value regimes' state (78-166 coordinates) already gives the core independent work: 8 lanes 2.1e7, 16
 # 2.6e7, 32 2.1e7 (value regime, 20,000 runs x 1,000 steps, two cores).
 LANES = {False: 32, True: 16}
-SQRT_HALF = math.sqrt(0.5)
 # Config-steps of one kernel call per thread (about 0.3 s on the 2-core machine): Ctrl-C waits at most that.
 SEGMENT_CONFIG_STEPS = 1 << 25
 # The running values after the state: M_C at step 0, the peak, its step, the first recorded step whose M_C
@@ -144,7 +144,7 @@ def _trace(regime: Regime):
     names = getattr(_generated, f"STATE_{regime.name}")
     graph = _Graph()
     x = tuple(graph.add("state", i) for i in range(len(names)))
-    p = {name: graph.add("param", name) for name in (*_CLASS_SYMBOLS, *_SCALAR_SYMBOLS)}
+    p = {name: graph.add("param", name) for name in PARAM_NAMES}
     velocity, loss = _traced(getattr(_generated, f"velocity_{regime.name}"), graph)(x, p)
     gap = _traced(getattr(_generated, f"probe_gap_{regime.name}"), graph)(x, p)
     return graph, tuple(graph.lift(v).id for v in velocity), graph.lift(loss).id, graph.lift(gap).id
@@ -206,22 +206,18 @@ def _evaluate(graph: _Graph, wanted, params: dict, state=None) -> dict[int, np.n
     return values
 
 
+def _as_float64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
 def host_symbols(params) -> dict[str, np.ndarray]:
     """:func:`cpi_theory.reduced.symbol_values` as float64 NumPy columns (no JAX)."""
-    sizes = params.class_sizes
-    values = {s: np.asarray(n, dtype=np.float64) for s, n in zip(_CLASS_SYMBOLS, sizes, strict=True)}
-    values.update({s: np.asarray(getattr(params, f), dtype=np.float64) for s, f in _SCALAR_SYMBOLS.items()})
-    return values
+    return symbol_columns(params, _as_float64)
 
 
 def host_initial_state(params, regime: Regime, n_runs: int) -> list[np.ndarray]:
     """:func:`cpi_theory.reduced.minimal_initial_state` in NumPy (q = relation score e_r + the tilt)."""
-    beta = np.asarray(params.context_bias, dtype=np.float64)
-    values = {
-        "kappa_er": np.asarray(params.relation_score, dtype=np.float64),
-        "kappa_thC": beta * SQRT_HALF,
-        "kappa_thS": -beta * SQRT_HALF,
-    }
+    values = pretrained_coordinates(_as_float64(params.relation_score), _as_float64(params.context_bias))
     names = getattr(_generated, f"STATE_{regime.name}")
     return [np.broadcast_to(values.get(n, np.float64(0.0)), (n_runs,)).astype(np.float64) for n in names]
 
@@ -410,18 +406,20 @@ def kernel_ir(regime: Regime, lanes: int) -> tuple[str, list[int], int]:
         "load:",
         f"  %off = mul i64 %b, {v.lanes}",
     ]
+
+    def load_row(array: str, row: int, tag: str, value: str) -> None:
+        """``value`` = this block's lanes of ``array``'s row ``row``; its address is ``%<tag>``."""
+        out.append(f"  %{tag}.row = mul i64 %stride, {row}")
+        out.append(f"  %{tag}.at = add i64 %{tag}.row, %off")
+        out.append(f"  %{tag} = getelementptr double, ptr %{array}, i64 %{tag}.at")
+        out.append(f"  {value} = load {v.V}, ptr %{tag}, align 8")
+
     names = {}
     for j, node_id in enumerate(inputs):
-        out.append(f"  %io{j} = mul i64 %stride, {j}")
-        out.append(f"  %ia{j} = add i64 %io{j}, %off")
-        out.append(f"  %ip{j} = getelementptr double, ptr %inp, i64 %ia{j}")
-        out.append(f"  %in{j} = load {v.V}, ptr %ip{j}, align 8")
+        load_row("inp", j, f"ip{j}", f"%in{j}")
         names[node_id] = f"%in{j}"
     for k, name in enumerate(carried):
-        out.append(f"  %co{k} = mul i64 %stride, {k}")
-        out.append(f"  %ca{k} = add i64 %co{k}, %off")
-        out.append(f"  %cp{k} = getelementptr double, ptr %carry, i64 %ca{k}")
-        out.append(f"  %{name}.0 = load {v.V}, ptr %cp{k}, align 8")
+        load_row("carry", k, f"cp{k}", f"%{name}.0")
     out += ["  br label %head", "head:", "  %t = phi i64 [%t.begin, %load], [%t.next, %latch]"]
     for name in carried:
         out.append(f"  %{name} = phi {v.V} [%{name}.0, %load], [%{name}.new, %latch]")
@@ -505,7 +503,6 @@ def kernel_ir(regime: Regime, lanes: int) -> tuple[str, list[int], int]:
 
 # -- compiling and running --------------------------------------------------------------------------------
 @functools.cache
-@functools.cache
 def _llvm():
     """llvmlite's binding with the native target initialized (once). ImportError where there is none fit."""
     import llvmlite
@@ -543,7 +540,7 @@ class SummaryKernel:
     def __init__(self, regime: Regime, lanes: int | None = None):
         self.regime = regime
         self.lanes = LANES[regime.value_trained] if lanes is None else int(lanes)
-        self.graph, self.velocity, self.loss, self.gap = _trace(regime)
+        self.graph, _, self.loss, self.gap = _trace(regime)
         ir, self.inputs, self.n_x = kernel_ir(regime, self.lanes)
         self._engine, address = _compile(ir, "kernel")
         signature = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 6)

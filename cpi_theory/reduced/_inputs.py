@@ -49,10 +49,14 @@ def as_float64(params: ToyParams) -> ToyParams:
     return check_params(params).map(_f64)
 
 
+def symbol_columns(params: ToyParams, convert) -> dict:
+    """The generated code's mapping of :data:`PARAM_NAMES` to ``convert`` of each parameter's value(s)."""
+    values = {symbol: convert(size) for symbol, size in zip(_CLASS_SYMBOLS, params.class_sizes, strict=True)}
+    values.update({symbol: convert(getattr(params, field)) for symbol, field in _SCALAR_SYMBOLS.items()})
+    return values
+
+
 @requires_float64
 def symbol_values(params: ToyParams) -> dict:
     """The generated code's mapping of :data:`PARAM_NAMES` to float64 arrays (elementwise over runs)."""
-    params = check_params(params)
-    values = {symbol: _f64(size) for symbol, size in zip(_CLASS_SYMBOLS, params.class_sizes, strict=True)}
-    values.update({symbol: _f64(getattr(params, field)) for symbol, field in _SCALAR_SYMBOLS.items()})
-    return values
+    return symbol_columns(check_params(params), _f64)

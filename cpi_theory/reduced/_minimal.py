@@ -113,14 +113,19 @@ def initial_state(params: ToyParams, regime: Regime) -> Coordinates:
     """The pretrained state: q = relation_score e_r (+ the initial attention tilt ``context_bias``: every
     context's score up by beta / 2, every subject's down by beta / 2), Delta W_V = 0."""
     names = state_names(regime)
-    beta = _f64(check_params(params).context_bias)
-    values = {
-        "kappa_er": _f64(params.relation_score),
-        "kappa_thC": beta * SQRT_HALF,
-        "kappa_thS": -beta * SQRT_HALF,
-    }
+    values = pretrained_coordinates(_f64(check_params(params).relation_score), _f64(params.context_bias))
     zero = jnp.zeros_like(values["kappa_er"])
     return tuple(values.get(name, zero) for name in names)
+
+
+def pretrained_coordinates(relation_score, context_bias) -> dict:
+    """The coordinates that start away from 0 (any array type): q = relation_score e_r plus the tilt,
+    beta = ``context_bias`` split as +beta / sqrt(2) on theta_C and -beta / sqrt(2) on theta_S."""
+    return {
+        "kappa_er": relation_score,
+        "kappa_thC": context_bias * SQRT_HALF,
+        "kappa_thS": -context_bias * SQRT_HALF,
+    }
 
 
 def to_general(x: Coordinates, regime: Regime) -> Float[Array, "*batch state"]:
