@@ -55,6 +55,28 @@ def _toy_curve(n: int = 24, noise: float = 0.01, seed: int = 0):
     return steps, noisy, clean
 
 
+def test_toy_curves_pads_draw_counts_to_a_few_compiled_programs():
+    """Any number of draws gives each draw's own curve, and odd counts share a program padded to a power
+    of two (unpadded, every count compiled a program of its own: an importance sampler calling with
+    thousands of counts ran LLVM out of memory)."""
+    from cpi_theory.forecast._model import _curve_program, toy_horizon
+
+    steps = np.linspace(0.0, 400.0, 9)
+    problem = make_problem(steps, np.zeros_like(steps), steps)
+    base = np.asarray([TRUTH.get(name, 0.0) for name in problem.names])
+    x = base + np.linspace(0.0, 0.2, 7)[:, None] * (np.arange(base.size) < 5)
+    one_by_one = np.concatenate([toy_curves(problem, row[None], steps) for row in x])
+    program = _curve_program(problem.structure, toy_horizon(problem, 400.0), 512)
+    before = program._cache_size()
+    for count in (5, 6, 7):
+        np.testing.assert_allclose(
+            toy_curves(problem, x[:count], steps), one_by_one[:count], rtol=0, atol=1e-15
+        )
+    assert program._cache_size() - before <= 1
+    assert toy_curves(problem, x[:0], steps).shape == (0, steps.size)
+    np.testing.assert_allclose(toy_curves(problem, x, steps, chunk=4), one_by_one, rtol=0, atol=1e-15)
+
+
 def test_log_likelihood_is_the_ornstein_uhlenbeck_likelihood_of_the_toy_residuals():
     steps, values, _ = _toy_curve(n=12)
     steps = np.concatenate([steps[:6], steps[7:]])  # an uneven gap

@@ -202,11 +202,17 @@ def toy_curves(problem: Problem, x, tau, *, chunk: int = 512) -> np.ndarray:
     tau_p = jnp.asarray(np.concatenate([tau, np.full(npad - tau.size, tau[-1] if tau.size else 0.0)]))
     program = _curve_program(problem.structure, horizon, npad)
     rest = jnp.asarray(problem.family.rest)
-    out = [
-        np.asarray(program(jnp.asarray(x[i : i + chunk]), rest, tau_p))[:, : tau.size]
-        for i in range(0, x.shape[0], chunk)
-    ]
-    return np.concatenate(out, axis=0)
+    out = []
+    for i in range(0, x.shape[0], chunk):
+        block = x[i : i + chunk]
+        # A block is padded (with its first draw) to a power of two, at most `chunk`: every draw count
+        # compiles one of a few programs. Unpadded, each new count compiled a program that stayed in
+        # memory; an importance sampler calling with thousands of counts ran out of memory for LLVM.
+        rows = block.shape[0]
+        width = min(chunk, 1 << (rows - 1).bit_length())
+        block = np.concatenate([block, np.repeat(block[:1], width - rows, axis=0)])
+        out.append(np.asarray(program(jnp.asarray(block), rest, tau_p))[:rows, : tau.size])
+    return np.concatenate(out, axis=0) if out else np.zeros((0, tau.size))
 
 
 def natural_parameters(problem: Problem, x) -> dict[str, np.ndarray]:
