@@ -1,5 +1,5 @@
-"""How often does the best forecast beat persistence after the peak? The Bayes-optimal forecast of the
-backtest's toy curves (issue 23).
+"""How often does the exact posterior beat persistence after the peak? The posterior forecast of the
+backtest's toy curves under their own law (issue 23).
 
 The toy curves of ``forecast_backtest.py`` are drawn from a known law: the parameters uniform on
 ``TRUTH_BOX``, the toy time of the 400 steps uniform on 60-300, white Gaussian noise of sd uniform on
@@ -336,7 +336,7 @@ def write_markdown(summary: dict, meta: dict, path: pathlib.Path) -> None:
     a, k = summary["all_curves"], summary["backtest_curves"]
     m = a["mean_rmse"]
     lines = [
-        "# The Bayes-optimal forecast of the toy curves (issue 23)",
+        "# The exact posterior forecast of the toy curves under their own law (issue 23)",
         "",
         f"Made by `{meta['command']}` ({meta['minutes']:.0f} min on the 2-core machine); importance sampling "
         f"rounds {meta['rounds']}. Every number is read from `oracle.json` (`tests/test_forecast_oracle.py` "
