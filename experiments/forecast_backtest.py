@@ -66,6 +66,7 @@ TOY_CURVES = 24
 # 0.5), and 8 evenly spaced runs (in file order) of the study and of the search.
 SUBSAMPLE = {"bridge-long": ("first", 6), "bridge-study": ("spread", 8), "bridge-search": ("spread", 8)}
 TOY_NOISE = (0.01, 0.02)
+TOY_STEPS = np.linspace(0.0, 400.0, 41)  # where every toy curve is measured
 WIDE = (0.4, 0.6, 0.8)
 GROUP_ORIGINS = {
     "published": WIDE,
@@ -88,7 +89,7 @@ def published_curve(name: str, n: int = 36):
 def toy_curve(index: int):
     """(steps, noisy values, the noise-free truth, the true parameters) of toy curve ``index``."""
     rng = np.random.default_rng(1000 + index)
-    steps = np.linspace(0.0, 400.0, 41)
+    steps = TOY_STEPS.copy()
     problem = make_problem(steps, np.zeros_like(steps), steps)  # its boxes: the fitted span is 400 steps
     truth = {name: float(rng.uniform(*TRUTH_BOX[name])) for name in TRUTH_BOX}
     truth["log_time_scale"] = float(np.log(rng.uniform(60.0, 300.0) / 400.0))  # toy time 60 to 300
@@ -273,8 +274,25 @@ def settings_tag(settings: SMCSettings, seed: int) -> str:
 DEFAULT_TAG = settings_tag(SMCSettings(), 0)
 
 
+def read_partial(path: pathlib.Path, tag: str, key, default_tag: str | None = None) -> dict:
+    """The rows of a resume file (JSON lines) made with the settings ``tag``, by ``key(row)``: of several
+    lines for one key the last counts, and a row that names no settings counts as ``default_tag``."""
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            done[key(row)] = row
+    return {k: row for k, row in done.items() if row.get("settings", default_tag) == tag}
+
+
+def append_partial(path: pathlib.Path, row: dict) -> None:
+    """Append one finished row to a resume file (a killed run loses at most the row in progress)."""
+    with path.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
 # ---------------------------------------------------------------------------------------- summary
-def _rmse(a, b) -> float:
+def rmse(a, b) -> float:
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
 
@@ -440,12 +458,6 @@ def main(argv=None) -> int:
     cpi.enable_float64()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    partial = out / ".partial.jsonl"
-    done = {}
-    if partial.exists():
-        for line in partial.read_text().splitlines():
-            row = json.loads(line)
-            done[(row["curve"], row["origin"])] = row
     curves = collect_curves()
     if args.only:
         groups = set(args.only.split(","))
@@ -459,7 +471,8 @@ def main(argv=None) -> int:
         curves = kept
     settings = SMCSettings(reference_starts=args.reference_starts)
     tag = settings_tag(settings, args.seed)
-    done = {key: row for key, row in done.items() if row.get("settings", DEFAULT_TAG) == tag}
+    partial = out / ".partial.jsonl"
+    done = read_partial(partial, tag, lambda row: (row["curve"], row["origin"]), DEFAULT_TAG)
     jobs = [(c, o) for c in curves for o in origins(c)]
     rows = []
     for i, (curve, origin) in enumerate(jobs):
@@ -470,8 +483,7 @@ def main(argv=None) -> int:
         row = backtest_row(curve, origin, settings, seed=args.seed)
         row["settings"] = tag
         rows.append(row)
-        with partial.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        append_partial(partial, row)
         print(
             f"[{i + 1}/{len(jobs)}] {row['curve']} @ {origin:g}: toy {row['rmse']['toy']:.4f} persistence "
             f"{row['rmse']['persistence']:.4f} smooth {row['rmse']['smooth']:.4f} cov90 {row['coverage90']:.2f} "

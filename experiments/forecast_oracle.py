@@ -37,6 +37,7 @@ not reused); at the end ``OUT/oracle.json`` and ``OUT/oracle.md``.
 """
 
 import argparse
+import functools
 import json
 import math
 import pathlib
@@ -53,7 +54,7 @@ from cpi_theory.forecast import make_problem, toy_curves
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import forecast_backtest as bt  # noqa: E402
 
-STEPS = np.linspace(0.0, 400.0, 41)  # the toy curves' steps (forecast_backtest.toy_curve)
+STEPS = bt.TOY_STEPS
 LAW_NAMES = (*bt.TRUTH_BOX, "toy_time")
 LOWER = np.array([bt.TRUTH_BOX[n][0] for n in bt.TRUTH_BOX] + [60.0])
 UPPER = np.array([bt.TRUTH_BOX[n][1] for n in bt.TRUTH_BOX] + [300.0])
@@ -68,9 +69,14 @@ MIN_ESS = 500  # below this after the rounds, more rounds of the last size follo
 MAX_EXTRA = 4  # ... at most this many
 
 
+@functools.cache
+def _toy_problem():
+    return make_problem(STEPS, np.zeros_like(STEPS), STEPS)  # as toy_curve makes it; built once
+
+
 def toy_of(u: np.ndarray) -> np.ndarray:
     """The noise-free toy curves (``(draws, 41)``) of draws ``u`` of the law (``LAW_NAMES``)."""
-    problem = make_problem(STEPS, np.zeros_like(STEPS), STEPS)
+    problem = _toy_problem()
     x = np.zeros((u.shape[0], len(problem.names)))
     for j, name in enumerate(bt.TRUTH_BOX):
         x[:, problem.names.index(name)] = u[:, j]
@@ -79,7 +85,7 @@ def toy_of(u: np.ndarray) -> np.ndarray:
     # its own, ~10 s)
     rows = x.shape[0]
     x = np.concatenate([x, np.repeat(x[:1], -rows % 512, axis=0)])
-    return toy_curves(problem, x, STEPS, chunk=512)[:rows]
+    return toy_curves(problem, x, STEPS)[:rows]
 
 
 def log_likelihood_terms(curves: np.ndarray, y: np.ndarray, noise_grid: np.ndarray) -> np.ndarray:
@@ -191,10 +197,6 @@ def importance_posterior(
     return u, curves, w, ess, extra
 
 
-def _rmse(a, b) -> float:
-    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
-
-
 def oracle_row(index: int, origin: float, rounds, seed: int) -> dict:
     steps, noisy, clean, _ = bt.toy_curve(index)
     fit = steps <= origin
@@ -220,15 +222,15 @@ def oracle_row(index: int, origin: float, rounds, seed: int) -> dict:
         "extra_rounds": extra,
         "seconds": time.perf_counter() - started,
         "rmse": {
-            "oracle_median": _rmse(median, noisy[held]),
-            "oracle_mean": _rmse(mean, noisy[held]),
-            "persistence": _rmse(persistence, noisy[held]),
-            "truth": _rmse(clean[held], noisy[held]),
+            "oracle_median": bt.rmse(median, noisy[held]),
+            "oracle_mean": bt.rmse(mean, noisy[held]),
+            "persistence": bt.rmse(persistence, noisy[held]),
+            "truth": bt.rmse(clean[held], noisy[held]),
         },
         "rmse_truth": {
-            "oracle_median": _rmse(median, clean[held]),
-            "oracle_mean": _rmse(mean, clean[held]),
-            "persistence": _rmse(persistence, clean[held]),
+            "oracle_median": bt.rmse(median, clean[held]),
+            "oracle_mean": bt.rmse(mean, clean[held]),
+            "persistence": bt.rmse(persistence, clean[held]),
         },
         "arrays": {
             "step": steps[held].tolist(),
@@ -267,7 +269,7 @@ def halfway_rmse(row: dict) -> float:
     """RMSE of the forecast halfway between persistence and the oracle's mean (a hedge toward persistence)."""
     a = row["arrays"]
     halfway = 0.5 * (np.asarray(a["oracle_mean"]) + a["persistence"])
-    return _rmse(halfway, a["observed"])
+    return bt.rmse(halfway, a["observed"])
 
 
 FORECASTS = ("oracle_median", "oracle_mean", "truth")
@@ -400,12 +402,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     partial = out / ".oracle_partial.jsonl"
     tag = f"oracle 2 (peak-conditioned median), rounds {','.join(map(str, rounds))}, seed {args.seed}"
-    done = {}
-    if partial.exists():
-        for text in partial.read_text().splitlines():
-            row = json.loads(text)
-            if row.get("settings") == tag:
-                done[(row["index"], row["origin"])] = row
+    done = bt.read_partial(partial, tag, lambda row: (row["index"], row["origin"]))
     jobs = [(i, o) for i in range(args.curves) for o in after_peak_origins(i)]
     rows = []
     for k, (index, origin) in enumerate(jobs):
@@ -414,8 +411,7 @@ def main(argv=None) -> int:
             continue
         row = {**oracle_row(index, origin, rounds, args.seed), "settings": tag}
         rows.append(row)
-        with partial.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        bt.append_partial(partial, row)
         r = row["rmse"]
         print(
             f"[{k + 1}/{len(jobs)}] {row['curve']} @ {origin:g}: oracle median {r['oracle_median']:.4f} persistence "
